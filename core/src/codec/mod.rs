@@ -1,7 +1,7 @@
 //! The MQTT 3.1.1 and 5.0 wire format: every packet of both versions, decoded incrementally and
 //! without copying, encoded into a caller's buffer.
 //!
-//! - [`Decoder`] turns a growing [`BytesMut`](bytes::BytesMut) into [`Packet`]s. It returns
+//! - [`Decoder`] turns a growing [`BytesMut`] into [`Packet`]s. It returns
 //!   `Ok(None)` until a whole packet has arrived, refuses an oversized packet as soon as its fixed
 //!   header is read, and never reserves memory for a length the peer declared.
 //! - [`Packet::encode`] writes a packet; [`Packet::encoded_len`] is its exact length.

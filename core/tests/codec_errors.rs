@@ -432,7 +432,7 @@ fn duplicate_property() {
     // User properties may repeat.
     let repeated = [0x26, 0, 1, b'k', 0, 1, b'v', 0x26, 0, 1, b'k', 0, 1, b'w'];
     match client(V5, &publish_v5_with_props(&repeated)) {
-        Ok(Some(Packet::Publish(p))) => assert_eq!(p.properties.user_properties.len(), 2),
+        Ok(Some(Packet::Publish(p))) => assert_eq!(p.properties().user_properties.len(), 2),
         other => panic!("unexpected {other:?}"),
     }
     // A SUBSCRIBE carries at most one subscription identifier.
@@ -771,7 +771,7 @@ fn subscription_identifier_from_client() {
     );
     // From the server it is how matching subscriptions are reported.
     match server(V5, &bytes) {
-        Ok(Some(Packet::Publish(p))) => assert_eq!(p.properties.subscription_identifiers.len(), 1),
+        Ok(Some(Packet::Publish(p))) => assert_eq!(p.properties().subscription_identifiers.len(), 1),
         other => panic!("unexpected {other:?}"),
     }
 }

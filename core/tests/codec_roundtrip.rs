@@ -416,11 +416,11 @@ fn connack(version: ProtocolVersion) -> BoxedStrategy<Packet> {
     };
     (any::<bool>(), reason, connack_properties(version))
         .prop_map(|(session_present, reason, properties)| {
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present: session_present && reason == ConnectReason::Success,
                 reason,
                 properties,
-            })
+            }))
         })
         .boxed()
 }
@@ -457,7 +457,9 @@ fn publish(version: ProtocolVersion, server: bool) -> BoxedStrategy<Packet> {
                     qos,
                     retain,
                     topic,
-                    properties,
+                    // The decoder gives `None` for an empty set, so the generator does too.
+                    properties: (properties != PublishProperties::default())
+                        .then(|| Box::new(properties)),
                     payload,
                 })
             },
@@ -604,22 +606,22 @@ fn unsuback(version: ProtocolVersion) -> BoxedStrategy<Packet> {
 
 fn disconnect(version: ProtocolVersion) -> BoxedStrategy<Packet> {
     if !version.is_v5() {
-        return Just(Packet::Disconnect(Disconnect::new(
+        return Just(Packet::Disconnect(Box::new(Disconnect::new(
             DisconnectReason::NormalDisconnection,
-        )))
+        ))))
         .boxed();
     }
     (
         prop::sample::select(DisconnectReason::ALL),
         disconnect_properties(),
     )
-        .prop_map(|(reason, properties)| Packet::Disconnect(Disconnect { reason, properties }))
+        .prop_map(|(reason, properties)| Packet::Disconnect(Box::new(Disconnect { reason, properties })))
         .boxed()
 }
 
 fn auth() -> BoxedStrategy<Packet> {
     (prop::sample::select(AuthReason::ALL), auth_properties())
-        .prop_map(|(reason, properties)| Packet::Auth(Auth { reason, properties }))
+        .prop_map(|(reason, properties)| Packet::Auth(Box::new(Auth { reason, properties })))
         .boxed()
 }
 
@@ -680,7 +682,7 @@ fn directions(packet: &Packet) -> Vec<Direction> {
         Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
             vec![Direction::FromServer]
         }
-        Packet::Publish(p) if !p.properties.subscription_identifiers.is_empty() => {
+        Packet::Publish(p) if !p.properties().subscription_identifiers.is_empty() => {
             vec![Direction::FromServer]
         }
         _ => vec![Direction::FromClient, Direction::FromServer],
@@ -1053,7 +1055,7 @@ fn length_boundaries_roundtrip() {
             });
         }
         let publish = Packet::Publish(Publish {
-            properties,
+            properties: Some(Box::new(properties)),
             ..Publish::new(topic.clone(), Bytes::from_static(b"payload"))
         });
         let len_of_len = jetmq_core::codec::var_int_len(u32::try_from(property_len).unwrap());

@@ -94,6 +94,7 @@ impl Decoder {
         Ok(Some(packet))
     }
 
+    #[inline(always)]
     fn decode_body(
         &self,
         packet_type: PacketType,
@@ -103,7 +104,7 @@ impl Decoder {
         let v = self.version;
         Ok(match packet_type {
             PacketType::Connect => Packet::Connect(Box::new(Connect::decode(body)?)),
-            PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(body, v)?),
+            PacketType::ConnAck => Packet::ConnAck(Box::new(ConnAck::decode(body, v)?)),
             PacketType::Publish => {
                 Packet::Publish(Publish::decode(body, flags, v, self.direction)?)
             }
@@ -123,8 +124,8 @@ impl Decoder {
                 body.finish()?;
                 Packet::PingResp
             }
-            PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(body, v)?),
-            PacketType::Auth => Packet::Auth(Auth::decode(body)?),
+            PacketType::Disconnect => Packet::Disconnect(Box::new(Disconnect::decode(body, v)?)),
+            PacketType::Auth => Packet::Auth(Box::new(Auth::decode(body)?)),
         })
     }
 }

@@ -194,8 +194,8 @@ impl PacketType {
 pub enum Packet {
     /// Connection request.
     Connect(Box<Connect>),
-    /// Connection acknowledgement.
-    ConnAck(ConnAck),
+    /// Connection acknowledgement (boxed: rare and large).
+    ConnAck(Box<ConnAck>),
     /// An application message.
     Publish(Publish),
     /// QoS 1 acknowledgement.
@@ -218,10 +218,10 @@ pub enum Packet {
     PingReq,
     /// Ping response.
     PingResp,
-    /// Disconnect notification.
-    Disconnect(Disconnect),
-    /// Authentication exchange (MQTT 5.0).
-    Auth(Auth),
+    /// Disconnect notification (boxed: rare and large).
+    Disconnect(Box<Disconnect>),
+    /// Authentication exchange (MQTT 5.0; boxed: rare and large).
+    Auth(Box<Auth>),
 }
 
 impl Packet {

@@ -16,6 +16,7 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
+    #[inline]
     pub(crate) fn new(buf: Bytes) -> Self {
         Self { buf }
     }
@@ -24,10 +25,12 @@ impl Reader {
         self.buf.len()
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
+    #[inline]
     fn need(&self, n: usize) -> Result<(), DecodeError> {
         if self.buf.len() < n {
             Err(DecodeError::Truncated)
@@ -36,16 +39,19 @@ impl Reader {
         }
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         self.need(1)?;
         Ok(self.buf.get_u8())
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         self.need(2)?;
         Ok(self.buf.get_u16())
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         self.need(4)?;
         Ok(self.buf.get_u32())
@@ -62,30 +68,55 @@ impl Reader {
         }
     }
 
+    /// Consumes a Property Length of 0 and says so; leaves any other length in place.
+    #[inline]
+    pub(crate) fn skip_empty_properties(&mut self) -> Result<bool, DecodeError> {
+        match self.buf.first() {
+            Some(0) => {
+                self.buf.advance(1);
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => Err(DecodeError::Truncated),
+        }
+    }
+
     /// Takes the next `n` bytes as a zero-copy slice.
+    #[inline]
     pub(crate) fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         self.need(n)?;
         Ok(self.buf.split_to(n))
     }
 
     /// Binary data: a two-byte length and that many bytes.
+    #[inline]
     pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let len = usize::from(self.u16()?);
         self.take(len)
     }
 
+    /// A topic name (a UTF-8 string without wildcards).
+    #[inline]
+    pub(crate) fn topic_name(&mut self) -> Result<ByteString, DecodeError> {
+        let raw = self.binary()?;
+        topic_name(raw)
+    }
+
     /// A UTF-8 encoded string [MQTT-1.5.4-1] [MQTT-1.5.4-2].
+    #[inline]
     pub(crate) fn string(&mut self) -> Result<ByteString, DecodeError> {
         let raw = self.binary()?;
         utf8(raw)
     }
 
     /// Everything left in the body, as a zero-copy slice.
+    #[inline]
     pub(crate) fn rest(&mut self) -> Bytes {
-        self.buf.split_to(self.buf.len())
+        std::mem::take(&mut self.buf)
     }
 
     /// Fails unless the body has been read to its last byte.
+    #[inline]
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
@@ -98,11 +129,32 @@ impl Reader {
 }
 
 /// Validates MQTT UTF-8: well-formed (which excludes surrogates) and free of U+0000.
+#[inline]
 pub(crate) fn utf8(raw: Bytes) -> Result<ByteString, DecodeError> {
-    if raw.contains(&0) {
+    if scan(&raw, |b| b == 0) {
         return Err(DecodeError::NullCharacter);
     }
     ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8)
+}
+
+/// A topic name: MQTT UTF-8 with no `+` or `#` [MQTT-3.3.2-2], checked in one pass.
+#[inline]
+pub(crate) fn topic_name(raw: Bytes) -> Result<ByteString, DecodeError> {
+    if scan(&raw, |b| b == 0 || b == b'+' || b == b'#') {
+        return Err(if raw.contains(&0) {
+            DecodeError::NullCharacter
+        } else {
+            DecodeError::WildcardInTopicName
+        });
+    }
+    ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8)
+}
+
+/// Whether any byte satisfies `hit`. There is no early exit, so the loop vectorises; strings
+/// are short and a hit is an error, which is rare.
+#[inline(always)]
+fn scan(bytes: &[u8], hit: impl Fn(u8) -> bool) -> bool {
+    bytes.iter().fold(false, |found, &b| found | hit(b))
 }
 
 /// Reads a variable byte integer from the front of `buf`.

@@ -711,6 +711,20 @@ pub struct PublishProperties {
     pub content_type: Option<ByteString>,
 }
 
+impl PublishProperties {
+    /// The empty set, usable in constants.
+    pub const EMPTY: Self = Self {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    };
+}
+
 impl PropertySet for PublishProperties {
     fn store(&mut self, id: PropertyId, value: Value) -> Result<bool, DecodeError> {
         use PropertyId as P;

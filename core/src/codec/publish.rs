@@ -51,18 +51,18 @@ pub struct Publish {
     pub retain: bool,
     /// The topic name; empty only in MQTT 5.0 when a topic alias stands for it.
     pub topic: ByteString,
-    /// PUBLISH properties (MQTT 5.0).
-    pub properties: PublishProperties,
+    /// PUBLISH properties (MQTT 5.0); `None` when there are none, which is always the case in
+    /// 3.1.1. They live behind a box so that the common PUBLISH stays small and cheap to move.
+    pub properties: Option<Box<PublishProperties>>,
     /// The application payload.
     pub payload: Bytes,
 }
 
+/// What [`Publish::properties`] lends when a PUBLISH has none.
+static EMPTY_PROPERTIES: PublishProperties = PublishProperties::EMPTY;
+
 const DUP: u8 = 0b1000;
 const RETAIN: u8 = 0b0001;
-
-fn has_wildcard(topic: &[u8]) -> bool {
-    topic.iter().any(|&b| b == b'+' || b == b'#')
-}
 
 impl Publish {
     /// A QoS 0 message with no properties.
@@ -73,11 +73,23 @@ impl Publish {
             qos: PublishQos::AtMostOnce,
             retain: false,
             topic,
-            properties: PublishProperties::default(),
+            properties: None,
             payload,
         }
     }
 
+    /// The properties, or an empty set when there are none.
+    #[must_use]
+    pub fn properties(&self) -> &PublishProperties {
+        self.properties.as_deref().unwrap_or(&EMPTY_PROPERTIES)
+    }
+
+    /// The properties for editing, created empty if there were none.
+    pub fn properties_mut(&mut self) -> &mut PublishProperties {
+        self.properties.get_or_insert_with(Box::default)
+    }
+
+    #[inline(always)]
     pub(crate) fn decode(
         mut r: Reader,
         flags: u8,
@@ -90,25 +102,22 @@ impl Publish {
         if dup && level == QoS::AtMostOnce {
             return Err(DecodeError::DupOnQos0);
         }
-        let topic = r.string()?;
-        if has_wildcard(topic.as_bytes()) {
-            return Err(DecodeError::WildcardInTopicName);
-        }
+        let topic = r.topic_name()?;
         let qos = match level {
             QoS::AtMostOnce => PublishQos::AtMostOnce,
             QoS::AtLeastOnce => PublishQos::AtLeastOnce(PacketId::read(&mut r)?),
             QoS::ExactlyOnce => PublishQos::ExactlyOnce(PacketId::read(&mut r)?),
         };
-        let properties = if version.is_v5() {
+        let properties = if version.is_v5() && !r.skip_empty_properties()? {
             let p = PublishProperties::read(&mut r, PacketType::Publish)?;
             if direction == Direction::FromClient && !p.subscription_identifiers.is_empty() {
                 return Err(DecodeError::SubscriptionIdFromClient);
             }
-            p
+            Some(Box::new(p))
         } else {
-            PublishProperties::default()
+            None
         };
-        if topic.is_empty() && properties.topic_alias.is_none() {
+        if topic.is_empty() && properties.as_ref().is_none_or(|p| p.topic_alias.is_none()) {
             return Err(DecodeError::EmptyTopicName);
         }
         Ok(Self {
@@ -138,7 +147,7 @@ impl Publish {
             len += 2;
         }
         if version.is_v5() {
-            len += self.properties.encoded_len();
+            len += self.properties.as_ref().map_or(1, |p| p.encoded_len());
         }
         len
     }
@@ -149,7 +158,10 @@ impl Publish {
             buf.put_u16(id.get());
         }
         if version.is_v5() {
-            self.properties.write(buf);
+            match &self.properties {
+                Some(p) => p.write(buf),
+                None => buf.put_u8(0),
+            }
         }
         buf.put_slice(&self.payload);
     }

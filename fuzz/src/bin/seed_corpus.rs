@@ -73,11 +73,12 @@ fn packets(v: ProtocolVersion) -> Vec<Packet> {
         connack.properties.assigned_client_identifier = Some(ByteString::from_static("auto-1"));
         connack.properties.topic_alias_maximum = Some(16);
         connack.properties.maximum_qos = Some(QoS::AtLeastOnce);
-        publish.properties.topic_alias = NonZeroU16::new(3);
-        publish.properties.message_expiry_interval = Some(60);
-        publish.properties.response_topic = Some(ByteString::from_static("reply/here"));
-        publish.properties.correlation_data = Some(Bytes::from_static(b"\x01\x02"));
-        publish.properties.user_properties = user();
+        let props = publish.properties_mut();
+        props.topic_alias = NonZeroU16::new(3);
+        props.message_expiry_interval = Some(60);
+        props.response_topic = Some(ByteString::from_static("reply/here"));
+        props.correlation_data = Some(Bytes::from_static(b"\x01\x02"));
+        props.user_properties = user();
         sub.properties.subscription_identifier = NonZeroU32::new(42);
         sub.filters[0].1.no_local = true;
         sub.filters[0].1.retain_as_published = true;
@@ -92,7 +93,7 @@ fn packets(v: ProtocolVersion) -> Vec<Packet> {
     };
     let mut list = vec![
         Packet::Connect(Box::new(connect)),
-        Packet::ConnAck(connack),
+        Packet::ConnAck(Box::new(connack)),
         Packet::Publish(publish),
         Packet::Publish(Publish::new(ByteString::from_static("x"), Bytes::new())),
         Packet::PubAck(pub_ack(jetmq_core::codec::PubAckReason::Success)),
@@ -117,13 +118,13 @@ fn packets(v: ProtocolVersion) -> Vec<Packet> {
         }),
         Packet::PingReq,
         Packet::PingResp,
-        Packet::Disconnect(disconnect),
+        Packet::Disconnect(Box::new(disconnect)),
     ];
     if v5 {
         let mut auth = Auth::new(AuthReason::ContinueAuthentication);
         auth.properties.authentication_method = Some(ByteString::from_static("SCRAM-SHA-256"));
         auth.properties.authentication_data = Some(Bytes::from_static(b"n,,n=user,r=abc"));
-        list.push(Packet::Auth(auth));
+        list.push(Packet::Auth(Box::new(auth)));
     }
     list
 }

@@ -78,10 +78,16 @@ fn encode_publish(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         let ours = Packet::Publish(publish(len));
         let payload = Bytes::from(vec![0xA5; len]);
-        let mut theirs4 = mq4::Publish::from_bytes(TOPIC, rumqttc::mqttbytes::QoS::AtLeastOnce, payload.clone());
+        let mut theirs4 =
+            mq4::Publish::from_bytes(TOPIC, rumqttc::mqttbytes::QoS::AtLeastOnce, payload.clone());
         theirs4.pkid = 1;
         let theirs4 = mq4::Packet::Publish(theirs4);
-        let mut theirs5 = mq5::Publish::new(TOPIC, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, payload, None);
+        let mut theirs5 = mq5::Publish::new(
+            TOPIC,
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            payload,
+            None,
+        );
         theirs5.pkid = 1;
         let theirs5 = mq5::Packet::Publish(theirs5);
         let mut buf = BytesMut::with_capacity(len + 128);

@@ -13,7 +13,10 @@ fn match_10k(c: &mut Criterion) {
         .collect();
     let topic = TopicName::try_from(TOPIC).expect("valid topic");
     let expected = ours.iter().filter(|f| f.matches(&topic)).count();
-    let theirs = raw.iter().filter(|f| rumqttc::mqttbytes::matches(TOPIC, f)).count();
+    let theirs = raw
+        .iter()
+        .filter(|f| rumqttc::mqttbytes::matches(TOPIC, f))
+        .count();
     assert_eq!(expected, theirs, "both matchers agree");
     assert!(expected > 0, "the topic matches some filters");
 
@@ -23,7 +26,11 @@ fn match_10k(c: &mut Criterion) {
         b.iter(|| ours.iter().filter(|f| f.matches(&topic)).count());
     });
     group.bench_function("mqttbytes", |b| {
-        b.iter(|| raw.iter().filter(|f| rumqttc::mqttbytes::matches(TOPIC, f)).count());
+        b.iter(|| {
+            raw.iter()
+                .filter(|f| rumqttc::mqttbytes::matches(TOPIC, f))
+                .count()
+        });
     });
     group.finish();
 }

@@ -42,7 +42,10 @@ pub fn stream_of(packet: &Packet, version: ProtocolVersion, count: usize) -> Byt
 /// The packets a client sends in a typical session, one of each type MQTT 3.1.1 has.
 #[must_use]
 pub fn client_packets() -> Vec<Packet> {
-    let mut connect = Connect::new(ProtocolVersion::V311, ByteString::from_static("bench-client-1"));
+    let mut connect = Connect::new(
+        ProtocolVersion::V311,
+        ByteString::from_static("bench-client-1"),
+    );
     connect.username = Some(ByteString::from_static("user"));
     connect.password = Some(Bytes::from_static(b"password"));
     vec![
@@ -66,7 +69,9 @@ pub fn client_packets() -> Vec<Packet> {
             filters: vec![ByteString::from_static("sensors/+/floor-3/#")],
         }),
         Packet::PingReq,
-        Packet::Disconnect(Box::new(Disconnect::new(DisconnectReason::NormalDisconnection))),
+        Packet::Disconnect(Box::new(Disconnect::new(
+            DisconnectReason::NormalDisconnection,
+        ))),
     ]
 }
 

@@ -771,7 +771,9 @@ fn subscription_identifier_from_client() {
     );
     // From the server it is how matching subscriptions are reported.
     match server(V5, &bytes) {
-        Ok(Some(Packet::Publish(p))) => assert_eq!(p.properties().subscription_identifiers.len(), 1),
+        Ok(Some(Packet::Publish(p))) => {
+            assert_eq!(p.properties().subscription_identifiers.len(), 1)
+        }
         other => panic!("unexpected {other:?}"),
     }
 }

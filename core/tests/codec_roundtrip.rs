@@ -615,7 +615,9 @@ fn disconnect(version: ProtocolVersion) -> BoxedStrategy<Packet> {
         prop::sample::select(DisconnectReason::ALL),
         disconnect_properties(),
     )
-        .prop_map(|(reason, properties)| Packet::Disconnect(Box::new(Disconnect { reason, properties })))
+        .prop_map(|(reason, properties)| {
+            Packet::Disconnect(Box::new(Disconnect { reason, properties }))
+        })
         .boxed()
 }
 

@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         let hash = TopicFilter::try_from("#").expect("valid filter");
         assert_eq!(hash.matches(&name), !name.starts_with_dollar());
         if let Ok(itself) = TopicFilter::try_from(text) {
-            assert!(itself.matches(&name), "a name without wildcards matches itself");
+            assert!(
+                itself.matches(&name),
+                "a name without wildcards matches itself"
+            );
         }
     }
     if let Ok(filter) = TopicFilter::try_from(text) {

@@ -40,7 +40,11 @@ pub fn decode_all(decoder: &mut Decoder, buf: &mut BytesMut) -> (Vec<Packet>, bo
             Err(err) => {
                 // Every error names a clause and maps to a reason code without panicking.
                 assert!(!err.clause().is_empty());
-                let _ = (err.disconnect_reason(), err.connect_reason(), err.to_string());
+                let _ = (
+                    err.disconnect_reason(),
+                    err.connect_reason(),
+                    err.to_string(),
+                );
                 return (packets, true);
             }
         }

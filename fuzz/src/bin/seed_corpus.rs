@@ -11,8 +11,8 @@ use bytestring::ByteString;
 use jetmq_core::codec::{
     Ack, AckProperties, Auth, AuthReason, ConnAck, Connect, ConnectReason, Disconnect,
     DisconnectReason, LastWill, Packet, PacketId, ProtocolVersion, Publish, PublishQos, QoS,
-    RetainHandling, SubAck, SubAckReason, Subscribe, SubscriptionOptions, UnsubAck,
-    UnsubAckReason, Unsubscribe, UserProperty,
+    RetainHandling, SubAck, SubAckReason, Subscribe, SubscriptionOptions, UnsubAck, UnsubAckReason,
+    Unsubscribe, UserProperty,
 };
 
 fn id(n: u16) -> PacketId {
@@ -57,15 +57,24 @@ fn packets(v: ProtocolVersion) -> Vec<Packet> {
     connect.will = Some(will);
 
     let mut connack = ConnAck::new(ConnectReason::Success, true);
-    let mut publish = Publish::new(ByteString::from_static("a/b/c"), Bytes::from_static(b"hello"));
+    let mut publish = Publish::new(
+        ByteString::from_static("a/b/c"),
+        Bytes::from_static(b"hello"),
+    );
     publish.qos = PublishQos::AtLeastOnce(id(7));
     publish.retain = true;
     let mut sub = Subscribe {
         packet_id: id(2),
         properties: Default::default(),
         filters: vec![
-            (ByteString::from_static("a/+/c"), SubscriptionOptions::new(QoS::ExactlyOnce)),
-            (ByteString::from_static("#"), SubscriptionOptions::new(QoS::AtMostOnce)),
+            (
+                ByteString::from_static("a/+/c"),
+                SubscriptionOptions::new(QoS::ExactlyOnce),
+            ),
+            (
+                ByteString::from_static("#"),
+                SubscriptionOptions::new(QoS::AtMostOnce),
+            ),
         ],
     };
     let mut disconnect = Disconnect::new(DisconnectReason::NormalDisconnection);
@@ -114,7 +123,11 @@ fn packets(v: ProtocolVersion) -> Vec<Packet> {
         Packet::UnsubAck(UnsubAck {
             packet_id: id(3),
             properties: ack_props.clone(),
-            reasons: if v5 { vec![UnsubAckReason::Success] } else { vec![] },
+            reasons: if v5 {
+                vec![UnsubAckReason::Success]
+            } else {
+                vec![]
+            },
         }),
         Packet::PingReq,
         Packet::PingResp,
@@ -163,13 +176,40 @@ fn main() {
         for chunk_seed in [1u8, 7, 200] {
             let mut seed = vec![u8::from(v.is_v5()), chunk_seed];
             seed.extend_from_slice(&client_stream);
-            write(&root.join("decode_split"), &format!("{tag}-stream-{chunk_seed}"), &seed);
+            write(
+                &root.join("decode_split"),
+                &format!("{tag}-stream-{chunk_seed}"),
+                &seed,
+            );
         }
     }
     let topics = [
-        "foo", "foo/bar", "/foo", "/foo/bar/", "bar/", "/", "//", "foo//bar", ".", "./", ".foo.",
-        "foo../bar/.", "spBv1.0/plant1", "+", "/+", "foo/+/bar", "#", "foo/#", "+/#", "a b",
-        "tab\there", "del\u{7f}", "$SYS/broker", "$share/group/a/+", "a/20b", "sport/tennis/#",
+        "foo",
+        "foo/bar",
+        "/foo",
+        "/foo/bar/",
+        "bar/",
+        "/",
+        "//",
+        "foo//bar",
+        ".",
+        "./",
+        ".foo.",
+        "foo../bar/.",
+        "spBv1.0/plant1",
+        "+",
+        "/+",
+        "foo/+/bar",
+        "#",
+        "foo/#",
+        "+/#",
+        "a b",
+        "tab\there",
+        "del\u{7f}",
+        "$SYS/broker",
+        "$share/group/a/+",
+        "a/20b",
+        "sport/tennis/#",
         "ünïcode/トピック",
     ];
     for (i, t) in topics.iter().enumerate() {

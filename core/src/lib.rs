@@ -9,5 +9,9 @@
 //!   the MQTT topic ⇄ NATS subject mapping.
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod codec;
+pub mod js;
+pub mod rng;
+pub mod time;
 pub mod topic;

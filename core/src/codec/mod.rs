@@ -46,7 +46,7 @@ pub use properties::{
     PayloadFormat, PropertyId, PublishProperties, SubscribeProperties, UnsubscribeProperties,
     UserProperty, WillProperties,
 };
-pub use publish::{Publish, PublishQos};
+pub use publish::{Publish, PublishQos, PublishRef};
 pub use reason::{
     AuthReason, ConnectReason, DisconnectReason, PubAckReason, PubRelReason, SubAckReason,
     UnsubAckReason,

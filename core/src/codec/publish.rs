@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use super::primitives::{binary_len, put_binary, Reader};
+use super::primitives::{binary_len, put_binary, put_var_int, var_int_len, Reader};
 use super::properties::{PropertySet, PublishProperties};
 use super::{DecodeError, Direction, PacketId, PacketType, ProtocolVersion, QoS};
 
@@ -131,6 +131,52 @@ impl Publish {
     }
 
     pub(crate) fn flags(&self) -> u8 {
+        self.as_ref().flags()
+    }
+
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
+        self.as_ref().body_len(version)
+    }
+
+    pub(crate) fn write_body(&self, version: ProtocolVersion, buf: &mut BytesMut) {
+        self.as_ref().write_header(version, buf);
+        buf.put_slice(&self.payload);
+    }
+
+    /// A borrowed view of this PUBLISH, for encoding.
+    #[must_use]
+    pub fn as_ref(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            properties: self.properties.as_deref(),
+            payload: &self.payload,
+        }
+    }
+}
+
+/// A PUBLISH made of borrowed parts: how the broker encodes one shared message for many
+/// subscribers without building a [`Publish`] for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishRef<'a> {
+    /// Whether this is a re-delivery.
+    pub dup: bool,
+    /// QoS and packet identifier.
+    pub qos: PublishQos,
+    /// The retain flag.
+    pub retain: bool,
+    /// The topic name.
+    pub topic: &'a str,
+    /// MQTT 5.0 properties, if any.
+    pub properties: Option<&'a PublishProperties>,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+impl PublishRef<'_> {
+    fn flags(&self) -> u8 {
         let mut flags = (self.qos.level() as u8) << 1;
         if self.dup && self.qos != PublishQos::AtMostOnce {
             flags |= DUP;
@@ -141,28 +187,50 @@ impl Publish {
         flags
     }
 
-    pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
+    fn body_len(&self, version: ProtocolVersion) -> usize {
         let mut len = binary_len(self.topic.as_bytes()) + self.payload.len();
         if self.qos.packet_id().is_some() {
             len += 2;
         }
         if version.is_v5() {
-            len += self.properties.as_ref().map_or(1, |p| p.encoded_len());
+            len += self.properties.map_or(1, |p| p.encoded_len());
         }
         len
     }
 
-    pub(crate) fn write_body(&self, version: ProtocolVersion, buf: &mut BytesMut) {
+    /// The exact number of bytes [`PublishRef::encode`] writes.
+    #[must_use]
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let body = self.body_len(version);
+        1 + var_int_len(u32::try_from(body).unwrap_or(u32::MAX)) + body
+    }
+
+    /// Writes the whole PUBLISH at the end of `buf`.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) {
+        buf.reserve(self.encoded_len(version));
+        self.encode_header(version, buf);
+        buf.put_slice(self.payload);
+    }
+
+    /// Writes everything but the payload, so a large payload can be sent from its own shared
+    /// buffer right after.
+    pub fn encode_header(&self, version: ProtocolVersion, buf: &mut BytesMut) {
+        let body = self.body_len(version);
+        buf.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
+        put_var_int(buf, u32::try_from(body).unwrap_or(u32::MAX));
+        self.write_header(version, buf);
+    }
+
+    fn write_header(&self, version: ProtocolVersion, buf: &mut BytesMut) {
         put_binary(buf, self.topic.as_bytes());
         if let Some(id) = self.qos.packet_id() {
             buf.put_u16(id.get());
         }
         if version.is_v5() {
-            match &self.properties {
+            match self.properties {
                 Some(p) => p.write(buf),
                 None => buf.put_u8(0),
             }
         }
-        buf.put_slice(&self.payload);
     }
 }

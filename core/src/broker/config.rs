@@ -1,0 +1,73 @@
+//! Broker limits and policies, with the defaults a serious deployment starts from.
+
+use std::time::Duration;
+
+use crate::codec::QoS;
+
+/// Limits and policies of a [`Broker`](super::Broker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Largest packet accepted from a client, fixed header included (advertised to v5
+    /// clients as Maximum Packet Size). Default 1 MiB.
+    pub max_packet_size: u32,
+    /// How long a new connection may take to send CONNECT. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Largest keep-alive accepted in seconds; a v5 client asking for more (or for none) is
+    /// told this value as Server Keep Alive. 0 means no limit. Default 0.
+    pub max_keep_alive: u16,
+    /// Most QoS 1/2 messages in flight to one client (further limited by its Receive
+    /// Maximum). Default 64.
+    pub max_inflight: u16,
+    /// Most QoS 1/2 publishes a client may have unacknowledged towards the broker (advertised
+    /// to v5 clients as Receive Maximum). Default 64.
+    pub receive_maximum: u16,
+    /// Most messages queued for one session behind its in-flight window. Default 1000.
+    pub max_queued_messages: usize,
+    /// Most payload bytes queued for one session. Default 64 MiB.
+    pub max_queued_bytes: usize,
+    /// Bytes sent to a connection but not yet written to its socket above which it is a slow
+    /// consumer: it stops receiving QoS 0 messages. Default 4 MiB.
+    pub max_unsent_bytes: usize,
+    /// How long a connection may stay a slow consumer before it is closed. Default 30 s.
+    pub slow_consumer_timeout: Duration,
+    /// Deliveries made per call to `handle` before the core asks to be called again with
+    /// `Input::Continue`. Default 10 000.
+    pub fanout_budget: usize,
+    /// Ask the shell to authenticate every CONNECT; when false every client is accepted into
+    /// the default account (allow anonymous). Default false.
+    pub authenticate: bool,
+    /// Accept MQTT 3.1 (`MQIsdp`, level 3) clients, as mosquitto does. Default true.
+    pub accept_mqtt31: bool,
+    /// Longest client identifier accepted, in bytes. Default 256.
+    pub max_client_id_len: usize,
+    /// Highest QoS granted to subscriptions and accepted on publishes. Default QoS 2.
+    pub max_qos: QoS,
+    /// How long a store request may take before it counts as failed. Default 10 s.
+    pub store_timeout: Duration,
+    /// Most inbound packets waiting on store writes per connection before the broker stops
+    /// reading from it. Default 256.
+    pub max_pending_per_connection: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_keep_alive: 0,
+            max_inflight: 64,
+            receive_maximum: 64,
+            max_queued_messages: 1000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_unsent_bytes: 4 * 1024 * 1024,
+            slow_consumer_timeout: Duration::from_secs(30),
+            fanout_budget: 10_000,
+            authenticate: false,
+            accept_mqtt31: true,
+            max_client_id_len: 256,
+            max_qos: QoS::ExactlyOnce,
+            store_timeout: Duration::from_secs(10),
+            max_pending_per_connection: 256,
+        }
+    }
+}

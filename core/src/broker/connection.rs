@@ -1,0 +1,190 @@
+//! One client connection: its decoder and buffers, where it is in its lifecycle, its
+//! keep-alive, and the pipeline that releases acknowledgements in arrival order.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+
+use super::io::ConnInfo;
+use super::message::{Message, Will};
+use super::session::SessionId;
+use crate::codec::{Connect, Decoder, Direction, Packet, PacketId, ProtocolVersion, QoS};
+use crate::time::Instant;
+use crate::topic::TopicFilter;
+
+/// Where a connection is in its lifecycle.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Accepted; the first packet must be CONNECT before `deadline`.
+    AwaitingConnect { deadline: Instant },
+    /// CONNECT received; waiting for the shell's authentication decision.
+    Authenticating {
+        connect: Box<Connect>,
+        client_id: ByteString,
+        assigned: bool,
+    },
+    /// CONNACK sent; bound to a session.
+    Connected { session: SessionId },
+    /// Close requested; further input is ignored.
+    Closing,
+}
+
+/// The acknowledgement a pipeline entry sends when it completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reply {
+    None,
+    PubAck(PacketId),
+    PubRec(PacketId),
+    PubComp(PacketId),
+    /// PUBCOMP 0x92 for a PUBREL of an unknown identifier (MQTT 5.0).
+    PubCompNotFound(PacketId),
+}
+
+/// What a pipeline entry does when every store write it waits for has succeeded.
+#[derive(Debug)]
+pub(crate) enum Work {
+    /// Route a published message (if `route`), then send `reply`.
+    Publish {
+        msg: Message,
+        route: bool,
+        reply: Reply,
+    },
+    /// Send a finished SUBACK or UNSUBACK, then the retained messages for new subscriptions.
+    SubscriptionAck {
+        packet: Packet,
+        retained: Vec<(TopicFilter, QoS)>,
+    },
+    /// Send a reply only (PUBCOMP once the QoS 2 record is gone).
+    Reply(Reply),
+}
+
+/// One inbound packet waiting for its store writes, in arrival order.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// Number that store replies use to find it.
+    pub(crate) token: u64,
+    /// Store writes not yet answered.
+    pub(crate) waiting: u32,
+    /// Whether a write it waited for failed.
+    pub(crate) failed: bool,
+    /// The stream sequence a stored message got.
+    pub(crate) seq: Option<u64>,
+    pub(crate) work: Work,
+}
+
+/// Inbound packets waiting for store writes; they complete strictly in arrival order.
+#[derive(Debug, Default)]
+pub(crate) struct Pipeline {
+    pub(crate) entries: VecDeque<Pending>,
+    next_token: u64,
+}
+
+impl Pipeline {
+    /// Appends work waiting for `waiting` writes and returns its token.
+    pub(crate) fn push(&mut self, work: Work, waiting: u32) -> u64 {
+        self.next_token += 1;
+        self.entries.push_back(Pending {
+            token: self.next_token,
+            waiting,
+            failed: false,
+            seq: None,
+            work,
+        });
+        self.next_token
+    }
+
+    /// The entry with `token`, if it is still waiting.
+    pub(crate) fn get_mut(&mut self, token: u64) -> Option<&mut Pending> {
+        // Tokens increase along the queue, so a binary search finds it.
+        let i = self
+            .entries
+            .binary_search_by_key(&token, |p| p.token)
+            .ok()?;
+        self.entries.get_mut(i)
+    }
+
+    /// Takes the first entry if nothing it waits for is outstanding.
+    pub(crate) fn pop_ready(&mut self) -> Option<Pending> {
+        if self.entries.front().is_some_and(|p| p.waiting == 0) {
+            self.entries.pop_front()
+        } else {
+            None
+        }
+    }
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) info: ConnInfo,
+    pub(crate) phase: Phase,
+    pub(crate) decoder: Decoder,
+    /// Received bytes not yet decoded.
+    pub(crate) inbuf: BytesMut,
+    /// Bytes encoded during this call, sent as one action at its end.
+    pub(crate) out: BytesMut,
+    /// Whether `out` has bytes and the connection is on the flush list.
+    pub(crate) dirty: bool,
+    pub(crate) version: ProtocolVersion,
+    /// 1.5 times the keep-alive, or `None` when keep-alive is off.
+    pub(crate) keep_alive: Option<Duration>,
+    /// When the last bytes arrived.
+    pub(crate) last_activity: Instant,
+    /// Bytes sent but not yet reported written by the shell.
+    pub(crate) unsent: usize,
+    /// Since when `unsent` has been over the limit.
+    pub(crate) slow_since: Option<Instant>,
+    /// The earliest timer entry queued for this connection.
+    pub(crate) timer_at: Option<Instant>,
+    /// The client's Receive Maximum: most QoS 1/2 messages in flight to it.
+    pub(crate) send_window: u16,
+    /// The client's Maximum Packet Size.
+    pub(crate) max_send_size: u32,
+    /// QoS 1/2 publishes from the client not yet answered with PUBACK or PUBCOMP.
+    pub(crate) receive_in_flight: u16,
+    pub(crate) pipeline: Pipeline,
+    /// Whether the shell was told to stop reading.
+    pub(crate) read_paused: bool,
+    /// The will, published if the connection ends without a normal DISCONNECT.
+    pub(crate) will: Option<Will>,
+}
+
+impl Connection {
+    pub(crate) fn new(info: ConnInfo, now: Instant, deadline: Instant, max_packet: u32) -> Self {
+        Self {
+            info,
+            phase: Phase::AwaitingConnect { deadline },
+            decoder: Decoder::new(Direction::FromClient, max_packet),
+            inbuf: BytesMut::new(),
+            out: BytesMut::new(),
+            dirty: false,
+            version: ProtocolVersion::V311,
+            keep_alive: None,
+            last_activity: now,
+            unsent: 0,
+            slow_since: None,
+            timer_at: None,
+            send_window: u16::MAX,
+            max_send_size: crate::codec::MAX_PACKET_SIZE,
+            receive_in_flight: 0,
+            pipeline: Pipeline::default(),
+            read_paused: false,
+            will: None,
+        }
+    }
+
+    /// The session this connection is bound to.
+    pub(crate) fn session(&self) -> Option<SessionId> {
+        match self.phase {
+            Phase::Connected { session } => Some(session),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is still taking input.
+    pub(crate) fn is_open(&self) -> bool {
+        !matches!(self.phase, Phase::Closing)
+    }
+}

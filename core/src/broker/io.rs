@@ -1,0 +1,290 @@
+//! What goes in and what comes out of the broker: [`Input`]s from the shell, [`Action`]s for
+//! the shell to carry out, and the caller-owned [`Outbox`] that collects them.
+
+use std::num::NonZeroU64;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+
+use crate::codec::{ConnectReason, DisconnectReason, ProtocolVersion};
+use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage};
+
+/// A connection, numbered by the shell. Numbers are never reused within a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(NonZeroU64);
+
+impl ConnId {
+    /// The connection numbered `n`, or `None` for 0.
+    #[must_use]
+    pub const fn new(n: u64) -> Option<Self> {
+        match NonZeroU64::new(n) {
+            Some(n) => Some(Self(n)),
+            None => None,
+        }
+    }
+
+    /// The number.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// The kind of listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// MQTT over WebSocket.
+    WebSocket,
+    /// MQTT over secure WebSocket.
+    SecureWebSocket,
+    /// A test or simulation harness.
+    Test,
+}
+
+/// Facts about a new connection that authentication and logs may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The peer's address as text (for logs and auth decisions).
+    pub peer: ByteString,
+    /// The listener it arrived on.
+    pub listener: ListenerKind,
+    /// The subject of the client certificate, when TLS verified one.
+    pub tls_identity: Option<ByteString>,
+}
+
+/// The credentials and facts of a CONNECT, for the shell to decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRequest {
+    /// The connection asking.
+    pub conn: ConnId,
+    /// Facts about the connection.
+    pub info: ConnInfo,
+    /// The protocol version of the CONNECT.
+    pub protocol: ProtocolVersion,
+    /// The client identifier (possibly assigned by the broker).
+    pub client_id: ByteString,
+    /// The user name, if any.
+    pub username: Option<ByteString>,
+    /// The password, if any.
+    pub password: Option<Bytes>,
+}
+
+/// The shell's answer to an [`AuthRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthDecision {
+    /// Accept the client, in the given account (`None`: the default account).
+    Allow {
+        /// The tenant the client belongs to.
+        account: Option<ByteString>,
+    },
+    /// Refuse the client with this CONNACK reason (3.1.1 gets the nearest return code).
+    Deny(ConnectReason),
+}
+
+/// One input to [`Broker::handle`](super::Broker::handle).
+#[derive(Debug)]
+pub enum Input {
+    /// The shell accepted a connection.
+    Accepted {
+        /// Its number.
+        conn: ConnId,
+        /// Facts about it.
+        info: ConnInfo,
+    },
+    /// Bytes arrived on a connection. The core takes the buffer over when it has nothing
+    /// pending for that connection, so a read costs no copy.
+    Received {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        data: BytesMut,
+    },
+    /// The shell wrote `bytes` more bytes of what the core sent to the socket.
+    Flushed {
+        /// The connection.
+        conn: ConnId,
+        /// How many bytes left the process.
+        bytes: usize,
+    },
+    /// The connection closed: the peer hung up or the socket failed.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The shell's authentication decision.
+    Authenticated {
+        /// The connection it is for.
+        conn: ConnId,
+        /// The decision.
+        decision: AuthDecision,
+    },
+    /// A store request completed.
+    Stored {
+        /// The request it answers.
+        id: RequestId,
+        /// Its outcome.
+        reply: Result<StoreReply, StoreError>,
+    },
+    /// A record found at start-up, before any connection is accepted.
+    Restored(StoredMessage),
+    /// Every record has been restored.
+    RestoreComplete,
+    /// The deadline from [`Broker::next_deadline`](super::Broker::next_deadline) passed.
+    Tick,
+    /// Resume work the core split across calls (large fan-outs).
+    Continue,
+    /// Stop: disconnect every client (v5 clients get DISCONNECT 0x8B).
+    Shutdown,
+}
+
+/// Why the core closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT.
+    ClientDisconnect,
+    /// The peer closed the socket.
+    PeerClosed,
+    /// A protocol violation; the v5 reason code that was sent or would have been.
+    ProtocolViolation(DisconnectReason),
+    /// The CONNECT was refused.
+    ConnectRefused(ConnectReason),
+    /// No CONNECT arrived within the connect timeout.
+    ConnectTimeout,
+    /// No packet arrived within 1.5 times the keep-alive.
+    KeepAliveTimeout,
+    /// Another connection took over the session.
+    SessionTakenOver,
+    /// The connection could not keep up with what was sent to it.
+    SlowConsumer,
+    /// A store write it depended on failed.
+    StoreFailure,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+/// Events for logs and metrics; they change nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// An input named a connection the core does not know (already closed, or never accepted).
+    UnknownConnection(ConnId),
+    /// A store reply named a request the core is not waiting for.
+    UnknownRequest(RequestId),
+    /// A message for a session was dropped because its queue was full.
+    QueueOverflow {
+        /// The session's client identifier.
+        client_id: ByteString,
+    },
+    /// A QoS 0 message was not sent to a connection over its unsent-bytes limit.
+    SlowConsumerDrop(ConnId),
+    /// A packet from a client was malformed or broke a rule.
+    ProtocolError {
+        /// The connection.
+        conn: ConnId,
+        /// The reason code.
+        reason: DisconnectReason,
+    },
+    /// A store request failed.
+    StoreFailed(StoreError),
+    /// A restored record could not be read.
+    BadRecord {
+        /// Its subject.
+        subject: ByteString,
+    },
+}
+
+/// One thing for the shell to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write bytes to a connection, after everything sent to it before.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        bytes: Bytes,
+    },
+    /// Close a connection once the bytes sent before are written. No more input is expected
+    /// for it but `Closed`, which may come or not.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Stop reading from a connection until [`Action::ResumeRead`].
+    PauseRead {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Read from a connection again.
+    ResumeRead {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Decide whether a client may connect; answer with [`Input::Authenticated`].
+    Authenticate(Box<AuthRequest>),
+    /// Run a store request; answer with [`Input::Stored`] carrying the same id.
+    Store {
+        /// The id the reply must carry.
+        id: RequestId,
+        /// The request.
+        request: StoreRequest,
+    },
+    /// Something worth logging or counting.
+    Notice(Notice),
+}
+
+/// The caller-owned list of actions a call to `handle` produced. Clear it and reuse it, so the
+/// steady state does not allocate.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    actions: Vec<Action>,
+    /// Whether the core wants an [`Input::Continue`] because it stopped on its work budget.
+    pub wants_continue: bool,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends an action.
+    pub fn push(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    /// The actions so far, in order.
+    #[must_use]
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+
+    /// Takes the actions out, in order, leaving the outbox empty with its capacity.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Action> {
+        self.wants_continue = false;
+        self.actions.drain(..)
+    }
+
+    /// Forgets every action, keeping the capacity.
+    pub fn clear(&mut self) {
+        self.actions.clear();
+        self.wants_continue = false;
+    }
+
+    /// Number of actions.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.actions.len()
+    }
+
+    /// Whether there is no action.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}

@@ -1,0 +1,685 @@
+//! Connection and session lifecycle: accepting, CONNECT and authentication, keep-alive,
+//! takeover, DISCONNECT and every other way a connection ends, wills and session expiry.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+
+use super::connection::{Connection, Phase, Reply, Work};
+use super::io::{Action, AuthDecision, AuthRequest, CloseReason, ConnId, ConnInfo, Notice, Outbox};
+use super::message::{Message, Will};
+use super::session::{PendingWill, Session, SessionId, SessionKey, DEFAULT_ACCOUNT};
+use super::{Broker, Timer};
+use crate::codec::{
+    ConnAck, Connect, ConnectReason, DecodeError, Disconnect, DisconnectReason, Packet,
+    ProtocolVersion, QoS,
+};
+use crate::topic::TopicName;
+
+impl Broker {
+    pub(super) fn on_accepted(&mut self, conn: ConnId, info: ConnInfo, out: &mut Outbox) {
+        if self.conns.contains_key(&conn) {
+            // A reused number is the shell's bug; keep the existing connection.
+            self.unknown_conn(conn, out);
+            return;
+        }
+        let now = self.now.instant;
+        let deadline = now.saturating_add(self.config.connect_timeout);
+        let c = Connection::new(info, now, deadline, self.config.max_packet_size);
+        self.conns.insert(conn, c);
+        self.schedule_conn(conn, deadline);
+    }
+
+    pub(super) fn on_received(&mut self, conn: ConnId, data: BytesMut, out: &mut Outbox) {
+        let now = self.now.instant;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            self.unknown_conn(conn, out);
+            return;
+        };
+        if !c.is_open() {
+            return;
+        }
+        c.last_activity = now;
+        if c.inbuf.is_empty() {
+            c.inbuf = data;
+        } else {
+            c.inbuf.extend_from_slice(&data);
+        }
+        self.process_inbuf(conn, out);
+    }
+
+    /// Decodes and handles the buffered packets of `conn` until it needs more bytes, must
+    /// wait (authentication, too many pending writes) or is closed.
+    pub(super) fn process_inbuf(&mut self, conn: ConnId, out: &mut Outbox) {
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.read_paused
+                || !matches!(
+                    c.phase,
+                    Phase::AwaitingConnect { .. } | Phase::Connected { .. }
+                )
+            {
+                return;
+            }
+            match c.decoder.decode(&mut c.inbuf) {
+                Ok(None) => return,
+                Ok(Some(packet)) => self.on_packet(conn, packet, out),
+                Err(err) => {
+                    self.on_decode_error(conn, &err, out);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_decode_error(&mut self, conn: ConnId, err: &DecodeError, out: &mut Outbox) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if matches!(c.phase, Phase::AwaitingConnect { .. }) {
+            if matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {
+                // [MQTT-3.1.2-2]: return code 1 in the 3.1.1 layout, which every version reads.
+                let reason = ConnectReason::UnsupportedProtocolVersion;
+                Packet::ConnAck(Box::new(ConnAck::new(reason, false)))
+                    .encode(ProtocolVersion::V311, &mut c.out);
+                self.mark_dirty(conn);
+                self.close(conn, CloseReason::ConnectRefused(reason), false, out);
+            } else {
+                let reason = err.disconnect_reason();
+                self.close(conn, CloseReason::ProtocolViolation(reason), false, out);
+            }
+            return;
+        }
+        self.protocol_error(conn, err.disconnect_reason(), out);
+    }
+
+    /// Ends a connection because the client broke a rule: DISCONNECT with `reason` for 5.0
+    /// clients, then close; the will is published.
+    pub(super) fn protocol_error(
+        &mut self,
+        conn: ConnId,
+        reason: DisconnectReason,
+        out: &mut Outbox,
+    ) {
+        out.push(Action::Notice(Notice::ProtocolError { conn, reason }));
+        self.send_disconnect(conn, reason);
+        self.close(conn, CloseReason::ProtocolViolation(reason), true, out);
+    }
+
+    /// Sends a DISCONNECT to a connected 5.0 client.
+    pub(super) fn send_disconnect(&mut self, conn: ConnId, reason: DisconnectReason) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.version.is_v5() && matches!(c.phase, Phase::Connected { .. }) {
+            Packet::Disconnect(Box::new(Disconnect::new(reason))).encode(c.version, &mut c.out);
+            self.mark_dirty(conn);
+        }
+    }
+
+    fn on_packet(&mut self, conn: ConnId, packet: Packet, out: &mut Outbox) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let session = match c.phase {
+            Phase::AwaitingConnect { .. } => {
+                match packet {
+                    Packet::Connect(connect) => self.on_connect(conn, connect, out),
+                    // [MQTT-3.1.0-1]: anything else first closes without CONNACK.
+                    _ => self.close(
+                        conn,
+                        CloseReason::ProtocolViolation(DisconnectReason::ProtocolError),
+                        false,
+                        out,
+                    ),
+                }
+                return;
+            }
+            Phase::Connected { session } => session,
+            Phase::Authenticating { .. } | Phase::Closing => return,
+        };
+        match packet {
+            // [MQTT-3.1.0-2]: a second CONNECT is a protocol error.
+            Packet::Connect(_) => self.protocol_error(conn, DisconnectReason::ProtocolError, out),
+            Packet::Publish(p) => self.on_publish(conn, session, p, out),
+            Packet::PubAck(ack) => self.on_puback(conn, session, ack.packet_id, out),
+            Packet::PubRec(ack) => self.on_pubrec(conn, session, &ack, out),
+            Packet::PubRel(ack) => self.on_pubrel(conn, session, ack.packet_id, out),
+            Packet::PubComp(ack) => self.on_pubcomp(conn, session, ack.packet_id, out),
+            Packet::Subscribe(s) => self.on_subscribe(conn, session, s, out),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(conn, session, u, out),
+            Packet::PingReq => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    Packet::PingResp.encode(c.version, &mut c.out);
+                    self.mark_dirty(conn);
+                }
+            }
+            Packet::Disconnect(d) => self.on_disconnect(conn, session, &d, out),
+            // Enhanced authentication is not offered, so an AUTH is out of sequence.
+            Packet::Auth(_) => self.protocol_error(conn, DisconnectReason::ProtocolError, out),
+            // The decoder refuses server-to-client packets from a client.
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.protocol_error(conn, DisconnectReason::ProtocolError, out);
+            }
+        }
+    }
+
+    /// Sends CONNACK with a refusal and closes.
+    fn refuse(
+        &mut self,
+        conn: ConnId,
+        version: ProtocolVersion,
+        reason: ConnectReason,
+        out: &mut Outbox,
+    ) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            Packet::ConnAck(Box::new(ConnAck::new(reason, false))).encode(version, &mut c.out);
+            self.mark_dirty(conn);
+        }
+        self.close(conn, CloseReason::ConnectRefused(reason), false, out);
+    }
+
+    fn on_connect(&mut self, conn: ConnId, connect: Box<Connect>, out: &mut Outbox) {
+        let version = connect.protocol;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.version = version;
+        }
+        if self.restoring.is_some() {
+            self.refuse(conn, version, ConnectReason::ServerUnavailable, out);
+            return;
+        }
+        if version == ProtocolVersion::V31 && !self.config.accept_mqtt31 {
+            self.refuse(
+                conn,
+                version,
+                ConnectReason::UnsupportedProtocolVersion,
+                out,
+            );
+            return;
+        }
+        if connect.properties.authentication_method.is_some() {
+            // Enhanced authentication is not offered yet.
+            self.refuse(conn, version, ConnectReason::BadAuthenticationMethod, out);
+            return;
+        }
+        if let Some(will) = &connect.will {
+            if will.qos > self.config.max_qos {
+                self.refuse(conn, version, ConnectReason::QosNotSupported, out);
+                return;
+            }
+            if TopicName::new(will.topic.clone()).is_err() {
+                self.refuse(conn, version, ConnectReason::TopicNameInvalid, out);
+                return;
+            }
+        }
+        let mut client_id = connect.client_id.clone();
+        let mut assigned = false;
+        if client_id.is_empty() {
+            if !version.is_v5() && !connect.clean_start {
+                // [MQTT-3.1.3-8]: an empty id needs a clean session in 3.1.1.
+                self.refuse(conn, version, ConnectReason::ClientIdentifierNotValid, out);
+                return;
+            }
+            client_id = format!("jetmq-{:016x}", self.rng.next_u64()).into();
+            assigned = true;
+        }
+        if client_id.len() > self.config.max_client_id_len {
+            self.refuse(conn, version, ConnectReason::ClientIdentifierNotValid, out);
+            return;
+        }
+        if self.config.authenticate {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let request = AuthRequest {
+                conn,
+                info: c.info.clone(),
+                protocol: version,
+                client_id: client_id.clone(),
+                username: connect.username.clone(),
+                password: connect.password.clone(),
+            };
+            c.phase = Phase::Authenticating {
+                connect,
+                client_id,
+                assigned,
+            };
+            out.push(Action::Authenticate(Box::new(request)));
+            return;
+        }
+        self.accept(
+            conn,
+            connect,
+            client_id,
+            assigned,
+            DEFAULT_ACCOUNT.into(),
+            out,
+        );
+    }
+
+    pub(super) fn on_authenticated(
+        &mut self,
+        conn: ConnId,
+        decision: AuthDecision,
+        out: &mut Outbox,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            self.unknown_conn(conn, out);
+            return;
+        };
+        let Phase::Authenticating { .. } = c.phase else {
+            // A decision nobody asked for (or a repeated one) changes nothing.
+            self.stats.unknown_inputs += 1;
+            return;
+        };
+        let Phase::Authenticating {
+            connect,
+            client_id,
+            assigned,
+        } = std::mem::replace(&mut c.phase, Phase::Closing)
+        else {
+            return;
+        };
+        match decision {
+            AuthDecision::Allow { account } => {
+                c.phase = Phase::AwaitingConnect {
+                    deadline: self.now.instant,
+                };
+                let account = account.unwrap_or_else(|| DEFAULT_ACCOUNT.into());
+                self.accept(conn, connect, client_id, assigned, account, out);
+                self.process_inbuf(conn, out);
+            }
+            AuthDecision::Deny(reason) => {
+                c.phase = Phase::AwaitingConnect {
+                    deadline: self.now.instant,
+                };
+                let reason = if reason == ConnectReason::Success {
+                    ConnectReason::NotAuthorized
+                } else {
+                    reason
+                };
+                self.refuse(conn, connect.protocol, reason, out);
+            }
+        }
+    }
+
+    /// Binds an accepted CONNECT to its session (new, resumed or taken over) and sends CONNACK.
+    fn accept(
+        &mut self,
+        conn: ConnId,
+        connect: Box<Connect>,
+        client_id: ByteString,
+        assigned: bool,
+        account: ByteString,
+        out: &mut Outbox,
+    ) {
+        let version = connect.protocol;
+        let key = SessionKey { account, client_id };
+        let (persistent, expiry) = if version.is_v5() {
+            match connect.properties.session_expiry_interval.unwrap_or(0) {
+                0 => (false, None),
+                u32::MAX => (true, None),
+                secs => (true, Some(Duration::from_secs(u64::from(secs)))),
+            }
+        } else {
+            (!connect.clean_start, None)
+        };
+
+        let mut session_present = false;
+        let session = match self.by_key.get(&key).copied() {
+            Some(existing) => {
+                // A session that ends with its connection cannot be resumed.
+                let resume = !connect.clean_start
+                    && self.sessions.get(existing).is_some_and(|s| s.persistent);
+                if let Some(old) = self.sessions.get(existing).and_then(|s| s.conn) {
+                    self.close_inner(
+                        old,
+                        CloseReason::SessionTakenOver,
+                        true,
+                        Ending::TakenOver { resumed: resume },
+                        out,
+                    );
+                }
+                if !resume {
+                    self.discard_session(existing, out);
+                    self.new_session(key, version)
+                } else {
+                    if let Some(s) = self.sessions.get_mut(existing) {
+                        // [MQTT-3.1.3-9]: a new connection in time cancels a delayed will.
+                        s.pending_will = None;
+                        s.generation += 1;
+                    }
+                    session_present = true;
+                    existing
+                }
+            }
+            None => self.new_session(key, version),
+        };
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        s.conn = Some(conn);
+        s.version = version;
+        let was_persistent = s.persistent;
+        s.persistent = persistent;
+        s.expiry = expiry;
+        if persistent || was_persistent {
+            self.save_session(session, out);
+        }
+
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.phase = Phase::Connected { session };
+        // The will topic was validated in `on_connect`.
+        c.will = connect.will.and_then(|w| {
+            let topic = TopicName::new(w.topic).ok()?;
+            Some(Will {
+                message: Message {
+                    topic,
+                    payload: w.payload,
+                    qos: w.qos,
+                    retain: w.retain,
+                    properties: None,
+                    publisher: Some(session),
+                    seq: None,
+                },
+                delay: Duration::from_secs(u64::from(
+                    w.properties.will_delay_interval.unwrap_or(0),
+                )),
+            })
+        });
+        if let Some(rm) = connect.properties.receive_maximum {
+            c.send_window = rm.get();
+        }
+        if let Some(mps) = connect.properties.maximum_packet_size {
+            c.max_send_size = mps.get();
+        }
+        let mut keep_alive = connect.keep_alive;
+        let mut server_keep_alive = None;
+        let max = self.config.max_keep_alive;
+        if max != 0 && (keep_alive == 0 || keep_alive > max) && version.is_v5() {
+            keep_alive = max;
+            server_keep_alive = Some(max);
+        }
+        c.keep_alive =
+            (keep_alive != 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+
+        let mut ack = ConnAck::new(ConnectReason::Success, session_present);
+        if version.is_v5() {
+            let p = &mut ack.properties;
+            if assigned {
+                p.assigned_client_identifier =
+                    self.sessions.get(session).map(|s| s.key.client_id.clone());
+            }
+            p.receive_maximum = std::num::NonZeroU16::new(self.config.receive_maximum);
+            p.maximum_packet_size = std::num::NonZeroU32::new(self.config.max_packet_size);
+            if self.config.max_qos < QoS::ExactlyOnce {
+                p.maximum_qos = Some(self.config.max_qos);
+            }
+            p.shared_subscription_available = Some(false);
+            p.subscription_identifiers_available = Some(false);
+            p.server_keep_alive = server_keep_alive;
+        }
+        Packet::ConnAck(Box::new(ack)).encode(version, &mut c.out);
+        let deadline = c.keep_alive.map(|ka| c.last_activity.saturating_add(ka));
+        self.mark_dirty(conn);
+        if let Some(at) = deadline {
+            self.schedule_conn(conn, at);
+        }
+        self.resume_session(session, out);
+    }
+
+    fn new_session(&mut self, key: SessionKey, version: ProtocolVersion) -> SessionId {
+        let id = self.sessions.insert(Session::new(key.clone(), version));
+        self.by_key.insert(key, id);
+        id
+    }
+
+    fn on_disconnect(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        d: &Disconnect,
+        out: &mut Outbox,
+    ) {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            let Some(s) = self.sessions.get_mut(session) else {
+                return;
+            };
+            if !s.persistent && expiry != 0 {
+                // §3.14.2.2.2: a session that had expiry 0 cannot be given one at DISCONNECT.
+                self.protocol_error(conn, DisconnectReason::ProtocolError, out);
+                return;
+            }
+            s.persistent = expiry != 0;
+            s.expiry = match expiry {
+                0 | u32::MAX => None,
+                secs => Some(Duration::from_secs(u64::from(secs))),
+            };
+        }
+        // [MQTT-3.14.4-3]: a normal DISCONNECT discards the will; 0x04 keeps it.
+        let publish_will = d.reason == DisconnectReason::DisconnectWithWillMessage;
+        self.close(conn, CloseReason::ClientDisconnect, publish_will, out);
+    }
+
+    pub(super) fn on_peer_closed(&mut self, conn: ConnId, out: &mut Outbox) {
+        if !self.conns.contains_key(&conn) {
+            // Closing a connection the core already closed is the normal end of it.
+            return;
+        }
+        self.close(conn, CloseReason::PeerClosed, true, out);
+    }
+
+    /// Closes `conn`: flushes what was written to it, tells the shell, unbinds the session and
+    /// publishes the will when `publish_will`.
+    pub(super) fn close(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        publish_will: bool,
+        out: &mut Outbox,
+    ) {
+        self.close_inner(conn, reason, publish_will, Ending::Normal, out);
+    }
+
+    fn close_inner(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        publish_will: bool,
+        ending: Ending,
+        out: &mut Outbox,
+    ) {
+        if reason == CloseReason::SessionTakenOver {
+            self.send_disconnect(conn, DisconnectReason::SessionTakenOver);
+        }
+        self.flush_conn(conn, out);
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if reason != CloseReason::PeerClosed {
+            out.push(Action::Close { conn, reason });
+        }
+        let Some(session) = c.session() else {
+            return;
+        };
+        // QoS 2 publishes still waiting for their writes were never accepted: forget their
+        // identifiers, or the client's resend would be taken for a duplicate.
+        let unaccepted: Vec<u16> = c
+            .pipeline
+            .entries
+            .iter()
+            .filter_map(|p| match p.work {
+                Work::Publish {
+                    reply: Reply::PubRec(pid),
+                    ..
+                } => Some(pid.get()),
+                _ => None,
+            })
+            .collect();
+        for pid in unaccepted {
+            self.forget_inbound_qos2(session, pid, out);
+        }
+        let will = if publish_will { c.will } else { None };
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        s.conn = None;
+        let persistent = s.persistent;
+        let expiry = s.expiry;
+        if let Some(will) = will {
+            let delayed = persistent && !will.delay.is_zero();
+            match ending {
+                // [MQTT-3.1.3-9]: the new connection arrived within the delay.
+                Ending::TakenOver { resumed: true } if delayed => {}
+                Ending::Normal if delayed => {
+                    s.generation += 1;
+                    let generation = s.generation;
+                    let at = self.now.instant.saturating_add(will.delay);
+                    s.pending_will = Some(PendingWill { will, generation });
+                    self.schedule(at, Timer::Will(session, generation));
+                }
+                Ending::Shutdown => {}
+                _ => self.publish_will(will.message, out),
+            }
+        }
+        match ending {
+            Ending::Normal if !persistent => self.discard_session(session, out),
+            Ending::Normal => {
+                if let (Some(expiry), Some(s)) = (expiry, self.sessions.get(session)) {
+                    let generation = s.generation;
+                    let at = self.now.instant.saturating_add(expiry);
+                    self.schedule(at, Timer::Expiry(session, generation));
+                }
+            }
+            // The new connection decides what becomes of the session.
+            Ending::TakenOver { .. } | Ending::Shutdown => {}
+        }
+    }
+
+    pub(super) fn on_conn_timer(
+        &mut self,
+        conn: ConnId,
+        at: crate::time::Instant,
+        out: &mut Outbox,
+    ) {
+        let now = self.now.instant;
+        let slow_timeout = self.config.slow_consumer_timeout;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.timer_at != Some(at) {
+            return;
+        }
+        c.timer_at = None;
+        let mut next = None::<crate::time::Instant>;
+        let mut earliest = |t: crate::time::Instant| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        match c.phase {
+            Phase::AwaitingConnect { deadline } => {
+                if now >= deadline {
+                    self.close(conn, CloseReason::ConnectTimeout, false, out);
+                    return;
+                }
+                earliest(deadline);
+            }
+            Phase::Connected { .. } => {
+                if let Some(ka) = c.keep_alive {
+                    let deadline = c.last_activity.saturating_add(ka);
+                    if now >= deadline {
+                        self.send_disconnect(conn, DisconnectReason::KeepAliveTimeout);
+                        self.close(conn, CloseReason::KeepAliveTimeout, true, out);
+                        return;
+                    }
+                    earliest(deadline);
+                }
+            }
+            Phase::Authenticating { .. } | Phase::Closing => {}
+        }
+        if let Some(since) = c.slow_since {
+            let deadline = since.saturating_add(slow_timeout);
+            if now >= deadline {
+                self.close(conn, CloseReason::SlowConsumer, true, out);
+                return;
+            }
+            earliest(deadline);
+        }
+        if let Some(at) = next {
+            self.schedule_conn(conn, at);
+        }
+    }
+
+    pub(super) fn on_will_timer(&mut self, session: SessionId, generation: u64, out: &mut Outbox) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if s.pending_will
+            .as_ref()
+            .is_none_or(|w| w.generation != generation)
+        {
+            return;
+        }
+        if let Some(pending) = s.pending_will.take() {
+            self.publish_will(pending.will.message, out);
+        }
+    }
+
+    pub(super) fn on_expiry_timer(
+        &mut self,
+        session: SessionId,
+        generation: u64,
+        out: &mut Outbox,
+    ) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if s.conn.is_some() || s.generation != generation {
+            return;
+        }
+        // [MQTT-3.1.2-8]: a delayed will goes out when the session ends, if not before.
+        if let Some(pending) = s.pending_will.take() {
+            self.publish_will(pending.will.message, out);
+        }
+        self.discard_session(session, out);
+    }
+
+    /// Removes a session and everything it holds, in memory and in the store.
+    pub(super) fn discard_session(&mut self, session: SessionId, out: &mut Outbox) {
+        let Some(s) = self.sessions.try_remove(session) else {
+            return;
+        };
+        self.by_key.remove(&s.key);
+        for entry in s.subscriptions.values() {
+            self.subscriptions.remove(&entry.filter, &session);
+        }
+        if s.persistent || !s.inbound_qos2.is_empty() {
+            self.forget_session(&s, out);
+        }
+    }
+
+    pub(super) fn on_shutdown(&mut self, out: &mut Outbox) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.send_disconnect(conn, DisconnectReason::ServerShuttingDown);
+            // Sessions stay as they are for the next start; wills are not published.
+            self.close_inner(conn, CloseReason::Shutdown, false, Ending::Shutdown, out);
+        }
+    }
+}
+
+/// How a connection ends, which decides what becomes of its session and will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Closed on its own: a non-persistent session ends, a persistent one starts expiring.
+    Normal,
+    /// Replaced by a new connection with the same client identifier, which resumes the
+    /// session or starts a clean one.
+    TakenOver { resumed: bool },
+    /// The broker is stopping: sessions stay as they are for the next start.
+    Shutdown,
+}

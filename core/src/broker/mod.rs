@@ -1,0 +1,347 @@
+//! The broker state machine: connections, sessions, subscriptions, retained messages, wills and
+//! the QoS flows, driven by [`Input`]s and answering with [`Action`]s.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use jetmq_core::broker::{Action, Broker, BrokerConfig, ConnId, ConnInfo, Input, ListenerKind, Outbox};
+//! use jetmq_core::time::Now;
+//!
+//! let mut broker = Broker::new(BrokerConfig::default(), 42, Now::default());
+//! let mut outbox = Outbox::new();
+//! let conn = ConnId::new(1).unwrap();
+//! let info = ConnInfo { peer: "127.0.0.1:50000".into(), listener: ListenerKind::Test, tls_identity: None };
+//! broker.handle(Now::default(), Input::Accepted { conn, info }, &mut outbox);
+//! // CONNECT, MQTT 3.1.1, client id "c", clean session, keep-alive 60 s.
+//! let connect = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'c'];
+//! broker.handle(Now::default(), Input::Received { conn, data: BytesMut::from(&connect[..]) }, &mut outbox);
+//! let sent: Vec<_> = outbox.drain().collect();
+//! assert!(matches!(&sent[..], [Action::Send { bytes, .. }] if bytes[..] == [0x20, 2, 0, 0]));
+//! ```
+//!
+//! # Choices the spec leaves open
+//!
+//! - **Overlapping subscriptions** of one session deliver a message once, at the highest QoS
+//!   granted among the matching subscriptions (Retain As Published if any of them asks).
+//! - **MQTT 3.1** (`MQIsdp`, level 3) clients are accepted like 3.1.1 ones, as mosquitto does,
+//!   unless `accept_mqtt31` is off (then CONNACK return code 1).
+//! - **Empty client identifiers** get `jetmq-` and 16 hex digits from the seeded generator
+//!   (3.1.1 only with clean session; 5.0 returns it as Assigned Client Identifier).
+//! - **Queue overflow**: a message for a session whose queue is at `max_queued_messages` or
+//!   `max_queued_bytes` is dropped for that session, counted in [`BrokerStats`] and reported
+//!   as [`Notice::QueueOverflow`]; it is never dropped silently.
+//! - **QoS 0 messages** are not queued for offline sessions.
+//! - **Delivery order**: messages are routed in the order their publishes complete, and a
+//!   publish completes after the store writes it needs; each connection's publishes complete
+//!   in arrival order, so per-publisher order holds.
+
+mod config;
+mod connection;
+mod io;
+mod lifecycle;
+mod message;
+mod persist;
+mod publish;
+pub mod retained;
+mod session;
+mod subscribe;
+pub mod subscriptions;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use slab::Slab;
+
+pub use config::BrokerConfig;
+pub use io::{
+    Action, AuthDecision, AuthRequest, CloseReason, ConnId, ConnInfo, Input, ListenerKind, Notice,
+    Outbox,
+};
+pub use message::{Message, SharedMessage, Will};
+pub use session::{SessionKey, DEFAULT_ACCOUNT};
+
+use connection::{Connection, Pipeline};
+use persist::RequestOwner;
+use publish::{FanoutJob, Target};
+use retained::RetainedStore;
+use session::{Session, SessionId};
+use subscriptions::SubscriptionTree;
+
+use crate::codec::SubscriptionOptions;
+use crate::js::{RequestId, StoredMessage};
+use crate::rng::Rng;
+use crate::time::{Instant, Now};
+
+/// Counters for metrics; they only ever grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Messages published by clients (and wills) that were routed.
+    pub messages_routed: u64,
+    /// Deliveries written to connections.
+    pub deliveries: u64,
+    /// QoS 0 deliveries skipped because the connection was a slow consumer.
+    pub dropped_slow_consumer: u64,
+    /// Deliveries dropped because a session's queue was full.
+    pub dropped_queue_full: u64,
+    /// Deliveries dropped because they exceeded the client's Maximum Packet Size.
+    pub dropped_too_large: u64,
+    /// Inputs that named an unknown connection or request.
+    pub unknown_inputs: u64,
+    /// Store requests that failed or timed out.
+    pub store_failures: u64,
+}
+
+/// A timer the broker waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A connection's connect timeout, keep-alive or slow-consumer limit.
+    Conn(ConnId),
+    /// A delayed will of a session (with the session's generation when it was set).
+    Will(SessionId, u64),
+    /// A session's expiry.
+    Expiry(SessionId, u64),
+    /// A store request's timeout.
+    Request(RequestId),
+}
+
+/// The broker: one deterministic state machine for every connection and session.
+///
+/// Drive it with [`Broker::handle`] and wake it at [`Broker::next_deadline`]. It performs no
+/// I/O and never panics on any input sequence; the same seed and inputs give the same actions.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    rng: Rng,
+    now: Now,
+    conns: BTreeMap<ConnId, Connection>,
+    sessions: Slab<Session>,
+    by_key: BTreeMap<SessionKey, SessionId>,
+    subscriptions: SubscriptionTree<SessionId, SubscriptionOptions>,
+    retained: RetainedStore<SharedMessage>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    requests: BTreeMap<RequestId, RequestOwner>,
+    next_request: u64,
+    /// Messages being delivered, oldest first; routing never overtakes them.
+    fanout: VecDeque<FanoutJob>,
+    route_epoch: u64,
+    /// Reused target lists of finished fan-outs.
+    spare_targets: Vec<Vec<Target>>,
+    /// Publishes the broker makes itself (wills), waiting for store writes.
+    system: Pipeline,
+    /// Connections with bytes to send at the end of this call.
+    dirty: Vec<crate::broker::ConnId>,
+    /// Records read at start-up, applied together on `RestoreComplete`.
+    restoring: Option<Vec<StoredMessage>>,
+    stats: BrokerStats,
+}
+
+impl Broker {
+    /// A broker with `config`, whose identifiers and choices all derive from `seed`.
+    #[must_use]
+    pub fn new(config: BrokerConfig, seed: u64, now: Now) -> Self {
+        Self {
+            config,
+            rng: Rng::new(seed),
+            now,
+            conns: BTreeMap::new(),
+            sessions: Slab::new(),
+            by_key: BTreeMap::new(),
+            subscriptions: SubscriptionTree::new(),
+            retained: RetainedStore::new(),
+            timers: BinaryHeap::new(),
+            requests: BTreeMap::new(),
+            next_request: 0,
+            fanout: VecDeque::new(),
+            route_epoch: 0,
+            spare_targets: Vec::new(),
+            system: Pipeline::default(),
+            dirty: Vec::new(),
+            restoring: None,
+            stats: BrokerStats::default(),
+        }
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Counters for metrics.
+    #[must_use]
+    pub fn stats(&self) -> BrokerStats {
+        self.stats
+    }
+
+    /// Number of open connections.
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Number of sessions, online and offline.
+    #[must_use]
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of retained messages.
+    #[must_use]
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Messages queued and in flight for the session of `client_id` in the default account,
+    /// for tests and admin tools: `(in flight, queued, queued payload bytes)`.
+    #[must_use]
+    pub fn session_backlog(&self, client_id: &str) -> Option<(usize, usize, usize)> {
+        let key = SessionKey {
+            account: DEFAULT_ACCOUNT.into(),
+            client_id: client_id.into(),
+        };
+        let s = self.sessions.get(*self.by_key.get(&key)?)?;
+        Some((
+            s.outbound.inflight.len(),
+            s.outbound.queue.len(),
+            s.outbound.queued_bytes,
+        ))
+    }
+
+    /// When the broker next wants an [`Input::Tick`]; `None` when no timer is set. Calling
+    /// earlier is harmless.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Feeds one input at time `now` and appends the resulting actions to `out`.
+    ///
+    /// Never panics: peer misbehaviour becomes actions (a reason code, a close), and inputs
+    /// for unknown connections or requests are ignored and counted.
+    pub fn handle(&mut self, now: Now, input: Input, out: &mut Outbox) {
+        if now.instant > self.now.instant {
+            self.now = now;
+        } else {
+            // A clock that went back is treated as standing still.
+            self.now.wall = now.wall;
+        }
+        match input {
+            Input::Accepted { conn, info } => self.on_accepted(conn, info, out),
+            Input::Received { conn, data } => self.on_received(conn, data, out),
+            Input::Flushed { conn, bytes } => self.on_flushed(conn, bytes, out),
+            Input::Closed { conn } => self.on_peer_closed(conn, out),
+            Input::Authenticated { conn, decision } => self.on_authenticated(conn, decision, out),
+            Input::Stored { id, reply } => self.on_stored(id, reply, out),
+            Input::Restored(record) => self.restoring.get_or_insert_with(Vec::new).push(record),
+            Input::RestoreComplete => self.on_restore_complete(out),
+            Input::Tick => self.on_tick(out),
+            Input::Continue => {}
+            Input::Shutdown => self.on_shutdown(out),
+        }
+        self.run_fanout(out);
+        self.flush(out);
+    }
+
+    fn unknown_conn(&mut self, conn: ConnId, out: &mut Outbox) {
+        self.stats.unknown_inputs += 1;
+        out.push(Action::Notice(Notice::UnknownConnection(conn)));
+    }
+
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+
+    /// Makes sure a timer entry for `conn` exists no later than `at`.
+    fn schedule_conn(&mut self, conn: ConnId, at: Instant) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.timer_at.is_none_or(|t| at < t) {
+            c.timer_at = Some(at);
+            self.timers.push(Reverse((at, Timer::Conn(conn))));
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Outbox) {
+        let now = self.now.instant;
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Conn(conn) => self.on_conn_timer(conn, at, out),
+                Timer::Will(session, generation) => self.on_will_timer(session, generation, out),
+                Timer::Expiry(session, generation) => {
+                    self.on_expiry_timer(session, generation, out);
+                }
+                Timer::Request(id) => self.on_request_timeout(id, out),
+            }
+        }
+    }
+
+    /// Appends `bytes`-producing work for `conn` to the flush list.
+    fn mark_dirty(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(conn);
+            }
+        }
+    }
+
+    /// Sends what each connection accumulated during this call, one action per connection.
+    fn flush(&mut self, out: &mut Outbox) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for conn in &dirty {
+            self.flush_conn(*conn, out);
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    fn flush_conn(&mut self, conn: ConnId, out: &mut Outbox) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.dirty = false;
+        if c.out.is_empty() {
+            return;
+        }
+        let bytes = c.out.split().freeze();
+        c.unsent += bytes.len();
+        let slow = c.unsent > self.config.max_unsent_bytes && c.slow_since.is_none();
+        if slow {
+            c.slow_since = Some(self.now.instant);
+        }
+        out.push(Action::Send { conn, bytes });
+        if slow {
+            let at = self
+                .now
+                .instant
+                .saturating_add(self.config.slow_consumer_timeout);
+            self.schedule_conn(conn, at);
+        }
+    }
+
+    /// Whether `conn` has more unsent bytes than a healthy connection may have.
+    fn is_slow(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.unsent + c.out.len() > self.config.max_unsent_bytes)
+    }
+
+    fn on_flushed(&mut self, conn: ConnId, bytes: usize, out: &mut Outbox) {
+        let max = self.config.max_unsent_bytes;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            self.unknown_conn(conn, out);
+            return;
+        };
+        c.unsent = c.unsent.saturating_sub(bytes);
+        if c.unsent <= max {
+            c.slow_since = None;
+            if let Some(session) = c.session() {
+                self.fill_window(session, out);
+            }
+        }
+    }
+}

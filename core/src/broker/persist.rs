@@ -1,0 +1,425 @@
+//! The broker's side of storage: issuing store requests and matching their replies, session
+//! records, and restoring sessions, retained messages, queued messages and QoS 2 state at
+//! start-up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+
+use super::io::{Action, ConnId, Notice, Outbox};
+use super::message::Message;
+use super::session::{
+    Delivery, Session, SessionId, SessionKey, SubscriptionEntry, DEFAULT_ACCOUNT,
+};
+use super::{Broker, Timer};
+use crate::codec::{ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use crate::js::records::{self, SessionRecord, SubscriptionRecord};
+use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
+use crate::topic::{subject, TopicFilter};
+
+/// What a write contributes to the packet waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// The message itself in the messages stream: its reply carries the stream sequence.
+    Message,
+    /// Any other write.
+    Other,
+}
+
+/// Who waits for a store request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestOwner {
+    /// A pipeline entry of a connection (or of the broker itself, for `None`).
+    Pipeline {
+        conn: Option<ConnId>,
+        token: u64,
+        kind: Write,
+    },
+    /// Nobody: a failure is reported and counted.
+    Background,
+}
+
+impl Broker {
+    /// Emits a store request; its reply (or timeout) goes to `owner`.
+    pub(super) fn request(&mut self, request: StoreRequest, owner: RequestOwner, out: &mut Outbox) {
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        self.requests.insert(id, owner);
+        let at = self.now.instant.saturating_add(self.config.store_timeout);
+        self.schedule(at, Timer::Request(id));
+        out.push(Action::Store { id, request });
+    }
+
+    pub(super) fn on_stored(
+        &mut self,
+        id: RequestId,
+        reply: Result<StoreReply, StoreError>,
+        out: &mut Outbox,
+    ) {
+        let Some(owner) = self.requests.remove(&id) else {
+            self.stats.unknown_inputs += 1;
+            out.push(Action::Notice(Notice::UnknownRequest(id)));
+            return;
+        };
+        if let Err(err) = &reply {
+            self.stats.store_failures += 1;
+            out.push(Action::Notice(Notice::StoreFailed(err.clone())));
+        }
+        let RequestOwner::Pipeline { conn, token, kind } = owner else {
+            return;
+        };
+        let pipeline = match conn {
+            Some(c) => match self.conns.get_mut(&c) {
+                Some(c) => &mut c.pipeline,
+                // The connection is gone; its pending packets went with it.
+                None => return,
+            },
+            None => &mut self.system,
+        };
+        let Some(entry) = pipeline.get_mut(token) else {
+            return;
+        };
+        entry.waiting = entry.waiting.saturating_sub(1);
+        match reply {
+            Ok(StoreReply::Stored { seq }) if kind == Write::Message => entry.seq = Some(seq),
+            Ok(_) => {}
+            Err(_) => entry.failed = true,
+        }
+        self.drain_pipeline(conn, out);
+    }
+
+    pub(super) fn on_request_timeout(&mut self, id: RequestId, out: &mut Outbox) {
+        if self.requests.contains_key(&id) {
+            self.on_stored(id, Err(StoreError::Timeout), out);
+        }
+    }
+
+    /// The session record of a persistent session.
+    fn session_record(&self, session: SessionId) -> Option<SessionRecord> {
+        let s = self.sessions.get(session)?;
+        let mut record = SessionRecord {
+            id: s.key.client_id.to_string(),
+            ..SessionRecord::default()
+        };
+        record.jetmq.level = s.version as u8;
+        record.jetmq.expiry = s
+            .expiry
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        if s.key.account != DEFAULT_ACCOUNT {
+            record.jetmq.account = Some(s.key.account.to_string());
+        }
+        for (text, entry) in &s.subscriptions {
+            let qos = entry.options.qos as u8;
+            record
+                .subs
+                .insert(subject::filter_to_subject(&entry.filter).into_owned(), qos);
+            record.jetmq.subs.insert(
+                text.to_string(),
+                SubscriptionRecord {
+                    qos,
+                    nl: entry.options.no_local,
+                    rap: entry.options.retain_as_published,
+                    sid: entry.id.map(std::num::NonZeroU32::get),
+                },
+            );
+        }
+        Some(record)
+    }
+
+    /// The writes that make a persistent session's current state durable: its record and its
+    /// consumer's filter subjects.
+    pub(super) fn session_writes(&self, session: SessionId) -> Vec<StoreRequest> {
+        let (Some(s), Some(record)) = (self.sessions.get(session), self.session_record(session))
+        else {
+            return Vec::new();
+        };
+        let filters = s
+            .subscriptions
+            .values()
+            .filter(|e| e.options.qos != QoS::AtMostOnce)
+            .map(|e| {
+                let subj = subject::filter_to_subject(&e.filter);
+                ByteString::from(format!("{}{subj}", records::MESSAGES_PREFIX))
+            })
+            .collect();
+        vec![
+            StoreRequest::Publish {
+                stream: Stream::Sessions,
+                subject: records::session_subject(&s.key.client_id),
+                headers: Vec::new(),
+                payload: record.to_json().into(),
+            },
+            StoreRequest::UpsertConsumer {
+                name: s.consumer.clone(),
+                filters,
+            },
+        ]
+    }
+
+    /// Stores a session's record and consumer in the background (at CONNECT), or forgets them
+    /// when the session stopped being persistent.
+    pub(super) fn save_session(&mut self, session: SessionId, out: &mut Outbox) {
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        let writes = if s.persistent {
+            self.session_writes(session)
+        } else {
+            vec![
+                StoreRequest::Purge {
+                    stream: Stream::Sessions,
+                    subject: records::session_subject(&s.key.client_id),
+                },
+                StoreRequest::DeleteConsumer {
+                    name: s.consumer.clone(),
+                },
+            ]
+        };
+        for req in writes {
+            self.request(req, RequestOwner::Background, out);
+        }
+    }
+
+    /// Removes a discarded session's record, consumer and QoS 2 state from the store.
+    pub(super) fn forget_session(&mut self, s: &Session, out: &mut Outbox) {
+        let mut writes = vec![
+            StoreRequest::Purge {
+                stream: Stream::Sessions,
+                subject: records::session_subject(&s.key.client_id),
+            },
+            StoreRequest::DeleteConsumer {
+                name: s.consumer.clone(),
+            },
+        ];
+        for pid in &s.inbound_qos2 {
+            writes.push(StoreRequest::Purge {
+                stream: Stream::Qos2In,
+                subject: records::qos2_subject(&s.key.client_id, *pid),
+            });
+        }
+        for req in writes {
+            self.request(req, RequestOwner::Background, out);
+        }
+    }
+
+    /// Applies everything read at start-up: sessions first, then retained messages, queued
+    /// messages and QoS 2 state.
+    pub(super) fn on_restore_complete(&mut self, out: &mut Outbox) {
+        let Some(mut records) = self.restoring.take() else {
+            return;
+        };
+        records.sort_by_key(|r| (r.stream, r.seq));
+        let mut by_consumer: BTreeMap<ByteString, SessionId> = BTreeMap::new();
+        let mut by_hash16: BTreeMap<String, SessionId> = BTreeMap::new();
+        for record in records {
+            let ok = match record.stream {
+                Stream::Sessions => self.restore_session(&record, &mut by_consumer, &mut by_hash16),
+                Stream::Retained => self.restore_retained(&record),
+                Stream::Messages => self.restore_message(&record, &by_consumer),
+                Stream::Qos2In => self.restore_qos2(&record, &by_hash16),
+                Stream::PubRel => true,
+            };
+            if !ok {
+                out.push(Action::Notice(Notice::BadRecord {
+                    subject: record.subject.clone(),
+                }));
+            }
+        }
+        // Restored sessions are offline; the ones with an expiry start expiring now.
+        let expiring: Vec<(SessionId, Duration, u64)> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| s.expiry.map(|d| (id, d, s.generation)))
+            .collect();
+        for (id, d, generation) in expiring {
+            let at = self.now.instant.saturating_add(d);
+            self.schedule(at, Timer::Expiry(id, generation));
+        }
+    }
+
+    fn restore_session(
+        &mut self,
+        record: &StoredMessage,
+        by_consumer: &mut BTreeMap<ByteString, SessionId>,
+        by_hash16: &mut BTreeMap<String, SessionId>,
+    ) -> bool {
+        let Some(rec) = SessionRecord::from_json(&record.payload) else {
+            return false;
+        };
+        if records::session_subject(&rec.id) != record.subject {
+            return false;
+        }
+        let account: ByteString = rec
+            .jetmq
+            .account
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ACCOUNT.to_string())
+            .into();
+        let key = SessionKey {
+            account,
+            client_id: rec.id.clone().into(),
+        };
+        let version = if rec.jetmq.level == 5 {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V311
+        };
+        let id = self.sessions.insert(Session::new(key.clone(), version));
+        self.by_key.insert(key, id);
+        let mut subs: Vec<(ByteString, TopicFilter, SubscriptionOptions, Option<u32>)> = Vec::new();
+        if rec.jetmq.subs.is_empty() {
+            // A record written by the NATS server: filters are NATS subjects.
+            for (subj, qos) in &rec.subs {
+                let text = subject::subject_to_filter(subj).into_owned();
+                if let (Ok(filter), Some(qos)) =
+                    (TopicFilter::try_from(text.as_str()), QoS::from_u8(*qos))
+                {
+                    subs.push((text.into(), filter, SubscriptionOptions::new(qos), None));
+                }
+            }
+        } else {
+            for (text, sr) in &rec.jetmq.subs {
+                if let (Ok(filter), Some(qos)) =
+                    (TopicFilter::try_from(text.as_str()), QoS::from_u8(sr.qos))
+                {
+                    let options = SubscriptionOptions {
+                        qos,
+                        no_local: sr.nl,
+                        retain_as_published: sr.rap,
+                        retain_handling: RetainHandling::SendAtSubscribe,
+                    };
+                    subs.push((text.clone().into(), filter, options, sr.sid));
+                }
+            }
+        }
+        let Some(s) = self.sessions.get_mut(id) else {
+            return false;
+        };
+        s.persistent = true;
+        s.expiry = rec
+            .jetmq
+            .expiry
+            .map(|secs| Duration::from_secs(u64::from(secs)));
+        for (text, filter, options, sid) in subs {
+            self.subscriptions.insert(&filter, id, options);
+            s.subscriptions.insert(
+                text,
+                SubscriptionEntry {
+                    filter,
+                    options,
+                    id: sid.and_then(std::num::NonZeroU32::new),
+                },
+            );
+        }
+        by_consumer.insert(s.consumer.clone(), id);
+        by_hash16.insert(records::client_hash16(&s.key.client_id), id);
+        true
+    }
+
+    fn restore_retained(&mut self, record: &StoredMessage) -> bool {
+        let Some(subj) = record.subject.strip_prefix(records::RETAINED_PREFIX) else {
+            return false;
+        };
+        let Ok(topic) = subject::subject_to_topic_name(subj) else {
+            return false;
+        };
+        let flags = record
+            .headers
+            .iter()
+            .find(|(name, _)| name == "Nmqtt-RFlags")
+            .and_then(|(_, v)| records::parse_retained_flags(v));
+        let (Some(qos), false) = (flags.and_then(QoS::from_u8), record.payload.is_empty()) else {
+            return false;
+        };
+        let msg = Message {
+            topic: topic.clone(),
+            payload: record.payload.clone(),
+            qos,
+            retain: true,
+            properties: None,
+            publisher: None,
+            seq: None,
+        };
+        self.retained.insert(&topic, Arc::new(msg));
+        true
+    }
+
+    fn restore_message(
+        &mut self,
+        record: &StoredMessage,
+        by_consumer: &BTreeMap<ByteString, SessionId>,
+    ) -> bool {
+        let Some(subj) = record.subject.strip_prefix(records::MESSAGES_PREFIX) else {
+            return false;
+        };
+        let Ok(topic) = subject::subject_to_topic_name(subj) else {
+            return false;
+        };
+        let qos = record
+            .headers
+            .iter()
+            .find(|(name, _)| name == "Nmqtt-Pub")
+            .and_then(|(_, v)| v.as_bytes().first().copied())
+            .and_then(|b| QoS::from_u8(b.wrapping_sub(b'0')));
+        let Some(qos) = qos.filter(|q| *q != QoS::AtMostOnce) else {
+            return false;
+        };
+        let msg = Arc::new(Message {
+            topic: topic.clone(),
+            payload: record.payload.clone(),
+            qos,
+            retain: false,
+            properties: None,
+            publisher: None,
+            seq: Some(record.seq),
+        });
+        for consumer in &record.pending_for {
+            let Some(&session) = by_consumer.get(consumer) else {
+                continue;
+            };
+            let Some(s) = self.sessions.get_mut(session) else {
+                continue;
+            };
+            let granted = s
+                .subscriptions
+                .values()
+                .filter(|e| e.filter.matches(&topic))
+                .map(|e| e.options.qos)
+                .max();
+            let Some(granted) = granted.filter(|q| *q != QoS::AtMostOnce) else {
+                continue;
+            };
+            // It may have been sent before the restart: DUP tells the client so.
+            let d = Delivery {
+                msg: Arc::clone(&msg),
+                qos: qos.min(granted),
+                retain: false,
+                dup: true,
+            };
+            let _ = s.outbound.push_queued(d, usize::MAX, usize::MAX);
+        }
+        true
+    }
+
+    fn restore_qos2(
+        &mut self,
+        record: &StoredMessage,
+        by_hash16: &BTreeMap<String, SessionId>,
+    ) -> bool {
+        let Some((hash, pid)) =
+            records::split_hash_and_packet_id(&record.subject, records::QOS2_PREFIX)
+        else {
+            return false;
+        };
+        let Some(s) = by_hash16
+            .get(hash)
+            .and_then(|id| self.sessions.get_mut(*id))
+        else {
+            return false;
+        };
+        s.inbound_qos2.insert(pid);
+        true
+    }
+}

@@ -1,0 +1,877 @@
+//! Messages through the broker: inbound PUBLISH and the QoS 1/2 flows from clients, routing
+//! to matching sessions with a per-call budget, the outbound window and its acknowledgements.
+
+use std::sync::Arc;
+
+use super::connection::{Pending, Phase, Reply, Work};
+use super::io::{Action, CloseReason, ConnId, Notice, Outbox};
+use super::message::{Message, SharedMessage};
+use super::persist::Write;
+use super::session::{Delivery, Inflight, InflightState, SessionId};
+use super::Broker;
+use crate::codec::{
+    Ack, DisconnectReason, Packet, PacketId, PubAckReason, PubRec, PubRelReason, Publish,
+    PublishQos, PublishRef, QoS,
+};
+use crate::js::records;
+use crate::js::{StoreRequest, Stream};
+use crate::topic::{subject, TopicName};
+
+/// Payloads at least this large are sent from their shared buffer instead of being copied
+/// into each subscriber's output buffer.
+const SHARED_PAYLOAD_MIN: usize = 4096;
+
+/// One session a message goes to, with the combined options of its matching subscriptions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    pub(crate) session: SessionId,
+    pub(crate) qos: QoS,
+    pub(crate) retain_as_published: bool,
+}
+
+/// A message being delivered to its targets, possibly over several calls.
+#[derive(Debug)]
+pub(crate) struct FanoutJob {
+    pub(crate) msg: SharedMessage,
+    /// Computed when the job reaches the front of the queue.
+    pub(crate) targets: Option<Vec<Target>>,
+    pub(crate) next: usize,
+}
+
+impl Broker {
+    pub(super) fn on_publish(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        p: Publish,
+        out: &mut Outbox,
+    ) {
+        if p.topic.is_empty() || p.properties().topic_alias.is_some() {
+            // Topic Alias Maximum is 0 (not advertised), so any alias is invalid.
+            self.protocol_error(conn, DisconnectReason::TopicAliasInvalid, out);
+            return;
+        }
+        let Ok(topic) = TopicName::new(p.topic) else {
+            self.protocol_error(conn, DisconnectReason::TopicNameInvalid, out);
+            return;
+        };
+        let level = p.qos.level();
+        if level > self.config.max_qos {
+            self.protocol_error(conn, DisconnectReason::QosNotSupported, out);
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let msg = Message {
+            topic,
+            payload: p.payload,
+            qos: level,
+            retain: p.retain,
+            properties: p.properties,
+            publisher: Some(session),
+            seq: None,
+        };
+        let (reply, qos2_new) = match p.qos {
+            PublishQos::AtMostOnce => (Reply::None, false),
+            PublishQos::AtLeastOnce(pid) => (Reply::PubAck(pid), false),
+            PublishQos::ExactlyOnce(pid) => {
+                let duplicate = self
+                    .sessions
+                    .get(session)
+                    .is_some_and(|s| s.inbound_qos2.contains(&pid.get()));
+                if duplicate {
+                    // [MQTT-4.3.3]: a repeat before PUBREL is acknowledged, not delivered again.
+                    c.pipeline.push(Work::Reply(Reply::PubRec(pid)), 0);
+                    self.drain_pipeline(Some(conn), out);
+                    return;
+                }
+                (Reply::PubRec(pid), true)
+            }
+        };
+        if reply != Reply::None {
+            if c.receive_in_flight >= self.config.receive_maximum && c.version.is_v5() {
+                // [MQTT-3.3.4-7]: more unacknowledged publishes than Receive Maximum.
+                self.protocol_error(conn, DisconnectReason::ReceiveMaximumExceeded, out);
+                return;
+            }
+            c.receive_in_flight = c.receive_in_flight.saturating_add(1);
+        }
+
+        // The store writes this message needs before it is routed and acknowledged.
+        let mut writes = Vec::new();
+        if qos2_new {
+            if let (Some(s), Some(pid)) = (self.sessions.get_mut(session), p.qos.packet_id()) {
+                s.inbound_qos2.insert(pid.get());
+                let flags = 0b0100 | u8::from(msg.retain);
+                writes.push((
+                    Write::Other,
+                    StoreRequest::Publish {
+                        stream: Stream::Qos2In,
+                        subject: records::qos2_subject(&s.key.client_id, pid.get()),
+                        headers: vec![crate::js::Header {
+                            name: "Nmqtt-Pub",
+                            value: format!("2{flags:x}").into(),
+                        }],
+                        payload: bytes::Bytes::new(),
+                    },
+                ));
+            }
+        }
+        let retained_write = msg.retain.then(|| self.retained_request(&msg));
+        if let Some(req) = retained_write {
+            if msg.qos == QoS::AtMostOnce {
+                self.request(req, super::persist::RequestOwner::Background, out);
+            } else {
+                writes.push((Write::Other, req));
+            }
+        }
+        if msg.qos != QoS::AtMostOnce && self.needs_store(&msg.topic) {
+            writes.push((Write::Message, self.message_request(&msg)));
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let token = c.pipeline.push(
+            Work::Publish {
+                msg,
+                route: true,
+                reply,
+            },
+            u32::try_from(writes.len()).unwrap_or(u32::MAX),
+        );
+        let pending = c.pipeline.entries.len();
+        for (kind, req) in writes {
+            self.request(
+                req,
+                super::persist::RequestOwner::Pipeline {
+                    conn: Some(conn),
+                    token,
+                    kind,
+                },
+                out,
+            );
+        }
+        if pending >= self.config.max_pending_per_connection {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                if !c.read_paused {
+                    c.read_paused = true;
+                    out.push(Action::PauseRead { conn });
+                }
+            }
+        }
+        self.drain_pipeline(Some(conn), out);
+    }
+
+    /// Whether a persistent session with a QoS ≥ 1 subscription would receive a message on
+    /// `topic`, so the message must be stored before it is acknowledged.
+    fn needs_store(&self, topic: &TopicName) -> bool {
+        let mut needed = false;
+        self.subscriptions.for_each_match(topic, |sid, opts| {
+            if !needed && opts.qos != QoS::AtMostOnce {
+                needed = self.sessions.get(*sid).is_some_and(|s| s.persistent);
+            }
+        });
+        needed
+    }
+
+    fn message_request(&self, msg: &Message) -> StoreRequest {
+        let subj = subject::topic_to_subject(&msg.topic);
+        StoreRequest::Publish {
+            stream: Stream::Messages,
+            subject: format!("{}{subj}", records::MESSAGES_PREFIX).into(),
+            headers: vec![crate::js::Header {
+                name: "Nmqtt-Pub",
+                value: format!("{}", msg.qos as u8).into(),
+            }],
+            payload: msg.payload.clone(),
+        }
+    }
+
+    fn retained_request(&self, msg: &Message) -> StoreRequest {
+        let subj = subject::topic_to_subject(&msg.topic);
+        let subject = format!("{}{subj}", records::RETAINED_PREFIX).into();
+        if msg.payload.is_empty() {
+            // [MQTT-3.3.1-10]: an empty retained message deletes the topic's retained message.
+            return StoreRequest::Purge {
+                stream: Stream::Retained,
+                subject,
+            };
+        }
+        StoreRequest::Publish {
+            stream: Stream::Retained,
+            subject,
+            headers: vec![
+                crate::js::Header {
+                    name: "Nmqtt-RTopic",
+                    value: msg.topic.as_byte_string().clone(),
+                },
+                crate::js::Header {
+                    name: "Nmqtt-RFlags",
+                    value: records::retained_flags(msg.qos as u8),
+                },
+            ],
+            payload: msg.payload.clone(),
+        }
+    }
+
+    /// Completes the pipeline entries of `conn` (or the broker's own, for `None`) whose
+    /// writes are all answered, strictly in arrival order.
+    pub(super) fn drain_pipeline(&mut self, conn: Option<ConnId>, out: &mut Outbox) {
+        loop {
+            let pending = match conn {
+                Some(id) => match self.conns.get_mut(&id) {
+                    Some(c) => c.pipeline.pop_ready(),
+                    None => return,
+                },
+                None => self.system.pop_ready(),
+            };
+            let Some(pending) = pending else {
+                break;
+            };
+            self.complete(conn, pending, out);
+        }
+        let Some(id) = conn else {
+            return;
+        };
+        let resume = self.conns.get_mut(&id).is_some_and(|c| {
+            let resume = c.read_paused
+                && c.pipeline.entries.len() < self.config.max_pending_per_connection / 2;
+            if resume {
+                c.read_paused = false;
+            }
+            resume
+        });
+        if resume {
+            out.push(Action::ResumeRead { conn: id });
+            self.process_inbuf(id, out);
+        }
+    }
+
+    fn complete(&mut self, conn: Option<ConnId>, pending: Pending, out: &mut Outbox) {
+        let Pending {
+            failed, seq, work, ..
+        } = pending;
+        if failed {
+            self.complete_failed(conn, work, out);
+            return;
+        }
+        match work {
+            Work::Publish {
+                mut msg,
+                route,
+                reply,
+            } => {
+                msg.seq = seq;
+                if route {
+                    self.route(msg);
+                }
+                if let Some(conn) = conn {
+                    self.send_reply(conn, reply);
+                }
+            }
+            Work::SubscriptionAck { packet, retained } => {
+                let Some(conn) = conn else {
+                    return;
+                };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    packet.encode(c.version, &mut c.out);
+                    self.mark_dirty(conn);
+                }
+                self.send_retained(conn, &retained, out);
+            }
+            Work::Reply(reply) => {
+                if let Some(conn) = conn {
+                    self.send_reply(conn, reply);
+                }
+            }
+        }
+    }
+
+    /// A store write failed: a 5.0 publisher gets a failure code, anything else closes the
+    /// connection so the client sends again. Nothing unacknowledged is routed.
+    fn complete_failed(&mut self, conn: Option<ConnId>, work: Work, out: &mut Outbox) {
+        let Some(conn) = conn else {
+            return;
+        };
+        if let Work::Publish {
+            reply: Reply::PubRec(pid),
+            ..
+        } = &work
+        {
+            // The message was not accepted: forget its identifier, or the client's resend
+            // would be taken for a duplicate and never delivered.
+            if let Some(session) = self.conns.get(&conn).and_then(|c| c.session()) {
+                self.forget_inbound_qos2(session, pid.get(), out);
+            }
+        }
+        let v5 = self.conns.get(&conn).is_some_and(|c| c.version.is_v5());
+        match work {
+            Work::Publish { reply, .. } if v5 && reply != Reply::None => {
+                let pid = match reply {
+                    Reply::PubAck(pid)
+                    | Reply::PubRec(pid)
+                    | Reply::PubComp(pid)
+                    | Reply::PubCompNotFound(pid) => pid,
+                    Reply::None => return,
+                };
+                let mut ack = Ack::new(pid);
+                ack.reason = PubAckReason::UnspecifiedError;
+                let packet = if matches!(reply, Reply::PubRec(_)) {
+                    Packet::PubRec(ack)
+                } else {
+                    Packet::PubAck(ack)
+                };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.receive_in_flight = c.receive_in_flight.saturating_sub(1);
+                    packet.encode(c.version, &mut c.out);
+                    self.mark_dirty(conn);
+                }
+            }
+            Work::Publish {
+                reply: Reply::None, ..
+            } => {
+                // A QoS 0 message acknowledges nothing; it was just not routed.
+            }
+            _ => {
+                self.send_disconnect(conn, DisconnectReason::ImplementationSpecificError);
+                self.close(conn, CloseReason::StoreFailure, true, out);
+            }
+        }
+    }
+
+    fn send_reply(&mut self, conn: ConnId, reply: Reply) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let packet = match reply {
+            Reply::None => return,
+            Reply::PubAck(pid) => {
+                c.receive_in_flight = c.receive_in_flight.saturating_sub(1);
+                Packet::PubAck(Ack::new(pid))
+            }
+            Reply::PubRec(pid) => Packet::PubRec(Ack::new(pid)),
+            Reply::PubComp(pid) => Packet::PubComp(Ack::new(pid)),
+            Reply::PubCompNotFound(pid) => {
+                let mut comp = Ack::new(pid);
+                comp.reason = PubRelReason::PacketIdentifierNotFound;
+                Packet::PubComp(comp)
+            }
+        };
+        packet.encode(c.version, &mut c.out);
+        self.mark_dirty(conn);
+    }
+
+    /// Publishes a will as if its client had sent it.
+    pub(super) fn publish_will(&mut self, msg: Message, out: &mut Outbox) {
+        let mut writes = Vec::new();
+        if msg.retain {
+            writes.push((Write::Other, self.retained_request(&msg)));
+        }
+        if msg.qos != QoS::AtMostOnce && self.needs_store(&msg.topic) {
+            writes.push((Write::Message, self.message_request(&msg)));
+        }
+        let token = self.system.push(
+            Work::Publish {
+                msg,
+                route: true,
+                reply: Reply::None,
+            },
+            u32::try_from(writes.len()).unwrap_or(u32::MAX),
+        );
+        for (kind, req) in writes {
+            self.request(
+                req,
+                super::persist::RequestOwner::Pipeline {
+                    conn: None,
+                    token,
+                    kind,
+                },
+                out,
+            );
+        }
+        self.drain_pipeline(None, out);
+    }
+
+    /// Queues a message for delivery to every matching session.
+    pub(super) fn route(&mut self, msg: Message) {
+        self.stats.messages_routed += 1;
+        if msg.retain {
+            if msg.payload.is_empty() {
+                self.retained.remove(&msg.topic);
+            } else {
+                let mut stored = msg.clone();
+                stored.publisher = None;
+                self.retained.insert(&msg.topic, Arc::new(stored));
+            }
+        }
+        self.fanout.push_back(FanoutJob {
+            msg: Arc::new(msg),
+            targets: None,
+            next: 0,
+        });
+    }
+
+    /// Delivers queued messages until they are done or the call's budget is spent.
+    pub(super) fn run_fanout(&mut self, out: &mut Outbox) {
+        let mut budget = self.config.fanout_budget.max(1);
+        while let Some(mut job) = self.fanout.pop_front() {
+            let targets = match job.targets.take() {
+                Some(t) => t,
+                None => self.targets_for(&job.msg),
+            };
+            while job.next < targets.len() && budget > 0 {
+                let t = targets[job.next];
+                job.next += 1;
+                budget -= 1;
+                let qos = job.msg.qos.min(t.qos);
+                let retain = t.retain_as_published && job.msg.retain;
+                self.deliver(
+                    t.session,
+                    Delivery {
+                        msg: Arc::clone(&job.msg),
+                        qos,
+                        retain,
+                        dup: false,
+                    },
+                    out,
+                );
+            }
+            if job.next < targets.len() {
+                job.targets = Some(targets);
+                self.fanout.push_front(job);
+                out.wants_continue = true;
+                return;
+            }
+            let mut targets = targets;
+            targets.clear();
+            self.spare_targets.push(targets);
+        }
+    }
+
+    /// The sessions `msg` goes to: one entry per session, with the highest granted QoS of
+    /// its matching subscriptions.
+    fn targets_for(&mut self, msg: &Message) -> Vec<Target> {
+        let mut targets = self.spare_targets.pop().unwrap_or_default();
+        self.route_epoch += 1;
+        let epoch = self.route_epoch;
+        let sessions = &mut self.sessions;
+        self.subscriptions.for_each_match(&msg.topic, |sid, opts| {
+            if opts.no_local && msg.publisher == Some(*sid) {
+                return;
+            }
+            let Some(s) = sessions.get_mut(*sid) else {
+                return;
+            };
+            if s.route_epoch == epoch {
+                if let Some(t) = targets.get_mut(s.route_slot) {
+                    t.qos = t.qos.max(opts.qos);
+                    t.retain_as_published |= opts.retain_as_published;
+                }
+            } else {
+                s.route_epoch = epoch;
+                s.route_slot = targets.len();
+                targets.push(Target {
+                    session: *sid,
+                    qos: opts.qos,
+                    retain_as_published: opts.retain_as_published,
+                });
+            }
+        });
+        targets
+    }
+
+    /// Hands one message to one session: sent now, queued behind the window, or dropped
+    /// (counted) when it cannot be kept.
+    pub(super) fn deliver(&mut self, session: SessionId, d: Delivery, out: &mut Outbox) {
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        let Some(conn) = s.conn else {
+            if s.persistent && d.qos != QoS::AtMostOnce {
+                self.enqueue(session, d, out);
+            }
+            return;
+        };
+        let queue_empty = s.outbound.queue.is_empty();
+        let inflight = s.outbound.inflight.len();
+        if d.qos == QoS::AtMostOnce {
+            if self.is_slow(conn) {
+                self.stats.dropped_slow_consumer += 1;
+            } else if queue_empty {
+                self.write_publish(conn, &d, PublishQos::AtMostOnce, out);
+            } else {
+                // Behind queued QoS 1/2 messages, so a topic's order holds across QoS levels.
+                self.enqueue(session, d, out);
+            }
+            return;
+        }
+        if queue_empty && inflight < self.window(conn) && !self.is_slow(conn) {
+            self.send_new(session, conn, d, out);
+        } else {
+            self.enqueue(session, d, out);
+        }
+    }
+
+    fn enqueue(&mut self, session: SessionId, d: Delivery, out: &mut Outbox) {
+        let (max_messages, max_bytes) = (
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        );
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if let Err(d) = s.outbound.push_queued(d, max_messages, max_bytes) {
+            self.stats.dropped_queue_full += 1;
+            let client_id = s.key.client_id.clone();
+            self.ack_stored(session, &d, out);
+            out.push(Action::Notice(Notice::QueueOverflow { client_id }));
+        }
+    }
+
+    /// The in-flight window of a connection: the broker's limit and the client's Receive
+    /// Maximum, whichever is lower.
+    fn window(&self, conn: ConnId) -> usize {
+        let client = self.conns.get(&conn).map_or(0, |c| c.send_window);
+        usize::from(self.config.max_inflight.min(client).max(1))
+    }
+
+    /// Gives a QoS 1/2 delivery a packet identifier, records it in flight and sends it.
+    fn send_new(&mut self, session: SessionId, conn: ConnId, d: Delivery, out: &mut Outbox) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let Some(pid) = s.outbound.allocate_pid() else {
+            // All identifiers in use: keep it queued.
+            let _ = s.outbound.push_queued(d, usize::MAX, usize::MAX);
+            return;
+        };
+        let (qos, state) = if d.qos == QoS::ExactlyOnce {
+            (PublishQos::ExactlyOnce(pid), InflightState::PubRec)
+        } else {
+            (PublishQos::AtLeastOnce(pid), InflightState::PubAck)
+        };
+        let sent = self.write_publish(conn, &d, qos, out);
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if sent {
+            s.outbound.inflight.push_back(Inflight {
+                pid,
+                delivery: Some(d),
+                state,
+            });
+        } else {
+            // [MQTT-3.1.2-25]: too large for the client, dropped as if delivered.
+            self.ack_stored(session, &d, out);
+        }
+    }
+
+    /// Encodes a PUBLISH for `conn`; false if it exceeds the client's Maximum Packet Size.
+    fn write_publish(
+        &mut self,
+        conn: ConnId,
+        d: &Delivery,
+        qos: PublishQos,
+        out: &mut Outbox,
+    ) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        let publish = PublishRef {
+            dup: d.dup,
+            qos,
+            retain: d.retain,
+            topic: d.msg.topic.as_str(),
+            properties: d.msg.properties.as_deref(),
+            payload: &d.msg.payload,
+        };
+        let len = publish.encoded_len(c.version);
+        if len > c.max_send_size as usize {
+            self.stats.dropped_too_large += 1;
+            return false;
+        }
+        self.stats.deliveries += 1;
+        if d.msg.payload.len() >= SHARED_PAYLOAD_MIN {
+            // What this call wrote before and the header go out first, then the payload from
+            // its shared buffer, without a copy per subscriber.
+            publish.encode_header(c.version, &mut c.out);
+            c.unsent += d.msg.payload.len();
+            self.flush_conn(conn, out);
+            out.push(Action::Send {
+                conn,
+                bytes: d.msg.payload.clone(),
+            });
+            return true;
+        }
+        publish.encode(c.version, &mut c.out);
+        self.mark_dirty(conn);
+        true
+    }
+
+    /// Sends queued messages while the window has room and the connection keeps up.
+    pub(super) fn fill_window(&mut self, session: SessionId, out: &mut Outbox) {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+            return;
+        };
+        let window = self.window(conn);
+        loop {
+            if self.is_slow(conn) {
+                return;
+            }
+            let Some(s) = self.sessions.get_mut(session) else {
+                return;
+            };
+            let Some(front) = s.outbound.queue.front() else {
+                return;
+            };
+            let qos0 = front.qos == QoS::AtMostOnce;
+            if !qos0 && s.outbound.inflight.len() >= window {
+                return;
+            }
+            let Some(d) = s.outbound.pop_queued() else {
+                return;
+            };
+            if qos0 {
+                self.write_publish(conn, &d, PublishQos::AtMostOnce, out);
+            } else {
+                self.send_new(session, conn, d, out);
+            }
+        }
+    }
+
+    /// After CONNACK on a resumed session: re-send everything in flight with DUP set, then
+    /// fill the window from the queue.
+    pub(super) fn resume_session(&mut self, session: SessionId, out: &mut Outbox) {
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        let Some(conn) = s.conn else {
+            return;
+        };
+        let resend: Vec<(PacketId, InflightState, Option<Delivery>)> = s
+            .outbound
+            .inflight
+            .iter()
+            .map(|e| (e.pid, e.state, e.delivery.clone()))
+            .collect();
+        for (pid, state, delivery) in resend {
+            match (state, delivery) {
+                (InflightState::PubComp, _) => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        Packet::PubRel(Ack::new(pid)).encode(c.version, &mut c.out);
+                        self.mark_dirty(conn);
+                    }
+                }
+                (_, Some(mut d)) => {
+                    d.dup = true;
+                    let qos = if state == InflightState::PubRec {
+                        PublishQos::ExactlyOnce(pid)
+                    } else {
+                        PublishQos::AtLeastOnce(pid)
+                    };
+                    self.write_publish(conn, &d, qos, out);
+                }
+                (_, None) => {}
+            }
+        }
+        self.fill_window(session, out);
+    }
+
+    pub(super) fn on_puback(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        pid: PacketId,
+        out: &mut Outbox,
+    ) {
+        let _ = conn;
+        self.finish_outbound(session, pid, InflightState::PubAck, out);
+    }
+
+    pub(super) fn on_pubcomp(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        pid: PacketId,
+        out: &mut Outbox,
+    ) {
+        let _ = conn;
+        self.finish_outbound(session, pid, InflightState::PubComp, out);
+    }
+
+    /// Ends an outbound flow that is in `state`; acknowledgements for other identifiers are
+    /// ignored.
+    fn finish_outbound(
+        &mut self,
+        session: SessionId,
+        pid: PacketId,
+        state: InflightState,
+        out: &mut Outbox,
+    ) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let Some(i) = s.outbound.position(pid) else {
+            return;
+        };
+        if s.outbound.inflight[i].state != state {
+            return;
+        }
+        let entry = s.outbound.inflight.remove(i);
+        if let Some(d) = entry.and_then(|e| e.delivery) {
+            self.ack_stored(session, &d, out);
+        }
+        self.fill_window(session, out);
+    }
+
+    pub(super) fn on_pubrec(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        ack: &PubRec,
+        out: &mut Outbox,
+    ) {
+        let pid = ack.packet_id;
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let found = s
+            .outbound
+            .position(pid)
+            .filter(|&i| s.outbound.inflight[i].state != InflightState::PubAck);
+        let version = self.conns.get(&conn).map(|c| c.version);
+        let mut rel = Ack::new(pid);
+        match found {
+            Some(i) if ack.reason.is_error() => {
+                // A failure code ends the flow [MQTT-4.3.3].
+                let entry = s.outbound.inflight.remove(i);
+                if let Some(d) = entry.and_then(|e| e.delivery) {
+                    self.ack_stored(session, &d, out);
+                }
+                self.fill_window(session, out);
+                return;
+            }
+            Some(i) => s.outbound.inflight[i].state = InflightState::PubComp,
+            None if version.is_some_and(|v| v.is_v5()) => {
+                rel.reason = PubRelReason::PacketIdentifierNotFound;
+            }
+            None => {}
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            Packet::PubRel(rel).encode(c.version, &mut c.out);
+            self.mark_dirty(conn);
+        }
+    }
+
+    pub(super) fn on_pubrel(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        pid: PacketId,
+        out: &mut Outbox,
+    ) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if s.inbound_qos2.remove(&pid.get()) {
+            c.receive_in_flight = c.receive_in_flight.saturating_sub(1);
+            let subject = records::qos2_subject(&s.key.client_id, pid.get());
+            // PUBCOMP waits until the identifier is forgotten durably, so a restart cannot
+            // mistake the client's next message with this identifier for a duplicate.
+            let token = c.pipeline.push(Work::Reply(Reply::PubComp(pid)), 1);
+            self.request(
+                StoreRequest::Purge {
+                    stream: Stream::Qos2In,
+                    subject,
+                },
+                super::persist::RequestOwner::Pipeline {
+                    conn: Some(conn),
+                    token,
+                    kind: Write::Other,
+                },
+                out,
+            );
+        } else if c.version.is_v5() {
+            // Unknown identifier: PUBCOMP 0x92 ([MQTT-3.7.2-1]), behind earlier replies.
+            c.pipeline.push(Work::Reply(Reply::PubCompNotFound(pid)), 0);
+        } else {
+            c.pipeline.push(Work::Reply(Reply::PubComp(pid)), 0);
+        }
+        self.drain_pipeline(Some(conn), out);
+    }
+
+    /// Forgets an inbound QoS 2 identifier whose message was not accepted, in memory and in
+    /// the store.
+    pub(super) fn forget_inbound_qos2(&mut self, session: SessionId, pid: u16, out: &mut Outbox) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if s.inbound_qos2.remove(&pid) {
+            let subject = records::qos2_subject(&s.key.client_id, pid);
+            self.request(
+                StoreRequest::Purge {
+                    stream: Stream::Qos2In,
+                    subject,
+                },
+                super::persist::RequestOwner::Background,
+                out,
+            );
+        }
+    }
+
+    /// Tells the store a persistent session no longer needs a stored message.
+    pub(super) fn ack_stored(&mut self, session: SessionId, d: &Delivery, out: &mut Outbox) {
+        let Some(seq) = d.msg.seq else {
+            return;
+        };
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        if !s.persistent {
+            return;
+        }
+        let consumer = s.consumer.clone();
+        self.request(
+            StoreRequest::Ack { consumer, seq },
+            super::persist::RequestOwner::Background,
+            out,
+        );
+    }
+
+    /// Sends the retained messages matching new subscriptions, with RETAIN set.
+    pub(super) fn send_retained(
+        &mut self,
+        conn: ConnId,
+        filters: &[(crate::topic::TopicFilter, QoS)],
+        out: &mut Outbox,
+    ) {
+        let Some(session) = self.conns.get(&conn).and_then(|c| match c.phase {
+            Phase::Connected { session } => Some(session),
+            _ => None,
+        }) else {
+            return;
+        };
+        for (filter, granted) in filters {
+            let mut found = Vec::new();
+            self.retained
+                .for_each_match(filter, |_, msg| found.push(Arc::clone(msg)));
+            for msg in found {
+                let qos = msg.qos.min(*granted);
+                self.deliver(
+                    session,
+                    Delivery {
+                        msg,
+                        qos,
+                        retain: true,
+                        dup: false,
+                    },
+                    out,
+                );
+            }
+        }
+    }
+}

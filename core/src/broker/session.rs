@@ -1,0 +1,186 @@
+//! Sessions: what the broker keeps for a client across connections, and the outbound QoS 1/2
+//! window with the queue behind it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use bytestring::ByteString;
+
+use super::io::ConnId;
+use super::message::{SharedMessage, Will};
+use crate::codec::{PacketId, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::topic::TopicFilter;
+
+/// Index of a session in the broker's session table.
+pub(crate) type SessionId = usize;
+
+/// What identifies a session: the account (tenant) and the client identifier.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionKey {
+    /// The account; the default account is `$G`, as on the NATS server.
+    pub account: ByteString,
+    /// The client identifier.
+    pub client_id: ByteString,
+}
+
+/// The name of the default account.
+pub const DEFAULT_ACCOUNT: &str = "$G";
+
+/// One subscription of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SubscriptionEntry {
+    pub(crate) filter: TopicFilter,
+    pub(crate) options: SubscriptionOptions,
+    pub(crate) id: Option<NonZeroU32>,
+}
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub(crate) msg: SharedMessage,
+    /// The QoS it is delivered with: the lower of the published and the granted QoS.
+    pub(crate) qos: QoS,
+    /// The RETAIN flag it is delivered with.
+    pub(crate) retain: bool,
+    /// Whether it may have been sent before (restored after a restart).
+    pub(crate) dup: bool,
+}
+
+/// Where an outbound QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Named after the acknowledgement the broker waits for, hence the shared prefix.
+#[allow(clippy::enum_variant_names)]
+pub(crate) enum InflightState {
+    PubAck,
+    PubRec,
+    PubComp,
+}
+
+/// A QoS 1/2 message sent (or to be re-sent) with a packet identifier.
+#[derive(Debug, Clone)]
+pub(crate) struct Inflight {
+    pub(crate) pid: PacketId,
+    /// `None` for a PUBREL restored from the store: only the identifier is known.
+    pub(crate) delivery: Option<Delivery>,
+    pub(crate) state: InflightState,
+}
+
+/// The outbound window of a session and the queue behind it.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    /// Messages with a packet identifier, in the order they were first sent.
+    pub(crate) inflight: VecDeque<Inflight>,
+    /// Messages waiting for room in the window.
+    pub(crate) queue: VecDeque<Delivery>,
+    /// Payload bytes in `queue`.
+    pub(crate) queued_bytes: usize,
+    /// The last packet identifier handed out.
+    last_pid: u16,
+}
+
+impl Outbound {
+    /// The next free packet identifier after the last one handed out, skipping identifiers in
+    /// flight; `None` when all 65 535 are in use.
+    pub(crate) fn allocate_pid(&mut self) -> Option<PacketId> {
+        let mut candidate = self.last_pid;
+        for _ in 0..u16::MAX {
+            candidate = if candidate == u16::MAX {
+                1
+            } else {
+                candidate + 1
+            };
+            let pid = PacketId::new(candidate)?;
+            if self.position(pid).is_none() {
+                self.last_pid = candidate;
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// Where `pid` is in the window.
+    pub(crate) fn position(&self, pid: PacketId) -> Option<usize> {
+        self.inflight.iter().position(|e| e.pid == pid)
+    }
+
+    /// Takes a delivery off the front of the queue.
+    pub(crate) fn pop_queued(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.payload.len());
+        Some(d)
+    }
+
+    /// Queues a delivery, or gives it back when the queue is at one of its limits.
+    pub(crate) fn push_queued(
+        &mut self,
+        d: Delivery,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<(), Delivery> {
+        let len = d.msg.payload.len();
+        if self.queue.len() >= max_messages || self.queued_bytes + len > max_bytes {
+            return Err(d);
+        }
+        self.queued_bytes += len;
+        self.queue.push_back(d);
+        Ok(())
+    }
+}
+
+/// A pending will of a closed connection, waiting for its Will Delay Interval.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingWill {
+    pub(crate) will: Will,
+    /// Which timer entry is current.
+    pub(crate) generation: u64,
+}
+
+/// Everything the broker keeps for one client identifier.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) key: SessionKey,
+    /// The connection bound to it, if the client is online.
+    pub(crate) conn: Option<ConnId>,
+    /// The protocol version of the last connection.
+    pub(crate) version: ProtocolVersion,
+    /// Whether the session outlives its connection.
+    pub(crate) persistent: bool,
+    /// How long a persistent session outlives its connection; `None` means forever.
+    pub(crate) expiry: Option<Duration>,
+    /// Subscriptions by topic filter text.
+    pub(crate) subscriptions: BTreeMap<ByteString, SubscriptionEntry>,
+    pub(crate) outbound: Outbound,
+    /// Inbound QoS 2 identifiers acknowledged with PUBREC and not yet released.
+    pub inbound_qos2: BTreeSet<u16>,
+    pub(crate) pending_will: Option<PendingWill>,
+    /// Bumped whenever a timer of this session becomes stale.
+    pub(crate) generation: u64,
+    /// The durable consumer of a persistent session.
+    pub(crate) consumer: ByteString,
+    /// Route pass that last touched this session, to deliver each message once.
+    pub(crate) route_epoch: u64,
+    /// Its slot in that pass's target list.
+    pub(crate) route_slot: usize,
+}
+
+impl Session {
+    pub(crate) fn new(key: SessionKey, version: ProtocolVersion) -> Self {
+        let consumer = crate::js::records::consumer_name(&key.client_id);
+        Self {
+            key,
+            conn: None,
+            version,
+            persistent: false,
+            expiry: None,
+            subscriptions: BTreeMap::new(),
+            outbound: Outbound::default(),
+            inbound_qos2: BTreeSet::new(),
+            pending_will: None,
+            generation: 0,
+            consumer,
+            route_epoch: 0,
+            route_slot: 0,
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the session's subscriptions, the subscription tree, the record
+//! of a persistent session, and the retained messages a new subscription receives.
+
+use bytestring::ByteString;
+
+use super::connection::Work;
+use super::io::{ConnId, Outbox};
+use super::session::{SessionId, SubscriptionEntry};
+use super::Broker;
+use crate::codec::{
+    DisconnectReason, Packet, QoS, RetainHandling, SubAck, SubAckReason, Subscribe, UnsubAck,
+    UnsubAckReason, Unsubscribe,
+};
+use crate::topic::{Subscription, TopicFilter};
+
+impl Broker {
+    pub(super) fn on_subscribe(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        sub: Subscribe,
+        out: &mut Outbox,
+    ) {
+        if sub.properties.subscription_identifier.is_some() {
+            // The CONNACK said Subscription Identifiers are not available.
+            self.protocol_error(
+                conn,
+                DisconnectReason::SubscriptionIdentifiersNotSupported,
+                out,
+            );
+            return;
+        }
+        let max_qos = self.config.max_qos;
+        let mut reasons = Vec::with_capacity(sub.filters.len());
+        let mut retained: Vec<(TopicFilter, QoS)> = Vec::new();
+        let mut changed = false;
+        for (text, options) in sub.filters {
+            let filter = match Subscription::new(text.clone()) {
+                Ok(Subscription::Plain(filter)) => filter,
+                Ok(Subscription::Shared(_)) => {
+                    reasons.push(SubAckReason::SharedSubscriptionsNotSupported);
+                    continue;
+                }
+                Err(_) => {
+                    reasons.push(SubAckReason::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            let mut options = options;
+            options.qos = options.qos.min(max_qos);
+            let Some(s) = self.sessions.get_mut(session) else {
+                return;
+            };
+            let previous = s.subscriptions.insert(
+                text,
+                SubscriptionEntry {
+                    filter: filter.clone(),
+                    options,
+                    id: None,
+                },
+            );
+            changed |= previous.as_ref().is_none_or(|p| p.options != options);
+            self.subscriptions.insert(&filter, session, options);
+            reasons.push(match options.qos {
+                QoS::AtMostOnce => SubAckReason::GrantedQos0,
+                QoS::AtLeastOnce => SubAckReason::GrantedQos1,
+                QoS::ExactlyOnce => SubAckReason::GrantedQos2,
+            });
+            let send = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => previous.is_none(),
+                RetainHandling::DoNotSend => false,
+            };
+            if send {
+                retained.push((filter, options.qos));
+            }
+        }
+        let ack = Packet::SubAck(SubAck {
+            packet_id: sub.packet_id,
+            properties: Default::default(),
+            reasons,
+        });
+        self.acknowledge_subscription_change(conn, session, changed, ack, retained, out);
+    }
+
+    pub(super) fn on_unsubscribe(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        unsub: Unsubscribe,
+        out: &mut Outbox,
+    ) {
+        let mut reasons = Vec::with_capacity(unsub.filters.len());
+        let mut changed = false;
+        for text in unsub.filters {
+            let removed = self
+                .sessions
+                .get_mut(session)
+                .and_then(|s| s.subscriptions.remove(&ByteString::from(text.as_ref())));
+            match removed {
+                Some(entry) => {
+                    self.subscriptions.remove(&entry.filter, &session);
+                    changed = true;
+                    reasons.push(UnsubAckReason::Success);
+                }
+                // [MQTT-3.10.4-5]: answered even when nothing was removed.
+                None => reasons.push(UnsubAckReason::NoSubscriptionExisted),
+            }
+        }
+        let ack = Packet::UnsubAck(UnsubAck {
+            packet_id: unsub.packet_id,
+            properties: Default::default(),
+            reasons,
+        });
+        self.acknowledge_subscription_change(conn, session, changed, ack, Vec::new(), out);
+    }
+
+    /// Sends `ack` once a persistent session's new subscriptions are stored (its record and
+    /// its consumer's filters), then the retained messages.
+    fn acknowledge_subscription_change(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        changed: bool,
+        ack: Packet,
+        retained: Vec<(TopicFilter, QoS)>,
+        out: &mut Outbox,
+    ) {
+        let persistent = self.sessions.get(session).is_some_and(|s| s.persistent);
+        let writes = if persistent && changed {
+            self.session_writes(session)
+        } else {
+            Vec::new()
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let token = c.pipeline.push(
+            Work::SubscriptionAck {
+                packet: ack,
+                retained,
+            },
+            u32::try_from(writes.len()).unwrap_or(u32::MAX),
+        );
+        for req in writes {
+            self.request(
+                req,
+                super::persist::RequestOwner::Pipeline {
+                    conn: Some(conn),
+                    token,
+                    kind: super::persist::Write::Other,
+                },
+                out,
+            );
+        }
+        self.drain_pipeline(Some(conn), out);
+    }
+}

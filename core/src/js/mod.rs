@@ -1,0 +1,162 @@
+//! The core's storage vocabulary, in JetStream terms: streams with subjects, one message per
+//! subject for key-value-like streams, durable consumers with filter subjects and explicit
+//! acks. The embedded store and JetStream both execute these requests, so the core cannot tell
+//! them apart.
+//!
+//! The streams and subjects follow the NATS server's MQTT layout (`$MQTT_sess`, `$MQTT_msgs`,
+//! `$MQTT_qos2in`, `$MQTT_out`, `$MQTT_rmsgs`); the record formats live in [`records`].
+
+pub mod records;
+
+use std::fmt;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+/// The number a request carries so its reply can find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// The streams the broker keeps its state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stream {
+    /// `$MQTT_sess`: one session record per client (one message per subject).
+    Sessions,
+    /// `$MQTT_msgs`: QoS 1/2 messages for persistent sessions (interest retention).
+    Messages,
+    /// `$MQTT_qos2in`: inbound QoS 2 packet identifiers awaiting PUBREL (one per subject).
+    Qos2In,
+    /// `$MQTT_out`: outbound PUBREL state (one per subject).
+    PubRel,
+    /// `$MQTT_rmsgs`: retained messages (one per subject).
+    Retained,
+}
+
+impl Stream {
+    /// The JetStream name of the stream.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sessions => "$MQTT_sess",
+            Self::Messages => "$MQTT_msgs",
+            Self::Qos2In => "$MQTT_qos2in",
+            Self::PubRel => "$MQTT_out",
+            Self::Retained => "$MQTT_rmsgs",
+        }
+    }
+
+    /// Whether the stream keeps only the last message of each subject.
+    #[must_use]
+    pub const fn one_per_subject(self) -> bool {
+        !matches!(self, Self::Messages)
+    }
+}
+
+/// A NATS-style message header: name and value, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The header name.
+    pub name: &'static str,
+    /// The header value.
+    pub value: ByteString,
+}
+
+/// One request to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRequest {
+    /// Append a message to a stream (replacing the subject's message on one-per-subject
+    /// streams). Replied with [`StoreReply::Stored`].
+    Publish {
+        /// The stream.
+        stream: Stream,
+        /// The subject.
+        subject: ByteString,
+        /// Headers, in order.
+        headers: Vec<Header>,
+        /// The body.
+        payload: Bytes,
+    },
+    /// Remove every message of a subject. Replied with [`StoreReply::Done`].
+    Purge {
+        /// The stream.
+        stream: Stream,
+        /// The subject.
+        subject: ByteString,
+    },
+    /// Create a durable consumer on [`Stream::Messages`], or change its filter subjects. It
+    /// receives the messages stored from now on whose subject matches a filter. Replied with
+    /// [`StoreReply::Done`].
+    UpsertConsumer {
+        /// The durable name.
+        name: ByteString,
+        /// NATS filter subjects (wildcards allowed).
+        filters: Vec<ByteString>,
+    },
+    /// Delete a durable consumer and its pending acknowledgements. Replied with
+    /// [`StoreReply::Done`].
+    DeleteConsumer {
+        /// The durable name.
+        name: ByteString,
+    },
+    /// Acknowledge a message for a consumer, so it is not redelivered. Replied with
+    /// [`StoreReply::Done`].
+    Ack {
+        /// The durable name.
+        consumer: ByteString,
+        /// The stream sequence of the message.
+        seq: u64,
+    },
+}
+
+/// A successful reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreReply {
+    /// The message was stored durably under this stream sequence.
+    Stored {
+        /// The stream sequence.
+        seq: u64,
+    },
+    /// The request was carried out durably.
+    Done,
+}
+
+/// Why a store request failed. The core never treats a failed write as done: the client gets
+/// a failure reason code, or its connection is closed so it sends again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// No answer in time.
+    Timeout,
+    /// The store cannot take writes now (disk full, NATS down, ...).
+    Unavailable(ByteString),
+    /// The store refused this request.
+    Rejected(ByteString),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("store request timed out"),
+            Self::Unavailable(why) => write!(f, "store unavailable: {why}"),
+            Self::Rejected(why) => write!(f, "store refused the request: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A message read back from the store at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The stream it is in.
+    pub stream: Stream,
+    /// Its subject.
+    pub subject: ByteString,
+    /// Its stream sequence.
+    pub seq: u64,
+    /// Its headers, in order.
+    pub headers: Vec<(ByteString, ByteString)>,
+    /// Its body.
+    pub payload: Bytes,
+    /// The durable consumers that have not acknowledged it (for [`Stream::Messages`]).
+    pub pending_for: Vec<ByteString>,
+}

@@ -1,0 +1,849 @@
+//! The broker driven through its inputs, with virtual clients and store: every behaviour of
+//! the MQTT 3.1.1 core and the MQTT 5.0 parts that shape it, no sockets.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{connect, pid, publish, subscribe, Harness};
+use jetmq_core::broker::{AuthDecision, BrokerConfig, CloseReason, Input, Notice};
+use jetmq_core::codec::{
+    Ack, ConnectReason, Disconnect, DisconnectReason, LastWill, Packet, ProtocolVersion,
+    PubAckReason, PublishQos, QoS, SubAckReason, UnsubAckReason, Unsubscribe,
+};
+use jetmq_core::js::StoreError;
+
+const V3: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+fn h() -> Harness {
+    Harness::new(BrokerConfig::default())
+}
+
+fn q1(n: u16) -> PublishQos {
+    PublishQos::AtLeastOnce(pid(n))
+}
+
+fn q2(n: u16) -> PublishQos {
+    PublishQos::ExactlyOnce(pid(n))
+}
+
+#[test]
+fn connect_gets_connack_and_ping_gets_pingresp() {
+    let mut h = h();
+    let (c, present) = h.connect_ok(connect(V3, "a", true));
+    assert!(!present);
+    h.send(c, &Packet::PingReq);
+    assert_eq!(h.packets(c), vec![Packet::PingResp]);
+}
+
+#[test]
+fn v5_connack_advertises_limits() {
+    let mut h = h();
+    let c = h.connect(connect(V5, "a", true));
+    let Some(Packet::ConnAck(ack)) = h.next_packet(c) else {
+        panic!("no CONNACK");
+    };
+    assert_eq!(ack.reason, ConnectReason::Success);
+    assert_eq!(ack.properties.receive_maximum.map(|r| r.get()), Some(64));
+    assert_eq!(
+        ack.properties.maximum_packet_size.map(|r| r.get()),
+        Some(1024 * 1024)
+    );
+    assert_eq!(ack.properties.shared_subscription_available, Some(false));
+    assert_eq!(ack.properties.assigned_client_identifier, None);
+}
+
+#[test]
+fn empty_client_id_rules() {
+    let mut h = h();
+    // 3.1.1 with clean session 0: identifier rejected [MQTT-3.1.3-8].
+    let c = h.connect(connect(V3, "", false));
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::ClientIdentifierNotValid)
+    );
+    assert_eq!(
+        h.closed(c),
+        Some(CloseReason::ConnectRefused(
+            ConnectReason::ClientIdentifierNotValid
+        ))
+    );
+    // 3.1.1 with clean session 1: accepted under an assigned identifier.
+    let (_, present) = h.connect_ok(connect(V3, "", true));
+    assert!(!present);
+    // 5.0: the assigned identifier comes back in the CONNACK, from the seeded generator.
+    let c = h.connect(connect(V5, "", false));
+    let Some(Packet::ConnAck(ack)) = h.next_packet(c) else {
+        panic!("no CONNACK");
+    };
+    let id = ack
+        .properties
+        .assigned_client_identifier
+        .expect("assigned id");
+    assert!(id.starts_with("jetmq-") && id.len() == 22, "{id}");
+    let mut again = Harness::new(BrokerConfig::default());
+    again.connect_ok(connect(V3, "", true));
+    let c2 = again.connect(connect(V5, "", false));
+    let Some(Packet::ConnAck(ack2)) = again.next_packet(c2) else {
+        panic!("no CONNACK");
+    };
+    assert_eq!(
+        ack2.properties.assigned_client_identifier,
+        Some(id),
+        "same seed, same id"
+    );
+}
+
+#[test]
+fn first_packet_must_be_connect() {
+    let mut h = h();
+    let c = h.open(V3);
+    h.send(c, &Packet::PingReq);
+    assert!(h.packets(c).is_empty(), "no CONNACK");
+    assert!(matches!(
+        h.closed(c),
+        Some(CloseReason::ProtocolViolation(_))
+    ));
+}
+
+#[test]
+fn second_connect_is_a_protocol_error() {
+    let mut h = h();
+    let (c, _) = h.connect_ok(connect(V5, "a", true));
+    h.send(c, &Packet::Connect(Box::new(connect(V5, "a", true))));
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::Disconnect(d)) if d.reason == DisconnectReason::ProtocolError)
+    );
+    assert!(h.closed(c).is_some());
+}
+
+#[test]
+fn unsupported_level_gets_return_code_1() {
+    let mut h = h();
+    let c = h.open(V3);
+    // CONNECT "MQTT" level 6.
+    h.send_bytes(
+        c,
+        &[
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 6, 2, 0, 0, 0, 1, b'x',
+        ],
+    );
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::UnsupportedProtocolVersion)
+    );
+    assert!(h.closed(c).is_some());
+}
+
+#[test]
+fn mqtt31_is_accepted_unless_disabled() {
+    let mut h = h();
+    h.connect_ok(connect(ProtocolVersion::V31, "old", true));
+    let mut strict = Harness::new(BrokerConfig {
+        accept_mqtt31: false,
+        ..BrokerConfig::default()
+    });
+    let c = strict.connect(connect(ProtocolVersion::V31, "old", true));
+    assert!(
+        matches!(strict.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::UnsupportedProtocolVersion)
+    );
+}
+
+#[test]
+fn connect_timeout_closes() {
+    let mut h = h();
+    let c = h.open(V3);
+    h.advance(Duration::from_secs(9));
+    assert_eq!(h.closed(c), None);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.closed(c), Some(CloseReason::ConnectTimeout));
+}
+
+#[test]
+fn keep_alive_expiry_closes_and_publishes_the_will() {
+    let mut h = h();
+    let (watcher, _) = h.connect_ok(connect(V3, "watcher", true));
+    h.subscribe_ok(watcher, 1, "status/#", QoS::AtMostOnce);
+    let mut c = connect(V5, "device", true);
+    c.keep_alive = 10;
+    c.will = Some(LastWill {
+        topic: "status/device".into(),
+        payload: "offline".into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (dev, _) = h.connect_ok(c);
+    h.advance(Duration::from_secs(14));
+    h.send(dev, &Packet::PingReq);
+    h.advance(Duration::from_secs(14));
+    assert_eq!(h.closed(dev), None, "activity re-armed the keep-alive");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.closed(dev), Some(CloseReason::KeepAliveTimeout));
+    let packets = h.packets(dev);
+    assert!(packets.iter().any(
+        |p| matches!(p, Packet::Disconnect(d) if d.reason == DisconnectReason::KeepAliveTimeout)
+    ));
+    assert_eq!(
+        h.publishes(watcher),
+        vec![(
+            "status/device".into(),
+            "offline".into(),
+            QoS::AtMostOnce,
+            false,
+            false
+        )]
+    );
+}
+
+#[test]
+fn qos0_pub_sub_with_wildcards() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.subscribe_ok(s, 1, "a/+/c", QoS::AtMostOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("a/b/c", "1", PublishQos::AtMostOnce, false));
+    h.send(p, &publish("a/b/d", "2", PublishQos::AtMostOnce, false));
+    h.send(p, &publish("a/x/c", "3", PublishQos::AtMostOnce, false));
+    let got: Vec<String> = h.publishes(s).into_iter().map(|m| m.1).collect();
+    assert_eq!(got, vec!["1", "3"]);
+    assert!(h.packets(p).is_empty());
+}
+
+#[test]
+fn qos1_both_ways_with_puback() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.subscribe_ok(s, 1, "t", QoS::AtLeastOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t", "m", q1(9), false));
+    assert_eq!(h.packets(p), vec![Packet::PubAck(Ack::new(pid(9)))]);
+    let Some(Packet::Publish(m)) = h.next_packet(s) else {
+        panic!("no delivery");
+    };
+    assert_eq!(m.qos.level(), QoS::AtLeastOnce);
+    let id = m.qos.packet_id().expect("pid");
+    assert_eq!(h.broker.session_backlog("s"), Some((1, 0, 0)));
+    h.send(s, &Packet::PubAck(Ack::new(id)));
+    assert_eq!(h.broker.session_backlog("s"), Some((0, 0, 0)));
+}
+
+#[test]
+fn qos2_inbound_is_delivered_once_despite_a_duplicate() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.subscribe_ok(s, 1, "t", QoS::AtMostOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t", "once", q2(5), false));
+    assert_eq!(h.packets(p), vec![Packet::PubRec(Ack::new(pid(5)))]);
+    // The same identifier again before PUBREL: a resend, acknowledged but not delivered.
+    let Packet::Publish(mut dup) = publish("t", "once", q2(5), false) else {
+        unreachable!()
+    };
+    dup.dup = true;
+    h.send(p, &Packet::Publish(dup));
+    assert_eq!(h.packets(p), vec![Packet::PubRec(Ack::new(pid(5)))]);
+    h.send(p, &Packet::PubRel(Ack::new(pid(5))));
+    assert_eq!(h.packets(p), vec![Packet::PubComp(Ack::new(pid(5)))]);
+    assert_eq!(h.publishes(s).len(), 1);
+    // After PUBCOMP the identifier is free for a new message.
+    h.send(p, &publish("t", "again", q2(5), false));
+    h.send(p, &Packet::PubRel(Ack::new(pid(5))));
+    assert_eq!(h.publishes(s).len(), 1);
+}
+
+#[test]
+fn qos2_outbound_flow() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.subscribe_ok(s, 1, "t", QoS::ExactlyOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t", "x", q2(1), false));
+    let Some(Packet::Publish(m)) = h.next_packet(s) else {
+        panic!("no delivery");
+    };
+    let id = m.qos.packet_id().expect("pid");
+    assert_eq!(m.qos.level(), QoS::ExactlyOnce);
+    h.send(s, &Packet::PubRec(Ack::new(id)));
+    assert_eq!(h.packets(s), vec![Packet::PubRel(Ack::new(id))]);
+    assert_eq!(h.broker.session_backlog("s"), Some((1, 0, 0)));
+    h.send(s, &Packet::PubComp(Ack::new(id)));
+    assert_eq!(h.broker.session_backlog("s"), Some((0, 0, 0)));
+}
+
+#[test]
+fn delivery_is_downgraded_to_the_granted_qos() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.subscribe_ok(s, 1, "t", QoS::AtMostOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t", "x", q2(1), false));
+    h.send(p, &Packet::PubRel(Ack::new(pid(1))));
+    let got = h.publishes(s);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].2, QoS::AtMostOnce);
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.subscribe_ok(s, 1, "a/#", QoS::AtMostOnce);
+    h.subscribe_ok(s, 2, "a/+", QoS::AtLeastOnce);
+    h.subscribe_ok(s, 3, "a/b", QoS::AtMostOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("a/b", "x", q2(1), false));
+    h.send(p, &Packet::PubRel(Ack::new(pid(1))));
+    let got = h.publishes(s);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].2, QoS::AtLeastOnce);
+}
+
+#[test]
+fn invalid_and_shared_filters_get_failure_codes() {
+    let mut h = h();
+    let (c, _) = h.connect_ok(connect(V5, "c", true));
+    h.send(c, &subscribe(1, "a/#/b", QoS::AtMostOnce));
+    h.send(c, &subscribe(2, "$share/g/a", QoS::AtMostOnce));
+    let acks: Vec<_> = h
+        .packets(c)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::SubAck(a) => Some(a.reasons),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        vec![
+            vec![SubAckReason::TopicFilterInvalid],
+            vec![SubAckReason::SharedSubscriptionsNotSupported]
+        ]
+    );
+    // 3.1.1 sees 0x80 for any failure.
+    let (c3, _) = h.connect_ok(connect(V3, "c3", true));
+    h.send(c3, &subscribe(1, "a+", QoS::AtMostOnce));
+    assert!(
+        matches!(&h.packets(c3)[..], [Packet::SubAck(a)] if a.reasons == vec![SubAckReason::UnspecifiedError])
+    );
+}
+
+#[test]
+fn unsubscribe_stops_delivery() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V5, "s", true));
+    h.subscribe_ok(s, 1, "t", QoS::AtMostOnce);
+    h.send(
+        s,
+        &Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(2),
+            properties: Default::default(),
+            filters: vec!["t".into(), "never".into()],
+        }),
+    );
+    assert!(
+        matches!(&h.packets(s)[..], [Packet::UnsubAck(a)] if a.reasons == vec![UnsubAckReason::Success, UnsubAckReason::NoSubscriptionExisted])
+    );
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t", "x", PublishQos::AtMostOnce, false));
+    assert!(h.publishes(s).is_empty());
+}
+
+#[test]
+fn retained_messages_set_replace_clear() {
+    let mut h = h();
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("r/1", "first", q1(1), true));
+    h.send(p, &publish("r/1", "second", q1(2), true));
+    h.send(p, &publish("r/2", "other", PublishQos::AtMostOnce, true));
+    h.packets(p);
+    assert_eq!(h.broker.retained_count(), 2);
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.subscribe_ok(s, 1, "r/#", QoS::ExactlyOnce);
+    let mut got = h.publishes(s);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("r/1".into(), "second".into(), QoS::AtLeastOnce, true, false),
+            ("r/2".into(), "other".into(), QoS::AtMostOnce, true, false),
+        ]
+    );
+    // A live delivery carries RETAIN=0 [MQTT-3.3.1-9].
+    h.send(p, &publish("r/1", "third", PublishQos::AtMostOnce, true));
+    assert_eq!(
+        h.publishes(s),
+        vec![("r/1".into(), "third".into(), QoS::AtMostOnce, false, false)]
+    );
+    // An empty retained message clears it, and is still delivered.
+    h.send(p, &publish("r/1", "", PublishQos::AtMostOnce, true));
+    assert_eq!(h.publishes(s).len(), 1);
+    assert_eq!(h.broker.retained_count(), 1);
+    // Retained messages are stored and cleared in the store too.
+    assert_eq!(
+        h.store
+            .kv
+            .keys()
+            .filter(|(s, _)| *s == jetmq_core::js::Stream::Retained)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn will_is_published_on_abrupt_close_not_after_disconnect() {
+    let mut h = h();
+    let (w, _) = h.connect_ok(connect(V3, "w", true));
+    h.subscribe_ok(w, 1, "will/#", QoS::AtLeastOnce);
+    let with_will = |id: &str, retain: bool| {
+        let mut c = connect(V3, id, true);
+        c.will = Some(LastWill {
+            topic: format!("will/{id}").into(),
+            payload: "gone".into(),
+            qos: QoS::AtLeastOnce,
+            retain,
+            properties: Default::default(),
+        });
+        c
+    };
+    let (a, _) = h.connect_ok(with_will("a", true));
+    h.input(Input::Closed { conn: a });
+    let got = h.publishes(w);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, "will/a");
+    assert_eq!(h.broker.retained_count(), 1, "a retained will is retained");
+    let (b, _) = h.connect_ok(with_will("b", false));
+    h.send(
+        b,
+        &Packet::Disconnect(Box::new(Disconnect::new(
+            DisconnectReason::NormalDisconnection,
+        ))),
+    );
+    assert_eq!(h.closed(b), Some(CloseReason::ClientDisconnect));
+    assert!(h.publishes(w).is_empty(), "no will after DISCONNECT");
+}
+
+#[test]
+fn v5_will_delay_is_cancelled_by_a_reconnect_in_time() {
+    let mut h = h();
+    let (w, _) = h.connect_ok(connect(V3, "w", true));
+    h.subscribe_ok(w, 1, "will", QoS::AtMostOnce);
+    let mut c = connect(V5, "d", false);
+    c.properties.session_expiry_interval = Some(3600);
+    let mut will = LastWill {
+        topic: "will".into(),
+        payload: "late".into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.will_delay_interval = Some(30);
+    c.will = Some(will);
+    let (d, _) = h.connect_ok(c.clone());
+    h.input(Input::Closed { conn: d });
+    h.advance(Duration::from_secs(10));
+    assert!(h.publishes(w).is_empty());
+    let (_, present) = h.connect_ok(c.clone());
+    assert!(present);
+    h.advance(Duration::from_secs(60));
+    assert!(
+        h.publishes(w).is_empty(),
+        "reconnect within the delay cancels the will"
+    );
+    // Without a reconnect it goes out after the delay.
+    let d2 = h.clients.keys().last().copied().expect("conn");
+    h.input(Input::Closed { conn: d2 });
+    h.advance(Duration::from_secs(29));
+    assert!(h.publishes(w).is_empty());
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.publishes(w).len(), 1);
+}
+
+#[test]
+fn takeover_closes_the_old_connection() {
+    let mut h = h();
+    let (old, _) = h.connect_ok(connect(V5, "same", false));
+    let (_new, present) = h.connect_ok(connect(V5, "same", false));
+    assert!(
+        !present,
+        "a v5 session with expiry 0 ended with the old connection"
+    );
+    assert!(
+        matches!(h.packets(old)[..], [Packet::Disconnect(ref d)] if d.reason == DisconnectReason::SessionTakenOver)
+    );
+    assert_eq!(h.closed(old), Some(CloseReason::SessionTakenOver));
+    assert_eq!(h.broker.connection_count(), 1);
+}
+
+#[test]
+fn persistent_session_queues_qos1_while_offline() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    h.input(Input::Closed { conn: s });
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t/1", "q1", q1(1), false));
+    h.send(p, &publish("t/0", "q0", PublishQos::AtMostOnce, false));
+    assert_eq!(
+        h.broker.session_backlog("s"),
+        Some((0, 1, 2)),
+        "QoS 0 is not queued offline"
+    );
+    let (s2, present) = h.connect_ok(connect(V3, "s", false));
+    assert!(present);
+    let got = h.publishes(s2);
+    assert_eq!(
+        got,
+        vec![("t/1".into(), "q1".into(), QoS::AtLeastOnce, false, false)]
+    );
+    // Clean session 1 discards it.
+    h.input(Input::Closed { conn: s2 });
+    let (_, present) = h.connect_ok(connect(V3, "s", true));
+    assert!(!present);
+}
+
+#[test]
+fn unacknowledged_messages_are_resent_with_dup_on_reconnect() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t", QoS::AtLeastOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t", "m", q1(1), false));
+    let first = h.publishes(s);
+    assert!(!first[0].4, "first delivery without DUP");
+    h.input(Input::Closed { conn: s });
+    let (s2, _) = h.connect_ok(connect(V3, "s", false));
+    let again = h.publishes(s2);
+    assert_eq!(again.len(), 1);
+    assert!(again[0].4, "DUP set on the resend");
+}
+
+#[test]
+fn inflight_window_queues_and_skips_ids_in_flight() {
+    let mut h = Harness::new(BrokerConfig {
+        max_inflight: 2,
+        ..BrokerConfig::default()
+    });
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.subscribe_ok(s, 1, "t", QoS::AtLeastOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    for i in 1..=5 {
+        h.send(p, &publish("t", &i.to_string(), q1(i), false));
+    }
+    let ids: Vec<u16> = h
+        .packets(s)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => p.qos.packet_id().map(|i| i.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert_eq!(h.broker.session_backlog("s"), Some((2, 3, 3)));
+    h.send(s, &Packet::PubAck(Ack::new(pid(2))));
+    let next: Vec<u16> = h
+        .packets(s)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => p.qos.packet_id().map(|i| i.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(next, vec![3], "the next id after the last one handed out");
+}
+
+#[test]
+fn queue_overflow_is_counted_and_reported() {
+    let mut h = Harness::new(BrokerConfig {
+        max_queued_messages: 2,
+        ..BrokerConfig::default()
+    });
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t", QoS::AtLeastOnce);
+    h.input(Input::Closed { conn: s });
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    for i in 1..=4 {
+        h.send(p, &publish("t", "x", q1(i), false));
+    }
+    assert_eq!(h.broker.stats().dropped_queue_full, 2);
+    assert_eq!(
+        h.notices
+            .iter()
+            .filter(|n| matches!(n, Notice::QueueOverflow { .. }))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn authentication_is_asked_of_the_shell() {
+    let mut h = Harness::new(BrokerConfig {
+        authenticate: true,
+        ..BrokerConfig::default()
+    });
+    let mut c = connect(V3, "u", true);
+    c.username = Some("alice".into());
+    c.password = Some("wrong".into());
+    let conn = h.connect(c);
+    assert!(h.packets(conn).is_empty(), "no CONNACK before the decision");
+    let req = h.auth_requests.pop().expect("auth request");
+    assert_eq!(req.username.as_deref(), Some("alice"));
+    h.input(Input::Authenticated {
+        conn,
+        decision: AuthDecision::Deny(ConnectReason::BadUserNameOrPassword),
+    });
+    assert!(
+        matches!(h.next_packet(conn), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::BadUserNameOrPassword)
+    );
+    let conn2 = h.connect(connect(V3, "ok", true));
+    // Packets pipelined after CONNECT wait for the decision [MQTT-3.1.4-5].
+    h.send(conn2, &Packet::PingReq);
+    assert!(h.packets(conn2).is_empty());
+    h.input(Input::Authenticated {
+        conn: conn2,
+        decision: AuthDecision::Allow { account: None },
+    });
+    let packets = h.packets(conn2);
+    assert!(
+        matches!(&packets[..], [Packet::ConnAck(a), Packet::PingResp] if a.reason == ConnectReason::Success)
+    );
+}
+
+#[test]
+fn puback_waits_for_the_store_and_acks_keep_arrival_order() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t", QoS::AtLeastOnce);
+    h.input(Input::Closed { conn: s });
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.auto_store = false;
+    h.send(p, &publish("t", "1", q1(1), false));
+    h.send(p, &publish("t", "2", q1(2), false));
+    assert!(
+        h.packets(p).is_empty(),
+        "no PUBACK before the store answers"
+    );
+    assert_eq!(h.held.len(), 2);
+    h.complete_held(1, None);
+    assert!(h.packets(p).is_empty(), "the second waits behind the first");
+    h.complete_held(0, None);
+    assert_eq!(
+        h.packets(p),
+        vec![
+            Packet::PubAck(Ack::new(pid(1))),
+            Packet::PubAck(Ack::new(pid(2)))
+        ]
+    );
+}
+
+#[test]
+fn store_failure_never_acknowledges() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t", QoS::AtLeastOnce);
+    h.input(Input::Closed { conn: s });
+    // 3.1.1: the connection closes so the client sends again.
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.auto_store = false;
+    h.send(p, &publish("t", "1", q1(1), false));
+    h.complete_held(0, Some(StoreError::Unavailable("disk full".into())));
+    assert!(h.packets(p).is_empty());
+    assert_eq!(h.closed(p), Some(CloseReason::StoreFailure));
+    // 5.0: PUBACK with a failure code, and the message is not routed.
+    let (p5, _) = h.connect_ok(connect(V5, "p5", true));
+    h.send(p5, &publish("t", "2", q1(1), false));
+    h.complete_held(0, Some(StoreError::Timeout));
+    let mut failed = Ack::new(pid(1));
+    failed.reason = PubAckReason::UnspecifiedError;
+    assert_eq!(h.packets(p5), vec![Packet::PubAck(failed)]);
+    assert_eq!(
+        h.broker.session_backlog("s"),
+        Some((0, 0, 0)),
+        "nothing unacknowledged was queued"
+    );
+    // A store that never answers times out.
+    h.send(p5, &publish("t", "3", q1(2), false));
+    h.advance(Duration::from_secs(11));
+    assert!(
+        matches!(&h.packets(p5)[..], [Packet::PubAck(a)] if a.reason == PubAckReason::UnspecifiedError)
+    );
+}
+
+#[test]
+fn a_restart_restores_sessions_retained_and_queued_messages() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    h.input(Input::Closed { conn: s });
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t/1", "queued", q1(1), false));
+    h.send(p, &publish("keep", "retained", q1(2), true));
+    let records = h.store.records();
+
+    let mut h2 = Harness::new(BrokerConfig::default());
+    h2.store = std::mem::take(&mut h.store);
+    for r in records {
+        h2.input(Input::Restored(r));
+    }
+    // Connections before the restore completes are refused as unavailable.
+    let early = h2.connect(connect(V3, "early", true));
+    assert!(
+        matches!(h2.next_packet(early), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::ServerUnavailable)
+    );
+    h2.input(Input::RestoreComplete);
+    assert_eq!(h2.broker.retained_count(), 1);
+    let (s2, present) = h2.connect_ok(connect(V3, "s", false));
+    assert!(present);
+    let got = h2.publishes(s2);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].0.as_str(), got[0].1.as_str(), got[0].4),
+        ("t/1", "queued", true)
+    );
+    // Once acknowledged it is gone from the store too.
+    let Some(id) = h2.clients.get(&s2).map(|_| pid(1)) else {
+        unreachable!()
+    };
+    h2.send(s2, &Packet::PubAck(Ack::new(id)));
+    assert!(h2
+        .store
+        .records()
+        .iter()
+        .all(|r| r.stream != jetmq_core::js::Stream::Messages));
+    // The subscription survived too.
+    let (p2, _) = h2.connect_ok(connect(V3, "p2", true));
+    h2.send(p2, &publish("t/2", "live", PublishQos::AtMostOnce, false));
+    assert_eq!(h2.publishes(s2).len(), 1);
+}
+
+#[test]
+fn slow_consumers_lose_qos0_and_are_closed_if_they_stay_slow() {
+    let mut h = Harness::new(BrokerConfig {
+        max_unsent_bytes: 100,
+        ..BrokerConfig::default()
+    });
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.subscribe_ok(s, 1, "t", QoS::AtMostOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    let big = "x".repeat(200);
+    h.send(p, &publish("t", &big, PublishQos::AtMostOnce, false));
+    h.send(p, &publish("t", &big, PublishQos::AtMostOnce, false));
+    assert_eq!(h.publishes(s).len(), 1);
+    assert_eq!(h.broker.stats().dropped_slow_consumer, 1);
+    h.advance(Duration::from_secs(31));
+    assert_eq!(h.closed(s), Some(CloseReason::SlowConsumer));
+}
+
+#[test]
+fn flushed_bytes_end_the_slow_state() {
+    let mut h = Harness::new(BrokerConfig {
+        max_unsent_bytes: 100,
+        ..BrokerConfig::default()
+    });
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.subscribe_ok(s, 1, "t", QoS::AtMostOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    let big = "x".repeat(200);
+    h.send(p, &publish("t", &big, PublishQos::AtMostOnce, false));
+    h.input(Input::Flushed {
+        conn: s,
+        bytes: 10_000,
+    });
+    h.send(p, &publish("t", &big, PublishQos::AtMostOnce, false));
+    assert_eq!(
+        h.publishes(s).len(),
+        2,
+        "written again once the socket caught up"
+    );
+    h.input(Input::Flushed {
+        conn: s,
+        bytes: 10_000,
+    });
+    h.advance(Duration::from_secs(31));
+    assert_eq!(h.closed(s), None);
+}
+
+#[test]
+fn large_fanout_is_budgeted_and_resumed() {
+    let mut h = Harness::new(BrokerConfig {
+        fanout_budget: 10,
+        ..BrokerConfig::default()
+    });
+    let subs: Vec<_> = (0..25)
+        .map(|i| {
+            let (c, _) = h.connect_ok(connect(V3, &format!("s{i}"), true));
+            h.subscribe_ok(c, 1, "all", QoS::AtMostOnce);
+            c
+        })
+        .collect();
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("all", "x", PublishQos::AtMostOnce, false));
+    assert!(h.wants_continue);
+    let delivered = subs
+        .iter()
+        .filter(|c| !h.clients[c].received.is_empty())
+        .count();
+    assert_eq!(delivered, 10);
+    h.input(Input::Continue);
+    h.input(Input::Continue);
+    assert!(!h.wants_continue);
+    for c in subs {
+        assert_eq!(h.publishes(c).len(), 1);
+    }
+}
+
+#[test]
+fn v5_protocol_errors_get_their_reason_codes() {
+    let mut h = h();
+    let (c, _) = h.connect_ok(connect(V5, "alias", true));
+    let Packet::Publish(mut p) = publish("t", "x", PublishQos::AtMostOnce, false) else {
+        unreachable!()
+    };
+    p.properties_mut().topic_alias = std::num::NonZeroU16::new(1);
+    h.send(c, &Packet::Publish(p));
+    assert!(
+        matches!(h.packets(c)[..], [Packet::Disconnect(ref d)] if d.reason == DisconnectReason::TopicAliasInvalid)
+    );
+    let (c, _) = h.connect_ok(connect(V5, "flood", true));
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t", QoS::AtLeastOnce);
+    h.input(Input::Closed { conn: s });
+    // Held store writes keep every publish unacknowledged.
+    h.auto_store = false;
+    for i in 1..=65 {
+        h.send(c, &publish("t", "x", q1(i), false));
+    }
+    let packets = h.packets(c);
+    assert!(
+        matches!(packets.last(), Some(Packet::Disconnect(d)) if d.reason == DisconnectReason::ReceiveMaximumExceeded),
+        "{packets:?}"
+    );
+}
+
+#[test]
+fn inputs_for_unknown_connections_are_ignored() {
+    let mut h = h();
+    let ghost = jetmq_core::broker::ConnId::new(999).expect("non-zero");
+    h.input(Input::Received {
+        conn: ghost,
+        data: bytes::BytesMut::from(&[0xC0u8, 0][..]),
+    });
+    h.input(Input::Flushed {
+        conn: ghost,
+        bytes: 5,
+    });
+    assert_eq!(h.broker.stats().unknown_inputs, 2);
+}
+
+#[test]
+fn shutdown_disconnects_v5_clients_with_0x8b() {
+    let mut h = h();
+    let (c5, _) = h.connect_ok(connect(V5, "a", true));
+    let (c3, _) = h.connect_ok(connect(V3, "b", true));
+    h.input(Input::Shutdown);
+    assert!(
+        matches!(h.packets(c5)[..], [Packet::Disconnect(ref d)] if d.reason == DisconnectReason::ServerShuttingDown)
+    );
+    assert!(h.packets(c3).is_empty());
+    assert_eq!(h.closed(c3), Some(CloseReason::Shutdown));
+    assert_eq!(h.broker.connection_count(), 0);
+}

@@ -1,0 +1,446 @@
+//! Test harness for the broker: virtual clients speaking real MQTT bytes through the codec, a
+//! virtual clock, and an in-memory store with JetStream semantics that can answer at once or
+//! hold requests so tests complete them late, out of order or with errors.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use jetmq_core::broker::{
+    Action, AuthRequest, Broker, BrokerConfig, CloseReason, ConnId, ConnInfo, Input, ListenerKind,
+    Notice, Outbox,
+};
+use jetmq_core::codec::{
+    Connect, Decoder, Direction, Packet, PacketId, ProtocolVersion, Publish, PublishQos, QoS,
+    Subscribe, SubscriptionOptions,
+};
+use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
+use jetmq_core::time::{Instant, Now, WallClock};
+
+/// What one virtual client has seen.
+#[derive(Debug)]
+pub struct ClientView {
+    pub version: ProtocolVersion,
+    decoder: Decoder,
+    buf: BytesMut,
+    pub received: VecDeque<Packet>,
+    pub closed: Option<CloseReason>,
+    pub decode_error: Option<String>,
+}
+
+/// One stored message of the fake store.
+#[derive(Debug, Clone)]
+pub struct FakeMessage {
+    pub seq: u64,
+    pub subject: ByteString,
+    pub headers: Vec<(ByteString, ByteString)>,
+    pub payload: Bytes,
+}
+
+/// An in-memory store with the JetStream semantics the core relies on.
+#[derive(Debug, Default)]
+pub struct FakeStore {
+    next_seq: u64,
+    /// One-per-subject streams.
+    pub kv: BTreeMap<(Stream, ByteString), FakeMessage>,
+    /// The messages stream.
+    pub log: BTreeMap<u64, FakeMessage>,
+    /// Durable consumers: filters and unacknowledged sequences.
+    pub consumers: BTreeMap<ByteString, (Vec<ByteString>, BTreeSet<u64>)>,
+    pub executed: u64,
+}
+
+/// NATS subject matching with `*` and `>`.
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+impl FakeStore {
+    /// Carries out a request.
+    pub fn execute(&mut self, request: &StoreRequest) -> Result<StoreReply, StoreError> {
+        self.executed += 1;
+        match request {
+            StoreRequest::Publish {
+                stream,
+                subject,
+                headers,
+                payload,
+            } => {
+                self.next_seq += 1;
+                let msg = FakeMessage {
+                    seq: self.next_seq,
+                    subject: subject.clone(),
+                    headers: headers
+                        .iter()
+                        .map(|h| (ByteString::from(h.name), h.value.clone()))
+                        .collect(),
+                    payload: payload.clone(),
+                };
+                if stream.one_per_subject() {
+                    self.kv.insert((*stream, subject.clone()), msg);
+                } else {
+                    for (filters, pending) in self.consumers.values_mut() {
+                        if filters.iter().any(|f| subject_matches(f, subject)) {
+                            pending.insert(self.next_seq);
+                        }
+                    }
+                    self.log.insert(self.next_seq, msg);
+                }
+                Ok(StoreReply::Stored { seq: self.next_seq })
+            }
+            StoreRequest::Purge { stream, subject } => {
+                self.kv.remove(&(*stream, subject.clone()));
+                Ok(StoreReply::Done)
+            }
+            StoreRequest::UpsertConsumer { name, filters } => {
+                self.consumers.entry(name.clone()).or_default().0 = filters.clone();
+                Ok(StoreReply::Done)
+            }
+            StoreRequest::DeleteConsumer { name } => {
+                self.consumers.remove(name);
+                Ok(StoreReply::Done)
+            }
+            StoreRequest::Ack { consumer, seq } => {
+                if let Some((_, pending)) = self.consumers.get_mut(consumer) {
+                    pending.remove(seq);
+                }
+                Ok(StoreReply::Done)
+            }
+        }
+    }
+
+    /// Everything a restarting broker reads back.
+    pub fn records(&self) -> Vec<StoredMessage> {
+        let mut out = Vec::new();
+        for ((stream, _), m) in &self.kv {
+            out.push(StoredMessage {
+                stream: *stream,
+                subject: m.subject.clone(),
+                seq: m.seq,
+                headers: m.headers.clone(),
+                payload: m.payload.clone(),
+                pending_for: Vec::new(),
+            });
+        }
+        for m in self.log.values() {
+            let pending_for: Vec<ByteString> = self
+                .consumers
+                .iter()
+                .filter(|(_, (_, p))| p.contains(&m.seq))
+                .map(|(n, _)| n.clone())
+                .collect();
+            if pending_for.is_empty() {
+                continue;
+            }
+            out.push(StoredMessage {
+                stream: Stream::Messages,
+                subject: m.subject.clone(),
+                seq: m.seq,
+                headers: m.headers.clone(),
+                payload: m.payload.clone(),
+                pending_for,
+            });
+        }
+        out
+    }
+}
+
+/// The broker with virtual clients, clock and store.
+pub struct Harness {
+    pub broker: Broker,
+    pub now: Now,
+    pub out: Outbox,
+    pub clients: BTreeMap<ConnId, ClientView>,
+    pub store: FakeStore,
+    /// Answer store requests at once (true) or hold them in `held`.
+    pub auto_store: bool,
+    pub held: VecDeque<(RequestId, StoreRequest)>,
+    pub auth_requests: Vec<AuthRequest>,
+    pub notices: Vec<Notice>,
+    pub wants_continue: bool,
+    next_conn: u64,
+}
+
+pub fn conn_info() -> ConnInfo {
+    ConnInfo {
+        peer: "127.0.0.1:40000".into(),
+        listener: ListenerKind::Test,
+        tls_identity: None,
+    }
+}
+
+pub fn pid(n: u16) -> PacketId {
+    PacketId::new(n).expect("non-zero packet id")
+}
+
+/// A CONNECT for `client_id`.
+pub fn connect(version: ProtocolVersion, client_id: &str, clean_start: bool) -> Connect {
+    let mut c = Connect::new(version, client_id.into());
+    c.clean_start = clean_start;
+    c.keep_alive = 0;
+    c
+}
+
+/// A SUBSCRIBE for one filter.
+pub fn subscribe(id: u16, filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: pid(id),
+        properties: Default::default(),
+        filters: vec![(filter.into(), SubscriptionOptions::new(qos))],
+    })
+}
+
+/// A PUBLISH.
+pub fn publish(topic: &str, payload: &str, qos: PublishQos, retain: bool) -> Packet {
+    let mut p = Publish::new(topic.into(), Bytes::copy_from_slice(payload.as_bytes()));
+    p.qos = qos;
+    p.retain = retain;
+    Packet::Publish(p)
+}
+
+impl Harness {
+    pub fn new(config: BrokerConfig) -> Self {
+        Self::with_seed(config, 7)
+    }
+
+    pub fn with_seed(config: BrokerConfig, seed: u64) -> Self {
+        let now = Now::new(
+            Instant::from_nanos(1_000_000_000),
+            WallClock::from_unix_millis(1_700_000_000_000),
+        );
+        Self {
+            broker: Broker::new(config, seed, now),
+            now,
+            out: Outbox::new(),
+            clients: BTreeMap::new(),
+            store: FakeStore::default(),
+            auto_store: true,
+            held: VecDeque::new(),
+            auth_requests: Vec::new(),
+            notices: Vec::new(),
+            wants_continue: false,
+            next_conn: 0,
+        }
+    }
+
+    /// Feeds one input and carries out the actions.
+    pub fn input(&mut self, input: Input) {
+        self.broker.handle(self.now, input, &mut self.out);
+        self.process();
+    }
+
+    fn process(&mut self) {
+        let mut wants_continue = false;
+        loop {
+            wants_continue |= self.out.wants_continue;
+            self.wants_continue = wants_continue;
+            let actions: Vec<Action> = self.out.drain().collect();
+            if actions.is_empty() {
+                return;
+            }
+            let mut replies = Vec::new();
+            for action in actions {
+                match action {
+                    Action::Send { conn, bytes } => {
+                        if let Some(c) = self.clients.get_mut(&conn) {
+                            assert!(c.closed.is_none(), "bytes sent after close to {conn:?}");
+                            c.buf.extend_from_slice(&bytes);
+                            loop {
+                                match c.decoder.decode(&mut c.buf) {
+                                    Ok(Some(p)) => c.received.push_back(p),
+                                    Ok(None) => break,
+                                    Err(e) => {
+                                        c.decode_error = Some(e.to_string());
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Action::Close { conn, reason } => {
+                        if let Some(c) = self.clients.get_mut(&conn) {
+                            c.closed = Some(reason);
+                        }
+                    }
+                    Action::PauseRead { .. } | Action::ResumeRead { .. } => {}
+                    Action::Authenticate(req) => self.auth_requests.push(*req),
+                    Action::Store { id, request } => {
+                        if self.auto_store {
+                            let reply = self.store.execute(&request);
+                            replies.push((id, reply));
+                        } else {
+                            self.held.push_back((id, request));
+                        }
+                    }
+                    Action::Notice(n) => self.notices.push(n),
+                }
+            }
+            for (id, reply) in replies {
+                self.broker
+                    .handle(self.now, Input::Stored { id, reply }, &mut self.out);
+            }
+        }
+    }
+
+    /// Completes the held request at `index` with the store's real answer, or `fail`.
+    pub fn complete_held(&mut self, index: usize, fail: Option<StoreError>) {
+        let Some((id, request)) = self.held.remove(index) else {
+            return;
+        };
+        let reply = match fail {
+            Some(e) => Err(e),
+            None => self.store.execute(&request),
+        };
+        self.input(Input::Stored { id, reply });
+    }
+
+    /// Completes every held request in order.
+    pub fn complete_all_held(&mut self) {
+        while !self.held.is_empty() {
+            self.complete_held(0, None);
+        }
+    }
+
+    /// Opens a connection and returns its id (no CONNECT yet).
+    pub fn open(&mut self, version: ProtocolVersion) -> ConnId {
+        self.next_conn += 1;
+        let conn = ConnId::new(self.next_conn).expect("non-zero");
+        let mut decoder = Decoder::new(Direction::FromServer, 0);
+        decoder.set_version(version);
+        self.clients.insert(
+            conn,
+            ClientView {
+                version,
+                decoder,
+                buf: BytesMut::new(),
+                received: VecDeque::new(),
+                closed: None,
+                decode_error: None,
+            },
+        );
+        self.input(Input::Accepted {
+            conn,
+            info: conn_info(),
+        });
+        conn
+    }
+
+    /// Opens a connection and sends `connect` on it.
+    pub fn connect(&mut self, connect: Connect) -> ConnId {
+        let conn = self.open(connect.protocol);
+        self.send(conn, &Packet::Connect(Box::new(connect)));
+        conn
+    }
+
+    /// Connects and expects a successful CONNACK; returns its session-present flag.
+    pub fn connect_ok(&mut self, connect: Connect) -> (ConnId, bool) {
+        let conn = self.connect(connect);
+        match self.next_packet(conn) {
+            Some(Packet::ConnAck(ack))
+                if ack.reason == jetmq_core::codec::ConnectReason::Success =>
+            {
+                (conn, ack.session_present)
+            }
+            other => panic!("expected a successful CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Sends a packet from a client.
+    pub fn send(&mut self, conn: ConnId, packet: &Packet) {
+        let version = self
+            .clients
+            .get(&conn)
+            .map_or(ProtocolVersion::V311, |c| c.version);
+        let mut buf = BytesMut::new();
+        packet.encode(version, &mut buf);
+        self.send_bytes(conn, &buf);
+    }
+
+    pub fn send_bytes(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.input(Input::Received {
+            conn,
+            data: BytesMut::from(bytes),
+        });
+    }
+
+    /// The next packet a client received.
+    pub fn next_packet(&mut self, conn: ConnId) -> Option<Packet> {
+        self.clients.get_mut(&conn)?.received.pop_front()
+    }
+
+    /// Every packet a client received since the last call.
+    pub fn packets(&mut self, conn: ConnId) -> Vec<Packet> {
+        self.clients
+            .get_mut(&conn)
+            .map(|c| c.received.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn closed(&self, conn: ConnId) -> Option<CloseReason> {
+        self.clients.get(&conn).and_then(|c| c.closed)
+    }
+
+    /// Subscribes and expects a SUBACK.
+    pub fn subscribe_ok(&mut self, conn: ConnId, id: u16, filter: &str, qos: QoS) {
+        self.send(conn, &subscribe(id, filter, qos));
+        let packets = self.packets(conn);
+        assert!(
+            packets
+                .iter()
+                .any(|p| matches!(p, Packet::SubAck(a) if a.packet_id == pid(id))),
+            "expected SUBACK {id}, got {packets:?}"
+        );
+        // Retained messages after the SUBACK go back in the queue for the test to read.
+        let c = self.clients.get_mut(&conn).expect("client");
+        for p in packets
+            .into_iter()
+            .filter(|p| !matches!(p, Packet::SubAck(_)))
+        {
+            c.received.push_back(p);
+        }
+    }
+
+    /// Advances the virtual clock and fires the timers that are due.
+    pub fn advance(&mut self, d: Duration) {
+        let target = self.now.advanced(d);
+        while let Some(at) = self.broker.next_deadline() {
+            if at > target.instant {
+                break;
+            }
+            let step = at.saturating_duration_since(self.now.instant);
+            self.now = self.now.advanced(step);
+            self.input(Input::Tick);
+        }
+        self.now = target;
+        self.input(Input::Tick);
+    }
+
+    /// Publishes received by a client, as (topic, payload, qos, retain, dup).
+    pub fn publishes(&mut self, conn: ConnId) -> Vec<(String, String, QoS, bool, bool)> {
+        self.packets(conn)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some((
+                    p.topic.to_string(),
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                    p.qos.level(),
+                    p.retain,
+                    p.dup,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}

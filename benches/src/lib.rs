@@ -122,3 +122,5 @@ pub fn filters(n: usize) -> Vec<String> {
         })
         .collect()
 }
+
+pub mod core_driver;

@@ -1,8 +1,16 @@
 //! Shared pieces of jetmq's fuzz targets: how a target reads its settings from the first
 //! input byte, and the checks every decoded packet must pass.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
 use bytes::BytesMut;
-use jetmq_core::codec::{Decoder, Direction, Packet, ProtocolVersion};
+use jetmq_core::broker::{
+    Action, AuthDecision, Broker, BrokerConfig, ConnId, ConnInfo, Input, ListenerKind, Outbox,
+};
+use jetmq_core::codec::{ConnectReason, Decoder, Direction, Packet, ProtocolVersion};
+use jetmq_core::js::{RequestId, StoreError, StoreReply};
+use jetmq_core::time::Now;
 
 /// The decoder settings a fuzz input selects with its first byte: bit 0 picks MQTT 5.0 over
 /// 3.1.1, bit 1 picks bytes from a server over bytes from a client.
@@ -56,4 +64,110 @@ pub fn check_reencode(packet: &Packet, version: ProtocolVersion) {
     let mut out = BytesMut::new();
     packet.encode(version, &mut out);
     assert_eq!(out.len(), packet.encoded_len(version));
+}
+
+/// Runs one fuzz input as a sequence of broker inputs. Each operation is one byte, some
+/// followed by a length and that many bytes.
+pub fn broker_sequence(data: &[u8]) {
+    let config = BrokerConfig {
+        authenticate: data.first().is_some_and(|b| b & 1 == 1),
+        max_inflight: 3,
+        max_queued_messages: 16,
+        fanout_budget: 4,
+        max_unsent_bytes: 512,
+        ..BrokerConfig::default()
+    };
+    let mut broker = Broker::new(config, 1, Now::default());
+    let mut out = Outbox::new();
+    let mut now = Now::default();
+    let mut closed: BTreeSet<u64> = BTreeSet::new();
+    let mut pending: Vec<RequestId> = Vec::new();
+    let mut answered: BTreeSet<RequestId> = BTreeSet::new();
+    let mut auth: Vec<ConnId> = Vec::new();
+    let mut sent: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut rest = data.get(1..).unwrap_or_default();
+    let info = || ConnInfo {
+        peer: "fuzz".into(),
+        listener: ListenerKind::Test,
+        tls_identity: None,
+    };
+    while let Some((&op, tail)) = rest.split_first() {
+        rest = tail;
+        let conn = ConnId::new(u64::from(op & 0x03) + 1).unwrap_or_else(|| unreachable!());
+        let input = match op >> 2 {
+            0..=2 => Input::Accepted { conn, info: info() },
+            3..=30 => {
+                let len = rest
+                    .first()
+                    .map_or(0, |&l| usize::from(l))
+                    .min(rest.len().saturating_sub(1));
+                let bytes = rest.get(1..1 + len).unwrap_or_default();
+                rest = rest.get(1 + len..).unwrap_or_default();
+                Input::Received {
+                    conn,
+                    data: BytesMut::from(bytes),
+                }
+            }
+            31..=33 => Input::Closed { conn },
+            34..=36 => Input::Flushed {
+                conn,
+                bytes: usize::from(op) * 64,
+            },
+            37..=42 => {
+                now = now.advanced(Duration::from_millis(u64::from(op) * 500));
+                Input::Tick
+            }
+            43..=52 => match pending.pop() {
+                Some(id) => Input::Stored {
+                    id,
+                    reply: if op & 1 == 0 {
+                        Ok(StoreReply::Stored { seq: u64::from(op) })
+                    } else {
+                        Err(StoreError::Unavailable("fuzz".into()))
+                    },
+                },
+                None => Input::Continue,
+            },
+            53..=55 => match auth.pop() {
+                Some(conn) => Input::Authenticated {
+                    conn,
+                    decision: if op & 1 == 0 {
+                        AuthDecision::Allow { account: None }
+                    } else {
+                        AuthDecision::Deny(ConnectReason::NotAuthorized)
+                    },
+                },
+                None => Input::Continue,
+            },
+            56..=60 => Input::Continue,
+            61 => Input::RestoreComplete,
+            _ => Input::Shutdown,
+        };
+        if let Input::Accepted { conn, .. } = &input {
+            if sent.contains_key(&conn.get()) || closed.contains(&conn.get()) {
+                // The shell never reuses a connection number.
+                continue;
+            }
+            sent.insert(conn.get(), 0);
+        }
+        broker.handle(now, input, &mut out);
+        for action in out.drain() {
+            match action {
+                Action::Send { conn, bytes } => {
+                    assert!(!closed.contains(&conn.get()), "bytes after close");
+                    *sent.entry(conn.get()).or_default() += bytes.len();
+                }
+                Action::Close { conn, .. } => {
+                    closed.insert(conn.get());
+                }
+                Action::Store { id, .. } => {
+                    assert!(answered.insert(id), "request id reused");
+                    pending.push(id);
+                }
+                Action::Authenticate(req) => auth.push(req.conn),
+                Action::PauseRead { .. } | Action::ResumeRead { .. } | Action::Notice(_) => {}
+            }
+        }
+        let _ = broker.next_deadline();
+    }
 }

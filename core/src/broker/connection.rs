@@ -125,6 +125,8 @@ pub(crate) struct Connection {
     pub(crate) inbuf: BytesMut,
     /// Bytes encoded during this call, sent as one action at its end.
     pub(crate) out: BytesMut,
+    /// Size of the last flush (capped), to size the next output buffer in one allocation.
+    pub(crate) out_hint: usize,
     /// Whether `out` has bytes and the connection is on the flush list.
     pub(crate) dirty: bool,
     pub(crate) version: ProtocolVersion,
@@ -159,6 +161,7 @@ impl Connection {
             decoder: Decoder::new(Direction::FromClient, max_packet),
             inbuf: BytesMut::new(),
             out: BytesMut::new(),
+            out_hint: 0,
             dirty: false,
             version: ProtocolVersion::V311,
             keep_alive: None,

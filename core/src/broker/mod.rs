@@ -71,6 +71,9 @@ use crate::js::{RequestId, StoredMessage};
 use crate::rng::Rng;
 use crate::time::{Instant, Now};
 
+/// The largest output buffer sized from the previous flush.
+const OUT_HINT_MAX: usize = 64 * 1024;
+
 /// Counters for metrics; they only ever grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BrokerStats {
@@ -125,6 +128,10 @@ pub struct Broker {
     route_epoch: u64,
     /// Reused target lists of finished fan-outs.
     spare_targets: Vec<Vec<Target>>,
+    /// Finished messages nobody holds, reused for the next ones.
+    spare_messages: Vec<SharedMessage>,
+    /// Deliveries left in this call's budget.
+    budget: usize,
     /// Publishes the broker makes itself (wills), waiting for store writes.
     system: Pipeline,
     /// Connections with bytes to send at the end of this call.
@@ -153,6 +160,8 @@ impl Broker {
             fanout: VecDeque::new(),
             route_epoch: 0,
             spare_targets: Vec::new(),
+            spare_messages: Vec::new(),
+            budget: 0,
             system: Pipeline::default(),
             dirty: Vec::new(),
             restoring: None,
@@ -224,6 +233,7 @@ impl Broker {
             // A clock that went back is treated as standing still.
             self.now.wall = now.wall;
         }
+        self.budget = self.config.fanout_budget.max(1);
         match input {
             Input::Accepted { conn, info } => self.on_accepted(conn, info, out),
             Input::Received { conn, data } => self.on_received(conn, data, out),
@@ -308,6 +318,7 @@ impl Broker {
             return;
         }
         let bytes = c.out.split().freeze();
+        c.out_hint = bytes.len().min(OUT_HINT_MAX);
         c.unsent += bytes.len();
         let slow = c.unsent > self.config.max_unsent_bytes && c.slow_since.is_none();
         if slow {

@@ -21,6 +21,9 @@ use crate::topic::{subject, TopicName};
 /// into each subscriber's output buffer.
 const SHARED_PAYLOAD_MIN: usize = 4096;
 
+/// How many finished messages are kept for reuse, so steady-state routing does not allocate.
+const SPARE_MESSAGES: usize = 64;
+
 /// One session a message goes to, with the combined options of its matching subscriptions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target {
@@ -265,6 +268,8 @@ impl Broker {
                 msg.seq = seq;
                 if route {
                     self.route(msg);
+                    // Deliver now, so a read of many publishes does not hold them all.
+                    self.run_fanout(out);
                 }
                 if let Some(conn) = conn {
                     self.send_reply(conn, reply);
@@ -405,8 +410,19 @@ impl Broker {
                 self.retained.insert(&msg.topic, Arc::new(stored));
             }
         }
+        // Reuse the allocation of a finished message nobody holds any more.
+        let msg = match self.spare_messages.pop() {
+            Some(mut shared) => match Arc::get_mut(&mut shared) {
+                Some(slot) => {
+                    *slot = msg;
+                    shared
+                }
+                None => Arc::new(msg),
+            },
+            None => Arc::new(msg),
+        };
         self.fanout.push_back(FanoutJob {
-            msg: Arc::new(msg),
+            msg,
             targets: None,
             next: 0,
         });
@@ -414,16 +430,15 @@ impl Broker {
 
     /// Delivers queued messages until they are done or the call's budget is spent.
     pub(super) fn run_fanout(&mut self, out: &mut Outbox) {
-        let mut budget = self.config.fanout_budget.max(1);
         while let Some(mut job) = self.fanout.pop_front() {
             let targets = match job.targets.take() {
                 Some(t) => t,
                 None => self.targets_for(&job.msg),
             };
-            while job.next < targets.len() && budget > 0 {
+            while job.next < targets.len() && self.budget > 0 {
                 let t = targets[job.next];
                 job.next += 1;
-                budget -= 1;
+                self.budget -= 1;
                 let qos = job.msg.qos.min(t.qos);
                 let retain = t.retain_as_published && job.msg.retain;
                 self.deliver(
@@ -446,6 +461,9 @@ impl Broker {
             let mut targets = targets;
             targets.clear();
             self.spare_targets.push(targets);
+            if Arc::strong_count(&job.msg) == 1 && self.spare_messages.len() < SPARE_MESSAGES {
+                self.spare_messages.push(job.msg);
+            }
         }
     }
 
@@ -592,6 +610,10 @@ impl Broker {
             return false;
         }
         self.stats.deliveries += 1;
+        if c.out.capacity() - c.out.len() < len {
+            // One allocation sized like the last flush instead of a doubling series.
+            c.out.reserve(len.max(c.out_hint));
+        }
         if d.msg.payload.len() >= SHARED_PAYLOAD_MIN {
             // What this call wrote before and the header go out first, then the payload from
             // its shared buffer, without a copy per subscriber.

@@ -288,7 +288,8 @@ impl Packet {
     /// (properties and most reason codes in 3.1.1) are left out.
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) {
         let remaining = self.remaining_len(version);
-        buf.reserve(self.encoded_len(version));
+        let len_of_len = var_int_len(u32::try_from(remaining).unwrap_or(u32::MAX));
+        buf.reserve(1 + len_of_len + remaining);
         buf.put_u8(((self.packet_type() as u8) << 4) | self.flags());
         primitives::put_var_int(buf, u32::try_from(remaining).unwrap_or(u32::MAX));
         match self {

@@ -183,6 +183,57 @@ fn main() {
             );
         }
     }
+    // Broker sequences: op byte = kind << 2 | connection (see jetmq_fuzz::broker_sequence).
+    for (name, version) in [("v311", ProtocolVersion::V311), ("v5", ProtocolVersion::V5)] {
+        let all = packets(version);
+        let bytes_of = |p: &Packet| {
+            let mut b = BytesMut::new();
+            p.encode(version, &mut b);
+            b
+        };
+        let mut seq = vec![0u8];
+        let received = |seq: &mut Vec<u8>, conn: u8, bytes: &[u8]| {
+            for chunk in bytes.chunks(255) {
+                seq.push((3 << 2) | conn);
+                seq.push(chunk.len() as u8);
+                seq.extend_from_slice(chunk);
+            }
+        };
+        // Two clients: one subscribes, one publishes every kind of client packet.
+        for conn in [0u8, 1] {
+            seq.push(conn);
+            let mut c = Connect::new(version, format!("fuzz-{conn}").into());
+            c.clean_start = conn == 0;
+            received(&mut seq, conn, &bytes_of(&Packet::Connect(Box::new(c))));
+        }
+        for p in &all {
+            if matches!(
+                p,
+                Packet::Subscribe(_)
+                    | Packet::Publish(_)
+                    | Packet::PubAck(_)
+                    | Packet::PubRec(_)
+                    | Packet::PubRel(_)
+                    | Packet::PubComp(_)
+                    | Packet::Unsubscribe(_)
+                    | Packet::PingReq
+            ) {
+                received(&mut seq, 0, &bytes_of(p));
+                received(&mut seq, 1, &bytes_of(p));
+            }
+        }
+        // Store replies, time, a close and a shutdown.
+        seq.extend_from_slice(&[
+            43 << 2,
+            44 << 2,
+            37 << 2,
+            31 << 2,
+            43 << 2,
+            40 << 2,
+            62 << 2,
+        ]);
+        write(&root.join("broker"), &format!("{name}-session"), &seq);
+    }
     let topics = [
         "foo",
         "foo/bar",

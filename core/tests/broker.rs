@@ -847,3 +847,107 @@ fn shutdown_disconnects_v5_clients_with_0x8b() {
     assert_eq!(h.closed(c3), Some(CloseReason::Shutdown));
     assert_eq!(h.broker.connection_count(), 0);
 }
+
+#[test]
+fn topics_deeper_than_the_limit_are_refused() {
+    let mut h = Harness::new(BrokerConfig {
+        max_topic_levels: 4,
+        ..BrokerConfig::default()
+    });
+    let (c, _) = h.connect_ok(connect(V5, "deep", true));
+    h.send(c, &subscribe(1, "a/b/c/d/e", QoS::AtMostOnce));
+    assert!(
+        matches!(&h.packets(c)[..], [Packet::SubAck(a)] if a.reasons == vec![SubAckReason::TopicFilterInvalid])
+    );
+    h.send(c, &publish("a/b/c/d", "ok", PublishQos::AtMostOnce, false));
+    assert_eq!(h.closed(c), None);
+    h.send(
+        c,
+        &publish("a/b/c/d/e", "deep", PublishQos::AtMostOnce, false),
+    );
+    assert!(
+        matches!(h.packets(c)[..], [Packet::Disconnect(ref d)] if d.reason == DisconnectReason::TopicNameInvalid)
+    );
+}
+
+#[test]
+fn an_unanswered_authentication_times_out() {
+    let mut h = Harness::new(BrokerConfig {
+        authenticate: true,
+        ..BrokerConfig::default()
+    });
+    let c = h.connect(connect(V5, "waiting", true));
+    assert_eq!(h.auth_requests.len(), 1);
+    h.advance(Duration::from_secs(11));
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::ServerUnavailable)
+    );
+    assert!(h.closed(c).is_some());
+    // A late decision for the closed connection changes nothing.
+    h.input(Input::Authenticated {
+        conn: c,
+        decision: AuthDecision::Allow { account: None },
+    });
+    assert!(h.packets(c).is_empty());
+}
+
+#[test]
+fn v5_server_keep_alive_caps_the_client() {
+    let mut h = Harness::new(BrokerConfig {
+        max_keep_alive: 30,
+        ..BrokerConfig::default()
+    });
+    let c = h.connect(connect(V5, "lazy", true));
+    let Some(Packet::ConnAck(ack)) = h.next_packet(c) else {
+        panic!("no CONNACK");
+    };
+    assert_eq!(ack.properties.server_keep_alive, Some(30));
+    h.advance(Duration::from_secs(44));
+    assert_eq!(h.closed(c), None);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.closed(c), Some(CloseReason::KeepAliveTimeout));
+}
+
+#[test]
+fn the_clients_receive_maximum_limits_messages_in_flight() {
+    let mut h = h();
+    let mut c = connect(V5, "small", true);
+    c.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    let (s, _) = h.connect_ok(c);
+    h.subscribe_ok(s, 1, "t", QoS::AtLeastOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    for i in 1..=3 {
+        h.send(p, &publish("t", &i.to_string(), q1(i), false));
+    }
+    assert_eq!(h.publishes(s).len(), 1);
+    assert_eq!(h.broker.session_backlog("small"), Some((1, 2, 2)));
+    h.send(s, &Packet::PubAck(Ack::new(pid(1))));
+    assert_eq!(
+        h.publishes(s).len(),
+        1,
+        "one more once the first is acknowledged"
+    );
+}
+
+#[test]
+fn takeover_publishes_the_old_connections_will() {
+    let mut h = h();
+    let (w, _) = h.connect_ok(connect(V3, "w", true));
+    h.subscribe_ok(w, 1, "will", QoS::AtMostOnce);
+    let mut c = connect(V3, "twin", true);
+    c.will = Some(LastWill {
+        topic: "will".into(),
+        payload: "replaced".into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (old, _) = h.connect_ok(c);
+    h.connect_ok(connect(V3, "twin", true));
+    assert_eq!(h.closed(old), Some(CloseReason::SessionTakenOver));
+    assert_eq!(
+        h.publishes(w).len(),
+        1,
+        "the old connection ended without DISCONNECT"
+    );
+}

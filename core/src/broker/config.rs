@@ -47,6 +47,9 @@ pub struct BrokerConfig {
     /// Most inbound packets waiting on store writes per connection before the broker stops
     /// reading from it. Default 256.
     pub max_pending_per_connection: usize,
+    /// Most levels in a topic name or filter; deeper ones are refused, which bounds the work
+    /// and stack depth of matching. Default 128.
+    pub max_topic_levels: usize,
 }
 
 impl Default for BrokerConfig {
@@ -68,6 +71,7 @@ impl Default for BrokerConfig {
             max_qos: QoS::ExactlyOnce,
             store_timeout: Duration::from_secs(10),
             max_pending_per_connection: 256,
+            max_topic_levels: 128,
         }
     }
 }

@@ -19,8 +19,10 @@ use crate::topic::TopicFilter;
 pub(crate) enum Phase {
     /// Accepted; the first packet must be CONNECT before `deadline`.
     AwaitingConnect { deadline: Instant },
-    /// CONNECT received; waiting for the shell's authentication decision.
+    /// CONNECT received; waiting for the shell's authentication decision until the connect
+    /// deadline.
     Authenticating {
+        deadline: Instant,
         connect: Box<Connect>,
         client_id: ByteString,
         assigned: bool,

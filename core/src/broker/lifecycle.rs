@@ -210,7 +210,9 @@ impl Broker {
                 self.refuse(conn, version, ConnectReason::QosNotSupported, out);
                 return;
             }
-            if TopicName::new(will.topic.clone()).is_err() {
+            let levels_ok = TopicName::new(will.topic.clone())
+                .is_ok_and(|t| t.levels().count() <= self.config.max_topic_levels);
+            if !levels_ok {
                 self.refuse(conn, version, ConnectReason::TopicNameInvalid, out);
                 return;
             }
@@ -242,7 +244,12 @@ impl Broker {
                 username: connect.username.clone(),
                 password: connect.password.clone(),
             };
+            let deadline = match c.phase {
+                Phase::AwaitingConnect { deadline } => deadline,
+                _ => self.now.instant,
+            };
             c.phase = Phase::Authenticating {
+                deadline,
                 connect,
                 client_id,
                 assigned,
@@ -277,6 +284,7 @@ impl Broker {
         };
         let Phase::Authenticating {
             connect,
+            deadline: _,
             client_id,
             assigned,
         } = std::mem::replace(&mut c.phase, Phase::Closing)
@@ -599,7 +607,16 @@ impl Broker {
                     earliest(deadline);
                 }
             }
-            Phase::Authenticating { .. } | Phase::Closing => {}
+            Phase::Authenticating { deadline, .. } => {
+                if now >= deadline {
+                    // The shell did not decide in time.
+                    let version = c.version;
+                    self.refuse(conn, version, ConnectReason::ServerUnavailable, out);
+                    return;
+                }
+                earliest(deadline);
+            }
+            Phase::Closing => {}
         }
         if let Some(since) = c.slow_since {
             let deadline = since.saturating_add(slow_timeout);

@@ -54,9 +54,12 @@ impl Broker {
             self.protocol_error(conn, DisconnectReason::TopicAliasInvalid, out);
             return;
         }
-        let Ok(topic) = TopicName::new(p.topic) else {
-            self.protocol_error(conn, DisconnectReason::TopicNameInvalid, out);
-            return;
+        let topic = match TopicName::new(p.topic) {
+            Ok(t) if t.levels().count() <= self.config.max_topic_levels => t,
+            _ => {
+                self.protocol_error(conn, DisconnectReason::TopicNameInvalid, out);
+                return;
+            }
         };
         let level = p.qos.level();
         if level > self.config.max_qos {

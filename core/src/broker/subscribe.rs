@@ -34,8 +34,13 @@ impl Broker {
         let mut reasons = Vec::with_capacity(sub.filters.len());
         let mut retained: Vec<(TopicFilter, QoS)> = Vec::new();
         let mut changed = false;
+        let max_levels = self.config.max_topic_levels;
         for (text, options) in sub.filters {
             let filter = match Subscription::new(text.clone()) {
+                Ok(Subscription::Plain(filter)) if filter.levels().count() > max_levels => {
+                    reasons.push(SubAckReason::TopicFilterInvalid);
+                    continue;
+                }
                 Ok(Subscription::Plain(filter)) => filter,
                 Ok(Subscription::Shared(_)) => {
                     reasons.push(SubAckReason::SharedSubscriptionsNotSupported);

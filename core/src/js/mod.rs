@@ -106,10 +106,42 @@ pub enum StoreRequest {
         /// The stream sequence of the message.
         seq: u64,
     },
+    /// The last message of a subject. Replied with [`StoreReply::Message`].
+    GetLast {
+        /// The stream.
+        stream: Stream,
+        /// The subject.
+        subject: ByteString,
+    },
+    /// Remove one message by sequence. Replied with [`StoreReply::Done`] (also when there was
+    /// no such message).
+    Delete {
+        /// The stream.
+        stream: Stream,
+        /// Its sequence.
+        seq: u64,
+    },
+    /// Every message of a stream whose subject starts with `prefix`, in sequence order, with
+    /// the consumers that have not acknowledged it (start-up loading). Replied with
+    /// [`StoreReply::Messages`].
+    List {
+        /// The stream.
+        stream: Stream,
+        /// The subject prefix (empty for all).
+        prefix: ByteString,
+    },
+    /// The messages a consumer has not acknowledged, oldest first, at most `limit` (its max
+    /// ack pending). Replied with [`StoreReply::Messages`].
+    Pending {
+        /// The durable name.
+        consumer: ByteString,
+        /// The most messages to return.
+        limit: usize,
+    },
 }
 
 /// A successful reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreReply {
     /// The message was stored durably under this stream sequence.
     Stored {
@@ -118,6 +150,10 @@ pub enum StoreReply {
     },
     /// The request was carried out durably.
     Done,
+    /// The message asked for, if there is one.
+    Message(Option<StoredMessage>),
+    /// The messages asked for, in sequence order.
+    Messages(Vec<StoredMessage>),
 }
 
 /// Why a store request failed. The core never treats a failed write as done: the client gets

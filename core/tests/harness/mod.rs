@@ -118,6 +118,29 @@ impl FakeStore {
                 }
                 Ok(StoreReply::Done)
             }
+            StoreRequest::GetLast { stream, subject } => Ok(StoreReply::Message(
+                self.records()
+                    .into_iter()
+                    .find(|r| r.stream == *stream && r.subject == *subject),
+            )),
+            StoreRequest::Delete { seq, .. } => {
+                self.log.remove(seq);
+                self.kv.retain(|_, m| m.seq != *seq);
+                Ok(StoreReply::Done)
+            }
+            StoreRequest::List { stream, prefix } => Ok(StoreReply::Messages(
+                self.records()
+                    .into_iter()
+                    .filter(|r| r.stream == *stream && r.subject.starts_with(prefix.as_ref() as &str))
+                    .collect(),
+            )),
+            StoreRequest::Pending { consumer, limit } => Ok(StoreReply::Messages(
+                self.records()
+                    .into_iter()
+                    .filter(|r| r.pending_for.contains(consumer))
+                    .take(*limit)
+                    .collect(),
+            )),
         }
     }
 

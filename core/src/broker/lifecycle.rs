@@ -9,7 +9,7 @@ use bytestring::ByteString;
 use super::connection::{Connection, Phase, Reply, Work};
 use super::io::{Action, AuthDecision, AuthRequest, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
-use super::session::{PendingWill, Session, SessionId, SessionKey, DEFAULT_ACCOUNT};
+use super::session::{InflightState, PendingWill, Session, SessionId, SessionKey, DEFAULT_ACCOUNT};
 use super::{Broker, Timer};
 use crate::codec::{
     ConnAck, Connect, ConnectReason, DecodeError, Disconnect, DisconnectReason, Packet,
@@ -145,10 +145,14 @@ impl Broker {
             // [MQTT-3.1.0-2]: a second CONNECT is a protocol error.
             Packet::Connect(_) => self.protocol_error(conn, DisconnectReason::ProtocolError, out),
             Packet::Publish(p) => self.on_publish(conn, session, p, out),
-            Packet::PubAck(ack) => self.on_puback(conn, session, ack.packet_id, out),
+            Packet::PubAck(ack) => {
+                self.finish_outbound(session, ack.packet_id, InflightState::PubAck, out);
+            }
             Packet::PubRec(ack) => self.on_pubrec(conn, session, &ack, out),
             Packet::PubRel(ack) => self.on_pubrel(conn, session, ack.packet_id, out),
-            Packet::PubComp(ack) => self.on_pubcomp(conn, session, ack.packet_id, out),
+            Packet::PubComp(ack) => {
+                self.finish_outbound(session, ack.packet_id, InflightState::PubComp, out);
+            }
             Packet::Subscribe(s) => self.on_subscribe(conn, session, s, out),
             Packet::Unsubscribe(u) => self.on_unsubscribe(conn, session, u, out),
             Packet::PingReq => {

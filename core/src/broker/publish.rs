@@ -703,31 +703,9 @@ impl Broker {
         self.fill_window(session, out);
     }
 
-    pub(super) fn on_puback(
-        &mut self,
-        conn: ConnId,
-        session: SessionId,
-        pid: PacketId,
-        out: &mut Outbox,
-    ) {
-        let _ = conn;
-        self.finish_outbound(session, pid, InflightState::PubAck, out);
-    }
-
-    pub(super) fn on_pubcomp(
-        &mut self,
-        conn: ConnId,
-        session: SessionId,
-        pid: PacketId,
-        out: &mut Outbox,
-    ) {
-        let _ = conn;
-        self.finish_outbound(session, pid, InflightState::PubComp, out);
-    }
-
     /// Ends an outbound flow that is in `state`; acknowledgements for other identifiers are
     /// ignored.
-    fn finish_outbound(
+    pub(super) fn finish_outbound(
         &mut self,
         session: SessionId,
         pid: PacketId,

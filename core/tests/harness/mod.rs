@@ -131,7 +131,9 @@ impl FakeStore {
             StoreRequest::List { stream, prefix } => Ok(StoreReply::Messages(
                 self.records()
                     .into_iter()
-                    .filter(|r| r.stream == *stream && r.subject.starts_with(prefix.as_ref() as &str))
+                    .filter(|r| {
+                        r.stream == *stream && r.subject.starts_with(prefix.as_ref() as &str)
+                    })
                     .collect(),
             )),
             StoreRequest::Pending { consumer, limit } => Ok(StoreReply::Messages(

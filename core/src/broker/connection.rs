@@ -11,6 +11,7 @@ use super::io::ConnInfo;
 use super::message::{Message, Will};
 use super::session::SessionId;
 use crate::codec::{Connect, Decoder, Direction, Packet, PacketId, ProtocolVersion, QoS};
+use crate::js::StoreRequest;
 use crate::time::Instant;
 use crate::topic::TopicFilter;
 
@@ -73,6 +74,9 @@ pub(crate) struct Pending {
     pub(crate) failed: bool,
     /// The stream sequence a stored message got.
     pub(crate) seq: Option<u64>,
+    /// A write issued only once the first ones succeeded (the QoS 2 record goes after the
+    /// message, so a crash between them can cause a duplicate but never a loss).
+    pub(crate) then: Option<StoreRequest>,
     pub(crate) work: Work,
 }
 
@@ -92,6 +96,7 @@ impl Pipeline {
             waiting,
             failed: false,
             seq: None,
+            then: None,
             work,
         });
         self.next_token

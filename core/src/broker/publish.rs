@@ -106,22 +106,20 @@ impl Broker {
 
         // The store writes this message needs before it is routed and acknowledged.
         let mut writes = Vec::new();
+        let mut qos2_record = None;
         if qos2_new {
             if let (Some(s), Some(pid)) = (self.sessions.get_mut(session), p.qos.packet_id()) {
                 s.inbound_qos2.insert(pid.get());
                 let flags = 0b0100 | u8::from(msg.retain);
-                writes.push((
-                    Write::Other,
-                    StoreRequest::Publish {
-                        stream: Stream::Qos2In,
-                        subject: records::qos2_subject(&s.key.client_id, pid.get()),
-                        headers: vec![crate::js::Header {
-                            name: "Nmqtt-Pub",
-                            value: format!("2{flags:x}").into(),
-                        }],
-                        payload: bytes::Bytes::new(),
-                    },
-                ));
+                qos2_record = Some(StoreRequest::Publish {
+                    stream: Stream::Qos2In,
+                    subject: records::qos2_subject(&s.key.client_id, pid.get()),
+                    headers: vec![crate::js::Header {
+                        name: "Nmqtt-Pub",
+                        value: format!("2{flags:x}").into(),
+                    }],
+                    payload: bytes::Bytes::new(),
+                });
             }
         }
         let retained_write = msg.retain.then(|| self.retained_request(&msg));
@@ -135,6 +133,16 @@ impl Broker {
         if msg.qos != QoS::AtMostOnce && self.needs_store(&msg.topic) {
             writes.push((Write::Message, self.message_request(&msg)));
         }
+        // The QoS 2 record goes last: once it exists, a resend counts as a duplicate, so the
+        // message must already be stored.
+        let then = match qos2_record {
+            Some(record) if !writes.is_empty() => Some(record),
+            Some(record) => {
+                writes.push((Write::Other, record));
+                None
+            }
+            None => None,
+        };
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -146,6 +154,9 @@ impl Broker {
             },
             u32::try_from(writes.len()).unwrap_or(u32::MAX),
         );
+        if let Some(entry) = c.pipeline.get_mut(token) {
+            entry.then = then;
+        }
         let pending = c.pipeline.entries.len();
         for (kind, req) in writes {
             self.request(
@@ -179,6 +190,22 @@ impl Broker {
             }
         });
         needed
+    }
+
+    /// Whether a completed publish still needs its message stored: it is QoS ≥ 1, was not
+    /// stored, and a persistent session with a QoS ≥ 1 subscription now matches it.
+    fn needs_late_store(&self, pending: &Pending) -> bool {
+        match &pending.work {
+            Work::Publish {
+                msg, route: true, ..
+            } => {
+                !pending.failed
+                    && pending.seq.is_none()
+                    && msg.qos != QoS::AtMostOnce
+                    && self.needs_store(&msg.topic)
+            }
+            _ => false,
+        }
     }
 
     fn message_request(&self, msg: &Message) -> StoreRequest {
@@ -232,9 +259,50 @@ impl Broker {
                 },
                 None => self.system.pop_ready(),
             };
-            let Some(pending) = pending else {
+            let Some(mut pending) = pending else {
                 break;
             };
+            if let Some(req) = pending.then.take().filter(|_| !pending.failed) {
+                pending.waiting = 1;
+                let token = pending.token;
+                match conn {
+                    Some(id) => match self.conns.get_mut(&id) {
+                        Some(c) => c.pipeline.entries.push_front(pending),
+                        None => return,
+                    },
+                    None => self.system.entries.push_front(pending),
+                }
+                let owner = super::persist::RequestOwner::Pipeline {
+                    conn,
+                    token,
+                    kind: Write::Other,
+                };
+                self.request(req, owner, out);
+                break;
+            }
+            if self.needs_late_store(&pending) {
+                // A persistent subscription appeared while this message waited for its other
+                // writes: store the message for it before acknowledging.
+                if let Work::Publish { msg, .. } = &pending.work {
+                    let req = self.message_request(msg);
+                    pending.waiting = 1;
+                    let token = pending.token;
+                    match conn {
+                        Some(id) => match self.conns.get_mut(&id) {
+                            Some(c) => c.pipeline.entries.push_front(pending),
+                            None => return,
+                        },
+                        None => self.system.entries.push_front(pending),
+                    }
+                    let owner = super::persist::RequestOwner::Pipeline {
+                        conn,
+                        token,
+                        kind: Write::Message,
+                    };
+                    self.request(req, owner, out);
+                }
+                break;
+            }
             self.complete(conn, pending, out);
         }
         let Some(id) = conn else {

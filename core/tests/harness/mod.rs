@@ -189,9 +189,11 @@ pub struct Harness {
     pub out: Outbox,
     pub clients: BTreeMap<ConnId, ClientView>,
     pub store: FakeStore,
-    /// Answer store requests at once (true) or hold them in `held`.
+    /// Answer store requests at once (true) or hold their replies in `held`. Either way the
+    /// store applies each request when it is emitted, in order, as a real store does; only
+    /// the replies come late, out of order or as failures.
     pub auto_store: bool,
-    pub held: VecDeque<(RequestId, StoreRequest)>,
+    pub held: VecDeque<(RequestId, StoreRequest, Result<StoreReply, StoreError>)>,
     pub auth_requests: Vec<AuthRequest>,
     pub notices: Vec<Notice>,
     pub wants_continue: bool,
@@ -302,11 +304,11 @@ impl Harness {
                     Action::PauseRead { .. } | Action::ResumeRead { .. } => {}
                     Action::Authenticate(req) => self.auth_requests.push(*req),
                     Action::Store { id, request } => {
+                        let reply = self.store.execute(&request);
                         if self.auto_store {
-                            let reply = self.store.execute(&request);
                             replies.push((id, reply));
                         } else {
-                            self.held.push_back((id, request));
+                            self.held.push_back((id, request, reply));
                         }
                     }
                     Action::Notice(n) => self.notices.push(n),
@@ -319,14 +321,15 @@ impl Harness {
         }
     }
 
-    /// Completes the held request at `index` with the store's real answer, or `fail`.
+    /// Delivers the held reply at `index`, or `fail` instead (the write may have been
+    /// applied all the same, which the broker must cope with).
     pub fn complete_held(&mut self, index: usize, fail: Option<StoreError>) {
-        let Some((id, request)) = self.held.remove(index) else {
+        let Some((id, _request, reply)) = self.held.remove(index) else {
             return;
         };
         let reply = match fail {
             Some(e) => Err(e),
-            None => self.store.execute(&request),
+            None => reply,
         };
         self.input(Input::Stored { id, reply });
     }

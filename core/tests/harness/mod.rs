@@ -3,11 +3,10 @@
 //! hold requests so tests complete them late, out of order or with errors.
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 use jetmq_core::broker::{
     Action, AuthRequest, Broker, BrokerConfig, CloseReason, ConnId, ConnInfo, Input, ListenerKind,
     Notice, Outbox,
@@ -16,7 +15,8 @@ use jetmq_core::codec::{
     Connect, Decoder, Direction, Packet, PacketId, ProtocolVersion, Publish, PublishQos, QoS,
     Subscribe, SubscriptionOptions,
 };
-use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
+use jetmq_core::js::memory::MemoryStore;
+use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest};
 use jetmq_core::time::{Instant, Now, WallClock};
 
 /// What one virtual client has seen.
@@ -30,165 +30,13 @@ pub struct ClientView {
     pub decode_error: Option<String>,
 }
 
-/// One stored message of the fake store.
-#[derive(Debug, Clone)]
-pub struct FakeMessage {
-    pub seq: u64,
-    pub subject: ByteString,
-    pub headers: Vec<(ByteString, ByteString)>,
-    pub payload: Bytes,
-}
-
-/// An in-memory store with the JetStream semantics the core relies on.
-#[derive(Debug, Default)]
-pub struct FakeStore {
-    next_seq: u64,
-    /// One-per-subject streams.
-    pub kv: BTreeMap<(Stream, ByteString), FakeMessage>,
-    /// The messages stream.
-    pub log: BTreeMap<u64, FakeMessage>,
-    /// Durable consumers: filters and unacknowledged sequences.
-    pub consumers: BTreeMap<ByteString, (Vec<ByteString>, BTreeSet<u64>)>,
-    pub executed: u64,
-}
-
-/// NATS subject matching with `*` and `>`.
-pub fn subject_matches(filter: &str, subject: &str) -> bool {
-    let mut f = filter.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (f.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-impl FakeStore {
-    /// Carries out a request.
-    pub fn execute(&mut self, request: &StoreRequest) -> Result<StoreReply, StoreError> {
-        self.executed += 1;
-        match request {
-            StoreRequest::Publish {
-                stream,
-                subject,
-                headers,
-                payload,
-            } => {
-                self.next_seq += 1;
-                let msg = FakeMessage {
-                    seq: self.next_seq,
-                    subject: subject.clone(),
-                    headers: headers
-                        .iter()
-                        .map(|h| (ByteString::from(h.name), h.value.clone()))
-                        .collect(),
-                    payload: payload.clone(),
-                };
-                if stream.one_per_subject() {
-                    self.kv.insert((*stream, subject.clone()), msg);
-                } else {
-                    for (filters, pending) in self.consumers.values_mut() {
-                        if filters.iter().any(|f| subject_matches(f, subject)) {
-                            pending.insert(self.next_seq);
-                        }
-                    }
-                    self.log.insert(self.next_seq, msg);
-                }
-                Ok(StoreReply::Stored { seq: self.next_seq })
-            }
-            StoreRequest::Purge { stream, subject } => {
-                self.kv.remove(&(*stream, subject.clone()));
-                Ok(StoreReply::Done)
-            }
-            StoreRequest::UpsertConsumer { name, filters } => {
-                self.consumers.entry(name.clone()).or_default().0 = filters.clone();
-                Ok(StoreReply::Done)
-            }
-            StoreRequest::DeleteConsumer { name } => {
-                self.consumers.remove(name);
-                Ok(StoreReply::Done)
-            }
-            StoreRequest::Ack { consumer, seq } => {
-                if let Some((_, pending)) = self.consumers.get_mut(consumer) {
-                    pending.remove(seq);
-                }
-                Ok(StoreReply::Done)
-            }
-            StoreRequest::GetLast { stream, subject } => Ok(StoreReply::Message(
-                self.records()
-                    .into_iter()
-                    .find(|r| r.stream == *stream && r.subject == *subject),
-            )),
-            StoreRequest::Delete { seq, .. } => {
-                self.log.remove(seq);
-                self.kv.retain(|_, m| m.seq != *seq);
-                Ok(StoreReply::Done)
-            }
-            StoreRequest::List { stream, prefix } => Ok(StoreReply::Messages(
-                self.records()
-                    .into_iter()
-                    .filter(|r| {
-                        r.stream == *stream && r.subject.starts_with(prefix.as_ref() as &str)
-                    })
-                    .collect(),
-            )),
-            StoreRequest::Pending { consumer, limit } => Ok(StoreReply::Messages(
-                self.records()
-                    .into_iter()
-                    .filter(|r| r.pending_for.contains(consumer))
-                    .take(*limit)
-                    .collect(),
-            )),
-        }
-    }
-
-    /// Everything a restarting broker reads back.
-    pub fn records(&self) -> Vec<StoredMessage> {
-        let mut out = Vec::new();
-        for ((stream, _), m) in &self.kv {
-            out.push(StoredMessage {
-                stream: *stream,
-                subject: m.subject.clone(),
-                seq: m.seq,
-                headers: m.headers.clone(),
-                payload: m.payload.clone(),
-                pending_for: Vec::new(),
-            });
-        }
-        for m in self.log.values() {
-            let pending_for: Vec<ByteString> = self
-                .consumers
-                .iter()
-                .filter(|(_, (_, p))| p.contains(&m.seq))
-                .map(|(n, _)| n.clone())
-                .collect();
-            if pending_for.is_empty() {
-                continue;
-            }
-            out.push(StoredMessage {
-                stream: Stream::Messages,
-                subject: m.subject.clone(),
-                seq: m.seq,
-                headers: m.headers.clone(),
-                payload: m.payload.clone(),
-                pending_for,
-            });
-        }
-        out
-    }
-}
-
 /// The broker with virtual clients, clock and store.
 pub struct Harness {
     pub broker: Broker,
     pub now: Now,
     pub out: Outbox,
     pub clients: BTreeMap<ConnId, ClientView>,
-    pub store: FakeStore,
+    pub store: MemoryStore,
     /// Answer store requests at once (true) or hold their replies in `held`. Either way the
     /// store applies each request when it is emitted, in order, as a real store does; only
     /// the replies come late, out of order or as failures.
@@ -252,7 +100,7 @@ impl Harness {
             now,
             out: Outbox::new(),
             clients: BTreeMap::new(),
-            store: FakeStore::default(),
+            store: MemoryStore::default(),
             auto_store: true,
             held: VecDeque::new(),
             auth_requests: Vec::new(),

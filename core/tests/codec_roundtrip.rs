@@ -1087,3 +1087,22 @@ fn length_boundaries_roundtrip() {
         assert_roundtrip(&publish, version);
     }
 }
+
+/// MQTT 5.0 lets a reason code go without a Property Length, but some clients (rumqttc) cannot
+/// read that form, so the encoder always writes the length after a reason code.
+#[test]
+fn v5_reason_codes_are_followed_by_a_property_length() {
+    use jetmq_core::codec::{Ack, Disconnect, DisconnectReason, PacketId, PubAckReason};
+    let mut ack = Ack::new(PacketId::new(1).expect("non-zero"));
+    ack.reason = PubAckReason::NoMatchingSubscribers;
+    let mut buf = BytesMut::new();
+    Packet::PubAck(ack).encode(ProtocolVersion::V5, &mut buf);
+    assert_eq!(&buf[..], &[0x40, 4, 0, 1, 0x10, 0]);
+    let mut buf = BytesMut::new();
+    Packet::PubAck(Ack::new(PacketId::new(1).expect("non-zero"))).encode(ProtocolVersion::V5, &mut buf);
+    assert_eq!(&buf[..], &[0x40, 2, 0, 1], "success without properties stays short");
+    let mut buf = BytesMut::new();
+    Packet::Disconnect(Box::new(Disconnect::new(DisconnectReason::ServerShuttingDown)))
+        .encode(ProtocolVersion::V5, &mut buf);
+    assert_eq!(&buf[..], &[0xE0, 2, 0x8B, 0]);
+}

@@ -80,35 +80,25 @@ impl<R: AckReason> Ack<R> {
         Ok(ack)
     }
 
-    /// What MQTT 5.0 lets the encoder leave out: everything after the id when the reason is
-    /// success and there are no properties, the properties when they are empty.
-    fn v5_tail(&self) -> (bool, bool) {
-        let props = !self.properties.is_empty();
-        let reason = props || self.reason != R::SUCCESS;
-        (reason, props)
+    /// Whether MQTT 5.0 needs anything after the identifier: not for a success without
+    /// properties. When the reason code is written, the Property Length is written too, even
+    /// when zero: the spec lets it be left out, but some clients cannot read that form.
+    fn v5_tail(&self) -> bool {
+        self.reason != R::SUCCESS || !self.properties.is_empty()
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
-        if !version.is_v5() {
-            return 2;
-        }
-        match self.v5_tail() {
-            (false, _) => 2,
-            (true, false) => 3,
-            (true, true) => 3 + self.properties.encoded_len(),
+        if version.is_v5() && self.v5_tail() {
+            3 + self.properties.encoded_len()
+        } else {
+            2
         }
     }
 
     pub(crate) fn write_body(&self, version: ProtocolVersion, buf: &mut BytesMut) {
         buf.put_u16(self.packet_id.get());
-        if !version.is_v5() {
-            return;
-        }
-        let (reason, props) = self.v5_tail();
-        if reason {
+        if version.is_v5() && self.v5_tail() {
             buf.put_u8(self.reason.into());
-        }
-        if props {
             self.properties.write(buf);
         }
     }

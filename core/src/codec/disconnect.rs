@@ -43,34 +43,24 @@ impl Disconnect {
         Ok(packet)
     }
 
-    fn v5_tail(&self) -> (bool, bool) {
-        let props = !self.properties.is_empty();
-        (
-            props || self.reason != DisconnectReason::NormalDisconnection,
-            props,
-        )
+    /// Whether MQTT 5.0 needs a body: not for a normal disconnection without properties. When
+    /// the reason code is written, the Property Length is written too, even when zero: the
+    /// spec lets it be left out, but some clients cannot read that form.
+    fn v5_tail(&self) -> bool {
+        self.reason != DisconnectReason::NormalDisconnection || !self.properties.is_empty()
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
-        if !version.is_v5() {
-            return 0;
-        }
-        match self.v5_tail() {
-            (false, _) => 0,
-            (true, false) => 1,
-            (true, true) => 1 + self.properties.encoded_len(),
+        if version.is_v5() && self.v5_tail() {
+            1 + self.properties.encoded_len()
+        } else {
+            0
         }
     }
 
     pub(crate) fn write_body(&self, version: ProtocolVersion, buf: &mut BytesMut) {
-        if !version.is_v5() {
-            return;
-        }
-        let (reason, props) = self.v5_tail();
-        if reason {
+        if version.is_v5() && self.v5_tail() {
             buf.put_u8(self.reason.into());
-        }
-        if props {
             self.properties.write(buf);
         }
     }

@@ -1099,10 +1099,17 @@ fn v5_reason_codes_are_followed_by_a_property_length() {
     Packet::PubAck(ack).encode(ProtocolVersion::V5, &mut buf);
     assert_eq!(&buf[..], &[0x40, 4, 0, 1, 0x10, 0]);
     let mut buf = BytesMut::new();
-    Packet::PubAck(Ack::new(PacketId::new(1).expect("non-zero"))).encode(ProtocolVersion::V5, &mut buf);
-    assert_eq!(&buf[..], &[0x40, 2, 0, 1], "success without properties stays short");
-    let mut buf = BytesMut::new();
-    Packet::Disconnect(Box::new(Disconnect::new(DisconnectReason::ServerShuttingDown)))
+    Packet::PubAck(Ack::new(PacketId::new(1).expect("non-zero")))
         .encode(ProtocolVersion::V5, &mut buf);
+    assert_eq!(
+        &buf[..],
+        &[0x40, 2, 0, 1],
+        "success without properties stays short"
+    );
+    let mut buf = BytesMut::new();
+    Packet::Disconnect(Box::new(Disconnect::new(
+        DisconnectReason::ServerShuttingDown,
+    )))
+    .encode(ProtocolVersion::V5, &mut buf);
     assert_eq!(&buf[..], &[0xE0, 2, 0x8B, 0]);
 }

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::{StoreError, StoreReply, StoreRequest, Stream, StoredMessage};
+use super::subjects::{subject_matches, validate};
+use super::{StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
 
 /// One message held by the [`MemoryStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,21 +37,6 @@ pub struct MemoryStore {
     pub executed: u64,
 }
 
-/// NATS subject matching: `*` matches one token, `>` one or more trailing tokens.
-pub fn subject_matches(filter: &str, subject: &str) -> bool {
-    let mut f = filter.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (f.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 impl MemoryStore {
     /// An empty store.
     #[must_use]
@@ -62,9 +48,11 @@ impl MemoryStore {
     ///
     /// # Errors
     ///
-    /// Never, in memory; the signature matches the durable stores.
+    /// [`StoreError::Rejected`] for a request with an invalid subject, filter or consumer name
+    /// (nothing changes); the signature matches the durable stores.
     pub fn execute(&mut self, request: &StoreRequest) -> Result<StoreReply, StoreError> {
         self.executed += 1;
+        validate(request).map_err(|e| StoreError::Rejected(e.into()))?;
         match request {
             StoreRequest::Publish {
                 stream,
@@ -85,17 +73,32 @@ impl MemoryStore {
                 if stream.one_per_subject() {
                     self.kv.insert((*stream, subject.clone()), msg);
                 } else {
+                    let mut interested = false;
                     for (filters, pending) in self.consumers.values_mut() {
                         if filters.iter().any(|f| subject_matches(f, subject)) {
                             pending.insert(self.next_seq);
+                            interested = true;
                         }
                     }
-                    self.log.insert(self.next_seq, msg);
+                    // Interest retention: a message nobody is interested in is not kept.
+                    if interested {
+                        self.log.insert(self.next_seq, msg);
+                    }
                 }
                 Ok(StoreReply::Stored { seq: self.next_seq })
             }
             StoreRequest::Purge { stream, subject } => {
-                self.kv.remove(&(*stream, subject.clone()));
+                if stream.one_per_subject() {
+                    self.kv.remove(&(*stream, subject.clone()));
+                } else {
+                    let gone: Vec<u64> = self
+                        .log
+                        .values()
+                        .filter(|m| m.subject == *subject)
+                        .map(|m| m.seq)
+                        .collect();
+                    self.forget(&gone);
+                }
                 Ok(StoreReply::Done)
             }
             StoreRequest::UpsertConsumer { name, filters } => {
@@ -104,76 +107,120 @@ impl MemoryStore {
             }
             StoreRequest::DeleteConsumer { name } => {
                 self.consumers.remove(name);
+                self.drop_uninteresting();
                 Ok(StoreReply::Done)
             }
             StoreRequest::Ack { consumer, seq } => {
                 if let Some((_, pending)) = self.consumers.get_mut(consumer) {
                     pending.remove(seq);
                 }
+                self.drop_uninteresting();
                 Ok(StoreReply::Done)
             }
-            StoreRequest::GetLast { stream, subject } => Ok(StoreReply::Message(
-                self.records()
-                    .into_iter()
-                    .find(|r| r.stream == *stream && r.subject == *subject),
-            )),
-            StoreRequest::Delete { seq, .. } => {
-                self.log.remove(seq);
-                self.kv.retain(|_, m| m.seq != *seq);
+            StoreRequest::GetLast { stream, subject } => {
+                let found = if stream.one_per_subject() {
+                    self.kv.get(&(*stream, subject.clone()))
+                } else {
+                    self.log.values().rev().find(|m| m.subject == *subject)
+                };
+                Ok(StoreReply::Message(found.map(|m| self.stored(*stream, m))))
+            }
+            StoreRequest::Delete { stream, seq } => {
+                if stream.one_per_subject() {
+                    self.kv.retain(|(s, _), m| !(s == stream && m.seq == *seq));
+                } else {
+                    self.forget(&[*seq]);
+                }
                 Ok(StoreReply::Done)
             }
             StoreRequest::List { stream, prefix } => Ok(StoreReply::Messages(
-                self.records()
+                self.stream_messages(*stream)
                     .into_iter()
-                    .filter(|r| {
-                        r.stream == *stream && r.subject.starts_with(prefix.as_ref() as &str)
-                    })
+                    .filter(|m| m.subject.starts_with(prefix.as_ref() as &str))
                     .collect(),
             )),
-            StoreRequest::Pending { consumer, limit } => Ok(StoreReply::Messages(
-                self.records()
-                    .into_iter()
-                    .filter(|r| r.pending_for.contains(consumer))
-                    .take(*limit)
-                    .collect(),
-            )),
+            StoreRequest::Pending { consumer, limit } => {
+                let Some((_, pending)) = self.consumers.get(consumer) else {
+                    return Ok(StoreReply::Messages(Vec::new()));
+                };
+                Ok(StoreReply::Messages(
+                    pending
+                        .iter()
+                        .filter_map(|seq| self.log.get(seq))
+                        .take(*limit)
+                        .map(|m| self.stored(Stream::Messages, m))
+                        .collect(),
+                ))
+            }
         }
+    }
+
+    /// A held message as a [`StoredMessage`], with the consumers that still owe an ack.
+    fn stored(&self, stream: Stream, m: &MemoryMessage) -> StoredMessage {
+        let pending_for = if stream.one_per_subject() {
+            Vec::new()
+        } else {
+            self.consumers
+                .iter()
+                .filter(|(_, (_, p))| p.contains(&m.seq))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        StoredMessage {
+            stream,
+            subject: m.subject.clone(),
+            seq: m.seq,
+            headers: m.headers.clone(),
+            payload: m.payload.clone(),
+            pending_for,
+        }
+    }
+
+    /// The messages of one stream, in sequence order.
+    fn stream_messages(&self, stream: Stream) -> Vec<StoredMessage> {
+        let mut out: Vec<StoredMessage> = if stream.one_per_subject() {
+            self.kv
+                .iter()
+                .filter(|((s, _), _)| *s == stream)
+                .map(|(_, m)| self.stored(stream, m))
+                .collect()
+        } else {
+            self.log.values().map(|m| self.stored(stream, m)).collect()
+        };
+        out.sort_by_key(|m| m.seq);
+        out
+    }
+
+    /// Removes messages of the messages stream and every pending ack for them.
+    fn forget(&mut self, seqs: &[u64]) {
+        for seq in seqs {
+            self.log.remove(seq);
+            for (_, pending) in self.consumers.values_mut() {
+                pending.remove(seq);
+            }
+        }
+    }
+
+    /// Interest retention: drops messages no consumer still owes an ack for.
+    fn drop_uninteresting(&mut self) {
+        let consumers = &self.consumers;
+        self.log
+            .retain(|seq, _| consumers.values().any(|(_, p)| p.contains(seq)));
     }
 
     /// Everything a restarting broker reads back: every message of the one-per-subject streams
     /// and the messages still pending for some consumer, in (stream, sequence) order.
     #[must_use]
     pub fn records(&self) -> Vec<StoredMessage> {
-        let mut out = Vec::new();
-        for ((stream, _), m) in &self.kv {
-            out.push(StoredMessage {
-                stream: *stream,
-                subject: m.subject.clone(),
-                seq: m.seq,
-                headers: m.headers.clone(),
-                payload: m.payload.clone(),
-                pending_for: Vec::new(),
-            });
-        }
-        for m in self.log.values() {
-            let pending_for: Vec<ByteString> = self
-                .consumers
-                .iter()
-                .filter(|(_, (_, p))| p.contains(&m.seq))
-                .map(|(n, _)| n.clone())
-                .collect();
-            if pending_for.is_empty() {
-                continue;
-            }
-            out.push(StoredMessage {
-                stream: Stream::Messages,
-                subject: m.subject.clone(),
-                seq: m.seq,
-                headers: m.headers.clone(),
-                payload: m.payload.clone(),
-                pending_for,
-            });
-        }
-        out
+        [
+            Stream::Sessions,
+            Stream::Messages,
+            Stream::Qos2In,
+            Stream::PubRel,
+            Stream::Retained,
+        ]
+        .into_iter()
+        .flat_map(|stream| self.stream_messages(stream))
+        .collect()
     }
 }

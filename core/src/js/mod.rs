@@ -8,6 +8,7 @@
 
 pub mod memory;
 pub mod records;
+pub mod subjects;
 
 use std::fmt;
 

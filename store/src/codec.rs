@@ -1,0 +1,213 @@
+//! The byte layout of the records the store keeps: messages and consumers. Every record starts
+//! with a format byte, so a later version can read old files. Lengths are little-endian `u32`.
+//!
+//! - message: `1`, subject length, subject, header count, then per header name length, name,
+//!   value length, value; the payload is the rest.
+//! - consumer: `1`, ack wait in nanoseconds (`u64`, `u64::MAX` for none), filter count, then
+//!   per filter its length and bytes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use jetmq_core::js::Header;
+
+const FORMAT: u8 = 1;
+const NO_ACK_WAIT: u64 = u64::MAX;
+
+/// A message as read back from a record.
+#[derive(Debug)]
+pub(crate) struct MessageRecord {
+    pub(crate) subject: ByteString,
+    pub(crate) headers: Vec<(ByteString, ByteString)>,
+    pub(crate) payload: Bytes,
+}
+
+/// A consumer's durable settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ConsumerRecord {
+    pub(crate) filters: Vec<ByteString>,
+    pub(crate) ack_wait: Option<Duration>,
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    // Subjects, header values and filters are far below 4 GiB: the core caps packets at 256 MiB.
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+/// Encodes a message record.
+pub(crate) fn encode_message(subject: &str, headers: &[Header], payload: &[u8]) -> Vec<u8> {
+    let size = 1
+        + 4
+        + subject.len()
+        + 4
+        + headers
+            .iter()
+            .map(|h| 8 + h.name.len() + h.value.len())
+            .sum::<usize>()
+        + payload.len();
+    let mut out = Vec::with_capacity(size);
+    out.push(FORMAT);
+    put_bytes(&mut out, subject.as_bytes());
+    put_len(&mut out, headers.len());
+    for h in headers {
+        put_bytes(&mut out, h.name.as_bytes());
+        put_bytes(&mut out, h.value.as_bytes());
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.bytes.len() < n {
+            return Err(format!(
+                "record ends early: {n} bytes wanted, {} left",
+                self.bytes.len()
+            ));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<usize, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn string(&mut self) -> Result<ByteString, String> {
+        let len = self.u32()?;
+        let b = self.take(len)?;
+        std::str::from_utf8(b)
+            .map(ByteString::from)
+            .map_err(|_| "a string in the record is not UTF-8".to_owned())
+    }
+
+    fn format(&mut self) -> Result<(), String> {
+        match self.take(1)?[0] {
+            FORMAT => Ok(()),
+            other => Err(format!("unknown record format {other}")),
+        }
+    }
+}
+
+/// The subject of a message record, without decoding the rest.
+pub(crate) fn message_subject(bytes: &[u8]) -> Result<&str, String> {
+    let mut r = Reader { bytes };
+    r.format()?;
+    let len = r.u32()?;
+    std::str::from_utf8(r.take(len)?).map_err(|_| "the subject is not UTF-8".to_owned())
+}
+
+/// Decodes a message record.
+pub(crate) fn decode_message(bytes: &[u8]) -> Result<MessageRecord, String> {
+    let mut r = Reader { bytes };
+    r.format()?;
+    let subject = r.string()?;
+    let count = r.u32()?;
+    let mut headers = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let name = r.string()?;
+        let value = r.string()?;
+        headers.push((name, value));
+    }
+    Ok(MessageRecord {
+        subject,
+        headers,
+        payload: Bytes::copy_from_slice(r.bytes),
+    })
+}
+
+/// Encodes a consumer record.
+pub(crate) fn encode_consumer(record: &ConsumerRecord) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(1 + 8 + 4 + record.filters.iter().map(|f| 4 + f.len()).sum::<usize>());
+    out.push(FORMAT);
+    let wait = record.ack_wait.map_or(NO_ACK_WAIT, |d| {
+        u64::try_from(d.as_nanos()).unwrap_or(NO_ACK_WAIT - 1)
+    });
+    out.extend_from_slice(&wait.to_le_bytes());
+    put_len(&mut out, record.filters.len());
+    for f in &record.filters {
+        put_bytes(&mut out, f.as_bytes());
+    }
+    out
+}
+
+/// Decodes a consumer record.
+pub(crate) fn decode_consumer(bytes: &[u8]) -> Result<ConsumerRecord, String> {
+    let mut r = Reader { bytes };
+    r.format()?;
+    let wait = r.u64()?;
+    let count = r.u32()?;
+    let mut filters = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        filters.push(r.string()?);
+    }
+    if !r.bytes.is_empty() {
+        return Err("consumer record has trailing bytes".into());
+    }
+    Ok(ConsumerRecord {
+        filters,
+        ack_wait: (wait != NO_ACK_WAIT).then(|| Duration::from_nanos(wait)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_round_trip() {
+        let headers = [
+            Header {
+                name: "Nmqtt-Pub",
+                value: "1".into(),
+            },
+            Header {
+                name: "X",
+                value: "".into(),
+            },
+        ];
+        let bytes = encode_message("a.b", &headers, b"payload");
+        assert_eq!(message_subject(&bytes).unwrap(), "a.b");
+        let m = decode_message(&bytes).unwrap();
+        assert_eq!(m.subject, "a.b");
+        assert_eq!(
+            m.headers,
+            vec![("Nmqtt-Pub".into(), "1".into()), ("X".into(), "".into())]
+        );
+        assert_eq!(&m.payload[..], b"payload");
+        assert!(decode_message(&bytes[..5]).is_err());
+        assert!(decode_message(&[9]).is_err());
+    }
+
+    #[test]
+    fn consumer_round_trip() {
+        for ack_wait in [None, Some(Duration::from_millis(1500))] {
+            let c = ConsumerRecord {
+                filters: vec!["a.>".into(), "b.*".into()],
+                ack_wait,
+            };
+            assert_eq!(decode_consumer(&encode_consumer(&c)).unwrap(), c);
+        }
+        assert!(decode_consumer(&[1, 0]).is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! The two tasks of one client connection: a reader that turns socket reads into broker
+//! inputs, and a writer that writes what the broker sends and reports how much left.
+
+use bytes::{Bytes, BytesMut};
+use jetmq_core::broker::{ConnId, Input};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+
+/// Size of each socket read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What the broker task tells a connection's writer.
+#[derive(Debug)]
+pub(crate) enum WriterCommand {
+    /// Write these bytes after everything before.
+    Send(Bytes),
+    /// Write what is queued, then close the socket.
+    Close,
+}
+
+/// The broker task's handle on one connection.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    pub(crate) writer: mpsc::UnboundedSender<WriterCommand>,
+    pub(crate) paused: watch::Sender<bool>,
+}
+
+/// Reads from the socket until it closes, feeding the broker; waits while paused.
+pub(crate) async fn read_loop(
+    conn: ConnId,
+    mut socket: OwnedReadHalf,
+    inputs: mpsc::Sender<Input>,
+    mut paused: watch::Receiver<bool>,
+) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        while *paused.borrow() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match socket.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = inputs.send(Input::Closed { conn }).await;
+                return;
+            }
+            Ok(_) => {
+                let data = buf.split();
+                // The bounded channel makes a fast sender wait here instead of growing memory.
+                if inputs.send(Input::Received { conn, data }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes what the broker sends, reports each write with `flushed`, and closes the socket on
+/// request (or when the broker goes away), then stops the reader.
+pub(crate) async fn write_loop(
+    conn: ConnId,
+    mut socket: OwnedWriteHalf,
+    mut commands: mpsc::UnboundedReceiver<WriterCommand>,
+    flushed: impl Fn(Input) + Send,
+    reader: tokio::task::AbortHandle,
+) {
+    while let Some(command) = commands.recv().await {
+        match command {
+            WriterCommand::Send(bytes) => {
+                let len = bytes.len();
+                if socket.write_all(&bytes).await.is_err() {
+                    break;
+                }
+                flushed(Input::Flushed { conn, bytes: len });
+            }
+            WriterCommand::Close => {
+                let _ = socket.flush().await;
+                let _ = socket.shutdown().await;
+                break;
+            }
+        }
+    }
+    reader.abort();
+}

@@ -1,0 +1,14 @@
+//! The jetmq server: [`jetmq_core::broker::Broker`] driven by tokio.
+//!
+//! One task owns the broker and is the only place protocol decisions are made
+//! ([`server::run`]). Connection tasks only move bytes: a reader turns socket reads into
+//! `Input::Received` (bounded channel, so a flood of input waits on the socket instead of
+//! growing memory), a writer writes what the broker sends and reports `Input::Flushed`, which
+//! the broker uses to find slow consumers. Store requests run off the broker task and come
+//! back as `Input::Stored`. The broker's single timer follows `next_deadline()`.
+
+pub mod config;
+pub mod server;
+pub mod store;
+
+mod connection;

@@ -1,0 +1,121 @@
+//! `jetmq`: the MQTT broker binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use jetmq::config::{parse_listen, ServerConfig};
+use jetmq::store::{EmbeddedBackend, MemoryBackend, StoreBackend};
+
+/// jetmq: an MQTT 3.1.1 and 5.0 broker with a deterministic core.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Address to serve MQTT over TCP on; repeat for several. Default 127.0.0.1:1883.
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Directory for the embedded store. Default ./jetmq-data.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file; command-line options override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match configure(&cli) {
+        Ok(config) => serve(config),
+        Err(e) => {
+            eprintln!("jetmq: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn configure(cli: &Cli) -> Result<ServerConfig, Box<dyn std::error::Error>> {
+    let mut config = ServerConfig::default();
+    if let Some(path) = &cli.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the configuration file {}: {e}", path.display()))?;
+        config.apply_toml(&text)?;
+    }
+    if !cli.listen.is_empty() {
+        config.listen = cli
+            .listen
+            .iter()
+            .map(|l| parse_listen("--listen", l))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = Some(dir.clone());
+    }
+    Ok(config)
+}
+
+fn serve(config: ServerConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jetmq: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store: Arc<dyn StoreBackend> = match &config.data_dir {
+        Some(dir) => match EmbeddedBackend::open(dir, config.sync) {
+            Ok((backend, report)) => {
+                tracing::info!(dir = %dir.display(), ?report, "store opened");
+                Arc::new(backend)
+            }
+            Err(e) => {
+                eprintln!("jetmq: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Arc::new(MemoryBackend::default()),
+    };
+    let result = runtime.block_on(jetmq::server::run(config, store, shutdown_signal()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jetmq: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,364 @@
+//! The server: listeners, the broker task and the wiring between them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jetmq_core::broker::{
+    Action, AuthDecision, Broker, ConnId, ConnInfo, Input, ListenerKind, Notice, Outbox,
+};
+use jetmq_core::time::{Instant, Now, WallClock};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::ServerConfig;
+use crate::connection::{read_loop, write_loop, ConnHandle, WriterCommand};
+use crate::store::StoreBackend;
+
+/// Inputs waiting for the broker task from connection readers; when full, readers wait.
+const INPUT_QUEUE: usize = 1024;
+
+/// Messages for the broker task that must never wait: registrations, store completions and
+/// flushed-bytes reports.
+#[derive(Debug)]
+enum Control {
+    Register(ConnId, ConnHandle),
+    Input(Input),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// The addresses the listeners are bound to (with the ports the system chose for port 0).
+    pub local_addrs: Vec<SocketAddr>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl ServerHandle {
+    /// Stops the server gracefully and waits until it has.
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the server, if any.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+    }
+}
+
+/// Binds the listeners, restores the store and starts serving.
+///
+/// # Errors
+///
+/// Binding a listener or restoring the store failed.
+pub async fn start(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Result<ServerHandle> {
+    let mut listeners = Vec::new();
+    let mut local_addrs = Vec::new();
+    for addr in &config.listen {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {addr}: {e} (is another broker running there?)"),
+            )
+        })?;
+        local_addrs.push(listener.local_addr()?);
+        listeners.push(listener);
+    }
+    let restored = store
+        .restore()
+        .map_err(|e| io::Error::other(format!("cannot read the store: {e}")))?;
+    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    let task = tokio::spawn(serve(config, store, listeners, restored, shutdown_rx));
+    for addr in &local_addrs {
+        info!(%addr, "listening for MQTT over TCP");
+    }
+    Ok(ServerHandle {
+        local_addrs,
+        shutdown: Some(shutdown_tx),
+        task,
+    })
+}
+
+/// Runs a server until `shutdown` completes, then stops it gracefully.
+///
+/// # Errors
+///
+/// Binding a listener or restoring the store failed, or the server stopped on an error.
+pub async fn run(
+    config: ServerConfig,
+    store: Arc<dyn StoreBackend>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let handle = start(config, store).await?;
+    shutdown.await;
+    info!("shutting down");
+    handle.shutdown().await
+}
+
+/// The broker's clock: a monotonic instant from the server's start and the wall clock.
+struct Clock {
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Now {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Now::new(
+            Instant::from_nanos(nanos),
+            WallClock::from_unix_millis(wall),
+        )
+    }
+
+    fn deadline(&self, at: Instant) -> tokio::time::Instant {
+        self.start + Duration::from_nanos(at.as_nanos())
+    }
+}
+
+async fn serve(
+    config: ServerConfig,
+    store: Arc<dyn StoreBackend>,
+    listeners: Vec<TcpListener>,
+    restored: Vec<jetmq_core::js::StoredMessage>,
+    mut shutdown: oneshot::Receiver<()>,
+) -> io::Result<()> {
+    let clock = Clock {
+        start: tokio::time::Instant::now(),
+    };
+    let mut broker = Broker::new(config.broker.clone(), config.seed, clock.now());
+    let mut out = Outbox::new();
+    let count = restored.len();
+    for record in restored {
+        broker.handle(clock.now(), Input::Restored(record), &mut out);
+    }
+    broker.handle(clock.now(), Input::RestoreComplete, &mut out);
+    info!(
+        records = count,
+        sessions = broker.session_count(),
+        retained = broker.retained_count(),
+        "store restored"
+    );
+
+    let (input_tx, mut input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Control>();
+    let next_conn = Arc::new(AtomicU64::new(1));
+    let open = Arc::new(AtomicU64::new(0));
+    let accept_tasks: Vec<JoinHandle<()>> = listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(accept_loop(
+                listener,
+                input_tx.clone(),
+                control_tx.clone(),
+                Arc::clone(&next_conn),
+                Arc::clone(&open),
+                config.max_connections,
+            ))
+        })
+        .collect();
+    drop(input_tx);
+
+    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut pending_store = 0usize;
+    let mut stopping: Option<tokio::time::Instant> = None;
+    loop {
+        if let Some(since) = stopping {
+            let done = conns.is_empty() && pending_store == 0;
+            if done || since.elapsed() > config.shutdown_timeout {
+                if !done {
+                    warn!(
+                        connections = conns.len(),
+                        store_requests = pending_store,
+                        "shutdown timed out"
+                    );
+                }
+                break;
+            }
+        }
+        let deadline = broker.next_deadline().map(|d| clock.deadline(d));
+        let input = tokio::select! {
+            biased;
+            control = control_rx.recv() => match control {
+                Some(Control::Register(conn, handle)) => {
+                    conns.insert(conn, handle);
+                    continue;
+                }
+                Some(Control::Input(input)) => input,
+                None => break,
+            },
+            _ = &mut shutdown, if stopping.is_none() => {
+                for task in &accept_tasks {
+                    task.abort();
+                }
+                stopping = Some(tokio::time::Instant::now());
+                Input::Shutdown
+            }
+            received = input_rx.recv(), if stopping.is_none() => match received {
+                Some(input) => input,
+                None => continue,
+            },
+            () = sleep_until(deadline) => Input::Tick,
+        };
+        match &input {
+            Input::Stored { .. } => pending_store = pending_store.saturating_sub(1),
+            Input::Closed { conn } => {
+                // The peer is gone: the broker will not ask to close it, so stop its writer.
+                if let Some(c) = conns.remove(conn) {
+                    let _ = c.writer.send(WriterCommand::Close);
+                }
+            }
+            _ => {}
+        }
+        broker.handle(clock.now(), input, &mut out);
+        loop {
+            let again = out.wants_continue;
+            for action in out.drain() {
+                execute(action, &mut conns, &store, &control_tx, &mut pending_store);
+            }
+            if !again {
+                break;
+            }
+            // A large fan-out goes on in the next call; let the connections run meanwhile.
+            tokio::task::yield_now().await;
+            broker.handle(clock.now(), Input::Continue, &mut out);
+        }
+    }
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn execute(
+    action: Action,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    store: &Arc<dyn StoreBackend>,
+    control: &mpsc::UnboundedSender<Control>,
+    pending_store: &mut usize,
+) {
+    match action {
+        Action::Send { conn, bytes } => {
+            if let Some(c) = conns.get(&conn) {
+                let _ = c.writer.send(WriterCommand::Send(bytes));
+            }
+        }
+        Action::Close { conn, reason } => {
+            debug!(conn = conn.get(), ?reason, "closing connection");
+            if let Some(c) = conns.remove(&conn) {
+                let _ = c.writer.send(WriterCommand::Close);
+            }
+        }
+        Action::PauseRead { conn } => {
+            if let Some(c) = conns.get(&conn) {
+                let _ = c.paused.send(true);
+            }
+        }
+        Action::ResumeRead { conn } => {
+            if let Some(c) = conns.get(&conn) {
+                let _ = c.paused.send(false);
+            }
+        }
+        Action::Authenticate(request) => {
+            // No authentication is configured: allow (the broker asks only when told to).
+            let _ = control.send(Control::Input(Input::Authenticated {
+                conn: request.conn,
+                decision: AuthDecision::Allow { account: None },
+            }));
+        }
+        Action::Store { id, request } => {
+            *pending_store += 1;
+            let control = control.clone();
+            store.submit(
+                id,
+                request,
+                Box::new(move |id, reply| {
+                    let _ = control.send(Control::Input(Input::Stored { id, reply }));
+                }),
+            );
+        }
+        Action::Notice(notice) => match notice {
+            Notice::StoreFailed(e) => warn!(error = %e, "store request failed"),
+            Notice::QueueOverflow { .. } => {
+                warn!("a session's queue overflowed; a message was dropped for it")
+            }
+            other => debug!(?other, "broker notice"),
+        },
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    inputs: mpsc::Sender<Input>,
+    control: mpsc::UnboundedSender<Control>,
+    next_conn: Arc<AtomicU64>,
+    open: Arc<AtomicU64>,
+    max_connections: usize,
+) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.load(Ordering::Relaxed) >= max_connections as u64 {
+            warn!(%peer, "connection refused: max_connections reached");
+            drop(socket);
+            continue;
+        }
+        let _ = socket.set_nodelay(true);
+        let Some(conn) = ConnId::new(next_conn.fetch_add(1, Ordering::Relaxed)) else {
+            continue;
+        };
+        open.fetch_add(1, Ordering::Relaxed);
+        let (read, write) = socket.into_split();
+        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+        let (paused_tx, paused_rx) = watch::channel(false);
+        let info = ConnInfo {
+            peer: peer.to_string().into(),
+            listener: ListenerKind::Tcp,
+            tls_identity: None,
+        };
+        let handle = ConnHandle {
+            writer: writer_tx,
+            paused: paused_tx,
+        };
+        if control.send(Control::Register(conn, handle)).is_err()
+            || control
+                .send(Control::Input(Input::Accepted { conn, info }))
+                .is_err()
+        {
+            return;
+        }
+        let reader = tokio::spawn(read_loop(conn, read, inputs.clone(), paused_rx));
+        let abort = reader.abort_handle();
+        let flushed = control.clone();
+        let open = Arc::clone(&open);
+        tokio::spawn(async move {
+            let report = move |input| {
+                let _ = flushed.send(Control::Input(input));
+            };
+            write_loop(conn, write, writer_rx, report, abort).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}

@@ -1,0 +1,80 @@
+//! Where the server's store requests go: a [`StoreBackend`] executes them off the broker task
+//! and reports each result through a completion callback.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use jetmq_core::js::memory::MemoryStore;
+use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage};
+
+/// Called once with the result of a store request, from whichever thread finished it.
+pub type Completion = Box<dyn FnOnce(RequestId, Result<StoreReply, StoreError>) + Send>;
+
+/// A store the server can use: the embedded store, JetStream, or memory.
+pub trait StoreBackend: Send + Sync + 'static {
+    /// Starts a request; `done` is called exactly once with its result.
+    fn submit(&self, id: RequestId, request: StoreRequest, done: Completion);
+
+    /// Everything the broker needs at start-up.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the store cannot be read.
+    fn restore(&self) -> Result<Vec<StoredMessage>, StoreError>;
+}
+
+/// Keeps state in memory only: nothing survives a restart. For tests and for running without
+/// a data directory.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    store: Mutex<MemoryStore>,
+}
+
+impl StoreBackend for MemoryBackend {
+    fn submit(&self, id: RequestId, request: StoreRequest, done: Completion) {
+        let result = match self.store.lock() {
+            Ok(mut store) => store.execute(&request),
+            Err(_) => Err(StoreError::Unavailable("memory store poisoned".into())),
+        };
+        done(id, result);
+    }
+
+    fn restore(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        match self.store.lock() {
+            Ok(store) => Ok(store.records()),
+            Err(_) => Err(StoreError::Unavailable("memory store poisoned".into())),
+        }
+    }
+}
+
+/// The embedded store ([`jetmq_store::Store`]): durable files in the data directory.
+#[derive(Debug)]
+pub struct EmbeddedBackend {
+    store: jetmq_store::Store,
+}
+
+impl EmbeddedBackend {
+    /// Opens (or creates) the store in `dir` with the given sync policy.
+    ///
+    /// # Errors
+    ///
+    /// The store's [`jetmq_store::OpenError`], which names the file and what to do.
+    pub fn open(
+        dir: &Path,
+        sync: jetmq_store::SyncPolicy,
+    ) -> Result<(Self, jetmq_store::RecoveryReport), jetmq_store::OpenError> {
+        let config = jetmq_store::StoreConfig::new(dir).with_sync(sync);
+        let (store, report) = jetmq_store::Store::open(config)?;
+        Ok((Self { store }, report))
+    }
+}
+
+impl StoreBackend for EmbeddedBackend {
+    fn submit(&self, id: RequestId, request: StoreRequest, done: Completion) {
+        self.store.submit(id, request, done);
+    }
+
+    fn restore(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        self.store.restore()
+    }
+}

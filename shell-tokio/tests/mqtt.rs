@@ -1,0 +1,341 @@
+//! The server over real sockets on 127.0.0.1 (port 0), with rumqttc as the client (MQTT 3.1.1
+//! and 5.0) and raw sockets for malformed input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jetmq::config::ServerConfig;
+use jetmq::server::{start, ServerHandle};
+use jetmq::store::MemoryBackend;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+async fn server() -> (ServerHandle, u16) {
+    let config = ServerConfig {
+        listen: vec!["127.0.0.1:0".parse().expect("address")],
+        data_dir: None,
+        ..ServerConfig::default()
+    };
+    let handle = start(config, Arc::new(MemoryBackend::default()))
+        .await
+        .expect("server starts");
+    let port = handle.local_addrs[0].port();
+    (handle, port)
+}
+
+/// A connected rumqttc client whose incoming publishes arrive on a channel.
+struct TestClient {
+    client: AsyncClient,
+    publishes: mpsc::UnboundedReceiver<rumqttc::Publish>,
+    task: JoinHandle<()>,
+}
+
+fn options(id: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+fn drive(
+    mut eventloop: EventLoop,
+) -> (
+    mpsc::UnboundedReceiver<rumqttc::Publish>,
+    mpsc::UnboundedReceiver<rumqttc::ConnAck>,
+    JoinHandle<()>,
+) {
+    let (ptx, prx) = mpsc::unbounded_channel();
+    let (ctx, crx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = ptx.send(p);
+                }
+                Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    let _ = ctx.send(c);
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    (prx, crx, task)
+}
+
+async fn connect(opts: MqttOptions) -> TestClient {
+    let (client, eventloop) = AsyncClient::new(opts, 100);
+    let (publishes, mut connacks, task) = drive(eventloop);
+    let ack = timeout(DEADLINE, connacks.recv())
+        .await
+        .expect("CONNACK in time")
+        .expect("CONNACK");
+    assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
+    TestClient {
+        client,
+        publishes,
+        task,
+    }
+}
+
+impl TestClient {
+    async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("subscribe queued");
+        // The SUBACK is not surfaced; a round trip through the broker proves it was handled.
+        let probe = format!("probe/{}", filter.replace(['#', '+'], "x"));
+        self.client
+            .subscribe(&probe, QoS::AtMostOnce)
+            .await
+            .expect("probe subscribe");
+        self.client
+            .publish(&probe, QoS::AtMostOnce, false, "probe")
+            .await
+            .expect("probe publish");
+        loop {
+            let p = self.next().await;
+            if p.topic == probe {
+                return;
+            }
+        }
+    }
+
+    async fn next(&mut self) -> rumqttc::Publish {
+        timeout(DEADLINE, self.publishes.recv())
+            .await
+            .expect("a publish arrives in time")
+            .expect("the client is running")
+    }
+}
+
+#[tokio::test]
+async fn pub_sub_at_every_qos() {
+    let (server, port) = server().await;
+    let mut sub = connect(options("sub", port)).await;
+    sub.subscribe("sensors/+/temp", QoS::ExactlyOnce).await;
+    let publisher = connect(options("pub", port)).await;
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        publisher
+            .client
+            .publish(format!("sensors/{i}/temp"), qos, false, format!("m{i}"))
+            .await
+            .expect("publish");
+        let got = sub.next().await;
+        assert_eq!(got.topic, format!("sensors/{i}/temp"));
+        assert_eq!(&got.payload[..], format!("m{i}").as_bytes());
+        assert_eq!(got.qos, qos);
+        assert!(!got.retain);
+    }
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn retained_messages_reach_late_subscribers() {
+    let (server, port) = server().await;
+    let publisher = connect(options("pub", port)).await;
+    publisher
+        .client
+        .publish("status/door", QoS::AtLeastOnce, true, "open")
+        .await
+        .expect("publish");
+    // Wait until the broker has it: a subscriber on the same connection sees the live copy.
+    let mut late = connect(options("late", port)).await;
+    let mut tries = 0;
+    let got = loop {
+        late.client
+            .subscribe("status/#", QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        if let Ok(Some(p)) = timeout(Duration::from_millis(500), late.publishes.recv()).await {
+            break p;
+        }
+        tries += 1;
+        assert!(tries < 20, "retained message never arrived");
+    };
+    assert_eq!(got.topic, "status/door");
+    assert!(
+        got.retain,
+        "sent because of the subscription, so RETAIN is set"
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn will_is_published_when_a_client_vanishes() {
+    let (server, port) = server().await;
+    let mut watcher = connect(options("watcher", port)).await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    let mut opts = options("doomed", port);
+    opts.set_last_will(LastWill::new(
+        "wills/doomed",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let doomed = connect(opts).await;
+    // Dropping the event loop closes the socket without DISCONNECT.
+    doomed.task.abort();
+    let _ = doomed.task.await;
+    let will = watcher.next().await;
+    assert_eq!(will.topic, "wills/doomed");
+    assert_eq!(&will.payload[..], b"gone");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_second_connection_takes_the_session_over() {
+    let (server, port) = server().await;
+    let first = connect(options("twin", port)).await;
+    let mut second = connect(options("twin", port)).await;
+    // The first connection's event loop ends: the broker closed it.
+    timeout(DEADLINE, first.task)
+        .await
+        .expect("first connection closed in time")
+        .ok();
+    second.subscribe("still/alive", QoS::AtMostOnce).await;
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn garbage_on_one_connection_leaves_the_others_alone() {
+    let (server, port) = server().await;
+    let mut good = connect(options("good", port)).await;
+    good.subscribe("t", QoS::AtMostOnce).await;
+    let mut raw = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    raw.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x00])
+        .await
+        .expect("write");
+    let mut buf = [0u8; 16];
+    let n = timeout(DEADLINE, raw.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "the broker closes a connection that starts with garbage"
+    );
+    let other = connect(options("other", port)).await;
+    other
+        .client
+        .publish("t", QoS::AtMostOnce, false, "fine")
+        .await
+        .expect("publish");
+    assert_eq!(&good.next().await.payload[..], b"fine");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn keep_alive_expiry_closes_the_connection() {
+    let (server, port) = server().await;
+    let mut raw = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    // CONNECT, 3.1.1, client "k", keep-alive 1 s; then silence.
+    raw.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 1, 0, 1, b'k',
+    ])
+    .await
+    .expect("write");
+    let mut connack = [0u8; 4];
+    timeout(DEADLINE, raw.read_exact(&mut connack))
+        .await
+        .expect("CONNACK in time")
+        .expect("read");
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let mut rest = [0u8; 1];
+    let n = timeout(Duration::from_secs(5), raw.read(&mut rest))
+        .await
+        .expect("closed within 1.5 s and change")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn mqtt5_clients_and_shutdown_with_0x8b() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as Client5, Event as E5, MqttOptions as O5};
+    let (server, port) = server().await;
+    let (client, mut eventloop) = Client5::new(O5::new("five", "127.0.0.1", port), 10);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(E5::Incoming(p)) => {
+                    let _ = tx.send(Ok(p));
+                }
+                Ok(_) => {}
+                // rumqttc reports a server's DISCONNECT as an error carrying its reason code.
+                Err(rumqttc::v5::ConnectionError::MqttState(
+                    rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
+                )) => {
+                    let _ = tx.send(Err(reason_code));
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("v5 client error: {e:?}");
+                    return;
+                }
+            }
+        }
+    });
+    client
+        .subscribe("v5/t", Q5::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let mut subscribed = false;
+    while !subscribed {
+        match timeout(DEADLINE, rx.recv()).await.expect("in time") {
+            Some(Ok(P5::SubAck(_))) => subscribed = true,
+            Some(_) => {}
+            None => panic!("client stopped"),
+        }
+    }
+    client
+        .publish("v5/t", Q5::AtLeastOnce, false, "hello")
+        .await
+        .expect("publish");
+    loop {
+        match timeout(DEADLINE, rx.recv()).await.expect("in time") {
+            Some(Ok(P5::Publish(p))) => {
+                assert_eq!(&p.payload[..], b"hello");
+                break;
+            }
+            Some(_) => {}
+            None => panic!("client stopped"),
+        }
+    }
+    let stopping = tokio::spawn(server.shutdown());
+    loop {
+        match timeout(DEADLINE, rx.recv()).await.expect("in time") {
+            Some(Err(reason)) => {
+                assert_eq!(
+                    reason,
+                    rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::ServerShuttingDown
+                );
+                break;
+            }
+            Some(Ok(_)) => {}
+            None => panic!("no DISCONNECT before the connection ended"),
+        }
+    }
+    timeout(DEADLINE, stopping)
+        .await
+        .expect("shutdown in time")
+        .expect("join")
+        .expect("clean");
+    task.abort();
+}

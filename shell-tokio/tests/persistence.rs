@@ -1,0 +1,252 @@
+//! A persistent session across broker restarts on the same data directory: queued QoS 1
+//! messages, retained messages and subscriptions survive a graceful stop and a `kill -9`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jetmq::config::ServerConfig;
+use jetmq::server::{start, ServerHandle};
+use jetmq::store::EmbeddedBackend;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "jetmq-test-{tag}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+async fn server_on(dir: &TempDir) -> (ServerHandle, u16) {
+    let config = ServerConfig {
+        listen: vec!["127.0.0.1:0".parse().expect("address")],
+        data_dir: Some(dir.0.clone()),
+        ..ServerConfig::default()
+    };
+    let (backend, _report) =
+        EmbeddedBackend::open(&dir.0, jetmq_store::SyncPolicy::Always).expect("store opens");
+    let handle = start(config, Arc::new(backend))
+        .await
+        .expect("server starts");
+    let port = handle.local_addrs[0].port();
+    (handle, port)
+}
+
+/// A connected rumqttc client: incoming publishes and SUBACK/PUBACK arrivals on channels
+/// (its event loop acknowledges QoS 1 deliveries itself).
+struct Client {
+    client: AsyncClient,
+    session_present: bool,
+    publishes: mpsc::UnboundedReceiver<rumqttc::Publish>,
+    acks: mpsc::UnboundedReceiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn client(id: &str, port: u16, clean: bool) -> Client {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_clean_session(clean);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(o, 100);
+    let (ptx, publishes) = mpsc::unbounded_channel();
+    let (atx, acks) = mpsc::unbounded_channel();
+    let (ctx, mut connack) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = ptx.send(p);
+                }
+                Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    let _ = ctx.send(c.session_present);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_) | Packet::PubAck(_))) => {
+                    let _ = atx.send(());
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let session_present = timeout(DEADLINE, connack.recv())
+        .await
+        .expect("CONNACK in time")
+        .expect("CONNACK");
+    Client {
+        client,
+        session_present,
+        publishes,
+        acks,
+        task,
+    }
+}
+
+impl Client {
+    /// Waits for the next SUBACK or PUBACK.
+    async fn acked(&mut self) {
+        timeout(DEADLINE, self.acks.recv())
+            .await
+            .expect("acknowledged in time")
+            .expect("client running");
+    }
+
+    async fn next(&mut self) -> rumqttc::Publish {
+        timeout(DEADLINE, self.publishes.recv())
+            .await
+            .expect("a message in time")
+            .expect("client running")
+    }
+}
+
+#[tokio::test]
+async fn a_persistent_session_survives_a_restart() {
+    let dir = TempDir::new("restart");
+    let (server, port) = server_on(&dir).await;
+    let mut sub = client("keeper", port, false).await;
+    sub.client
+        .subscribe("q/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    sub.acked().await; // the SUBACK comes once the subscription is stored
+    sub.task.abort();
+    let mut publisher = client("publisher", port, true).await;
+    publisher
+        .client
+        .publish("q/1", QoS::AtLeastOnce, false, "while-away")
+        .await
+        .expect("publish");
+    publisher.acked().await;
+    publisher
+        .client
+        .publish("r/1", QoS::AtLeastOnce, true, "retained")
+        .await
+        .expect("publish");
+    publisher.acked().await;
+    server.shutdown().await.expect("clean stop");
+
+    let (server, port) = server_on(&dir).await;
+    let mut sub = client("keeper", port, false).await;
+    assert!(sub.session_present, "the session was restored");
+    let m = sub.next().await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("q/1", &b"while-away"[..])
+    );
+    let mut late = client("late", port, true).await;
+    late.client
+        .subscribe("r/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let r = late.next().await;
+    assert!(r.retain);
+    assert_eq!(&r.payload[..], b"retained");
+    server.shutdown().await.expect("clean stop");
+}
+
+/// The `jetmq` binary, killed with SIGKILL.
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn spawn_binary(dir: &TempDir, port: u16) -> Broker {
+    let child = Command::new(env!("CARGO_BIN_EXE_jetmq"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&dir.0)
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the jetmq binary starts");
+    // Wait until it accepts connections.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "jetmq did not start listening"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Broker(child)
+}
+
+#[tokio::test]
+async fn acknowledged_messages_survive_kill_9() {
+    let dir = TempDir::new("kill");
+    let port = free_port();
+    let broker = spawn_binary(&dir, port).await;
+    let mut sub = client("durable", port, false).await;
+    sub.client
+        .subscribe("d/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    sub.acked().await;
+    sub.task.abort();
+    // The publisher's event loop reports PUBACKs; count them so only acknowledged messages
+    // are expected after the crash.
+    let mut o = MqttOptions::new("writer", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (publisher, mut eventloop) = AsyncClient::new(o, 100);
+    for i in 0..20 {
+        publisher
+            .publish(format!("d/{i}"), QoS::AtLeastOnce, false, format!("m{i}"))
+            .await
+            .expect("publish");
+    }
+    let mut acked = 0;
+    while acked < 20 {
+        match timeout(DEADLINE, eventloop.poll()).await.expect("in time") {
+            Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(e) => panic!("publisher failed: {e}"),
+        }
+    }
+    drop(broker); // SIGKILL: no graceful shutdown, no final flush.
+
+    let _broker = spawn_binary(&dir, port).await;
+    let mut sub = client("durable", port, false).await;
+    assert!(sub.session_present);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 20 {
+        seen.insert(sub.next().await.topic);
+    }
+}

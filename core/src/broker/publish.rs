@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::connection::{Pending, Phase, Reply, Work};
+use super::connection::{Pending, Phase, Pipeline, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, Notice, Outbox};
 use super::message::{Message, SharedMessage};
 use super::persist::Write;
@@ -192,6 +192,33 @@ impl Broker {
         needed
     }
 
+    /// The pipeline of `conn`, or the broker's own for `None`.
+    fn pipeline_mut(&mut self, conn: Option<ConnId>) -> Option<&mut Pipeline> {
+        match conn {
+            Some(id) => self.conns.get_mut(&id).map(|c| &mut c.pipeline),
+            None => Some(&mut self.system),
+        }
+    }
+
+    /// Puts a ready entry back at the front of its pipeline, waiting for one more write.
+    fn wait_again(
+        &mut self,
+        conn: Option<ConnId>,
+        mut pending: Pending,
+        req: StoreRequest,
+        kind: Write,
+        out: &mut Outbox,
+    ) {
+        pending.waiting = 1;
+        let token = pending.token;
+        let Some(pipeline) = self.pipeline_mut(conn) else {
+            return;
+        };
+        pipeline.entries.push_front(pending);
+        let owner = super::persist::RequestOwner::Pipeline { conn, token, kind };
+        self.request(req, owner, out);
+    }
+
     /// Whether a completed publish still needs its message stored: it is QoS ≥ 1, was not
     /// stored, and a persistent session with a QoS ≥ 1 subscription now matches it.
     fn needs_late_store(&self, pending: &Pending) -> bool {
@@ -252,54 +279,20 @@ impl Broker {
     /// writes are all answered, strictly in arrival order.
     pub(super) fn drain_pipeline(&mut self, conn: Option<ConnId>, out: &mut Outbox) {
         loop {
-            let pending = match conn {
-                Some(id) => match self.conns.get_mut(&id) {
-                    Some(c) => c.pipeline.pop_ready(),
-                    None => return,
-                },
-                None => self.system.pop_ready(),
-            };
-            let Some(mut pending) = pending else {
+            let Some(mut pending) = self.pipeline_mut(conn).and_then(Pipeline::pop_ready) else {
                 break;
             };
+            // A write that waits for the first ones (the QoS 2 record) goes out now.
             if let Some(req) = pending.then.take().filter(|_| !pending.failed) {
-                pending.waiting = 1;
-                let token = pending.token;
-                match conn {
-                    Some(id) => match self.conns.get_mut(&id) {
-                        Some(c) => c.pipeline.entries.push_front(pending),
-                        None => return,
-                    },
-                    None => self.system.entries.push_front(pending),
-                }
-                let owner = super::persist::RequestOwner::Pipeline {
-                    conn,
-                    token,
-                    kind: Write::Other,
-                };
-                self.request(req, owner, out);
+                self.wait_again(conn, pending, req, Write::Other, out);
                 break;
             }
+            // A persistent subscription appeared while this message waited for its other
+            // writes: store the message for it before acknowledging.
             if self.needs_late_store(&pending) {
-                // A persistent subscription appeared while this message waited for its other
-                // writes: store the message for it before acknowledging.
                 if let Work::Publish { msg, .. } = &pending.work {
                     let req = self.message_request(msg);
-                    pending.waiting = 1;
-                    let token = pending.token;
-                    match conn {
-                        Some(id) => match self.conns.get_mut(&id) {
-                            Some(c) => c.pipeline.entries.push_front(pending),
-                            None => return,
-                        },
-                        None => self.system.entries.push_front(pending),
-                    }
-                    let owner = super::persist::RequestOwner::Pipeline {
-                        conn,
-                        token,
-                        kind: Write::Message,
-                    };
-                    self.request(req, owner, out);
+                    self.wait_again(conn, pending, req, Write::Message, out);
                 }
                 break;
             }

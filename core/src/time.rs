@@ -5,8 +5,12 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// A point on the shell's monotonic clock, in nanoseconds from an arbitrary origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Instant(u64);
 
 impl Instant {
@@ -39,7 +43,9 @@ impl Instant {
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch, as the shell read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct WallClock(u64);
 
 impl WallClock {
@@ -57,7 +63,7 @@ impl WallClock {
 }
 
 /// The time that comes with every input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Now {
     /// The monotonic clock, for timers and deadlines.
     pub instant: Instant,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use harness::{connect, pid, Harness};
-use jetmq_core::broker::{Broker, BrokerConfig, ConnId, Input};
+use jetmq_core::broker::{BrokerConfig, ConnId, Input};
 use jetmq_core::codec::{
     Ack, Disconnect, DisconnectReason, Packet, PacketId, ProtocolVersion, Publish, PublishQos, QoS,
 };
@@ -117,6 +117,7 @@ impl Sim {
         };
         let mut h = Harness::with_seed(config.clone(), seed);
         h.auto_store = false;
+        h.start_recording(config.clone(), seed);
         let n = 3 + (rng.next_u64() % 4) as usize;
         let clients = (0..n)
             .map(|i| SimClient {
@@ -587,16 +588,14 @@ impl Sim {
             eprintln!("  restart");
         }
         self.restarts += 1;
+        self.check_replay();
         self.h.held.clear();
         for sent in self.sent.values_mut() {
             sent.crash_window |= !sent.acked;
         }
         let records = self.h.store.records();
-        self.h.broker = Broker::new(
-            self.config.clone(),
-            self.seed ^ (self.restarts << 32),
-            self.h.now,
-        );
+        self.h
+            .new_broker(self.config.clone(), self.seed ^ (self.restarts << 32));
         for i in 0..self.clients.len() {
             self.lose_connection(i);
         }
@@ -604,6 +603,19 @@ impl Sim {
             self.h.input(Input::Restored(record));
         }
         self.h.input(Input::RestoreComplete);
+    }
+
+    /// The recording of the current broker's life replays to the same actions.
+    fn check_replay(&self) {
+        let Some(recording) = &self.h.recording else {
+            return;
+        };
+        match jetmq_core::replay::replay(recording) {
+            Ok(jetmq_core::replay::ReplayReport::Identical {
+                truncated: false, ..
+            }) => {}
+            other => panic!("seed {}: replay differs: {other:?}", self.seed),
+        }
     }
 
     fn store_step(&mut self) {
@@ -728,6 +740,7 @@ fn run(seed: u64) -> Coverage {
         sim.step();
     }
     sim.drain();
+    sim.check_replay();
     let checked_deliveries = sim.check_delivery();
     let stats = sim.h.broker.stats();
     Coverage {

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// When the embedded store forces its writes to disk.
     pub sync: jetmq_store::SyncPolicy,
+    /// A file to record every broker input to, for `jetmq replay`.
+    pub record: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +41,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(10),
             sync: jetmq_store::SyncPolicy::Always,
+            record: None,
         }
     }
 }

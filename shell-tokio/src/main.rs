@@ -24,10 +24,29 @@ struct Cli {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
+    /// Record every broker input to FILE, so `jetmq replay FILE` can re-run it exactly.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Commands other than serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Re-run a recording on the broker core alone and report the first step whose actions
+    /// differ, or that every step was identical.
+    Replay {
+        /// The file written by `--record`.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Replay { file }) = &cli.command {
+        return replay(file);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log_level)
@@ -60,6 +79,7 @@ fn configure(cli: &Cli) -> Result<ServerConfig, Box<dyn std::error::Error>> {
     if let Some(dir) = &cli.data_dir {
         config.data_dir = Some(dir.clone());
     }
+    config.record.clone_from(&cli.record);
     Ok(config)
 }
 
@@ -117,5 +137,43 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[allow(clippy::print_stdout)] // the command's report is its output
+fn replay(file: &std::path::Path) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("jetmq: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match jetmq_core::replay::replay(&bytes) {
+        Ok(jetmq_core::replay::ReplayReport::Identical { steps, truncated }) => {
+            println!("all {steps} steps identical");
+            if truncated {
+                println!("(the recording ends in a cut-off step, as when the recorder was killed)");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(jetmq_core::replay::ReplayReport::Differs {
+            step,
+            input,
+            expected,
+            actual,
+            actions,
+        }) => {
+            println!(
+                "step {step} differs: recorded digest {expected:016x}, replay gave {actual:016x}"
+            );
+            println!("input: {input}");
+            println!("actions: {actions}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("jetmq: {}: {e}", file.display());
+            ExitCode::from(2)
+        }
     }
 }

@@ -138,13 +138,35 @@ async fn serve(
     let clock = Clock {
         start: tokio::time::Instant::now(),
     };
-    let mut broker = Broker::new(config.broker.clone(), config.seed, clock.now());
+    let start_time = clock.now();
+    let mut broker = Broker::new(config.broker.clone(), config.seed, start_time);
+    let mut recorder = match &config.record {
+        Some(path) => Some(Recorder::create(
+            path,
+            config.seed,
+            &config.broker,
+            start_time,
+        )?),
+        None => None,
+    };
     let mut out = Outbox::new();
     let count = restored.len();
     for record in restored {
-        broker.handle(clock.now(), Input::Restored(record), &mut out);
+        handle(
+            &mut broker,
+            &mut recorder,
+            clock.now(),
+            Input::Restored(record),
+            &mut out,
+        );
     }
-    broker.handle(clock.now(), Input::RestoreComplete, &mut out);
+    handle(
+        &mut broker,
+        &mut recorder,
+        clock.now(),
+        Input::RestoreComplete,
+        &mut out,
+    );
     info!(
         records = count,
         sessions = broker.session_count(),
@@ -222,7 +244,7 @@ async fn serve(
             }
             _ => {}
         }
-        broker.handle(clock.now(), input, &mut out);
+        handle(&mut broker, &mut recorder, clock.now(), input, &mut out);
         loop {
             let again = out.wants_continue;
             for action in out.drain() {
@@ -233,10 +255,89 @@ async fn serve(
             }
             // A large fan-out goes on in the next call; let the connections run meanwhile.
             tokio::task::yield_now().await;
-            broker.handle(clock.now(), Input::Continue, &mut out);
+            handle(
+                &mut broker,
+                &mut recorder,
+                clock.now(),
+                Input::Continue,
+                &mut out,
+            );
         }
     }
     Ok(())
+}
+
+/// Writes every broker input with its time and the digest of its actions, for `jetmq replay`.
+struct Recorder {
+    file: std::io::BufWriter<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+impl Recorder {
+    fn create(
+        path: &std::path::Path,
+        seed: u64,
+        config: &jetmq_core::broker::BrokerConfig,
+        start: Now,
+    ) -> io::Result<Self> {
+        let file = std::fs::File::create(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create the recording {}: {e}", path.display()),
+            )
+        })?;
+        let mut recorder = Self {
+            file: std::io::BufWriter::new(file),
+            buf: Vec::new(),
+        };
+        let header = jetmq_core::replay::RecordHeader {
+            seed,
+            config: config.clone(),
+            start,
+        };
+        jetmq_core::replay::encode_header(&header, &mut recorder.buf);
+        recorder.write()?;
+        info!(path = %path.display(), "recording every broker input");
+        Ok(recorder)
+    }
+
+    fn write(&mut self) -> io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = self.file.flush();
+    }
+}
+
+/// Hands one input to the broker, recording it first when a recording is on. A failing
+/// recording is stopped with a warning; serving goes on.
+fn handle(
+    broker: &mut Broker,
+    recorder: &mut Option<Recorder>,
+    now: Now,
+    input: Input,
+    out: &mut Outbox,
+) {
+    let Some(rec) = recorder.as_mut() else {
+        broker.handle(now, input, out);
+        return;
+    };
+    let encoded = jetmq_core::replay::encode_input(&input);
+    let before = out.len();
+    broker.handle(now, input, out);
+    let digest = jetmq_core::replay::actions_digest(&out.actions()[before..]);
+    jetmq_core::replay::encode_step(now, &encoded, digest, &mut rec.buf);
+    if let Err(e) = rec.write() {
+        warn!(error = %e, "recording stopped: cannot write to it");
+        *recorder = None;
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::codec::QoS;
 
 /// Limits and policies of a [`Broker`](super::Broker).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerConfig {
     /// Largest packet accepted from a client, fixed header included (advertised to v5
     /// clients as Maximum Packet Size). Default 1 MiB.

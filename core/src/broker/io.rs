@@ -5,12 +5,13 @@ use std::num::NonZeroU64;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
 
 use crate::codec::{ConnectReason, DisconnectReason, ProtocolVersion};
 use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage};
 
 /// A connection, numbered by the shell. Numbers are never reused within a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ConnId(NonZeroU64);
 
 impl ConnId {
@@ -31,7 +32,7 @@ impl ConnId {
 }
 
 /// The kind of listener a connection arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ListenerKind {
     /// Plain TCP.
     Tcp,
@@ -46,7 +47,7 @@ pub enum ListenerKind {
 }
 
 /// Facts about a new connection that authentication and logs may use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnInfo {
     /// The peer's address as text (for logs and auth decisions).
     pub peer: ByteString,
@@ -57,7 +58,7 @@ pub struct ConnInfo {
 }
 
 /// The credentials and facts of a CONNECT, for the shell to decide on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuthRequest {
     /// The connection asking.
     pub conn: ConnId,
@@ -74,7 +75,7 @@ pub struct AuthRequest {
 }
 
 /// The shell's answer to an [`AuthRequest`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthDecision {
     /// Accept the client, in the given account (`None`: the default account).
     Allow {
@@ -86,7 +87,7 @@ pub enum AuthDecision {
 }
 
 /// One input to [`Broker::handle`](super::Broker::handle).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Input {
     /// The shell accepted a connection.
     Accepted {
@@ -142,7 +143,7 @@ pub enum Input {
 }
 
 /// Why the core closes a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum CloseReason {
     /// The client sent DISCONNECT.
     ClientDisconnect,
@@ -167,7 +168,7 @@ pub enum CloseReason {
 }
 
 /// Events for logs and metrics; they change nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Notice {
     /// An input named a connection the core does not know (already closed, or never accepted).
     UnknownConnection(ConnId),
@@ -197,7 +198,7 @@ pub enum Notice {
 }
 
 /// One thing for the shell to do.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Action {
     /// Write bytes to a connection, after everything sent to it before.
     Send {

@@ -60,7 +60,9 @@ pub use subscribe::{
 pub const MAX_PACKET_SIZE: u32 = 1 + 4 + MAX_VAR_INT;
 
 /// The protocol level a connection speaks, from the CONNECT packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum ProtocolVersion {
     /// MQTT 3.1 (protocol name `MQIsdp`, level 3): encoded like 3.1.1.
     V31 = 3,
@@ -79,7 +81,9 @@ impl ProtocolVersion {
 }
 
 /// A quality-of-service level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum QoS {
     /// QoS 0: at most once.
     AtMostOnce = 0,

@@ -14,13 +14,14 @@ use std::fmt;
 
 use bytes::Bytes;
 use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
 
 /// The number a request carries so its reply can find it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId(pub u64);
 
 /// The streams the broker keeps its state in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Stream {
     /// `$MQTT_sess`: one session record per client (one message per subject).
     Sessions,
@@ -55,7 +56,7 @@ impl Stream {
 }
 
 /// A NATS-style message header: name and value, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Header {
     /// The header name.
     pub name: &'static str,
@@ -64,7 +65,7 @@ pub struct Header {
 }
 
 /// One request to the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum StoreRequest {
     /// Append a message to a stream (replacing the subject's message on one-per-subject
     /// streams). Replied with [`StoreReply::Stored`].
@@ -143,7 +144,7 @@ pub enum StoreRequest {
 }
 
 /// A successful reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreReply {
     /// The message was stored durably under this stream sequence.
     Stored {
@@ -160,7 +161,7 @@ pub enum StoreReply {
 
 /// Why a store request failed. The core never treats a failed write as done: the client gets
 /// a failure reason code, or its connection is closed so it sends again.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreError {
     /// No answer in time.
     Timeout,
@@ -183,7 +184,7 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 /// A message read back from the store at start-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
     /// The stream it is in.
     pub stream: Stream,

@@ -45,6 +45,8 @@ pub struct Harness {
     pub auth_requests: Vec<AuthRequest>,
     pub notices: Vec<Notice>,
     pub wants_continue: bool,
+    /// Every input since `start_recording`, in the replay format.
+    pub recording: Option<Vec<u8>>,
     next_conn: u64,
 }
 
@@ -106,14 +108,51 @@ impl Harness {
             auth_requests: Vec::new(),
             notices: Vec::new(),
             wants_continue: false,
+            recording: None,
             next_conn: 0,
         }
     }
 
     /// Feeds one input and carries out the actions.
     pub fn input(&mut self, input: Input) {
-        self.broker.handle(self.now, input, &mut self.out);
+        self.feed(input);
         self.process();
+    }
+
+    /// Hands one input to the broker, recording it when a recording is on.
+    fn feed(&mut self, input: Input) {
+        let encoded = self
+            .recording
+            .as_ref()
+            .map(|_| jetmq_core::replay::encode_input(&input));
+        let before = self.out.len();
+        self.broker.handle(self.now, input, &mut self.out);
+        if let (Some(recording), Some(input)) = (self.recording.as_mut(), encoded) {
+            let digest = jetmq_core::replay::actions_digest(&self.out.actions()[before..]);
+            jetmq_core::replay::encode_step(self.now, &input, digest, recording);
+        }
+    }
+
+    /// Replaces the broker with a new one (a restart) and starts recording it from scratch.
+    pub fn new_broker(&mut self, config: BrokerConfig, seed: u64) {
+        self.broker = Broker::new(config.clone(), seed, self.now);
+        if self.recording.is_some() {
+            self.start_recording(config, seed);
+        }
+    }
+
+    /// Records every input from now on, for a broker created now with `config` and `seed`.
+    pub fn start_recording(&mut self, config: BrokerConfig, seed: u64) {
+        let mut recording = Vec::new();
+        jetmq_core::replay::encode_header(
+            &jetmq_core::replay::RecordHeader {
+                seed,
+                config,
+                start: self.now,
+            },
+            &mut recording,
+        );
+        self.recording = Some(recording);
     }
 
     fn process(&mut self) {
@@ -163,8 +202,7 @@ impl Harness {
                 }
             }
             for (id, reply) in replies {
-                self.broker
-                    .handle(self.now, Input::Stored { id, reply }, &mut self.out);
+                self.feed(Input::Stored { id, reply });
             }
         }
     }

@@ -951,3 +951,33 @@ fn takeover_publishes_the_old_connections_will() {
         "the old connection ended without DISCONNECT"
     );
 }
+
+#[test]
+fn no_local_skips_the_publishers_own_subscription() {
+    let mut h = h();
+    let (me, _) = h.connect_ok(connect(V5, "me", true));
+    let mut options = jetmq_core::codec::SubscriptionOptions::new(QoS::AtMostOnce);
+    options.no_local = true;
+    h.send(
+        me,
+        &Packet::Subscribe(jetmq_core::codec::Subscribe {
+            packet_id: pid(1),
+            properties: Default::default(),
+            filters: vec![("chat".into(), options)],
+        }),
+    );
+    assert!(matches!(&h.packets(me)[..], [Packet::SubAck(_)]));
+    let (other, _) = h.connect_ok(connect(V5, "other", true));
+    h.subscribe_ok(other, 1, "chat", QoS::AtMostOnce);
+    h.send(me, &publish("chat", "mine", PublishQos::AtMostOnce, false));
+    assert!(
+        h.publishes(me).is_empty(),
+        "No Local: not back to its publisher"
+    );
+    assert_eq!(h.publishes(other).len(), 1);
+    h.send(
+        other,
+        &publish("chat", "theirs", PublishQos::AtMostOnce, false),
+    );
+    assert_eq!(h.publishes(me).len(), 1);
+}

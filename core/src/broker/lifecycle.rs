@@ -396,7 +396,7 @@ impl Broker {
                     qos: w.qos,
                     retain: w.retain,
                     properties: None,
-                    publisher: Some(session),
+                    publisher: self.sessions.get(session).map(|s| s.uid),
                     seq: None,
                 },
                 delay: Duration::from_secs(u64::from(
@@ -446,7 +446,10 @@ impl Broker {
     }
 
     fn new_session(&mut self, key: SessionKey, version: ProtocolVersion) -> SessionId {
-        let id = self.sessions.insert(Session::new(key.clone(), version));
+        self.session_uids += 1;
+        let id = self
+            .sessions
+            .insert(Session::new(key.clone(), version, self.session_uids));
         self.by_key.insert(key, id);
         id
     }

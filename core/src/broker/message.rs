@@ -21,8 +21,9 @@ pub struct Message {
     pub retain: bool,
     /// MQTT 5.0 properties passed through to subscribers.
     pub properties: Option<Box<PublishProperties>>,
-    /// The session that published it (for No Local), if it came from a client.
-    pub publisher: Option<usize>,
+    /// The unique number of the session that published it (for No Local), if it came from a
+    /// client. Session numbers are never reused, unlike table slots.
+    pub publisher: Option<u64>,
     /// Its sequence in the messages stream, when it was stored for persistent sessions.
     pub seq: Option<u64>,
 }

@@ -118,6 +118,8 @@ pub struct Broker {
     conns: BTreeMap<ConnId, Connection>,
     sessions: Slab<Session>,
     by_key: BTreeMap<SessionKey, SessionId>,
+    /// The last session number handed out.
+    session_uids: u64,
     subscriptions: SubscriptionTree<SessionId, SubscriptionOptions>,
     retained: RetainedStore<SharedMessage>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -152,6 +154,7 @@ impl Broker {
             conns: BTreeMap::new(),
             sessions: Slab::new(),
             by_key: BTreeMap::new(),
+            session_uids: 0,
             subscriptions: SubscriptionTree::new(),
             retained: RetainedStore::new(),
             timers: BinaryHeap::new(),

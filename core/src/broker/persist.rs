@@ -266,7 +266,10 @@ impl Broker {
         } else {
             ProtocolVersion::V311
         };
-        let id = self.sessions.insert(Session::new(key.clone(), version));
+        self.session_uids += 1;
+        let id = self
+            .sessions
+            .insert(Session::new(key.clone(), version, self.session_uids));
         self.by_key.insert(key, id);
         let mut subs: Vec<(ByteString, TopicFilter, SubscriptionOptions, Option<u32>)> = Vec::new();
         if rec.jetmq.subs.is_empty() {

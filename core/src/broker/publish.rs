@@ -75,7 +75,7 @@ impl Broker {
             qos: level,
             retain: p.retain,
             properties: p.properties,
-            publisher: Some(session),
+            publisher: self.sessions.get(session).map(|s| s.uid),
             seq: None,
         };
         let (reply, qos2_new) = match p.qos {
@@ -539,12 +539,12 @@ impl Broker {
         let epoch = self.route_epoch;
         let sessions = &mut self.sessions;
         self.subscriptions.for_each_match(&msg.topic, |sid, opts| {
-            if opts.no_local && msg.publisher == Some(*sid) {
-                return;
-            }
             let Some(s) = sessions.get_mut(*sid) else {
                 return;
             };
+            if opts.no_local && msg.publisher == Some(s.uid) {
+                return;
+            }
             if s.route_epoch == epoch {
                 if let Some(t) = targets.get_mut(s.route_slot) {
                     t.qos = t.qos.max(opts.qos);

@@ -158,6 +158,8 @@ pub(crate) struct Session {
     pub(crate) generation: u64,
     /// The durable consumer of a persistent session.
     pub(crate) consumer: ByteString,
+    /// A number no other session of this broker has had or will have.
+    pub(crate) uid: u64,
     /// Route pass that last touched this session, to deliver each message once.
     pub(crate) route_epoch: u64,
     /// Its slot in that pass's target list.
@@ -165,7 +167,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(key: SessionKey, version: ProtocolVersion) -> Self {
+    pub(crate) fn new(key: SessionKey, version: ProtocolVersion, uid: u64) -> Self {
         let consumer = crate::js::records::consumer_name(&key.client_id);
         Self {
             key,
@@ -179,6 +181,7 @@ impl Session {
             pending_will: None,
             generation: 0,
             consumer,
+            uid,
             route_epoch: 0,
             route_slot: 0,
         }

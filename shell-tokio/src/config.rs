@@ -1,12 +1,16 @@
 //! Server configuration: listeners, limits and storage, from the command line and an optional
 //! TOML file. Unknown keys and invalid values are refused with a message naming the key, the
 //! value and what is allowed.
+//!
+//! TLS material is read and checked when the configuration is made, so a missing, unreadable
+//! or invalid PEM file stops the server at start-up with the file's name.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use jetmq_core::broker::BrokerConfig;
+use jetmq_core::broker::{BrokerConfig, ListenerKind};
 use jetmq_core::codec::QoS;
 use serde::Deserialize;
 
@@ -15,6 +19,9 @@ use serde::Deserialize;
 pub struct ServerConfig {
     /// Addresses to serve MQTT over TCP on.
     pub listen: Vec<SocketAddr>,
+    /// Further listeners of any kind (the file's `[[listeners]]`), served besides `listen`
+    /// (which defaults to 127.0.0.1:1883: clear it to serve only these).
+    pub listeners: Vec<ListenerConfig>,
     /// Where the embedded store keeps its files; `None` keeps state in memory only.
     pub data_dir: Option<PathBuf>,
     /// The broker's limits and policies.
@@ -35,6 +42,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            listeners: Vec::new(),
             data_dir: Some(PathBuf::from("jetmq-data")),
             broker: BrokerConfig::default(),
             seed: 0x006a_6574_6d71, // "jetmq"
@@ -44,6 +52,140 @@ impl Default for ServerConfig {
             record: None,
         }
     }
+}
+
+/// The path WebSocket listeners serve MQTT on when none is configured.
+pub const DEFAULT_WS_PATH: &str = "/mqtt";
+
+const KINDS: &str = "\"tcp\", \"tls\", \"ws\" or \"wss\"";
+
+/// One listener: an address and how MQTT is carried there.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// The address to bind.
+    pub address: SocketAddr,
+    /// How connections there carry MQTT.
+    pub transport: Transport,
+}
+
+/// How a listener carries MQTT.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls(TlsSettings),
+    /// WebSocket (binary messages, subprotocol `mqtt`), upgrading only requests for `path`.
+    WebSocket {
+        /// The HTTP path served, such as `/mqtt`.
+        path: String,
+    },
+    /// WebSocket over TLS.
+    SecureWebSocket {
+        /// The HTTP path served, such as `/mqtt`.
+        path: String,
+        /// The TLS side.
+        tls: TlsSettings,
+    },
+}
+
+impl Transport {
+    /// The kind of listener the broker is told connections arrive on.
+    #[must_use]
+    pub fn kind(&self) -> ListenerKind {
+        match self {
+            Self::Tcp => ListenerKind::Tcp,
+            Self::Tls(_) => ListenerKind::Tls,
+            Self::WebSocket { .. } => ListenerKind::WebSocket,
+            Self::SecureWebSocket { .. } => ListenerKind::SecureWebSocket,
+        }
+    }
+}
+
+/// A TLS listener's certificate, key and optional client CA, read from PEM files and checked.
+#[derive(Clone)]
+pub struct TlsSettings {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("client_ca", &self.client_ca)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSettings {
+    /// Reads `cert` (the server's certificate chain, leaf first), `key` (its private key:
+    /// PKCS#8, PKCS#1 or SEC1) and, when given, `client_ca` (CA certificates; every client must
+    /// then present a certificate signed by one of them). All are PEM files.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] keyed `cert`, `key` or `client_ca` naming the file that is unreadable,
+    /// is not PEM, holds nothing usable, or (`key`) does not match the certificate.
+    pub fn from_pem_files(
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+        client_ca: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
+        Self::load("", cert.as_ref(), key.as_ref(), client_ca)
+    }
+
+    fn load(
+        prefix: &str,
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
+        let server = crate::tls::server_config(prefix, cert, key, client_ca)?;
+        Ok(Self {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            client_ca: client_ca.map(Path::to_path_buf),
+            server,
+        })
+    }
+
+    /// The certificate chain's file.
+    #[must_use]
+    pub fn cert(&self) -> &Path {
+        &self.cert
+    }
+
+    /// The private key's file.
+    #[must_use]
+    pub fn key(&self) -> &Path {
+        &self.key
+    }
+
+    /// The client CA file, when client certificates are required.
+    #[must_use]
+    pub fn client_ca(&self) -> Option<&Path> {
+        self.client_ca.as_deref()
+    }
+
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.server)
+    }
+}
+
+/// One `[[listeners]]` entry of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerFile {
+    kind: Option<String>,
+    address: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    path: Option<String>,
 }
 
 /// The `[limits]` table of the configuration file.
@@ -76,6 +218,7 @@ struct StoreFile {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     listen: Option<Vec<String>>,
+    listeners: Option<Vec<ListenerFile>>,
     data_dir: Option<PathBuf>,
     #[serde(default)]
     limits: LimitsFile,
@@ -106,7 +249,7 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn invalid(key: &str, value: impl ToString, allowed: &str) -> ConfigError {
+pub(crate) fn invalid(key: &str, value: impl ToString, allowed: &str) -> ConfigError {
     ConfigError {
         key: key.to_string(),
         value: value.to_string(),
@@ -124,7 +267,162 @@ pub fn parse_listen(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|_| invalid(key, text, "an IP address with a port, like 127.0.0.1:1883"))
 }
 
+/// Checks a WebSocket path such as `/mqtt`.
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming `key` when the path does not start with `/`, or holds a space, a
+/// control character, `?` or `#`.
+pub fn parse_ws_path(key: &str, text: &str) -> Result<String, ConfigError> {
+    let fine = text.starts_with('/')
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#');
+    if fine {
+        Ok(text.to_string())
+    } else {
+        Err(invalid(
+            key,
+            text,
+            "an HTTP path starting with /, without spaces, ? or #, like /mqtt",
+        ))
+    }
+}
+
+fn listener_from_file(i: usize, l: ListenerFile) -> Result<ListenerConfig, ConfigError> {
+    let p = format!("listeners[{i}].");
+    let key = |name: &str| format!("{p}{name}");
+    let kind = l
+        .kind
+        .ok_or_else(|| invalid(&key("kind"), "(missing)", KINDS))?;
+    let (tls, ws) = match kind.as_str() {
+        "tcp" => (false, false),
+        "tls" => (true, false),
+        "ws" => (false, true),
+        "wss" => (true, true),
+        other => return Err(invalid(&key("kind"), other, KINDS)),
+    };
+    let address = l.address.ok_or_else(|| {
+        invalid(
+            &key("address"),
+            "(missing)",
+            "an IP address with a port, like 127.0.0.1:8883",
+        )
+    })?;
+    let address = parse_listen(&key("address"), &address)?;
+    if !tls {
+        for (name, file) in [
+            ("cert", &l.cert),
+            ("key", &l.key),
+            ("client_ca", &l.client_ca),
+        ] {
+            if let Some(file) = file {
+                return Err(invalid(
+                    &key(name),
+                    file.display(),
+                    &format!("no {name} on a {kind} listener (only on tls and wss)"),
+                ));
+            }
+        }
+    }
+    if let (false, Some(path)) = (ws, &l.path) {
+        return Err(invalid(
+            &key("path"),
+            path,
+            &format!("no path on a {kind} listener (only on ws and wss)"),
+        ));
+    }
+    let tls = if tls {
+        let cert = l.cert.ok_or_else(|| {
+            invalid(
+                &key("cert"),
+                "(missing)",
+                "the PEM file of the server's certificate chain (required on tls and wss)",
+            )
+        })?;
+        let private_key = l.key.ok_or_else(|| {
+            invalid(
+                &key("key"),
+                "(missing)",
+                "the PEM file of the certificate's private key (required on tls and wss)",
+            )
+        })?;
+        Some(TlsSettings::load(
+            &p,
+            &cert,
+            &private_key,
+            l.client_ca.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let path = if ws {
+        Some(parse_ws_path(
+            &key("path"),
+            l.path.as_deref().unwrap_or(DEFAULT_WS_PATH),
+        )?)
+    } else {
+        None
+    };
+    let transport = match (tls, path) {
+        (None, None) => Transport::Tcp,
+        (Some(tls), None) => Transport::Tls(tls),
+        (None, Some(path)) => Transport::WebSocket { path },
+        (Some(tls), Some(path)) => Transport::SecureWebSocket { path, tls },
+    };
+    Ok(ListenerConfig { address, transport })
+}
+
+/// Whether two listen addresses cannot both be bound: the same port (other than 0, which
+/// the system picks) on the same IP, or on the unspecified address of the same family.
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 impl ServerConfig {
+    /// Checks the whole set of listeners: there is at least one, and no two of them (in
+    /// `listen` and `listeners`) use the same address.
+    ///
+    /// [`apply_toml`](Self::apply_toml) and [`server::start`](crate::server::start) call this;
+    /// call it again after changing the listeners by hand (as the command line does).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the listener at fault.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() && self.listeners.is_empty() {
+            return Err(invalid(
+                "listen",
+                "[]",
+                "at least one address in listen or one entry in listeners",
+            ));
+        }
+        let all: Vec<(String, SocketAddr)> = self
+            .listen
+            .iter()
+            .map(|a| ("listen".to_string(), *a))
+            .chain(
+                self.listeners
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (format!("listeners[{i}].address"), l.address)),
+            )
+            .collect();
+        for (i, (key, addr)) in all.iter().enumerate() {
+            if let Some((other, _)) = all[..i].iter().find(|(_, a)| overlap(*a, *addr)) {
+                return Err(invalid(
+                    key,
+                    addr,
+                    &format!("an address no other listener uses ({other} already does)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a TOML configuration file's text on top of this configuration.
     ///
     /// # Errors
@@ -144,12 +442,22 @@ impl ServerConfig {
             )
         })?;
         if let Some(listen) = file.listen {
-            if listen.is_empty() {
+            if listen.is_empty() && file.listeners.is_none() {
                 return Err(invalid("listen", "[]", "at least one address"));
             }
             self.listen = listen
                 .iter()
                 .map(|l| parse_listen("listen", l))
+                .collect::<Result<_, _>>()?;
+        } else if file.listeners.is_some() {
+            // Listeners described in the file replace the default TCP listener.
+            self.listen.clear();
+        }
+        if let Some(listeners) = file.listeners {
+            self.listeners = listeners
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| listener_from_file(i, l))
                 .collect::<Result<_, _>>()?;
         }
         if let Some(dir) = file.data_dir {
@@ -247,6 +555,6 @@ impl ServerConfig {
             }
             b.max_unsent_bytes = v;
         }
-        Ok(())
+        self.check()
     }
 }

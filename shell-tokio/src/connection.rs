@@ -1,10 +1,12 @@
 //! The two tasks of one client connection: a reader that turns socket reads into broker
 //! inputs, and a writer that writes what the broker sends and reports how much left.
+//!
+//! Both work on any byte stream half: a TCP socket's, or one of `tokio::io::split` over TLS,
+//! WebSocket or secure WebSocket.
 
 use bytes::{Bytes, BytesMut};
 use jetmq_core::broker::{ConnId, Input};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 /// Size of each socket read.
@@ -29,7 +31,7 @@ pub(crate) struct ConnHandle {
 /// Reads from the socket until it closes, feeding the broker; waits while paused.
 pub(crate) async fn read_loop(
     conn: ConnId,
-    mut socket: OwnedReadHalf,
+    mut socket: impl AsyncRead + Unpin,
     inputs: mpsc::Sender<Input>,
     mut paused: watch::Receiver<bool>,
 ) {
@@ -60,10 +62,11 @@ pub(crate) async fn read_loop(
 }
 
 /// Writes what the broker sends, reports each write with `flushed`, and closes the socket on
-/// request (or when the broker goes away), then stops the reader.
+/// request (or when the broker goes away), then stops the reader. Buffering streams (TLS,
+/// WebSocket) are flushed whenever no more sends are queued.
 pub(crate) async fn write_loop(
     conn: ConnId,
-    mut socket: OwnedWriteHalf,
+    mut socket: impl AsyncWrite + Unpin,
     mut commands: mpsc::UnboundedReceiver<WriterCommand>,
     flushed: impl Fn(Input) + Send,
     reader: tokio::task::AbortHandle,
@@ -73,6 +76,9 @@ pub(crate) async fn write_loop(
             WriterCommand::Send(bytes) => {
                 let len = bytes.len();
                 if socket.write_all(&bytes).await.is_err() {
+                    break;
+                }
+                if commands.is_empty() && socket.flush().await.is_err() {
                     break;
                 }
                 flushed(Input::Flushed { conn, bytes: len });

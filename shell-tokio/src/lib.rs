@@ -1,5 +1,9 @@
 //! The jetmq server: [`jetmq_core::broker::Broker`] driven by tokio.
 //!
+//! Listeners serve MQTT over TCP, TLS (rustls), WebSocket and secure WebSocket
+//! (tokio-tungstenite); TLS and WebSocket handshakes run in their own tasks, then every kind of
+//! connection is the same byte stream to the connection tasks.
+//!
 //! One task owns the broker and is the only place protocol decisions are made
 //! ([`server::run`]). Connection tasks only move bytes: a reader turns socket reads into
 //! `Input::Received` (bounded channel, so a flood of input waits on the socket instead of
@@ -12,3 +16,5 @@ pub mod server;
 pub mod store;
 
 mod connection;
+mod tls;
+mod ws;

@@ -80,6 +80,7 @@ fn configure(cli: &Cli) -> Result<ServerConfig, Box<dyn std::error::Error>> {
         config.data_dir = Some(dir.clone());
     }
     config.record.clone_from(&cli.record);
+    config.check()?;
     Ok(config)
 }
 

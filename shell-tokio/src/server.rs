@@ -12,12 +12,14 @@ use jetmq_core::broker::{
     Action, AuthDecision, Broker, ConnId, ConnInfo, Input, ListenerKind, Notice, Outbox,
 };
 use jetmq_core::time::{Instant, Now, WallClock};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, Transport};
 use crate::connection::{read_loop, write_loop, ConnHandle, WriterCommand};
 use crate::store::StoreBackend;
 
@@ -35,7 +37,8 @@ enum Control {
 /// A running server.
 #[derive(Debug)]
 pub struct ServerHandle {
-    /// The addresses the listeners are bound to (with the ports the system chose for port 0).
+    /// The addresses the listeners are bound to (with the ports the system chose for port 0):
+    /// those of `listen` first, then those of `listeners`, each in configuration order.
     pub local_addrs: Vec<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
@@ -61,27 +64,46 @@ impl ServerHandle {
 ///
 /// # Errors
 ///
-/// Binding a listener or restoring the store failed.
+/// The listeners are not valid together ([`ServerConfig::check`]), binding a listener failed
+/// or restoring the store failed.
 pub async fn start(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Result<ServerHandle> {
+    config
+        .check()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let handshake_timeout = config.broker.connect_timeout;
+    let max_ws_message = usize::try_from(config.broker.max_packet_size).unwrap_or(usize::MAX);
+    let all = config
+        .listen
+        .iter()
+        .map(|addr| (*addr, &Transport::Tcp))
+        .chain(config.listeners.iter().map(|l| (l.address, &l.transport)));
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();
-    for addr in &config.listen {
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
+    let mut described = Vec::new();
+    for (addr, transport) in all {
+        let socket = TcpListener::bind(addr).await.map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot listen on {addr}: {e} (is another broker running there?)"),
             )
         })?;
-        local_addrs.push(listener.local_addr()?);
-        listeners.push(listener);
+        let local = socket.local_addr()?;
+        local_addrs.push(local);
+        described.push((local, describe(transport)));
+        listeners.push(Listener {
+            socket,
+            mode: Mode::new(transport),
+            handshake_timeout,
+            max_ws_message,
+        });
     }
     let restored = store
         .restore()
         .map_err(|e| io::Error::other(format!("cannot read the store: {e}")))?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(config, store, listeners, restored, shutdown_rx));
-    for addr in &local_addrs {
-        info!(%addr, "listening for MQTT over TCP");
+    for (addr, what) in &described {
+        info!(%addr, "listening for MQTT over {what}");
     }
     Ok(ServerHandle {
         local_addrs,
@@ -131,7 +153,7 @@ impl Clock {
 async fn serve(
     config: ServerConfig,
     store: Arc<dyn StoreBackend>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     restored: Vec<jetmq_core::js::StoredMessage>,
     mut shutdown: oneshot::Receiver<()>,
 ) -> io::Result<()> {
@@ -404,56 +426,100 @@ fn execute(
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// How a listener's connections become MQTT byte streams.
+#[derive(Clone)]
+enum Mode {
+    /// The socket is the stream.
+    Tcp,
+    /// A TLS handshake, then the stream.
+    Tls(TlsAcceptor),
+    /// A WebSocket handshake for this path, then binary messages.
+    WebSocket(Arc<str>),
+    /// TLS, then WebSocket.
+    SecureWebSocket(TlsAcceptor, Arc<str>),
+}
+
+impl Mode {
+    fn new(transport: &Transport) -> Self {
+        match transport {
+            Transport::Tcp => Self::Tcp,
+            Transport::Tls(tls) => Self::Tls(TlsAcceptor::from(tls.server_config())),
+            Transport::WebSocket { path } => Self::WebSocket(path.as_str().into()),
+            Transport::SecureWebSocket { path, tls } => {
+                Self::SecureWebSocket(TlsAcceptor::from(tls.server_config()), path.as_str().into())
+            }
+        }
+    }
+}
+
+fn describe(transport: &Transport) -> String {
+    let client_certs = |tls: &crate::config::TlsSettings| {
+        if tls.client_ca().is_some() {
+            " (client certificates required)"
+        } else {
+            ""
+        }
+    };
+    match transport {
+        Transport::Tcp => "TCP".to_string(),
+        Transport::Tls(tls) => format!("TLS{}", client_certs(tls)),
+        Transport::WebSocket { path } => format!("WebSocket at {path}"),
+        Transport::SecureWebSocket { path, tls } => {
+            format!("secure WebSocket at {path}{}", client_certs(tls))
+        }
+    }
+}
+
+/// A bound listening socket and how its connections carry MQTT.
+struct Listener {
+    socket: TcpListener,
+    mode: Mode,
+    /// How long a TLS or WebSocket handshake may take.
+    handshake_timeout: Duration,
+    /// The largest WebSocket message or frame accepted.
+    max_ws_message: usize,
+}
+
+/// What a new connection is wired to: the broker task's channels and the shared counters.
+#[derive(Clone)]
+struct Wiring {
     inputs: mpsc::Sender<Input>,
     control: mpsc::UnboundedSender<Control>,
     next_conn: Arc<AtomicU64>,
+    /// Connections accepted and not yet closed, handshakes included.
     open: Arc<AtomicU64>,
-    max_connections: usize,
-) {
-    loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "accept failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+}
+
+impl Wiring {
+    /// Registers a connection (its handshakes done) with the broker and starts its reader and
+    /// writer. False when the broker task is gone.
+    fn attach<R, W>(&self, info: ConnInfo, read: R, write: W) -> bool
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(conn) = ConnId::new(self.next_conn.fetch_add(1, Ordering::Relaxed)) else {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return true;
         };
-        if open.load(Ordering::Relaxed) >= max_connections as u64 {
-            warn!(%peer, "connection refused: max_connections reached");
-            drop(socket);
-            continue;
-        }
-        let _ = socket.set_nodelay(true);
-        let Some(conn) = ConnId::new(next_conn.fetch_add(1, Ordering::Relaxed)) else {
-            continue;
-        };
-        open.fetch_add(1, Ordering::Relaxed);
-        let (read, write) = socket.into_split();
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (paused_tx, paused_rx) = watch::channel(false);
-        let info = ConnInfo {
-            peer: peer.to_string().into(),
-            listener: ListenerKind::Tcp,
-            tls_identity: None,
-        };
         let handle = ConnHandle {
             writer: writer_tx,
             paused: paused_tx,
         };
-        if control.send(Control::Register(conn, handle)).is_err()
-            || control
+        if self.control.send(Control::Register(conn, handle)).is_err()
+            || self
+                .control
                 .send(Control::Input(Input::Accepted { conn, info }))
                 .is_err()
         {
-            return;
+            return false;
         }
-        let reader = tokio::spawn(read_loop(conn, read, inputs.clone(), paused_rx));
+        let reader = tokio::spawn(read_loop(conn, read, self.inputs.clone(), paused_rx));
         let abort = reader.abort_handle();
-        let flushed = control.clone();
-        let open = Arc::clone(&open);
+        let flushed = self.control.clone();
+        let open = Arc::clone(&self.open);
         tokio::spawn(async move {
             let report = move |input| {
                 let _ = flushed.send(Control::Input(input));
@@ -461,5 +527,132 @@ async fn accept_loop(
             write_loop(conn, write, writer_rx, report, abort).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
+        true
+    }
+
+    /// [`attach`](Self::attach) for a stream that is not a TCP socket: its halves share it.
+    fn attach_stream<S>(&self, info: ConnInfo, stream: S) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
+        self.attach(info, read, write)
+    }
+}
+
+fn conn_info(peer: SocketAddr, listener: ListenerKind, tls_identity: Option<String>) -> ConnInfo {
+    ConnInfo {
+        peer: peer.to_string().into(),
+        listener,
+        tls_identity: tls_identity.map(Into::into),
+    }
+}
+
+/// The identity of the client certificate rustls verified, if it asked for one.
+fn client_identity(tls: &rustls::ServerConnection) -> Option<String> {
+    tls.peer_certificates()
+        .and_then(<[_]>::first)
+        .and_then(crate::tls::identity)
+}
+
+/// Runs a connection's TLS and/or WebSocket handshakes, then attaches it. A failed or timed
+/// out handshake only closes that socket.
+async fn handshake(
+    mode: Mode,
+    socket: TcpStream,
+    peer: SocketAddr,
+    wiring: Wiring,
+    limit: Duration,
+    max_ws_message: usize,
+) {
+    let steps = async {
+        match mode {
+            Mode::Tcp => {
+                let (read, write) = socket.into_split();
+                wiring.attach(conn_info(peer, ListenerKind::Tcp, None), read, write);
+            }
+            Mode::Tls(acceptor) => {
+                let tls = acceptor.accept(socket).await.map_err(|e| e.to_string())?;
+                let identity = client_identity(tls.get_ref().1);
+                wiring.attach_stream(conn_info(peer, ListenerKind::Tls, identity), tls);
+            }
+            Mode::WebSocket(path) => {
+                let ws = crate::ws::accept(socket, &path, max_ws_message)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                wiring.attach_stream(conn_info(peer, ListenerKind::WebSocket, None), ws);
+            }
+            Mode::SecureWebSocket(acceptor, path) => {
+                let tls = acceptor.accept(socket).await.map_err(|e| e.to_string())?;
+                let identity = client_identity(tls.get_ref().1);
+                let ws = crate::ws::accept(tls, &path, max_ws_message)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let info = conn_info(peer, ListenerKind::SecureWebSocket, identity);
+                wiring.attach_stream(info, ws);
+            }
+        }
+        Ok::<(), String>(())
+    };
+    let failure = match tokio::time::timeout(limit, steps).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e,
+        Err(_) => format!("no handshake within {limit:?}"),
+    };
+    debug!(%peer, error = %failure, "handshake failed; connection closed");
+    wiring.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn accept_loop(
+    listener: Listener,
+    inputs: mpsc::Sender<Input>,
+    control: mpsc::UnboundedSender<Control>,
+    next_conn: Arc<AtomicU64>,
+    open: Arc<AtomicU64>,
+    max_connections: usize,
+) {
+    let wiring = Wiring {
+        inputs,
+        control,
+        next_conn,
+        open,
+    };
+    // Handshakes run beside the loop; aborting the loop (at shutdown) drops and aborts them.
+    let mut handshakes = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.socket.accept() => accepted,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if wiring.open.load(Ordering::Relaxed) >= max_connections as u64 {
+            warn!(%peer, "connection refused: max_connections reached");
+            drop(socket);
+            continue;
+        }
+        let _ = socket.set_nodelay(true);
+        wiring.open.fetch_add(1, Ordering::Relaxed);
+        if let Mode::Tcp = listener.mode {
+            let (read, write) = socket.into_split();
+            if !wiring.attach(conn_info(peer, ListenerKind::Tcp, None), read, write) {
+                return;
+            }
+        } else {
+            handshakes.spawn(handshake(
+                listener.mode.clone(),
+                socket,
+                peer,
+                wiring.clone(),
+                listener.handshake_timeout,
+                listener.max_ws_message,
+            ));
+        }
     }
 }

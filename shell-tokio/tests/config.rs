@@ -105,3 +105,403 @@ fn command_line_addresses_are_checked() {
         .to_string();
     assert!(e.contains("--listen") && e.contains("1883"), "{e}");
 }
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use common::{toml_path, Pki, TempDir};
+use jetmq::config::{ListenerConfig, TlsSettings, Transport, DEFAULT_WS_PATH};
+use jetmq_core::broker::ListenerKind;
+
+fn tls_entry(kind: &str, cert: &std::path::Path, key: &std::path::Path) -> String {
+    format!(
+        "[[listeners]]\nkind = \"{kind}\"\naddress = \"127.0.0.1:8883\"\ncert = {}\nkey = {}\n",
+        toml_path(cert),
+        toml_path(key)
+    )
+}
+
+#[test]
+fn listeners_of_every_kind_are_read() {
+    let pki = Pki::new("config-kinds");
+    let c = apply(&format!(
+        r#"
+[[listeners]]
+kind = "tcp"
+address = "127.0.0.1:1883"
+
+[[listeners]]
+kind = "tls"
+address = "127.0.0.1:8883"
+cert = {cert}
+key = {key}
+client_ca = {ca}
+
+[[listeners]]
+kind = "ws"
+address = "127.0.0.1:8083"
+
+[[listeners]]
+kind = "wss"
+address = "[::1]:8084"
+cert = {cert}
+key = {key}
+path = "/ws/mqtt"
+"#,
+        cert = toml_path(&pki.server_cert),
+        key = toml_path(&pki.server_key),
+        ca = toml_path(&pki.ca),
+    ))
+    .expect("valid");
+    assert!(c.listen.is_empty(), "listeners replace the default listen");
+    let kinds: Vec<ListenerKind> = c.listeners.iter().map(|l| l.transport.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            ListenerKind::Tcp,
+            ListenerKind::Tls,
+            ListenerKind::WebSocket,
+            ListenerKind::SecureWebSocket
+        ]
+    );
+    match &c.listeners[1].transport {
+        Transport::Tls(tls) => {
+            assert_eq!(tls.cert(), pki.server_cert);
+            assert_eq!(tls.key(), pki.server_key);
+            assert_eq!(tls.client_ca(), Some(pki.ca.as_path()));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &c.listeners[2].transport {
+        Transport::WebSocket { path } => assert_eq!(path, DEFAULT_WS_PATH),
+        other => panic!("{other:?}"),
+    }
+    match &c.listeners[3].transport {
+        Transport::SecureWebSocket { path, tls } => {
+            assert_eq!(path, "/ws/mqtt");
+            assert_eq!(tls.client_ca(), None);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.listeners[3].address,
+        "[::1]:8084".parse::<SocketAddr>().expect("address")
+    );
+}
+
+#[test]
+fn listen_and_listeners_are_served_together() {
+    let c = apply(
+        "listen = [\"127.0.0.1:1883\"]\n[[listeners]]\nkind = \"ws\"\naddress = \"127.0.0.1:8083\"\n",
+    )
+    .expect("valid");
+    assert_eq!(c.listen.len(), 1);
+    assert_eq!(c.listeners.len(), 1);
+    // `listen = []` is fine when listeners are given, not when nothing is left.
+    let c = apply("listen = []\n[[listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\n")
+        .expect("valid");
+    assert!(c.listen.is_empty());
+    let e = apply("listeners = []").expect_err("no listener at all");
+    assert!(e.contains("listen") && e.contains("at least one"), "{e}");
+}
+
+/// `(file text, key, value, allowed)`: each must be refused naming all three.
+fn assert_refused(cases: &[(String, &str, String, &str)]) {
+    for (text, key, value, allowed) in cases {
+        let e = apply(text).expect_err(text);
+        assert!(
+            e.contains(key) && e.contains(value.as_str()) && e.contains(allowed),
+            "{text}\n=> {e}\n(wanted key {key}, value {value}, allowed {allowed})"
+        );
+    }
+}
+
+#[test]
+fn listener_values_are_checked() {
+    let entry = |body: &str| format!("[[listeners]]\n{body}\n");
+    let tcp = |more: &str| {
+        entry(&format!(
+            "kind = \"tcp\"\naddress = \"127.0.0.1:1\"\n{more}"
+        ))
+    };
+    let ws = |more: &str| entry(&format!("kind = \"ws\"\naddress = \"127.0.0.1:1\"\n{more}"));
+    assert_refused(&[
+        (
+            entry("kind = \"quic\"\naddress = \"127.0.0.1:1\""),
+            "listeners[0].kind",
+            "quic".into(),
+            "\"tcp\", \"tls\", \"ws\" or \"wss\"",
+        ),
+        (
+            entry("address = \"127.0.0.1:1\""),
+            "listeners[0].kind",
+            "(missing)".into(),
+            "\"tcp\"",
+        ),
+        (
+            entry("kind = \"tcp\""),
+            "listeners[0].address",
+            "(missing)".into(),
+            "IP address with a port",
+        ),
+        (
+            entry("kind = \"ws\"\naddress = \"localhost:80\""),
+            "listeners[0].address",
+            "localhost:80".into(),
+            "IP address with a port",
+        ),
+        (
+            tcp("path = \"/mqtt\""),
+            "listeners[0].path",
+            "/mqtt".into(),
+            "only on ws and wss",
+        ),
+        (
+            tcp("cert = \"server.pem\""),
+            "listeners[0].cert",
+            "server.pem".into(),
+            "only on tls and wss",
+        ),
+        (
+            ws("client_ca = \"ca.pem\""),
+            "listeners[0].client_ca",
+            "ca.pem".into(),
+            "only on tls and wss",
+        ),
+        (
+            ws("path = \"mqtt\""),
+            "listeners[0].path",
+            "mqtt".into(),
+            "starting with /",
+        ),
+        (
+            ws("path = \"/my mqtt\""),
+            "listeners[0].path",
+            "/my mqtt".into(),
+            "without spaces",
+        ),
+        (
+            ws("path = \"/mqtt?x=1\""),
+            "listeners[0].path",
+            "/mqtt?x=1".into(),
+            "without spaces, ? or #",
+        ),
+        (
+            entry("kind = \"tls\"\naddress = \"127.0.0.1:1\"\nkey = \"k.pem\""),
+            "listeners[0].cert",
+            "(missing)".into(),
+            "required on tls and wss",
+        ),
+        (
+            entry("kind = \"wss\"\naddress = \"127.0.0.1:1\"\ncert = \"c.pem\""),
+            "listeners[0].key",
+            "(missing)".into(),
+            "required on tls and wss",
+        ),
+    ]);
+    let e = apply(&tcp("certs = \"x.pem\"")).expect_err("unknown key in a listener");
+    assert!(e.contains("certs"), "{e}");
+}
+
+#[test]
+fn tls_files_are_read_and_checked_naming_the_file() {
+    let pki = Pki::new("config-files");
+    let dir = TempDir::new("config-bad-pem");
+    let missing = dir.0.join("missing.pem");
+    let garbage = dir.write(
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    );
+    let empty = dir.write("empty.pem", "just text, no PEM sections\n");
+    let not_a_cert = dir.write(
+        "not-a-cert.pem",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    let show = |p: &std::path::Path| p.display().to_string();
+    let (cert, key, ca) = (&pki.server_cert, &pki.server_key, &pki.ca);
+    let with_ca = |ca: &std::path::Path| {
+        format!(
+            "{}client_ca = {}\n",
+            tls_entry("tls", cert, key),
+            toml_path(ca)
+        )
+    };
+    assert_refused(&[
+        (
+            tls_entry("tls", &missing, key),
+            "listeners[0].cert",
+            show(&missing),
+            "readable PEM file",
+        ),
+        (
+            tls_entry("wss", &garbage, key),
+            "listeners[0].cert",
+            show(&garbage),
+            "not valid PEM",
+        ),
+        (
+            tls_entry("tls", &empty, key),
+            "listeners[0].cert",
+            show(&empty),
+            "no CERTIFICATE",
+        ),
+        (
+            tls_entry("tls", key, key),
+            "listeners[0].cert",
+            show(key),
+            "no CERTIFICATE",
+        ),
+        (
+            tls_entry("tls", &not_a_cert, key),
+            "listeners[0].cert",
+            show(&not_a_cert),
+            "valid X.509 certificate",
+        ),
+        (
+            tls_entry("tls", cert, &missing),
+            "listeners[0].key",
+            show(&missing),
+            "readable PEM file",
+        ),
+        (
+            tls_entry("tls", cert, cert),
+            "listeners[0].key",
+            show(cert),
+            "private key",
+        ),
+        (
+            tls_entry("wss", cert, &pki.client_key),
+            "listeners[0].key",
+            show(&pki.client_key),
+            "the private key of the certificate in",
+        ),
+        (
+            with_ca(&missing),
+            "listeners[0].client_ca",
+            show(&missing),
+            "readable PEM file",
+        ),
+        (
+            with_ca(&empty),
+            "listeners[0].client_ca",
+            show(&empty),
+            "no CERTIFICATE",
+        ),
+        (
+            with_ca(&not_a_cert),
+            "listeners[0].client_ca",
+            show(&not_a_cert),
+            "unusable",
+        ),
+    ]);
+    // The second entry is named when it is the one at fault.
+    let text = format!(
+        "{}{}",
+        tls_entry("tls", cert, key).replace("8883", "8884"),
+        tls_entry("tls", &missing, key)
+    );
+    let e = apply(&text).expect_err("second entry");
+    assert!(e.contains("listeners[1].cert"), "{e}");
+
+    // The same checks for a configuration built in code, keyed by the argument's name.
+    let e = TlsSettings::from_pem_files(&missing, key, None).expect_err("missing cert");
+    assert_eq!((e.key.as_str(), e.value), ("cert", show(&missing)));
+    let e = TlsSettings::from_pem_files(cert, key, Some(&empty)).expect_err("empty CA");
+    assert_eq!(e.key, "client_ca");
+    assert!(TlsSettings::from_pem_files(cert, key, Some(ca)).is_ok());
+}
+
+#[test]
+fn two_listeners_on_one_address_are_refused() {
+    let ws = |addr: &str| format!("[[listeners]]\nkind = \"ws\"\naddress = \"{addr}\"\n");
+    assert_refused(&[
+        (
+            format!("{}{}", ws("127.0.0.1:8083"), ws("127.0.0.1:8083")),
+            "listeners[1].address",
+            "127.0.0.1:8083".into(),
+            "no other listener uses (listeners[0].address",
+        ),
+        (
+            format!("listen = [\"127.0.0.1:1883\"]\n{}", ws("127.0.0.1:1883")),
+            "listeners[0].address",
+            "127.0.0.1:1883".into(),
+            "(listen already does)",
+        ),
+        (
+            format!("{}{}", ws("0.0.0.0:8083"), ws("127.0.0.1:8083")),
+            "listeners[1].address",
+            "127.0.0.1:8083".into(),
+            "no other listener uses",
+        ),
+        (
+            "listen = [\"127.0.0.1:1883\", \"127.0.0.1:1883\"]".to_string(),
+            "listen",
+            "127.0.0.1:1883".into(),
+            "no other listener uses",
+        ),
+    ]);
+    // Port 0 lets the system choose: never a clash. Other ports or families are fine.
+    apply(&format!("{}{}", ws("127.0.0.1:0"), ws("127.0.0.1:0"))).expect("port 0 twice");
+    apply(&format!("{}{}", ws("127.0.0.1:8083"), ws("127.0.0.1:8084"))).expect("two ports");
+    apply(&format!("{}{}", ws("0.0.0.0:8083"), ws("[::1]:8083"))).expect("two families");
+
+    // A command-line address is checked against the file's listeners too.
+    let mut c = apply(&ws("127.0.0.1:8083")).expect("valid");
+    c.listen = vec![parse_listen("--listen", "127.0.0.1:8083").expect("address")];
+    let e = c.check().expect_err("clash").to_string();
+    assert!(e.contains("listeners[0].address"), "{e}");
+    c.listeners.push(ListenerConfig {
+        address: "127.0.0.1:9000".parse().expect("address"),
+        transport: Transport::Tcp,
+    });
+    c.listen.clear();
+    c.check().expect("no clash");
+}
+
+#[test]
+fn the_binary_refuses_a_bad_listener_at_start_up() {
+    let dir = TempDir::new("config-binary");
+    let missing = dir.0.join("nope.pem");
+    let config = dir.write(
+        "jetmq.toml",
+        &format!(
+            "[[listeners]]\nkind = \"wss\"\naddress = \"127.0.0.1:0\"\ncert = {}\nkey = {}\n",
+            toml_path(&missing),
+            toml_path(&missing)
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_jetmq"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .output()
+        .expect("run jetmq");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("listeners[0].cert") && stderr.contains(&missing.display().to_string()),
+        "{stderr}"
+    );
+    // A command-line address that clashes with a file listener.
+    let config = dir.write(
+        "clash.toml",
+        "[[listeners]]\nkind = \"ws\"\naddress = \"127.0.0.1:18083\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_jetmq"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:18083"])
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .output()
+        .expect("run jetmq");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--listen") || stderr.contains("listen"),
+        "{stderr}"
+    );
+}

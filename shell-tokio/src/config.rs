@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub sync: jetmq_store::SyncPolicy,
     /// A file to record every broker input to, for `jetmq replay`.
     pub record: Option<PathBuf>,
+    /// Who may connect.
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +52,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             sync: jetmq_store::SyncPolicy::Always,
             record: None,
+            auth: crate::auth::AuthConfig::open(),
         }
     }
 }
@@ -217,6 +220,8 @@ struct StoreFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
+    #[serde(default)]
+    auth: AuthFile,
     listen: Option<Vec<String>>,
     listeners: Option<Vec<ListenerFile>>,
     data_dir: Option<PathBuf>,
@@ -224,6 +229,23 @@ struct ConfigFile {
     limits: LimitsFile,
     #[serde(default)]
     store: StoreFile,
+}
+
+/// One `[[auth.users]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserFile {
+    username: String,
+    password_hash: String,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    allow_anonymous: Option<bool>,
+    #[serde(default)]
+    users: Vec<UserFile>,
 }
 
 /// A configuration value that cannot be used, with what is allowed.
@@ -463,6 +485,40 @@ impl ServerConfig {
         if let Some(dir) = file.data_dir {
             self.data_dir = Some(dir);
         }
+        if let Some(anonymous) = file.auth.allow_anonymous {
+            self.auth.allow_anonymous = anonymous;
+        }
+        for (i, user) in file.auth.users.into_iter().enumerate() {
+            if user.username.is_empty() {
+                return Err(invalid(
+                    &format!("auth.users[{i}].username"),
+                    "",
+                    "a non-empty user name",
+                ));
+            }
+            if let Err(why) = crate::auth::check_hash(&user.password_hash) {
+                return Err(invalid(
+                    &format!("auth.users[{i}].password_hash"),
+                    &user.password_hash,
+                    &format!(
+                        "an Argon2 PHC hash as printed by `jetmq hash-password`; this one is {why}"
+                    ),
+                ));
+            }
+            if self
+                .auth
+                .users
+                .insert(user.username.clone(), user.password_hash)
+                .is_some()
+            {
+                return Err(invalid(
+                    &format!("auth.users[{i}].username"),
+                    &user.username,
+                    "a user name not listed before",
+                ));
+            }
+        }
+        self.broker.authenticate = !self.auth.is_open();
         if let Some(sync) = file.store.sync.as_deref() {
             self.sync = match sync {
                 "always" => jetmq_store::SyncPolicy::Always,

@@ -40,12 +40,16 @@ enum Command {
         /// The file written by `--record`.
         file: PathBuf,
     },
+    /// Read a password from standard input and print its Argon2 hash for `[[auth.users]]`.
+    HashPassword,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Replay { file }) = &cli.command {
-        return replay(file);
+    match &cli.command {
+        Some(Command::Replay { file }) => return replay(file),
+        Some(Command::HashPassword) => return hash_password(),
+        None => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -175,6 +179,27 @@ fn replay(file: &std::path::Path) -> ExitCode {
         Err(e) => {
             eprintln!("jetmq: {}: {e}", file.display());
             ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // the hash is the command's output
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err()
+        || line.trim_end_matches(['\r', '\n']).is_empty()
+    {
+        eprintln!("jetmq: give the password on standard input, for example: echo -n secret | jetmq hash-password");
+        return ExitCode::from(2);
+    }
+    match jetmq::auth::hash_password(line.trim_end_matches(['\r', '\n']).as_bytes()) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("jetmq: cannot hash the password: {e}");
+            ExitCode::FAILURE
         }
     }
 }

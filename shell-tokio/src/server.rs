@@ -215,6 +215,7 @@ async fn serve(
         .collect();
     drop(input_tx);
 
+    let auth = Arc::new(config.auth.clone());
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut pending_store = 0usize;
     let mut stopping: Option<tokio::time::Instant> = None;
@@ -270,7 +271,14 @@ async fn serve(
         loop {
             let again = out.wants_continue;
             for action in out.drain() {
-                execute(action, &mut conns, &store, &control_tx, &mut pending_store);
+                execute(
+                    action,
+                    &mut conns,
+                    &store,
+                    &auth,
+                    &control_tx,
+                    &mut pending_store,
+                );
             }
             if !again {
                 break;
@@ -373,6 +381,7 @@ fn execute(
     action: Action,
     conns: &mut HashMap<ConnId, ConnHandle>,
     store: &Arc<dyn StoreBackend>,
+    auth: &Arc<crate::auth::AuthConfig>,
     control: &mpsc::UnboundedSender<Control>,
     pending_store: &mut usize,
 ) {
@@ -399,11 +408,23 @@ fn execute(
             }
         }
         Action::Authenticate(request) => {
-            // No authentication is configured: allow (the broker asks only when told to).
-            let _ = control.send(Control::Input(Input::Authenticated {
-                conn: request.conn,
-                decision: AuthDecision::Allow { account: None },
-            }));
+            // Password hashing is slow on purpose: decide on a blocking thread.
+            let auth = Arc::clone(auth);
+            let control = control.clone();
+            tokio::task::spawn_blocking(move || {
+                let decision = auth.decide(&request);
+                if let AuthDecision::Deny(reason) = &decision {
+                    info!(
+                        conn = request.conn.get(),
+                        ?reason,
+                        "connection refused by authentication"
+                    );
+                }
+                let _ = control.send(Control::Input(Input::Authenticated {
+                    conn: request.conn,
+                    decision,
+                }));
+            });
         }
         Action::Store { id, request } => {
             *pending_store += 1;

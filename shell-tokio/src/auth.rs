@@ -1,0 +1,96 @@
+//! Password authentication: users with Argon2 password hashes (PHC strings, as `jetmq
+//! hash-password` prints them) and whether clients without a user name are allowed. The
+//! broker asks ([`jetmq_core::broker::Action::Authenticate`]); the check runs on a blocking
+//! thread, since a good password hash is slow on purpose.
+
+use std::collections::BTreeMap;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use jetmq_core::broker::{AuthDecision, AuthRequest};
+use jetmq_core::codec::ConnectReason;
+
+/// Who may connect.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Whether a client without a user name is accepted.
+    pub allow_anonymous: bool,
+    /// User name → Argon2 PHC hash of the password.
+    pub users: BTreeMap<String, String>,
+}
+
+impl AuthConfig {
+    /// Everyone may connect: no users, anonymous allowed (the default).
+    #[must_use]
+    pub fn open() -> Self {
+        Self {
+            allow_anonymous: true,
+            users: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the broker needs to ask at all.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.allow_anonymous && self.users.is_empty()
+    }
+
+    /// Decides on a CONNECT's credentials.
+    #[must_use]
+    pub fn decide(&self, request: &AuthRequest) -> AuthDecision {
+        let Some(username) = request.username.as_deref() else {
+            return if self.allow_anonymous {
+                AuthDecision::Allow { account: None }
+            } else {
+                AuthDecision::Deny(ConnectReason::NotAuthorized)
+            };
+        };
+        let password = request.password.as_deref().unwrap_or_default();
+        let ok = match self.users.get(username) {
+            Some(hash) => verify(password, hash),
+            None => {
+                // Spend the same time on an unknown user, so timing does not tell which exist.
+                let _ = verify(password, DUMMY_HASH);
+                false
+            }
+        };
+        if ok {
+            AuthDecision::Allow { account: None }
+        } else {
+            AuthDecision::Deny(ConnectReason::BadUserNameOrPassword)
+        }
+    }
+}
+
+/// A hash no password matches, verified for unknown users.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3pOa+UXVrdV6R3MGbXzU8uOY1HjnhZ5k5q1C+rbXW2c";
+
+fn verify(password: &[u8], hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .is_ok_and(|parsed| Argon2::default().verify_password(password, &parsed).is_ok())
+}
+
+/// Checks that `hash` is a PHC string the server can verify passwords against.
+///
+/// # Errors
+///
+/// What is wrong with it.
+pub fn check_hash(hash: &str) -> Result<(), String> {
+    PasswordHash::new(hash)
+        .map(|_| ())
+        .map_err(|e| format!("not an Argon2 PHC hash ({e})"))
+}
+
+/// Hashes a password with Argon2id and a random salt, for the configuration file.
+///
+/// # Errors
+///
+/// The hasher's error, which does not happen with the default parameters.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}

@@ -981,3 +981,39 @@ fn no_local_skips_the_publishers_own_subscription() {
     );
     assert_eq!(h.publishes(me).len(), 1);
 }
+
+#[test]
+fn subscriptions_can_be_capped_below_the_publish_qos() {
+    let mut h = Harness::new(BrokerConfig {
+        max_subscription_qos: QoS::AtLeastOnce,
+        ..BrokerConfig::default()
+    });
+    let (s, _) = h.connect_ok(connect(V3, "s", true));
+    h.send(s, &subscribe(1, "t", QoS::ExactlyOnce));
+    assert!(
+        matches!(&h.packets(s)[..], [Packet::SubAck(a)] if a.reasons == vec![SubAckReason::GrantedQos1])
+    );
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t", "x", q2(1), false));
+    assert_eq!(
+        h.packets(p),
+        vec![Packet::PubRec(Ack::new(pid(1)))],
+        "QoS 2 publishes still accepted"
+    );
+}
+
+#[test]
+fn qos2_publishes_can_be_refused() {
+    let mut h = Harness::new(BrokerConfig {
+        max_qos: QoS::AtLeastOnce,
+        ..BrokerConfig::default()
+    });
+    let c = h.connect(connect(V5, "p", true));
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.properties.maximum_qos == Some(QoS::AtLeastOnce))
+    );
+    h.send(c, &publish("t", "x", q2(1), false));
+    assert!(
+        matches!(h.packets(c)[..], [Packet::Disconnect(ref d)] if d.reason == DisconnectReason::QosNotSupported)
+    );
+}

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub record: Option<PathBuf>,
     /// Who may connect.
     pub auth: crate::auth::AuthConfig,
+    /// Log client identifiers and topics (personal data, redacted by default).
+    pub log_pii: bool,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             sync: jetmq_store::SyncPolicy::Always,
             record: None,
             auth: crate::auth::AuthConfig::open(),
+            log_pii: false,
         }
     }
 }
@@ -216,12 +219,22 @@ struct StoreFile {
     sync_interval_ms: Option<u64>,
 }
 
+/// The `[mqtt]` table: the NATS server's MQTT options that apply to jetmq.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MqttFile {
+    reject_qos2_publish: Option<bool>,
+    downgrade_qos2_subscribe: Option<bool>,
+}
+
 /// The configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     #[serde(default)]
     auth: AuthFile,
+    #[serde(default)]
+    mqtt: MqttFile,
     listen: Option<Vec<String>>,
     listeners: Option<Vec<ListenerFile>>,
     data_dir: Option<PathBuf>,
@@ -484,6 +497,12 @@ impl ServerConfig {
         }
         if let Some(dir) = file.data_dir {
             self.data_dir = Some(dir);
+        }
+        if file.mqtt.reject_qos2_publish == Some(true) {
+            self.broker.max_qos = self.broker.max_qos.min(QoS::AtLeastOnce);
+        }
+        if file.mqtt.downgrade_qos2_subscribe == Some(true) {
+            self.broker.max_subscription_qos = QoS::AtLeastOnce;
         }
         if let Some(anonymous) = file.auth.allow_anonymous {
             self.auth.allow_anonymous = anonymous;

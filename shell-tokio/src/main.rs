@@ -24,6 +24,9 @@ struct Cli {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
+    /// Log client identifiers and topics, which are personal data and redacted by default.
+    #[arg(long)]
+    log_pii: bool,
     /// Record every broker input to FILE, so `jetmq replay FILE` can re-run it exactly.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
@@ -84,6 +87,7 @@ fn configure(cli: &Cli) -> Result<ServerConfig, Box<dyn std::error::Error>> {
         config.data_dir = Some(dir.clone());
     }
     config.record.clone_from(&cli.record);
+    config.log_pii = cli.log_pii;
     config.check()?;
     Ok(config)
 }

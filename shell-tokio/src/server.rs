@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ServerConfig, Transport};
 use crate::connection::{read_loop, write_loop, ConnHandle, WriterCommand};
@@ -278,6 +278,7 @@ async fn serve(
                     &auth,
                     &control_tx,
                     &mut pending_store,
+                    config.log_pii,
                 );
             }
             if !again {
@@ -384,6 +385,7 @@ fn execute(
     auth: &Arc<crate::auth::AuthConfig>,
     control: &mpsc::UnboundedSender<Control>,
     pending_store: &mut usize,
+    log_pii: bool,
 ) {
     match action {
         Action::Send { conn, bytes } => {
@@ -437,13 +439,38 @@ fn execute(
                 }),
             );
         }
-        Action::Notice(notice) => match notice {
-            Notice::StoreFailed(e) => warn!(error = %e, "store request failed"),
-            Notice::QueueOverflow { .. } => {
-                warn!("a session's queue overflowed; a message was dropped for it")
-            }
-            other => debug!(?other, "broker notice"),
-        },
+        Action::Notice(notice) => log_notice(notice, log_pii),
+    }
+}
+
+/// Client identifiers and topics are personal data: logged only with `--log-pii`.
+fn pii(text: &str, log_pii: bool) -> &str {
+    if log_pii {
+        text
+    } else {
+        "<redacted>"
+    }
+}
+
+fn log_notice(notice: Notice, log_pii: bool) {
+    match notice {
+        Notice::StoreFailed(e) => warn!(error = %e, "store request failed"),
+        Notice::QueueOverflow { client_id } => warn!(
+            client_id = pii(&client_id, log_pii),
+            "a session's queue is full; a message was dropped for it"
+        ),
+        Notice::BadRecord { subject } => warn!(
+            subject = pii(&subject, log_pii),
+            "a stored record could not be read at start-up; it was skipped"
+        ),
+        Notice::ProtocolError { conn, reason } => {
+            debug!(conn = conn.get(), %reason, "protocol error; connection closed");
+        }
+        Notice::SlowConsumerDrop(conn) => debug!(conn = conn.get(), "slow consumer: QoS 0 dropped"),
+        Notice::UnknownConnection(conn) => {
+            debug!(conn = conn.get(), "input for an unknown connection")
+        }
+        Notice::UnknownRequest(id) => debug!(request = id.0, "reply for an unknown store request"),
     }
 }
 
@@ -523,6 +550,7 @@ impl Wiring {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return true;
         };
+        let info_peer = info.peer.clone();
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (paused_tx, paused_rx) = watch::channel(false);
         let handle = ConnHandle {
@@ -537,7 +565,11 @@ impl Wiring {
         {
             return false;
         }
-        let reader = tokio::spawn(read_loop(conn, read, self.inputs.clone(), paused_rx));
+        // One span per connection: everything its tasks log carries its number and peer.
+        let span = tracing::info_span!("conn", id = conn.get(), peer = %info_peer);
+        let reader = tokio::spawn(
+            read_loop(conn, read, self.inputs.clone(), paused_rx).instrument(span.clone()),
+        );
         let abort = reader.abort_handle();
         let flushed = self.control.clone();
         let open = Arc::clone(&self.open);
@@ -545,7 +577,9 @@ impl Wiring {
             let report = move |input| {
                 let _ = flushed.send(Control::Input(input));
             };
-            write_loop(conn, write, writer_rx, report, abort).await;
+            write_loop(conn, write, writer_rx, report, abort)
+                .instrument(span)
+                .await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
         true

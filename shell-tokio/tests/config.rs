@@ -505,3 +505,13 @@ fn the_binary_refuses_a_bad_listener_at_start_up() {
         "{stderr}"
     );
 }
+
+#[test]
+fn nats_qos_options_map_onto_the_broker() {
+    let c = apply("[mqtt]\nreject_qos2_publish = true\ndowngrade_qos2_subscribe = true\n")
+        .expect("valid");
+    assert_eq!(c.broker.max_qos, QoS::AtLeastOnce);
+    assert_eq!(c.broker.max_subscription_qos, QoS::AtLeastOnce);
+    let e = apply("[mqtt]\nack_wait = 5\n").expect_err("not supported yet");
+    assert!(e.contains("ack_wait"), "{e}");
+}

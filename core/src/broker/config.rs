@@ -42,8 +42,12 @@ pub struct BrokerConfig {
     pub accept_mqtt31: bool,
     /// Longest client identifier accepted, in bytes. Default 256.
     pub max_client_id_len: usize,
-    /// Highest QoS granted to subscriptions and accepted on publishes. Default QoS 2.
+    /// Highest QoS accepted on publishes and wills (advertised to v5 clients as Maximum QoS);
+    /// it also caps subscriptions. Default QoS 2.
     pub max_qos: QoS,
+    /// Highest QoS granted to subscriptions, below `max_qos` if set lower (the NATS server's
+    /// `downgrade_qos2_subscribe`). Default QoS 2.
+    pub max_subscription_qos: QoS,
     /// How long a store request may take before it counts as failed. Default 10 s.
     pub store_timeout: Duration,
     /// Most inbound packets waiting on store writes per connection before the broker stops
@@ -71,6 +75,7 @@ impl Default for BrokerConfig {
             accept_mqtt31: true,
             max_client_id_len: 256,
             max_qos: QoS::ExactlyOnce,
+            max_subscription_qos: QoS::ExactlyOnce,
             store_timeout: Duration::from_secs(10),
             max_pending_per_connection: 256,
             max_topic_levels: 128,

@@ -30,7 +30,7 @@ impl Broker {
             );
             return;
         }
-        let max_qos = self.config.max_qos;
+        let max_qos = self.config.max_qos.min(self.config.max_subscription_qos);
         let mut reasons = Vec::with_capacity(sub.filters.len());
         let mut retained: Vec<(TopicFilter, QoS)> = Vec::new();
         let mut changed = false;

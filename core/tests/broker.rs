@@ -1017,3 +1017,20 @@ fn qos2_publishes_can_be_refused() {
         matches!(h.packets(c)[..], [Packet::Disconnect(ref d)] if d.reason == DisconnectReason::QosNotSupported)
     );
 }
+
+#[test]
+fn v5_server_keep_alive_raises_a_too_short_one() {
+    let mut h = Harness::new(BrokerConfig {
+        min_keep_alive: 10,
+        ..BrokerConfig::default()
+    });
+    let mut c = connect(V5, "eager", true);
+    c.keep_alive = 1;
+    let conn = h.connect(c);
+    let Some(Packet::ConnAck(ack)) = h.next_packet(conn) else {
+        panic!("no CONNACK");
+    };
+    assert_eq!(ack.properties.server_keep_alive, Some(10));
+    h.advance(Duration::from_secs(14));
+    assert_eq!(h.closed(conn), None, "the raised keep-alive applies");
+}

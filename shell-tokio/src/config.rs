@@ -205,6 +205,7 @@ struct LimitsFile {
     max_queued_messages: Option<usize>,
     max_queued_bytes: Option<usize>,
     max_keep_alive: Option<u16>,
+    min_keep_alive: Option<u16>,
     connect_timeout_secs: Option<u64>,
     max_qos: Option<u8>,
     max_client_id_len: Option<usize>,
@@ -600,6 +601,16 @@ impl ServerConfig {
         }
         if let Some(v) = l.max_keep_alive {
             b.max_keep_alive = v;
+        }
+        if let Some(v) = l.min_keep_alive {
+            b.min_keep_alive = v;
+        }
+        if b.max_keep_alive != 0 && b.min_keep_alive > b.max_keep_alive {
+            return Err(invalid(
+                "limits.min_keep_alive",
+                b.min_keep_alive,
+                "at most limits.max_keep_alive",
+            ));
         }
         if let Some(v) = l.connect_timeout_secs {
             if v == 0 || v > 3600 {

@@ -515,3 +515,15 @@ fn nats_qos_options_map_onto_the_broker() {
     let e = apply("[mqtt]\nack_wait = 5\n").expect_err("not supported yet");
     assert!(e.contains("ack_wait"), "{e}");
 }
+
+#[test]
+fn keep_alive_bounds() {
+    let c = apply("[limits]\nmin_keep_alive = 5\nmax_keep_alive = 300\n").expect("valid");
+    assert_eq!((c.broker.min_keep_alive, c.broker.max_keep_alive), (5, 300));
+    let e =
+        apply("[limits]\nmin_keep_alive = 600\nmax_keep_alive = 300\n").expect_err("min above max");
+    assert!(
+        e.contains("limits.min_keep_alive") && e.contains("600"),
+        "{e}"
+    );
+}

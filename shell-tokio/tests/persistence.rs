@@ -250,3 +250,65 @@ async fn acknowledged_messages_survive_kill_9() {
         seen.insert(sub.next().await.topic);
     }
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_binary_cleanly_and_state_survives() {
+    let dir = TempDir::new("term");
+    let port = free_port();
+    let mut broker = spawn_binary(&dir, port).await;
+    let mut sub = client("survivor", port, false).await;
+    sub.client
+        .subscribe("s/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    sub.acked().await;
+    sub.task.abort();
+    let mut publisher = client("pub", port, true).await;
+    publisher
+        .client
+        .publish("s/queued", QoS::AtLeastOnce, false, "q")
+        .await
+        .expect("publish");
+    publisher.acked().await;
+    publisher
+        .client
+        .publish("keep/me", QoS::AtLeastOnce, true, "r")
+        .await
+        .expect("publish");
+    publisher.acked().await;
+
+    // SIGTERM: graceful shutdown, exit status 0 in bounded time.
+    let status = Command::new("kill")
+        .args(["-TERM", &broker.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let exit = loop {
+        if let Some(exit) = broker.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jetmq did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "exit status {exit}");
+
+    let _broker = spawn_binary(&dir, port).await;
+    let mut sub = client("survivor", port, false).await;
+    assert!(sub.session_present, "subscriptions survived");
+    assert_eq!(
+        sub.next().await.topic,
+        "s/queued",
+        "the queued QoS 1 message survived"
+    );
+    let mut late = client("late", port, true).await;
+    late.client
+        .subscribe("keep/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let r = late.next().await;
+    assert!(r.retain, "the retained message survived");
+}

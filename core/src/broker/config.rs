@@ -17,6 +17,9 @@ pub struct BrokerConfig {
     /// Largest keep-alive accepted in seconds; a v5 client asking for more (or for none) is
     /// told this value as Server Keep Alive. 0 means no limit. Default 0.
     pub max_keep_alive: u16,
+    /// Smallest keep-alive accepted in seconds; a v5 client asking for less is told this value
+    /// as Server Keep Alive (3.1.1 clients cannot be told). 0 means no limit. Default 0.
+    pub min_keep_alive: u16,
     /// Most QoS 1/2 messages in flight to one client (further limited by its Receive
     /// Maximum). Default 64.
     pub max_inflight: u16,
@@ -64,6 +67,7 @@ impl Default for BrokerConfig {
             max_packet_size: 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             max_keep_alive: 0,
+            min_keep_alive: 0,
             max_inflight: 64,
             receive_maximum: 64,
             max_queued_messages: 1000,

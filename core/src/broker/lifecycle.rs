@@ -413,9 +413,13 @@ impl Broker {
         let mut keep_alive = connect.keep_alive;
         let mut server_keep_alive = None;
         let max = self.config.max_keep_alive;
+        let min = self.config.min_keep_alive;
         if max != 0 && (keep_alive == 0 || keep_alive > max) && version.is_v5() {
             keep_alive = max;
             server_keep_alive = Some(max);
+        } else if min != 0 && keep_alive != 0 && keep_alive < min && version.is_v5() {
+            keep_alive = min;
+            server_keep_alive = Some(min);
         }
         c.keep_alive =
             (keep_alive != 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));

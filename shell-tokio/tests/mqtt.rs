@@ -339,3 +339,37 @@ async fn mqtt5_clients_and_shutdown_with_0x8b() {
         .expect("clean");
     task.abort();
 }
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_refused() {
+    let config = ServerConfig {
+        listen: vec!["127.0.0.1:0".parse().expect("address")],
+        data_dir: None,
+        max_connections: 1,
+        ..ServerConfig::default()
+    };
+    let server = start(config, Arc::new(MemoryBackend::default()))
+        .await
+        .expect("starts");
+    let port = server.local_addrs[0].port();
+    let _first = connect(options("first", port)).await;
+    let mut second = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("tcp connect");
+    second
+        .write_all(&[
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30, 0, 1, b's',
+        ])
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4];
+    let n = timeout(DEADLINE, second.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "the connection over the limit is closed without CONNACK"
+    );
+    server.shutdown().await.expect("clean shutdown");
+}

@@ -798,7 +798,8 @@ fn v5_protocol_errors_get_their_reason_codes() {
     let Packet::Publish(mut p) = publish("t", "x", PublishQos::AtMostOnce, false) else {
         unreachable!()
     };
-    p.properties_mut().topic_alias = std::num::NonZeroU16::new(1);
+    // Above the advertised Topic Alias Maximum (16).
+    p.properties_mut().topic_alias = std::num::NonZeroU16::new(17);
     h.send(c, &Packet::Publish(p));
     assert!(
         matches!(h.packets(c)[..], [Packet::Disconnect(ref d)] if d.reason == DisconnectReason::TopicAliasInvalid)
@@ -1033,4 +1034,48 @@ fn v5_server_keep_alive_raises_a_too_short_one() {
     assert_eq!(ack.properties.server_keep_alive, Some(10));
     h.advance(Duration::from_secs(14));
     assert_eq!(h.closed(conn), None, "the raised keep-alive applies");
+}
+
+#[test]
+fn inbound_topic_aliases_are_per_connection_and_per_hop() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V5, "s", true));
+    h.subscribe_ok(s, 1, "long/topic/#", QoS::AtMostOnce);
+    let c = h.connect(connect(V5, "aliaser", true));
+    let Some(Packet::ConnAck(ack)) = h.next_packet(c) else {
+        panic!("no CONNACK");
+    };
+    assert_eq!(ack.properties.topic_alias_maximum, Some(16));
+    let aliased = |topic: &str, alias: u16| {
+        let Packet::Publish(mut p) = publish(topic, "x", PublishQos::AtMostOnce, false) else {
+            unreachable!()
+        };
+        p.properties_mut().topic_alias = std::num::NonZeroU16::new(alias);
+        Packet::Publish(p)
+    };
+    // Set alias 3, then use it with an empty topic.
+    h.send(c, &aliased("long/topic/a", 3));
+    h.send(c, &aliased("", 3));
+    let got = h.packets(s);
+    assert_eq!(got.len(), 2);
+    for p in got {
+        let Packet::Publish(p) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(p.topic, "long/topic/a");
+        assert_eq!(
+            p.properties().topic_alias,
+            None,
+            "aliases are not forwarded"
+        );
+    }
+    // An alias never set on this connection is a protocol error.
+    h.send(c, &aliased("", 4));
+    assert!(
+        matches!(h.packets(c)[..], [Packet::Disconnect(ref d)] if d.reason == DisconnectReason::ProtocolError)
+    );
+    // A new connection starts without aliases [MQTT-3.3.2-7].
+    let (c2, _) = h.connect_ok(connect(V5, "aliaser2", true));
+    h.send(c2, &aliased("", 3));
+    assert!(h.closed(c2).is_some());
 }

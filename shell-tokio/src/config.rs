@@ -206,6 +206,7 @@ struct LimitsFile {
     max_queued_bytes: Option<usize>,
     max_keep_alive: Option<u16>,
     min_keep_alive: Option<u16>,
+    topic_alias_maximum: Option<u16>,
     connect_timeout_secs: Option<u64>,
     max_qos: Option<u8>,
     max_client_id_len: Option<usize>,
@@ -604,6 +605,9 @@ impl ServerConfig {
         }
         if let Some(v) = l.min_keep_alive {
             b.min_keep_alive = v;
+        }
+        if let Some(v) = l.topic_alias_maximum {
+            b.topic_alias_maximum = v;
         }
         if b.max_keep_alive != 0 && b.min_keep_alive > b.max_keep_alive {
             return Err(invalid(

@@ -56,6 +56,9 @@ pub struct BrokerConfig {
     /// Most inbound packets waiting on store writes per connection before the broker stops
     /// reading from it. Default 256.
     pub max_pending_per_connection: usize,
+    /// Highest topic alias a v5 client may use towards the broker (advertised as Topic Alias
+    /// Maximum); 0 turns aliases off. Default 16.
+    pub topic_alias_maximum: u16,
     /// Most levels in a topic name or filter; deeper ones are refused, which bounds the work
     /// and stack depth of matching. Default 128.
     pub max_topic_levels: usize,
@@ -83,6 +86,7 @@ impl Default for BrokerConfig {
             store_timeout: Duration::from_secs(10),
             max_pending_per_connection: 256,
             max_topic_levels: 128,
+            topic_alias_maximum: 16,
         }
     }
 }

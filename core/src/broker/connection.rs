@@ -156,6 +156,8 @@ pub(crate) struct Connection {
     pub(crate) pipeline: Pipeline,
     /// Whether the shell was told to stop reading.
     pub(crate) read_paused: bool,
+    /// Topics the client bound to topic aliases on this connection, by alias (MQTT 5.0).
+    pub(crate) topic_aliases: Vec<Option<crate::topic::TopicName>>,
     /// The will, published if the connection ends without a normal DISCONNECT.
     pub(crate) will: Option<Will>,
 }
@@ -181,6 +183,7 @@ impl Connection {
             receive_in_flight: 0,
             pipeline: Pipeline::default(),
             read_paused: false,
+            topic_aliases: Vec::new(),
             will: None,
         }
     }

@@ -11,7 +11,7 @@ use super::session::{Delivery, Inflight, InflightState, SessionId};
 use super::Broker;
 use crate::codec::{
     Ack, DisconnectReason, Packet, PacketId, PubAckReason, PubRec, PubRelReason, Publish,
-    PublishQos, PublishRef, QoS,
+    PublishProperties, PublishQos, PublishRef, QoS,
 };
 use crate::js::records;
 use crate::js::{StoreRequest, Stream};
@@ -46,21 +46,61 @@ impl Broker {
         &mut self,
         conn: ConnId,
         session: SessionId,
-        p: Publish,
+        mut p: Publish,
         out: &mut Outbox,
     ) {
-        if p.topic.is_empty() || p.properties().topic_alias.is_some() {
-            // Topic Alias Maximum is 0 (not advertised), so any alias is invalid.
-            self.protocol_error(conn, DisconnectReason::TopicAliasInvalid, out);
-            return;
+        let alias = p
+            .properties
+            .as_mut()
+            .and_then(|props| props.topic_alias.take());
+        if p.properties.as_deref() == Some(&PublishProperties::EMPTY) {
+            // Aliases are per hop: what is left is passed on, or nothing.
+            p.properties = None;
         }
-        let topic = match TopicName::new(p.topic) {
-            Ok(t) if t.levels().count() <= self.config.max_topic_levels => t,
-            _ => {
-                self.protocol_error(conn, DisconnectReason::TopicNameInvalid, out);
-                return;
+        let topic = if p.topic.is_empty() {
+            // A topic alias stands for a topic the client set before on this connection.
+            let known = alias.and_then(|a| {
+                self.conns
+                    .get(&conn)
+                    .and_then(|c| c.topic_aliases.get(usize::from(a.get())).cloned().flatten())
+            });
+            match known {
+                Some(t) => t,
+                None => {
+                    let reason = if alias.is_some() {
+                        DisconnectReason::ProtocolError
+                    } else {
+                        DisconnectReason::TopicNameInvalid
+                    };
+                    self.protocol_error(conn, reason, out);
+                    return;
+                }
+            }
+        } else {
+            match TopicName::new(p.topic) {
+                Ok(t) if t.levels().count() <= self.config.max_topic_levels => t,
+                _ => {
+                    self.protocol_error(conn, DisconnectReason::TopicNameInvalid, out);
+                    return;
+                }
             }
         };
+        if let Some(a) = alias {
+            // [MQTT-3.2.2-17]: aliases above the advertised maximum are invalid.
+            if a.get() > self.config.topic_alias_maximum {
+                self.protocol_error(conn, DisconnectReason::TopicAliasInvalid, out);
+                return;
+            }
+            if let Some(c) = self.conns.get_mut(&conn) {
+                let i = usize::from(a.get());
+                if c.topic_aliases.len() <= i {
+                    c.topic_aliases.resize(i + 1, None);
+                }
+                if let Some(slot) = c.topic_aliases.get_mut(i) {
+                    *slot = Some(topic.clone());
+                }
+            }
+        }
         let level = p.qos.level();
         if level > self.config.max_qos {
             self.protocol_error(conn, DisconnectReason::QosNotSupported, out);

@@ -1079,3 +1079,61 @@ fn inbound_topic_aliases_are_per_connection_and_per_hop() {
     h.send(c2, &aliased("", 3));
     assert!(h.closed(c2).is_some());
 }
+
+#[test]
+fn subscription_identifiers_are_delivered_with_each_message() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V5, "ids", true));
+    let with_id = |packet_id: u16, filter: &str, id: u32| {
+        Packet::Subscribe(jetmq_core::codec::Subscribe {
+            packet_id: pid(packet_id),
+            properties: jetmq_core::codec::SubscribeProperties {
+                subscription_identifier: std::num::NonZeroU32::new(id),
+                user_properties: Vec::new(),
+            },
+            filters: vec![(
+                filter.into(),
+                jetmq_core::codec::SubscriptionOptions::new(QoS::AtLeastOnce),
+            )],
+        })
+    };
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("a/b", "retained", PublishQos::AtMostOnce, true));
+    h.send(s, &with_id(1, "a/#", 5));
+    let got = h.packets(s);
+    let retained = got
+        .iter()
+        .find_map(|p| match p {
+            Packet::Publish(p) => Some(p.clone()),
+            _ => None,
+        })
+        .expect("the retained message");
+    assert_eq!(
+        retained.properties().subscription_identifiers,
+        vec![std::num::NonZeroU32::new(5).unwrap()]
+    );
+    h.send(s, &with_id(2, "a/b", 7));
+    h.packets(s);
+    h.send(p, &publish("a/b", "live", PublishQos::AtMostOnce, false));
+    let live: Vec<_> = h
+        .packets(s)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(live.len(), 1, "one copy for overlapping subscriptions");
+    let mut ids: Vec<u32> = live[0]
+        .properties()
+        .subscription_identifiers
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        vec![5, 7],
+        "with the identifiers of both matching subscriptions"
+    );
+}

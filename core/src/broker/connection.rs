@@ -57,7 +57,7 @@ pub(crate) enum Work {
     /// Send a finished SUBACK or UNSUBACK, then the retained messages for new subscriptions.
     SubscriptionAck {
         packet: Packet,
-        retained: Vec<(TopicFilter, QoS)>,
+        retained: Vec<(TopicFilter, QoS, Option<std::num::NonZeroU32>)>,
     },
     /// Send a reply only (PUBCOMP once the QoS 2 record is gone).
     Reply(Reply),

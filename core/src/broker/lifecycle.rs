@@ -439,7 +439,6 @@ impl Broker {
             p.shared_subscription_available = Some(false);
             p.topic_alias_maximum =
                 (self.config.topic_alias_maximum > 0).then_some(self.config.topic_alias_maximum);
-            p.subscription_identifiers_available = Some(false);
             p.server_keep_alive = server_keep_alive;
         }
         Packet::ConnAck(Box::new(ack)).encode(version, &mut c.out);

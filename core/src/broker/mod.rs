@@ -66,7 +66,6 @@ use retained::RetainedStore;
 use session::{Session, SessionId};
 use subscriptions::SubscriptionTree;
 
-use crate::codec::SubscriptionOptions;
 use crate::js::{RequestId, StoredMessage};
 use crate::rng::Rng;
 use crate::time::{Instant, Now};
@@ -120,7 +119,7 @@ pub struct Broker {
     by_key: BTreeMap<SessionKey, SessionId>,
     /// The last session number handed out.
     session_uids: u64,
-    subscriptions: SubscriptionTree<SessionId, SubscriptionOptions>,
+    subscriptions: SubscriptionTree<SessionId, session::Subscriber>,
     retained: RetainedStore<SharedMessage>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     requests: BTreeMap<RequestId, RequestOwner>,

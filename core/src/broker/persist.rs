@@ -306,13 +306,21 @@ impl Broker {
             .expiry
             .map(|secs| Duration::from_secs(u64::from(secs)));
         for (text, filter, options, sid) in subs {
-            self.subscriptions.insert(&filter, id, options);
+            let sub_id = sid.and_then(std::num::NonZeroU32::new);
+            self.subscriptions.insert(
+                &filter,
+                id,
+                super::session::Subscriber {
+                    options,
+                    id: sub_id,
+                },
+            );
             s.subscriptions.insert(
                 text,
                 SubscriptionEntry {
                     filter,
                     options,
-                    id: sid.and_then(std::num::NonZeroU32::new),
+                    id: sub_id,
                 },
             );
         }
@@ -385,12 +393,12 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(session) else {
                 continue;
             };
-            let granted = s
+            let matching = s
                 .subscriptions
                 .values()
-                .filter(|e| e.filter.matches(&topic))
-                .map(|e| e.options.qos)
-                .max();
+                .filter(|e| e.filter.matches(&topic));
+            let granted = matching.clone().map(|e| e.options.qos).max();
+            let subscription_ids = matching.filter_map(|e| e.id).collect();
             let Some(granted) = granted.filter(|q| *q != QoS::AtMostOnce) else {
                 continue;
             };
@@ -400,6 +408,7 @@ impl Broker {
                 qos: qos.min(granted),
                 retain: false,
                 dup: true,
+                subscription_ids,
             };
             let _ = s.outbound.push_queued(d, usize::MAX, usize::MAX);
         }

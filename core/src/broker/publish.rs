@@ -7,7 +7,7 @@ use super::connection::{Pending, Phase, Pipeline, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, Notice, Outbox};
 use super::message::{Message, SharedMessage};
 use super::persist::Write;
-use super::session::{Delivery, Inflight, InflightState, SessionId};
+use super::session::{Delivery, Inflight, InflightState, SessionId, SubscriptionIds};
 use super::Broker;
 use crate::codec::{
     Ack, DisconnectReason, Packet, PacketId, PubAckReason, PubRec, PubRelReason, Publish,
@@ -25,11 +25,13 @@ const SHARED_PAYLOAD_MIN: usize = 4096;
 const SPARE_MESSAGES: usize = 64;
 
 /// One session a message goes to, with the combined options of its matching subscriptions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) session: SessionId,
     pub(crate) qos: QoS,
     pub(crate) retain_as_published: bool,
+    /// Identifiers of the matching subscriptions that have one.
+    pub(crate) subscription_ids: SubscriptionIds,
 }
 
 /// A message being delivered to its targets, possibly over several calls.
@@ -224,8 +226,8 @@ impl Broker {
     /// `topic`, so the message must be stored before it is acknowledged.
     fn needs_store(&self, topic: &TopicName) -> bool {
         let mut needed = false;
-        self.subscriptions.for_each_match(topic, |sid, opts| {
-            if !needed && opts.qos != QoS::AtMostOnce {
+        self.subscriptions.for_each_match(topic, |sid, sub| {
+            if !needed && sub.options.qos != QoS::AtMostOnce {
                 needed = self.sessions.get(*sid).is_some_and(|s| s.persistent);
             }
         });
@@ -535,23 +537,28 @@ impl Broker {
     /// Delivers queued messages until they are done or the call's budget is spent.
     pub(super) fn run_fanout(&mut self, out: &mut Outbox) {
         while let Some(mut job) = self.fanout.pop_front() {
-            let targets = match job.targets.take() {
+            let mut targets = match job.targets.take() {
                 Some(t) => t,
                 None => self.targets_for(&job.msg),
             };
             while job.next < targets.len() && self.budget > 0 {
-                let t = targets[job.next];
+                let Some(t) = targets.get_mut(job.next) else {
+                    break;
+                };
                 job.next += 1;
                 self.budget -= 1;
                 let qos = job.msg.qos.min(t.qos);
                 let retain = t.retain_as_published && job.msg.retain;
+                let (session, subscription_ids) =
+                    (t.session, std::mem::take(&mut t.subscription_ids));
                 self.deliver(
-                    t.session,
+                    session,
                     Delivery {
                         msg: Arc::clone(&job.msg),
                         qos,
                         retain,
                         dup: false,
+                        subscription_ids,
                     },
                     out,
                 );
@@ -578,7 +585,8 @@ impl Broker {
         self.route_epoch += 1;
         let epoch = self.route_epoch;
         let sessions = &mut self.sessions;
-        self.subscriptions.for_each_match(&msg.topic, |sid, opts| {
+        self.subscriptions.for_each_match(&msg.topic, |sid, sub| {
+            let opts = &sub.options;
             let Some(s) = sessions.get_mut(*sid) else {
                 return;
             };
@@ -589,6 +597,7 @@ impl Broker {
                 if let Some(t) = targets.get_mut(s.route_slot) {
                     t.qos = t.qos.max(opts.qos);
                     t.retain_as_published |= opts.retain_as_published;
+                    t.subscription_ids.extend(sub.id);
                 }
             } else {
                 s.route_epoch = epoch;
@@ -597,6 +606,7 @@ impl Broker {
                     session: *sid,
                     qos: opts.qos,
                     retain_as_published: opts.retain_as_published,
+                    subscription_ids: sub.id.into_iter().collect(),
                 });
             }
         });
@@ -706,6 +716,7 @@ impl Broker {
             retain: d.retain,
             topic: d.msg.topic.as_str(),
             properties: d.msg.properties.as_deref(),
+            subscription_ids: (!d.subscription_ids.is_empty()).then_some(&d.subscription_ids[..]),
             payload: &d.msg.payload,
         };
         let len = publish.encoded_len(c.version);
@@ -950,7 +961,7 @@ impl Broker {
     pub(super) fn send_retained(
         &mut self,
         conn: ConnId,
-        filters: &[(crate::topic::TopicFilter, QoS)],
+        filters: &[(crate::topic::TopicFilter, QoS, Option<std::num::NonZeroU32>)],
         out: &mut Outbox,
     ) {
         let Some(session) = self.conns.get(&conn).and_then(|c| match c.phase {
@@ -959,7 +970,7 @@ impl Broker {
         }) else {
             return;
         };
-        for (filter, granted) in filters {
+        for (filter, granted, id) in filters {
             let mut found = Vec::new();
             self.retained
                 .for_each_match(filter, |_, msg| found.push(Arc::clone(msg)));
@@ -972,6 +983,7 @@ impl Broker {
                         qos,
                         retain: true,
                         dup: false,
+                        subscription_ids: id.iter().copied().collect(),
                     },
                     out,
                 );

@@ -35,6 +35,16 @@ pub(crate) struct SubscriptionEntry {
     pub(crate) id: Option<NonZeroU32>,
 }
 
+/// Subscription Identifiers of the subscriptions a message matched, for one session.
+pub(crate) type SubscriptionIds = smallvec::SmallVec<[NonZeroU32; 2]>;
+
+/// What the subscription tree holds for one subscription of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Subscriber {
+    pub(crate) options: SubscriptionOptions,
+    pub(crate) id: Option<NonZeroU32>,
+}
+
 /// One message on its way to one session.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
@@ -45,6 +55,8 @@ pub(crate) struct Delivery {
     pub(crate) retain: bool,
     /// Whether it may have been sent before (restored after a restart).
     pub(crate) dup: bool,
+    /// Identifiers of the matching subscriptions (MQTT 5.0).
+    pub(crate) subscription_ids: SubscriptionIds,
 }
 
 /// Where an outbound QoS 1/2 message stands.

@@ -5,11 +5,13 @@ use bytestring::ByteString;
 
 use super::connection::Work;
 use super::io::{ConnId, Outbox};
-use super::session::{SessionId, SubscriptionEntry};
+use std::num::NonZeroU32;
+
+use super::session::{SessionId, Subscriber, SubscriptionEntry};
 use super::Broker;
 use crate::codec::{
-    DisconnectReason, Packet, QoS, RetainHandling, SubAck, SubAckReason, Subscribe, UnsubAck,
-    UnsubAckReason, Unsubscribe,
+    Packet, QoS, RetainHandling, SubAck, SubAckReason, Subscribe, UnsubAck, UnsubAckReason,
+    Unsubscribe,
 };
 use crate::topic::{Subscription, TopicFilter};
 
@@ -21,18 +23,10 @@ impl Broker {
         sub: Subscribe,
         out: &mut Outbox,
     ) {
-        if sub.properties.subscription_identifier.is_some() {
-            // The CONNACK said Subscription Identifiers are not available.
-            self.protocol_error(
-                conn,
-                DisconnectReason::SubscriptionIdentifiersNotSupported,
-                out,
-            );
-            return;
-        }
+        let sub_id = sub.properties.subscription_identifier;
         let max_qos = self.config.max_qos.min(self.config.max_subscription_qos);
         let mut reasons = Vec::with_capacity(sub.filters.len());
-        let mut retained: Vec<(TopicFilter, QoS)> = Vec::new();
+        let mut retained: Vec<(TopicFilter, QoS, Option<NonZeroU32>)> = Vec::new();
         let mut changed = false;
         let max_levels = self.config.max_topic_levels;
         for (text, options) in sub.filters {
@@ -61,11 +55,17 @@ impl Broker {
                 SubscriptionEntry {
                     filter: filter.clone(),
                     options,
-                    id: None,
+                    id: sub_id,
                 },
             );
-            changed |= previous.as_ref().is_none_or(|p| p.options != options);
-            self.subscriptions.insert(&filter, session, options);
+            changed |= previous
+                .as_ref()
+                .is_none_or(|p| p.options != options || p.id != sub_id);
+            let subscriber = Subscriber {
+                options,
+                id: sub_id,
+            };
+            self.subscriptions.insert(&filter, session, subscriber);
             reasons.push(match options.qos {
                 QoS::AtMostOnce => SubAckReason::GrantedQos0,
                 QoS::AtLeastOnce => SubAckReason::GrantedQos1,
@@ -77,7 +77,7 @@ impl Broker {
                 RetainHandling::DoNotSend => false,
             };
             if send {
-                retained.push((filter, options.qos));
+                retained.push((filter, options.qos, sub_id));
             }
         }
         let ack = Packet::SubAck(SubAck {
@@ -128,7 +128,7 @@ impl Broker {
         session: SessionId,
         changed: bool,
         ack: Packet,
-        retained: Vec<(TopicFilter, QoS)>,
+        retained: Vec<(TopicFilter, QoS, Option<NonZeroU32>)>,
         out: &mut Outbox,
     ) {
         let persistent = self.sessions.get(session).is_some_and(|s| s.persistent);

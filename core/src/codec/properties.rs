@@ -744,18 +744,55 @@ impl PropertySet for PublishProperties {
     }
 
     fn visit<S: PropertySink>(&self, s: &mut S) {
-        use PropertyId as P;
-        visit_payload_format(s, self.payload_format_indicator);
-        visit_opt_u32(s, P::MessageExpiryInterval, self.message_expiry_interval);
-        visit_opt_u16(s, P::TopicAlias, self.topic_alias.map(NonZeroU16::get));
-        visit_opt_bytes(s, P::ResponseTopic, str_bytes(&self.response_topic));
-        visit_opt_bytes(s, P::CorrelationData, self.correlation_data.as_deref());
-        visit_user_properties(s, &self.user_properties);
-        for id in &self.subscription_identifiers {
-            s.var_int(P::SubscriptionIdentifier, id.get());
-        }
-        visit_opt_bytes(s, P::ContentType, str_bytes(&self.content_type));
+        visit_publish(s, Some(self), &self.subscription_identifiers);
     }
+}
+
+/// Visits a PUBLISH's properties, with `subscription_ids` in place of the set's own (a
+/// broker adds the identifiers of each subscriber's matching subscriptions).
+fn visit_publish<S: PropertySink>(
+    s: &mut S,
+    base: Option<&PublishProperties>,
+    subscription_ids: &[NonZeroU32],
+) {
+    use PropertyId as P;
+    if let Some(p) = base {
+        visit_payload_format(s, p.payload_format_indicator);
+        visit_opt_u32(s, P::MessageExpiryInterval, p.message_expiry_interval);
+        visit_opt_u16(s, P::TopicAlias, p.topic_alias.map(NonZeroU16::get));
+        visit_opt_bytes(s, P::ResponseTopic, str_bytes(&p.response_topic));
+        visit_opt_bytes(s, P::CorrelationData, p.correlation_data.as_deref());
+        visit_user_properties(s, &p.user_properties);
+    }
+    for id in subscription_ids {
+        s.var_int(P::SubscriptionIdentifier, id.get());
+    }
+    if let Some(p) = base {
+        visit_opt_bytes(s, P::ContentType, str_bytes(&p.content_type));
+    }
+}
+
+/// The encoded length (Property Length prefix included) of a PUBLISH's properties with
+/// `subscription_ids` in place of the set's own.
+pub(crate) fn publish_properties_len(
+    base: Option<&PublishProperties>,
+    subscription_ids: &[NonZeroU32],
+) -> usize {
+    let mut counter = LengthCounter::default();
+    visit_publish(&mut counter, base, subscription_ids);
+    var_int_len(u32::try_from(counter.0).unwrap_or(u32::MAX)) + counter.0
+}
+
+/// Writes a PUBLISH's properties with `subscription_ids` in place of the set's own.
+pub(crate) fn write_publish_properties(
+    base: Option<&PublishProperties>,
+    subscription_ids: &[NonZeroU32],
+    buf: &mut BytesMut,
+) {
+    let mut counter = LengthCounter::default();
+    visit_publish(&mut counter, base, subscription_ids);
+    put_var_int(buf, u32::try_from(counter.0).unwrap_or(u32::MAX));
+    visit_publish(&mut Writer(buf), base, subscription_ids);
 }
 
 /// Properties of PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK (§3.4.2.2 and

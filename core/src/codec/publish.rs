@@ -4,7 +4,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::primitives::{binary_len, put_binary, put_var_int, var_int_len, Reader};
-use super::properties::{PropertySet, PublishProperties};
+use std::num::NonZeroU32;
+
+use super::properties::{
+    publish_properties_len, write_publish_properties, PropertySet, PublishProperties,
+};
 use super::{DecodeError, Direction, PacketId, PacketType, ProtocolVersion, QoS};
 
 /// The QoS of a PUBLISH together with its packet identifier, which exists exactly when the QoS
@@ -152,6 +156,7 @@ impl Publish {
             retain: self.retain,
             topic: &self.topic,
             properties: self.properties.as_deref(),
+            subscription_ids: None,
             payload: &self.payload,
         }
     }
@@ -171,6 +176,9 @@ pub struct PublishRef<'a> {
     pub topic: &'a str,
     /// MQTT 5.0 properties, if any.
     pub properties: Option<&'a PublishProperties>,
+    /// Subscription Identifiers to send instead of those in `properties` (a broker's
+    /// per-subscriber ones), or `None` to send the properties as they are.
+    pub subscription_ids: Option<&'a [NonZeroU32]>,
     /// The payload.
     pub payload: &'a [u8],
 }
@@ -193,7 +201,11 @@ impl PublishRef<'_> {
             len += 2;
         }
         if version.is_v5() {
-            len += self.properties.map_or(1, |p| p.encoded_len());
+            len += match (self.subscription_ids, self.properties) {
+                (Some(ids), base) => publish_properties_len(base, ids),
+                (None, Some(p)) => p.encoded_len(),
+                (None, None) => 1,
+            };
         }
         len
     }
@@ -227,9 +239,10 @@ impl PublishRef<'_> {
             buf.put_u16(id.get());
         }
         if version.is_v5() {
-            match self.properties {
-                Some(p) => p.write(buf),
-                None => buf.put_u8(0),
+            match (self.subscription_ids, self.properties) {
+                (Some(ids), base) => write_publish_properties(base, ids, buf),
+                (None, Some(p)) => p.write(buf),
+                (None, None) => buf.put_u8(0),
             }
         }
     }

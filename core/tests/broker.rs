@@ -1137,3 +1137,85 @@ fn subscription_identifiers_are_delivered_with_each_message() {
         "with the identifiers of both matching subscriptions"
     );
 }
+
+fn expiring(topic: &str, payload: &str, qos: PublishQos, retain: bool, secs: u32) -> Packet {
+    let Packet::Publish(mut p) = publish(topic, payload, qos, retain) else {
+        unreachable!()
+    };
+    p.properties_mut().message_expiry_interval = Some(secs);
+    Packet::Publish(p)
+}
+
+#[test]
+fn message_expiry_drops_stale_copies_and_sends_what_is_left() {
+    let mut h = h();
+    let mut first = connect(V5, "late", false);
+    first.properties.session_expiry_interval = Some(3600);
+    let (s, _) = h.connect_ok(first);
+    h.subscribe_ok(s, 1, "e/#", QoS::AtLeastOnce);
+    h.input(Input::Closed { conn: s });
+    let (p, _) = h.connect_ok(connect(V5, "p", true));
+    h.send(p, &expiring("e/short", "gone", q1(1), false, 10));
+    h.send(p, &expiring("e/long", "kept", q1(2), false, 100));
+    h.advance(Duration::from_secs(30));
+    let mut c = connect(V5, "late", false);
+    c.properties.session_expiry_interval = Some(3600);
+    let (s2, present) = h.connect_ok(c);
+    assert!(present);
+    let got: Vec<_> = h
+        .packets(s2)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 1, "the expired copy was dropped [MQTT-3.3.2-5]");
+    assert_eq!(&got[0].payload[..], b"kept");
+    assert_eq!(
+        got[0].properties().message_expiry_interval,
+        Some(70),
+        "[MQTT-3.3.2-6]"
+    );
+    assert_eq!(h.broker.stats().dropped_expired, 1);
+}
+
+#[test]
+fn expired_retained_messages_are_not_sent() {
+    let mut h = h();
+    let (p, _) = h.connect_ok(connect(V5, "p", true));
+    h.send(p, &expiring("r/x", "soon", PublishQos::AtMostOnce, true, 5));
+    let (early, _) = h.connect_ok(connect(V5, "early", true));
+    h.subscribe_ok(early, 1, "r/#", QoS::AtMostOnce);
+    assert_eq!(h.publishes(early).len(), 1);
+    h.advance(Duration::from_secs(6));
+    let (s, _) = h.connect_ok(connect(V5, "s", true));
+    h.subscribe_ok(s, 1, "r/#", QoS::AtMostOnce);
+    assert!(h.publishes(s).is_empty());
+}
+
+#[test]
+fn will_properties_travel_with_the_will() {
+    let mut h = h();
+    let (w, _) = h.connect_ok(connect(V5, "w", true));
+    h.subscribe_ok(w, 1, "will", QoS::AtMostOnce);
+    let mut c = connect(V5, "d", true);
+    let mut will = LastWill {
+        topic: "will".into(),
+        payload: "bye".into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.content_type = Some("text/plain".into());
+    will.properties.message_expiry_interval = Some(60);
+    c.will = Some(will);
+    let (d, _) = h.connect_ok(c);
+    h.input(Input::Closed { conn: d });
+    let got = h.packets(w);
+    let Some(Packet::Publish(p)) = got.first() else {
+        panic!("{got:?}")
+    };
+    assert_eq!(p.properties().content_type.as_deref(), Some("text/plain"));
+    assert_eq!(p.properties().message_expiry_interval, Some(60));
+}

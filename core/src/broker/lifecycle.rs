@@ -13,7 +13,7 @@ use super::session::{InflightState, PendingWill, Session, SessionId, SessionKey,
 use super::{Broker, Timer};
 use crate::codec::{
     ConnAck, Connect, ConnectReason, DecodeError, Disconnect, DisconnectReason, Packet,
-    ProtocolVersion, QoS,
+    ProtocolVersion, PublishProperties, QoS,
 };
 use crate::topic::TopicName;
 
@@ -389,15 +389,28 @@ impl Broker {
         // The will topic was validated in `on_connect`.
         c.will = connect.will.and_then(|w| {
             let topic = TopicName::new(w.topic).ok()?;
+            // The will's properties travel with it like a PUBLISH's [MQTT-3.1.3-10].
+            let wp = &w.properties;
+            let properties = PublishProperties {
+                payload_format_indicator: wp.payload_format_indicator,
+                message_expiry_interval: wp.message_expiry_interval,
+                content_type: wp.content_type.clone(),
+                response_topic: wp.response_topic.clone(),
+                correlation_data: wp.correlation_data.clone(),
+                user_properties: wp.user_properties.clone(),
+                ..PublishProperties::EMPTY
+            };
+            let properties = (properties != PublishProperties::EMPTY).then(|| Box::new(properties));
             Some(Will {
                 message: Message {
                     topic,
                     payload: w.payload,
                     qos: w.qos,
                     retain: w.retain,
-                    properties: None,
+                    properties,
                     publisher: self.sessions.get(session).map(|s| s.uid),
                     seq: None,
+                    expires_at: None,
                 },
                 delay: Duration::from_secs(u64::from(
                     w.properties.will_delay_interval.unwrap_or(0),

@@ -86,6 +86,8 @@ pub struct BrokerStats {
     pub dropped_queue_full: u64,
     /// Deliveries dropped because they exceeded the client's Maximum Packet Size.
     pub dropped_too_large: u64,
+    /// Deliveries dropped because the message's expiry interval ran out first.
+    pub dropped_expired: u64,
     /// Inputs that named an unknown connection or request.
     pub unknown_inputs: u64,
     /// Store requests that failed or timed out.

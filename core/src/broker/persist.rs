@@ -352,6 +352,7 @@ impl Broker {
             properties: None,
             publisher: None,
             seq: None,
+            expires_at: None,
         };
         self.retained.insert(&topic, Arc::new(msg));
         true
@@ -385,6 +386,7 @@ impl Broker {
             properties: None,
             publisher: None,
             seq: Some(record.seq),
+            expires_at: None,
         });
         for consumer in &record.pending_for {
             let Some(&session) = by_consumer.get(consumer) else {

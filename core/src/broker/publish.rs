@@ -10,8 +10,8 @@ use super::persist::Write;
 use super::session::{Delivery, Inflight, InflightState, SessionId, SubscriptionIds};
 use super::Broker;
 use crate::codec::{
-    Ack, DisconnectReason, Packet, PacketId, PubAckReason, PubRec, PubRelReason, Publish,
-    PublishProperties, PublishQos, PublishRef, QoS,
+    Ack, DeliveryProperties, DisconnectReason, Packet, PacketId, PubAckReason, PubRec,
+    PubRelReason, Publish, PublishProperties, PublishQos, PublishRef, QoS,
 };
 use crate::js::records;
 use crate::js::{StoreRequest, Stream};
@@ -119,6 +119,19 @@ impl Broker {
             properties: p.properties,
             publisher: self.sessions.get(session).map(|s| s.uid),
             seq: None,
+            expires_at: None,
+        };
+        let msg = Message {
+            expires_at: msg
+                .properties
+                .as_ref()
+                .and_then(|p| p.message_expiry_interval)
+                .map(|secs| {
+                    self.now
+                        .instant
+                        .saturating_add(std::time::Duration::from_secs(u64::from(secs)))
+                }),
+            ..msg
         };
         let (reply, qos2_new) = match p.qos {
             PublishQos::AtMostOnce => (Reply::None, false),
@@ -474,7 +487,17 @@ impl Broker {
     }
 
     /// Publishes a will as if its client had sent it.
-    pub(super) fn publish_will(&mut self, msg: Message, out: &mut Outbox) {
+    pub(super) fn publish_will(&mut self, mut msg: Message, out: &mut Outbox) {
+        // A will's lifetime starts when it is published.
+        msg.expires_at = msg
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+            .map(|secs| {
+                self.now
+                    .instant
+                    .saturating_add(std::time::Duration::from_secs(u64::from(secs)))
+            });
         let mut writes = Vec::new();
         if msg.retain {
             writes.push((Write::Other, self.retained_request(&msg)));
@@ -707,16 +730,38 @@ impl Broker {
         qos: PublishQos,
         out: &mut Outbox,
     ) -> bool {
+        // [MQTT-3.3.2-5]: a message whose lifetime ran out before it was sent is dropped;
+        // [MQTT-3.3.2-6]: otherwise it carries what is left of it.
+        let expiry = match d.msg.expires_at {
+            Some(at) => {
+                let left = at.saturating_duration_since(self.now.instant);
+                if left.is_zero() && !d.dup {
+                    self.stats.dropped_expired += 1;
+                    return false;
+                }
+                Some(
+                    u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+                        .unwrap_or(u32::MAX)
+                        .max(1),
+                )
+            }
+            None => None,
+        };
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
+        let delivery =
+            (expiry.is_some() || !d.subscription_ids.is_empty()).then(|| DeliveryProperties {
+                subscription_ids: &d.subscription_ids,
+                message_expiry_interval: expiry,
+            });
         let publish = PublishRef {
             dup: d.dup,
             qos,
             retain: d.retain,
             topic: d.msg.topic.as_str(),
             properties: d.msg.properties.as_deref(),
-            subscription_ids: (!d.subscription_ids.is_empty()).then_some(&d.subscription_ids[..]),
+            delivery,
             payload: &d.msg.payload,
         };
         let len = publish.encoded_len(c.version);

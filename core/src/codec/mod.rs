@@ -42,9 +42,9 @@ pub use disconnect::Disconnect;
 pub use error::DecodeError;
 pub use primitives::{var_int_len, MAX_VAR_INT};
 pub use properties::{
-    AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PayloadFormat, PropertyId, PublishProperties, SubscribeProperties, UnsubscribeProperties,
-    UserProperty, WillProperties,
+    AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DeliveryProperties,
+    DisconnectProperties, PayloadFormat, PropertyId, PublishProperties, SubscribeProperties,
+    UnsubscribeProperties, UserProperty, WillProperties,
 };
 pub use publish::{Publish, PublishQos, PublishRef};
 pub use reason::{

@@ -744,27 +744,48 @@ impl PropertySet for PublishProperties {
     }
 
     fn visit<S: PropertySink>(&self, s: &mut S) {
-        visit_publish(s, Some(self), &self.subscription_identifiers);
+        visit_publish(s, Some(self), None);
     }
 }
 
-/// Visits a PUBLISH's properties, with `subscription_ids` in place of the set's own (a
-/// broker adds the identifiers of each subscriber's matching subscriptions).
+/// The PUBLISH properties a broker sets per subscriber, in place of the message's own:
+/// the identifiers of the subscriber's matching subscriptions and the remaining lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeliveryProperties<'a> {
+    /// Subscription Identifiers of the matching subscriptions.
+    pub subscription_ids: &'a [NonZeroU32],
+    /// The Message Expiry Interval left, in seconds.
+    pub message_expiry_interval: Option<u32>,
+}
+
+/// Visits a PUBLISH's properties; `delivery`, when given, replaces the subscription
+/// identifiers and the message expiry interval.
 fn visit_publish<S: PropertySink>(
     s: &mut S,
     base: Option<&PublishProperties>,
-    subscription_ids: &[NonZeroU32],
+    delivery: Option<&DeliveryProperties<'_>>,
 ) {
     use PropertyId as P;
+    let expiry = match delivery {
+        Some(d) => d.message_expiry_interval,
+        None => base.and_then(|p| p.message_expiry_interval),
+    };
+    let ids: &[NonZeroU32] = match (delivery, base) {
+        (Some(d), _) => d.subscription_ids,
+        (None, Some(p)) => &p.subscription_identifiers,
+        (None, None) => &[],
+    };
     if let Some(p) = base {
         visit_payload_format(s, p.payload_format_indicator);
-        visit_opt_u32(s, P::MessageExpiryInterval, p.message_expiry_interval);
+    }
+    visit_opt_u32(s, P::MessageExpiryInterval, expiry);
+    if let Some(p) = base {
         visit_opt_u16(s, P::TopicAlias, p.topic_alias.map(NonZeroU16::get));
         visit_opt_bytes(s, P::ResponseTopic, str_bytes(&p.response_topic));
         visit_opt_bytes(s, P::CorrelationData, p.correlation_data.as_deref());
         visit_user_properties(s, &p.user_properties);
     }
-    for id in subscription_ids {
+    for id in ids {
         s.var_int(P::SubscriptionIdentifier, id.get());
     }
     if let Some(p) = base {
@@ -772,27 +793,27 @@ fn visit_publish<S: PropertySink>(
     }
 }
 
-/// The encoded length (Property Length prefix included) of a PUBLISH's properties with
-/// `subscription_ids` in place of the set's own.
+/// The encoded length (Property Length prefix included) of a PUBLISH's properties with a
+/// subscriber's [`DeliveryProperties`].
 pub(crate) fn publish_properties_len(
     base: Option<&PublishProperties>,
-    subscription_ids: &[NonZeroU32],
+    delivery: &DeliveryProperties<'_>,
 ) -> usize {
     let mut counter = LengthCounter::default();
-    visit_publish(&mut counter, base, subscription_ids);
+    visit_publish(&mut counter, base, Some(delivery));
     var_int_len(u32::try_from(counter.0).unwrap_or(u32::MAX)) + counter.0
 }
 
-/// Writes a PUBLISH's properties with `subscription_ids` in place of the set's own.
+/// Writes a PUBLISH's properties with a subscriber's [`DeliveryProperties`].
 pub(crate) fn write_publish_properties(
     base: Option<&PublishProperties>,
-    subscription_ids: &[NonZeroU32],
+    delivery: &DeliveryProperties<'_>,
     buf: &mut BytesMut,
 ) {
     let mut counter = LengthCounter::default();
-    visit_publish(&mut counter, base, subscription_ids);
+    visit_publish(&mut counter, base, Some(delivery));
     put_var_int(buf, u32::try_from(counter.0).unwrap_or(u32::MAX));
-    visit_publish(&mut Writer(buf), base, subscription_ids);
+    visit_publish(&mut Writer(buf), base, Some(delivery));
 }
 
 /// Properties of PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK (§3.4.2.2 and

@@ -4,10 +4,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::primitives::{binary_len, put_binary, put_var_int, var_int_len, Reader};
-use std::num::NonZeroU32;
-
 use super::properties::{
-    publish_properties_len, write_publish_properties, PropertySet, PublishProperties,
+    publish_properties_len, write_publish_properties, DeliveryProperties, PropertySet,
+    PublishProperties,
 };
 use super::{DecodeError, Direction, PacketId, PacketType, ProtocolVersion, QoS};
 
@@ -156,7 +155,7 @@ impl Publish {
             retain: self.retain,
             topic: &self.topic,
             properties: self.properties.as_deref(),
-            subscription_ids: None,
+            delivery: None,
             payload: &self.payload,
         }
     }
@@ -176,9 +175,9 @@ pub struct PublishRef<'a> {
     pub topic: &'a str,
     /// MQTT 5.0 properties, if any.
     pub properties: Option<&'a PublishProperties>,
-    /// Subscription Identifiers to send instead of those in `properties` (a broker's
-    /// per-subscriber ones), or `None` to send the properties as they are.
-    pub subscription_ids: Option<&'a [NonZeroU32]>,
+    /// Per-subscriber properties to send instead of the message's own (subscription
+    /// identifiers, remaining expiry), or `None` to send `properties` as they are.
+    pub delivery: Option<DeliveryProperties<'a>>,
     /// The payload.
     pub payload: &'a [u8],
 }
@@ -201,8 +200,8 @@ impl PublishRef<'_> {
             len += 2;
         }
         if version.is_v5() {
-            len += match (self.subscription_ids, self.properties) {
-                (Some(ids), base) => publish_properties_len(base, ids),
+            len += match (&self.delivery, self.properties) {
+                (Some(d), base) => publish_properties_len(base, d),
                 (None, Some(p)) => p.encoded_len(),
                 (None, None) => 1,
             };
@@ -239,8 +238,8 @@ impl PublishRef<'_> {
             buf.put_u16(id.get());
         }
         if version.is_v5() {
-            match (self.subscription_ids, self.properties) {
-                (Some(ids), base) => write_publish_properties(base, ids, buf),
+            match (&self.delivery, self.properties) {
+                (Some(d), base) => write_publish_properties(base, d, buf),
                 (None, Some(p)) => p.write(buf),
                 (None, None) => buf.put_u8(0),
             }

@@ -106,7 +106,7 @@ fn serve(config: ServerConfig) -> ExitCode {
     let store: Arc<dyn StoreBackend> = match &config.data_dir {
         Some(dir) => match EmbeddedBackend::open(dir, config.sync) {
             Ok((backend, report)) => {
-                tracing::info!(dir = %dir.display(), ?report, "store opened");
+                tracing::info!(dir = %dir.display(), %report, "store opened");
                 Arc::new(backend)
             }
             Err(e) => {

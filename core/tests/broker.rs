@@ -50,7 +50,10 @@ fn v5_connack_advertises_limits() {
         ack.properties.maximum_packet_size.map(|r| r.get()),
         Some(1024 * 1024)
     );
-    assert_eq!(ack.properties.shared_subscription_available, Some(false));
+    assert_eq!(
+        ack.properties.shared_subscription_available, None,
+        "absent: available"
+    );
     assert_eq!(ack.properties.assigned_client_identifier, None);
 }
 
@@ -299,11 +302,11 @@ fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
 }
 
 #[test]
-fn invalid_and_shared_filters_get_failure_codes() {
+fn invalid_filters_get_failure_codes() {
     let mut h = h();
     let (c, _) = h.connect_ok(connect(V5, "c", true));
     h.send(c, &subscribe(1, "a/#/b", QoS::AtMostOnce));
-    h.send(c, &subscribe(2, "$share/g/a", QoS::AtMostOnce));
+    h.send(c, &subscribe(2, "$share//a", QoS::AtMostOnce));
     let acks: Vec<_> = h
         .packets(c)
         .into_iter()
@@ -316,7 +319,7 @@ fn invalid_and_shared_filters_get_failure_codes() {
         acks,
         vec![
             vec![SubAckReason::TopicFilterInvalid],
-            vec![SubAckReason::SharedSubscriptionsNotSupported]
+            vec![SubAckReason::TopicFilterInvalid]
         ]
     );
     // 3.1.1 sees 0x80 for any failure.
@@ -1218,4 +1221,96 @@ fn will_properties_travel_with_the_will() {
     };
     assert_eq!(p.properties().content_type.as_deref(), Some("text/plain"));
     assert_eq!(p.properties().message_expiry_interval, Some(60));
+}
+
+#[test]
+fn shared_subscriptions_take_turns_and_skip_offline_members() {
+    let mut h = h();
+    let (a, _) = h.connect_ok(connect(V5, "a", true));
+    let (b, _) = h.connect_ok(connect(V3, "b", true));
+    let (plain, _) = h.connect_ok(connect(V5, "plain", true));
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(
+        p,
+        &publish("jobs/1", "retained", PublishQos::AtMostOnce, true),
+    );
+    h.subscribe_ok(a, 1, "$share/workers/jobs/#", QoS::AtLeastOnce);
+    h.subscribe_ok(b, 1, "$share/workers/jobs/#", QoS::AtLeastOnce);
+    h.subscribe_ok(plain, 1, "jobs/#", QoS::AtMostOnce);
+    assert!(
+        h.publishes(a).is_empty() && h.publishes(b).is_empty(),
+        "no retained messages on shared subscriptions"
+    );
+    h.publishes(plain);
+    for i in 0..4 {
+        h.send(
+            p,
+            &publish("jobs/x", &i.to_string(), PublishQos::AtMostOnce, false),
+        );
+    }
+    let (got_a, got_b) = (h.publishes(a).len(), h.publishes(b).len());
+    assert_eq!(
+        (got_a, got_b),
+        (2, 2),
+        "round robin between the two members"
+    );
+    assert_eq!(
+        h.publishes(plain).len(),
+        4,
+        "a plain subscription still gets every message"
+    );
+    // With one member gone, the other gets everything.
+    h.input(Input::Closed { conn: b });
+    for i in 0..3 {
+        h.send(
+            p,
+            &publish("jobs/x", &i.to_string(), PublishQos::AtMostOnce, false),
+        );
+    }
+    assert_eq!(h.publishes(a).len(), 3);
+    // Unsubscribing by the whole $share string removes the membership.
+    h.send(
+        a,
+        &Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(9),
+            properties: Default::default(),
+            filters: vec!["$share/workers/jobs/#".into()],
+        }),
+    );
+    assert!(
+        matches!(&h.packets(a)[..], [Packet::UnsubAck(u)] if u.reasons == vec![UnsubAckReason::Success])
+    );
+    h.send(p, &publish("jobs/x", "none", PublishQos::AtMostOnce, false));
+    assert!(h.publishes(a).is_empty());
+}
+
+#[test]
+fn shared_subscriptions_of_persistent_sessions_survive_a_restart() {
+    let mut h = h();
+    let (a, _) = h.connect_ok(connect(V3, "member", false));
+    h.subscribe_ok(a, 1, "$share/g/t", QoS::AtLeastOnce);
+    h.input(Input::Closed { conn: a });
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t", "queued", q1(1), false));
+    assert_eq!(
+        h.broker.session_backlog("member"),
+        Some((0, 1, 6)),
+        "an offline persistent member gets it queued"
+    );
+    let records = h.store.records();
+    let mut h2 = Harness::new(BrokerConfig::default());
+    for r in records {
+        h2.input(Input::Restored(r));
+    }
+    h2.input(Input::RestoreComplete);
+    let (a2, present) = h2.connect_ok(connect(V3, "member", false));
+    assert!(present);
+    assert_eq!(h2.publishes(a2).len(), 1, "the queued message comes back");
+    let (p2, _) = h2.connect_ok(connect(V3, "p", true));
+    h2.send(p2, &publish("t", "live", PublishQos::AtMostOnce, false));
+    assert_eq!(
+        h2.publishes(a2).len(),
+        1,
+        "the shared subscription was restored"
+    );
 }

@@ -449,7 +449,6 @@ impl Broker {
             if self.config.max_qos < QoS::ExactlyOnce {
                 p.maximum_qos = Some(self.config.max_qos);
             }
-            p.shared_subscription_available = Some(false);
             p.topic_alias_maximum =
                 (self.config.topic_alias_maximum > 0).then_some(self.config.topic_alias_maximum);
             p.server_keep_alive = server_keep_alive;
@@ -697,7 +696,7 @@ impl Broker {
         };
         self.by_key.remove(&s.key);
         for entry in s.subscriptions.values() {
-            self.subscriptions.remove(&entry.filter, &session);
+            self.unindex_subscription(session, entry);
         }
         if s.persistent || !s.inbound_qos2.is_empty() {
             self.forget_session(&s, out);

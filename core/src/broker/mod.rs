@@ -122,6 +122,13 @@ pub struct Broker {
     /// The last session number handed out.
     session_uids: u64,
     subscriptions: SubscriptionTree<SessionId, session::Subscriber>,
+    /// Shared subscriptions, keyed by (shared subscription number, member session).
+    shared: SubscriptionTree<(u32, SessionId), session::Subscriber>,
+    /// Shared subscription numbers by (group, filter), and each one's round-robin cursor.
+    shares: BTreeMap<(bytestring::ByteString, bytestring::ByteString), u32>,
+    share_cursors: Vec<u64>,
+    /// Reused list of shared-subscription members matching a message.
+    shared_scratch: Vec<(u32, SessionId, session::Subscriber)>,
     retained: RetainedStore<SharedMessage>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     requests: BTreeMap<RequestId, RequestOwner>,
@@ -157,6 +164,10 @@ impl Broker {
             by_key: BTreeMap::new(),
             session_uids: 0,
             subscriptions: SubscriptionTree::new(),
+            shared: SubscriptionTree::new(),
+            shares: BTreeMap::new(),
+            share_cursors: Vec::new(),
+            shared_scratch: Vec::new(),
             retained: RetainedStore::new(),
             timers: BinaryHeap::new(),
             requests: BTreeMap::new(),

@@ -17,7 +17,7 @@ use super::{Broker, Timer};
 use crate::codec::{ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use crate::js::records::{self, SessionRecord, SubscriptionRecord};
 use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
-use crate::topic::{subject, TopicFilter};
+use crate::topic::subject;
 
 /// What a write contributes to the packet waiting for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,21 +271,31 @@ impl Broker {
             .sessions
             .insert(Session::new(key.clone(), version, self.session_uids));
         self.by_key.insert(key, id);
-        let mut subs: Vec<(ByteString, TopicFilter, SubscriptionOptions, Option<u32>)> = Vec::new();
+        let mut subs: Vec<(ByteString, SubscriptionEntry)> = Vec::new();
         if rec.jetmq.subs.is_empty() {
             // A record written by the NATS server: filters are NATS subjects.
             for (subj, qos) in &rec.subs {
-                let text = subject::subject_to_filter(subj).into_owned();
-                if let (Ok(filter), Some(qos)) =
-                    (TopicFilter::try_from(text.as_str()), QoS::from_u8(*qos))
+                let text: ByteString = subject::subject_to_filter(subj).into_owned().into();
+                if let (Some((filter, share)), Some(qos)) =
+                    (self.parse_subscription(&text), QoS::from_u8(*qos))
                 {
-                    subs.push((text.into(), filter, SubscriptionOptions::new(qos), None));
+                    let options = SubscriptionOptions::new(qos);
+                    subs.push((
+                        text,
+                        SubscriptionEntry {
+                            filter,
+                            options,
+                            id: None,
+                            share,
+                        },
+                    ));
                 }
             }
         } else {
             for (text, sr) in &rec.jetmq.subs {
-                if let (Ok(filter), Some(qos)) =
-                    (TopicFilter::try_from(text.as_str()), QoS::from_u8(sr.qos))
+                let text: ByteString = text.clone().into();
+                if let (Some((filter, share)), Some(qos)) =
+                    (self.parse_subscription(&text), QoS::from_u8(sr.qos))
                 {
                     let options = SubscriptionOptions {
                         qos,
@@ -293,9 +303,21 @@ impl Broker {
                         retain_as_published: sr.rap,
                         retain_handling: RetainHandling::SendAtSubscribe,
                     };
-                    subs.push((text.clone().into(), filter, options, sr.sid));
+                    let id = sr.sid.and_then(std::num::NonZeroU32::new);
+                    subs.push((
+                        text,
+                        SubscriptionEntry {
+                            filter,
+                            options,
+                            id,
+                            share,
+                        },
+                    ));
                 }
             }
+        }
+        for (_, entry) in &subs {
+            self.index_subscription(id, entry);
         }
         let Some(s) = self.sessions.get_mut(id) else {
             return false;
@@ -305,25 +327,7 @@ impl Broker {
             .jetmq
             .expiry
             .map(|secs| Duration::from_secs(u64::from(secs)));
-        for (text, filter, options, sid) in subs {
-            let sub_id = sid.and_then(std::num::NonZeroU32::new);
-            self.subscriptions.insert(
-                &filter,
-                id,
-                super::session::Subscriber {
-                    options,
-                    id: sub_id,
-                },
-            );
-            s.subscriptions.insert(
-                text,
-                SubscriptionEntry {
-                    filter,
-                    options,
-                    id: sub_id,
-                },
-            );
-        }
+        s.subscriptions.extend(subs);
         by_consumer.insert(s.consumer.clone(), id);
         by_hash16.insert(records::client_hash16(&s.key.client_id), id);
         true

@@ -244,6 +244,11 @@ impl Broker {
                 needed = self.sessions.get(*sid).is_some_and(|s| s.persistent);
             }
         });
+        self.shared.for_each_match(topic, |(_, sid), sub| {
+            if !needed && sub.options.qos != QoS::AtMostOnce {
+                needed = self.sessions.get(*sid).is_some_and(|s| s.persistent);
+            }
+        });
         needed
     }
 
@@ -633,7 +638,43 @@ impl Broker {
                 });
             }
         });
+        self.add_shared_targets(msg, &mut targets);
         targets
+    }
+
+    /// Adds one member of each matching shared subscription, chosen in turn (round robin in
+    /// member order, deterministic), preferring members that are online.
+    fn add_shared_targets(&mut self, msg: &Message, targets: &mut Vec<Target>) {
+        let mut candidates = std::mem::take(&mut self.shared_scratch);
+        self.shared.for_each_match(&msg.topic, |(share, sid), sub| {
+            candidates.push((*share, *sid, *sub))
+        });
+        candidates.sort_by_key(|(share, sid, _)| (*share, *sid));
+        for group in candidates.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(share, _, _)) = group.first() else {
+                continue;
+            };
+            let Some(cursor) = self.share_cursors.get_mut(share as usize) else {
+                continue;
+            };
+            let start = usize::try_from(*cursor % group.len() as u64).unwrap_or(0);
+            *cursor += 1;
+            let sessions = &self.sessions;
+            let in_turn = || (0..group.len()).filter_map(|k| group.get((start + k) % group.len()));
+            let pick = in_turn()
+                .find(|m| sessions.get(m.1).is_some_and(|s| s.conn.is_some()))
+                .or_else(|| in_turn().find(|m| sessions.get(m.1).is_some_and(|s| s.persistent)));
+            if let Some(&(_, session, sub)) = pick {
+                targets.push(Target {
+                    session,
+                    qos: sub.options.qos,
+                    retain_as_published: sub.options.retain_as_published,
+                    subscription_ids: sub.id.into_iter().collect(),
+                });
+            }
+        }
+        candidates.clear();
+        self.shared_scratch = candidates;
     }
 
     /// Hands one message to one session: sent now, queued behind the window, or dropped

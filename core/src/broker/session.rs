@@ -33,6 +33,8 @@ pub(crate) struct SubscriptionEntry {
     pub(crate) filter: TopicFilter,
     pub(crate) options: SubscriptionOptions,
     pub(crate) id: Option<NonZeroU32>,
+    /// For `$share/{group}/{filter}`: the shared subscription's number in the broker.
+    pub(crate) share: Option<u32>,
 }
 
 /// Subscription Identifiers of the subscriptions a message matched, for one session.

@@ -30,17 +30,9 @@ impl Broker {
         let mut changed = false;
         let max_levels = self.config.max_topic_levels;
         for (text, options) in sub.filters {
-            let filter = match Subscription::new(text.clone()) {
-                Ok(Subscription::Plain(filter)) if filter.levels().count() > max_levels => {
-                    reasons.push(SubAckReason::TopicFilterInvalid);
-                    continue;
-                }
-                Ok(Subscription::Plain(filter)) => filter,
-                Ok(Subscription::Shared(_)) => {
-                    reasons.push(SubAckReason::SharedSubscriptionsNotSupported);
-                    continue;
-                }
-                Err(_) => {
+            let (filter, share) = match self.parse_subscription(&text) {
+                Some((filter, share)) if filter.levels().count() <= max_levels => (filter, share),
+                _ => {
                     reasons.push(SubAckReason::TopicFilterInvalid);
                     continue;
                 }
@@ -50,32 +42,29 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(session) else {
                 return;
             };
-            let previous = s.subscriptions.insert(
-                text,
-                SubscriptionEntry {
-                    filter: filter.clone(),
-                    options,
-                    id: sub_id,
-                },
-            );
+            let entry = SubscriptionEntry {
+                filter: filter.clone(),
+                options,
+                id: sub_id,
+                share,
+            };
+            let previous = s.subscriptions.insert(text, entry.clone());
             changed |= previous
                 .as_ref()
                 .is_none_or(|p| p.options != options || p.id != sub_id);
-            let subscriber = Subscriber {
-                options,
-                id: sub_id,
-            };
-            self.subscriptions.insert(&filter, session, subscriber);
+            self.index_subscription(session, &entry);
             reasons.push(match options.qos {
                 QoS::AtMostOnce => SubAckReason::GrantedQos0,
                 QoS::AtLeastOnce => SubAckReason::GrantedQos1,
                 QoS::ExactlyOnce => SubAckReason::GrantedQos2,
             });
-            let send = match options.retain_handling {
-                RetainHandling::SendAtSubscribe => true,
-                RetainHandling::SendIfNew => previous.is_none(),
-                RetainHandling::DoNotSend => false,
-            };
+            // No retained messages on a shared subscription (MQTT 5.0 §4.8.2).
+            let send = share.is_none()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => previous.is_none(),
+                    RetainHandling::DoNotSend => false,
+                };
             if send {
                 retained.push((filter, options.qos, sub_id));
             }
@@ -104,7 +93,7 @@ impl Broker {
                 .and_then(|s| s.subscriptions.remove(&ByteString::from(text.as_ref())));
             match removed {
                 Some(entry) => {
-                    self.subscriptions.remove(&entry.filter, &session);
+                    self.unindex_subscription(session, &entry);
                     changed = true;
                     reasons.push(UnsubAckReason::Success);
                 }
@@ -159,5 +148,64 @@ impl Broker {
             );
         }
         self.drain_pipeline(Some(conn), out);
+    }
+}
+
+impl Broker {
+    /// The number of the shared subscription `$share/{group}/{filter}`, made on first use.
+    fn share_id(&mut self, group: &str, filter: &str) -> u32 {
+        let key = (ByteString::from(group), ByteString::from(filter));
+        if let Some(id) = self.shares.get(&key) {
+            return *id;
+        }
+        let id = u32::try_from(self.share_cursors.len()).unwrap_or(u32::MAX);
+        self.share_cursors.push(0);
+        self.shares.insert(key, id);
+        id
+    }
+
+    /// Adds a session's subscription to the tree that routes it.
+    pub(super) fn index_subscription(&mut self, session: SessionId, entry: &SubscriptionEntry) {
+        let subscriber = Subscriber {
+            options: entry.options,
+            id: entry.id,
+        };
+        match entry.share {
+            Some(share) => {
+                self.shared
+                    .insert(&entry.filter, (share, session), subscriber);
+            }
+            None => {
+                self.subscriptions
+                    .insert(&entry.filter, session, subscriber);
+            }
+        }
+    }
+
+    /// Removes a session's subscription from the tree that routes it.
+    pub(super) fn unindex_subscription(&mut self, session: SessionId, entry: &SubscriptionEntry) {
+        match entry.share {
+            Some(share) => {
+                self.shared.remove(&entry.filter, &(share, session));
+            }
+            None => {
+                self.subscriptions.remove(&entry.filter, &session);
+            }
+        }
+    }
+
+    /// Parses a SUBSCRIBE filter: the topic filter and, for a shared subscription, its number.
+    pub(super) fn parse_subscription(
+        &mut self,
+        text: &ByteString,
+    ) -> Option<(TopicFilter, Option<u32>)> {
+        match Subscription::new(text.clone()).ok()? {
+            Subscription::Plain(filter) => Some((filter, None)),
+            Subscription::Shared(shared) => {
+                let filter = shared.filter().clone();
+                let share = self.share_id(shared.group(), filter.as_str());
+                Some((filter, Some(share)))
+            }
+        }
     }
 }

@@ -108,10 +108,11 @@ impl Broker {
             self.protocol_error(conn, DisconnectReason::QosNotSupported, out);
             return;
         }
+        let now = self.now.instant;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let msg = Message {
+        let mut msg = Message {
             topic,
             payload: p.payload,
             qos: level,
@@ -121,18 +122,7 @@ impl Broker {
             seq: None,
             expires_at: None,
         };
-        let msg = Message {
-            expires_at: msg
-                .properties
-                .as_ref()
-                .and_then(|p| p.message_expiry_interval)
-                .map(|secs| {
-                    self.now
-                        .instant
-                        .saturating_add(std::time::Duration::from_secs(u64::from(secs)))
-                }),
-            ..msg
-        };
+        msg.expires_at = Self::expiry_deadline(now, &msg);
         let (reply, qos2_new) = match p.qos {
             PublishQos::AtMostOnce => (Reply::None, false),
             PublishQos::AtLeastOnce(pid) => (Reply::PubAck(pid), false),
@@ -491,18 +481,16 @@ impl Broker {
         self.mark_dirty(conn);
     }
 
+    /// When a message's Message Expiry Interval, counted from now, runs out.
+    fn expiry_deadline(now: crate::time::Instant, msg: &Message) -> Option<crate::time::Instant> {
+        let secs = msg.properties.as_ref()?.message_expiry_interval?;
+        Some(now.saturating_add(std::time::Duration::from_secs(u64::from(secs))))
+    }
+
     /// Publishes a will as if its client had sent it.
     pub(super) fn publish_will(&mut self, mut msg: Message, out: &mut Outbox) {
         // A will's lifetime starts when it is published.
-        msg.expires_at = msg
-            .properties
-            .as_ref()
-            .and_then(|p| p.message_expiry_interval)
-            .map(|secs| {
-                self.now
-                    .instant
-                    .saturating_add(std::time::Duration::from_secs(u64::from(secs)))
-            });
+        msg.expires_at = Self::expiry_deadline(self.now.instant, &msg);
         let mut writes = Vec::new();
         if msg.retain {
             writes.push((Write::Other, self.retained_request(&msg)));

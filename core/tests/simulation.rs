@@ -185,11 +185,14 @@ impl Sim {
         if let Some(end) = self.clients[i].subscribe_end {
             if take >= end {
                 // The broker processes the SUBSCRIBE during this input: every message
-                // acknowledged so far was routed before the subscription existed.
+                // acknowledged so far was routed before the subscription existed. So may be
+                // one a restart caught unacknowledged: a broker before the restart may have
+                // stored it (and its QoS 2 record) already, and the resend is then only
+                // acknowledged, not routed again.
                 let before: BTreeSet<u64> = self
                     .sent
                     .iter()
-                    .filter(|(_, s)| s.acked)
+                    .filter(|(_, s)| s.acked || s.crash_window)
                     .map(|(id, _)| *id)
                     .collect();
                 self.acked_before_sub.insert(i, before);
@@ -793,7 +796,8 @@ fn simulation_seeds() {
     eprintln!("{seeds} seeds: {total:?}");
     if seeds >= 100 {
         // The seeds must exercise what the invariants are about.
-        assert!(total.checked_deliveries > seeds, "{total:?}");
+        // (Messages a restart caught unacknowledged are not checked: about 0.9 per seed are.)
+        assert!(total.checked_deliveries > seeds / 2, "{total:?}");
         assert!(total.acked_qos2 > seeds / 2, "{total:?}");
         assert!(total.store_failures > seeds / 10, "{total:?}");
         assert!(total.takeovers > seeds / 10, "{total:?}");

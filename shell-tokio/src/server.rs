@@ -463,6 +463,10 @@ fn log_notice(notice: Notice, log_pii: bool) {
             subject = pii(&subject, log_pii),
             "a stored record could not be read at start-up; it was skipped"
         ),
+        Notice::SessionExpired { client_id } => debug!(
+            client_id = pii(&client_id, log_pii),
+            "a session expired and was discarded"
+        ),
         Notice::ProtocolError { conn, reason } => {
             debug!(conn = conn.get(), %reason, "protocol error; connection closed");
         }

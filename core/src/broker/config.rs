@@ -59,6 +59,14 @@ pub struct BrokerConfig {
     /// Highest topic alias a v5 client may use towards the broker (advertised as Topic Alias
     /// Maximum); 0 turns aliases off. Default 16.
     pub topic_alias_maximum: u16,
+    /// Longest a persistent session outlives its connection, in seconds: caps a v5 client's
+    /// Session Expiry Interval (the client is told in CONNACK) and is the expiry of 3.1.1
+    /// persistent sessions, so abandoned sessions do not pile up. `u32::MAX` means never.
+    /// Default 7 days.
+    pub max_session_expiry: u32,
+    /// Most topic aliases the broker assigns towards one v5 client (further limited by the
+    /// client's Topic Alias Maximum); 0 turns them off. Default 16.
+    pub outbound_topic_aliases: u16,
     /// Most levels in a topic name or filter; deeper ones are refused, which bounds the work
     /// and stack depth of matching. Default 128.
     pub max_topic_levels: usize,
@@ -87,6 +95,8 @@ impl Default for BrokerConfig {
             max_pending_per_connection: 256,
             max_topic_levels: 128,
             topic_alias_maximum: 16,
+            outbound_topic_aliases: 16,
+            max_session_expiry: 7 * 24 * 3600,
         }
     }
 }

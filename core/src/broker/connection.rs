@@ -10,6 +10,7 @@ use bytestring::ByteString;
 use super::io::ConnInfo;
 use super::message::{Message, Will};
 use super::session::SessionId;
+use super::topic_alias::{InboundAliases, OutboundAliases};
 use crate::codec::{Connect, Decoder, Direction, Packet, PacketId, ProtocolVersion, QoS};
 use crate::js::StoreRequest;
 use crate::time::Instant;
@@ -156,8 +157,10 @@ pub(crate) struct Connection {
     pub(crate) pipeline: Pipeline,
     /// Whether the shell was told to stop reading.
     pub(crate) read_paused: bool,
-    /// Topics the client bound to topic aliases on this connection, by alias (MQTT 5.0).
-    pub(crate) topic_aliases: Vec<Option<crate::topic::TopicName>>,
+    /// Topic aliases the client set on this connection (MQTT 5.0).
+    pub(crate) inbound_aliases: InboundAliases,
+    /// Topic aliases the broker assigned on this connection (MQTT 5.0).
+    pub(crate) outbound_aliases: OutboundAliases,
     /// The will, published if the connection ends without a normal DISCONNECT.
     pub(crate) will: Option<Will>,
 }
@@ -183,7 +186,8 @@ impl Connection {
             receive_in_flight: 0,
             pipeline: Pipeline::default(),
             read_paused: false,
-            topic_aliases: Vec::new(),
+            inbound_aliases: InboundAliases::default(),
+            outbound_aliases: OutboundAliases::default(),
             will: None,
         }
     }

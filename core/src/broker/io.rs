@@ -195,6 +195,12 @@ pub enum Notice {
         /// Its subject.
         subject: ByteString,
     },
+    /// A persistent session's expiry interval ran out (while it was offline, or while the
+    /// broker was down); it was discarded.
+    SessionExpired {
+        /// The session's client identifier.
+        client_id: ByteString,
+    },
 }
 
 /// One thing for the shell to do.

@@ -10,6 +10,7 @@ use super::connection::{Connection, Phase, Reply, Work};
 use super::io::{Action, AuthDecision, AuthRequest, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
 use super::session::{InflightState, PendingWill, Session, SessionId, SessionKey, DEFAULT_ACCOUNT};
+use super::topic_alias::OutboundAliases;
 use super::{Broker, Timer};
 use crate::codec::{
     ConnAck, Connect, ConnectReason, DecodeError, Disconnect, DisconnectReason, Packet,
@@ -330,15 +331,16 @@ impl Broker {
     ) {
         let version = connect.protocol;
         let key = SessionKey { account, client_id };
-        let (persistent, expiry) = if version.is_v5() {
-            match connect.properties.session_expiry_interval.unwrap_or(0) {
-                0 => (false, None),
-                u32::MAX => (true, None),
-                secs => (true, Some(Duration::from_secs(u64::from(secs)))),
-            }
+        let max_expiry = self.config.max_session_expiry;
+        let (asked, granted) = if version.is_v5() {
+            let asked = connect.properties.session_expiry_interval.unwrap_or(0);
+            (asked, asked.min(max_expiry))
+        } else if connect.clean_start {
+            (0, 0)
         } else {
-            (!connect.clean_start, None)
+            (max_expiry, max_expiry)
         };
+        let (persistent, expiry) = session_expiry(granted);
 
         let mut session_present = false;
         let session = match self.by_key.get(&key).copied() {
@@ -374,6 +376,7 @@ impl Broker {
             return;
         };
         s.conn = Some(conn);
+        s.disconnected_at = None;
         s.version = version;
         let was_persistent = s.persistent;
         s.persistent = persistent;
@@ -423,6 +426,9 @@ impl Broker {
         if let Some(mps) = connect.properties.maximum_packet_size {
             c.max_send_size = mps.get();
         }
+        if let Some(max) = connect.properties.topic_alias_maximum {
+            c.outbound_aliases = OutboundAliases::new(max.min(self.config.outbound_topic_aliases));
+        }
         let mut keep_alive = connect.keep_alive;
         let mut server_keep_alive = None;
         let max = self.config.max_keep_alive;
@@ -452,6 +458,8 @@ impl Broker {
             p.topic_alias_maximum =
                 (self.config.topic_alias_maximum > 0).then_some(self.config.topic_alias_maximum);
             p.server_keep_alive = server_keep_alive;
+            // The client learns when the broker keeps its session for less than it asked.
+            p.session_expiry_interval = (granted != asked).then_some(granted);
         }
         Packet::ConnAck(Box::new(ack)).encode(version, &mut c.out);
         let deadline = c.keep_alive.map(|ka| c.last_activity.saturating_add(ka));
@@ -487,11 +495,7 @@ impl Broker {
                 self.protocol_error(conn, DisconnectReason::ProtocolError, out);
                 return;
             }
-            s.persistent = expiry != 0;
-            s.expiry = match expiry {
-                0 | u32::MAX => None,
-                secs => Some(Duration::from_secs(u64::from(secs))),
-            };
+            (s.persistent, s.expiry) = session_expiry(expiry.min(self.config.max_session_expiry));
         }
         // [MQTT-3.14.4-3]: a normal DISCONNECT discards the will; 0x04 keeps it.
         let publish_will = d.reason == DisconnectReason::DisconnectWithWillMessage;
@@ -561,6 +565,7 @@ impl Broker {
             return;
         };
         s.conn = None;
+        s.disconnected_at = Some(self.now.wall);
         let persistent = s.persistent;
         let expiry = s.expiry;
         if let Some(will) = will {
@@ -586,7 +591,13 @@ impl Broker {
                     let generation = s.generation;
                     let at = self.now.instant.saturating_add(expiry);
                     self.schedule(at, Timer::Expiry(session, generation));
+                    // The record learns when the session went offline, so its expiry also
+                    // runs while the broker is down.
+                    self.save_session_record(session, out);
                 }
+            }
+            Ending::Shutdown if persistent && expiry.is_some() => {
+                self.save_session_record(session, out);
             }
             // The new connection decides what becomes of the session.
             Ending::TakenOver { .. } | Ending::Shutdown => {}
@@ -683,9 +694,12 @@ impl Broker {
             return;
         }
         // [MQTT-3.1.2-8]: a delayed will goes out when the session ends, if not before.
-        if let Some(pending) = s.pending_will.take() {
+        let pending = s.pending_will.take();
+        let client_id = s.key.client_id.clone();
+        if let Some(pending) = pending {
             self.publish_will(pending.will.message, out);
         }
+        out.push(Action::Notice(Notice::SessionExpired { client_id }));
         self.discard_session(session, out);
     }
 
@@ -710,6 +724,16 @@ impl Broker {
             // Sessions stay as they are for the next start; wills are not published.
             self.close_inner(conn, CloseReason::Shutdown, false, Ending::Shutdown, out);
         }
+    }
+}
+
+/// Whether a session with this Session Expiry Interval outlives its connection, and for how
+/// long (`None`: forever).
+fn session_expiry(secs: u32) -> (bool, Option<Duration>) {
+    match secs {
+        0 => (false, None),
+        u32::MAX => (true, None),
+        secs => (true, Some(Duration::from_secs(u64::from(secs)))),
     }
 }
 

@@ -45,6 +45,7 @@ pub mod retained;
 mod session;
 mod subscribe;
 pub mod subscriptions;
+mod topic_alias;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};

@@ -17,6 +17,7 @@ use super::{Broker, Timer};
 use crate::codec::{ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use crate::js::records::{self, SessionRecord, SubscriptionRecord};
 use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
+use crate::time::WallClock;
 use crate::topic::subject;
 
 /// What a write contributes to the packet waiting for it.
@@ -104,6 +105,7 @@ impl Broker {
             ..SessionRecord::default()
         };
         record.jetmq.level = s.version as u8;
+        record.jetmq.disconnected_at = s.disconnected_at.map(WallClock::as_unix_millis);
         record.jetmq.expiry = s
             .expiry
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
@@ -139,9 +141,14 @@ impl Broker {
             .subscriptions
             .values()
             .filter(|e| e.options.qos != QoS::AtMostOnce)
-            .map(|e| {
+            .flat_map(|e| {
                 let subj = subject::filter_to_subject(&e.filter);
-                ByteString::from(format!("{}{subj}", records::MESSAGES_PREFIX))
+                // `a/#` also matches `a`: the parent subject is a filter too, as on the NATS
+                // server.
+                let parent = subject::filter_parent_subject(&subj)
+                    .map(|p| ByteString::from(format!("{}{p}", records::MESSAGES_PREFIX)));
+                let own = ByteString::from(format!("{}{subj}", records::MESSAGES_PREFIX));
+                std::iter::once(own).chain(parent)
             })
             .collect();
         vec![
@@ -178,6 +185,18 @@ impl Broker {
             ]
         };
         for req in writes {
+            self.request(req, RequestOwner::Background, out);
+        }
+    }
+
+    /// Rewrites a persistent session's record alone (its consumer is unchanged), in the
+    /// background: when its connection ended.
+    pub(super) fn save_session_record(&mut self, session: SessionId, out: &mut Outbox) {
+        let record = self
+            .session_writes(session)
+            .into_iter()
+            .find(|w| matches!(w, StoreRequest::Publish { .. }));
+        if let Some(req) = record {
             self.request(req, RequestOwner::Background, out);
         }
     }
@@ -227,15 +246,38 @@ impl Broker {
                 }));
             }
         }
-        // Restored sessions are offline; the ones with an expiry start expiring now.
+        // Restored sessions are offline: the time since their connection ended counts
+        // against their expiry (from now if that time was never written).
+        let now = self.now.wall.as_unix_millis();
         let expiring: Vec<(SessionId, Duration, u64)> = self
             .sessions
             .iter()
-            .filter_map(|(id, s)| s.expiry.map(|d| (id, d, s.generation)))
+            .filter_map(|(id, s)| {
+                let expiry = s.expiry?;
+                let since = s
+                    .disconnected_at
+                    .map_or(0, |at| now.saturating_sub(at.as_unix_millis()));
+                Some((
+                    id,
+                    expiry.saturating_sub(Duration::from_millis(since)),
+                    s.generation,
+                ))
+            })
             .collect();
-        for (id, d, generation) in expiring {
-            let at = self.now.instant.saturating_add(d);
-            self.schedule(at, Timer::Expiry(id, generation));
+        for (id, left, generation) in expiring {
+            if left.is_zero() {
+                out.push(Action::Notice(Notice::SessionExpired {
+                    client_id: self
+                        .sessions
+                        .get(id)
+                        .map(|s| s.key.client_id.clone())
+                        .unwrap_or_default(),
+                }));
+                self.discard_session(id, out);
+            } else {
+                let at = self.now.instant.saturating_add(left);
+                self.schedule(at, Timer::Expiry(id, generation));
+            }
         }
     }
 
@@ -327,6 +369,7 @@ impl Broker {
             .jetmq
             .expiry
             .map(|secs| Duration::from_secs(u64::from(secs)));
+        s.disconnected_at = rec.jetmq.disconnected_at.map(WallClock::from_unix_millis);
         s.subscriptions.extend(subs);
         by_consumer.insert(s.consumer.clone(), id);
         by_hash16.insert(records::client_hash16(&s.key.client_id), id);

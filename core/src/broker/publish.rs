@@ -8,6 +8,7 @@ use super::io::{Action, CloseReason, ConnId, Notice, Outbox};
 use super::message::{Message, SharedMessage};
 use super::persist::Write;
 use super::session::{Delivery, Inflight, InflightState, SessionId, SubscriptionIds};
+use super::topic_alias::AliasUse;
 use super::Broker;
 use crate::codec::{
     Ack, DeliveryProperties, DisconnectReason, Packet, PacketId, PubAckReason, PubRec,
@@ -61,11 +62,8 @@ impl Broker {
         }
         let topic = if p.topic.is_empty() {
             // A topic alias stands for a topic the client set before on this connection.
-            let known = alias.and_then(|a| {
-                self.conns
-                    .get(&conn)
-                    .and_then(|c| c.topic_aliases.get(usize::from(a.get())).cloned().flatten())
-            });
+            let known =
+                alias.and_then(|a| self.conns.get(&conn).and_then(|c| c.inbound_aliases.get(a)));
             match known {
                 Some(t) => t,
                 None => {
@@ -94,13 +92,7 @@ impl Broker {
                 return;
             }
             if let Some(c) = self.conns.get_mut(&conn) {
-                let i = usize::from(a.get());
-                if c.topic_aliases.len() <= i {
-                    c.topic_aliases.resize(i + 1, None);
-                }
-                if let Some(slot) = c.topic_aliases.get_mut(i) {
-                    *slot = Some(topic.clone());
-                }
+                c.inbound_aliases.set(a, topic.clone());
             }
         }
         let level = p.qos.level();
@@ -779,24 +771,37 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        let delivery =
-            (expiry.is_some() || !d.subscription_ids.is_empty()).then(|| DeliveryProperties {
-                subscription_ids: &d.subscription_ids,
-                message_expiry_interval: expiry,
-            });
+        let alias = c.outbound_aliases.lookup(&d.msg.topic);
+        let (topic, topic_alias) = match alias {
+            AliasUse::None => (d.msg.topic.as_str(), None),
+            AliasUse::Known(a) => ("", Some(a)),
+            AliasUse::New(a) => (d.msg.topic.as_str(), Some(a)),
+        };
+        let delivery = (expiry.is_some()
+            || topic_alias.is_some()
+            || !d.subscription_ids.is_empty())
+        .then(|| DeliveryProperties {
+            subscription_ids: &d.subscription_ids,
+            message_expiry_interval: expiry,
+            topic_alias,
+        });
         let publish = PublishRef {
             dup: d.dup,
             qos,
             retain: d.retain,
-            topic: d.msg.topic.as_str(),
+            topic,
             properties: d.msg.properties.as_deref(),
             delivery,
             payload: &d.msg.payload,
         };
         let len = publish.encoded_len(c.version);
         if len > c.max_send_size as usize {
+            // [MQTT-3.1.2-25]: dropped for this subscriber, counted.
             self.stats.dropped_too_large += 1;
             return false;
+        }
+        if let AliasUse::New(a) = alias {
+            c.outbound_aliases.bind(a, &d.msg.topic);
         }
         self.stats.deliveries += 1;
         if c.out.capacity() - c.out.len() < len {

@@ -10,6 +10,7 @@ use bytestring::ByteString;
 use super::io::ConnId;
 use super::message::{SharedMessage, Will};
 use crate::codec::{PacketId, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::time::WallClock;
 use crate::topic::TopicFilter;
 
 /// Index of a session in the broker's session table.
@@ -162,6 +163,8 @@ pub(crate) struct Session {
     pub(crate) persistent: bool,
     /// How long a persistent session outlives its connection; `None` means forever.
     pub(crate) expiry: Option<Duration>,
+    /// When its last connection ended (wall clock), so expiry counts across restarts.
+    pub(crate) disconnected_at: Option<WallClock>,
     /// Subscriptions by topic filter text.
     pub(crate) subscriptions: BTreeMap<ByteString, SubscriptionEntry>,
     pub(crate) outbound: Outbound,
@@ -189,6 +192,7 @@ impl Session {
             version,
             persistent: false,
             expiry: None,
+            disconnected_at: None,
             subscriptions: BTreeMap::new(),
             outbound: Outbound::default(),
             inbound_qos2: BTreeSet::new(),

@@ -756,10 +756,12 @@ pub struct DeliveryProperties<'a> {
     pub subscription_ids: &'a [NonZeroU32],
     /// The Message Expiry Interval left, in seconds.
     pub message_expiry_interval: Option<u32>,
+    /// The Topic Alias the broker uses for this topic on this connection.
+    pub topic_alias: Option<NonZeroU16>,
 }
 
 /// Visits a PUBLISH's properties; `delivery`, when given, replaces the subscription
-/// identifiers and the message expiry interval.
+/// identifiers, the message expiry interval and the topic alias.
 fn visit_publish<S: PropertySink>(
     s: &mut S,
     base: Option<&PublishProperties>,
@@ -779,8 +781,12 @@ fn visit_publish<S: PropertySink>(
         visit_payload_format(s, p.payload_format_indicator);
     }
     visit_opt_u32(s, P::MessageExpiryInterval, expiry);
+    let alias = match delivery {
+        Some(d) => d.topic_alias,
+        None => base.and_then(|p| p.topic_alias),
+    };
+    visit_opt_u16(s, P::TopicAlias, alias.map(NonZeroU16::get));
     if let Some(p) = base {
-        visit_opt_u16(s, P::TopicAlias, p.topic_alias.map(NonZeroU16::get));
         visit_opt_bytes(s, P::ResponseTopic, str_bytes(&p.response_topic));
         visit_opt_bytes(s, P::CorrelationData, p.correlation_data.as_deref());
         visit_user_properties(s, &p.user_properties);

@@ -123,6 +123,10 @@ pub struct JetmqSessionFields {
     /// Session expiry in seconds; absent means it never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<u32>,
+    /// When the session's last connection ended, in milliseconds since the Unix epoch;
+    /// absent while connected (or if the broker stopped without writing it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected_at: Option<u64>,
     /// Protocol level of the last connection (4 or 5).
     #[serde(default)]
     pub level: u8,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use harness::{connect, publish, Harness};
 use jetmq_core::broker::{BrokerConfig, Input, Notice};
-use jetmq_core::codec::{Packet, ProtocolVersion, PublishQos, QoS};
+use jetmq_core::codec::{Ack, Packet, ProtocolVersion, PublishQos, QoS};
+use jetmq_core::js::Stream;
 
 const V3: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -191,4 +192,180 @@ fn a_graceful_shutdown_records_when_sessions_went_offline() {
     h.input(Input::Shutdown);
     let h2 = restart(&mut h, config, Duration::from_secs(61));
     assert_eq!(h2.broker.session_backlog("online"), None);
+}
+
+/// The publishes a client received, as (payload, packet identifier, dup).
+fn received(h: &mut Harness, conn: jetmq_core::broker::ConnId) -> Vec<(String, Option<u16>, bool)> {
+    h.packets(conn)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                p.qos.packet_id().map(jetmq_core::codec::PacketId::get),
+                p.dup,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn puback(h: &mut Harness, conn: jetmq_core::broker::ConnId, pid: u16) {
+    h.send(conn, &Packet::PubAck(Ack::new(harness::pid(pid))));
+}
+
+fn stored_messages(h: &Harness) -> Vec<(String, Vec<String>)> {
+    h.store
+        .records()
+        .into_iter()
+        .filter(|r| r.stream == Stream::Messages)
+        .map(|r| {
+            (
+                String::from_utf8_lossy(&r.payload).into_owned(),
+                r.pending_for.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_shared_members_unacknowledged_messages_go_to_another_member_when_it_leaves() {
+    let mut h = Harness::new(BrokerConfig {
+        max_inflight: 1,
+        ..BrokerConfig::default()
+    });
+    let (a, _) = h.connect_ok(connect(V5, "a", true));
+    h.subscribe_ok(a, 1, "$share/g/jobs", QoS::AtLeastOnce);
+    let (b, _) = h.connect_ok(connect(V5, "b", true));
+    h.subscribe_ok(b, 1, "$share/g/jobs", QoS::AtLeastOnce);
+    let (p, _) = h.connect_ok(connect(V5, "p", true));
+    for (i, job) in ["j1", "j2", "j3"].into_iter().enumerate() {
+        h.send(
+            p,
+            &publish(
+                "jobs",
+                job,
+                PublishQos::AtLeastOnce(harness::pid(i as u16 + 1)),
+                false,
+            ),
+        );
+    }
+    // In turn: a gets j1 and (queued behind its window of one) j3, b gets j2.
+    assert_eq!(received(&mut h, a), vec![("j1".into(), Some(1), false)]);
+    let got_b = received(&mut h, b);
+    assert_eq!(got_b, vec![("j2".into(), Some(1), false)]);
+    puback(&mut h, b, 1);
+    // a leaves without acknowledging: j1 (sent) and j3 (queued) go to b, through b's
+    // window of one.
+    h.input(Input::Closed { conn: a });
+    assert_eq!(received(&mut h, b), vec![("j1".into(), Some(2), false)]);
+    puback(&mut h, b, 2);
+    assert_eq!(received(&mut h, b), vec![("j3".into(), Some(3), false)]);
+}
+
+#[test]
+fn a_shared_members_qos2_in_flight_stays_with_it() {
+    let mut h = h();
+    let (a, _) = h.connect_ok(v5_with_expiry("a", Some(600)));
+    h.subscribe_ok(a, 1, "$share/g/jobs", QoS::ExactlyOnce);
+    let (b, _) = h.connect_ok(connect(V5, "b", true));
+    h.subscribe_ok(b, 1, "$share/g/jobs", QoS::ExactlyOnce);
+    let (p, _) = h.connect_ok(connect(V5, "p", true));
+    h.send(
+        p,
+        &publish(
+            "jobs",
+            "j1",
+            PublishQos::ExactlyOnce(harness::pid(1)),
+            false,
+        ),
+    );
+    assert_eq!(received(&mut h, a).len(), 1);
+    h.input(Input::Closed { conn: a });
+    assert!(received(&mut h, b).is_empty(), "[MQTT-4.8.2-4]");
+    let (a, present) = h.connect_ok(v5_with_expiry("a", Some(600)));
+    assert!(present);
+    assert_eq!(received(&mut h, a), vec![("j1".into(), Some(1), true)]);
+}
+
+#[test]
+fn a_shared_members_messages_stay_when_no_other_member_is_online() {
+    let mut h = h();
+    let (a, _) = h.connect_ok(v5_with_expiry("a", Some(600)));
+    h.subscribe_ok(a, 1, "$share/g/jobs", QoS::AtLeastOnce);
+    let (p, _) = h.connect_ok(connect(V5, "p", true));
+    h.send(
+        p,
+        &publish(
+            "jobs",
+            "j1",
+            PublishQos::AtLeastOnce(harness::pid(1)),
+            false,
+        ),
+    );
+    assert_eq!(received(&mut h, a).len(), 1);
+    h.input(Input::Closed { conn: a });
+    let (a, present) = h.connect_ok(v5_with_expiry("a", Some(600)));
+    assert!(present);
+    assert_eq!(received(&mut h, a), vec![("j1".into(), Some(1), true)]);
+}
+
+#[test]
+fn a_handed_over_stored_message_stays_stored_until_the_new_member_acknowledges() {
+    let mut h = h();
+    let (a, _) = h.connect_ok(v5_with_expiry("a", Some(600)));
+    h.subscribe_ok(a, 1, "$share/g/jobs", QoS::AtLeastOnce);
+    let (b, _) = h.connect_ok(v5_with_expiry("b", Some(600)));
+    h.subscribe_ok(b, 1, "$share/g/jobs", QoS::AtLeastOnce);
+    let (p, _) = h.connect_ok(connect(V5, "p", true));
+    h.send(
+        p,
+        &publish(
+            "jobs",
+            "j1",
+            PublishQos::AtLeastOnce(harness::pid(1)),
+            false,
+        ),
+    );
+    assert_eq!(received(&mut h, a).len(), 1);
+    let stored = stored_messages(&h);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].1.len(),
+        1,
+        "only the member it went to keeps it: {stored:?}"
+    );
+    h.input(Input::Closed { conn: a });
+    assert_eq!(received(&mut h, b), vec![("j1".into(), Some(1), false)]);
+    assert_eq!(stored_messages(&h).len(), 1, "kept for a until b is done");
+    puback(&mut h, b, 1);
+    assert!(stored_messages(&h).is_empty());
+}
+
+#[test]
+fn no_local_persistent_sessions_release_stored_messages() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(v5_with_expiry("self", Some(600)));
+    let sub = Packet::Subscribe(jetmq_core::codec::Subscribe {
+        packet_id: harness::pid(1),
+        properties: jetmq_core::codec::SubscribeProperties::default(),
+        filters: vec![(
+            "t".into(),
+            jetmq_core::codec::SubscriptionOptions {
+                no_local: true,
+                ..jetmq_core::codec::SubscriptionOptions::new(QoS::AtLeastOnce)
+            },
+        )],
+    });
+    h.send(s, &sub);
+    let (other, _) = h.connect_ok(v5_with_expiry("other", Some(600)));
+    h.subscribe_ok(other, 1, "t", QoS::AtLeastOnce);
+    h.packets(s);
+    h.send(
+        s,
+        &publish("t", "mine", PublishQos::AtLeastOnce(harness::pid(2)), false),
+    );
+    assert!(received(&mut h, s).is_empty());
+    assert_eq!(received(&mut h, other).len(), 1);
+    puback(&mut h, other, 1);
+    assert!(stored_messages(&h).is_empty(), "{:?}", stored_messages(&h));
 }

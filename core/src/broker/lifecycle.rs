@@ -587,6 +587,7 @@ impl Broker {
         match ending {
             Ending::Normal if !persistent => self.discard_session(session, out),
             Ending::Normal => {
+                self.hand_over_shared(session, false, out);
                 if let (Some(expiry), Some(s)) = (expiry, self.sessions.get(session)) {
                     let generation = s.generation;
                     let at = self.now.instant.saturating_add(expiry);
@@ -705,6 +706,7 @@ impl Broker {
 
     /// Removes a session and everything it holds, in memory and in the store.
     pub(super) fn discard_session(&mut self, session: SessionId, out: &mut Outbox) {
+        self.hand_over_shared(session, true, out);
         let Some(s) = self.sessions.try_remove(session) else {
             return;
         };

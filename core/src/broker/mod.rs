@@ -43,6 +43,7 @@ mod persist;
 mod publish;
 pub mod retained;
 mod session;
+mod shared;
 mod subscribe;
 pub mod subscriptions;
 mod topic_alias;

@@ -458,6 +458,8 @@ impl Broker {
                 retain: false,
                 dup: true,
                 subscription_ids,
+                share: None,
+                release: None,
             };
             let _ = s.outbound.push_queued(d, usize::MAX, usize::MAX);
         }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use bytestring::ByteString;
+
 use super::connection::{Pending, Phase, Pipeline, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, Notice, Outbox};
 use super::message::{Message, SharedMessage};
@@ -33,6 +35,8 @@ pub(crate) struct Target {
     pub(crate) retain_as_published: bool,
     /// Identifiers of the matching subscriptions that have one.
     pub(crate) subscription_ids: SubscriptionIds,
+    /// The shared subscription that chose this session, if any.
+    pub(crate) share: Option<u32>,
 }
 
 /// A message being delivered to its targets, possibly over several calls.
@@ -547,7 +551,11 @@ impl Broker {
         while let Some(mut job) = self.fanout.pop_front() {
             let mut targets = match job.targets.take() {
                 Some(t) => t,
-                None => self.targets_for(&job.msg),
+                None => {
+                    let targets = self.targets_for(&job.msg);
+                    self.release_untargeted(&job.msg, out);
+                    targets
+                }
             };
             while job.next < targets.len() && self.budget > 0 {
                 let Some(t) = targets.get_mut(job.next) else {
@@ -559,6 +567,7 @@ impl Broker {
                 let retain = t.retain_as_published && job.msg.retain;
                 let (session, subscription_ids) =
                     (t.session, std::mem::take(&mut t.subscription_ids));
+                let share = t.share;
                 self.deliver(
                     session,
                     Delivery {
@@ -567,6 +576,8 @@ impl Broker {
                         retain,
                         dup: false,
                         subscription_ids,
+                        share,
+                        release: None,
                     },
                     out,
                 );
@@ -615,46 +626,41 @@ impl Broker {
                     qos: opts.qos,
                     retain_as_published: opts.retain_as_published,
                     subscription_ids: sub.id.into_iter().collect(),
+                    share: None,
                 });
             }
         });
-        self.add_shared_targets(msg, &mut targets);
+        self.add_shared_targets(&msg.topic, &mut targets);
         targets
     }
 
-    /// Adds one member of each matching shared subscription, chosen in turn (round robin in
-    /// member order, deterministic), preferring members that are online.
-    fn add_shared_targets(&mut self, msg: &Message, targets: &mut Vec<Target>) {
-        let mut candidates = std::mem::take(&mut self.shared_scratch);
-        self.shared.for_each_match(&msg.topic, |(share, sid), sub| {
-            candidates.push((*share, *sid, *sub))
-        });
-        candidates.sort_by_key(|(share, sid, _)| (*share, *sid));
-        for group in candidates.chunk_by(|a, b| a.0 == b.0) {
-            let Some(&(share, _, _)) = group.first() else {
-                continue;
-            };
-            let Some(cursor) = self.share_cursors.get_mut(share as usize) else {
-                continue;
-            };
-            let start = usize::try_from(*cursor % group.len() as u64).unwrap_or(0);
-            *cursor += 1;
-            let sessions = &self.sessions;
-            let in_turn = || (0..group.len()).filter_map(|k| group.get((start + k) % group.len()));
-            let pick = in_turn()
-                .find(|m| sessions.get(m.1).is_some_and(|s| s.conn.is_some()))
-                .or_else(|| in_turn().find(|m| sessions.get(m.1).is_some_and(|s| s.persistent)));
-            if let Some(&(_, session, sub)) = pick {
-                targets.push(Target {
-                    session,
-                    qos: sub.options.qos,
-                    retain_as_published: sub.options.retain_as_published,
-                    subscription_ids: sub.id.into_iter().collect(),
-                });
+    /// A stored message stays in the store for every persistent session with a matching
+    /// QoS 1/2 subscription; the ones [`targets_for`](Self::targets_for) just passed over
+    /// (No Local, the other members of a shared subscription) release it at once, or the
+    /// store would keep it for them and deliver it after a restart.
+    fn release_untargeted(&mut self, msg: &Message, out: &mut Outbox) {
+        let Some(seq) = msg.seq else {
+            return;
+        };
+        let epoch = self.route_epoch;
+        let sessions = &self.sessions;
+        let mut release = std::collections::BTreeSet::new();
+        let mut consider = |sid: SessionId, qos: QoS| {
+            if qos != QoS::AtMostOnce {
+                if let Some(s) = sessions.get(sid) {
+                    if s.persistent && s.route_epoch != epoch {
+                        release.insert(sid);
+                    }
+                }
             }
+        };
+        self.subscriptions
+            .for_each_match(&msg.topic, |sid, sub| consider(*sid, sub.options.qos));
+        self.shared
+            .for_each_match(&msg.topic, |(_, sid), sub| consider(*sid, sub.options.qos));
+        for sid in release {
+            self.release_stored(sid, seq, out);
         }
-        candidates.clear();
-        self.shared_scratch = candidates;
     }
 
     /// Hands one message to one session: sent now, queued behind the window, or dropped
@@ -1017,11 +1023,27 @@ impl Broker {
         }
     }
 
-    /// Tells the store a persistent session no longer needs a stored message.
+    /// Tells the store a delivery of a stored message is done: the consumer of the persistent
+    /// session it was for (or of the member it was handed over from) releases it.
     pub(super) fn ack_stored(&mut self, session: SessionId, d: &Delivery, out: &mut Outbox) {
         let Some(seq) = d.msg.seq else {
             return;
         };
+        match &d.release {
+            Some(consumer) => {
+                let consumer = ByteString::clone(consumer);
+                self.request(
+                    StoreRequest::Ack { consumer, seq },
+                    super::persist::RequestOwner::Background,
+                    out,
+                );
+            }
+            None => self.release_stored(session, seq, out),
+        }
+    }
+
+    /// Tells the store a persistent session no longer needs stored message `seq`.
+    fn release_stored(&mut self, session: SessionId, seq: u64, out: &mut Outbox) {
         let Some(s) = self.sessions.get(session) else {
             return;
         };
@@ -1063,6 +1085,8 @@ impl Broker {
                         retain: true,
                         dup: false,
                         subscription_ids: id.iter().copied().collect(),
+                        share: None,
+                        release: None,
                     },
                     out,
                 );

@@ -60,6 +60,11 @@ pub(crate) struct Delivery {
     pub(crate) dup: bool,
     /// Identifiers of the matching subscriptions (MQTT 5.0).
     pub(crate) subscription_ids: SubscriptionIds,
+    /// The shared subscription it came through, if any: it may go to another member.
+    pub(crate) share: Option<u32>,
+    /// The consumer that releases the stored message once this delivery is done, when that
+    /// is not the receiving session's own (a message handed over from a shared member).
+    pub(crate) release: Option<Box<ByteString>>,
 }
 
 /// Where an outbound QoS 1/2 message stands.

@@ -152,18 +152,6 @@ impl Broker {
 }
 
 impl Broker {
-    /// The number of the shared subscription `$share/{group}/{filter}`, made on first use.
-    fn share_id(&mut self, group: &str, filter: &str) -> u32 {
-        let key = (ByteString::from(group), ByteString::from(filter));
-        if let Some(id) = self.shares.get(&key) {
-            return *id;
-        }
-        let id = u32::try_from(self.share_cursors.len()).unwrap_or(u32::MAX);
-        self.share_cursors.push(0);
-        self.shares.insert(key, id);
-        id
-    }
-
     /// Adds a session's subscription to the tree that routes it.
     pub(super) fn index_subscription(&mut self, session: SessionId, entry: &SubscriptionEntry) {
         let subscriber = Subscriber {

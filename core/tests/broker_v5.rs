@@ -6,9 +6,13 @@ mod harness;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use harness::{connect, publish, Harness};
-use jetmq_core::broker::{BrokerConfig, Input, Notice};
-use jetmq_core::codec::{Ack, Packet, ProtocolVersion, PublishQos, QoS};
+use jetmq_core::broker::{AuthDecision, AuthStage, BrokerConfig, Input, Notice};
+use jetmq_core::codec::{
+    Ack, Auth, AuthReason, ConnectReason, DisconnectReason, Packet, ProtocolVersion, PublishQos,
+    QoS,
+};
 use jetmq_core::js::Stream;
 
 const V3: ProtocolVersion = ProtocolVersion::V311;
@@ -368,4 +372,176 @@ fn no_local_persistent_sessions_release_stored_messages() {
     assert_eq!(received(&mut h, other).len(), 1);
     puback(&mut h, other, 1);
     assert!(stored_messages(&h).is_empty(), "{:?}", stored_messages(&h));
+}
+
+fn auth_config() -> BrokerConfig {
+    BrokerConfig {
+        authenticate: true,
+        ..BrokerConfig::default()
+    }
+}
+
+fn with_method(client_id: &str, method: &str, data: &[u8]) -> jetmq_core::codec::Connect {
+    let mut c = connect(V5, client_id, true);
+    c.properties.authentication_method = Some(method.into());
+    c.properties.authentication_data = Some(Bytes::copy_from_slice(data));
+    c
+}
+
+fn auth_packet(reason: AuthReason, method: &str, data: &[u8]) -> Packet {
+    let mut a = Auth::new(reason);
+    a.properties.authentication_method = Some(method.into());
+    a.properties.authentication_data = Some(Bytes::copy_from_slice(data));
+    Packet::Auth(Box::new(a))
+}
+
+fn decide(h: &mut Harness, conn: jetmq_core::broker::ConnId, decision: AuthDecision) {
+    h.input(Input::Authenticated { conn, decision });
+}
+
+#[test]
+fn enhanced_authentication_is_a_conversation_through_the_shell() {
+    let mut h = Harness::new(auth_config());
+    let c = h.connect(with_method("e", "TOY", b"hello"));
+    let req = h.auth_requests.pop().expect("asked");
+    assert_eq!(
+        (
+            req.method.as_deref(),
+            req.data.as_deref(),
+            req.stage,
+            req.state.clone()
+        ),
+        (Some("TOY"), Some(&b"hello"[..]), AuthStage::Connect, None)
+    );
+    decide(
+        &mut h,
+        c,
+        AuthDecision::Continue {
+            data: Bytes::from_static(b"challenge"),
+            state: Bytes::from_static(b"s1"),
+        },
+    );
+    let Some(Packet::Auth(a)) = h.next_packet(c) else {
+        panic!("no AUTH")
+    };
+    assert_eq!(a.reason, AuthReason::ContinueAuthentication);
+    assert_eq!(a.properties.authentication_method.as_deref(), Some("TOY"));
+    assert_eq!(
+        a.properties.authentication_data.as_deref(),
+        Some(&b"challenge"[..])
+    );
+    h.send(
+        c,
+        &auth_packet(AuthReason::ContinueAuthentication, "TOY", b"response"),
+    );
+    let req = h.auth_requests.pop().expect("asked again");
+    assert_eq!(req.stage, AuthStage::Continue);
+    assert_eq!(req.data.as_deref(), Some(&b"response"[..]));
+    assert_eq!(
+        req.state.as_deref(),
+        Some(&b"s1"[..]),
+        "the shell's state comes back"
+    );
+    decide(
+        &mut h,
+        c,
+        AuthDecision::AllowWith {
+            account: None,
+            data: Some(Bytes::from_static(b"final")),
+        },
+    );
+    let Some(Packet::ConnAck(ack)) = h.next_packet(c) else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(ack.reason, ConnectReason::Success);
+    assert_eq!(ack.properties.authentication_method.as_deref(), Some("TOY"));
+    assert_eq!(
+        ack.properties.authentication_data.as_deref(),
+        Some(&b"final"[..])
+    );
+
+    // Re-authentication with the same method, while connected.
+    h.send(c, &auth_packet(AuthReason::ReAuthenticate, "TOY", b"again"));
+    let req = h.auth_requests.pop().expect("asked to re-authenticate");
+    assert_eq!(req.stage, AuthStage::Reauthenticate);
+    assert_eq!(req.client_id, "e");
+    decide(&mut h, c, AuthDecision::Allow { account: None });
+    let Some(Packet::Auth(a)) = h.next_packet(c) else {
+        panic!("no AUTH success")
+    };
+    assert_eq!(a.reason, AuthReason::Success);
+    // A failed re-authentication ends the connection.
+    h.send(c, &auth_packet(AuthReason::ReAuthenticate, "TOY", b"bad"));
+    decide(&mut h, c, AuthDecision::Deny(ConnectReason::NotAuthorized));
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::Disconnect(d)) if d.reason == DisconnectReason::NotAuthorized)
+    );
+    assert!(h.closed(c).is_some());
+}
+
+#[test]
+fn enhanced_authentication_refusals() {
+    // Without a shell that authenticates, a method gets 0x8C.
+    let mut h = h();
+    let c = h.connect(with_method("e", "TOY", b""));
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::BadAuthenticationMethod)
+    );
+    let mut h = Harness::new(auth_config());
+    // Anything but AUTH during the exchange is a protocol error.
+    let c = h.connect(with_method("e", "TOY", b""));
+    decide(
+        &mut h,
+        c,
+        AuthDecision::Continue {
+            data: Bytes::new(),
+            state: Bytes::new(),
+        },
+    );
+    h.packets(c);
+    h.send(c, &Packet::PingReq);
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::ProtocolError)
+    );
+    // A different method in the answer is one too.
+    let c = h.connect(with_method("f", "TOY", b""));
+    decide(
+        &mut h,
+        c,
+        AuthDecision::Continue {
+            data: Bytes::new(),
+            state: Bytes::new(),
+        },
+    );
+    h.packets(c);
+    h.send(
+        c,
+        &auth_packet(AuthReason::ContinueAuthentication, "OTHER", b""),
+    );
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::ProtocolError)
+    );
+    // A client that stops answering is refused at the connect deadline.
+    let c = h.connect(with_method("g", "TOY", b""));
+    decide(
+        &mut h,
+        c,
+        AuthDecision::Continue {
+            data: Bytes::new(),
+            state: Bytes::new(),
+        },
+    );
+    h.packets(c);
+    h.advance(Duration::from_secs(11));
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::NotAuthorized)
+    );
+    // Re-authentication by a client that connected without a method is a protocol error.
+    let c = h.connect(connect(V5, "plain", true));
+    decide(&mut h, c, AuthDecision::Allow { account: None });
+    h.packets(c);
+    h.send(c, &auth_packet(AuthReason::ReAuthenticate, "TOY", b""));
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::Disconnect(d)) if d.reason == DisconnectReason::ProtocolError)
+    );
 }

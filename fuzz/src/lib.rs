@@ -131,10 +131,17 @@ pub fn broker_sequence(data: &[u8]) {
             53..=55 => match auth.pop() {
                 Some(conn) => Input::Authenticated {
                     conn,
-                    decision: if op & 1 == 0 {
-                        AuthDecision::Allow { account: None }
-                    } else {
-                        AuthDecision::Deny(ConnectReason::NotAuthorized)
+                    decision: match op % 4 {
+                        0 => AuthDecision::Allow { account: None },
+                        1 => AuthDecision::Deny(ConnectReason::NotAuthorized),
+                        2 => AuthDecision::Continue {
+                            data: bytes::Bytes::from_static(b"challenge"),
+                            state: bytes::Bytes::from_static(b"state"),
+                        },
+                        _ => AuthDecision::AllowWith {
+                            account: None,
+                            data: Some(bytes::Bytes::from_static(b"final")),
+                        },
                     },
                 },
                 None => Input::Continue,

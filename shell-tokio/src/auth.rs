@@ -1,14 +1,17 @@
-//! Password authentication: users with Argon2 password hashes (PHC strings, as `jetmq
-//! hash-password` prints them) and whether clients without a user name are allowed. The
-//! broker asks ([`jetmq_core::broker::Action::Authenticate`]); the check runs on a blocking
-//! thread, since a good password hash is slow on purpose.
+//! Authentication: users with Argon2 password hashes (PHC strings, as `jetmq hash-password`
+//! prints them), users with SCRAM-SHA-256 credentials for MQTT 5.0 enhanced authentication
+//! ([`crate::scram`]), and whether clients without a user name are allowed. The broker asks
+//! ([`jetmq_core::broker::Action::Authenticate`]); the check runs on a blocking thread, since
+//! a good password hash is slow on purpose.
 
 use std::collections::BTreeMap;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use jetmq_core::broker::{AuthDecision, AuthRequest};
+use jetmq_core::broker::{AuthDecision, AuthRequest, AuthStage};
 use jetmq_core::codec::ConnectReason;
+
+use crate::scram::{self, ScramCredential};
 
 /// Who may connect.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +20,8 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
     /// User name → Argon2 PHC hash of the password.
     pub users: BTreeMap<String, String>,
+    /// User name → SCRAM-SHA-256 credential, for enhanced authentication.
+    pub scram: BTreeMap<String, ScramCredential>,
 }
 
 impl AuthConfig {
@@ -26,18 +31,66 @@ impl AuthConfig {
         Self {
             allow_anonymous: true,
             users: BTreeMap::new(),
+            scram: BTreeMap::new(),
         }
     }
 
     /// Whether the broker needs to ask at all.
     #[must_use]
     pub fn is_open(&self) -> bool {
-        self.allow_anonymous && self.users.is_empty()
+        self.allow_anonymous && self.users.is_empty() && self.scram.is_empty()
     }
 
-    /// Decides on a CONNECT's credentials.
+    /// Decides on a CONNECT's credentials, or on a step of enhanced authentication.
     #[must_use]
     pub fn decide(&self, request: &AuthRequest) -> AuthDecision {
+        match request.method.as_deref() {
+            None => self.decide_password(request),
+            Some(scram::METHOD) => self.decide_scram(request),
+            Some(_) => AuthDecision::Deny(ConnectReason::BadAuthenticationMethod),
+        }
+    }
+
+    /// One step of SCRAM-SHA-256: the client's first message gets the server's challenge,
+    /// its final message the server's proof (or a refusal).
+    fn decide_scram(&self, request: &AuthRequest) -> AuthDecision {
+        let data = request.data.as_deref().unwrap_or_default();
+        let lookup = |user: &str| self.scram.get(user);
+        let result = match (request.stage, &request.state) {
+            (AuthStage::Continue, Some(state)) => {
+                scram::server_final(data, state, lookup).map(|(last, _user)| {
+                    AuthDecision::AllowWith {
+                        account: None,
+                        data: Some(last.into()),
+                    }
+                })
+            }
+            (AuthStage::Connect | AuthStage::Reauthenticate, _) => {
+                let mut nonce = [0u8; 18];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+                let nonce =
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, nonce);
+                scram::server_first(data, lookup, &nonce).map(|(first, state)| {
+                    AuthDecision::Continue {
+                        data: first.into(),
+                        state: state.into(),
+                    }
+                })
+            }
+            (AuthStage::Continue, None) => Err(scram::ScramError::Malformed),
+        };
+        result.unwrap_or_else(|e| {
+            AuthDecision::Deny(match e {
+                scram::ScramError::Malformed => ConnectReason::NotAuthorized,
+                scram::ScramError::UnknownUser | scram::ScramError::BadProof => {
+                    ConnectReason::BadUserNameOrPassword
+                }
+            })
+        })
+    }
+
+    /// User name and password (or anonymous) at CONNECT.
+    fn decide_password(&self, request: &AuthRequest) -> AuthDecision {
         let Some(username) = request.username.as_deref() else {
             return if self.allow_anonymous {
                 AuthDecision::Allow { account: None }
@@ -93,4 +146,12 @@ pub fn hash_password(password: &[u8]) -> Result<String, String> {
         .hash_password(password, &salt)
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// A SCRAM-SHA-256 credential for `password` with a random salt, for the configuration file.
+#[must_use]
+pub fn scram_credential(password: &[u8]) -> ScramCredential {
+    let mut salt = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+    ScramCredential::new(password, &salt, scram::DEFAULT_ITERATIONS)
 }

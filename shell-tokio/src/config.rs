@@ -251,7 +251,8 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct UserFile {
     username: String,
-    password_hash: String,
+    password_hash: Option<String>,
+    scram: Option<String>,
 }
 
 /// The `[auth]` table.
@@ -517,26 +518,44 @@ impl ServerConfig {
                     "a non-empty user name",
                 ));
             }
-            if let Err(why) = crate::auth::check_hash(&user.password_hash) {
+            let key = |field: &str| format!("auth.users[{i}].{field}");
+            if user.password_hash.is_none() && user.scram.is_none() {
                 return Err(invalid(
-                    &format!("auth.users[{i}].password_hash"),
-                    &user.password_hash,
-                    &format!(
-                        "an Argon2 PHC hash as printed by `jetmq hash-password`; this one is {why}"
-                    ),
+                    &key("password_hash"),
+                    "",
+                    "a password_hash or a scram credential (or both) for each user",
                 ));
             }
-            if self
-                .auth
-                .users
-                .insert(user.username.clone(), user.password_hash)
-                .is_some()
-            {
+            let known = self.auth.users.contains_key(&user.username)
+                || self.auth.scram.contains_key(&user.username);
+            if known {
                 return Err(invalid(
-                    &format!("auth.users[{i}].username"),
+                    &key("username"),
                     &user.username,
                     "a user name not listed before",
                 ));
+            }
+            if let Some(hash) = user.password_hash {
+                if let Err(why) = crate::auth::check_hash(&hash) {
+                    return Err(invalid(
+                        &key("password_hash"),
+                        &hash,
+                        &format!(
+                            "an Argon2 PHC hash as printed by `jetmq hash-password`; this one is {why}"
+                        ),
+                    ));
+                }
+                self.auth.users.insert(user.username.clone(), hash);
+            }
+            if let Some(text) = user.scram {
+                let credential = crate::scram::ScramCredential::parse(&text).map_err(|why| {
+                    invalid(
+                        &key("scram"),
+                        &text,
+                        &format!("the output of `jetmq hash-password --scram`: {why}"),
+                    )
+                })?;
+                self.auth.scram.insert(user.username.clone(), credential);
             }
         }
         self.broker.authenticate = !self.auth.is_open();

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod scram;
 pub mod server;
 pub mod store;
 

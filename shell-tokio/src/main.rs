@@ -43,15 +43,20 @@ enum Command {
         /// The file written by `--record`.
         file: PathBuf,
     },
-    /// Read a password from standard input and print its Argon2 hash for `[[auth.users]]`.
-    HashPassword,
+    /// Read a password from standard input and print its Argon2 hash for `[[auth.users]]`
+    /// `password_hash` (or, with --scram, its SCRAM-SHA-256 credential for `scram`).
+    HashPassword {
+        /// Print a SCRAM-SHA-256 credential (MQTT 5.0 enhanced authentication) instead.
+        #[arg(long)]
+        scram: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Replay { file }) => return replay(file),
-        Some(Command::HashPassword) => return hash_password(),
+        Some(Command::HashPassword { scram }) => return hash_password(*scram),
         None => {}
     }
     tracing_subscriber::fmt()
@@ -188,7 +193,7 @@ fn replay(file: &std::path::Path) -> ExitCode {
 }
 
 #[allow(clippy::print_stdout)] // the hash is the command's output
-fn hash_password() -> ExitCode {
+fn hash_password(scram: bool) -> ExitCode {
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err()
         || line.trim_end_matches(['\r', '\n']).is_empty()
@@ -196,7 +201,13 @@ fn hash_password() -> ExitCode {
         eprintln!("jetmq: give the password on standard input, for example: echo -n secret | jetmq hash-password");
         return ExitCode::from(2);
     }
-    match jetmq::auth::hash_password(line.trim_end_matches(['\r', '\n']).as_bytes()) {
+    let password = line.trim_end_matches(['\r', '\n']).as_bytes();
+    let hashed = if scram {
+        Ok(jetmq::auth::scram_credential(password).to_string())
+    } else {
+        jetmq::auth::hash_password(password)
+    };
+    match hashed {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::io::ConnInfo;
@@ -28,6 +28,16 @@ pub(crate) enum Phase {
         connect: Box<Connect>,
         client_id: ByteString,
         assigned: bool,
+    },
+    /// Enhanced authentication (MQTT 5.0): an AUTH (0x18) went to the client; waiting for
+    /// its answer until the connect deadline.
+    AuthExchange {
+        deadline: Instant,
+        connect: Box<Connect>,
+        client_id: ByteString,
+        assigned: bool,
+        /// What the shell asked to get back with the next step.
+        state: Bytes,
     },
     /// CONNACK sent; bound to a session.
     Connected { session: SessionId },
@@ -163,6 +173,24 @@ pub(crate) struct Connection {
     pub(crate) outbound_aliases: OutboundAliases,
     /// The will, published if the connection ends without a normal DISCONNECT.
     pub(crate) will: Option<Will>,
+    /// The enhanced authentication method the client connected with (MQTT 5.0).
+    pub(crate) auth_method: Option<ByteString>,
+    /// A re-authentication in progress.
+    pub(crate) reauth: Option<Reauth>,
+    /// The method's final data, for the CONNACK that ends an enhanced authentication.
+    pub(crate) auth_reply: Option<Bytes>,
+}
+
+/// Where a re-authentication (MQTT 5.0 §4.12.1) stands.
+#[derive(Debug)]
+pub(crate) enum Reauth {
+    /// Waiting for the shell's decision.
+    AwaitingShell,
+    /// An AUTH (0x18) went to the client; waiting for its answer.
+    AwaitingClient {
+        /// What the shell asked to get back with the next step.
+        state: Bytes,
+    },
 }
 
 impl Connection {
@@ -189,6 +217,9 @@ impl Connection {
             inbound_aliases: InboundAliases::default(),
             outbound_aliases: OutboundAliases::default(),
             will: None,
+            auth_method: None,
+            reauth: None,
+            auth_reply: None,
         }
     }
 

@@ -72,6 +72,26 @@ pub struct AuthRequest {
     pub username: Option<ByteString>,
     /// The password, if any.
     pub password: Option<Bytes>,
+    /// MQTT 5.0 enhanced authentication: the method the client named in CONNECT, if any.
+    pub method: Option<ByteString>,
+    /// Enhanced authentication: the data of the CONNECT or of the client's latest AUTH.
+    pub data: Option<Bytes>,
+    /// Where in an enhanced authentication exchange this request is.
+    pub stage: AuthStage,
+    /// Enhanced authentication: what the shell asked to get back with the next step
+    /// ([`AuthDecision::Continue`]), so the shell keeps no state of its own between steps.
+    pub state: Option<Bytes>,
+}
+
+/// Where an [`AuthRequest`] stands in an authentication exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthStage {
+    /// The CONNECT (with its Authentication Data, for enhanced authentication).
+    Connect,
+    /// The client answered an AUTH the broker sent (reason 0x18, Continue authentication).
+    Continue,
+    /// A connected client started re-authentication (AUTH reason 0x19).
+    Reauthenticate,
 }
 
 /// The shell's answer to an [`AuthRequest`].
@@ -82,7 +102,25 @@ pub enum AuthDecision {
         /// The tenant the client belongs to.
         account: Option<ByteString>,
     },
-    /// Refuse the client with this CONNACK reason (3.1.1 gets the nearest return code).
+    /// Accept an enhanced authentication, sending the method's final data in the CONNACK
+    /// (or in the AUTH that ends a re-authentication). The account is kept on
+    /// re-authentication.
+    AllowWith {
+        /// The tenant the client belongs to.
+        account: Option<ByteString>,
+        /// The method's final data for the client, if any.
+        data: Option<Bytes>,
+    },
+    /// Enhanced authentication goes on: send the client an AUTH (0x18) with `data`, and hand
+    /// `state` back with its answer.
+    Continue {
+        /// The method's data for the client.
+        data: Bytes,
+        /// What the shell needs to check the next step.
+        state: Bytes,
+    },
+    /// Refuse the client with this CONNACK reason (3.1.1 gets the nearest return code); on
+    /// re-authentication the client is disconnected with the matching reason.
     Deny(ConnectReason),
 }
 

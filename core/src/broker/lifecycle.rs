@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 
 use super::connection::{Connection, Phase, Reply, Work};
-use super::io::{Action, AuthDecision, AuthRequest, CloseReason, ConnId, ConnInfo, Notice, Outbox};
+use super::io::{Action, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
 use super::session::{InflightState, PendingWill, Session, SessionId, SessionKey, DEFAULT_ACCOUNT};
 use super::topic_alias::OutboundAliases;
@@ -60,7 +60,9 @@ impl Broker {
             if c.read_paused
                 || !matches!(
                     c.phase,
-                    Phase::AwaitingConnect { .. } | Phase::Connected { .. }
+                    Phase::AwaitingConnect { .. }
+                        | Phase::AuthExchange { .. }
+                        | Phase::Connected { .. }
                 )
             {
                 return;
@@ -139,6 +141,10 @@ impl Broker {
                 }
                 return;
             }
+            Phase::AuthExchange { .. } => {
+                self.on_auth_exchange_packet(conn, packet, out);
+                return;
+            }
             Phase::Connected { session } => session,
             Phase::Authenticating { .. } | Phase::Closing => return,
         };
@@ -163,8 +169,7 @@ impl Broker {
                 }
             }
             Packet::Disconnect(d) => self.on_disconnect(conn, session, &d, out),
-            // Enhanced authentication is not offered, so an AUTH is out of sequence.
-            Packet::Auth(_) => self.protocol_error(conn, DisconnectReason::ProtocolError, out),
+            Packet::Auth(auth) => self.on_reauth_packet(conn, &auth, out),
             // The decoder refuses server-to-client packets from a client.
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 self.protocol_error(conn, DisconnectReason::ProtocolError, out);
@@ -173,7 +178,7 @@ impl Broker {
     }
 
     /// Sends CONNACK with a refusal and closes.
-    fn refuse(
+    pub(super) fn refuse(
         &mut self,
         conn: ConnId,
         version: ProtocolVersion,
@@ -205,8 +210,8 @@ impl Broker {
             );
             return;
         }
-        if connect.properties.authentication_method.is_some() {
-            // Enhanced authentication is not offered yet.
+        if connect.properties.authentication_method.is_some() && !self.config.authenticate {
+            // Enhanced authentication needs a shell that decides on it.
             self.refuse(conn, version, ConnectReason::BadAuthenticationMethod, out);
             return;
         }
@@ -238,28 +243,7 @@ impl Broker {
             return;
         }
         if self.config.authenticate {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                return;
-            };
-            let request = AuthRequest {
-                conn,
-                info: c.info.clone(),
-                protocol: version,
-                client_id: client_id.clone(),
-                username: connect.username.clone(),
-                password: connect.password.clone(),
-            };
-            let deadline = match c.phase {
-                Phase::AwaitingConnect { deadline } => deadline,
-                _ => self.now.instant,
-            };
-            c.phase = Phase::Authenticating {
-                deadline,
-                connect,
-                client_id,
-                assigned,
-            };
-            out.push(Action::Authenticate(Box::new(request)));
+            self.start_authentication(conn, connect, client_id, assigned, out);
             return;
         }
         self.accept(
@@ -272,55 +256,8 @@ impl Broker {
         );
     }
 
-    pub(super) fn on_authenticated(
-        &mut self,
-        conn: ConnId,
-        decision: AuthDecision,
-        out: &mut Outbox,
-    ) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            self.unknown_conn(conn, out);
-            return;
-        };
-        let Phase::Authenticating { .. } = c.phase else {
-            // A decision nobody asked for (or a repeated one) changes nothing.
-            self.stats.unknown_inputs += 1;
-            return;
-        };
-        let Phase::Authenticating {
-            connect,
-            deadline: _,
-            client_id,
-            assigned,
-        } = std::mem::replace(&mut c.phase, Phase::Closing)
-        else {
-            return;
-        };
-        match decision {
-            AuthDecision::Allow { account } => {
-                c.phase = Phase::AwaitingConnect {
-                    deadline: self.now.instant,
-                };
-                let account = account.unwrap_or_else(|| DEFAULT_ACCOUNT.into());
-                self.accept(conn, connect, client_id, assigned, account, out);
-                self.process_inbuf(conn, out);
-            }
-            AuthDecision::Deny(reason) => {
-                c.phase = Phase::AwaitingConnect {
-                    deadline: self.now.instant,
-                };
-                let reason = if reason == ConnectReason::Success {
-                    ConnectReason::NotAuthorized
-                } else {
-                    reason
-                };
-                self.refuse(conn, connect.protocol, reason, out);
-            }
-        }
-    }
-
     /// Binds an accepted CONNECT to its session (new, resumed or taken over) and sends CONNACK.
-    fn accept(
+    pub(super) fn accept(
         &mut self,
         conn: ConnId,
         connect: Box<Connect>,
@@ -458,6 +395,12 @@ impl Broker {
             p.topic_alias_maximum =
                 (self.config.topic_alias_maximum > 0).then_some(self.config.topic_alias_maximum);
             p.server_keep_alive = server_keep_alive;
+            if let Some(method) = &connect.properties.authentication_method {
+                // [MQTT-3.2.2-?]: an enhanced authentication ends with its method in CONNACK.
+                p.authentication_method = Some(method.clone());
+                p.authentication_data = c.auth_reply.take();
+                c.auth_method = Some(method.clone());
+            }
             // The client learns when the broker keeps its session for less than it asked.
             p.session_expiry_interval = (granted != asked).then_some(granted);
         }
@@ -648,6 +591,15 @@ impl Broker {
                     // The shell did not decide in time.
                     let version = c.version;
                     self.refuse(conn, version, ConnectReason::ServerUnavailable, out);
+                    return;
+                }
+                earliest(deadline);
+            }
+            Phase::AuthExchange { deadline, .. } => {
+                if now >= deadline {
+                    // The client did not finish the exchange in time.
+                    let version = c.version;
+                    self.refuse(conn, version, ConnectReason::NotAuthorized, out);
                     return;
                 }
                 earliest(deadline);

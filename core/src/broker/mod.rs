@@ -34,6 +34,7 @@
 //!   publish completes after the store writes it needs; each connection's publishes complete
 //!   in arrival order, so per-publisher order holds.
 
+mod auth;
 mod config;
 mod connection;
 mod io;
@@ -55,8 +56,8 @@ use slab::Slab;
 
 pub use config::BrokerConfig;
 pub use io::{
-    Action, AuthDecision, AuthRequest, CloseReason, ConnId, ConnInfo, Input, ListenerKind, Notice,
-    Outbox,
+    Action, AuthDecision, AuthRequest, AuthStage, CloseReason, ConnId, ConnInfo, Input,
+    ListenerKind, Notice, Outbox,
 };
 pub use message::{Message, SharedMessage, Will};
 pub use session::{SessionKey, DEFAULT_ACCOUNT};

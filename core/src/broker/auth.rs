@@ -1,0 +1,289 @@
+//! Authentication as a decision the shell makes: user name and password at CONNECT, and MQTT
+//! 5.0 enhanced authentication (AUTH packets, §4.12), at CONNECT and as re-authentication.
+//!
+//! The core asks with [`Action::Authenticate`] and the shell answers with
+//! [`Input::Authenticated`](super::Input::Authenticated). For an enhanced method the shell
+//! may answer [`AuthDecision::Continue`]: the core sends the client an AUTH (0x18) with the
+//! method's data, keeps the shell's `state` and hands it back with the client's answer, so a
+//! multi-step method such as SCRAM needs no state in the shell.
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::connection::{Phase, Reauth};
+use super::io::{Action, AuthDecision, AuthRequest, AuthStage, CloseReason, ConnId, Outbox};
+use super::session::DEFAULT_ACCOUNT;
+use super::Broker;
+use crate::codec::{Auth, AuthReason, Connect, ConnectReason, DisconnectReason, Packet};
+
+impl Broker {
+    /// Asks the shell about a CONNECT; the connection waits in `Authenticating`.
+    pub(super) fn start_authentication(
+        &mut self,
+        conn: ConnId,
+        connect: Box<Connect>,
+        client_id: ByteString,
+        assigned: bool,
+        out: &mut Outbox,
+    ) {
+        let now = self.now.instant;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let request = AuthRequest {
+            conn,
+            info: c.info.clone(),
+            protocol: connect.protocol,
+            client_id: client_id.clone(),
+            username: connect.username.clone(),
+            password: connect.password.clone(),
+            method: connect.properties.authentication_method.clone(),
+            data: connect.properties.authentication_data.clone(),
+            stage: AuthStage::Connect,
+            state: None,
+        };
+        let deadline = match c.phase {
+            Phase::AwaitingConnect { deadline } => deadline,
+            _ => now,
+        };
+        c.phase = Phase::Authenticating {
+            deadline,
+            connect,
+            client_id,
+            assigned,
+        };
+        out.push(Action::Authenticate(Box::new(request)));
+    }
+
+    pub(super) fn on_authenticated(
+        &mut self,
+        conn: ConnId,
+        decision: AuthDecision,
+        out: &mut Outbox,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            self.unknown_conn(conn, out);
+            return;
+        };
+        match c.phase {
+            Phase::Authenticating { .. } => {}
+            Phase::Connected { .. } if matches!(c.reauth, Some(Reauth::AwaitingShell)) => {
+                self.on_reauth_decision(conn, decision, out);
+                return;
+            }
+            _ => {
+                // A decision nobody asked for (or a repeated one) changes nothing.
+                self.stats.unknown_inputs += 1;
+                return;
+            }
+        }
+        let Phase::Authenticating {
+            connect,
+            deadline,
+            client_id,
+            assigned,
+        } = std::mem::replace(&mut c.phase, Phase::Closing)
+        else {
+            return;
+        };
+        let version = connect.protocol;
+        let (account, reply) = match decision {
+            AuthDecision::Allow { account } => (account, None),
+            AuthDecision::AllowWith { account, data } => (account, data),
+            AuthDecision::Continue { data, state } => {
+                let Some(method) = connect.properties.authentication_method.clone() else {
+                    // Nothing to continue without an enhanced method.
+                    c.phase = Phase::AwaitingConnect { deadline };
+                    self.refuse(conn, version, ConnectReason::NotAuthorized, out);
+                    return;
+                };
+                c.phase = Phase::AuthExchange {
+                    deadline,
+                    connect,
+                    client_id,
+                    assigned,
+                    state,
+                };
+                self.send_auth(conn, AuthReason::ContinueAuthentication, method, Some(data));
+                self.process_inbuf(conn, out);
+                return;
+            }
+            AuthDecision::Deny(reason) => {
+                c.phase = Phase::AwaitingConnect { deadline };
+                let reason = if reason == ConnectReason::Success {
+                    ConnectReason::NotAuthorized
+                } else {
+                    reason
+                };
+                self.refuse(conn, version, reason, out);
+                return;
+            }
+        };
+        c.phase = Phase::AwaitingConnect { deadline };
+        c.auth_reply = reply;
+        let account = account.unwrap_or_else(|| DEFAULT_ACCOUNT.into());
+        self.accept(conn, connect, client_id, assigned, account, out);
+        self.process_inbuf(conn, out);
+    }
+
+    /// A packet while the client owes the broker the next step of an enhanced
+    /// authentication: only an AUTH (0x18) with the same method, or a DISCONNECT.
+    pub(super) fn on_auth_exchange_packet(
+        &mut self,
+        conn: ConnId,
+        packet: Packet,
+        out: &mut Outbox,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Phase::AuthExchange { .. } = c.phase else {
+            return;
+        };
+        let Phase::AuthExchange {
+            deadline,
+            connect,
+            client_id,
+            assigned,
+            state,
+        } = std::mem::replace(&mut c.phase, Phase::Closing)
+        else {
+            return;
+        };
+        let version = connect.protocol;
+        match packet {
+            Packet::Auth(auth)
+                if auth.reason == AuthReason::ContinueAuthentication
+                    && auth.properties.authentication_method
+                        == connect.properties.authentication_method =>
+            {
+                let request = AuthRequest {
+                    conn,
+                    info: c.info.clone(),
+                    protocol: version,
+                    client_id: client_id.clone(),
+                    username: connect.username.clone(),
+                    password: None,
+                    method: connect.properties.authentication_method.clone(),
+                    data: auth.properties.authentication_data,
+                    stage: AuthStage::Continue,
+                    state: Some(state),
+                };
+                c.phase = Phase::Authenticating {
+                    deadline,
+                    connect,
+                    client_id,
+                    assigned,
+                };
+                out.push(Action::Authenticate(Box::new(request)));
+            }
+            Packet::Disconnect(_) => {
+                self.close(conn, CloseReason::ClientDisconnect, false, out);
+            }
+            _ => {
+                // [MQTT-4.12.0-?]: anything else before CONNACK breaks the exchange.
+                c.phase = Phase::AwaitingConnect { deadline };
+                self.refuse(conn, version, ConnectReason::ProtocolError, out);
+            }
+        }
+    }
+
+    /// An AUTH from a connected client: starting or continuing a re-authentication with the
+    /// method it connected with; anything else is a protocol error.
+    pub(super) fn on_reauth_packet(&mut self, conn: ConnId, auth: &Auth, out: &mut Outbox) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let same_method =
+            c.auth_method.is_some() && auth.properties.authentication_method == c.auth_method;
+        let state = match (auth.reason, c.reauth.take()) {
+            (AuthReason::ReAuthenticate, None) if same_method => None,
+            (AuthReason::ContinueAuthentication, Some(Reauth::AwaitingClient { state }))
+                if same_method =>
+            {
+                Some(state)
+            }
+            _ => {
+                // [MQTT-4.12.1-1]: no method at CONNECT, another method, or out of sequence.
+                self.protocol_error(conn, DisconnectReason::ProtocolError, out);
+                return;
+            }
+        };
+        let Some(session) = c.session() else {
+            return;
+        };
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        let request = AuthRequest {
+            conn,
+            info: c.info.clone(),
+            protocol: c.version,
+            client_id: s.key.client_id.clone(),
+            username: None,
+            password: None,
+            method: c.auth_method.clone(),
+            data: auth.properties.authentication_data.clone(),
+            stage: if state.is_some() {
+                AuthStage::Continue
+            } else {
+                AuthStage::Reauthenticate
+            },
+            state,
+        };
+        c.reauth = Some(Reauth::AwaitingShell);
+        out.push(Action::Authenticate(Box::new(request)));
+    }
+
+    /// The shell's decision on a step of a re-authentication.
+    fn on_reauth_decision(&mut self, conn: ConnId, decision: AuthDecision, out: &mut Outbox) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.reauth = None;
+        let Some(method) = c.auth_method.clone() else {
+            return;
+        };
+        match decision {
+            AuthDecision::Allow { .. } => {
+                self.send_auth(conn, AuthReason::Success, method, None);
+            }
+            AuthDecision::AllowWith { data, .. } => {
+                self.send_auth(conn, AuthReason::Success, method, data);
+            }
+            AuthDecision::Continue { data, state } => {
+                c.reauth = Some(Reauth::AwaitingClient { state });
+                self.send_auth(conn, AuthReason::ContinueAuthentication, method, Some(data));
+            }
+            AuthDecision::Deny(reason) => {
+                // [MQTT-4.12.1-2]: a failed re-authentication ends the connection.
+                let reason = match reason {
+                    ConnectReason::BadAuthenticationMethod => {
+                        DisconnectReason::BadAuthenticationMethod
+                    }
+                    _ => DisconnectReason::NotAuthorized,
+                };
+                self.send_disconnect(conn, reason);
+                self.close(conn, CloseReason::ProtocolViolation(reason), true, out);
+            }
+        }
+    }
+
+    /// Writes an AUTH with the method and its data to `conn`.
+    fn send_auth(
+        &mut self,
+        conn: ConnId,
+        reason: AuthReason,
+        method: ByteString,
+        data: Option<Bytes>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut auth = Auth::new(reason);
+        auth.properties.authentication_method = Some(method);
+        auth.properties.authentication_data = data;
+        Packet::Auth(Box::new(auth)).encode(c.version, &mut c.out);
+        self.mark_dirty(conn);
+    }
+}

@@ -545,3 +545,35 @@ fn enhanced_authentication_refusals() {
         matches!(h.next_packet(c), Some(Packet::Disconnect(d)) if d.reason == DisconnectReason::ProtocolError)
     );
 }
+
+#[test]
+fn server_redirection_refuses_with_the_server_reference() {
+    for (permanent, reason) in [
+        (false, ConnectReason::UseAnotherServer),
+        (true, ConnectReason::ServerMoved),
+    ] {
+        let mut h = Harness::new(BrokerConfig {
+            redirect: Some(jetmq_core::broker::Redirect {
+                server_reference: "other.example:1883".into(),
+                permanent,
+            }),
+            ..BrokerConfig::default()
+        });
+        let c = h.connect(connect(V5, "c", true));
+        let Some(Packet::ConnAck(ack)) = h.next_packet(c) else {
+            panic!("no CONNACK")
+        };
+        assert_eq!(ack.reason, reason);
+        assert_eq!(
+            ack.properties.server_reference.as_deref(),
+            Some("other.example:1883")
+        );
+        assert!(h.closed(c).is_some());
+        // 3.1.1 has no redirection: server unavailable.
+        let c = h.connect(connect(V3, "d", true));
+        let Some(Packet::ConnAck(ack)) = h.next_packet(c) else {
+            panic!("no CONNACK")
+        };
+        assert_eq!(ack.reason.v3_return_code(), 3);
+    }
+}

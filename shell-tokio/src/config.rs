@@ -207,6 +207,8 @@ struct LimitsFile {
     max_keep_alive: Option<u16>,
     min_keep_alive: Option<u16>,
     topic_alias_maximum: Option<u16>,
+    outbound_topic_aliases: Option<u16>,
+    max_session_expiry_secs: Option<u32>,
     connect_timeout_secs: Option<u64>,
     max_qos: Option<u8>,
     max_client_id_len: Option<usize>,
@@ -229,10 +231,19 @@ struct MqttFile {
     downgrade_qos2_subscribe: Option<bool>,
 }
 
+/// The `[redirect]` table: MQTT 5.0 server redirection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedirectFile {
+    server_reference: Option<String>,
+    permanent: Option<bool>,
+}
+
 /// The configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
+    redirect: Option<RedirectFile>,
     #[serde(default)]
     auth: AuthFile,
     #[serde(default)]
@@ -583,6 +594,20 @@ impl ServerConfig {
                 }
             };
         }
+        if let Some(r) = file.redirect {
+            let reference = r.server_reference.unwrap_or_default();
+            if reference.trim().is_empty() {
+                return Err(invalid(
+                    "redirect.server_reference",
+                    &reference,
+                    "one or more servers (host or host:port, space separated) to send clients to",
+                ));
+            }
+            self.broker.redirect = Some(jetmq_core::broker::Redirect {
+                server_reference: reference.into(),
+                permanent: r.permanent.unwrap_or(false),
+            });
+        }
         let l = file.limits;
         let b = &mut self.broker;
         if let Some(v) = l.max_connections {
@@ -627,6 +652,19 @@ impl ServerConfig {
         }
         if let Some(v) = l.topic_alias_maximum {
             b.topic_alias_maximum = v;
+        }
+        if let Some(v) = l.outbound_topic_aliases {
+            b.outbound_topic_aliases = v;
+        }
+        if let Some(v) = l.max_session_expiry_secs {
+            if v == 0 {
+                return Err(invalid(
+                    "limits.max_session_expiry_secs",
+                    v,
+                    "1 to 4294967295 seconds (4294967295 = never)",
+                ));
+            }
+            b.max_session_expiry = v;
         }
         if b.max_keep_alive != 0 && b.min_keep_alive > b.max_keep_alive {
             return Err(invalid(

@@ -82,6 +82,18 @@ fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
             "IP address with a port",
         ),
         ("listen = []", "listen", "[]", "at least one"),
+        (
+            "[limits]\nmax_session_expiry_secs = 0",
+            "limits.max_session_expiry_secs",
+            "0",
+            "4294967295 = never",
+        ),
+        (
+            "[redirect]\npermanent = true",
+            "redirect.server_reference",
+            "",
+            "host:port",
+        ),
     ] {
         let e = apply(text).expect_err(text);
         assert!(
@@ -526,4 +538,19 @@ fn keep_alive_bounds() {
         e.contains("limits.min_keep_alive") && e.contains("600"),
         "{e}"
     );
+}
+
+#[test]
+fn mqtt5_options_map_onto_the_broker() {
+    let c = apply(
+        "[limits]\noutbound_topic_aliases = 4\nmax_session_expiry_secs = 3600\n[redirect]\nserver_reference = \"b.example:1883\"\npermanent = true\n",
+    )
+    .expect("valid");
+    assert_eq!(c.broker.outbound_topic_aliases, 4);
+    assert_eq!(c.broker.max_session_expiry, 3600);
+    let r = c.broker.redirect.expect("redirect");
+    assert_eq!((r.server_reference.as_ref(), r.permanent), ("b.example:1883", true));
+    let d = apply("").expect("empty file");
+    assert_eq!(d.broker.max_session_expiry, 7 * 24 * 3600, "7 days by default");
+    assert!(d.broker.redirect.is_none());
 }

@@ -64,6 +64,10 @@ pub struct BrokerConfig {
     /// persistent sessions, so abandoned sessions do not pile up. `u32::MAX` means never.
     /// Default 7 days.
     pub max_session_expiry: u32,
+    /// Server redirection (MQTT 5.0 §4.11): when set, every CONNECT is refused with 0x9C
+    /// (Use another server) or 0x9D (Server moved) and the Server Reference; 3.1.1 clients
+    /// get return code 3 (server unavailable). Default: none.
+    pub redirect: Option<Redirect>,
     /// Most topic aliases the broker assigns towards one v5 client (further limited by the
     /// client's Topic Alias Maximum); 0 turns them off. Default 16.
     pub outbound_topic_aliases: u16,
@@ -97,6 +101,17 @@ impl Default for BrokerConfig {
             topic_alias_maximum: 16,
             outbound_topic_aliases: 16,
             max_session_expiry: 7 * 24 * 3600,
+            redirect: None,
         }
     }
+}
+
+/// Where clients are sent instead of being served (MQTT 5.0 server redirection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    /// The Server Reference: one or more servers (`host[:port]`, space separated) to use.
+    pub server_reference: bytestring::ByteString,
+    /// Whether the move is permanent (0x9D Server moved) rather than temporary (0x9C Use
+    /// another server).
+    pub permanent: bool,
 }

@@ -201,6 +201,24 @@ impl Broker {
             self.refuse(conn, version, ConnectReason::ServerUnavailable, out);
             return;
         }
+        if let Some(redirect) = &self.config.redirect {
+            // [MQTT-4.11]: redirection at connect time uses the CONNACK.
+            let reason = if redirect.permanent {
+                ConnectReason::ServerMoved
+            } else {
+                ConnectReason::UseAnotherServer
+            };
+            let mut ack = ConnAck::new(reason, false);
+            if version.is_v5() {
+                ack.properties.server_reference = Some(redirect.server_reference.clone());
+            }
+            if let Some(c) = self.conns.get_mut(&conn) {
+                Packet::ConnAck(Box::new(ack)).encode(version, &mut c.out);
+                self.mark_dirty(conn);
+            }
+            self.close(conn, CloseReason::ConnectRefused(reason), false, out);
+            return;
+        }
         if version == ProtocolVersion::V31 && !self.config.accept_mqtt31 {
             self.refuse(
                 conn,

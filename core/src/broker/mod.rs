@@ -54,7 +54,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use slab::Slab;
 
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, Redirect};
 pub use io::{
     Action, AuthDecision, AuthRequest, AuthStage, CloseReason, ConnId, ConnInfo, Input,
     ListenerKind, Notice, Outbox,

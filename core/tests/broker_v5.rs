@@ -577,3 +577,111 @@ fn server_redirection_refuses_with_the_server_reference() {
         assert_eq!(ack.reason.v3_return_code(), 3);
     }
 }
+
+fn publish_with(topic: &str, payload: &str, qos: PublishQos, retain: bool, expiry: u32) -> Packet {
+    let Packet::Publish(mut p) = publish(topic, payload, qos, retain) else {
+        unreachable!()
+    };
+    let props = p.properties_mut();
+    props.message_expiry_interval = Some(expiry);
+    props.content_type = Some("text/plain".into());
+    props.response_topic = Some("replies/1".into());
+    props.correlation_data = Some(Bytes::from_static(b"\x00\x01"));
+    props.payload_format_indicator = Some(jetmq_core::codec::PayloadFormat::Utf8);
+    props.user_properties = vec![jetmq_core::codec::UserProperty {
+        name: "k".into(),
+        value: "v".into(),
+    }];
+    Packet::Publish(p)
+}
+
+fn first_publish(packets: Vec<Packet>) -> jetmq_core::codec::Publish {
+    packets
+        .into_iter()
+        .find_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .expect("a PUBLISH")
+}
+
+#[test]
+fn stored_messages_keep_their_properties_and_expiry_across_a_restart() {
+    let config = BrokerConfig::default();
+    let mut h = Harness::new(config.clone());
+    let (s, _) = h.connect_ok(v5_with_expiry("s", Some(3600)));
+    h.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    h.input(Input::Closed { conn: s });
+    let (p, _) = h.connect_ok(connect(V5, "p", true));
+    h.send(
+        p,
+        &publish_with(
+            "t/long",
+            "kept",
+            PublishQos::AtLeastOnce(harness::pid(1)),
+            false,
+            60,
+        ),
+    );
+    h.send(
+        p,
+        &publish_with(
+            "t/short",
+            "gone",
+            PublishQos::AtLeastOnce(harness::pid(2)),
+            false,
+            10,
+        ),
+    );
+    h.send(
+        p,
+        &publish_with(
+            "r/long",
+            "retained",
+            PublishQos::AtLeastOnce(harness::pid(3)),
+            true,
+            60,
+        ),
+    );
+    h.send(
+        p,
+        &publish_with(
+            "r/short",
+            "retained",
+            PublishQos::AtLeastOnce(harness::pid(4)),
+            true,
+            10,
+        ),
+    );
+    let mut h2 = restart(&mut h, config, Duration::from_secs(20));
+    assert_eq!(
+        h2.broker.stats().dropped_expired,
+        1,
+        "t/short expired while down"
+    );
+    assert_eq!(h2.broker.retained_count(), 1, "r/short expired while down");
+    let (s, present) = h2.connect_ok(v5_with_expiry("s", Some(3600)));
+    assert!(present);
+    let got = first_publish(h2.packets(s));
+    assert_eq!(got.topic, "t/long");
+    let props = got.properties();
+    assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(props.response_topic.as_deref(), Some("replies/1"));
+    assert_eq!(props.correlation_data.as_deref(), Some(&b"\x00\x01"[..]));
+    assert_eq!(props.user_properties.len(), 1);
+    assert_eq!(
+        props.payload_format_indicator,
+        Some(jetmq_core::codec::PayloadFormat::Utf8)
+    );
+    assert_eq!(
+        props.message_expiry_interval,
+        Some(40),
+        "what is left of 60 s"
+    );
+    // The retained message too.
+    h2.subscribe_ok(s, 2, "r/#", QoS::AtLeastOnce);
+    let got = first_publish(h2.packets(s));
+    assert_eq!(got.topic, "r/long");
+    assert_eq!(got.properties().message_expiry_interval, Some(40));
+    assert_eq!(got.properties().content_type.as_deref(), Some("text/plain"));
+}

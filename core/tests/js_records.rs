@@ -55,3 +55,30 @@ fn qos2_subjects_split_back() {
         None
     );
 }
+
+#[test]
+fn message_properties_round_trip_through_their_header() {
+    use jetmq_core::codec::{PublishProperties, UserProperty};
+    use jetmq_core::js::records::{parse_properties_header, properties_header};
+    let props = PublishProperties {
+        message_expiry_interval: Some(30),
+        content_type: Some("application/json".into()),
+        response_topic: Some("r/x".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"\xff\x00")),
+        user_properties: vec![UserProperty {
+            name: "a".into(),
+            value: "b".into(),
+        }],
+        ..PublishProperties::default()
+    };
+    let header = properties_header(&props);
+    assert_eq!(header.name, "Jetmq-Props");
+    assert!(header.value.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(
+        parse_properties_header(&header.value).as_deref(),
+        Some(&props)
+    );
+    for bad in ["", "0", "zz", "3000", &format!("{}00", header.value)] {
+        assert_eq!(parse_properties_header(bad), None, "{bad}");
+    }
+}

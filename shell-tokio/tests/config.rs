@@ -549,8 +549,15 @@ fn mqtt5_options_map_onto_the_broker() {
     assert_eq!(c.broker.outbound_topic_aliases, 4);
     assert_eq!(c.broker.max_session_expiry, 3600);
     let r = c.broker.redirect.expect("redirect");
-    assert_eq!((r.server_reference.as_ref(), r.permanent), ("b.example:1883", true));
+    assert_eq!(
+        (r.server_reference.as_ref(), r.permanent),
+        ("b.example:1883", true)
+    );
     let d = apply("").expect("empty file");
-    assert_eq!(d.broker.max_session_expiry, 7 * 24 * 3600, "7 days by default");
+    assert_eq!(
+        d.broker.max_session_expiry,
+        7 * 24 * 3600,
+        "7 days by default"
+    );
     assert!(d.broker.redirect.is_none());
 }

@@ -14,10 +14,10 @@ use super::session::{
     Delivery, Session, SessionId, SessionKey, SubscriptionEntry, DEFAULT_ACCOUNT,
 };
 use super::{Broker, Timer};
-use crate::codec::{ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use crate::codec::{ProtocolVersion, PublishProperties, QoS, RetainHandling, SubscriptionOptions};
 use crate::js::records::{self, SessionRecord, SubscriptionRecord};
 use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
-use crate::time::WallClock;
+use crate::time::{Instant, WallClock};
 use crate::topic::subject;
 
 /// What a write contributes to the packet waiting for it.
@@ -235,8 +235,8 @@ impl Broker {
         for record in records {
             let ok = match record.stream {
                 Stream::Sessions => self.restore_session(&record, &mut by_consumer, &mut by_hash16),
-                Stream::Retained => self.restore_retained(&record),
-                Stream::Messages => self.restore_message(&record, &by_consumer),
+                Stream::Retained => self.restore_retained(&record, out),
+                Stream::Messages => self.restore_message(&record, &by_consumer, out),
                 Stream::Qos2In => self.restore_qos2(&record, &by_hash16),
                 Stream::PubRel => true,
             };
@@ -376,7 +376,35 @@ impl Broker {
         true
     }
 
-    fn restore_retained(&mut self, record: &StoredMessage) -> bool {
+    /// The MQTT 5.0 properties and the expiry of a stored message, from its headers; `None`
+    /// when it has expired.
+    fn restored_v5_fields(
+        &self,
+        record: &StoredMessage,
+    ) -> Option<(Option<Box<PublishProperties>>, Option<Instant>)> {
+        let header = |name: &str| {
+            record
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v)
+        };
+        let properties =
+            header(records::PROPERTIES_HEADER).and_then(|v| records::parse_properties_header(v));
+        let expires_at = match header(records::EXPIRES_HEADER).and_then(|v| v.parse::<u64>().ok()) {
+            Some(at) => {
+                let left = at.saturating_sub(self.now.wall.as_unix_millis());
+                if left == 0 {
+                    return None;
+                }
+                Some(self.now.instant.saturating_add(Duration::from_millis(left)))
+            }
+            None => None,
+        };
+        Some((properties, expires_at))
+    }
+
+    fn restore_retained(&mut self, record: &StoredMessage, out: &mut Outbox) -> bool {
         let Some(subj) = record.subject.strip_prefix(records::RETAINED_PREFIX) else {
             return false;
         };
@@ -391,15 +419,27 @@ impl Broker {
         let (Some(qos), false) = (flags.and_then(QoS::from_u8), record.payload.is_empty()) else {
             return false;
         };
+        let Some((properties, expires_at)) = self.restored_v5_fields(record) else {
+            // It expired while the broker was down: it is gone.
+            self.request(
+                StoreRequest::Purge {
+                    stream: Stream::Retained,
+                    subject: record.subject.clone(),
+                },
+                RequestOwner::Background,
+                out,
+            );
+            return true;
+        };
         let msg = Message {
             topic: topic.clone(),
             payload: record.payload.clone(),
             qos,
             retain: true,
-            properties: None,
+            properties,
             publisher: None,
             seq: None,
-            expires_at: None,
+            expires_at,
         };
         self.retained.insert(&topic, Arc::new(msg));
         true
@@ -409,6 +449,7 @@ impl Broker {
         &mut self,
         record: &StoredMessage,
         by_consumer: &BTreeMap<ByteString, SessionId>,
+        out: &mut Outbox,
     ) -> bool {
         let Some(subj) = record.subject.strip_prefix(records::MESSAGES_PREFIX) else {
             return false;
@@ -425,15 +466,30 @@ impl Broker {
         let Some(qos) = qos.filter(|q| *q != QoS::AtMostOnce) else {
             return false;
         };
+        let Some((properties, expires_at)) = self.restored_v5_fields(record) else {
+            // It expired while the broker was down: every consumer releases it.
+            for consumer in &record.pending_for {
+                self.request(
+                    StoreRequest::Ack {
+                        consumer: consumer.clone(),
+                        seq: record.seq,
+                    },
+                    RequestOwner::Background,
+                    out,
+                );
+            }
+            self.stats.dropped_expired += record.pending_for.len() as u64;
+            return true;
+        };
         let msg = Arc::new(Message {
             topic: topic.clone(),
             payload: record.payload.clone(),
             qos,
             retain: false,
-            properties: None,
+            properties,
             publisher: None,
             seq: Some(record.seq),
-            expires_at: None,
+            expires_at,
         });
         for consumer in &record.pending_for {
             let Some(&session) = by_consumer.get(consumer) else {

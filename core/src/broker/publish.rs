@@ -283,14 +283,36 @@ impl Broker {
 
     fn message_request(&self, msg: &Message) -> StoreRequest {
         let subj = subject::topic_to_subject(&msg.topic);
+        let mut headers = vec![crate::js::Header {
+            name: "Nmqtt-Pub",
+            value: format!("{}", msg.qos as u8).into(),
+        }];
+        self.add_v5_headers(msg, &mut headers);
         StoreRequest::Publish {
             stream: Stream::Messages,
             subject: format!("{}{subj}", records::MESSAGES_PREFIX).into(),
-            headers: vec![crate::js::Header {
-                name: "Nmqtt-Pub",
-                value: format!("{}", msg.qos as u8).into(),
-            }],
+            headers,
             payload: msg.payload.clone(),
+        }
+    }
+
+    /// Adds the headers that keep what MQTT 5.0 adds to a stored message: its properties and
+    /// when it expires, on the wall clock, so both survive a restart.
+    fn add_v5_headers(&self, msg: &Message, headers: &mut Vec<crate::js::Header>) {
+        if let Some(props) = msg.properties.as_deref() {
+            headers.push(records::properties_header(props));
+        }
+        if let Some(at) = msg.expires_at {
+            let left = at.saturating_duration_since(self.now.instant);
+            let wall = self
+                .now
+                .wall
+                .as_unix_millis()
+                .saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+            headers.push(crate::js::Header {
+                name: records::EXPIRES_HEADER,
+                value: wall.to_string().into(),
+            });
         }
     }
 
@@ -304,7 +326,7 @@ impl Broker {
                 subject,
             };
         }
-        StoreRequest::Publish {
+        let mut request = StoreRequest::Publish {
             stream: Stream::Retained,
             subject,
             headers: vec![
@@ -318,7 +340,11 @@ impl Broker {
                 },
             ],
             payload: msg.payload.clone(),
+        };
+        if let StoreRequest::Publish { headers, .. } = &mut request {
+            self.add_v5_headers(msg, headers);
         }
+        request
     }
 
     /// Completes the pipeline entries of `conn` (or the broker's own, for `None`) whose

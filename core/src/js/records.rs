@@ -7,6 +7,9 @@
 //! - QoS 1/2 message: `$MQTT.msgs.<subject>`, header `Nmqtt-Pub:<qos>`, raw payload;
 //! - retained message: `$MQTT.rmsgs.<subject>`, headers `Nmqtt-RTopic` and `Nmqtt-RFlags`,
 //!   raw payload; deleted by purging the subject;
+//! - on both, what MQTT 5.0 adds (the NATS server ignores these headers): `Jetmq-Props`, the
+//!   message's properties (a v5 PUBLISH holding only them, in hex), and `Jetmq-Expires`, when
+//!   its Message Expiry Interval runs out (milliseconds since the Unix epoch);
 //! - inbound QoS 2: `$MQTT.qos2.in.<cidHash16>.<pi>`, header `Nmqtt-Pub:2<flags>`. The NATS
 //!   server puts the raw client identifier in the subject, which breaks for identifiers with
 //!   spaces or wildcards; jetmq uses a 16-character hash;
@@ -20,8 +23,12 @@
 
 use std::collections::BTreeMap;
 
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
+
+use super::Header;
+use crate::codec::{Decoder, Direction, Packet, ProtocolVersion, Publish, PublishProperties};
 use sha2::{Digest, Sha256};
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -182,4 +189,54 @@ pub fn parse_retained_flags(value: &str) -> Option<u8> {
     let flags = u8::from_str_radix(value.trim(), 16).ok()?;
     let qos = (flags >> 1) & 0b11;
     (flags < 0x0f && qos <= 2).then_some(qos)
+}
+
+/// Name of the header holding a message's MQTT 5.0 properties.
+pub const PROPERTIES_HEADER: &str = "Jetmq-Props";
+
+/// Name of the header holding when a message expires (milliseconds since the Unix epoch).
+pub const EXPIRES_HEADER: &str = "Jetmq-Expires";
+
+/// The header that keeps a message's MQTT 5.0 properties: a v5 PUBLISH (topic `p`, no
+/// payload) carrying only them, in lowercase hex.
+#[must_use]
+pub fn properties_header(properties: &PublishProperties) -> Header {
+    let mut publish = Publish::new(ByteString::from_static("p"), Bytes::new());
+    publish.properties = Some(Box::new(properties.clone()));
+    let packet = Packet::Publish(publish);
+    let mut buf = BytesMut::with_capacity(packet.encoded_len(ProtocolVersion::V5));
+    packet.encode(ProtocolVersion::V5, &mut buf);
+    let mut hex = String::with_capacity(buf.len() * 2);
+    for b in &buf {
+        hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    Header {
+        name: PROPERTIES_HEADER,
+        value: hex.into(),
+    }
+}
+
+/// Reads a [`properties_header`] value back, or `None` if it is not one.
+#[must_use]
+pub fn parse_properties_header(value: &str) -> Option<Box<PublishProperties>> {
+    let digits = value.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut buf = BytesMut::with_capacity(digits.len() / 2);
+    for pair in digits.chunks_exact(2) {
+        buf.extend_from_slice(&[(nibble(pair[0])? << 4) | nibble(pair[1])?]);
+    }
+    let mut decoder = Decoder::new(Direction::FromClient, 0);
+    decoder.set_version(ProtocolVersion::V5);
+    match decoder.decode(&mut buf) {
+        Ok(Some(Packet::Publish(p))) if buf.is_empty() => p.properties,
+        _ => None,
+    }
 }

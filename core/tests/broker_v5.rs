@@ -685,3 +685,48 @@ fn stored_messages_keep_their_properties_and_expiry_across_a_restart() {
     assert_eq!(got.properties().message_expiry_interval, Some(40));
     assert_eq!(got.properties().content_type.as_deref(), Some("text/plain"));
 }
+
+#[test]
+fn an_administrator_lists_and_discards_sessions() {
+    let mut h = h();
+    let (online, _) = h.connect_ok(v5_with_expiry("online", Some(600)));
+    h.subscribe_ok(online, 1, "a/#", QoS::AtLeastOnce);
+    let (off, _) = h.connect_ok(connect(V3, "offline", false));
+    h.subscribe_ok(off, 1, "b", QoS::AtLeastOnce);
+    h.input(Input::Closed { conn: off });
+    let list: Vec<_> = h.broker.sessions().collect();
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        (
+            list[0].key.client_id.as_ref(),
+            list[0].online,
+            list[0].persistent
+        ),
+        ("offline", false, true)
+    );
+    assert!(list[0].disconnected_at.is_some());
+    assert_eq!(
+        list[0].subscriptions,
+        vec![bytestring::ByteString::from("b")]
+    );
+    assert_eq!(
+        (
+            list[1].key.client_id.as_ref(),
+            list[1].online,
+            list[1].expiry
+        ),
+        ("online", true, Some(Duration::from_secs(600)))
+    );
+    for id in ["online", "offline"] {
+        h.input(Input::DiscardSession(jetmq_core::broker::SessionKey {
+            account: jetmq_core::broker::DEFAULT_ACCOUNT.into(),
+            client_id: id.into(),
+        }));
+    }
+    assert!(
+        matches!(h.next_packet(online), Some(Packet::Disconnect(d)) if d.reason == DisconnectReason::AdministrativeAction)
+    );
+    assert!(h.closed(online).is_some());
+    assert_eq!(h.broker.sessions().count(), 0);
+    assert!(h.store.records().is_empty(), "stored state removed too");
+}

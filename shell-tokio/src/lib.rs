@@ -11,6 +11,7 @@
 //! the broker uses to find slow consumers. Store requests run off the broker task and come
 //! back as `Input::Stored`. The broker's single timer follows `next_deadline()`.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod scram;

@@ -16,10 +16,10 @@ struct Cli {
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<String>,
     /// Directory for the embedded store. Default ./jetmq-data.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// TOML configuration file; command-line options override it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -50,6 +50,26 @@ enum Command {
         #[arg(long)]
         scram: bool,
     },
+    /// List or delete the sessions in the embedded store (run while the server is stopped).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsCommand,
+    },
+}
+
+/// What `jetmq sessions` does.
+#[derive(Debug, clap::Subcommand)]
+enum SessionsCommand {
+    /// Print every session: client, protocol, state, expiry, backlog and filters.
+    List,
+    /// Delete a session with its subscriptions, queued messages and QoS 2 state.
+    Delete {
+        /// The session's client identifier.
+        client_id: String,
+        /// The account it belongs to.
+        #[arg(long, default_value = jetmq_core::broker::DEFAULT_ACCOUNT)]
+        account: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +77,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Replay { file }) => return replay(file),
         Some(Command::HashPassword { scram }) => return hash_password(*scram),
+        Some(Command::Sessions { action }) => return sessions(&cli, action),
         None => {}
     }
     tracing_subscriber::fmt()
@@ -127,6 +148,77 @@ fn serve(config: ServerConfig) -> ExitCode {
         Err(e) => {
             eprintln!("jetmq: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // the list is the command's output
+fn sessions(cli: &Cli, action: &SessionsCommand) -> ExitCode {
+    let config = match configure(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("jetmq: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(dir) = &config.data_dir else {
+        eprintln!("jetmq: no data directory: sessions live in the embedded store (--data-dir)");
+        return ExitCode::from(2);
+    };
+    if !dir.exists() {
+        eprintln!(
+            "jetmq: {} does not exist: no store to read (give --data-dir)",
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    let store = match EmbeddedBackend::open(dir, config.sync) {
+        Ok((store, _)) => store,
+        Err(e) => {
+            eprintln!("jetmq: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut admin = match jetmq::admin::Admin::open(&config, &store) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("jetmq: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match action {
+        SessionsCommand::List => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            print!(
+                "{}",
+                jetmq::admin::format_sessions(
+                    &admin.sessions(),
+                    jetmq_core::time::WallClock::from_unix_millis(now)
+                )
+            );
+            ExitCode::SUCCESS
+        }
+        SessionsCommand::Delete { client_id, account } => {
+            let key = jetmq_core::broker::SessionKey {
+                account: account.as_str().into(),
+                client_id: client_id.as_str().into(),
+            };
+            match admin.delete(key) {
+                Ok(true) => {
+                    println!("deleted session {client_id} (account {account})");
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => {
+                    eprintln!("jetmq: no session {client_id} in account {account} (see `jetmq sessions list`)");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("jetmq: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

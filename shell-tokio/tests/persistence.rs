@@ -312,3 +312,66 @@ async fn sigterm_stops_the_binary_cleanly_and_state_survives() {
     let r = late.next().await;
     assert!(r.retain, "the retained message survived");
 }
+
+/// Runs `jetmq sessions ARGS --data-dir DIR`: (success, stdout, stderr).
+fn sessions_command(dir: &TempDir, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jetmq"))
+        .arg("sessions")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&dir.0)
+        .output()
+        .expect("the jetmq binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_deleted_from_the_command_line() {
+    let dir = TempDir::new("sessions-cli");
+    let (server, port) = server_on(&dir).await;
+    let mut sub = client("keeper", port, false).await;
+    sub.client
+        .subscribe("q/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    sub.acked().await;
+    sub.task.abort();
+    let mut publisher = client("publisher", port, true).await;
+    publisher
+        .client
+        .publish("q/1", QoS::AtLeastOnce, false, "queued")
+        .await
+        .expect("publish");
+    publisher.acked().await;
+    // While the server runs, the store is in use: the command says so.
+    let (ok, _, err) = sessions_command(&dir, &["list"]);
+    assert!(!ok && err.contains("in use"), "{err}");
+    server.shutdown().await.expect("clean stop");
+
+    let (ok, out, err) = sessions_command(&dir, &["list"]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("keeper"))
+        .unwrap_or_else(|| panic!("keeper listed: {out}"));
+    assert!(line.contains("offline") && line.contains("q/#"), "{line}");
+    assert!(out.contains("1 session(s)"), "{out}");
+
+    let (ok, out, err) = sessions_command(&dir, &["delete", "keeper"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("deleted session keeper"), "{out}");
+    let (ok, _, err) = sessions_command(&dir, &["delete", "keeper"]);
+    assert!(!ok && err.contains("no session keeper"), "{err}");
+    let (_, out, _) = sessions_command(&dir, &["list"]);
+    assert!(out.contains("0 session(s)"), "{out}");
+
+    // The server starts without it: no session, nothing queued.
+    let (server, port) = server_on(&dir).await;
+    let sub = client("keeper", port, false).await;
+    assert!(!sub.session_present);
+    server.shutdown().await.expect("clean stop");
+}

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
+use super::session::SessionKey;
 use crate::codec::{ConnectReason, DisconnectReason, ProtocolVersion};
 use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage};
 
@@ -178,6 +179,10 @@ pub enum Input {
     Continue,
     /// Stop: disconnect every client (v5 clients get DISCONNECT 0x8B).
     Shutdown,
+    /// An administrator ends a session: its client, if connected, is disconnected (v5:
+    /// DISCONNECT 0x98, Administrative action; its will is published) and the session and
+    /// its stored state are removed.
+    DiscardSession(SessionKey),
 }
 
 /// Why the core closes a connection.
@@ -203,6 +208,8 @@ pub enum CloseReason {
     StoreFailure,
     /// The broker is shutting down.
     Shutdown,
+    /// An administrator ended the session.
+    AdministrativeAction,
 }
 
 /// Events for logs and metrics; they change nothing.

@@ -689,6 +689,25 @@ impl Broker {
         }
     }
 
+    /// An administrator ends a session, and its connection if it has one.
+    pub(super) fn on_discard_session(&mut self, key: &SessionKey, out: &mut Outbox) {
+        let Some(&session) = self.by_key.get(key) else {
+            return;
+        };
+        if let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) {
+            self.send_disconnect(conn, DisconnectReason::AdministrativeAction);
+            // The connection ends first (its will is published), then the session.
+            self.close_inner(
+                conn,
+                CloseReason::AdministrativeAction,
+                true,
+                Ending::TakenOver { resumed: false },
+                out,
+            );
+        }
+        self.discard_session(session, out);
+    }
+
     pub(super) fn on_shutdown(&mut self, out: &mut Outbox) {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {

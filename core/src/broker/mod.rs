@@ -60,7 +60,7 @@ pub use io::{
     ListenerKind, Notice, Outbox,
 };
 pub use message::{Message, SharedMessage, Will};
-pub use session::{SessionKey, DEFAULT_ACCOUNT};
+pub use session::{SessionInfo, SessionKey, DEFAULT_ACCOUNT};
 
 use connection::{Connection, Pipeline};
 use persist::RequestOwner;
@@ -217,6 +217,14 @@ impl Broker {
         self.retained.len()
     }
 
+    /// Every session, online and offline, as an administrator sees it, in key order.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionInfo> + '_ {
+        self.by_key
+            .values()
+            .filter_map(|&id| self.sessions.get(id))
+            .map(Session::info)
+    }
+
     /// Messages queued and in flight for the session of `client_id` in the default account,
     /// for tests and admin tools: `(in flight, queued, queued payload bytes)`.
     #[must_use]
@@ -264,6 +272,7 @@ impl Broker {
             Input::Tick => self.on_tick(out),
             Input::Continue => {}
             Input::Shutdown => self.on_shutdown(out),
+            Input::DiscardSession(key) => self.on_discard_session(&key, out),
         }
         self.run_fanout(out);
         self.flush(out);

@@ -17,7 +17,9 @@ use crate::topic::TopicFilter;
 pub(crate) type SessionId = usize;
 
 /// What identifies a session: the account (tenant) and the client identifier.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SessionKey {
     /// The account; the default account is `$G`, as on the NATS server.
     pub account: ByteString,
@@ -207,6 +209,51 @@ impl Session {
             uid,
             route_epoch: 0,
             route_slot: 0,
+        }
+    }
+}
+
+/// What an administrator sees of one session ([`Broker::sessions`](super::Broker::sessions)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Account and client identifier.
+    pub key: SessionKey,
+    /// The protocol version of its last connection.
+    pub protocol: ProtocolVersion,
+    /// Whether a client is connected to it.
+    pub online: bool,
+    /// Whether it outlives its connection.
+    pub persistent: bool,
+    /// How long it outlives its connection; `None` means forever (or not at all, when not
+    /// persistent).
+    pub expiry: Option<Duration>,
+    /// When its last connection ended, if it is offline and that is known.
+    pub disconnected_at: Option<WallClock>,
+    /// Its subscriptions' topic filters, as the client wrote them.
+    pub subscriptions: Vec<ByteString>,
+    /// QoS 1/2 messages sent and not yet acknowledged.
+    pub inflight: usize,
+    /// Messages waiting behind the in-flight window.
+    pub queued: usize,
+}
+
+impl Session {
+    /// The administrator's view of this session.
+    pub(crate) fn info(&self) -> SessionInfo {
+        SessionInfo {
+            key: self.key.clone(),
+            protocol: self.version,
+            online: self.conn.is_some(),
+            persistent: self.persistent,
+            expiry: self.expiry,
+            disconnected_at: if self.conn.is_some() {
+                None
+            } else {
+                self.disconnected_at
+            },
+            subscriptions: self.subscriptions.keys().cloned().collect(),
+            inflight: self.outbound.inflight.len(),
+            queued: self.outbound.queue.len(),
         }
     }
 }

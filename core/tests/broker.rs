@@ -657,6 +657,8 @@ fn store_failure_never_acknowledges() {
     h.complete_held(0, Some(StoreError::Timeout));
     let mut failed = Ack::new(pid(1));
     failed.reason = PubAckReason::UnspecifiedError;
+    failed.properties.reason_string =
+        Some("the message could not be stored; publish it again".into());
     assert_eq!(h.packets(p5), vec![Packet::PubAck(failed)]);
     assert_eq!(
         h.broker.session_backlog("s"),

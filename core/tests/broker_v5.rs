@@ -730,3 +730,81 @@ fn an_administrator_lists_and_discards_sessions() {
     assert_eq!(h.broker.sessions().count(), 0);
     assert!(h.store.records().is_empty(), "stored state removed too");
 }
+
+#[test]
+fn payloads_that_are_not_the_utf8_they_claim_are_refused() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V5, "s", true));
+    h.subscribe_ok(s, 1, "t", QoS::AtMostOnce);
+    let (p, _) = h.connect_ok(connect(V5, "p", true));
+    let bad = |qos: PublishQos| {
+        let Packet::Publish(mut p) = publish("t", "", qos, false) else {
+            unreachable!()
+        };
+        p.payload = Bytes::from_static(b"\xff\xfe");
+        p.properties_mut().payload_format_indicator = Some(jetmq_core::codec::PayloadFormat::Utf8);
+        Packet::Publish(p)
+    };
+    // QoS 1 and 2: a negative acknowledgement with 0x99 and a Reason String; not routed.
+    h.send(p, &bad(PublishQos::AtLeastOnce(harness::pid(1))));
+    h.send(p, &bad(PublishQos::ExactlyOnce(harness::pid(2))));
+    let acks = h.packets(p);
+    assert!(
+        matches!(&acks[..], [Packet::PubAck(a), Packet::PubRec(r)]
+            if a.reason == jetmq_core::codec::PubAckReason::PayloadFormatInvalid
+            && r.reason == jetmq_core::codec::PubAckReason::PayloadFormatInvalid
+            && a.properties.reason_string.is_some()),
+        "{acks:?}"
+    );
+    assert!(h.packets(s).is_empty());
+    // QoS 0: DISCONNECT 0x99 with a Reason String.
+    h.send(p, &bad(PublishQos::AtMostOnce));
+    assert!(matches!(h.next_packet(p), Some(Packet::Disconnect(d))
+            if d.reason == DisconnectReason::PayloadFormatInvalid && d.properties.reason_string.is_some()));
+    // A client that asks for no problem information gets no Reason String on acks.
+    let mut quiet = connect(V5, "quiet", true);
+    quiet.properties.request_problem_information = Some(false);
+    let (q, _) = h.connect_ok(quiet);
+    h.send(q, &bad(PublishQos::AtLeastOnce(harness::pid(1))));
+    assert!(
+        matches!(h.next_packet(q), Some(Packet::PubAck(a)) if a.properties.reason_string.is_none())
+    );
+    // A will that claims UTF-8 and is not: CONNACK 0x99.
+    let mut c = connect(V5, "will", true);
+    let mut will = jetmq_core::codec::LastWill {
+        topic: "w".into(),
+        payload: Bytes::from_static(b"\xff"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.payload_format_indicator = Some(jetmq_core::codec::PayloadFormat::Utf8);
+    c.will = Some(will);
+    let w = h.connect(c);
+    assert!(
+        matches!(h.next_packet(w), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::PayloadFormatInvalid)
+    );
+}
+
+#[test]
+fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    let mut h = h();
+    let (c, _) = h.connect_ok(connect(V5, "c", true));
+    h.send(
+        c,
+        &Packet::Subscribe(jetmq_core::codec::Subscribe {
+            packet_id: harness::pid(1),
+            properties: jetmq_core::codec::SubscribeProperties::default(),
+            filters: vec![(
+                "$share/g/t".into(),
+                jetmq_core::codec::SubscriptionOptions {
+                    no_local: true,
+                    ..jetmq_core::codec::SubscriptionOptions::new(QoS::AtMostOnce)
+                },
+            )],
+        }),
+    );
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::Disconnect(d)) if d.reason == DisconnectReason::ProtocolError)
+    );
+}

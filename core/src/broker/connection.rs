@@ -54,6 +54,12 @@ pub(crate) enum Reply {
     PubComp(PacketId),
     /// PUBCOMP 0x92 for a PUBREL of an unknown identifier (MQTT 5.0).
     PubCompNotFound(PacketId),
+    /// A refused QoS 1 (PUBACK) or QoS 2 (PUBREC) publish, with the reason (MQTT 5.0).
+    Refused {
+        pid: PacketId,
+        qos2: bool,
+        reason: crate::codec::PubAckReason,
+    },
 }
 
 /// What a pipeline entry does when every store write it waits for has succeeded.
@@ -179,6 +185,9 @@ pub(crate) struct Connection {
     pub(crate) reauth: Option<Reauth>,
     /// The method's final data, for the CONNACK that ends an enhanced authentication.
     pub(crate) auth_reply: Option<Bytes>,
+    /// Whether the client accepts Reason Strings on acknowledgements (its Request Problem
+    /// Information, default true).
+    pub(crate) problem_info: bool,
 }
 
 /// Where a re-authentication (MQTT 5.0 §4.12.1) stands.
@@ -220,6 +229,7 @@ impl Connection {
             auth_method: None,
             reauth: None,
             auth_reply: None,
+            problem_info: true,
         }
     }
 

@@ -118,7 +118,10 @@ impl Broker {
             return;
         };
         if c.version.is_v5() && matches!(c.phase, Phase::Connected { .. }) {
-            Packet::Disconnect(Box::new(Disconnect::new(reason))).encode(c.version, &mut c.out);
+            let mut d = Disconnect::new(reason);
+            // A Reason String is always allowed on DISCONNECT [MQTT-3.1.2-29].
+            d.properties.reason_string = Some(ByteString::from_static(reason.description()));
+            Packet::Disconnect(Box::new(d)).encode(c.version, &mut c.out);
             self.mark_dirty(conn);
         }
     }
@@ -186,7 +189,11 @@ impl Broker {
         out: &mut Outbox,
     ) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            Packet::ConnAck(Box::new(ConnAck::new(reason, false))).encode(version, &mut c.out);
+            let mut ack = ConnAck::new(reason, false);
+            if version.is_v5() {
+                ack.properties.reason_string = Some(ByteString::from_static(reason.description()));
+            }
+            Packet::ConnAck(Box::new(ack)).encode(version, &mut c.out);
             self.mark_dirty(conn);
         }
         self.close(conn, CloseReason::ConnectRefused(reason), false, out);
@@ -242,6 +249,13 @@ impl Broker {
                 .is_ok_and(|t| t.levels().count() <= self.config.max_topic_levels);
             if !levels_ok {
                 self.refuse(conn, version, ConnectReason::TopicNameInvalid, out);
+                return;
+            }
+            let utf8 =
+                will.properties.payload_format_indicator == Some(crate::codec::PayloadFormat::Utf8);
+            if utf8 && std::str::from_utf8(&will.payload).is_err() {
+                // [MQTT-3.1.3-?]: the will payload is not the UTF-8 its indicator says.
+                self.refuse(conn, version, ConnectReason::PayloadFormatInvalid, out);
                 return;
             }
         }
@@ -378,6 +392,7 @@ impl Broker {
         if let Some(rm) = connect.properties.receive_maximum {
             c.send_window = rm.get();
         }
+        c.problem_info = connect.properties.request_problem_information != Some(false);
         if let Some(mps) = connect.properties.maximum_packet_size {
             c.max_send_size = mps.get();
         }

@@ -13,8 +13,8 @@ use super::session::{Delivery, Inflight, InflightState, SessionId, SubscriptionI
 use super::topic_alias::AliasUse;
 use super::Broker;
 use crate::codec::{
-    Ack, DeliveryProperties, DisconnectReason, Packet, PacketId, PubAckReason, PubRec,
-    PubRelReason, Publish, PublishProperties, PublishQos, PublishRef, QoS,
+    Ack, DeliveryProperties, DisconnectReason, Packet, PacketId, PayloadFormat, PubAckReason,
+    PubRec, PubRelReason, Publish, PublishProperties, PublishQos, PublishRef, QoS,
 };
 use crate::js::records;
 use crate::js::{StoreRequest, Stream};
@@ -102,6 +102,36 @@ impl Broker {
         let level = p.qos.level();
         if level > self.config.max_qos {
             self.protocol_error(conn, DisconnectReason::QosNotSupported, out);
+            return;
+        }
+        let utf8 = p
+            .properties
+            .as_ref()
+            .and_then(|props| props.payload_format_indicator)
+            == Some(PayloadFormat::Utf8);
+        if utf8 && std::str::from_utf8(&p.payload).is_err() {
+            // [MQTT-3.3.2-4]: the payload is not the UTF-8 its indicator says.
+            let reply = match p.qos {
+                PublishQos::AtMostOnce => None,
+                PublishQos::AtLeastOnce(pid) => Some((pid, false)),
+                PublishQos::ExactlyOnce(pid) => Some((pid, true)),
+            };
+            let Some((pid, qos2)) = reply else {
+                self.protocol_error(conn, DisconnectReason::PayloadFormatInvalid, out);
+                return;
+            };
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.receive_in_flight = c.receive_in_flight.saturating_add(1);
+                c.pipeline.push(
+                    Work::Reply(Reply::Refused {
+                        pid,
+                        qos2,
+                        reason: PubAckReason::PayloadFormatInvalid,
+                    }),
+                    0,
+                );
+            }
+            self.drain_pipeline(Some(conn), out);
             return;
         }
         let now = self.now.instant;
@@ -453,11 +483,16 @@ impl Broker {
                     Reply::PubAck(pid)
                     | Reply::PubRec(pid)
                     | Reply::PubComp(pid)
-                    | Reply::PubCompNotFound(pid) => pid,
+                    | Reply::PubCompNotFound(pid)
+                    | Reply::Refused { pid, .. } => pid,
                     Reply::None => return,
                 };
                 let mut ack = Ack::new(pid);
                 ack.reason = PubAckReason::UnspecifiedError;
+                if self.conns.get(&conn).is_some_and(|c| c.problem_info) {
+                    ack.properties.reason_string =
+                        Some("the message could not be stored; publish it again".into());
+                }
                 let packet = if matches!(reply, Reply::PubRec(_)) {
                     Packet::PubRec(ack)
                 } else {
@@ -497,6 +532,20 @@ impl Broker {
                 let mut comp = Ack::new(pid);
                 comp.reason = PubRelReason::PacketIdentifierNotFound;
                 Packet::PubComp(comp)
+            }
+            Reply::Refused { pid, qos2, reason } => {
+                // A failure code ends the flow: the identifier is free again.
+                c.receive_in_flight = c.receive_in_flight.saturating_sub(1);
+                let mut ack = Ack::new(pid);
+                ack.reason = reason;
+                if c.problem_info {
+                    ack.properties.reason_string = Some(reason.description().into());
+                }
+                if qos2 {
+                    Packet::PubRec(ack)
+                } else {
+                    Packet::PubAck(ack)
+                }
             }
         };
         packet.encode(c.version, &mut c.out);

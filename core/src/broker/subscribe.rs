@@ -10,8 +10,8 @@ use std::num::NonZeroU32;
 use super::session::{SessionId, Subscriber, SubscriptionEntry};
 use super::Broker;
 use crate::codec::{
-    Packet, QoS, RetainHandling, SubAck, SubAckReason, Subscribe, UnsubAck, UnsubAckReason,
-    Unsubscribe,
+    AckProperties, DisconnectReason, Packet, QoS, RetainHandling, SubAck, SubAckReason, Subscribe,
+    UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use crate::topic::{Subscription, TopicFilter};
 
@@ -37,6 +37,11 @@ impl Broker {
                     continue;
                 }
             };
+            if share.is_some() && options.no_local {
+                // [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
+                self.protocol_error(conn, DisconnectReason::ProtocolError, out);
+                return;
+            }
             let mut options = options;
             options.qos = options.qos.min(max_qos);
             let Some(s) = self.sessions.get_mut(session) else {
@@ -69,9 +74,16 @@ impl Broker {
                 retained.push((filter, options.qos, sub_id));
             }
         }
+        let properties = self.explain(
+            conn,
+            reasons
+                .iter()
+                .find(|r| r.is_error())
+                .map(|r| r.description()),
+        );
         let ack = Packet::SubAck(SubAck {
             packet_id: sub.packet_id,
-            properties: Default::default(),
+            properties,
             reasons,
         });
         self.acknowledge_subscription_change(conn, session, changed, ack, retained, out);
@@ -152,6 +164,16 @@ impl Broker {
 }
 
 impl Broker {
+    /// Acknowledgement properties with `problem` as Reason String, when there is one and the
+    /// client accepts them (Request Problem Information).
+    pub(super) fn explain(&self, conn: ConnId, problem: Option<&'static str>) -> AckProperties {
+        let mut properties = AckProperties::default();
+        if self.conns.get(&conn).is_some_and(|c| c.problem_info) {
+            properties.reason_string = problem.map(ByteString::from_static);
+        }
+        properties
+    }
+
     /// Adds a session's subscription to the tree that routes it.
     pub(super) fn index_subscription(&mut self, session: SessionId, entry: &SubscriptionEntry) {
         let subscriber = Subscriber {

@@ -5,15 +5,24 @@ use std::fmt;
 
 /// Defines a reason-code enum with its byte values and the conversions both ways.
 macro_rules! reason_codes {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $value:literal,)+ }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[doc = $vdoc:literal])* $variant:ident = $value:literal,)+ }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[repr(u8)]
         pub enum $name {
-            $($(#[$vdoc])* $variant = $value,)+
+            $($(#[doc = $vdoc])* $variant = $value,)+
         }
 
         impl $name {
+            /// What the code means, in a sentence (its documentation): the Reason String the
+            /// broker sends with it.
+            #[must_use]
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(Self::$variant => concat!($($vdoc),*).trim_start(),)+
+                }
+            }
+
             /// Every code of this enum, in numeric order.
             pub const ALL: &'static [$name] = &[$($name::$variant,)+];
 

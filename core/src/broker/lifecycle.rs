@@ -642,6 +642,8 @@ impl Broker {
         if let Some(since) = c.slow_since {
             let deadline = since.saturating_add(slow_timeout);
             if now >= deadline {
+                // Its unsent bytes stayed over max_unsent_bytes for too long.
+                self.send_disconnect(conn, DisconnectReason::QuotaExceeded);
                 self.close(conn, CloseReason::SlowConsumer, true, out);
                 return;
             }

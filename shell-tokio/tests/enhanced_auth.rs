@@ -3,88 +3,44 @@
 //! (rumqttc does not implement AUTH exchanges).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use jetmq::config::ServerConfig;
 use jetmq::server::{start, ServerHandle};
 use jetmq::store::MemoryBackend;
 use jetmq_core::codec::{
-    Auth, AuthReason, Connect, ConnectReason, Decoder, Direction, DisconnectReason, Packet,
-    ProtocolVersion,
+    Auth, AuthReason, Connect, ConnectReason, DisconnectReason, Packet, ProtocolVersion,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
+
+mod common;
+use common::raw::RawClient;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 const METHOD: &str = "SCRAM-SHA-256";
 
-struct RawClient {
-    stream: TcpStream,
-    decoder: Decoder,
-    buf: BytesMut,
+/// Sends an AUTH with the SCRAM method and `data`.
+async fn auth(client: &mut RawClient, reason: AuthReason, data: String) {
+    let mut a = Auth::new(reason);
+    a.properties.authentication_method = Some(METHOD.into());
+    a.properties.authentication_data = Some(Bytes::from(data));
+    client.send(&Packet::Auth(Box::new(a))).await;
 }
 
-impl RawClient {
-    async fn connect(port: u16) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connects");
-        let mut decoder = Decoder::new(Direction::FromServer, 0);
-        decoder.set_version(V5);
-        Self {
-            stream,
-            decoder,
-            buf: BytesMut::new(),
+/// Expects an AUTH with reason `reason` and returns its data as text.
+async fn expect_auth(client: &mut RawClient, reason: AuthReason) -> String {
+    match client.next().await {
+        Some(Packet::Auth(a)) => {
+            assert_eq!(a.reason, reason);
+            assert_eq!(a.properties.authentication_method.as_deref(), Some(METHOD));
+            String::from_utf8(
+                a.properties
+                    .authentication_data
+                    .unwrap_or_default()
+                    .to_vec(),
+            )
+            .expect("UTF-8")
         }
-    }
-
-    async fn send(&mut self, packet: &Packet) {
-        let mut out = BytesMut::new();
-        packet.encode(V5, &mut out);
-        self.stream.write_all(&out).await.expect("writes");
-    }
-
-    /// The next packet, or `None` once the broker closed the connection.
-    async fn next(&mut self) -> Option<Packet> {
-        loop {
-            if let Some(p) = self.decoder.decode(&mut self.buf).expect("valid packet") {
-                return Some(p);
-            }
-            let n = timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("an answer in time")
-                .expect("reads");
-            if n == 0 {
-                return None;
-            }
-        }
-    }
-
-    async fn auth(&mut self, reason: AuthReason, data: String) {
-        let mut a = Auth::new(reason);
-        a.properties.authentication_method = Some(METHOD.into());
-        a.properties.authentication_data = Some(Bytes::from(data));
-        self.send(&Packet::Auth(Box::new(a))).await;
-    }
-
-    /// Expects an AUTH with reason `reason` and returns its data as text.
-    async fn expect_auth(&mut self, reason: AuthReason) -> String {
-        match self.next().await {
-            Some(Packet::Auth(a)) => {
-                assert_eq!(a.reason, reason);
-                assert_eq!(a.properties.authentication_method.as_deref(), Some(METHOD));
-                String::from_utf8(
-                    a.properties
-                        .authentication_data
-                        .unwrap_or_default()
-                        .to_vec(),
-                )
-                .expect("UTF-8")
-            }
-            other => panic!("expected AUTH {reason:?}, got {other:?}"),
-        }
+        other => panic!("expected AUTH {reason:?}, got {other:?}"),
     }
 }
 
@@ -114,13 +70,13 @@ async fn scram_connect(client: &mut RawClient, nonce: &str, password: &[u8]) -> 
     c.properties.authentication_method = Some(METHOD.into());
     c.properties.authentication_data = Some(Bytes::from(format!("n,,{bare}")));
     client.send(&Packet::Connect(Box::new(c))).await;
-    let server_first = client.expect_auth(AuthReason::ContinueAuthentication).await;
+    let server_first = expect_auth(client, AuthReason::ContinueAuthentication).await;
     assert!(
         server_first.starts_with(&format!("r={nonce}")),
         "{server_first}"
     );
     let last = jetmq::scram::client_final(password, &bare, &server_first).expect("valid");
-    client.auth(AuthReason::ContinueAuthentication, last).await;
+    auth(client, AuthReason::ContinueAuthentication, last).await;
     server_first
 }
 
@@ -128,7 +84,7 @@ async fn scram_connect(client: &mut RawClient, nonce: &str, password: &[u8]) -> 
 async fn scram_sha_256_at_connect_and_as_reauthentication() {
     let (server, port) = server().await;
 
-    let mut client = RawClient::connect(port).await;
+    let mut client = RawClient::open(port).await;
     scram_connect(&mut client, "fyko+d2lbbFgONRv9qkxdawL", b"pencil").await;
     let Some(Packet::ConnAck(ack)) = client.next().await else {
         panic!("no CONNACK");
@@ -148,22 +104,28 @@ async fn scram_sha_256_at_connect_and_as_reauthentication() {
     client.send(&Packet::PingReq).await;
     assert!(matches!(client.next().await, Some(Packet::PingResp)));
     let bare = "n=user,r=rOprNGfwEbeRWgbNEkqO";
-    client
-        .auth(AuthReason::ReAuthenticate, format!("n,,{bare}"))
-        .await;
-    let server_first = client.expect_auth(AuthReason::ContinueAuthentication).await;
+    auth(
+        &mut client,
+        AuthReason::ReAuthenticate,
+        format!("n,,{bare}"),
+    )
+    .await;
+    let server_first = expect_auth(&mut client, AuthReason::ContinueAuthentication).await;
     let last = jetmq::scram::client_final(b"pencil", bare, &server_first).expect("valid");
-    client.auth(AuthReason::ContinueAuthentication, last).await;
-    let done = client.expect_auth(AuthReason::Success).await;
+    auth(&mut client, AuthReason::ContinueAuthentication, last).await;
+    let done = expect_auth(&mut client, AuthReason::Success).await;
     assert!(done.starts_with("v="), "{done}");
 
     // A re-authentication with the wrong password ends the connection with 0x87.
-    client
-        .auth(AuthReason::ReAuthenticate, format!("n,,{bare}"))
-        .await;
-    let server_first = client.expect_auth(AuthReason::ContinueAuthentication).await;
+    auth(
+        &mut client,
+        AuthReason::ReAuthenticate,
+        format!("n,,{bare}"),
+    )
+    .await;
+    let server_first = expect_auth(&mut client, AuthReason::ContinueAuthentication).await;
     let wrong = jetmq::scram::client_final(b"crayon", bare, &server_first).expect("valid");
-    client.auth(AuthReason::ContinueAuthentication, wrong).await;
+    auth(&mut client, AuthReason::ContinueAuthentication, wrong).await;
     assert!(
         matches!(client.next().await, Some(Packet::Disconnect(d)) if d.reason == DisconnectReason::NotAuthorized)
     );
@@ -177,14 +139,14 @@ async fn scram_refusals() {
     let (server, port) = server().await;
 
     // Wrong password: CONNACK 0x86.
-    let mut client = RawClient::connect(port).await;
+    let mut client = RawClient::open(port).await;
     scram_connect(&mut client, "abc", b"crayon").await;
     assert!(
         matches!(client.next().await, Some(Packet::ConnAck(a)) if a.reason == ConnectReason::BadUserNameOrPassword)
     );
 
     // A method the server does not offer: CONNACK 0x8C.
-    let mut client = RawClient::connect(port).await;
+    let mut client = RawClient::open(port).await;
     let mut c = Connect::new(V5, "other".into());
     c.properties.authentication_method = Some("KERBEROS".into());
     client.send(&Packet::Connect(Box::new(c))).await;

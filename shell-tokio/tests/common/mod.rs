@@ -1,6 +1,9 @@
-//! Shared by the TLS tests: a temporary directory and a small PKI made with rcgen.
+//! Shared by the integration tests: a temporary directory, a small PKI made with rcgen, and
+//! a raw MQTT 5.0 client.
 
 #![allow(dead_code)] // Each test crate uses its own part of this.
+
+pub(crate) mod raw;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

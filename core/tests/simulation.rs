@@ -64,6 +64,10 @@ struct SimClient {
     outgoing: BTreeMap<u16, (u64, OutState)>,
     /// QoS 2 identifiers received and not yet released by PUBREL.
     inbound_qos2: BTreeSet<u16>,
+    /// Topic aliases the broker bound on the current connection (MQTT 5.0).
+    aliases: BTreeMap<u16, String>,
+    /// Deliveries that came with only a topic alias.
+    aliased: u64,
     /// Identifiers of QoS 1/2 deliveries not yet acknowledged by this client.
     unacked: BTreeSet<u16>,
     /// Acknowledgements this client will send later.
@@ -134,6 +138,8 @@ impl Sim {
                 next_pid: 0,
                 outgoing: BTreeMap::new(),
                 inbound_qos2: BTreeSet::new(),
+                aliases: BTreeMap::new(),
+                aliased: 0,
                 unacked: BTreeSet::new(),
                 acks: VecDeque::new(),
                 subscription: None,
@@ -227,6 +233,10 @@ impl Sim {
         if c.version == ProtocolVersion::V5 && c.persistent {
             packet.properties.session_expiry_interval = Some(u32::MAX);
         }
+        if c.version == ProtocolVersion::V5 {
+            // Fewer aliases than topics, so the broker rebinds them.
+            packet.properties.topic_alias_maximum = Some(2);
+        }
         let conn = self.h.open(c.version);
         let c = &mut self.clients[i];
         c.conn = Some(conn);
@@ -234,6 +244,7 @@ impl Sim {
         c.pending.clear();
         c.subscribe_end = None;
         c.inbound_qos2.clear();
+        c.aliases.clear();
         c.unacked.clear();
         c.acks.clear();
         self.encode(i, &Packet::Connect(Box::new(packet)));
@@ -416,6 +427,28 @@ impl Sim {
                 let Some((id, seq)) = parse_payload(&p.payload) else {
                     panic!("seed {seed}: unexpected payload");
                 };
+                // Topic aliases resolve to the topic the message was published on.
+                let alias = p.properties().topic_alias.map(std::num::NonZeroU16::get);
+                let topic = match alias {
+                    Some(a) if p.topic.is_empty() => {
+                        c.aliased += 1;
+                        c.aliases.get(&a).cloned().unwrap_or_else(|| {
+                            panic!("seed {seed}: client {i}: alias {a} used before it was bound")
+                        })
+                    }
+                    Some(a) => {
+                        c.aliases.insert(a, p.topic.to_string());
+                        p.topic.to_string()
+                    }
+                    None => p.topic.to_string(),
+                };
+                if let Some(sent) = self.sent.get(&id) {
+                    assert_eq!(
+                        topic, sent.topic,
+                        "seed {seed}: client {i}: message {id} topic"
+                    );
+                }
+                let c = &mut self.clients[i];
                 let mut duplicate = false;
                 match p.qos {
                     PublishQos::AtMostOnce => {}
@@ -734,6 +767,7 @@ struct Coverage {
     store_failures: u64,
     takeovers: u64,
     restarts: u64,
+    aliased_deliveries: u64,
 }
 
 fn run(seed: u64) -> Coverage {
@@ -754,6 +788,7 @@ fn run(seed: u64) -> Coverage {
             .filter(|s| s.acked && s.qos == QoS::ExactlyOnce)
             .count() as u64,
         store_failures: stats.store_failures,
+        aliased_deliveries: sim.clients.iter().map(|c| c.aliased).sum(),
         takeovers: sim
             .h
             .clients
@@ -784,6 +819,7 @@ fn simulation_seeds() {
                 total.store_failures += c.store_failures;
                 total.takeovers += c.takeovers;
                 total.restarts += c.restarts;
+                total.aliased_deliveries += c.aliased_deliveries;
             }
             Err(panic) => {
                 eprintln!(
@@ -802,5 +838,6 @@ fn simulation_seeds() {
         assert!(total.store_failures > seeds / 10, "{total:?}");
         assert!(total.takeovers > seeds / 10, "{total:?}");
         assert!(total.restarts > seeds / 10, "{total:?}");
+        assert!(total.aliased_deliveries > seeds, "{total:?}");
     }
 }

@@ -33,6 +33,16 @@
 //! - **Delivery order**: messages are routed in the order their publishes complete, and a
 //!   publish completes after the store writes it needs; each connection's publishes complete
 //!   in arrival order, so per-publisher order holds.
+//! - **Session expiry** is capped by `max_session_expiry` (7 days by default), which is also
+//!   the expiry of 3.1.1 persistent sessions.
+//! - **Topic aliases towards clients** are assigned in the order topics are first sent; when
+//!   all are taken the oldest binding is rebound.
+//! - **Shared subscriptions** serve members in turn, online ones first, send no retained
+//!   messages, and hand a leaving member's unsent and unacknowledged QoS 1 messages to another
+//!   member (see `shared.rs`).
+//! - **Payload Format Indicator** 1 with a payload that is not UTF-8 is refused (0x99).
+//! - **Reason Strings** are the reason code's description, sent with every refusal (on
+//!   acknowledgements only when Request Problem Information allows).
 
 mod auth;
 mod config;

@@ -803,3 +803,46 @@ async fn server_redirection_sends_clients_elsewhere() {
     }
     server.shutdown().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn shared_subscriptions_of_persistent_sessions_survive_a_restart() {
+    let dir = TempDir::new("mqtt5-shared");
+    let open = || {
+        let (backend, _) =
+            EmbeddedBackend::open(&dir.0, jetmq_store::SyncPolicy::Always).expect("store opens");
+        Arc::new(backend) as Arc<dyn StoreBackend>
+    };
+    let (server, port) = server_with("", open()).await;
+    let mut o = options("worker", port);
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(3600));
+    let mut worker = connect(o).await;
+    worker.subscribe("$share/pool/work", QoS::AtLeastOnce).await;
+    worker.disconnect().await;
+    let mut publ = connect(options("pub", port)).await;
+    publ.publish_acked(
+        "work",
+        false,
+        "queued for the pool",
+        PublishProperties::default(),
+    )
+    .await;
+    server.shutdown().await.expect("clean stop");
+
+    let (server, port) = server_with("", open()).await;
+    let mut o = options("worker", port);
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(3600));
+    let mut worker = connect(o).await;
+    assert!(worker.connack.session_present);
+    assert_eq!(
+        worker.publish().await.payload,
+        Bytes::from("queued for the pool")
+    );
+    // The shared subscription itself was restored: live messages reach the member.
+    let mut publ = connect(options("pub", port)).await;
+    publ.publish_acked("work", false, "live", PublishProperties::default())
+        .await;
+    assert_eq!(worker.publish().await.payload, Bytes::from("live"));
+    server.shutdown().await.expect("clean stop");
+}

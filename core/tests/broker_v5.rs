@@ -808,3 +808,20 @@ fn no_local_on_a_shared_subscription_is_a_protocol_error() {
         matches!(h.next_packet(c), Some(Packet::Disconnect(d)) if d.reason == DisconnectReason::ProtocolError)
     );
 }
+
+#[test]
+fn a_session_that_asks_for_no_expiry_keeps_it_when_the_server_allows() {
+    let mut h = Harness::new(expiry_config(u32::MAX));
+    let c = h.connect(v5_with_expiry("forever", Some(u32::MAX)));
+    let Some(Packet::ConnAck(ack)) = h.next_packet(c) else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(
+        ack.properties.session_expiry_interval, None,
+        "granted as asked"
+    );
+    h.input(Input::Closed { conn: c });
+    h.advance(Duration::from_secs(10 * 365 * 24 * 3600));
+    let (_, present) = h.connect_ok(v5_with_expiry("forever", Some(u32::MAX)));
+    assert!(present, "still there ten years later");
+}

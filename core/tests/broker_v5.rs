@@ -231,6 +231,16 @@ fn stored_messages(h: &Harness) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// A QoS 1 PUBLISH on `jobs` (packet identifier 1).
+fn job(payload: &str) -> Packet {
+    publish(
+        "jobs",
+        payload,
+        PublishQos::AtLeastOnce(harness::pid(1)),
+        false,
+    )
+}
+
 #[test]
 fn a_shared_members_unacknowledged_messages_go_to_another_member_when_it_leaves() {
     let mut h = Harness::new(BrokerConfig {
@@ -297,15 +307,7 @@ fn a_shared_members_messages_stay_when_no_other_member_is_online() {
     let (a, _) = h.connect_ok(v5_with_expiry("a", Some(600)));
     h.subscribe_ok(a, 1, "$share/g/jobs", QoS::AtLeastOnce);
     let (p, _) = h.connect_ok(connect(V5, "p", true));
-    h.send(
-        p,
-        &publish(
-            "jobs",
-            "j1",
-            PublishQos::AtLeastOnce(harness::pid(1)),
-            false,
-        ),
-    );
+    h.send(p, &job("j1"));
     assert_eq!(received(&mut h, a).len(), 1);
     h.input(Input::Closed { conn: a });
     let (a, present) = h.connect_ok(v5_with_expiry("a", Some(600)));
@@ -321,15 +323,7 @@ fn a_handed_over_stored_message_stays_stored_until_the_new_member_acknowledges()
     let (b, _) = h.connect_ok(v5_with_expiry("b", Some(600)));
     h.subscribe_ok(b, 1, "$share/g/jobs", QoS::AtLeastOnce);
     let (p, _) = h.connect_ok(connect(V5, "p", true));
-    h.send(
-        p,
-        &publish(
-            "jobs",
-            "j1",
-            PublishQos::AtLeastOnce(harness::pid(1)),
-            false,
-        ),
-    );
+    h.send(p, &job("j1"));
     assert_eq!(received(&mut h, a).len(), 1);
     let stored = stored_messages(&h);
     assert_eq!(stored.len(), 1);

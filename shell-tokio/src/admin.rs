@@ -6,10 +6,10 @@
 
 use std::fmt::Write as _;
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jetmq_core::broker::{Action, Broker, Input, Outbox, SessionInfo, SessionKey};
-use jetmq_core::time::{Instant, Now, WallClock};
+use jetmq_core::time::{Now, WallClock};
 
 use crate::config::ServerConfig;
 use crate::store::StoreBackend;
@@ -111,14 +111,7 @@ impl<'s> Admin<'s> {
 }
 
 fn now(started: std::time::Instant) -> Now {
-    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Now::new(
-        Instant::from_nanos(nanos),
-        WallClock::from_unix_millis(wall),
-    )
+    crate::clock::now_since(started)
 }
 
 /// The sessions as a table, one line each, for `jetmq sessions list`.

@@ -18,6 +18,7 @@ pub mod scram;
 pub mod server;
 pub mod store;
 
+mod clock;
 mod connection;
 mod tls;
 mod ws;

@@ -6,12 +6,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jetmq_core::broker::{
     Action, AuthDecision, Broker, ConnId, ConnInfo, Input, ListenerKind, Notice, Outbox,
 };
-use jetmq_core::time::{Instant, Now, WallClock};
+use jetmq_core::time::{Instant, Now};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -135,14 +135,7 @@ struct Clock {
 
 impl Clock {
     fn now(&self) -> Now {
-        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Now::new(
-            Instant::from_nanos(nanos),
-            WallClock::from_unix_millis(wall),
-        )
+        crate::clock::now_since(self.start.into_std())
     }
 
     fn deadline(&self, at: Instant) -> tokio::time::Instant {

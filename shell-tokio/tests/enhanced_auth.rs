@@ -80,6 +80,15 @@ async fn scram_connect(client: &mut RawClient, nonce: &str, password: &[u8]) -> 
     server_first
 }
 
+/// Runs a SCRAM re-authentication with `password` up to the client's final message.
+async fn reauthenticate(client: &mut RawClient, password: &[u8]) {
+    let bare = "n=user,r=rOprNGfwEbeRWgbNEkqO";
+    auth(client, AuthReason::ReAuthenticate, format!("n,,{bare}")).await;
+    let server_first = expect_auth(client, AuthReason::ContinueAuthentication).await;
+    let last = jetmq::scram::client_final(password, bare, &server_first).expect("valid");
+    auth(client, AuthReason::ContinueAuthentication, last).await;
+}
+
 #[tokio::test]
 async fn scram_sha_256_at_connect_and_as_reauthentication() {
     let (server, port) = server().await;
@@ -103,29 +112,12 @@ async fn scram_sha_256_at_connect_and_as_reauthentication() {
     // The client is connected: it can ping, then re-authenticate with the same method.
     client.send(&Packet::PingReq).await;
     assert!(matches!(client.next().await, Some(Packet::PingResp)));
-    let bare = "n=user,r=rOprNGfwEbeRWgbNEkqO";
-    auth(
-        &mut client,
-        AuthReason::ReAuthenticate,
-        format!("n,,{bare}"),
-    )
-    .await;
-    let server_first = expect_auth(&mut client, AuthReason::ContinueAuthentication).await;
-    let last = jetmq::scram::client_final(b"pencil", bare, &server_first).expect("valid");
-    auth(&mut client, AuthReason::ContinueAuthentication, last).await;
+    reauthenticate(&mut client, b"pencil").await;
     let done = expect_auth(&mut client, AuthReason::Success).await;
     assert!(done.starts_with("v="), "{done}");
 
     // A re-authentication with the wrong password ends the connection with 0x87.
-    auth(
-        &mut client,
-        AuthReason::ReAuthenticate,
-        format!("n,,{bare}"),
-    )
-    .await;
-    let server_first = expect_auth(&mut client, AuthReason::ContinueAuthentication).await;
-    let wrong = jetmq::scram::client_final(b"crayon", bare, &server_first).expect("valid");
-    auth(&mut client, AuthReason::ContinueAuthentication, wrong).await;
+    reauthenticate(&mut client, b"crayon").await;
     assert!(
         matches!(client.next().await, Some(Packet::Disconnect(d)) if d.reason == DisconnectReason::NotAuthorized)
     );

@@ -473,6 +473,19 @@ fn enhanced_authentication_is_a_conversation_through_the_shell() {
     assert!(h.closed(c).is_some());
 }
 
+/// The shell answers a step with an empty challenge; the client's AUTH is read off.
+fn challenge(h: &mut Harness, conn: jetmq_core::broker::ConnId) {
+    decide(
+        h,
+        conn,
+        AuthDecision::Continue {
+            data: Bytes::new(),
+            state: Bytes::new(),
+        },
+    );
+    h.packets(conn);
+}
+
 #[test]
 fn enhanced_authentication_refusals() {
     // Without a shell that authenticates, a method gets 0x8C.
@@ -484,30 +497,14 @@ fn enhanced_authentication_refusals() {
     let mut h = Harness::new(auth_config());
     // Anything but AUTH during the exchange is a protocol error.
     let c = h.connect(with_method("e", "TOY", b""));
-    decide(
-        &mut h,
-        c,
-        AuthDecision::Continue {
-            data: Bytes::new(),
-            state: Bytes::new(),
-        },
-    );
-    h.packets(c);
+    challenge(&mut h, c);
     h.send(c, &Packet::PingReq);
     assert!(
         matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::ProtocolError)
     );
     // A different method in the answer is one too.
     let c = h.connect(with_method("f", "TOY", b""));
-    decide(
-        &mut h,
-        c,
-        AuthDecision::Continue {
-            data: Bytes::new(),
-            state: Bytes::new(),
-        },
-    );
-    h.packets(c);
+    challenge(&mut h, c);
     h.send(
         c,
         &auth_packet(AuthReason::ContinueAuthentication, "OTHER", b""),
@@ -517,15 +514,7 @@ fn enhanced_authentication_refusals() {
     );
     // A client that stops answering is refused at the connect deadline.
     let c = h.connect(with_method("g", "TOY", b""));
-    decide(
-        &mut h,
-        c,
-        AuthDecision::Continue {
-            data: Bytes::new(),
-            state: Bytes::new(),
-        },
-    );
-    h.packets(c);
+    challenge(&mut h, c);
     h.advance(Duration::from_secs(11));
     assert!(
         matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == ConnectReason::NotAuthorized)

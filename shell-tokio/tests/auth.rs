@@ -1,14 +1,13 @@
 //! Password authentication over real sockets: configured users with Argon2 hashes, wrong
 //! passwords and anonymous clients refused with the right CONNACK codes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jetmq::config::ServerConfig;
-use jetmq::server::start;
-use jetmq::store::MemoryBackend;
 use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet};
 use tokio::time::timeout;
+
+mod common;
 
 async fn connack(port: u16, id: &str, credentials: Option<(&str, &str)>) -> ConnectReturnCode {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
@@ -32,20 +31,10 @@ async fn connack(port: u16, id: &str, credentials: Option<(&str, &str)>) -> Conn
 #[tokio::test]
 async fn users_and_anonymous_access() {
     let hash = jetmq::auth::hash_password(b"s3cret").expect("hash");
-    let mut config = ServerConfig {
-        listen: vec!["127.0.0.1:0".parse().expect("address")],
-        data_dir: None,
-        ..ServerConfig::default()
-    };
-    config
-        .apply_toml(&format!(
-            "[auth]\nallow_anonymous = false\n[[auth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\n"
-        ))
-        .expect("valid auth config");
-    let server = start(config, Arc::new(MemoryBackend::default()))
-        .await
-        .expect("starts");
-    let port = server.local_addrs[0].port();
+    let (server, port) = common::serve(&format!(
+        "[auth]\nallow_anonymous = false\n[[auth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\n"
+    ))
+    .await;
     assert_eq!(
         connack(port, "a", Some(("alice", "s3cret"))).await,
         ConnectReturnCode::Success
@@ -92,12 +81,13 @@ fn bad_auth_config_is_refused() {
     assert!(e.contains("allow_anonymus"), "{e}");
 }
 
-#[test]
-fn the_binary_hashes_passwords() {
+/// Runs `jetmq hash-password ARGS` with the password `pw` on standard input; its output.
+fn hash_password_command(args: &[&str]) -> String {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_jetmq"))
         .arg("hash-password")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -110,7 +100,24 @@ fn the_binary_hashes_passwords() {
         .expect("write");
     let out = child.wait_with_output().expect("finishes");
     assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout).expect("utf-8");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn the_binary_hashes_passwords() {
+    let hash = hash_password_command(&[]);
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(jetmq::auth::check_hash(hash.trim()).is_ok());
+}
+
+#[test]
+fn the_binary_prints_scram_credentials() {
+    let text = hash_password_command(&["--scram"]);
+    assert!(text.starts_with("SCRAM-SHA-256$4096:"), "{text}");
+    assert!(jetmq::scram::ScramCredential::parse(text.trim()).is_ok());
+    let e = ServerConfig::default()
+        .apply_toml("[[auth.users]]\nusername = \"bob\"\nscram = \"pw\"\n")
+        .expect_err("not a credential")
+        .to_string();
+    assert!(e.contains("auth.users[0].scram"), "{e}");
 }

@@ -2,12 +2,8 @@
 //! CONNECT and as re-authentication, spoken by a raw client built on jetmq-core's codec
 //! (rumqttc does not implement AUTH exchanges).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use jetmq::config::ServerConfig;
-use jetmq::server::{start, ServerHandle};
-use jetmq::store::MemoryBackend;
+use jetmq::server::ServerHandle;
 use jetmq_core::codec::{
     Auth, AuthReason, Connect, ConnectReason, DisconnectReason, Packet, ProtocolVersion,
 };
@@ -46,21 +42,10 @@ async fn expect_auth(client: &mut RawClient, reason: AuthReason) -> String {
 
 async fn server() -> (ServerHandle, u16) {
     let credential = jetmq::auth::scram_credential(b"pencil");
-    let mut config = ServerConfig {
-        listen: vec!["127.0.0.1:0".parse().expect("address")],
-        data_dir: None,
-        ..ServerConfig::default()
-    };
-    config
-        .apply_toml(&format!(
-            "[auth]\nallow_anonymous = false\n[[auth.users]]\nusername = \"user\"\nscram = \"{credential}\"\n"
-        ))
-        .expect("valid auth config");
-    let server = start(config, Arc::new(MemoryBackend::default()))
-        .await
-        .expect("starts");
-    let port = server.local_addrs[0].port();
-    (server, port)
+    common::serve(&format!(
+        "[auth]\nallow_anonymous = false\n[[auth.users]]\nusername = \"user\"\nscram = \"{credential}\"\n"
+    ))
+    .await
 }
 
 /// Runs SCRAM up to the client's final message; returns the server's first message.
@@ -147,32 +132,4 @@ async fn scram_refusals() {
     );
 
     server.shutdown().await.expect("clean stop");
-}
-
-#[test]
-fn the_binary_prints_scram_credentials() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jetmq"))
-        .args(["hash-password", "--scram"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"pw\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("finishes");
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    assert!(text.starts_with("SCRAM-SHA-256$4096:"), "{text}");
-    assert!(jetmq::scram::ScramCredential::parse(text.trim()).is_ok());
-    let e = ServerConfig::default()
-        .apply_toml("[[auth.users]]\nusername = \"bob\"\nscram = \"pw\"\n")
-        .expect_err("not a credential")
-        .to_string();
-    assert!(e.contains("auth.users[0].scram"), "{e}");
 }

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use jetmq::config::ServerConfig;
-use jetmq::server::{start, ServerHandle};
-use jetmq::store::{EmbeddedBackend, MemoryBackend, StoreBackend};
+use jetmq::store::{EmbeddedBackend, StoreBackend};
 use jetmq_core::codec::{
     Connect, ConnectReason, DisconnectReason, Packet as RawPacket, ProtocolVersion,
     Publish as RawPublish, PublishQos,
@@ -28,21 +26,7 @@ use common::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
-async fn server_with(toml: &str, store: Arc<dyn StoreBackend>) -> (ServerHandle, u16) {
-    let mut config = ServerConfig {
-        listen: vec!["127.0.0.1:0".parse().expect("address")],
-        data_dir: None,
-        ..ServerConfig::default()
-    };
-    config.apply_toml(toml).expect("valid configuration");
-    let server = start(config, store).await.expect("starts");
-    let port = server.local_addrs[0].port();
-    (server, port)
-}
-
-async fn server(toml: &str) -> (ServerHandle, u16) {
-    server_with(toml, Arc::new(MemoryBackend::default())).await
-}
+use common::{serve as server, serve_with as server_with};
 
 /// What a v5 client's event loop reports.
 #[derive(Debug)]

@@ -122,13 +122,12 @@ impl Client {
     }
 }
 
-#[tokio::test]
-async fn a_persistent_session_survives_a_restart() {
-    let dir = TempDir::new("restart");
-    let (server, port) = server_on(&dir).await;
-    let mut sub = client("keeper", port, false).await;
+/// A persistent client `id` subscribes to `filter` and goes away; a publisher then sends it
+/// `topic` = `payload` at QoS 1, acknowledged (so stored for it).
+async fn leave_a_queued_message(port: u16, id: &str, filter: &str, topic: &str, payload: &str) {
+    let mut sub = client(id, port, false).await;
     sub.client
-        .subscribe("q/#", QoS::AtLeastOnce)
+        .subscribe(filter, QoS::AtLeastOnce)
         .await
         .expect("subscribe");
     sub.acked().await; // the SUBACK comes once the subscription is stored
@@ -136,10 +135,18 @@ async fn a_persistent_session_survives_a_restart() {
     let mut publisher = client("publisher", port, true).await;
     publisher
         .client
-        .publish("q/1", QoS::AtLeastOnce, false, "while-away")
+        .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
         .await
         .expect("publish");
     publisher.acked().await;
+}
+
+#[tokio::test]
+async fn a_persistent_session_survives_a_restart() {
+    let dir = TempDir::new("restart");
+    let (server, port) = server_on(&dir).await;
+    leave_a_queued_message(port, "keeper", "q/#", "q/1", "while-away").await;
+    let mut publisher = client("publisher", port, true).await;
     publisher
         .client
         .publish("r/1", QoS::AtLeastOnce, true, "retained")
@@ -256,20 +263,8 @@ async fn sigterm_stops_the_binary_cleanly_and_state_survives() {
     let dir = TempDir::new("term");
     let port = free_port();
     let mut broker = spawn_binary(&dir, port).await;
-    let mut sub = client("survivor", port, false).await;
-    sub.client
-        .subscribe("s/#", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    sub.acked().await;
-    sub.task.abort();
+    leave_a_queued_message(port, "survivor", "s/#", "s/queued", "q").await;
     let mut publisher = client("pub", port, true).await;
-    publisher
-        .client
-        .publish("s/queued", QoS::AtLeastOnce, false, "q")
-        .await
-        .expect("publish");
-    publisher.acked().await;
     publisher
         .client
         .publish("keep/me", QoS::AtLeastOnce, true, "r")
@@ -333,20 +328,7 @@ fn sessions_command(dir: &TempDir, args: &[&str]) -> (bool, String, String) {
 async fn sessions_are_listed_and_deleted_from_the_command_line() {
     let dir = TempDir::new("sessions-cli");
     let (server, port) = server_on(&dir).await;
-    let mut sub = client("keeper", port, false).await;
-    sub.client
-        .subscribe("q/#", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    sub.acked().await;
-    sub.task.abort();
-    let mut publisher = client("publisher", port, true).await;
-    publisher
-        .client
-        .publish("q/1", QoS::AtLeastOnce, false, "queued")
-        .await
-        .expect("publish");
-    publisher.acked().await;
+    leave_a_queued_message(port, "keeper", "q/#", "q/1", "queued").await;
     // While the server runs, the store is in use: the command says so.
     let (ok, _, err) = sessions_command(&dir, &["list"]);
     assert!(!ok && err.contains("in use"), "{err}");

@@ -150,3 +150,27 @@ impl Pki {
 pub(crate) fn toml_path(path: &Path) -> String {
     format!("'{}'", path.display())
 }
+
+/// Starts the server on a free loopback port with the configuration `toml` (on top of the
+/// defaults, no data directory) and `store`; returns it and its port.
+pub(crate) async fn serve_with(
+    toml: &str,
+    store: std::sync::Arc<dyn jetmq::store::StoreBackend>,
+) -> (jetmq::server::ServerHandle, u16) {
+    let mut config = jetmq::config::ServerConfig {
+        listen: vec!["127.0.0.1:0".parse().expect("address")],
+        data_dir: None,
+        ..jetmq::config::ServerConfig::default()
+    };
+    config.apply_toml(toml).expect("valid configuration");
+    let server = jetmq::server::start(config, store)
+        .await
+        .expect("the server starts");
+    let port = server.local_addrs[0].port();
+    (server, port)
+}
+
+/// [`serve_with`] on a store in memory.
+pub(crate) async fn serve(toml: &str) -> (jetmq::server::ServerHandle, u16) {
+    serve_with(toml, Arc::new(jetmq::store::MemoryBackend::default())).await
+}

@@ -148,6 +148,10 @@ pub fn broker_sequence(data: &[u8]) {
             },
             56..=60 => Input::Continue,
             61 => Input::RestoreComplete,
+            62 => Input::DiscardSession(jetmq_core::broker::SessionKey {
+                account: jetmq_core::broker::DEFAULT_ACCOUNT.into(),
+                client_id: ["a", "b", "c", "d"][usize::from(op & 0x03)].into(),
+            }),
             _ => Input::Shutdown,
         };
         if let Input::Accepted { conn, .. } = &input {

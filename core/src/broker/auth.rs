@@ -181,7 +181,7 @@ impl Broker {
                 self.close(conn, CloseReason::ClientDisconnect, false, out);
             }
             _ => {
-                // [MQTT-4.12.0-?]: anything else before CONNACK breaks the exchange.
+                // [MQTT-3.1.2-30]: anything else before CONNACK is a protocol error.
                 c.phase = Phase::AwaitingConnect { deadline };
                 self.refuse(conn, version, ConnectReason::ProtocolError, out);
             }
@@ -204,7 +204,8 @@ impl Broker {
                 Some(state)
             }
             _ => {
-                // [MQTT-4.12.1-1]: no method at CONNECT, another method, or out of sequence.
+                // [MQTT-4.12.0-7] no method at CONNECT, [MQTT-4.12.1-1] another method, or out of
+                // sequence.
                 self.protocol_error(conn, DisconnectReason::ProtocolError, out);
                 return;
             }

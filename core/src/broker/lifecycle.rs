@@ -254,7 +254,7 @@ impl Broker {
             let utf8 =
                 will.properties.payload_format_indicator == Some(crate::codec::PayloadFormat::Utf8);
             if utf8 && std::str::from_utf8(&will.payload).is_err() {
-                // [MQTT-3.1.3-?]: the will payload is not the UTF-8 its indicator says.
+                // The will payload is not the UTF-8 its indicator says: CONNACK 0x99 (§3.1.3.2).
                 self.refuse(conn, version, ConnectReason::PayloadFormatInvalid, out);
                 return;
             }
@@ -429,7 +429,7 @@ impl Broker {
                 (self.config.topic_alias_maximum > 0).then_some(self.config.topic_alias_maximum);
             p.server_keep_alive = server_keep_alive;
             if let Some(method) = &connect.properties.authentication_method {
-                // [MQTT-3.2.2-?]: an enhanced authentication ends with its method in CONNACK.
+                // [MQTT-4.12.0-5]: the successful CONNACK repeats the Authentication Method.
                 p.authentication_method = Some(method.clone());
                 p.authentication_data = c.auth_reply.take();
                 c.auth_method = Some(method.clone());
@@ -568,10 +568,10 @@ impl Broker {
                     let generation = s.generation;
                     let at = self.now.instant.saturating_add(expiry);
                     self.schedule(at, Timer::Expiry(session, generation));
-                    // The record learns when the session went offline, so its expiry also
-                    // runs while the broker is down.
-                    self.save_session_record(session, out);
                 }
+                // The record learns when the session went offline (so its expiry also runs
+                // while the broker is down) and any expiry the DISCONNECT changed.
+                self.save_session_record(session, out);
             }
             Ending::Shutdown if persistent && expiry.is_some() => {
                 self.save_session_record(session, out);

@@ -110,7 +110,7 @@ impl Broker {
             .and_then(|props| props.payload_format_indicator)
             == Some(PayloadFormat::Utf8);
         if utf8 && std::str::from_utf8(&p.payload).is_err() {
-            // [MQTT-3.3.2-4]: the payload is not the UTF-8 its indicator says.
+            // The payload is not the UTF-8 its indicator says (§3.3.2.3.2): 0x99.
             let reply = match p.qos {
                 PublishQos::AtMostOnce => None,
                 PublishQos::AtLeastOnce(pid) => Some((pid, false)),

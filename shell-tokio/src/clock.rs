@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jetmq_core::time::{Instant, Now, WallClock};
 
 /// Both clocks now: nanoseconds since `start` and milliseconds since the Unix epoch.
-pub(crate) fn now_since(start: std::time::Instant) -> Now {
+pub fn now_since(start: std::time::Instant) -> Now {
     let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)

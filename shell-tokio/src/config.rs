@@ -106,6 +106,26 @@ impl Transport {
             Self::SecureWebSocket { .. } => ListenerKind::SecureWebSocket,
         }
     }
+
+    /// The listener's kind in words, for logs ("TLS (client certificates required)").
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let client_certs = |tls: &crate::config::TlsSettings| {
+            if tls.client_ca().is_some() {
+                " (client certificates required)"
+            } else {
+                ""
+            }
+        };
+        match self {
+            Transport::Tcp => "TCP".to_string(),
+            Transport::Tls(tls) => format!("TLS{}", client_certs(tls)),
+            Transport::WebSocket { path } => format!("WebSocket at {path}"),
+            Transport::SecureWebSocket { path, tls } => {
+                format!("secure WebSocket at {path}{}", client_certs(tls))
+            }
+        }
+    }
 }
 
 /// A TLS listener's certificate, key and optional client CA, read from PEM files and checked.
@@ -177,7 +197,9 @@ impl TlsSettings {
         self.client_ca.as_deref()
     }
 
-    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+    /// The rustls server configuration built from these files.
+    #[must_use]
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         Arc::clone(&self.server)
     }
 }

@@ -1,11 +1,14 @@
-//! The jetmq server: [`jetmq_core::broker::Broker`] driven by tokio.
+//! The jetmq server: [`jetmq_core::broker::Broker`] driven by tokio (feature `server`, on by
+//! default), and what every shell shares: configuration, authentication, store backends, TLS
+//! settings, recording and administration (the crate without its default features, as
+//! jetmq-mio uses it).
 //!
 //! Listeners serve MQTT over TCP, TLS (rustls), WebSocket and secure WebSocket
 //! (tokio-tungstenite); TLS and WebSocket handshakes run in their own tasks, then every kind of
 //! connection is the same byte stream to the connection tasks.
 //!
 //! One task owns the broker and is the only place protocol decisions are made
-//! ([`server::run`]). Connection tasks only move bytes: a reader turns socket reads into
+//! (`server::run`). Connection tasks only move bytes: a reader turns socket reads into
 //! `Input::Received` (bounded channel, so a flood of input waits on the socket instead of
 //! growing memory), a writer writes what the broker sends and reports `Input::Flushed`, which
 //! the broker uses to find slow consumers. Store requests run off the broker task and come
@@ -13,12 +16,18 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod config;
+pub mod notice;
+pub mod record;
 pub mod scram;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod store;
+pub mod tls;
+pub mod ws_upgrade;
 
-mod clock;
+#[cfg(feature = "server")]
 mod connection;
-mod tls;
+#[cfg(feature = "server")]
 mod ws;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jetmq_core::broker::{
-    Action, AuthDecision, Broker, ConnId, ConnInfo, Input, ListenerKind, Notice, Outbox,
+    Action, AuthDecision, Broker, ConnId, ConnInfo, Input, ListenerKind, Outbox,
 };
 use jetmq_core::time::{Instant, Now};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,6 +21,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ServerConfig, Transport};
 use crate::connection::{read_loop, write_loop, ConnHandle, WriterCommand};
+use crate::record::handle;
 use crate::store::StoreBackend;
 
 /// Inputs waiting for the broker task from connection readers; when full, readers wait.
@@ -89,7 +90,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Re
         })?;
         let local = socket.local_addr()?;
         local_addrs.push(local);
-        described.push((local, describe(transport)));
+        described.push((local, transport.describe()));
         listeners.push(Listener {
             socket,
             mode: Mode::new(transport),
@@ -156,7 +157,7 @@ async fn serve(
     let start_time = clock.now();
     let mut broker = Broker::new(config.broker.clone(), config.seed, start_time);
     let mut recorder = match &config.record {
-        Some(path) => Some(Recorder::create(
+        Some(path) => Some(crate::record::Recorder::create(
             path,
             config.seed,
             &config.broker,
@@ -291,79 +292,6 @@ async fn serve(
     Ok(())
 }
 
-/// Writes every broker input with its time and the digest of its actions, for `jetmq replay`.
-struct Recorder {
-    file: std::io::BufWriter<std::fs::File>,
-    buf: Vec<u8>,
-}
-
-impl Recorder {
-    fn create(
-        path: &std::path::Path,
-        seed: u64,
-        config: &jetmq_core::broker::BrokerConfig,
-        start: Now,
-    ) -> io::Result<Self> {
-        let file = std::fs::File::create(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot create the recording {}: {e}", path.display()),
-            )
-        })?;
-        let mut recorder = Self {
-            file: std::io::BufWriter::new(file),
-            buf: Vec::new(),
-        };
-        let header = jetmq_core::replay::RecordHeader {
-            seed,
-            config: config.clone(),
-            start,
-        };
-        jetmq_core::replay::encode_header(&header, &mut recorder.buf);
-        recorder.write()?;
-        info!(path = %path.display(), "recording every broker input");
-        Ok(recorder)
-    }
-
-    fn write(&mut self) -> io::Result<()> {
-        use std::io::Write;
-        self.file.write_all(&self.buf)?;
-        self.buf.clear();
-        Ok(())
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        use std::io::Write;
-        let _ = self.file.flush();
-    }
-}
-
-/// Hands one input to the broker, recording it first when a recording is on. A failing
-/// recording is stopped with a warning; serving goes on.
-fn handle(
-    broker: &mut Broker,
-    recorder: &mut Option<Recorder>,
-    now: Now,
-    input: Input,
-    out: &mut Outbox,
-) {
-    let Some(rec) = recorder.as_mut() else {
-        broker.handle(now, input, out);
-        return;
-    };
-    let encoded = jetmq_core::replay::encode_input(&input);
-    let before = out.len();
-    broker.handle(now, input, out);
-    let digest = jetmq_core::replay::actions_digest(&out.actions()[before..]);
-    jetmq_core::replay::encode_step(now, &encoded, digest, &mut rec.buf);
-    if let Err(e) = rec.write() {
-        warn!(error = %e, "recording stopped: cannot write to it");
-        *recorder = None;
-    }
-}
-
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -432,42 +360,7 @@ fn execute(
                 }),
             );
         }
-        Action::Notice(notice) => log_notice(notice, log_pii),
-    }
-}
-
-/// Client identifiers and topics are personal data: logged only with `--log-pii`.
-fn pii(text: &str, log_pii: bool) -> &str {
-    if log_pii {
-        text
-    } else {
-        "<redacted>"
-    }
-}
-
-fn log_notice(notice: Notice, log_pii: bool) {
-    match notice {
-        Notice::StoreFailed(e) => warn!(error = %e, "store request failed"),
-        Notice::QueueOverflow { client_id } => warn!(
-            client_id = pii(&client_id, log_pii),
-            "a session's queue is full; a message was dropped for it"
-        ),
-        Notice::BadRecord { subject } => warn!(
-            subject = pii(&subject, log_pii),
-            "a stored record could not be read at start-up; it was skipped"
-        ),
-        Notice::SessionExpired { client_id } => debug!(
-            client_id = pii(&client_id, log_pii),
-            "a session expired and was discarded"
-        ),
-        Notice::ProtocolError { conn, reason } => {
-            debug!(conn = conn.get(), %reason, "protocol error; connection closed");
-        }
-        Notice::SlowConsumerDrop(conn) => debug!(conn = conn.get(), "slow consumer: QoS 0 dropped"),
-        Notice::UnknownConnection(conn) => {
-            debug!(conn = conn.get(), "input for an unknown connection")
-        }
-        Notice::UnknownRequest(id) => debug!(request = id.0, "reply for an unknown store request"),
+        Action::Notice(notice) => crate::notice::log(notice, log_pii),
     }
 }
 
@@ -493,24 +386,6 @@ impl Mode {
             Transport::SecureWebSocket { path, tls } => {
                 Self::SecureWebSocket(TlsAcceptor::from(tls.server_config()), path.as_str().into())
             }
-        }
-    }
-}
-
-fn describe(transport: &Transport) -> String {
-    let client_certs = |tls: &crate::config::TlsSettings| {
-        if tls.client_ca().is_some() {
-            " (client certificates required)"
-        } else {
-            ""
-        }
-    };
-    match transport {
-        Transport::Tcp => "TCP".to_string(),
-        Transport::Tls(tls) => format!("TLS{}", client_certs(tls)),
-        Transport::WebSocket { path } => format!("WebSocket at {path}"),
-        Transport::SecureWebSocket { path, tls } => {
-            format!("secure WebSocket at {path}{}", client_certs(tls))
         }
     }
 }
@@ -600,13 +475,6 @@ fn conn_info(peer: SocketAddr, listener: ListenerKind, tls_identity: Option<Stri
     }
 }
 
-/// The identity of the client certificate rustls verified, if it asked for one.
-fn client_identity(tls: &rustls::ServerConnection) -> Option<String> {
-    tls.peer_certificates()
-        .and_then(<[_]>::first)
-        .and_then(crate::tls::identity)
-}
-
 /// Runs a connection's TLS and/or WebSocket handshakes, then attaches it. A failed or timed
 /// out handshake only closes that socket.
 async fn handshake(
@@ -625,7 +493,7 @@ async fn handshake(
             }
             Mode::Tls(acceptor) => {
                 let tls = acceptor.accept(socket).await.map_err(|e| e.to_string())?;
-                let identity = client_identity(tls.get_ref().1);
+                let identity = crate::tls::client_identity(tls.get_ref().1);
                 wiring.attach_stream(conn_info(peer, ListenerKind::Tls, identity), tls);
             }
             Mode::WebSocket(path) => {
@@ -636,7 +504,7 @@ async fn handshake(
             }
             Mode::SecureWebSocket(acceptor, path) => {
                 let tls = acceptor.accept(socket).await.map_err(|e| e.to_string())?;
-                let identity = client_identity(tls.get_ref().1);
+                let identity = crate::tls::client_identity(tls.get_ref().1);
                 let ws = crate::ws::accept(tls, &path, max_ws_message)
                     .await
                     .map_err(|e| e.to_string())?;

@@ -410,6 +410,13 @@ mod der {
     }
 }
 
+/// The identity of the client certificate rustls verified, if it asked for one.
+pub fn client_identity(tls: &rustls::ServerConnection) -> Option<String> {
+    tls.peer_certificates()
+        .and_then(<[_]>::first)
+        .and_then(crate::tls::identity)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,86 @@
+//! Recording a broker's inputs for `jetmq replay`: every input with its time and a digest of
+//! the actions it caused, written as the shell feeds the broker.
+
+use std::io;
+
+use jetmq_core::broker::{Broker, Input, Outbox};
+use jetmq_core::time::Now;
+use tracing::{info, warn};
+
+/// Writes every broker input with its time and the digest of its actions, for `jetmq replay`.
+pub struct Recorder {
+    file: std::io::BufWriter<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+impl Recorder {
+    /// Creates the recording at `path` for a broker made with `seed`, `config` at `start`.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be created or written.
+    pub fn create(
+        path: &std::path::Path,
+        seed: u64,
+        config: &jetmq_core::broker::BrokerConfig,
+        start: Now,
+    ) -> io::Result<Self> {
+        let file = std::fs::File::create(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create the recording {}: {e}", path.display()),
+            )
+        })?;
+        let mut recorder = Self {
+            file: std::io::BufWriter::new(file),
+            buf: Vec::new(),
+        };
+        let header = jetmq_core::replay::RecordHeader {
+            seed,
+            config: config.clone(),
+            start,
+        };
+        jetmq_core::replay::encode_header(&header, &mut recorder.buf);
+        recorder.write()?;
+        info!(path = %path.display(), "recording every broker input");
+        Ok(recorder)
+    }
+
+    fn write(&mut self) -> io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = self.file.flush();
+    }
+}
+
+/// Hands one input to the broker, recording it first when a recording is on. A failing
+/// recording is stopped with a warning; serving goes on.
+pub fn handle(
+    broker: &mut Broker,
+    recorder: &mut Option<Recorder>,
+    now: Now,
+    input: Input,
+    out: &mut Outbox,
+) {
+    let Some(rec) = recorder.as_mut() else {
+        broker.handle(now, input, out);
+        return;
+    };
+    let encoded = jetmq_core::replay::encode_input(&input);
+    let before = out.len();
+    broker.handle(now, input, out);
+    let digest = jetmq_core::replay::actions_digest(&out.actions()[before..]);
+    jetmq_core::replay::encode_step(now, &encoded, digest, &mut rec.buf);
+    if let Err(e) = rec.write() {
+        warn!(error = %e, "recording stopped: cannot write to it");
+        *recorder = None;
+    }
+}

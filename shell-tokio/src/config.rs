@@ -727,3 +727,51 @@ impl ServerConfig {
         self.check()
     }
 }
+
+/// What a shell's command line says about the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct CommandLine {
+    /// The TOML configuration file, if any.
+    pub config: Option<PathBuf>,
+    /// `--listen` addresses, replacing the file's `listen`.
+    pub listen: Vec<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--record FILE`.
+    pub record: Option<PathBuf>,
+    /// `--log-pii`.
+    pub log_pii: bool,
+}
+
+impl ServerConfig {
+    /// The configuration of a shell started with `cli`: the defaults, then the file, then the
+    /// command line, checked.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read, a value is invalid (naming the key, the value and what is
+    /// allowed), or the listeners do not fit together.
+    pub fn load(cli: &CommandLine) -> Result<Self, Box<dyn std::error::Error>> {
+        let mut config = Self::default();
+        if let Some(path) = &cli.config {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!("cannot read the configuration file {}: {e}", path.display())
+            })?;
+            config.apply_toml(&text)?;
+        }
+        if !cli.listen.is_empty() {
+            config.listen = cli
+                .listen
+                .iter()
+                .map(|l| parse_listen("--listen", l))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(dir) = &cli.data_dir {
+            config.data_dir = Some(dir.clone());
+        }
+        config.record.clone_from(&cli.record);
+        config.log_pii = cli.log_pii;
+        config.check()?;
+        Ok(config)
+    }
+}

@@ -2,11 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use jetmq::config::{parse_listen, ServerConfig};
-use jetmq::store::{EmbeddedBackend, MemoryBackend, StoreBackend};
+use jetmq::config::ServerConfig;
+use jetmq::store::EmbeddedBackend;
 
 /// jetmq: an MQTT 3.1.1 and 5.0 broker with a deterministic core.
 #[derive(Debug, Parser)]
@@ -96,26 +95,13 @@ fn main() -> ExitCode {
 }
 
 fn configure(cli: &Cli) -> Result<ServerConfig, Box<dyn std::error::Error>> {
-    let mut config = ServerConfig::default();
-    if let Some(path) = &cli.config {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the configuration file {}: {e}", path.display()))?;
-        config.apply_toml(&text)?;
-    }
-    if !cli.listen.is_empty() {
-        config.listen = cli
-            .listen
-            .iter()
-            .map(|l| parse_listen("--listen", l))
-            .collect::<Result<_, _>>()?;
-    }
-    if let Some(dir) = &cli.data_dir {
-        config.data_dir = Some(dir.clone());
-    }
-    config.record.clone_from(&cli.record);
-    config.log_pii = cli.log_pii;
-    config.check()?;
-    Ok(config)
+    ServerConfig::load(&jetmq::config::CommandLine {
+        config: cli.config.clone(),
+        listen: cli.listen.clone(),
+        data_dir: cli.data_dir.clone(),
+        record: cli.record.clone(),
+        log_pii: cli.log_pii,
+    })
 }
 
 fn serve(config: ServerConfig) -> ExitCode {
@@ -129,18 +115,12 @@ fn serve(config: ServerConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let store: Arc<dyn StoreBackend> = match &config.data_dir {
-        Some(dir) => match EmbeddedBackend::open(dir, config.sync) {
-            Ok((backend, report)) => {
-                tracing::info!(dir = %dir.display(), %report, "store opened");
-                Arc::new(backend)
-            }
-            Err(e) => {
-                eprintln!("jetmq: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => Arc::new(MemoryBackend::default()),
+    let store = match jetmq::store::open(&config) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("jetmq: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let result = runtime.block_on(jetmq::server::run(config, store, shutdown_signal()));
     match result {

@@ -78,3 +78,23 @@ impl StoreBackend for EmbeddedBackend {
         self.store.restore()
     }
 }
+
+/// The store a shell uses for `config`: the embedded store in its data directory, or memory
+/// when it has none. The embedded store's recovery report is logged.
+///
+/// # Errors
+///
+/// The embedded store cannot be opened; the message names the file and what to do.
+pub fn open(
+    config: &crate::config::ServerConfig,
+) -> Result<std::sync::Arc<dyn StoreBackend>, String> {
+    match &config.data_dir {
+        Some(dir) => {
+            let (backend, report) =
+                EmbeddedBackend::open(dir, config.sync).map_err(|e| e.to_string())?;
+            tracing::info!(dir = %dir.display(), %report, "store opened");
+            Ok(std::sync::Arc::new(backend))
+        }
+        None => Ok(std::sync::Arc::new(MemoryBackend::default())),
+    }
+}

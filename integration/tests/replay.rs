@@ -1,26 +1,27 @@
-//! `--record` and `jetmq replay`: a session of real clients against the server, recorded,
-//! replays identically on the core alone.
+//! `--record`: a session of real clients against either shell, recorded, replays
+//! identically on the core alone (what `jetmq replay` does).
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jetmq::config::ServerConfig;
-use jetmq::server::start;
 use jetmq::store::MemoryBackend;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::time::timeout;
 
-#[tokio::test]
-async fn a_recorded_server_session_replays_identically() {
-    let path = std::env::temp_dir().join(format!("jetmq-record-{}.bin", std::process::id()));
+mod common;
+use common::Shell;
+
+async fn a_recorded_server_session_replays_identically(shell: Shell) {
+    let path =
+        std::env::temp_dir().join(format!("jetmq-record-{shell:?}-{}.bin", std::process::id()));
     let config = ServerConfig {
         listen: vec!["127.0.0.1:0".parse().expect("address")],
         data_dir: None,
         record: Some(path.clone()),
         ..ServerConfig::default()
     };
-    let server = start(config, Arc::new(MemoryBackend::default()))
+    let server = common::start(shell, config, Arc::new(MemoryBackend::default()))
         .await
         .expect("starts");
     let port = server.local_addrs[0].port();
@@ -56,12 +57,7 @@ async fn a_recorded_server_session_replays_identically() {
         }
         other => panic!("{other:?}"),
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_jetmq"))
-        .arg("replay")
-        .arg(&path)
-        .output()
-        .expect("jetmq replay runs");
-    assert!(output.status.success(), "{output:?}");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("steps identical"));
     let _ = std::fs::remove_file(&path);
 }
+
+for_each_shell!(a_recorded_server_session_replays_identically,);

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jetmq::config::ServerConfig;
-use jetmq::server::{start, ServerHandle};
 use jetmq::store::MemoryBackend;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,19 +13,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+mod common;
+use common::{Server, Shell};
+
 const DEADLINE: Duration = Duration::from_secs(10);
 
-async fn server() -> (ServerHandle, u16) {
-    let config = ServerConfig {
-        listen: vec!["127.0.0.1:0".parse().expect("address")],
-        data_dir: None,
-        ..ServerConfig::default()
-    };
-    let handle = start(config, Arc::new(MemoryBackend::default()))
-        .await
-        .expect("server starts");
-    let port = handle.local_addrs[0].port();
-    (handle, port)
+async fn server(shell: Shell) -> (Server, u16) {
+    common::serve(shell, "").await
 }
 
 /// A connected rumqttc client whose incoming publishes arrive on a channel.
@@ -115,9 +108,8 @@ impl TestClient {
     }
 }
 
-#[tokio::test]
-async fn pub_sub_at_every_qos() {
-    let (server, port) = server().await;
+async fn pub_sub_at_every_qos(shell: Shell) {
+    let (server, port) = server(shell).await;
     let mut sub = connect(options("sub", port)).await;
     sub.subscribe("sensors/+/temp", QoS::ExactlyOnce).await;
     let publisher = connect(options("pub", port)).await;
@@ -139,9 +131,8 @@ async fn pub_sub_at_every_qos() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn retained_messages_reach_late_subscribers() {
-    let (server, port) = server().await;
+async fn retained_messages_reach_late_subscribers(shell: Shell) {
+    let (server, port) = server(shell).await;
     let publisher = connect(options("pub", port)).await;
     publisher
         .client
@@ -170,9 +161,8 @@ async fn retained_messages_reach_late_subscribers() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn will_is_published_when_a_client_vanishes() {
-    let (server, port) = server().await;
+async fn will_is_published_when_a_client_vanishes(shell: Shell) {
+    let (server, port) = server(shell).await;
     let mut watcher = connect(options("watcher", port)).await;
     watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
     let mut opts = options("doomed", port);
@@ -192,9 +182,8 @@ async fn will_is_published_when_a_client_vanishes() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn a_second_connection_takes_the_session_over() {
-    let (server, port) = server().await;
+async fn a_second_connection_takes_the_session_over(shell: Shell) {
+    let (server, port) = server(shell).await;
     let first = connect(options("twin", port)).await;
     let mut second = connect(options("twin", port)).await;
     // The first connection's event loop ends: the broker closed it.
@@ -206,9 +195,8 @@ async fn a_second_connection_takes_the_session_over() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn garbage_on_one_connection_leaves_the_others_alone() {
-    let (server, port) = server().await;
+async fn garbage_on_one_connection_leaves_the_others_alone(shell: Shell) {
+    let (server, port) = server(shell).await;
     let mut good = connect(options("good", port)).await;
     good.subscribe("t", QoS::AtMostOnce).await;
     let mut raw = TcpStream::connect(("127.0.0.1", port))
@@ -236,9 +224,8 @@ async fn garbage_on_one_connection_leaves_the_others_alone() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn keep_alive_expiry_closes_the_connection() {
-    let (server, port) = server().await;
+async fn keep_alive_expiry_closes_the_connection(shell: Shell) {
+    let (server, port) = server(shell).await;
     let mut raw = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -263,12 +250,11 @@ async fn keep_alive_expiry_closes_the_connection() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn mqtt5_clients_and_shutdown_with_0x8b() {
+async fn mqtt5_clients_and_shutdown_with_0x8b(shell: Shell) {
     use rumqttc::v5::mqttbytes::v5::Packet as P5;
     use rumqttc::v5::mqttbytes::QoS as Q5;
     use rumqttc::v5::{AsyncClient as Client5, Event as E5, MqttOptions as O5};
-    let (server, port) = server().await;
+    let (server, port) = server(shell).await;
     let (client, mut eventloop) = Client5::new(O5::new("five", "127.0.0.1", port), 10);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -340,15 +326,14 @@ async fn mqtt5_clients_and_shutdown_with_0x8b() {
     task.abort();
 }
 
-#[tokio::test]
-async fn connections_beyond_max_connections_are_refused() {
+async fn connections_beyond_max_connections_are_refused(shell: Shell) {
     let config = ServerConfig {
         listen: vec!["127.0.0.1:0".parse().expect("address")],
         data_dir: None,
         max_connections: 1,
         ..ServerConfig::default()
     };
-    let server = start(config, Arc::new(MemoryBackend::default()))
+    let server = common::start(shell, config, Arc::new(MemoryBackend::default()))
         .await
         .expect("starts");
     let port = server.local_addrs[0].port();
@@ -373,3 +358,14 @@ async fn connections_beyond_max_connections_are_refused() {
     );
     server.shutdown().await.expect("clean shutdown");
 }
+
+for_each_shell!(
+    pub_sub_at_every_qos,
+    retained_messages_reach_late_subscribers,
+    will_is_published_when_a_client_vanishes,
+    a_second_connection_takes_the_session_over,
+    garbage_on_one_connection_leaves_the_others_alone,
+    keep_alive_expiry_closes_the_connection,
+    mqtt5_clients_and_shutdown_with_0x8b,
+    connections_beyond_max_connections_are_refused,
+);

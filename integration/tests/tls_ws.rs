@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{toml_path, Pki};
+use common::{toml_path, Pki, Server, Shell};
 use jetmq::config::ServerConfig;
-use jetmq::server::{start, ServerHandle};
 use jetmq::store::MemoryBackend;
 use jetmq_core::broker::{ConnInfo, Input, ListenerKind};
 use jetmq_core::replay::{RecordedStep, MAGIC};
@@ -35,17 +34,17 @@ const CONNECT: [u8; 15] = [
 ];
 const CONNACK: [u8; 4] = [0x20, 2, 0, 0];
 
-async fn server(toml: &str) -> ServerHandle {
-    recorded_server(toml, None).await
+async fn server(shell: Shell, toml: &str) -> Server {
+    recorded_server(shell, toml, None).await
 }
 
 /// A server whose broker inputs are recorded to `record`, if given.
-async fn recorded_server(toml: &str, record: Option<PathBuf>) -> ServerHandle {
+async fn recorded_server(shell: Shell, toml: &str, record: Option<PathBuf>) -> Server {
     let mut config = ServerConfig::default();
     config.apply_toml(toml).expect("valid configuration");
     config.data_dir = None;
     config.record = record;
-    start(config, Arc::new(MemoryBackend::default()))
+    common::start(shell, config, Arc::new(MemoryBackend::default()))
         .await
         .expect("server starts")
 }
@@ -239,8 +238,7 @@ async fn round_trip(sub: &mut Client, publisher: &mut Client, topic: &str) {
     assert_eq!(got.qos, QoS::AtLeastOnce);
 }
 
-#[tokio::test]
-async fn every_kind_of_listener_carries_mqtt_to_every_other() {
+async fn every_kind_of_listener_carries_mqtt_to_every_other(shell: Shell) {
     let pki = Pki::new("kinds");
     let toml = format!(
         "[[listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\n\
@@ -249,7 +247,7 @@ async fn every_kind_of_listener_carries_mqtt_to_every_other() {
         tls_listener("wss", &pki, false, Some("/ws/mqtt")),
     );
     let recording = pki.dir.0.join("kinds.rec");
-    let server = recorded_server(&toml, Some(recording.clone())).await;
+    let server = recorded_server(shell, &toml, Some(recording.clone())).await;
     assert_eq!(server.local_addrs.len(), 4, "only the file's listeners");
     let [tcp, tls, wss, ws] = [0, 1, 2, 3].map(|i| server.local_addrs[i]);
     let trust = pki.client_config(None);
@@ -315,11 +313,11 @@ fn refused(result: Result<Client, String>, alert: &str) {
     }
 }
 
-#[tokio::test]
-async fn client_certificates_are_required_and_verified_on_tls() {
+async fn client_certificates_are_required_and_verified_on_tls(shell: Shell) {
     let pki = Pki::new("mtls");
     let recording = pki.dir.0.join("mtls.rec");
     let server = recorded_server(
+        shell,
         &tls_listener("tls", &pki, true, None),
         Some(recording.clone()),
     )
@@ -347,11 +345,11 @@ async fn client_certificates_are_required_and_verified_on_tls() {
     assert_identified(&recording, ListenerKind::Tls, 2);
 }
 
-#[tokio::test]
-async fn client_certificates_are_required_and_verified_on_wss() {
+async fn client_certificates_are_required_and_verified_on_wss(shell: Shell) {
     let pki = Pki::new("mwss");
     let recording = pki.dir.0.join("mwss.rec");
     let server = recorded_server(
+        shell,
         &tls_listener("wss", &pki, true, None),
         Some(recording.clone()),
     )
@@ -434,10 +432,10 @@ async fn ws_read(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>, want: u
     got
 }
 
-#[tokio::test]
-async fn websocket_path_and_subprotocol_are_checked() {
+async fn websocket_path_and_subprotocol_are_checked(shell: Shell) {
     use futures_util::{SinkExt, StreamExt};
     let server = server(
+        shell,
         "[[listeners]]\nkind = \"ws\"\naddress = \"127.0.0.1:0\"\npath = \"/broker\"\n\
          [limits]\nmax_packet_size = 4096\n",
     )
@@ -513,15 +511,14 @@ async fn closed(socket: &mut TcpStream) -> bool {
         .is_ok()
 }
 
-#[tokio::test]
-async fn failed_or_missing_handshakes_only_close_their_socket() {
+async fn failed_or_missing_handshakes_only_close_their_socket(shell: Shell) {
     let pki = Pki::new("handshakes");
     let toml = format!(
         "{}[[listeners]]\nkind = \"ws\"\naddress = \"127.0.0.1:0\"\n\
          [limits]\nconnect_timeout_secs = 1\n",
         tls_listener("tls", &pki, false, None)
     );
-    let server = server(&toml).await;
+    let server = server(shell, &toml).await;
     let (tls, ws) = (server.local_addrs[0], server.local_addrs[1]);
 
     // Plain MQTT to the TLS listener.
@@ -550,3 +547,11 @@ async fn failed_or_missing_handshakes_only_close_their_socket() {
     publisher.stop().await;
     server.shutdown().await.expect("clean shutdown");
 }
+
+for_each_shell!(
+    every_kind_of_listener_carries_mqtt_to_every_other,
+    client_certificates_are_required_and_verified_on_tls,
+    client_certificates_are_required_and_verified_on_wss,
+    websocket_path_and_subprotocol_are_checked,
+    failed_or_missing_handshakes_only_close_their_socket,
+);

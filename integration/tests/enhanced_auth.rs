@@ -3,13 +3,13 @@
 //! (rumqttc does not implement AUTH exchanges).
 
 use bytes::Bytes;
-use jetmq::server::ServerHandle;
 use jetmq_core::codec::{
     Auth, AuthReason, Connect, ConnectReason, DisconnectReason, Packet, ProtocolVersion,
 };
 
 mod common;
 use common::raw::RawClient;
+use common::{Server, Shell};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 const METHOD: &str = "SCRAM-SHA-256";
@@ -40,9 +40,11 @@ async fn expect_auth(client: &mut RawClient, reason: AuthReason) -> String {
     }
 }
 
-async fn server() -> (ServerHandle, u16) {
+async fn server(shell: Shell) -> (Server, u16) {
     let credential = jetmq::auth::scram_credential(b"pencil");
-    common::serve(&format!(
+    common::serve(
+        shell,
+        &format!(
         "[auth]\nallow_anonymous = false\n[[auth.users]]\nusername = \"user\"\nscram = \"{credential}\"\n"
     ))
     .await
@@ -74,9 +76,8 @@ async fn reauthenticate(client: &mut RawClient, password: &[u8]) {
     auth(client, AuthReason::ContinueAuthentication, last).await;
 }
 
-#[tokio::test]
-async fn scram_sha_256_at_connect_and_as_reauthentication() {
-    let (server, port) = server().await;
+async fn scram_sha_256_at_connect_and_as_reauthentication(shell: Shell) {
+    let (server, port) = server(shell).await;
 
     let mut client = RawClient::open(port).await;
     scram_connect(&mut client, "fyko+d2lbbFgONRv9qkxdawL", b"pencil").await;
@@ -111,9 +112,8 @@ async fn scram_sha_256_at_connect_and_as_reauthentication() {
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn scram_refusals() {
-    let (server, port) = server().await;
+async fn scram_refusals(shell: Shell) {
+    let (server, port) = server(shell).await;
 
     // Wrong password: CONNACK 0x86.
     let mut client = RawClient::open(port).await;
@@ -133,3 +133,8 @@ async fn scram_refusals() {
 
     server.shutdown().await.expect("clean stop");
 }
+
+for_each_shell!(
+    scram_sha_256_at_connect_and_as_reauthentication,
+    scram_refusals,
+);

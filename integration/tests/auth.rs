@@ -8,6 +8,7 @@ use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOption
 use tokio::time::timeout;
 
 mod common;
+use common::Shell;
 
 async fn connack(port: u16, id: &str, credentials: Option<(&str, &str)>) -> ConnectReturnCode {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
@@ -28,10 +29,11 @@ async fn connack(port: u16, id: &str, credentials: Option<(&str, &str)>) -> Conn
     }
 }
 
-#[tokio::test]
-async fn users_and_anonymous_access() {
+async fn users_and_anonymous_access(shell: Shell) {
     let hash = jetmq::auth::hash_password(b"s3cret").expect("hash");
-    let (server, port) = common::serve(&format!(
+    let (server, port) = common::serve(
+        shell,
+        &format!(
         "[auth]\nallow_anonymous = false\n[[auth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\n"
     ))
     .await;
@@ -81,43 +83,4 @@ fn bad_auth_config_is_refused() {
     assert!(e.contains("allow_anonymus"), "{e}");
 }
 
-/// Runs `jetmq hash-password ARGS` with the password `pw` on standard input; its output.
-fn hash_password_command(args: &[&str]) -> String {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jetmq"))
-        .arg("hash-password")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"pw\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("finishes");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-#[test]
-fn the_binary_hashes_passwords() {
-    let hash = hash_password_command(&[]);
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert!(jetmq::auth::check_hash(hash.trim()).is_ok());
-}
-
-#[test]
-fn the_binary_prints_scram_credentials() {
-    let text = hash_password_command(&["--scram"]);
-    assert!(text.starts_with("SCRAM-SHA-256$4096:"), "{text}");
-    assert!(jetmq::scram::ScramCredential::parse(text.trim()).is_ok());
-    let e = ServerConfig::default()
-        .apply_toml("[[auth.users]]\nusername = \"bob\"\nscram = \"pw\"\n")
-        .expect_err("not a credential")
-        .to_string();
-    assert!(e.contains("auth.users[0].scram"), "{e}");
-}
+for_each_shell!(users_and_anonymous_access,);

@@ -22,7 +22,7 @@ use tokio::time::timeout;
 
 mod common;
 use common::raw::RawClient;
-use common::TempDir;
+use common::{Shell, TempDir};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -213,9 +213,8 @@ async fn let_time_pass(d: Duration) {
     tokio::time::sleep(d).await;
 }
 
-#[tokio::test]
-async fn session_expiry_zero_some_and_the_server_maximum() {
-    let (server, port) = server("[limits]\nmax_session_expiry_secs = 1\n").await;
+async fn session_expiry_zero_some_and_the_server_maximum(shell: Shell) {
+    let (server, port) = server(shell, "[limits]\nmax_session_expiry_secs = 1\n").await;
     // Asking for "never" gets the server's maximum, told in CONNACK.
     let mut o = options("forever", port);
     o.set_clean_start(false);
@@ -284,15 +283,14 @@ async fn session_expiry_zero_some_and_the_server_maximum() {
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn session_expiry_runs_while_the_broker_is_down() {
+async fn session_expiry_runs_while_the_broker_is_down(shell: Shell) {
     let dir = TempDir::new("mqtt5-expiry");
     let open = || {
         let (backend, _) =
             EmbeddedBackend::open(&dir.0, jetmq_store::SyncPolicy::Always).expect("store opens");
         Arc::new(backend) as Arc<dyn StoreBackend>
     };
-    let (server, port) = server_with("", open()).await;
+    let (server, port) = server_with(shell, "", open()).await;
     for (id, secs) in [("short", 1), ("long", 3600)] {
         let mut o = options(id, port);
         o.set_clean_start(false);
@@ -303,7 +301,7 @@ async fn session_expiry_runs_while_the_broker_is_down() {
     // A graceful stop while both are connected records when they went offline.
     server.shutdown().await.expect("clean stop");
     let_time_pass(Duration::from_millis(1600)).await;
-    let (server, port) = server_with("", open()).await;
+    let (server, port) = server_with(shell, "", open()).await;
     for (id, present) in [("short", false), ("long", true)] {
         let mut o = options(id, port);
         o.set_clean_start(false);
@@ -313,9 +311,8 @@ async fn session_expiry_runs_while_the_broker_is_down() {
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn message_expiry_for_queued_in_flight_and_retained_messages() {
-    let (server, port) = server("").await;
+async fn message_expiry_for_queued_in_flight_and_retained_messages(shell: Shell) {
+    let (server, port) = server(shell, "").await;
     let mut o = options("sub", port);
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(600));
@@ -359,9 +356,8 @@ async fn message_expiry_for_queued_in_flight_and_retained_messages() {
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn topic_aliases_in_both_directions() {
-    let (server, port) = server("[limits]\ntopic_alias_maximum = 4\n").await;
+async fn topic_aliases_in_both_directions(shell: Shell) {
+    let (server, port) = server(shell, "[limits]\ntopic_alias_maximum = 4\n").await;
     let mut o = options("sub", port);
     o.set_topic_alias_max(Some(8));
     let mut sub = connect(o).await;
@@ -411,9 +407,8 @@ async fn topic_aliases_in_both_directions() {
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn maximum_packet_size_in_both_directions() {
-    let (server, port) = server("[limits]\nmax_packet_size = 1024\n").await;
+async fn maximum_packet_size_in_both_directions(shell: Shell) {
+    let (server, port) = server(shell, "[limits]\nmax_packet_size = 1024\n").await;
     let mut o = options("small", port);
     o.set_max_packet_size(Some(200));
     let mut sub = connect(o).await;
@@ -452,9 +447,8 @@ async fn maximum_packet_size_in_both_directions() {
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn receive_maximum_in_both_directions() {
-    let (server, port) = server("[limits]\nreceive_maximum = 2\n").await;
+async fn receive_maximum_in_both_directions(shell: Shell) {
+    let (server, port) = server(shell, "[limits]\nreceive_maximum = 2\n").await;
     let mut o = options("slow", port);
     o.set_receive_maximum(Some(2));
     o.set_manual_acks(true);
@@ -504,9 +498,8 @@ async fn receive_maximum_in_both_directions() {
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn shared_subscriptions_balance_skip_retained_and_hand_over() {
-    let (server, port) = server("").await;
+async fn shared_subscriptions_balance_skip_retained_and_hand_over(shell: Shell) {
+    let (server, port) = server(shell, "").await;
     let mut publ = connect(options("pub", port)).await;
     publ.publish_acked("jobs", true, "retained", PublishProperties::default())
         .await;
@@ -560,9 +553,8 @@ async fn shared_subscriptions_balance_skip_retained_and_hand_over() {
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn subscription_identifiers_no_local_retain_as_published_and_retain_handling() {
-    let (server, port) = server("").await;
+async fn subscription_identifiers_no_local_retain_as_published_and_retain_handling(shell: Shell) {
+    let (server, port) = server(shell, "").await;
     let mut publ = connect(options("pub", port)).await;
     publ.publish_acked("o/r", true, "kept", PublishProperties::default())
         .await;
@@ -659,9 +651,8 @@ async fn subscription_identifiers_no_local_retain_as_published_and_retain_handli
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn request_response_and_properties_pass_through_unchanged() {
-    let (server, port) = server("").await;
+async fn request_response_and_properties_pass_through_unchanged(shell: Shell) {
+    let (server, port) = server(shell, "").await;
     let mut responder = connect(options("responder", port)).await;
     responder.subscribe("req", QoS::AtLeastOnce).await;
     let mut requester = connect(options("requester", port)).await;
@@ -725,9 +716,8 @@ async fn request_response_and_properties_pass_through_unchanged() {
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn server_disconnects_carry_the_reason_code_and_a_reason_string() {
-    let (server, port) = server("").await;
+async fn server_disconnects_carry_the_reason_code_and_a_reason_string(shell: Shell) {
+    let (server, port) = server(shell, "").await;
     let mut first = connect(options("twin", port)).await;
     let _second = connect(options("twin", port)).await;
     match first.next().await {
@@ -765,9 +755,12 @@ async fn server_disconnects_carry_the_reason_code_and_a_reason_string() {
     stop.await.expect("joins").expect("clean stop");
 }
 
-#[tokio::test]
-async fn server_redirection_sends_clients_elsewhere() {
-    let (server, port) = server("[redirect]\nserver_reference = \"other.example:1883\"\n").await;
+async fn server_redirection_sends_clients_elsewhere(shell: Shell) {
+    let (server, port) = server(
+        shell,
+        "[redirect]\nserver_reference = \"other.example:1883\"\n",
+    )
+    .await;
     match try_connect(options("moving", port)).await {
         Err(Seen::Refused(code)) => assert_eq!(code, ConnectReturnCode::UseAnotherServer),
         Err(other) => panic!("expected CONNACK 0x9C, got {other:?}"),
@@ -788,15 +781,14 @@ async fn server_redirection_sends_clients_elsewhere() {
     server.shutdown().await.expect("clean stop");
 }
 
-#[tokio::test]
-async fn shared_subscriptions_of_persistent_sessions_survive_a_restart() {
+async fn shared_subscriptions_of_persistent_sessions_survive_a_restart(shell: Shell) {
     let dir = TempDir::new("mqtt5-shared");
     let open = || {
         let (backend, _) =
             EmbeddedBackend::open(&dir.0, jetmq_store::SyncPolicy::Always).expect("store opens");
         Arc::new(backend) as Arc<dyn StoreBackend>
     };
-    let (server, port) = server_with("", open()).await;
+    let (server, port) = server_with(shell, "", open()).await;
     let mut o = options("worker", port);
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(3600));
@@ -813,7 +805,7 @@ async fn shared_subscriptions_of_persistent_sessions_survive_a_restart() {
     .await;
     server.shutdown().await.expect("clean stop");
 
-    let (server, port) = server_with("", open()).await;
+    let (server, port) = server_with(shell, "", open()).await;
     let mut o = options("worker", port);
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(3600));
@@ -830,3 +822,18 @@ async fn shared_subscriptions_of_persistent_sessions_survive_a_restart() {
     assert_eq!(worker.publish().await.payload, Bytes::from("live"));
     server.shutdown().await.expect("clean stop");
 }
+
+for_each_shell!(
+    session_expiry_zero_some_and_the_server_maximum,
+    session_expiry_runs_while_the_broker_is_down,
+    message_expiry_for_queued_in_flight_and_retained_messages,
+    topic_aliases_in_both_directions,
+    maximum_packet_size_in_both_directions,
+    receive_maximum_in_both_directions,
+    shared_subscriptions_balance_skip_retained_and_hand_over,
+    subscription_identifiers_no_local_retain_as_published_and_retain_handling,
+    request_response_and_properties_pass_through_unchanged,
+    server_disconnects_carry_the_reason_code_and_a_reason_string,
+    server_redirection_sends_clients_elsewhere,
+    shared_subscriptions_of_persistent_sessions_survive_a_restart,
+);

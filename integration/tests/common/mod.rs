@@ -151,19 +151,101 @@ pub(crate) fn toml_path(path: &Path) -> String {
     format!("'{}'", path.display())
 }
 
-/// Starts the server on a free loopback port with the configuration `toml` (on top of the
+/// The shell a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shell {
+    /// `jetmq`: the tokio server.
+    Tokio,
+    /// `jetmq-mio`: the same core on a mio loop (on a thread of its own here).
+    Mio,
+}
+
+/// A running server of either shell.
+pub(crate) struct Server {
+    /// The addresses its listeners are bound to, in configuration order.
+    pub(crate) local_addrs: Vec<std::net::SocketAddr>,
+    running: Running,
+}
+
+enum Running {
+    Tokio(jetmq::server::ServerHandle),
+    Mio(jetmq_mio::Running),
+}
+
+impl Server {
+    /// Stops the server gracefully and waits until it has.
+    pub(crate) async fn shutdown(self) -> std::io::Result<()> {
+        match self.running {
+            Running::Tokio(h) => h.shutdown().await,
+            Running::Mio(r) => tokio::task::spawn_blocking(move || r.stop())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+/// Starts `config` on `shell` with `store`.
+pub(crate) async fn start(
+    shell: Shell,
+    config: jetmq::config::ServerConfig,
+    store: std::sync::Arc<dyn jetmq::store::StoreBackend>,
+) -> std::io::Result<Server> {
+    match shell {
+        Shell::Tokio => {
+            let h = jetmq::server::start(config, store).await?;
+            Ok(Server {
+                local_addrs: h.local_addrs.clone(),
+                running: Running::Tokio(h),
+            })
+        }
+        Shell::Mio => {
+            let r = jetmq_mio::spawn(config, store)?;
+            Ok(Server {
+                local_addrs: r.local_addrs.clone(),
+                running: Running::Mio(r),
+            })
+        }
+    }
+}
+
+/// Runs each listed `async fn name(shell: Shell)` as two tests, `on_tokio::name` and
+/// `on_mio::name`.
+#[macro_export]
+macro_rules! for_each_shell {
+    ($($name:ident),* $(,)?) => {
+        mod on_tokio {
+            $(
+                #[::tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Shell::Tokio).await;
+                }
+            )*
+        }
+        mod on_mio {
+            $(
+                #[::tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Shell::Mio).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Starts `shell` on a free loopback port with the configuration `toml` (on top of the
 /// defaults, no data directory) and `store`; returns it and its port.
 pub(crate) async fn serve_with(
+    shell: Shell,
     toml: &str,
     store: std::sync::Arc<dyn jetmq::store::StoreBackend>,
-) -> (jetmq::server::ServerHandle, u16) {
+) -> (Server, u16) {
     let mut config = jetmq::config::ServerConfig {
         listen: vec!["127.0.0.1:0".parse().expect("address")],
         data_dir: None,
         ..jetmq::config::ServerConfig::default()
     };
     config.apply_toml(toml).expect("valid configuration");
-    let server = jetmq::server::start(config, store)
+    let server = start(shell, config, store)
         .await
         .expect("the server starts");
     let port = server.local_addrs[0].port();
@@ -171,6 +253,11 @@ pub(crate) async fn serve_with(
 }
 
 /// [`serve_with`] on a store in memory.
-pub(crate) async fn serve(toml: &str) -> (jetmq::server::ServerHandle, u16) {
-    serve_with(toml, Arc::new(jetmq::store::MemoryBackend::default())).await
+pub(crate) async fn serve(shell: Shell, toml: &str) -> (Server, u16) {
+    serve_with(
+        shell,
+        toml,
+        Arc::new(jetmq::store::MemoryBackend::default()),
+    )
+    .await
 }

@@ -121,7 +121,6 @@ fn command_line_addresses_are_checked() {
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use common::{toml_path, Pki, TempDir};
 use jetmq::config::{ListenerConfig, TlsSettings, Transport, DEFAULT_WS_PATH};
@@ -470,52 +469,6 @@ fn two_listeners_on_one_address_are_refused() {
     });
     c.listen.clear();
     c.check().expect("no clash");
-}
-
-#[test]
-fn the_binary_refuses_a_bad_listener_at_start_up() {
-    let dir = TempDir::new("config-binary");
-    let missing = dir.0.join("nope.pem");
-    let config = dir.write(
-        "jetmq.toml",
-        &format!(
-            "[[listeners]]\nkind = \"wss\"\naddress = \"127.0.0.1:0\"\ncert = {}\nkey = {}\n",
-            toml_path(&missing),
-            toml_path(&missing)
-        ),
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_jetmq"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.0.join("data"))
-        .output()
-        .expect("run jetmq");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("listeners[0].cert") && stderr.contains(&missing.display().to_string()),
-        "{stderr}"
-    );
-    // A command-line address that clashes with a file listener.
-    let config = dir.write(
-        "clash.toml",
-        "[[listeners]]\nkind = \"ws\"\naddress = \"127.0.0.1:18083\"\n",
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_jetmq"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:18083"])
-        .arg("--data-dir")
-        .arg(dir.0.join("data"))
-        .output()
-        .expect("run jetmq");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("--listen") || stderr.contains("listen"),
-        "{stderr}"
-    );
 }
 
 #[test]

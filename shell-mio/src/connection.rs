@@ -1,0 +1,110 @@
+//! One client connection on the mio loop: its transport, the bytes the broker sent that are
+//! not written yet, and whether reading is paused.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use jetmq_core::broker::{ConnId, ConnInfo};
+
+use crate::transport::{Handshake, Transport};
+
+/// What a read turn found.
+pub(crate) enum ReadOutcome {
+    /// Nothing more for now (bytes may have been appended).
+    Drained,
+    /// The peer closed or the stream broke.
+    Closed,
+}
+
+/// One connection.
+pub(crate) struct Connection {
+    /// The number the broker knows it by, once its handshakes are done.
+    pub(crate) id: Option<ConnId>,
+    pub(crate) transport: Transport,
+    /// Facts for the broker, completed when the handshakes are done.
+    pub(crate) info: ConnInfo,
+    /// When its TLS or WebSocket handshake must be done.
+    pub(crate) handshake_deadline: Instant,
+    /// Chunks the broker sent, in order; the first may be partly written.
+    queue: VecDeque<Bytes>,
+    /// Bytes of the first chunk already written.
+    offset: usize,
+    /// The broker asked to stop reading.
+    pub(crate) paused: bool,
+    /// The socket had bytes when reading was paused: read on resume.
+    pub(crate) readable: bool,
+    /// The broker closed it: drop once everything is written.
+    pub(crate) closing: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(transport: Transport, info: ConnInfo, handshake_deadline: Instant) -> Self {
+        Self {
+            id: None,
+            transport,
+            info,
+            handshake_deadline,
+            queue: VecDeque::new(),
+            offset: 0,
+            paused: false,
+            readable: false,
+            closing: false,
+        }
+    }
+
+    /// Goes on with the handshakes.
+    pub(crate) fn advance(&mut self, max_message: usize) -> Handshake {
+        self.transport.advance(max_message)
+    }
+
+    /// Reads everything that has arrived into `buf`.
+    pub(crate) fn read(&mut self, buf: &mut BytesMut) -> ReadOutcome {
+        loop {
+            match self.transport.read_into(buf) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return ReadOutcome::Closed,
+            }
+        }
+    }
+
+    /// Queues bytes from the broker.
+    pub(crate) fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.queue.push_back(bytes);
+        }
+    }
+
+    /// Writes queued bytes until the socket would block: how many were written, or an error
+    /// when the connection broke.
+    pub(crate) fn write(&mut self) -> io::Result<usize> {
+        let mut written = 0;
+        while let Some(front) = self.queue.front() {
+            match self.transport.write_chunk(&front[self.offset..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    self.offset += n;
+                    if self.offset == front.len() {
+                        self.queue.pop_front();
+                        self.offset = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.transport.flush()?;
+        Ok(written)
+    }
+
+    /// Whether everything queued has left (as far as this side can tell).
+    pub(crate) fn drained(&mut self) -> bool {
+        self.queue.is_empty() && self.transport.flush().unwrap_or(true)
+    }
+}

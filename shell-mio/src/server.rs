@@ -1,0 +1,628 @@
+//! [`MioServer`]: the broker, its listeners and connections on a `mio::Poll` the application
+//! owns.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use jetmq::config::{ServerConfig, Transport as ListenerTransport};
+use jetmq::record::{self, Recorder};
+use jetmq::store::StoreBackend;
+use jetmq_core::broker::{Action, AuthRequest, Broker, ConnId, ConnInfo, Input, Outbox};
+use jetmq_core::time::Now;
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token, Waker};
+use slab::Slab;
+use tracing::{debug, info, warn};
+
+use crate::completions::{self, Completions};
+use crate::connection::{Connection, ReadOutcome};
+use crate::transport::{self, Handshake, Transport};
+
+/// The tokens jetmq may use on the application's `Poll`: `count` of them from `first`, one
+/// per listener, then one per connection, so `count` bounds the connections too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tokens {
+    /// The first token jetmq uses.
+    pub first: usize,
+    /// How many tokens from `first` jetmq may use.
+    pub count: usize,
+}
+
+/// How a listener's connections carry MQTT.
+#[derive(Clone)]
+enum Mode {
+    Tcp,
+    Tls(Arc<rustls::ServerConfig>),
+    Ws(Arc<str>),
+    Wss(Arc<rustls::ServerConfig>, Arc<str>),
+}
+
+impl Mode {
+    fn new(transport: &ListenerTransport) -> Self {
+        match transport {
+            ListenerTransport::Tcp => Self::Tcp,
+            ListenerTransport::Tls(tls) => Self::Tls(tls.server_config()),
+            ListenerTransport::WebSocket { path } => Self::Ws(path.as_str().into()),
+            ListenerTransport::SecureWebSocket { path, tls } => {
+                Self::Wss(tls.server_config(), path.as_str().into())
+            }
+        }
+    }
+
+    fn kind(&self) -> jetmq_core::broker::ListenerKind {
+        use jetmq_core::broker::ListenerKind as K;
+        match self {
+            Self::Tcp => K::Tcp,
+            Self::Tls(_) => K::Tls,
+            Self::Ws(_) => K::WebSocket,
+            Self::Wss(..) => K::SecureWebSocket,
+        }
+    }
+}
+
+struct Listener {
+    socket: TcpListener,
+    mode: Mode,
+}
+
+/// The jetmq broker on a `mio::Poll`: register it with [`MioServer::new`], pass it the events
+/// of its tokens ([`MioServer::owns`], [`MioServer::handle_event`]), poll with
+/// [`MioServer::poll_timeout`] and call [`MioServer::after_poll`] after every poll.
+///
+/// mio allows one `Waker` per `Poll`, so the application lends jetmq its own: jetmq wakes it
+/// when store or authentication work finishes, and collects that work in `after_poll`.
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// use std::sync::Arc;
+/// use jetmq_mio::{MioServer, Tokens};
+/// let mut poll = mio::Poll::new()?;
+/// let mut events = mio::Events::with_capacity(1024);
+/// let config = jetmq::config::ServerConfig::default();
+/// let store = Arc::new(jetmq::store::MemoryBackend::default());
+/// let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0))?);
+/// let tokens = Tokens { first: 1000, count: 100_000 };
+/// let mut jetmq = MioServer::new(config, store, poll.registry(), tokens, waker)?;
+/// loop {
+///     poll.poll(&mut events, jetmq.poll_timeout())?;
+///     for event in &events {
+///         if jetmq.owns(event.token()) {
+///             jetmq.handle_event(poll.registry(), event);
+///         } // else: the application's own sockets
+///     }
+///     jetmq.after_poll(poll.registry());
+/// }
+/// # }
+/// ```
+pub struct MioServer {
+    broker: Broker,
+    out: Outbox,
+    recorder: Option<Recorder>,
+    started: Instant,
+    tokens: Tokens,
+    listeners: Vec<Listener>,
+    local_addrs: Vec<SocketAddr>,
+    conns: Slab<Connection>,
+    by_id: HashMap<ConnId, usize>,
+    next_conn: u64,
+    store: Arc<dyn StoreBackend>,
+    completions: Completions,
+    auth: mpsc::Sender<AuthRequest>,
+    pending_store: usize,
+    inputs: VecDeque<Input>,
+    wants_continue: bool,
+    stopping: Option<Instant>,
+    stopped: bool,
+    log_pii: bool,
+    max_ws_message: usize,
+    handshake_timeout: Duration,
+    shutdown_timeout: Duration,
+    max_connections: usize,
+    read_buf: BytesMut,
+}
+
+impl MioServer {
+    /// Binds the listeners (registered on `registry` with tokens from `tokens`), restores the
+    /// store and starts the broker; `waker` is the `Poll`'s waker, woken when work done on
+    /// other threads is ready for [`after_poll`](Self::after_poll).
+    ///
+    /// # Errors
+    ///
+    /// The configuration's listeners do not fit together, `tokens` has too few tokens, binding
+    /// a listener failed, the recording cannot be created, or the store cannot be read.
+    pub fn new(
+        config: ServerConfig,
+        store: Arc<dyn StoreBackend>,
+        registry: &Registry,
+        tokens: Tokens,
+        waker: Arc<Waker>,
+    ) -> io::Result<Self> {
+        config
+            .check()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let all: Vec<(SocketAddr, ListenerTransport)> = config
+            .listen
+            .iter()
+            .map(|a| (*a, ListenerTransport::Tcp))
+            .chain(
+                config
+                    .listeners
+                    .iter()
+                    .map(|l| (l.address, l.transport.clone())),
+            )
+            .collect();
+        if tokens.count <= all.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "jetmq needs more than {} tokens ({} listeners, then connections)",
+                    all.len(),
+                    all.len()
+                ),
+            ));
+        }
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for (i, (addr, transport)) in all.iter().enumerate() {
+            let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr}: {e} (is another broker running there?)"),
+                )
+            })?;
+            std_listener.set_nonblocking(true)?;
+            let mut socket = TcpListener::from_std(std_listener);
+            registry.register(&mut socket, Token(tokens.first + i), Interest::READABLE)?;
+            let local = socket.local_addr()?;
+            info!(addr = %local, "listening for MQTT over {}", transport.describe());
+            local_addrs.push(local);
+            listeners.push(Listener {
+                socket,
+                mode: Mode::new(transport),
+            });
+        }
+        let started = Instant::now();
+        let now = jetmq::clock::now_since(started);
+        let completions = Completions::new(waker);
+        let auth = completions::auth_thread(Arc::new(config.auth.clone()), completions.clone())?;
+        let recorder = match &config.record {
+            Some(path) => Some(Recorder::create(path, config.seed, &config.broker, now)?),
+            None => None,
+        };
+        let restored = store
+            .restore()
+            .map_err(|e| io::Error::other(format!("cannot read the store: {e}")))?;
+        let count = restored.len();
+        let mut server = Self {
+            broker: Broker::new(config.broker.clone(), config.seed, now),
+            out: Outbox::new(),
+            recorder,
+            started,
+            tokens,
+            listeners,
+            local_addrs,
+            conns: Slab::new(),
+            by_id: HashMap::new(),
+            next_conn: 1,
+            store,
+            completions,
+            auth,
+            pending_store: 0,
+            inputs: VecDeque::new(),
+            wants_continue: false,
+            stopping: None,
+            stopped: false,
+            log_pii: config.log_pii,
+            max_ws_message: usize::try_from(config.broker.max_packet_size).unwrap_or(usize::MAX),
+            handshake_timeout: config.broker.connect_timeout,
+            shutdown_timeout: config.shutdown_timeout,
+            max_connections: config.max_connections,
+            read_buf: BytesMut::new(),
+        };
+        server
+            .inputs
+            .extend(restored.into_iter().map(Input::Restored));
+        server.inputs.push_back(Input::RestoreComplete);
+        server.process(registry);
+        info!(
+            records = count,
+            sessions = server.broker.session_count(),
+            retained = server.broker.retained_count(),
+            "store restored"
+        );
+        Ok(server)
+    }
+
+    /// The addresses the listeners are bound to (with the ports the system chose for port 0):
+    /// those of `listen` first, then those of `listeners`, each in configuration order.
+    #[must_use]
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Whether `token` is one of jetmq's.
+    #[must_use]
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= self.tokens.first && token.0 - self.tokens.first < self.tokens.count
+    }
+
+    /// How long the application may wait in `poll` before jetmq needs
+    /// [`after_poll`](Self::after_poll): until the broker's next timer, a handshake deadline
+    /// or the end of a graceful stop; zero when work is waiting.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.wants_continue || !self.inputs.is_empty() || self.stopped {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let mut at: Option<Instant> = self
+            .broker
+            .next_deadline()
+            .map(|d| self.started + Duration::from_nanos(d.as_nanos()));
+        let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        for (_, c) in &self.conns {
+            if c.transport.handshaking() {
+                earliest(c.handshake_deadline);
+            }
+        }
+        if let Some(since) = self.stopping {
+            earliest(since + self.shutdown_timeout);
+        }
+        at.map(|t| t.saturating_duration_since(now))
+    }
+
+    /// Handles an event for one of jetmq's tokens.
+    pub fn handle_event(&mut self, registry: &Registry, event: &Event) {
+        let Some(offset) = event.token().0.checked_sub(self.tokens.first) else {
+            return;
+        };
+        if offset < self.listeners.len() {
+            self.accept(registry, offset);
+        } else {
+            let key = offset - self.listeners.len();
+            self.conn_event(registry, key, event.is_readable(), event.is_writable());
+        }
+        self.process(registry);
+    }
+
+    /// Runs what is due after a poll: finished store and authentication work, the broker's
+    /// timers, handshake timeouts, a large fan-out's next part and the end of a stop.
+    pub fn after_poll(&mut self, registry: &Registry) {
+        self.collect_completions();
+        let now = Instant::now();
+        if self
+            .broker
+            .next_deadline()
+            .is_some_and(|d| self.started + Duration::from_nanos(d.as_nanos()) <= now)
+        {
+            self.inputs.push_back(Input::Tick);
+        }
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.transport.handshaking() && c.handshake_deadline <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            debug!("handshake timed out; connection closed");
+            self.drop_conn(registry, key);
+        }
+        if std::mem::take(&mut self.wants_continue) {
+            self.inputs.push_back(Input::Continue);
+        }
+        self.process(registry);
+        if let Some(since) = self.stopping {
+            let done = self.conns.is_empty() && self.pending_store == 0;
+            if done || since.elapsed() > self.shutdown_timeout {
+                if !done {
+                    warn!(
+                        connections = self.conns.len(),
+                        store_requests = self.pending_store,
+                        "shutdown timed out"
+                    );
+                }
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    self.drop_conn(registry, key);
+                }
+                self.stopped = true;
+            }
+        }
+    }
+
+    /// Starts a graceful stop: no more connections, v5 clients get DISCONNECT 0x8B, pending
+    /// store writes finish. [`is_stopped`](Self::is_stopped) tells when it is over.
+    pub fn shutdown(&mut self, registry: &Registry) {
+        if self.stopping.is_some() {
+            return;
+        }
+        for l in &mut self.listeners {
+            let _ = registry.deregister(&mut l.socket);
+        }
+        self.stopping = Some(Instant::now());
+        self.inputs.push_back(Input::Shutdown);
+        self.process(registry);
+    }
+
+    /// Whether a stop begun with [`shutdown`](Self::shutdown) is over.
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    fn now(&self) -> Now {
+        jetmq::clock::now_since(self.started)
+    }
+
+    fn collect_completions(&mut self) {
+        for input in self.completions.take() {
+            if matches!(input, Input::Stored { .. }) {
+                self.pending_store = self.pending_store.saturating_sub(1);
+            }
+            self.inputs.push_back(input);
+        }
+    }
+
+    /// Feeds the waiting inputs to the broker and carries out its actions.
+    fn process(&mut self, registry: &Registry) {
+        let mut actions = Vec::new();
+        while let Some(input) = self.inputs.pop_front() {
+            let now = self.now();
+            record::handle(
+                &mut self.broker,
+                &mut self.recorder,
+                now,
+                input,
+                &mut self.out,
+            );
+            self.wants_continue |= self.out.wants_continue;
+            actions.extend(self.out.drain());
+            for action in actions.drain(..) {
+                self.execute(registry, action);
+            }
+        }
+    }
+
+    fn execute(&mut self, registry: &Registry, action: Action) {
+        match action {
+            Action::Send { conn, bytes } => {
+                if let Some(&key) = self.by_id.get(&conn) {
+                    if let Some(c) = self.conns.get_mut(key) {
+                        c.push(bytes);
+                    }
+                    self.write(registry, key);
+                }
+            }
+            Action::Close { conn, reason } => {
+                debug!(conn = conn.get(), ?reason, "closing connection");
+                if let Some(&key) = self.by_id.get(&conn) {
+                    if let Some(c) = self.conns.get_mut(key) {
+                        c.closing = true;
+                    }
+                    self.write(registry, key);
+                }
+            }
+            Action::PauseRead { conn } => {
+                if let Some(c) = self.by_id.get(&conn).and_then(|&k| self.conns.get_mut(k)) {
+                    c.paused = true;
+                }
+            }
+            Action::ResumeRead { conn } => {
+                if let Some(&key) = self.by_id.get(&conn) {
+                    let readable = self.conns.get_mut(key).is_some_and(|c| {
+                        c.paused = false;
+                        std::mem::take(&mut c.readable)
+                    });
+                    if readable {
+                        // Edge-triggered: the bytes that arrived while paused raise no event.
+                        self.read(registry, key);
+                    }
+                }
+            }
+            Action::Authenticate(request) => {
+                let _ = self.auth.send(*request);
+            }
+            Action::Store { id, request } => {
+                self.pending_store += 1;
+                let completions = self.completions.clone();
+                self.store.submit(
+                    id,
+                    request,
+                    Box::new(move |id, reply| completions.push(Input::Stored { id, reply })),
+                );
+            }
+            Action::Notice(notice) => jetmq::notice::log(notice, self.log_pii),
+        }
+    }
+
+    fn accept(&mut self, registry: &Registry, index: usize) {
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            let (socket, peer) = match listener.socket.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    return;
+                }
+            };
+            let mode = listener.mode.clone();
+            let capacity = self.tokens.count - self.listeners.len();
+            if self.conns.len() >= self.max_connections || self.conns.len() >= capacity {
+                warn!(%peer, "connection refused: max_connections reached");
+                continue;
+            }
+            let _ = socket.set_nodelay(true);
+            self.open(registry, socket, peer, mode);
+        }
+    }
+
+    fn open(&mut self, registry: &Registry, socket: TcpStream, peer: SocketAddr, mode: Mode) {
+        let info = ConnInfo {
+            peer: peer.to_string().into(),
+            listener: mode.kind(),
+            tls_identity: None,
+        };
+        let (transport, state) = match mode {
+            Mode::Tcp => (Transport::Tcp(socket), Handshake::Done),
+            Mode::Ws(path) => Transport::websocket(socket, path, self.max_ws_message),
+            Mode::Tls(config) => match transport::tls(socket, config, None) {
+                Ok(t) => (t, Handshake::Pending),
+                Err(e) => {
+                    debug!(%peer, error = %e, "TLS setup failed");
+                    return;
+                }
+            },
+            Mode::Wss(config, path) => match transport::tls(socket, config, Some(path)) {
+                Ok(t) => (t, Handshake::Pending),
+                Err(e) => {
+                    debug!(%peer, error = %e, "TLS setup failed");
+                    return;
+                }
+            },
+        };
+        if let Handshake::Failed(e) = &state {
+            debug!(%peer, error = %e, "handshake failed; connection closed");
+            return;
+        }
+        let deadline = Instant::now() + self.handshake_timeout;
+        let key = self
+            .conns
+            .insert(Connection::new(transport, info, deadline));
+        let token = Token(self.tokens.first + self.listeners.len() + key);
+        let registered = self
+            .conns
+            .get_mut(key)
+            .and_then(|c| c.transport.socket())
+            .map(|s| registry.register(s, token, Interest::READABLE | Interest::WRITABLE));
+        if !matches!(registered, Some(Ok(()))) {
+            self.conns.remove(key);
+            return;
+        }
+        if let Handshake::Done = state {
+            self.attach(key);
+        }
+    }
+
+    /// A connection's handshakes are done: the broker learns of it.
+    fn attach(&mut self, key: usize) {
+        let Some(id) = ConnId::new(self.next_conn) else {
+            return;
+        };
+        self.next_conn += 1;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.id = Some(id);
+        c.info.tls_identity = c
+            .transport
+            .tls()
+            .and_then(jetmq::tls::client_identity)
+            .map(Into::into);
+        self.by_id.insert(id, key);
+        let info = c.info.clone();
+        self.inputs.push_back(Input::Accepted { conn: id, info });
+    }
+
+    fn conn_event(&mut self, registry: &Registry, key: usize, readable: bool, writable: bool) {
+        let max_message = self.max_ws_message;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.transport.handshaking() {
+            match c.advance(max_message) {
+                Handshake::Pending => return,
+                Handshake::Failed(e) => {
+                    debug!(peer = %c.info.peer, error = %e, "handshake failed; connection closed");
+                    self.drop_conn(registry, key);
+                    return;
+                }
+                Handshake::Done => {
+                    self.attach(key);
+                    // TLS may hold application bytes that came with the handshake.
+                    self.read(registry, key);
+                    return;
+                }
+            }
+        }
+        if writable {
+            self.write(registry, key);
+        }
+        if readable {
+            self.read(registry, key);
+        }
+    }
+
+    fn read(&mut self, registry: &Registry, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(id) = c.id else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        if c.paused {
+            c.readable = true;
+            return;
+        }
+        let outcome = c.read(&mut self.read_buf);
+        if !self.read_buf.is_empty() {
+            let data = self.read_buf.split();
+            self.inputs.push_back(Input::Received { conn: id, data });
+        }
+        // Replies (WebSocket pongs) may wait to be written.
+        self.write(registry, key);
+        if let ReadOutcome::Closed = outcome {
+            self.inputs.push_back(Input::Closed { conn: id });
+            self.drop_conn(registry, key);
+        }
+    }
+
+    fn write(&mut self, registry: &Registry, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        match c.write() {
+            Ok(n) => {
+                if let (Some(id), true) = (c.id, n > 0) {
+                    self.inputs.push_back(Input::Flushed { conn: id, bytes: n });
+                }
+                if c.closing && c.drained() {
+                    self.drop_conn(registry, key);
+                }
+            }
+            Err(_) => {
+                let id = c.id;
+                let closing = c.closing;
+                if let (Some(id), false) = (id, closing) {
+                    self.inputs.push_back(Input::Closed { conn: id });
+                }
+                self.drop_conn(registry, key);
+            }
+        }
+    }
+
+    /// Closes a connection's stream and forgets it.
+    fn drop_conn(&mut self, registry: &Registry, key: usize) {
+        let Some(mut c) = self.conns.try_remove(key) else {
+            return;
+        };
+        if let Some(id) = c.id {
+            self.by_id.remove(&id);
+        }
+        if let Some(s) = c.transport.socket() {
+            let _ = registry.deregister(s);
+        }
+        c.transport.close();
+    }
+}

@@ -1,0 +1,175 @@
+//! The `jetmq` binary: its subcommands and its start-up checks. (The server itself is tested
+//! through the library in the integration suite, `integration/tests/`, against both shells.)
+
+use std::process::Command;
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("jetmq-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A path as a TOML string.
+fn toml_path(path: &std::path::Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+#[test]
+fn the_binary_refuses_a_bad_listener_at_start_up() {
+    let dir = TempDir::new("config-binary");
+    let missing = dir.0.join("nope.pem");
+    let config = dir.write(
+        "jetmq.toml",
+        &format!(
+            "[[listeners]]\nkind = \"wss\"\naddress = \"127.0.0.1:0\"\ncert = {}\nkey = {}\n",
+            toml_path(&missing),
+            toml_path(&missing)
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_jetmq"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .output()
+        .expect("run jetmq");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("listeners[0].cert") && stderr.contains(&missing.display().to_string()),
+        "{stderr}"
+    );
+    // A command-line address that clashes with a file listener.
+    let config = dir.write(
+        "clash.toml",
+        "[[listeners]]\nkind = \"ws\"\naddress = \"127.0.0.1:18083\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_jetmq"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:18083"])
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .output()
+        .expect("run jetmq");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--listen") || stderr.contains("listen"),
+        "{stderr}"
+    );
+}
+
+/// Runs `jetmq hash-password ARGS` with the password `pw` on standard input; its output.
+fn hash_password_command(args: &[&str]) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetmq"))
+        .arg("hash-password")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"pw\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("finishes");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn the_binary_hashes_passwords() {
+    let hash = hash_password_command(&[]);
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(jetmq::auth::check_hash(hash.trim()).is_ok());
+}
+
+#[test]
+fn the_binary_prints_scram_credentials() {
+    let text = hash_password_command(&["--scram"]);
+    assert!(text.starts_with("SCRAM-SHA-256$4096:"), "{text}");
+    assert!(jetmq::scram::ScramCredential::parse(text.trim()).is_ok());
+    let e = jetmq::config::ServerConfig::default()
+        .apply_toml("[[auth.users]]\nusername = \"bob\"\nscram = \"pw\"\n")
+        .expect_err("not a credential")
+        .to_string();
+    assert!(e.contains("auth.users[0].scram"), "{e}");
+}
+
+#[test]
+fn the_binary_replays_a_recording() {
+    // A recording of a short broker run, made by the core's replay encoder as a shell would.
+    let path = std::env::temp_dir().join(format!("jetmq-binary-replay-{}.bin", std::process::id()));
+    let config = jetmq_core::broker::BrokerConfig::default();
+    let now = jetmq_core::time::Now::default();
+    let mut bytes = Vec::new();
+    jetmq_core::replay::encode_header(
+        &jetmq_core::replay::RecordHeader {
+            seed: 7,
+            config: config.clone(),
+            start: now,
+        },
+        &mut bytes,
+    );
+    let mut broker = jetmq_core::broker::Broker::new(config, 7, now);
+    let mut out = jetmq_core::broker::Outbox::new();
+    let conn = jetmq_core::broker::ConnId::new(1).expect("non-zero");
+    let connect = [
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'c',
+    ];
+    for input in [
+        jetmq_core::broker::Input::Accepted {
+            conn,
+            info: jetmq_core::broker::ConnInfo {
+                peer: "127.0.0.1:1".into(),
+                listener: jetmq_core::broker::ListenerKind::Tcp,
+                tls_identity: None,
+            },
+        },
+        jetmq_core::broker::Input::Received {
+            conn,
+            data: bytes::BytesMut::from(&connect[..]),
+        },
+    ] {
+        let encoded = jetmq_core::replay::encode_input(&input);
+        broker.handle(now, input, &mut out);
+        let digest = jetmq_core::replay::actions_digest(out.actions());
+        jetmq_core::replay::encode_step(now, &encoded, digest, &mut bytes);
+        out.drain().for_each(drop);
+    }
+    std::fs::write(&path, &bytes).expect("write the recording");
+    let output = Command::new(env!("CARGO_BIN_EXE_jetmq"))
+        .arg("replay")
+        .arg(&path)
+        .output()
+        .expect("jetmq replay runs");
+    let _ = std::fs::remove_file(&path);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("all 2 steps identical"),
+        "{output:?}"
+    );
+}

@@ -246,6 +246,18 @@ impl MioServer {
         &self.local_addrs
     }
 
+    /// Open MQTT connections (handshakes done), for health checks and metrics.
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.broker.connection_count()
+    }
+
+    /// Sessions, online and offline, for health checks and metrics.
+    #[must_use]
+    pub fn session_count(&self) -> usize {
+        self.broker.session_count()
+    }
+
     /// Whether `token` is one of jetmq's.
     #[must_use]
     pub fn owns(&self, token: Token) -> bool {

@@ -37,6 +37,8 @@ pub(crate) struct Connection {
     pub(crate) readable: bool,
     /// The broker closed it: drop once everything is written.
     pub(crate) closing: bool,
+    /// It has bytes to write at the end of this turn (on the server's dirty list).
+    pub(crate) dirty: bool,
 }
 
 impl Connection {
@@ -51,6 +53,7 @@ impl Connection {
             paused: false,
             readable: false,
             closing: false,
+            dirty: false,
         }
     }
 

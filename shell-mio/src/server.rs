@@ -125,6 +125,9 @@ pub struct MioServer {
     shutdown_timeout: Duration,
     max_connections: usize,
     read_buf: BytesMut,
+    /// Connections with bytes to write once the waiting inputs are handled, so a turn's
+    /// sends to one connection go out in one write.
+    dirty: Vec<usize>,
 }
 
 impl MioServer {
@@ -224,6 +227,7 @@ impl MioServer {
             shutdown_timeout: config.shutdown_timeout,
             max_connections: config.max_connections,
             read_buf: BytesMut::new(),
+            dirty: Vec::new(),
         };
         server
             .inputs
@@ -384,19 +388,42 @@ impl MioServer {
     /// Feeds the waiting inputs to the broker and carries out its actions.
     fn process(&mut self, registry: &Registry) {
         let mut actions = Vec::new();
-        while let Some(input) = self.inputs.pop_front() {
-            let now = self.now();
-            record::handle(
-                &mut self.broker,
-                &mut self.recorder,
-                now,
-                input,
-                &mut self.out,
-            );
-            self.wants_continue |= self.out.wants_continue;
-            actions.extend(self.out.drain());
-            for action in actions.drain(..) {
-                self.execute(registry, action);
+        loop {
+            while let Some(input) = self.inputs.pop_front() {
+                let now = self.now();
+                record::handle(
+                    &mut self.broker,
+                    &mut self.recorder,
+                    now,
+                    input,
+                    &mut self.out,
+                );
+                self.wants_continue |= self.out.wants_continue;
+                actions.extend(self.out.drain());
+                for action in actions.drain(..) {
+                    self.execute(registry, action);
+                }
+            }
+            // Writing reports flushed bytes, which are inputs again.
+            let dirty = std::mem::take(&mut self.dirty);
+            if dirty.is_empty() {
+                return;
+            }
+            for key in dirty {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.dirty = false;
+                }
+                self.write(registry, key);
+            }
+        }
+    }
+
+    /// Puts a connection on the list written at the end of the turn.
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(key);
             }
         }
     }
@@ -408,7 +435,7 @@ impl MioServer {
                     if let Some(c) = self.conns.get_mut(key) {
                         c.push(bytes);
                     }
-                    self.write(registry, key);
+                    self.mark_dirty(key);
                 }
             }
             Action::Close { conn, reason } => {
@@ -417,7 +444,7 @@ impl MioServer {
                     if let Some(c) = self.conns.get_mut(key) {
                         c.closing = true;
                     }
-                    self.write(registry, key);
+                    self.mark_dirty(key);
                 }
             }
             Action::PauseRead { conn } => {

@@ -1,6 +1,5 @@
 //! `jetmq-mio`: the jetmq broker on one mio event loop, configured like `jetmq`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,41 +9,14 @@ use jetmq::config::{CommandLine, ServerConfig};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Address to serve MQTT over TCP on; repeat for several. Default 127.0.0.1:1883.
-    #[arg(long = "listen", value_name = "ADDR")]
-    listen: Vec<String>,
-    /// Directory for the embedded store. Default ./jetmq-data.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// TOML configuration file (the format of `jetmq`); command-line options override it.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Log level: error, warn, info, debug or trace (or a tracing filter).
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    log_level: String,
-    /// Log client identifiers and topics, which are personal data and redacted by default.
-    #[arg(long)]
-    log_pii: bool,
-    /// Record every broker input to FILE, so `jetmq replay FILE` can re-run it exactly.
-    #[arg(long, value_name = "FILE")]
-    record: Option<PathBuf>,
+    #[command(flatten)]
+    serve: CommandLine,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let config = match ServerConfig::load(&CommandLine {
-        config: cli.config,
-        listen: cli.listen,
-        data_dir: cli.data_dir,
-        record: cli.record,
-        log_pii: cli.log_pii,
-    }) {
+    cli.serve.init_logging();
+    let config = match ServerConfig::load(&cli.serve) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("jetmq-mio: {e}");

@@ -728,19 +728,39 @@ impl ServerConfig {
     }
 }
 
-/// What a shell's command line says about the configuration.
-#[derive(Debug, Clone, Default)]
+/// The options every shell's binary takes for serving (flattened into its clap parser).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct CommandLine {
-    /// The TOML configuration file, if any.
-    pub config: Option<PathBuf>,
-    /// `--listen` addresses, replacing the file's `listen`.
+    /// Address to serve MQTT over TCP on; repeat for several. Default 127.0.0.1:1883.
+    #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<String>,
-    /// `--data-dir`.
+    /// Directory for the embedded store. Default ./jetmq-data.
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// `--record FILE`.
-    pub record: Option<PathBuf>,
-    /// `--log-pii`.
+    /// TOML configuration file; command-line options override it.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log client identifiers and topics, which are personal data and redacted by default.
+    #[arg(long)]
     pub log_pii: bool,
+    /// Record every broker input to FILE, so `jetmq replay FILE` can re-run it exactly.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+}
+
+impl CommandLine {
+    /// Sends logs to standard error at `log_level` (`info` if it is not a valid filter).
+    pub fn init_logging(&self) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_new(&self.log_level)
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .init();
+    }
 }
 
 impl ServerConfig {

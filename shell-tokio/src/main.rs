@@ -4,31 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use jetmq::config::ServerConfig;
+use jetmq::config::{CommandLine, ServerConfig};
 use jetmq::store::EmbeddedBackend;
 
 /// jetmq: an MQTT 3.1.1 and 5.0 broker with a deterministic core.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Address to serve MQTT over TCP on; repeat for several. Default 127.0.0.1:1883.
-    #[arg(long = "listen", value_name = "ADDR")]
-    listen: Vec<String>,
-    /// Directory for the embedded store. Default ./jetmq-data.
-    #[arg(long, value_name = "DIR", global = true)]
-    data_dir: Option<PathBuf>,
-    /// TOML configuration file; command-line options override it.
-    #[arg(long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
-    /// Log level: error, warn, info, debug or trace (or a tracing filter).
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    log_level: String,
-    /// Log client identifiers and topics, which are personal data and redacted by default.
-    #[arg(long)]
-    log_pii: bool,
-    /// Record every broker input to FILE, so `jetmq replay FILE` can re-run it exactly.
-    #[arg(long, value_name = "FILE")]
-    record: Option<PathBuf>,
+    #[command(flatten)]
+    serve: CommandLine,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -79,12 +63,7 @@ fn main() -> ExitCode {
         Some(Command::Sessions { action }) => return sessions(&cli, action),
         None => {}
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    cli.serve.init_logging();
     match configure(&cli) {
         Ok(config) => serve(config),
         Err(e) => {
@@ -95,13 +74,7 @@ fn main() -> ExitCode {
 }
 
 fn configure(cli: &Cli) -> Result<ServerConfig, Box<dyn std::error::Error>> {
-    ServerConfig::load(&jetmq::config::CommandLine {
-        config: cli.config.clone(),
-        listen: cli.listen.clone(),
-        data_dir: cli.data_dir.clone(),
-        record: cli.record.clone(),
-        log_pii: cli.log_pii,
-    })
+    ServerConfig::load(&cli.serve)
 }
 
 fn serve(config: ServerConfig) -> ExitCode {

@@ -12,6 +12,7 @@
 pub mod broker;
 pub mod codec;
 pub mod js;
+pub mod nats;
 pub mod replay;
 pub mod rng;
 pub mod time;

@@ -514,3 +514,25 @@ fn mqtt5_options_map_onto_the_broker() {
     );
     assert!(d.broker.redirect.is_none());
 }
+
+#[test]
+fn a_nats_url_turns_the_bridge_on() {
+    let c = apply("[nats]\nurl = \"nats://127.0.0.1:4222\"\n").expect("valid");
+    assert_eq!(c.nats.as_deref(), Some("127.0.0.1:4222"));
+    assert!(c.broker.nats_bridge);
+    assert!(
+        !apply("").expect("valid").broker.nats_bridge,
+        "off by default"
+    );
+    let e = apply("[nats]\nurl = \"http://x\"\n").expect_err("not a NATS URL");
+    assert!(
+        e.contains("nats.url") && e.contains("nats://host:port"),
+        "{e}"
+    );
+    let mut c = ServerConfig::default();
+    let e = c
+        .set_nats("127.0.0.1", "--nats")
+        .expect_err("no port")
+        .to_string();
+    assert!(e.contains("--nats"), "{e}");
+}

@@ -128,6 +128,8 @@ pub struct MioServer {
     /// Connections with bytes to write once the waiting inputs are handled, so a turn's
     /// sends to one connection go out in one write.
     dirty: Vec<usize>,
+    /// The NATS bridge's connection (its own threads), if configured.
+    nats: Option<jetmq::nats_link::NatsLink>,
 }
 
 impl MioServer {
@@ -193,6 +195,21 @@ impl MioServer {
         let started = Instant::now();
         let now = jetmq::clock::now_since(started);
         let completions = Completions::new(waker);
+        let nats = match &config.nats {
+            Some(address) => {
+                let c = completions.clone();
+                let options = jetmq_core::nats::ConnectOptions {
+                    name: Some("jetmq-mio".into()),
+                    ..jetmq_core::nats::ConnectOptions::default()
+                };
+                Some(jetmq::nats_link::NatsLink::start(
+                    address.clone(),
+                    options,
+                    move |input| c.push(input),
+                )?)
+            }
+            None => None,
+        };
         let auth = completions::auth_thread(Arc::new(config.auth.clone()), completions.clone())?;
         let recorder = match &config.record {
             Some(path) => Some(Recorder::create(path, config.seed, &config.broker, now)?),
@@ -228,6 +245,7 @@ impl MioServer {
             max_connections: config.max_connections,
             read_buf: BytesMut::new(),
             dirty: Vec::new(),
+            nats,
         };
         server
             .inputs
@@ -346,6 +364,9 @@ impl MioServer {
                 let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                 for key in keys {
                     self.drop_conn(registry, key);
+                }
+                if let Some(link) = &self.nats {
+                    link.stop();
                 }
                 self.stopped = true;
             }
@@ -477,6 +498,13 @@ impl MioServer {
                 );
             }
             Action::Notice(notice) => jetmq::notice::log(notice, self.log_pii),
+            Action::NatsPublish { .. }
+            | Action::NatsSubscribe { .. }
+            | Action::NatsUnsubscribe { .. } => {
+                if let Some(link) = &self.nats {
+                    link.execute(&action);
+                }
+            }
         }
     }
 
@@ -663,5 +691,14 @@ impl MioServer {
             let _ = registry.deregister(s);
         }
         c.transport.close();
+    }
+}
+
+impl Drop for MioServer {
+    fn drop(&mut self) {
+        // The NATS connection's threads would otherwise go on reconnecting.
+        if let Some(link) = &self.nats {
+            link.stop();
+        }
     }
 }

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub auth: crate::auth::AuthConfig,
     /// Log client identifiers and topics (personal data, redacted by default).
     pub log_pii: bool,
+    /// The NATS server (`host:port`) to bridge MQTT and NATS subjects with, if any.
+    pub nats: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             record: None,
             auth: crate::auth::AuthConfig::open(),
             log_pii: false,
+            nats: None,
         }
     }
 }
@@ -253,6 +256,13 @@ struct MqttFile {
     downgrade_qos2_subscribe: Option<bool>,
 }
 
+/// The `[nats]` table: the NATS server to bridge subjects with.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatsFile {
+    url: Option<String>,
+}
+
 /// The `[redirect]` table: MQTT 5.0 server redirection.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -266,6 +276,7 @@ struct RedirectFile {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     redirect: Option<RedirectFile>,
+    nats: Option<NatsFile>,
     #[serde(default)]
     auth: AuthFile,
     #[serde(default)]
@@ -616,6 +627,9 @@ impl ServerConfig {
                 }
             };
         }
+        if let Some(url) = file.nats.and_then(|n| n.url) {
+            self.set_nats(&url, "nats.url")?;
+        }
         if let Some(r) = file.redirect {
             let reference = r.server_reference.unwrap_or_default();
             if reference.trim().is_empty() {
@@ -749,6 +763,9 @@ pub struct CommandLine {
     /// Record every broker input to FILE, so `jetmq replay FILE` can re-run it exactly.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Bridge MQTT topics and NATS subjects through this NATS server (nats://host:port).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
 }
 
 impl CommandLine {
@@ -764,6 +781,25 @@ impl CommandLine {
 }
 
 impl ServerConfig {
+    /// Bridges MQTT and NATS subjects through the NATS server at `url` (`key` names where the
+    /// value came from, for the error).
+    ///
+    /// # Errors
+    ///
+    /// `url` is not `nats://host:port`.
+    pub fn set_nats(&mut self, url: &str, key: &str) -> Result<(), ConfigError> {
+        let address = crate::nats_link::parse_url(url).map_err(|_| {
+            invalid(
+                key,
+                url,
+                "nats://host:port, for example nats://127.0.0.1:4222",
+            )
+        })?;
+        self.nats = Some(address);
+        self.broker.nats_bridge = true;
+        Ok(())
+    }
+
     /// The configuration of a shell started with `cli`: the defaults, then the file, then the
     /// command line, checked.
     ///
@@ -791,6 +827,9 @@ impl ServerConfig {
         }
         config.record.clone_from(&cli.record);
         config.log_pii = cli.log_pii;
+        if let Some(url) = &cli.nats {
+            config.set_nats(url, "--nats")?;
+        }
         config.check()?;
         Ok(config)
     }

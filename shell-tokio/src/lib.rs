@@ -18,6 +18,7 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod nats_link;
 pub mod notice;
 pub mod record;
 pub mod scram;

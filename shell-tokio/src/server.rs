@@ -165,6 +165,25 @@ async fn serve(
         )?),
         None => None,
     };
+    let (input_tx, mut input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Control>();
+    let nats = match &config.nats {
+        Some(address) => {
+            let control = control_tx.clone();
+            let options = jetmq_core::nats::ConnectOptions {
+                name: Some("jetmq".into()),
+                ..jetmq_core::nats::ConnectOptions::default()
+            };
+            Some(crate::nats_link::NatsLink::start(
+                address.clone(),
+                options,
+                move |input| {
+                    let _ = control.send(Control::Input(input));
+                },
+            )?)
+        }
+        None => None,
+    };
     let mut out = Outbox::new();
     let count = restored.len();
     for record in restored {
@@ -189,9 +208,23 @@ async fn serve(
         retained = broker.retained_count(),
         "store restored"
     );
+    let auth = Arc::new(config.auth.clone());
+    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut pending_store = 0usize;
+    // What the restore asked for: store writes, NATS subscriptions.
+    for action in out.drain() {
+        dispatch(
+            action,
+            nats.as_ref(),
+            &mut conns,
+            &store,
+            &auth,
+            &control_tx,
+            &mut pending_store,
+            config.log_pii,
+        );
+    }
 
-    let (input_tx, mut input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
-    let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Control>();
     let next_conn = Arc::new(AtomicU64::new(1));
     let open = Arc::new(AtomicU64::new(0));
     let accept_tasks: Vec<JoinHandle<()>> = listeners
@@ -209,9 +242,6 @@ async fn serve(
         .collect();
     drop(input_tx);
 
-    let auth = Arc::new(config.auth.clone());
-    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
-    let mut pending_store = 0usize;
     let mut stopping: Option<tokio::time::Instant> = None;
     loop {
         if let Some(since) = stopping {
@@ -265,8 +295,9 @@ async fn serve(
         loop {
             let again = out.wants_continue;
             for action in out.drain() {
-                execute(
+                dispatch(
                     action,
+                    nats.as_ref(),
                     &mut conns,
                     &store,
                     &auth,
@@ -289,7 +320,33 @@ async fn serve(
             );
         }
     }
+    if let Some(link) = &nats {
+        link.stop();
+    }
     Ok(())
+}
+
+/// Carries out one action: the NATS bridge's on the NATS connection, the rest here.
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    action: Action,
+    nats: Option<&crate::nats_link::NatsLink>,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    store: &Arc<dyn StoreBackend>,
+    auth: &Arc<crate::auth::AuthConfig>,
+    control: &mpsc::UnboundedSender<Control>,
+    pending_store: &mut usize,
+    log_pii: bool,
+) {
+    match (&action, nats) {
+        (
+            Action::NatsPublish { .. }
+            | Action::NatsSubscribe { .. }
+            | Action::NatsUnsubscribe { .. },
+            Some(link),
+        ) => link.execute(&action),
+        _ => execute(action, conns, store, auth, control, pending_store, log_pii),
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -361,6 +418,10 @@ fn execute(
             );
         }
         Action::Notice(notice) => crate::notice::log(notice, log_pii),
+        // Only with a NATS connection (dispatch hands them to it).
+        Action::NatsPublish { .. }
+        | Action::NatsSubscribe { .. }
+        | Action::NatsUnsubscribe { .. } => {}
     }
 }
 

@@ -64,6 +64,9 @@ pub struct BrokerConfig {
     /// persistent sessions, so abandoned sessions do not pile up. `u32::MAX` means never.
     /// Default 7 days.
     pub max_session_expiry: u32,
+    /// Bridge MQTT and NATS subjects ([`Action::NatsPublish`](super::Action::NatsPublish) and
+    /// friends): the shell has a NATS connection. Default false.
+    pub nats_bridge: bool,
     /// Server redirection (MQTT 5.0 §4.11): when set, every CONNECT is refused with 0x9C
     /// (Use another server) or 0x9D (Server moved) and the Server Reference; 3.1.1 clients
     /// get return code 3 (server unavailable). Default: none.
@@ -102,6 +105,7 @@ impl Default for BrokerConfig {
             outbound_topic_aliases: 16,
             max_session_expiry: 7 * 24 * 3600,
             redirect: None,
+            nats_bridge: false,
         }
     }
 }

@@ -179,6 +179,14 @@ pub enum Input {
     Continue,
     /// Stop: disconnect every client (v5 clients get DISCONNECT 0x8B).
     Shutdown,
+    /// NATS bridge: a message arrived on a subject the broker subscribed to; it goes to the
+    /// matching MQTT subscribers at QoS 0 (it is not published to NATS again).
+    NatsMessage {
+        /// Its NATS subject.
+        subject: ByteString,
+        /// Its payload.
+        payload: Bytes,
+    },
     /// An administrator ends a session: its client, if connected, is disconnected (v5:
     /// DISCONNECT 0x98, Administrative action; its will is published) and the session and
     /// its stored state are removed.
@@ -287,6 +295,28 @@ pub enum Action {
     },
     /// Something worth logging or counting.
     Notice(Notice),
+    /// NATS bridge: publish a message from an MQTT client on its NATS subject, with the header
+    /// `Nmqtt-Pub:<qos>` (the NATS server's Appendix B), for plain NATS subscribers and other
+    /// jetmq nodes.
+    NatsPublish {
+        /// The NATS subject of the MQTT topic.
+        subject: ByteString,
+        /// The message's QoS, for the `Nmqtt-Pub` header.
+        qos: u8,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// NATS bridge: subscribe to a NATS subject (an MQTT subscription appeared whose filter
+    /// maps to it); its messages come back as [`Input::NatsMessage`].
+    NatsSubscribe {
+        /// The NATS subject, wildcards allowed.
+        subject: ByteString,
+    },
+    /// NATS bridge: the last MQTT subscription for this subject is gone.
+    NatsUnsubscribe {
+        /// The NATS subject given to [`Action::NatsSubscribe`].
+        subject: ByteString,
+    },
 }
 
 /// The caller-owned list of actions a call to `handle` produced. Clear it and reuse it, so the

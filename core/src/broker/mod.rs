@@ -45,6 +45,7 @@
 //!   acknowledgements only when Request Problem Information allows).
 
 mod auth;
+mod bridge;
 mod config;
 mod connection;
 mod io;
@@ -143,6 +144,9 @@ pub struct Broker {
     /// Reused list of shared-subscription members matching a message.
     shared_scratch: Vec<(u32, SessionId, session::Subscriber)>,
     retained: RetainedStore<SharedMessage>,
+    /// NATS bridge: MQTT subscriptions per NATS subject, and the changes to hand the shell.
+    nats_subjects: BTreeMap<bytestring::ByteString, u32>,
+    nats_changes: Vec<Action>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     requests: BTreeMap<RequestId, RequestOwner>,
     next_request: u64,
@@ -182,6 +186,8 @@ impl Broker {
             share_cursors: Vec::new(),
             shared_scratch: Vec::new(),
             retained: RetainedStore::new(),
+            nats_subjects: BTreeMap::new(),
+            nats_changes: Vec::new(),
             timers: BinaryHeap::new(),
             requests: BTreeMap::new(),
             next_request: 0,
@@ -283,8 +289,10 @@ impl Broker {
             Input::Continue => {}
             Input::Shutdown => self.on_shutdown(out),
             Input::DiscardSession(key) => self.on_discard_session(&key, out),
+            Input::NatsMessage { subject, payload } => self.on_nats_message(&subject, payload),
         }
         self.run_fanout(out);
+        self.flush_bridge(out);
         self.flush(out);
     }
 

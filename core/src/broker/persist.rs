@@ -359,6 +359,7 @@ impl Broker {
             }
         }
         for (_, entry) in &subs {
+            self.bridge_subscribed(&entry.filter);
             self.index_subscription(id, entry);
         }
         let Some(s) = self.sessions.get_mut(id) else {

@@ -433,6 +433,7 @@ impl Broker {
             } => {
                 msg.seq = seq;
                 if route {
+                    self.bridge_publish(&msg, out);
                     self.route(msg);
                     // Deliver now, so a read of many publishes does not hold them all.
                     self.run_fanout(out);

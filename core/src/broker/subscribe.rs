@@ -57,6 +57,9 @@ impl Broker {
             changed |= previous
                 .as_ref()
                 .is_none_or(|p| p.options != options || p.id != sub_id);
+            if previous.is_none() {
+                self.bridge_subscribed(&entry.filter);
+            }
             self.index_subscription(session, &entry);
             reasons.push(match options.qos {
                 QoS::AtMostOnce => SubAckReason::GrantedQos0,
@@ -194,6 +197,7 @@ impl Broker {
 
     /// Removes a session's subscription from the tree that routes it.
     pub(super) fn unindex_subscription(&mut self, session: SessionId, entry: &SubscriptionEntry) {
+        self.bridge_unsubscribed(&entry.filter);
         match entry.share {
             Some(share) => {
                 self.shared.remove(&entry.filter, &(share, session));

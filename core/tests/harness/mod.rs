@@ -44,6 +44,8 @@ pub struct Harness {
     pub held: VecDeque<(RequestId, StoreRequest, Result<StoreReply, StoreError>)>,
     pub auth_requests: Vec<AuthRequest>,
     pub notices: Vec<Notice>,
+    /// NATS bridge actions, in order.
+    pub nats: Vec<Action>,
     pub wants_continue: bool,
     /// Every input since `start_recording`, in the replay format.
     pub recording: Option<Vec<u8>>,
@@ -107,6 +109,7 @@ impl Harness {
             held: VecDeque::new(),
             auth_requests: Vec::new(),
             notices: Vec::new(),
+            nats: Vec::new(),
             wants_continue: false,
             recording: None,
             next_conn: 0,
@@ -199,6 +202,9 @@ impl Harness {
                         }
                     }
                     Action::Notice(n) => self.notices.push(n),
+                    a @ (Action::NatsPublish { .. }
+                    | Action::NatsSubscribe { .. }
+                    | Action::NatsUnsubscribe { .. }) => self.nats.push(a),
                 }
             }
             for (id, reply) in replies {

@@ -71,6 +71,7 @@ pub fn check_reencode(packet: &Packet, version: ProtocolVersion) {
 pub fn broker_sequence(data: &[u8]) {
     let config = BrokerConfig {
         authenticate: data.first().is_some_and(|b| b & 1 == 1),
+        nats_bridge: data.first().is_some_and(|b| b & 2 == 2),
         max_inflight: 3,
         max_queued_messages: 16,
         fanout_budget: 4,
@@ -146,7 +147,13 @@ pub fn broker_sequence(data: &[u8]) {
                 },
                 None => Input::Continue,
             },
-            56..=60 => Input::Continue,
+            56..=58 => Input::Continue,
+            59..=60 => Input::NatsMessage {
+                subject: ["a", "a.b", "$SYS.x", "a.b/20c", "", "a..b"]
+                    [usize::from(op & 0x03) + usize::from(op >> 7)]
+                .into(),
+                payload: bytes::Bytes::from_static(b"nats"),
+            },
             61 => Input::RestoreComplete,
             62 => Input::DiscardSession(jetmq_core::broker::SessionKey {
                 account: jetmq_core::broker::DEFAULT_ACCOUNT.into(),
@@ -176,7 +183,12 @@ pub fn broker_sequence(data: &[u8]) {
                     pending.push(id);
                 }
                 Action::Authenticate(req) => auth.push(req.conn),
-                Action::PauseRead { .. } | Action::ResumeRead { .. } | Action::Notice(_) => {}
+                Action::PauseRead { .. }
+                | Action::ResumeRead { .. }
+                | Action::Notice(_)
+                | Action::NatsPublish { .. }
+                | Action::NatsSubscribe { .. }
+                | Action::NatsUnsubscribe { .. } => {}
             }
         }
         let _ = broker.next_deadline();

@@ -1,6 +1,8 @@
 //! Shared inputs for jetmq's benchmarks: the packets and byte streams every bench measures,
 //! built once so that jetmq and the peer codecs see exactly the same bytes.
 
+pub mod load;
+
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use jetmq_core::codec::{

@@ -769,9 +769,11 @@ pub struct CommandLine {
 }
 
 impl CommandLine {
-    /// Sends logs to standard error at `log_level` (`info` if it is not a valid filter).
+    /// Sends logs to standard error at `log_level` (`info` if it is not a valid filter);
+    /// standard output is left to commands' results.
     pub fn init_logging(&self) {
         tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_new(&self.log_level)
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

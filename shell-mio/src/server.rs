@@ -195,21 +195,10 @@ impl MioServer {
         let started = Instant::now();
         let now = jetmq::clock::now_since(started);
         let completions = Completions::new(waker);
-        let nats = match &config.nats {
-            Some(address) => {
-                let c = completions.clone();
-                let options = jetmq_core::nats::ConnectOptions {
-                    name: Some("jetmq-mio".into()),
-                    ..jetmq_core::nats::ConnectOptions::default()
-                };
-                Some(jetmq::nats_link::NatsLink::start(
-                    address.clone(),
-                    options,
-                    move |input| c.push(input),
-                )?)
-            }
-            None => None,
-        };
+        let c = completions.clone();
+        let nats = jetmq::nats_link::NatsLink::for_config(&config, "jetmq-mio", move |input| {
+            c.push(input)
+        })?;
         let auth = completions::auth_thread(Arc::new(config.auth.clone()), completions.clone())?;
         let recorder = match &config.record {
             Some(path) => Some(Recorder::create(path, config.seed, &config.broker, now)?),

@@ -98,6 +98,27 @@ impl NatsLink {
         Ok(link)
     }
 
+    /// The bridge's connection for `config` (named `name` on the NATS server), if it has a
+    /// NATS server.
+    ///
+    /// # Errors
+    ///
+    /// The thread cannot be started.
+    pub fn for_config(
+        config: &crate::config::ServerConfig,
+        name: &str,
+        deliver: impl Fn(Input) + Send + 'static,
+    ) -> io::Result<Option<Self>> {
+        let Some(address) = &config.nats else {
+            return Ok(None);
+        };
+        let options = ConnectOptions {
+            name: Some(name.to_string()),
+            ..ConnectOptions::default()
+        };
+        Self::start(address.clone(), options, deliver).map(Some)
+    }
+
     /// Carries out a NATS action of the broker; other actions are ignored.
     pub fn execute(&self, action: &Action) {
         let Ok(mut s) = self.shared.0.lock() else {

@@ -167,23 +167,10 @@ async fn serve(
     };
     let (input_tx, mut input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Control>();
-    let nats = match &config.nats {
-        Some(address) => {
-            let control = control_tx.clone();
-            let options = jetmq_core::nats::ConnectOptions {
-                name: Some("jetmq".into()),
-                ..jetmq_core::nats::ConnectOptions::default()
-            };
-            Some(crate::nats_link::NatsLink::start(
-                address.clone(),
-                options,
-                move |input| {
-                    let _ = control.send(Control::Input(input));
-                },
-            )?)
-        }
-        None => None,
-    };
+    let control = control_tx.clone();
+    let nats = crate::nats_link::NatsLink::for_config(&config, "jetmq", move |input| {
+        let _ = control.send(Control::Input(input));
+    })?;
     let mut out = Outbox::new();
     let count = restored.len();
     for record in restored {

@@ -63,7 +63,8 @@ impl Client {
         let (mut read, mut write) = socket.into_split();
         let mut connect = Connect::new(V4, client_id.into());
         connect.clean_start = !persistent;
-        connect.keep_alive = 0;
+        // Some brokers (rumqttd) refuse a keep-alive of 0; runs are far shorter than this.
+        connect.keep_alive = 600;
         write
             .write_all(&encode(&Packet::Connect(Box::new(connect))))
             .await?;

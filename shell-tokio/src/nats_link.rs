@@ -18,6 +18,10 @@ use tracing::{info, warn};
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// A write to NATS that takes longer drops the connection (and reconnects), so a stalled NATS
+/// server cannot hold the broker, which writes under the connection's lock.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A `nats://host:port` URL's address.
 ///
 /// # Errors
@@ -176,6 +180,7 @@ fn run(address: &str, shared: &Arc<(Mutex<Shared>, Condvar)>, deliver: &dyn Fn(I
         match TcpStream::connect(address) {
             Ok(socket) => {
                 let _ = socket.set_nodelay(true);
+                let _ = socket.set_write_timeout(Some(WRITE_TIMEOUT));
                 let Ok(writer) = socket.try_clone() else {
                     continue;
                 };

@@ -195,21 +195,18 @@ async fn serve(
         retained = broker.retained_count(),
         "store restored"
     );
-    let auth = Arc::new(config.auth.clone());
+    let effects = Effects {
+        nats: nats.clone(),
+        store: Arc::clone(&store),
+        auth: Arc::new(config.auth.clone()),
+        control: control_tx.clone(),
+        log_pii: config.log_pii,
+    };
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut pending_store = 0usize;
     // What the restore asked for: store writes, NATS subscriptions.
     for action in out.drain() {
-        dispatch(
-            action,
-            nats.as_ref(),
-            &mut conns,
-            &store,
-            &auth,
-            &control_tx,
-            &mut pending_store,
-            config.log_pii,
-        );
+        effects.carry_out(action, &mut conns, &mut pending_store);
     }
 
     let next_conn = Arc::new(AtomicU64::new(1));
@@ -282,16 +279,7 @@ async fn serve(
         loop {
             let again = out.wants_continue;
             for action in out.drain() {
-                dispatch(
-                    action,
-                    nats.as_ref(),
-                    &mut conns,
-                    &store,
-                    &auth,
-                    &control_tx,
-                    &mut pending_store,
-                    config.log_pii,
-                );
+                effects.carry_out(action, &mut conns, &mut pending_store);
             }
             if !again {
                 break;
@@ -313,26 +301,40 @@ async fn serve(
     Ok(())
 }
 
-/// Carries out one action: the NATS bridge's on the NATS connection, the rest here.
-#[allow(clippy::too_many_arguments)]
-fn dispatch(
-    action: Action,
-    nats: Option<&crate::nats_link::NatsLink>,
-    conns: &mut HashMap<ConnId, ConnHandle>,
-    store: &Arc<dyn StoreBackend>,
-    auth: &Arc<crate::auth::AuthConfig>,
-    control: &mpsc::UnboundedSender<Control>,
-    pending_store: &mut usize,
+/// What carrying out the broker's actions needs besides the connections.
+struct Effects {
+    nats: Option<crate::nats_link::NatsLink>,
+    store: Arc<dyn StoreBackend>,
+    auth: Arc<crate::auth::AuthConfig>,
+    control: mpsc::UnboundedSender<Control>,
     log_pii: bool,
-) {
-    match (&action, nats) {
-        (
-            Action::NatsPublish { .. }
-            | Action::NatsSubscribe { .. }
-            | Action::NatsUnsubscribe { .. },
-            Some(link),
-        ) => link.execute(&action),
-        _ => execute(action, conns, store, auth, control, pending_store, log_pii),
+}
+
+impl Effects {
+    /// Carries out one action: the NATS bridge's on the NATS connection, the rest here.
+    fn carry_out(
+        &self,
+        action: Action,
+        conns: &mut HashMap<ConnId, ConnHandle>,
+        pending_store: &mut usize,
+    ) {
+        match (&action, &self.nats) {
+            (
+                Action::NatsPublish { .. }
+                | Action::NatsSubscribe { .. }
+                | Action::NatsUnsubscribe { .. },
+                Some(link),
+            ) => link.execute(&action),
+            _ => execute(
+                action,
+                conns,
+                &self.store,
+                &self.auth,
+                &self.control,
+                pending_store,
+                self.log_pii,
+            ),
+        }
     }
 }
 

@@ -20,8 +20,9 @@ const V4: ProtocolVersion = ProtocolVersion::V311;
 /// What the reader task reports.
 #[derive(Debug)]
 pub enum Seen {
-    /// A PUBLISH arrived: its payload.
-    Delivery(Bytes),
+    /// PUBLISH packets arrived (all those of one read): the first 8 bytes of each payload,
+    /// big-endian (the send time the load generator puts there).
+    Deliveries(Vec<u64>),
     /// One of our QoS 1/2 publishes completed (PUBACK or PUBCOMP).
     Completed,
     /// Our subscription is in place (SUBACK).
@@ -94,16 +95,20 @@ impl Client {
         let reader_window = Arc::clone(&window);
         tokio::spawn(async move {
             let mut replies = BytesMut::new();
+            let mut stamps = Vec::new();
             loop {
                 loop {
                     match decoder.decode(&mut buf) {
-                        Ok(Some(p)) => reply(p, &mut replies, &events, &reader_window),
+                        Ok(Some(p)) => reply(p, &mut replies, &mut stamps, &events, &reader_window),
                         Ok(None) => break,
                         Err(_) => {
                             let _ = events.send(Seen::Closed);
                             return;
                         }
                     }
+                }
+                if !stamps.is_empty() {
+                    let _ = events.send(Seen::Deliveries(std::mem::take(&mut stamps)));
                 }
                 if !replies.is_empty() {
                     let out = replies.split();
@@ -142,6 +147,40 @@ impl Client {
         self.writer.lock().await.write_all(&encode(&packet)).await
     }
 
+    /// Publishes every payload on `topic` at `qos` in one write (one packet identifier each
+    /// for QoS 1/2; the caller has taken their room in [`Client::window`]).
+    ///
+    /// # Errors
+    ///
+    /// The write failed.
+    pub async fn publish_many(
+        &mut self,
+        topic: &str,
+        qos: QoS,
+        payloads: impl IntoIterator<Item = Bytes>,
+    ) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        for payload in payloads {
+            let mut p = Publish::new(topic.to_string().into(), payload);
+            p.qos = self.next_qos(qos);
+            Packet::Publish(p).encode(V4, &mut out);
+        }
+        self.writer.lock().await.write_all(&out).await
+    }
+
+    fn next_qos(&mut self, qos: QoS) -> PublishQos {
+        if qos == QoS::AtMostOnce {
+            return PublishQos::AtMostOnce;
+        }
+        self.next_pid = self.next_pid.checked_add(1).filter(|p| *p > 0).unwrap_or(1);
+        let pid = PacketId::new(self.next_pid).unwrap_or_else(|| unreachable!());
+        if qos == QoS::AtLeastOnce {
+            PublishQos::AtLeastOnce(pid)
+        } else {
+            PublishQos::ExactlyOnce(pid)
+        }
+    }
+
     /// Publishes `payload` on `topic` at `qos`, waiting for room in the in-flight window for
     /// QoS 1/2.
     ///
@@ -149,21 +188,12 @@ impl Client {
     ///
     /// The write failed.
     pub async fn publish(&mut self, topic: &str, qos: QoS, payload: Bytes) -> std::io::Result<()> {
-        let qos = match qos {
-            QoS::AtMostOnce => PublishQos::AtMostOnce,
-            level => {
-                if let Ok(permit) = self.window.acquire().await {
-                    permit.forget();
-                }
-                self.next_pid = self.next_pid.checked_add(1).filter(|p| *p > 0).unwrap_or(1);
-                let pid = PacketId::new(self.next_pid).unwrap_or_else(|| unreachable!());
-                if level == QoS::AtLeastOnce {
-                    PublishQos::AtLeastOnce(pid)
-                } else {
-                    PublishQos::ExactlyOnce(pid)
-                }
+        if qos != QoS::AtMostOnce {
+            if let Ok(permit) = self.window.acquire().await {
+                permit.forget();
             }
-        };
+        }
+        let qos = self.next_qos(qos);
         let mut p = Publish::new(topic.to_string().into(), payload);
         p.qos = qos;
         self.writer
@@ -178,6 +208,7 @@ impl Client {
 fn reply(
     packet: Packet,
     out: &mut BytesMut,
+    stamps: &mut Vec<u64>,
     events: &mpsc::UnboundedSender<Seen>,
     window: &Semaphore,
 ) {
@@ -188,7 +219,10 @@ fn reply(
                 PublishQos::AtLeastOnce(pid) => Packet::PubAck(Ack::new(pid)).encode(V4, out),
                 PublishQos::ExactlyOnce(pid) => Packet::PubRec(Ack::new(pid)).encode(V4, out),
             }
-            let _ = events.send(Seen::Delivery(p.payload));
+            let mut stamp = [0u8; 8];
+            let n = p.payload.len().min(8);
+            stamp[..n].copy_from_slice(&p.payload[..n]);
+            stamps.push(u64::from_be_bytes(stamp));
         }
         Packet::PubRel(a) => Packet::PubComp(Ack::new(a.packet_id)).encode(V4, out),
         Packet::PubRec(a) => Packet::PubRel(Ack::new(a.packet_id)).encode(V4, out),

@@ -12,6 +12,9 @@ use tokio::sync::{mpsc, watch};
 /// Size of each socket read.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The smallest read buffer a connection keeps.
+const MIN_READ: usize = 512;
+
 /// What the broker task tells a connection's writer.
 #[derive(Debug)]
 pub(crate) enum WriterCommand {
@@ -35,22 +38,31 @@ pub(crate) async fn read_loop(
     inputs: mpsc::Sender<Input>,
     mut paused: watch::Receiver<bool>,
 ) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // The read size adapts: an idle or chatty-but-small connection keeps a small buffer (idle
+    // connections are most of a broker's connections), a busy one grows to READ_CHUNK.
+    let mut chunk = MIN_READ;
+    let mut buf = BytesMut::new();
     loop {
         while *paused.borrow() {
             if paused.changed().await.is_err() {
                 return;
             }
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < chunk / 4 {
+            buf.reserve(chunk);
         }
+        let room = buf.capacity() - buf.len();
         match socket.read_buf(&mut buf).await {
             Ok(0) | Err(_) => {
                 let _ = inputs.send(Input::Closed { conn }).await;
                 return;
             }
-            Ok(_) => {
+            Ok(n) => {
+                if n == room {
+                    chunk = (chunk * 2).min(READ_CHUNK);
+                } else if n < chunk / 8 {
+                    chunk = (chunk / 2).max(MIN_READ);
+                }
                 let data = buf.split();
                 // The bounded channel makes a fast sender wait here instead of growing memory.
                 if inputs.send(Input::Received { conn, data }).await.is_err() {

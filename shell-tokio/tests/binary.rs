@@ -44,15 +44,7 @@ fn the_binary_refuses_a_bad_listener_at_start_up() {
             toml_path(&missing)
         ),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_jetmq"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.0.join("data"))
-        .output()
-        .expect("run jetmq");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = refused_at_start_up(&dir, &config, &[]);
     assert!(
         stderr.contains("listeners[0].cert") && stderr.contains(&missing.display().to_string()),
         "{stderr}"
@@ -62,20 +54,27 @@ fn the_binary_refuses_a_bad_listener_at_start_up() {
         "clash.toml",
         "[[listeners]]\nkind = \"ws\"\naddress = \"127.0.0.1:18083\"\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_jetmq"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:18083"])
-        .arg("--data-dir")
-        .arg(dir.0.join("data"))
-        .output()
-        .expect("run jetmq");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = refused_at_start_up(&dir, &config, &["--listen", "127.0.0.1:18083"]);
     assert!(
         stderr.contains("--listen") || stderr.contains("listen"),
         "{stderr}"
     );
+}
+
+/// Runs `jetmq --config FILE ARGS` and expects it to refuse to start (exit status 2); its
+/// standard error.
+fn refused_at_start_up(dir: &TempDir, config: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_jetmq"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .output()
+        .expect("run jetmq");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
 }
 
 /// Runs `jetmq hash-password ARGS` with the password `pw` on standard input; its output.

@@ -706,3 +706,14 @@ proptest! {
         prop_assert_eq!(subject_to_topic(&again), topic.as_ref());
     }
 }
+
+#[test]
+fn a_filter_needs_its_own_subject_and_for_a_trailing_hash_the_parent() {
+    use jetmq_core::topic::{subject::filter_subjects, TopicFilter};
+    let subjects = |f: &str| -> Vec<String> {
+        filter_subjects(&TopicFilter::try_from(f).expect("valid filter")).collect()
+    };
+    assert_eq!(subjects("a/#"), ["a.>", "a"]);
+    assert_eq!(subjects("a/+/b"), ["a.*.b"]);
+    assert_eq!(subjects("#"), [">"]);
+}

@@ -13,20 +13,13 @@ use super::Broker;
 use crate::codec::QoS;
 use crate::topic::{subject, TopicFilter};
 
-/// The NATS subjects an MQTT filter maps to: its own, and for `a/#` also `a`.
-fn subjects(filter: &TopicFilter) -> impl Iterator<Item = ByteString> {
-    let own = subject::filter_to_subject(filter);
-    let parent = subject::filter_parent_subject(&own).map(ByteString::from);
-    std::iter::once(ByteString::from(own.as_ref())).chain(parent)
-}
-
 impl Broker {
     /// Counts a new MQTT subscription's subjects; a subject's first one subscribes on NATS.
     pub(super) fn bridge_subscribed(&mut self, filter: &TopicFilter) {
         if !self.config.nats_bridge {
             return;
         }
-        for subject in subjects(filter) {
+        for subject in subject::filter_subjects(filter).map(ByteString::from) {
             let count = self.nats_subjects.entry(subject.clone()).or_insert(0);
             *count += 1;
             if *count == 1 {
@@ -40,7 +33,7 @@ impl Broker {
         if !self.config.nats_bridge {
             return;
         }
-        for subject in subjects(filter) {
+        for subject in subject::filter_subjects(filter).map(ByteString::from) {
             let gone = match self.nats_subjects.get_mut(&subject) {
                 Some(count) => {
                     *count -= 1;

@@ -130,10 +130,22 @@ impl Broker {
         Some(record)
     }
 
+    /// The write that stores a persistent session's record.
+    fn record_request(&self, session: SessionId) -> Option<StoreRequest> {
+        let s = self.sessions.get(session)?;
+        let record = self.session_record(session)?;
+        Some(StoreRequest::Publish {
+            stream: Stream::Sessions,
+            subject: records::session_subject(&s.key.client_id),
+            headers: Vec::new(),
+            payload: record.to_json().into(),
+        })
+    }
+
     /// The writes that make a persistent session's current state durable: its record and its
     /// consumer's filter subjects.
     pub(super) fn session_writes(&self, session: SessionId) -> Vec<StoreRequest> {
-        let (Some(s), Some(record)) = (self.sessions.get(session), self.session_record(session))
+        let (Some(s), Some(record)) = (self.sessions.get(session), self.record_request(session))
         else {
             return Vec::new();
         };
@@ -141,23 +153,11 @@ impl Broker {
             .subscriptions
             .values()
             .filter(|e| e.options.qos != QoS::AtMostOnce)
-            .flat_map(|e| {
-                let subj = subject::filter_to_subject(&e.filter);
-                // `a/#` also matches `a`: the parent subject is a filter too, as on the NATS
-                // server.
-                let parent = subject::filter_parent_subject(&subj)
-                    .map(|p| ByteString::from(format!("{}{p}", records::MESSAGES_PREFIX)));
-                let own = ByteString::from(format!("{}{subj}", records::MESSAGES_PREFIX));
-                std::iter::once(own).chain(parent)
-            })
+            .flat_map(|e| subject::filter_subjects(&e.filter))
+            .map(|subj| ByteString::from(format!("{}{subj}", records::MESSAGES_PREFIX)))
             .collect();
         vec![
-            StoreRequest::Publish {
-                stream: Stream::Sessions,
-                subject: records::session_subject(&s.key.client_id),
-                headers: Vec::new(),
-                payload: record.to_json().into(),
-            },
+            record,
             StoreRequest::UpsertConsumer {
                 name: s.consumer.clone(),
                 filters,
@@ -192,11 +192,7 @@ impl Broker {
     /// Rewrites a persistent session's record alone (its consumer is unchanged), in the
     /// background: when its connection ended.
     pub(super) fn save_session_record(&mut self, session: SessionId, out: &mut Outbox) {
-        let record = self
-            .session_writes(session)
-            .into_iter()
-            .find(|w| matches!(w, StoreRequest::Publish { .. }));
-        if let Some(req) = record {
+        if let Some(req) = self.record_request(session) {
             self.request(req, RequestOwner::Background, out);
         }
     }

@@ -67,6 +67,14 @@ pub fn filter_to_subject(filter: &TopicFilter) -> Cow<'_, str> {
     mqtt_to_subject(filter.as_str())
 }
 
+/// Every NATS subject a subscription to `filter` needs: its own ([`filter_to_subject`]) and, for
+/// a filter ending in `/#`, the parent ([`filter_parent_subject`]), as the NATS server does.
+pub fn filter_subjects(filter: &TopicFilter) -> impl Iterator<Item = String> {
+    let own = filter_to_subject(filter).into_owned();
+    let parent = filter_parent_subject(&own).map(str::to_string);
+    std::iter::once(own).chain(parent)
+}
+
 /// Converts any MQTT string to a NATS subject without validating it; borrows when nothing changes.
 ///
 /// This is the raw rule of the [module docs](self), with the NATS server's quirks: `+` and `#` are

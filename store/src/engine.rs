@@ -402,6 +402,7 @@ impl State {
         stream: Stream,
         prefix: &str,
     ) -> Result<Vec<StoredMessage>, Fail> {
+        subject::check_list_prefix(prefix).map_err(reject)?;
         let s = stream_key(stream);
         let mut seqs = Vec::new();
         if stream.one_per_subject() {

@@ -199,7 +199,7 @@ fn concurrent_writers_share_fsyncs() {
     );
     let listed = match store.execute(StoreRequest::List {
         stream: Stream::Retained,
-        prefix: "t".into(),
+        prefix: "".into(),
     }) {
         Ok(StoreReply::Messages(m)) => m,
         other => panic!("list: {other:?}"),

@@ -101,8 +101,8 @@ pub enum StoreRequest {
         /// The durable name.
         name: ByteString,
     },
-    /// Acknowledge a message for a consumer, so it is not redelivered. Replied with
-    /// [`StoreReply::Done`].
+    /// Acknowledge a message for a consumer, so it is not redelivered; a message the consumer
+    /// does not hold is fine. Replied with [`StoreReply::Done`].
     Ack {
         /// The durable name.
         consumer: ByteString,
@@ -124,17 +124,18 @@ pub enum StoreRequest {
         /// Its sequence.
         seq: u64,
     },
-    /// Every message of a stream whose subject starts with `prefix`, in sequence order, with
-    /// the consumers that have not acknowledged it (start-up loading). Replied with
-    /// [`StoreReply::Messages`].
+    /// Every message of a stream whose subject starts with `prefix`, in sequence order
+    /// (start-up loading). The prefix is empty or ends at a token boundary (`.`), as JetStream
+    /// lists by the filter subject `<prefix>>`. Replied with [`StoreReply::Messages`].
     List {
         /// The stream.
         stream: Stream,
         /// The subject prefix (empty for all).
         prefix: ByteString,
     },
-    /// The messages a consumer has not acknowledged, oldest first, at most `limit` (its max
-    /// ack pending). Replied with [`StoreReply::Messages`].
+    /// Hands out a consumer's messages: those handed out before and not acknowledged, then
+    /// new ones, oldest first, at most `limit` (its max ack pending). Each carries
+    /// `pending_for: [consumer]`. Replied with [`StoreReply::Messages`].
     Pending {
         /// The durable name.
         consumer: ByteString,
@@ -196,6 +197,7 @@ pub struct StoredMessage {
     pub headers: Vec<(ByteString, ByteString)>,
     /// Its body.
     pub payload: Bytes,
-    /// The durable consumers that have not acknowledged it (for [`Stream::Messages`]).
+    /// The durable consumers that have not acknowledged it, on [`Stream::Messages`]: every one
+    /// of them at start-up from the embedded store, the one asked for in a `Pending` reply.
     pub pending_for: Vec<ByteString>,
 }

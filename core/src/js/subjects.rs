@@ -56,6 +56,18 @@ pub fn check_consumer_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a `List` prefix: empty (everything) or whole tokens ending with `.`, since JetStream
+/// lists by the filter subject `<prefix>>`.
+pub fn check_list_prefix(prefix: &str) -> Result<(), String> {
+    match prefix.strip_suffix('.') {
+        _ if prefix.is_empty() => Ok(()),
+        Some(tokens) => check_tokens(tokens, "list prefix"),
+        None => Err(format!(
+            "list prefix {prefix:?} does not end at a token boundary ('.')"
+        )),
+    }
+}
+
 fn check_tokens(subject: &str, what: &str) -> Result<(), String> {
     if subject.is_empty() {
         return Err(format!("{what} is empty"));
@@ -81,7 +93,8 @@ pub fn validate(request: &StoreRequest) -> Result<(), String> {
         StoreRequest::Publish { subject, .. }
         | StoreRequest::Purge { subject, .. }
         | StoreRequest::GetLast { subject, .. } => check_subject(subject),
-        StoreRequest::List { .. } | StoreRequest::Delete { .. } => Ok(()),
+        StoreRequest::List { prefix, .. } => check_list_prefix(prefix),
+        StoreRequest::Delete { .. } => Ok(()),
         StoreRequest::UpsertConsumer { name, filters } => {
             check_consumer_name(name)?;
             filters.iter().try_for_each(|f| check_filter(f))
@@ -113,5 +126,9 @@ mod tests {
         assert!(check_consumer_name("").is_err());
         assert!(check_consumer_name("a.b").is_err());
         assert!(check_consumer_name("a b").is_err());
+        assert!(check_list_prefix("").is_ok());
+        assert!(check_list_prefix("$MQTT.sess.").is_ok());
+        assert!(check_list_prefix("$MQTT.sess").is_err());
+        assert!(check_list_prefix("a..").is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! The streams and subjects follow the NATS server's MQTT layout (`$MQTT_sess`, `$MQTT_msgs`,
 //! `$MQTT_qos2in`, `$MQTT_out`, `$MQTT_rmsgs`); the record formats live in [`records`].
 
+pub mod jetstream;
 pub mod memory;
 pub mod records;
 pub mod subjects;
@@ -45,6 +46,18 @@ impl Stream {
             Self::Qos2In => "$MQTT_qos2in",
             Self::PubRel => "$MQTT_out",
             Self::Retained => "$MQTT_rmsgs",
+        }
+    }
+
+    /// The prefix of every subject the stream captures (`<prefix>>` in JetStream).
+    #[must_use]
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Self::Sessions => "$MQTT.sess.",
+            Self::Messages => "$MQTT.msgs.",
+            Self::Qos2In => "$MQTT.qos2.in.",
+            Self::PubRel => "$MQTT.out.",
+            Self::Retained => "$MQTT.rmsgs.",
         }
     }
 

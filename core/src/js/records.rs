@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
-use super::Header;
+use super::{Header, Stream};
 use crate::codec::{Decoder, Direction, Packet, ProtocolVersion, Publish, PublishProperties};
 use sha2::{Digest, Sha256};
 
@@ -61,7 +61,7 @@ pub fn client_hash16(client_id: &str) -> String {
 /// The subject of a session record.
 #[must_use]
 pub fn session_subject(client_id: &str) -> ByteString {
-    format!("$MQTT.sess.{}", client_hash(client_id)).into()
+    format!("{SESSIONS_PREFIX}{}", client_hash(client_id)).into()
 }
 
 /// The durable consumer of a persistent session.
@@ -70,12 +70,14 @@ pub fn consumer_name(client_id: &str) -> ByteString {
     format!("jetmq_{}", client_hash16(client_id)).into()
 }
 
+/// The subject prefix of session records.
+pub const SESSIONS_PREFIX: &str = Stream::Sessions.prefix();
 /// The subject prefix of QoS 1/2 messages.
-pub const MESSAGES_PREFIX: &str = "$MQTT.msgs.";
+pub const MESSAGES_PREFIX: &str = Stream::Messages.prefix();
 /// The subject prefix of retained messages.
-pub const RETAINED_PREFIX: &str = "$MQTT.rmsgs.";
+pub const RETAINED_PREFIX: &str = Stream::Retained.prefix();
 /// The subject prefix of inbound QoS 2 records.
-pub const QOS2_PREFIX: &str = "$MQTT.qos2.in.";
+pub const QOS2_PREFIX: &str = Stream::Qos2In.prefix();
 /// The subject prefix of outbound PUBREL records.
 pub const PUBREL_PREFIX: &str = "$MQTT.out.pubrel.";
 

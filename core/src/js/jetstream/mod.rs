@@ -1,0 +1,954 @@
+//! The store vocabulary carried out on JetStream, sans-IO: [`JetStream`] turns each
+//! [`StoreRequest`] into JetStream API requests on a [`NatsClient`] and the replies back into
+//! [`StoreReply`]s. The shell moves the NATS socket's bytes and hands over the messages that
+//! arrive on the executor's inbox.
+//!
+//! How the vocabulary maps:
+//! - `Publish` is a JetStream publish (with `Nats-Expected-Stream`), `Purge` a filtered
+//!   stream purge, `Delete` a message delete, `GetLast` a `last_by_subj` get, `List` a chain of
+//!   `next_by_subj` gets.
+//! - A consumer is a durable pull consumer on `$MQTT_msgs` (deliver new, explicit acks). Its
+//!   filters are made disjoint first (JetStream refuses overlapping ones); with no filter it is
+//!   deleted, since a JetStream consumer without filters wants everything.
+//! - `Pending` hands out what this executor was handed and has not acknowledged, then pulls
+//!   more (`CONSUMER.MSG.NEXT`, no wait). `Ack` acknowledges through the delivery's
+//!   `$JS.ACK.` subject, waiting for the server's confirmation; a message not handed out yet
+//!   is pulled first, since JetStream acknowledges deliveries, not sequences.
+//!
+//! A new executor (a restarted broker) is not handed again what an earlier one was handed
+//! and did not acknowledge until the consumer's ack wait has passed: that is JetStream's
+//! redelivery, where the embedded store hands everything unacknowledged out at once.
+
+pub mod api;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use self::api::{
+    AckInfo, ApiError, ApiPrefix, ConsumerConfig, CreateConsumer, MsgDelete, MsgGet, NextRequest,
+    Purge, Reply, StreamConfig,
+};
+use super::subjects::validate;
+use super::{StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
+use crate::js::RequestId;
+use crate::nats::{Headers, Message, NatsClient};
+
+/// Every stream jetmq keeps state in.
+const STREAMS: [Stream; 5] = [
+    Stream::Sessions,
+    Stream::Messages,
+    Stream::Qos2In,
+    Stream::PubRel,
+    Stream::Retained,
+];
+
+/// The most messages one pull asks for when looking for a message to acknowledge.
+const ACK_PULL_BATCH: usize = 256;
+
+/// How JetStream is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamConfig {
+    /// Where the API listens (the JetStream domain).
+    pub api: ApiPrefix,
+    /// The subject prefix replies come back on; unique per executor (`_INBOX.<random>`).
+    pub inbox: String,
+    /// How many servers keep a copy of each stream jetmq creates.
+    pub replicas: usize,
+    /// How long a handed-out message may stay unacknowledged before JetStream hands it out
+    /// again.
+    pub ack_wait: Duration,
+    /// The most messages a consumer has handed out and not had acknowledged.
+    pub max_ack_pending: usize,
+}
+
+impl JetStreamConfig {
+    /// The defaults (local JetStream, one replica, ack wait 30 s, max ack pending 1024, as the
+    /// NATS server's MQTT), replies on `inbox`.
+    #[must_use]
+    pub fn new(inbox: impl Into<String>) -> Self {
+        Self {
+            api: ApiPrefix::new(None),
+            inbox: inbox.into(),
+            replicas: 1,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 1024,
+        }
+    }
+}
+
+/// A message a consumer handed to this executor, not yet acknowledged.
+#[derive(Debug, Clone)]
+struct Handed {
+    message: StoredMessage,
+    /// Its `$JS.ACK.` subject.
+    ack: ByteString,
+}
+
+/// What a successful reply becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A publish acknowledgement: `Stored`.
+    Stored,
+    /// Success: `Done` (also when the thing was not there).
+    Done,
+    /// A message delete: `Done`, also for a sequence past the end (JetStream's "stream store
+    /// EOF").
+    Deleted,
+    /// A message get: `Message`.
+    Message(Stream),
+}
+
+/// What to do once a pull has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterPull {
+    /// Answer a `Pending`.
+    Pending { limit: usize },
+    /// Acknowledge this sequence, pulling again if it did not come yet.
+    Ack { seq: u64 },
+}
+
+/// A request in flight, by the token at the end of its reply subject.
+#[derive(Debug)]
+enum Op {
+    /// Looking a stream up (`created`: after creating it).
+    EnsureStream { stream: Stream, created: bool },
+    /// One API request answering one store request.
+    Request { id: RequestId, expect: Expect },
+    /// A `List`, one message get at a time.
+    List(Listing),
+    /// A pull from a consumer.
+    Pull(Pull),
+}
+
+/// A `List` in progress.
+#[derive(Debug)]
+struct Listing {
+    id: RequestId,
+    stream: Stream,
+    /// The filter subject (`<prefix>>`).
+    filter: String,
+    /// The messages so far.
+    got: Vec<StoredMessage>,
+}
+
+/// A pull from a consumer in progress.
+#[derive(Debug)]
+struct Pull {
+    id: RequestId,
+    consumer: ByteString,
+    /// The batch size asked for.
+    asked: usize,
+    /// The messages that came so far.
+    received: usize,
+    after: AfterPull,
+}
+
+/// Where setting the streams up stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Setup {
+    /// Streams are being looked up or created; this many are left.
+    Ensuring(usize),
+    /// Every stream exists.
+    Ready,
+    /// A stream could not be set up: every request fails with this.
+    Failed(String),
+}
+
+/// The JetStream executor of the store vocabulary.
+#[derive(Debug)]
+pub struct JetStream {
+    config: JetStreamConfig,
+    setup: Setup,
+    /// Requests made before the streams were ready.
+    waiting: VecDeque<(RequestId, StoreRequest)>,
+    ops: BTreeMap<u64, Op>,
+    next_token: u64,
+    /// Per consumer: what it handed out here and was not acknowledged, by sequence.
+    handed: BTreeMap<ByteString, BTreeMap<u64, Handed>>,
+    /// Per consumer: the token of its pull in flight, and the `Pending`s and `Ack`s that wait
+    /// for it to end. Pulled messages arrive under their own subject, so one pull at a time
+    /// per consumer tells whose they are.
+    pulling: BTreeMap<ByteString, (u64, VecDeque<(RequestId, StoreRequest)>)>,
+    /// The inbox subscription's number.
+    inbox_sid: Option<u64>,
+    finished: Vec<(RequestId, Result<StoreReply, StoreError>)>,
+}
+
+impl JetStream {
+    /// An executor; [`start`](Self::start) sets it going.
+    #[must_use]
+    pub fn new(config: JetStreamConfig) -> Self {
+        Self {
+            config,
+            setup: Setup::Ensuring(0),
+            waiting: VecDeque::new(),
+            ops: BTreeMap::new(),
+            next_token: 0,
+            handed: BTreeMap::new(),
+            pulling: BTreeMap::new(),
+            inbox_sid: None,
+            finished: Vec::new(),
+        }
+    }
+
+    /// Subscribes to the inbox and makes sure every stream exists (creating what is missing);
+    /// requests wait until that is done. Call once, and again after
+    /// [`connection_lost`](Self::connection_lost) when a new connection is up.
+    pub fn start(&mut self, nats: &mut NatsClient) {
+        if self.inbox_sid.is_none() {
+            self.inbox_sid = Some(nats.subscribe(&format!("{}.*", self.config.inbox), None));
+        }
+        if self.setup == Setup::Ready {
+            return;
+        }
+        self.setup = Setup::Ensuring(STREAMS.len());
+        for stream in STREAMS {
+            let subject = self
+                .config
+                .api
+                .subject(&format!("STREAM.INFO.{}", stream.name()));
+            self.send(
+                nats,
+                &subject,
+                None,
+                b"",
+                Op::EnsureStream {
+                    stream,
+                    created: false,
+                },
+            );
+        }
+    }
+
+    /// The NATS connection is gone: every request in flight fails (the broker treats a failed
+    /// write as not done).
+    pub fn connection_lost(&mut self) {
+        for op in std::mem::take(&mut self.ops).into_values() {
+            match op {
+                Op::EnsureStream { .. } => {}
+                Op::Request { id, .. }
+                | Op::List(Listing { id, .. })
+                | Op::Pull(Pull { id, .. }) => {
+                    self.finished.push((
+                        id,
+                        Err(StoreError::Unavailable(
+                            "the NATS connection was lost".into(),
+                        )),
+                    ));
+                }
+            }
+        }
+        for (_, waiting) in std::mem::take(&mut self.pulling).into_values() {
+            for (id, _) in waiting {
+                self.finished.push((
+                    id,
+                    Err(StoreError::Unavailable(
+                        "the NATS connection was lost".into(),
+                    )),
+                ));
+            }
+        }
+        if self.setup != Setup::Ready {
+            self.setup = Setup::Ensuring(0);
+        }
+    }
+
+    /// Starts a request; its result comes out of [`take_finished`](Self::take_finished).
+    pub fn submit(&mut self, id: RequestId, request: StoreRequest, nats: &mut NatsClient) {
+        if let Err(why) = validate(&request) {
+            self.finished
+                .push((id, Err(StoreError::Rejected(why.into()))));
+            return;
+        }
+        match &self.setup {
+            Setup::Ready if nats.is_connected() => self.execute(id, request, nats),
+            Setup::Ready => self.finished.push((
+                id,
+                Err(StoreError::Unavailable(
+                    "the NATS connection is down; it is being re-established".into(),
+                )),
+            )),
+            Setup::Ensuring(_) => self.waiting.push_back((id, request)),
+            Setup::Failed(why) => {
+                let why = why.clone();
+                self.finished
+                    .push((id, Err(StoreError::Unavailable(why.into()))));
+            }
+        }
+    }
+
+    /// Handles a message from NATS; false when it is not for this executor.
+    pub fn on_message(&mut self, msg: &Message, nats: &mut NatsClient) -> bool {
+        if Some(msg.sid) != self.inbox_sid {
+            return false;
+        }
+        // A pulled message keeps its own subject; its ack subject names the consumer.
+        let pulled = msg
+            .reply
+            .as_deref()
+            .and_then(AckInfo::parse)
+            .and_then(|info| self.pulling.get(info.consumer))
+            .map(|(token, _)| *token);
+        let token = pulled.or_else(|| {
+            msg.subject
+                .strip_prefix(self.config.inbox.as_str())
+                .and_then(|t| t.strip_prefix('.'))
+                .and_then(|t| t.parse::<u64>().ok())
+        });
+        let Some(token) = token else {
+            return true;
+        };
+        let Some(op) = self.ops.remove(&token) else {
+            return true;
+        };
+        match op {
+            Op::EnsureStream { stream, created } => self.on_ensured(stream, created, msg, nats),
+            Op::Request { id, expect } => {
+                let result = reply_result(msg, expect);
+                self.finished.push((id, result));
+            }
+            Op::List(listing) => self.on_listed(listing, msg, nats),
+            Op::Pull(pull) => self.on_pulled(token, pull, msg, nats),
+        }
+        true
+    }
+
+    /// The results of the requests that have finished since the last call.
+    pub fn take_finished(&mut self) -> Vec<(RequestId, Result<StoreReply, StoreError>)> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Whether every stream is set up.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.setup == Setup::Ready
+    }
+
+    fn send(
+        &mut self,
+        nats: &mut NatsClient,
+        subject: &str,
+        headers: Option<&Headers>,
+        body: &[u8],
+        op: Op,
+    ) -> u64 {
+        self.next_token += 1;
+        let token = self.next_token;
+        let reply = format!("{}.{token}", self.config.inbox);
+        if nats.publish(subject, Some(&reply), headers, body).is_err() {
+            self.fail(
+                op,
+                StoreError::Unavailable("the NATS send buffer is full".into()),
+            );
+        } else {
+            self.ops.insert(token, op);
+        }
+        token
+    }
+
+    fn fail(&mut self, op: Op, err: StoreError) {
+        match op {
+            Op::EnsureStream { .. } => {}
+            Op::Request { id, .. } | Op::List(Listing { id, .. }) | Op::Pull(Pull { id, .. }) => {
+                self.finished.push((id, Err(err)));
+            }
+        }
+    }
+
+    fn api_request(
+        &mut self,
+        nats: &mut NatsClient,
+        rest: &str,
+        body: &impl serde::Serialize,
+        id: RequestId,
+        expect: Expect,
+    ) {
+        let subject = self.config.api.subject(rest);
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        self.send(nats, &subject, None, &body, Op::Request { id, expect });
+    }
+
+    /// Deletes a consumer (the API wants an empty body), forgetting what it handed out.
+    fn delete_consumer(&mut self, nats: &mut NatsClient, id: RequestId, name: &ByteString) {
+        self.handed.remove(name);
+        let subject = self.config.api.subject(&format!(
+            "CONSUMER.DELETE.{}.{name}",
+            Stream::Messages.name()
+        ));
+        let op = Op::Request {
+            id,
+            expect: Expect::Done,
+        };
+        self.send(nats, &subject, None, b"", op);
+    }
+
+    fn execute(&mut self, id: RequestId, request: StoreRequest, nats: &mut NatsClient) {
+        match request {
+            StoreRequest::Publish {
+                stream,
+                subject,
+                headers,
+                payload,
+            } => {
+                let mut entries: Vec<(ByteString, ByteString)> =
+                    vec![("Nats-Expected-Stream".into(), stream.name().into())];
+                entries.extend(headers.into_iter().map(|h| (h.name.into(), h.value)));
+                let headers = Headers::new(entries);
+                self.send(
+                    nats,
+                    &subject,
+                    Some(&headers),
+                    &payload,
+                    Op::Request {
+                        id,
+                        expect: Expect::Stored,
+                    },
+                );
+            }
+            StoreRequest::Purge { stream, subject } => {
+                if stream == Stream::Messages {
+                    for handed in self.handed.values_mut() {
+                        handed.retain(|_, h| h.message.subject != subject);
+                    }
+                }
+                let rest = format!("STREAM.PURGE.{}", stream.name());
+                self.api_request(nats, &rest, &Purge { filter: &subject }, id, Expect::Done);
+            }
+            StoreRequest::Delete { stream, seq } => {
+                if stream == Stream::Messages {
+                    for handed in self.handed.values_mut() {
+                        handed.remove(&seq);
+                    }
+                }
+                let rest = format!("STREAM.MSG.DELETE.{}", stream.name());
+                let body = MsgDelete {
+                    seq,
+                    no_erase: true,
+                };
+                self.api_request(nats, &rest, &body, id, Expect::Deleted);
+            }
+            StoreRequest::GetLast { stream, subject } => {
+                let rest = format!("STREAM.MSG.GET.{}", stream.name());
+                let body = MsgGet {
+                    last_by_subj: Some(&subject),
+                    ..MsgGet::default()
+                };
+                self.api_request(nats, &rest, &body, id, Expect::Message(stream));
+            }
+            StoreRequest::List { stream, prefix } => {
+                let listing = Listing {
+                    id,
+                    stream,
+                    filter: format!("{prefix}>"),
+                    got: Vec::new(),
+                };
+                self.list_from(nats, listing, 1);
+            }
+            StoreRequest::UpsertConsumer { name, filters } => {
+                let filters = disjoint_filters(filters.iter().map(ToString::to_string).collect());
+                if filters.is_empty() {
+                    self.delete_consumer(nats, id, &name);
+                    return;
+                }
+                let rest = format!("CONSUMER.CREATE.{}.{name}", Stream::Messages.name());
+                let body = CreateConsumer {
+                    stream_name: Stream::Messages.name(),
+                    config: ConsumerConfig::new(
+                        &name,
+                        filters,
+                        self.config.ack_wait,
+                        self.config.max_ack_pending,
+                    ),
+                };
+                self.api_request(nats, &rest, &body, id, Expect::Done);
+            }
+            StoreRequest::DeleteConsumer { name } => self.delete_consumer(nats, id, &name),
+            StoreRequest::Ack { consumer, seq } => {
+                if let Some((_, waiting)) = self.pulling.get_mut(&consumer) {
+                    waiting.push_back((id, StoreRequest::Ack { consumer, seq }));
+                } else {
+                    self.ack(nats, id, consumer, seq);
+                }
+            }
+            StoreRequest::Pending { consumer, limit } => {
+                if let Some((_, waiting)) = self.pulling.get_mut(&consumer) {
+                    waiting.push_back((id, StoreRequest::Pending { consumer, limit }));
+                    return;
+                }
+                let held = self.handed.get(&consumer).map_or(0, BTreeMap::len);
+                if held >= limit {
+                    self.answer_pending(id, &consumer, limit);
+                } else {
+                    let want = (limit - held).min(self.config.max_ack_pending.saturating_sub(held));
+                    self.pull(nats, id, consumer, want, AfterPull::Pending { limit });
+                }
+            }
+        }
+    }
+
+    /// Asks for the listing's next message at or after `seq`.
+    fn list_from(&mut self, nats: &mut NatsClient, listing: Listing, seq: u64) {
+        let subject = self
+            .config
+            .api
+            .subject(&format!("STREAM.MSG.GET.{}", listing.stream.name()));
+        let body = serde_json::to_vec(&MsgGet {
+            next_by_subj: Some(&listing.filter),
+            seq: Some(seq),
+            ..MsgGet::default()
+        })
+        .unwrap_or_default();
+        self.send(nats, &subject, None, &body, Op::List(listing));
+    }
+
+    fn on_listed(&mut self, mut listing: Listing, msg: &Message, nats: &mut NatsClient) {
+        let id = listing.id;
+        match parse_reply(msg) {
+            Ok(Reply {
+                message: Some(raw), ..
+            }) => {
+                let next = raw.seq.saturating_add(1);
+                let Some(m) = stored_from_raw(listing.stream, raw) else {
+                    self.finished.push((
+                        id,
+                        Err(StoreError::Rejected(
+                            "JetStream sent an unreadable message".into(),
+                        )),
+                    ));
+                    return;
+                };
+                listing.got.push(m);
+                self.list_from(nats, listing, next);
+            }
+            Ok(Reply { error: Some(e), .. }) if e.is_not_found() => {
+                self.finished
+                    .push((id, Ok(StoreReply::Messages(listing.got))));
+            }
+            Ok(reply) => self.finished.push((id, Err(api_failure(reply.error)))),
+            Err(e) => self.finished.push((id, Err(e))),
+        }
+    }
+
+    fn ack(&mut self, nats: &mut NatsClient, id: RequestId, consumer: ByteString, seq: u64) {
+        let handed = self.handed.get_mut(&consumer).and_then(|h| h.remove(&seq));
+        if let Some(h) = handed {
+            self.send(
+                nats,
+                &h.ack,
+                None,
+                b"+ACK",
+                Op::Request {
+                    id,
+                    expect: Expect::Done,
+                },
+            );
+            return;
+        }
+        let held = self.handed.get(&consumer).map_or(0, BTreeMap::len);
+        let want = ACK_PULL_BATCH.min(self.config.max_ack_pending.saturating_sub(held));
+        if want == 0 {
+            // Nothing more can be handed out until some are acknowledged: the message stays
+            // pending, and comes back after a restart (a duplicate, never a loss).
+            self.finished.push((id, Ok(StoreReply::Done)));
+            return;
+        }
+        self.pull(nats, id, consumer, want, AfterPull::Ack { seq });
+    }
+
+    fn pull(
+        &mut self,
+        nats: &mut NatsClient,
+        id: RequestId,
+        consumer: ByteString,
+        want: usize,
+        after: AfterPull,
+    ) {
+        if want == 0 {
+            self.after_pull(nats, id, consumer, after, false);
+            return;
+        }
+        let subject = self.config.api.subject(&format!(
+            "CONSUMER.MSG.NEXT.{}.{consumer}",
+            Stream::Messages.name()
+        ));
+        let body = serde_json::to_vec(&NextRequest {
+            batch: want,
+            no_wait: true,
+        })
+        .unwrap_or_default();
+        let op = Op::Pull(Pull {
+            id,
+            consumer: consumer.clone(),
+            asked: want,
+            received: 0,
+            after,
+        });
+        let token = self.send(nats, &subject, None, &body, op);
+        if self.ops.contains_key(&token) {
+            self.pulling.insert(consumer, (token, VecDeque::new()));
+        }
+    }
+
+    fn on_pulled(&mut self, token: u64, mut pull: Pull, msg: &Message, nats: &mut NatsClient) {
+        let status = msg.headers.as_ref().and_then(|h| h.status);
+        let ack_seq = msg
+            .reply
+            .as_deref()
+            .and_then(AckInfo::parse)
+            .map(|info| info.stream_seq);
+        if let (None, Some(seq)) = (status, ack_seq) {
+            pull.received += 1;
+            let message = StoredMessage {
+                stream: Stream::Messages,
+                subject: msg.subject.clone(),
+                seq,
+                headers: stored_headers(msg.headers.as_ref()),
+                payload: msg.payload.clone(),
+                pending_for: vec![pull.consumer.clone()],
+            };
+            let ack = msg.reply.clone().unwrap_or_default();
+            self.handed
+                .entry(pull.consumer.clone())
+                .or_default()
+                .insert(seq, Handed { message, ack });
+            if pull.received < pull.asked {
+                self.ops.insert(token, Op::Pull(pull));
+                return;
+            }
+        }
+        // The batch is complete, or a status (404 no messages, 409, 503 no such consumer)
+        // ended it.
+        let full = pull.received >= pull.asked;
+        let waiting = self
+            .pulling
+            .remove(&pull.consumer)
+            .map(|(_, w)| w)
+            .unwrap_or_default();
+        self.after_pull(nats, pull.id, pull.consumer, pull.after, full);
+        for (id, request) in waiting {
+            self.execute(id, request, nats);
+        }
+    }
+
+    fn after_pull(
+        &mut self,
+        nats: &mut NatsClient,
+        id: RequestId,
+        consumer: ByteString,
+        after: AfterPull,
+        full: bool,
+    ) {
+        match after {
+            AfterPull::Pending { limit } => self.answer_pending(id, &consumer, limit),
+            AfterPull::Ack { seq } => {
+                let handed = self.handed.get(&consumer);
+                let found = handed.is_some_and(|h| h.contains_key(&seq));
+                let passed = handed
+                    .and_then(|h| h.keys().next_back())
+                    .is_some_and(|last| *last > seq);
+                if found || (full && !passed) {
+                    self.ack(nats, id, consumer, seq);
+                } else {
+                    // Not pending for this consumer (acknowledged, deleted, never matched).
+                    self.finished.push((id, Ok(StoreReply::Done)));
+                }
+            }
+        }
+    }
+
+    fn answer_pending(&mut self, id: RequestId, consumer: &ByteString, limit: usize) {
+        let messages = self.handed.get(consumer).map_or_else(Vec::new, |h| {
+            h.values().take(limit).map(|h| h.message.clone()).collect()
+        });
+        self.finished.push((id, Ok(StoreReply::Messages(messages))));
+    }
+
+    fn on_ensured(&mut self, stream: Stream, created: bool, msg: &Message, nats: &mut NatsClient) {
+        let outcome = match parse_reply(msg) {
+            Ok(Reply { error: None, .. }) => Ok(()),
+            Ok(Reply { error: Some(e), .. })
+                if created && e.err_code == ApiError::STREAM_NAME_IN_USE =>
+            {
+                Ok(())
+            }
+            Ok(Reply { error: Some(e), .. })
+                if !created && e.err_code == ApiError::STREAM_NOT_FOUND =>
+            {
+                let subject = self
+                    .config
+                    .api
+                    .subject(&format!("STREAM.CREATE.{}", stream.name()));
+                let body =
+                    serde_json::to_vec(&StreamConfig::for_stream(stream, self.config.replicas))
+                        .unwrap_or_default();
+                self.send(
+                    nats,
+                    &subject,
+                    None,
+                    &body,
+                    Op::EnsureStream {
+                        stream,
+                        created: true,
+                    },
+                );
+                return;
+            }
+            Ok(Reply { error: Some(e), .. }) => Err(format!(
+                "JetStream refused stream {}: {} (code {}, error {})",
+                stream.name(),
+                e.description,
+                e.code,
+                e.err_code
+            )),
+            Err(e) => Err(format!(
+                "stream {}: {e}; is JetStream enabled on the NATS server (nats-server -js)?",
+                stream.name()
+            )),
+        };
+        match (outcome, &self.setup) {
+            (Err(why), _) => {
+                self.setup = Setup::Failed(why.clone());
+                for (id, _) in std::mem::take(&mut self.waiting) {
+                    self.finished
+                        .push((id, Err(StoreError::Unavailable(why.clone().into()))));
+                }
+            }
+            (Ok(()), Setup::Ensuring(left)) => {
+                let left = left.saturating_sub(1);
+                self.setup = Setup::Ensuring(left);
+                if left == 0 {
+                    self.setup = Setup::Ready;
+                    for (id, request) in std::mem::take(&mut self.waiting) {
+                        self.submit(id, request, nats);
+                    }
+                }
+            }
+            (Ok(()), _) => {}
+        }
+    }
+}
+
+/// A reply's JSON, or what the failure means when there is none.
+fn parse_reply(msg: &Message) -> Result<Reply, StoreError> {
+    if let Some(status) = msg.headers.as_ref().and_then(|h| h.status) {
+        return Err(if status == 503 {
+            StoreError::Unavailable(
+                "JetStream did not answer (no responders): is it enabled on the NATS server?"
+                    .into(),
+            )
+        } else {
+            StoreError::Unavailable(format!("JetStream answered with status {status}").into())
+        });
+    }
+    serde_json::from_slice(&msg.payload).map_err(|e| {
+        StoreError::Rejected(format!("JetStream sent a reply jetmq cannot read: {e}").into())
+    })
+}
+
+/// A failed API reply as a store error: unavailable for 5xx, refused otherwise.
+fn api_failure(error: Option<ApiError>) -> StoreError {
+    match error {
+        Some(e) if e.code >= 500 => StoreError::Unavailable(
+            format!("JetStream: {} (error {})", e.description, e.err_code).into(),
+        ),
+        Some(e) => StoreError::Rejected(
+            format!("JetStream: {} (error {})", e.description, e.err_code).into(),
+        ),
+        None => StoreError::Rejected("JetStream sent an unexpected reply".into()),
+    }
+}
+
+/// The store reply a one-request operation's answer stands for.
+fn reply_result(msg: &Message, expect: Expect) -> Result<StoreReply, StoreError> {
+    if expect == Expect::Done && msg.payload.is_empty() && msg.headers.is_none() {
+        // An acknowledgement's confirmation is an empty message.
+        return Ok(StoreReply::Done);
+    }
+    let reply = parse_reply(msg)?;
+    match (expect, reply) {
+        (
+            Expect::Stored,
+            Reply {
+                error: None,
+                seq: Some(seq),
+                ..
+            },
+        ) => Ok(StoreReply::Stored { seq }),
+        (Expect::Done | Expect::Deleted, Reply { error: None, .. }) => Ok(StoreReply::Done),
+        (Expect::Done, Reply { error: Some(e), .. }) if e.is_not_found() => Ok(StoreReply::Done),
+        (Expect::Deleted, Reply { error: Some(e), .. })
+            if e.is_not_found() || e.description.contains("EOF") =>
+        {
+            Ok(StoreReply::Done)
+        }
+        (
+            Expect::Message(stream),
+            Reply {
+                error: None,
+                message: Some(raw),
+                ..
+            },
+        ) => stored_from_raw(stream, raw)
+            .map(|m| StoreReply::Message(Some(m)))
+            .ok_or_else(|| StoreError::Rejected("JetStream sent an unreadable message".into())),
+        (Expect::Message(_), Reply { error: Some(e), .. }) if e.is_not_found() => {
+            Ok(StoreReply::Message(None))
+        }
+        (_, reply) => Err(api_failure(reply.error)),
+    }
+}
+
+/// A message from `STREAM.MSG.GET` as the store vocabulary has it.
+fn stored_from_raw(stream: Stream, raw: api::RawMessage) -> Option<StoredMessage> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = match raw.data {
+        Some(d) => b64.decode(d).ok()?,
+        None => Vec::new(),
+    };
+    let headers = match raw.hdrs {
+        Some(h) => Some(Headers::decode(&b64.decode(h).ok()?)?),
+        None => None,
+    };
+    Some(StoredMessage {
+        stream,
+        subject: raw.subject.into(),
+        seq: raw.seq,
+        headers: stored_headers(headers.as_ref()),
+        payload: Bytes::from(payload),
+        pending_for: Vec::new(),
+    })
+}
+
+/// A stored message's headers without JetStream's own (`Nats-...`).
+fn stored_headers(headers: Option<&Headers>) -> Vec<(ByteString, ByteString)> {
+    headers.map_or_else(Vec::new, |h| {
+        h.entries
+            .iter()
+            .filter(|(n, _)| !n.starts_with("Nats-"))
+            .cloned()
+            .collect()
+    })
+}
+
+/// Consumer filters JetStream accepts: duplicates and filters inside another dropped, and
+/// filters that still overlap replaced by one that covers both (JetStream refuses
+/// overlapping filter subjects).
+#[must_use]
+pub fn disjoint_filters(mut filters: Vec<String>) -> Vec<String> {
+    filters.sort();
+    filters.dedup();
+    loop {
+        let pair = (0..filters.len()).find_map(|i| {
+            (0..filters.len())
+                .find(|&j| j != i && overlap(&filters[i], &filters[j]))
+                .map(|j| (i, j))
+        });
+        let Some((i, j)) = pair else {
+            return filters;
+        };
+        let joined = if covers(&filters[i], &filters[j]) {
+            filters[i].clone()
+        } else if covers(&filters[j], &filters[i]) {
+            filters[j].clone()
+        } else {
+            join(&filters[i], &filters[j])
+        };
+        let (a, b) = (i.max(j), i.min(j));
+        filters.remove(a);
+        filters.remove(b);
+        filters.push(joined);
+        filters.sort();
+        filters.dedup();
+    }
+}
+
+/// Whether some subject matches both filters.
+fn overlap(a: &str, b: &str) -> bool {
+    let mut x = a.split('.');
+    let mut y = b.split('.');
+    loop {
+        match (x.next(), y.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) | (None, None) => return true,
+            (Some(p), Some(q)) if p == q || p == "*" || q == "*" => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Whether every subject `inner` matches is matched by `outer`.
+fn covers(outer: &str, inner: &str) -> bool {
+    let mut x = outer.split('.');
+    let mut y = inner.split('.');
+    loop {
+        match (x.next(), y.next()) {
+            (Some(">"), Some(_)) | (None, None) => return true,
+            (Some("*"), Some(q)) if q != ">" => {}
+            (Some(p), Some(q)) if p == q && p != ">" => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A filter matching everything either filter matches: equal tokens kept and `*` where they
+/// differ when both have the same shape; otherwise the tokens both share up to the shorter's
+/// last, then `>`.
+fn join(a: &str, b: &str) -> String {
+    let x: Vec<&str> = a.split('.').collect();
+    let y: Vec<&str> = b.split('.').collect();
+    let same_shape = x.len() == y.len() && !x.contains(&">") && !y.contains(&">");
+    let keep = if same_shape {
+        x.len()
+    } else {
+        x.len().min(y.len()) - 1
+    };
+    let mut out: Vec<&str> = x
+        .iter()
+        .zip(&y)
+        .take(keep)
+        .map(|(p, q)| if p == q { *p } else { "*" })
+        .collect();
+    if !same_shape {
+        out.push(">");
+    }
+    out.join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_made_disjoint() {
+        let f = |v: &[&str]| disjoint_filters(v.iter().map(ToString::to_string).collect());
+        assert_eq!(f(&["a.>", "a.b", "c"]), ["a.>", "c"]);
+        assert_eq!(f(&["a.b", "a.b"]), ["a.b"]);
+        assert_eq!(f(&["a.*.c", "a.b.*"]), ["a.*.*"]);
+        assert_eq!(
+            f(&["a.*", "a.b.>"]),
+            ["a.*", "a.b.>"],
+            "no subject matches both"
+        );
+        assert_eq!(f(&["a.*", "*.b.>"]), ["*.b.>", "a.*"]);
+        assert_eq!(f(&["a.*.c", "*.b.>"]), ["*.*.>"]);
+        assert_eq!(f(&["a.b", "c.d"]), ["a.b", "c.d"]);
+        assert!(f(&[]).is_empty());
+        // The result never overlaps and covers every input.
+        let inputs = ["x.*.z", "x.y.>", "x.y", "q.*", "q.r.s"];
+        let out = f(&inputs);
+        for (i, a) in out.iter().enumerate() {
+            for b in &out[i + 1..] {
+                assert!(!overlap(a, b), "{a} and {b} overlap");
+            }
+        }
+        for input in inputs {
+            assert!(
+                out.iter().any(|o| covers(o, input)),
+                "{input} not covered by {out:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The JetStream executor against arbitrary server behaviour: whatever replies arrive (valid
+//! JSON, errors, statuses, garbage, pulled messages for any consumer, in any order), it never
+//! panics, and every request it was given finishes exactly once by the time the connection
+//! is lost.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use jetmq_core::js::jetstream::{JetStream, JetStreamConfig};
+use jetmq_core::js::{RequestId, StoreRequest, Stream};
+use jetmq_core::nats::{ConnectOptions, Headers, Message, NatsClient};
+use proptest::prelude::*;
+
+const INBOX: &str = "_INBOX.test";
+
+/// The inbox subscription is the client's first.
+const INBOX_SID: u64 = 1;
+
+fn request(kind: u8, n: u64) -> StoreRequest {
+    let consumer = format!("c{}", n % 3);
+    match kind % 8 {
+        0 => StoreRequest::Publish {
+            stream: Stream::Messages,
+            subject: format!("$MQTT.msgs.t{}", n % 5).into(),
+            headers: Vec::new(),
+            payload: Bytes::from_static(b"x"),
+        },
+        1 => StoreRequest::GetLast {
+            stream: Stream::Retained,
+            subject: "$MQTT.rmsgs.a".into(),
+        },
+        2 => StoreRequest::List {
+            stream: Stream::Sessions,
+            prefix: "$MQTT.sess.".into(),
+        },
+        3 => StoreRequest::Pending {
+            consumer: consumer.into(),
+            limit: usize::try_from(n % 7).unwrap_or(1),
+        },
+        4 => StoreRequest::Ack {
+            consumer: consumer.into(),
+            seq: n % 20,
+        },
+        5 => StoreRequest::UpsertConsumer {
+            name: consumer.into(),
+            filters: vec!["$MQTT.msgs.a.>".into(), "$MQTT.msgs.a.b".into()],
+        },
+        6 => StoreRequest::Delete {
+            stream: Stream::Messages,
+            seq: n % 20,
+        },
+        _ => StoreRequest::DeleteConsumer {
+            name: consumer.into(),
+        },
+    }
+}
+
+fn reply(kind: u8, token: u64, n: u64) -> Message {
+    let on_inbox = |payload: &'static [u8], headers: Option<Headers>| Message {
+        subject: format!("{INBOX}.{token}").into(),
+        sid: INBOX_SID,
+        reply: None,
+        headers,
+        payload: Bytes::from_static(payload),
+    };
+    let status = |code| Headers {
+        status: Some(code),
+        description: None,
+        entries: Vec::new(),
+    };
+    match kind % 9 {
+        0 => on_inbox(b"{}", None),
+        1 => on_inbox(br#"{"stream":"$MQTT_msgs","seq":7}"#, None),
+        2 => on_inbox(
+            br#"{"error":{"code":404,"err_code":10059,"description":"stream not found"}}"#,
+            None,
+        ),
+        3 => on_inbox(
+            br#"{"message":{"subject":"$MQTT.sess.x","seq":3,"data":"e30="}}"#,
+            None,
+        ),
+        4 => on_inbox(b"", Some(status(404))),
+        5 => on_inbox(b"", Some(status(503))),
+        6 => on_inbox(b"\xff not json", None),
+        7 => on_inbox(b"", None),
+        _ => Message {
+            subject: "$MQTT.msgs.t".into(),
+            sid: INBOX_SID,
+            reply: Some(format!("$JS.ACK.$MQTT_msgs.c{}.1.{}.1.0.0", n % 3, n % 20).into()),
+            headers: None,
+            payload: Bytes::from_static(b"m"),
+        },
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_replies_never_panic_and_every_request_finishes_once(
+        ready_first in any::<bool>(),
+        steps in prop::collection::vec((any::<bool>(), any::<u8>(), 0u64..40, any::<u64>()), 0..120),
+    ) {
+        let mut nats = NatsClient::new(ConnectOptions::default(), 1 << 20);
+        nats.connection_started();
+        let mut info = bytes::BytesMut::from(&b"INFO {\"server_id\":\"t\",\"headers\":true}\r\n"[..]);
+        nats.received(&mut info, &mut Vec::new()).expect("INFO");
+        prop_assert!(nats.is_connected());
+        let mut js = JetStream::new(JetStreamConfig::new(INBOX));
+        js.start(&mut nats);
+        if ready_first {
+            // Every stream exists: the five look-ups succeed.
+            for token in 1..=5 {
+                js.on_message(&reply(0, token, 0), &mut nats);
+            }
+            prop_assert!(js.is_ready());
+        }
+        let mut next_id = 0;
+        let mut finished: BTreeMap<RequestId, usize> = BTreeMap::new();
+        let mut record = |js: &mut JetStream| {
+            for (id, _) in js.take_finished() {
+                *finished.entry(id).or_default() += 1;
+            }
+        };
+        for (submit, kind, token, n) in steps {
+            if submit {
+                next_id += 1;
+                js.submit(RequestId(next_id), request(kind, n), &mut nats);
+            } else {
+                js.on_message(&reply(kind, token, n), &mut nats);
+            }
+            record(&mut js);
+        }
+        js.connection_lost();
+        record(&mut js);
+        // Requests made before the streams were ready wait for them; the rest all ended.
+        let waiting_for_setup = !js.is_ready();
+        for id in 1..=next_id {
+            let times = finished.get(&RequestId(id)).copied().unwrap_or(0);
+            prop_assert!(times <= 1, "request {id} finished {times} times");
+            prop_assert!(times == 1 || waiting_for_setup, "request {id} never finished");
+        }
+    }
+}

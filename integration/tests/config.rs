@@ -1,6 +1,8 @@
 //! Configuration files: every invalid value is refused with the key, the value and what is
 //! allowed; unknown keys are errors.
 
+use std::time::Duration;
+
 use jetmq::config::{parse_listen, ServerConfig};
 use jetmq_core::codec::QoS;
 
@@ -516,9 +518,15 @@ fn mqtt5_options_map_onto_the_broker() {
 }
 
 #[test]
-fn a_nats_url_turns_the_bridge_on() {
+fn a_nats_url_turns_the_bridge_and_jetstream_on() {
     let c = apply("[nats]\nurl = \"nats://127.0.0.1:4222\"\n").expect("valid");
-    assert_eq!(c.nats.as_deref(), Some("127.0.0.1:4222"));
+    let n = c.nats.as_ref().expect("nats");
+    assert_eq!(n.address, "127.0.0.1:4222");
+    assert!(n.jetstream, "state in JetStream by default");
+    assert_eq!(
+        (n.replicas, n.ack_wait, n.max_ack_pending),
+        (1, Duration::from_secs(30), 1024)
+    );
     assert!(c.broker.nats_bridge);
     assert!(
         !apply("").expect("valid").broker.nats_bridge,
@@ -526,7 +534,7 @@ fn a_nats_url_turns_the_bridge_on() {
     );
     let e = apply("[nats]\nurl = \"http://x\"\n").expect_err("not a NATS URL");
     assert!(
-        e.contains("nats.url") && e.contains("nats://host:port"),
+        e.contains("nats.url") && e.contains("nats://[user:password@]host:port"),
         "{e}"
     );
     let mut c = ServerConfig::default();
@@ -535,4 +543,41 @@ fn a_nats_url_turns_the_bridge_on() {
         .expect_err("no port")
         .to_string();
     assert!(e.contains("--nats"), "{e}");
+}
+
+#[test]
+fn nats_options() {
+    let c = apply(
+        "[nats]\nurl = \"nats://alice:s3cret@10.0.0.1:4222\"\njetstream = false\n\
+         domain = \"hub\"\nreplicas = 3\nack_wait_secs = 5\nmax_ack_pending = 64\n\
+         api_timeout_secs = 2\n",
+    )
+    .expect("valid");
+    let n = c.nats.expect("nats");
+    assert_eq!(n.address, "10.0.0.1:4222");
+    assert_eq!(n.user, Some(("alice".into(), "s3cret".into())));
+    assert!(!n.jetstream);
+    assert_eq!(n.domain.as_deref(), Some("hub"));
+    assert_eq!(
+        (n.replicas, n.ack_wait, n.max_ack_pending, n.api_timeout),
+        (3, Duration::from_secs(5), 64, Duration::from_secs(2))
+    );
+    let options = n.connect_options("jetmq");
+    assert_eq!(
+        (options.user.as_deref(), options.pass.as_deref()),
+        (Some("alice"), Some("s3cret"))
+    );
+    for (bad, key) in [
+        ("replicas = 0", "nats.replicas"),
+        ("replicas = 7", "nats.replicas"),
+        ("ack_wait_secs = 0", "nats.ack_wait_secs"),
+        ("max_ack_pending = 0", "nats.max_ack_pending"),
+        ("api_timeout_secs = 0", "nats.api_timeout_secs"),
+        ("domain = \"a.b\"", "nats.domain"),
+        ("user = \"bob\"", "nats.user"),
+        ("acks = 1", "acks"),
+    ] {
+        let e = apply(&format!("[nats]\nurl = \"nats://h:4222\"\n{bad}\n")).expect_err(bad);
+        assert!(e.contains(key), "{bad}: {e}");
+    }
 }

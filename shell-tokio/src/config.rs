@@ -40,8 +40,8 @@ pub struct ServerConfig {
     pub auth: crate::auth::AuthConfig,
     /// Log client identifiers and topics (personal data, redacted by default).
     pub log_pii: bool,
-    /// The NATS server (`host:port`) to bridge MQTT and NATS subjects with, if any.
-    pub nats: Option<String>,
+    /// The NATS server to bridge MQTT and NATS subjects with and keep state in, if any.
+    pub nats: Option<crate::nats_config::NatsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -256,13 +256,6 @@ struct MqttFile {
     downgrade_qos2_subscribe: Option<bool>,
 }
 
-/// The `[nats]` table: the NATS server to bridge subjects with.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NatsFile {
-    url: Option<String>,
-}
-
 /// The `[redirect]` table: MQTT 5.0 server redirection.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,7 +269,7 @@ struct RedirectFile {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     redirect: Option<RedirectFile>,
-    nats: Option<NatsFile>,
+    nats: Option<crate::nats_config::NatsFile>,
     #[serde(default)]
     auth: AuthFile,
     #[serde(default)]
@@ -627,8 +620,11 @@ impl ServerConfig {
                 }
             };
         }
-        if let Some(url) = file.nats.and_then(|n| n.url) {
-            self.set_nats(&url, "nats.url")?;
+        if let Some(nats) = file.nats {
+            if let Some(nats) = nats.into_config()? {
+                self.broker.nats_bridge = true;
+                self.nats = Some(nats);
+            }
         }
         if let Some(r) = file.redirect {
             let reference = r.server_reference.unwrap_or_default();
@@ -763,7 +759,9 @@ pub struct CommandLine {
     /// Record every broker input to FILE, so `jetmq replay FILE` can re-run it exactly.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// Bridge MQTT topics and NATS subjects through this NATS server (nats://host:port).
+    /// Bridge MQTT topics and NATS subjects through this NATS server (nats://host:port or
+    /// nats://user:password@host:port) and keep sessions, retained and queued messages in its
+    /// JetStream.
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
 }
@@ -783,21 +781,24 @@ impl CommandLine {
 }
 
 impl ServerConfig {
-    /// Bridges MQTT and NATS subjects through the NATS server at `url` (`key` names where the
-    /// value came from, for the error).
+    /// Bridges MQTT and NATS subjects through the NATS server at `url` and keeps state in
+    /// its JetStream (`key` names where the value came from, for the error); options set by
+    /// the file are kept.
     ///
     /// # Errors
     ///
-    /// `url` is not `nats://host:port`.
+    /// `url` is not `nats://[user:password@]host:port`.
     pub fn set_nats(&mut self, url: &str, key: &str) -> Result<(), ConfigError> {
-        let address = crate::nats_link::parse_url(url).map_err(|_| {
-            invalid(
-                key,
-                url,
-                "nats://host:port, for example nats://127.0.0.1:4222",
-            )
-        })?;
-        self.nats = Some(address);
+        let from_url = crate::nats_config::NatsConfig::from_url(url, key)?;
+        match &mut self.nats {
+            Some(nats) => {
+                nats.address = from_url.address;
+                if from_url.user.is_some() {
+                    nats.user = from_url.user;
+                }
+            }
+            None => self.nats = Some(from_url),
+        }
         self.broker.nats_bridge = true;
         Ok(())
     }

@@ -18,6 +18,8 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod jetstream;
+pub mod nats_config;
 pub mod nats_link;
 pub mod notice;
 pub mod record;

@@ -22,37 +22,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// server cannot hold the broker, which writes under the connection's lock.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A `nats://host:port` URL's address.
-///
-/// # Errors
-///
-/// The URL is not `nats://host:port` (or `host:port`).
-pub fn parse_url(url: &str) -> Result<String, String> {
-    let rest = url.strip_prefix("nats://").unwrap_or(url);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, hostport)| hostport);
-    match rest.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(rest.to_string())
-        }
-        _ => Err(format!(
-            "{url} is not a NATS URL: expected nats://host:port, for example nats://127.0.0.1:4222"
-        )),
-    }
-}
-
-struct Shared {
-    client: NatsClient,
+/// What a connection's threads share: the protocol state, the socket's write half and the
+/// user's state `S` (the bridge's subscriptions, the JetStream executor).
+pub(crate) struct Shared<S> {
+    pub(crate) client: NatsClient,
     /// The socket's write half while connected.
     writer: Option<TcpStream>,
-    /// Subscription numbers by subject.
-    sids: HashMap<ByteString, u64>,
     stopped: bool,
+    pub(crate) state: S,
 }
 
-impl Shared {
+impl<S> Shared<S> {
     /// Writes what the client wants sent; a failed write drops the socket (the reader
     /// notices and reconnects).
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if !self.client.has_output() {
             return;
         }
@@ -66,10 +49,107 @@ impl Shared {
     }
 }
 
-/// A running NATS connection.
+/// What a connection does as it comes and goes and as messages arrive.
+pub(crate) trait Hooks<S>: Send + 'static {
+    /// A socket is up (under the lock, before anything is read).
+    fn connected(&self, _shared: &mut Shared<S>) {}
+
+    /// The socket is gone (under the lock).
+    fn lost(&self, _shared: &mut Shared<S>) {}
+
+    /// What arrived, outside the lock (take it again to answer).
+    fn events(&self, link: &Link<S>, events: &mut Vec<Event>);
+}
+
+/// A NATS connection on a thread of its own, reconnecting with backoff; its state `S` sits
+/// under the same lock as the protocol.
+pub(crate) struct Link<S> {
+    pub(crate) shared: Arc<(Mutex<Shared<S>>, Condvar)>,
+}
+
+impl<S> Clone for Link<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: Send + 'static> Link<S> {
+    /// Connects to `address` (and keeps reconnecting) on a thread named `thread`.
+    pub(crate) fn start(
+        address: String,
+        options: ConnectOptions,
+        state: S,
+        thread: &str,
+        hooks: impl Hooks<S>,
+    ) -> io::Result<Self> {
+        let link = Self {
+            shared: Arc::new((
+                Mutex::new(Shared {
+                    client: NatsClient::new(options, 64 * 1024 * 1024),
+                    writer: None,
+                    stopped: false,
+                    state,
+                }),
+                Condvar::new(),
+            )),
+        };
+        let running = link.clone();
+        std::thread::Builder::new()
+            .name(thread.into())
+            .spawn(move || run(&address, &running, &hooks))?;
+        Ok(link)
+    }
+
+    /// Runs `f` on the shared state, then writes what it queued; `None` if a thread panicked.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Shared<S>) -> R) -> Option<R> {
+        let mut s = self.shared.0.lock().ok()?;
+        let r = f(&mut s);
+        s.flush();
+        Some(r)
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub(crate) fn stop(&self) {
+        if let Ok(mut s) = self.shared.0.lock() {
+            s.stopped = true;
+            if let Some(w) = s.writer.take() {
+                let _ = w.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        self.shared.1.notify_all();
+    }
+}
+
+/// The bridge's state: subscription numbers by subject.
+#[derive(Default)]
+pub(crate) struct BridgeState {
+    sids: HashMap<ByteString, u64>,
+}
+
+/// The bridge's hooks: messages become `Input::NatsMessage`.
+struct BridgeHooks<F> {
+    deliver: F,
+}
+
+impl<F: Fn(Input) + Send + 'static> Hooks<BridgeState> for BridgeHooks<F> {
+    fn events(&self, _link: &Link<BridgeState>, events: &mut Vec<Event>) {
+        for event in events.drain(..) {
+            if let Event::Message(m) = event {
+                (self.deliver)(Input::NatsMessage {
+                    subject: m.subject,
+                    payload: m.payload,
+                });
+            }
+        }
+    }
+}
+
+/// A running NATS connection of the subject bridge.
 #[derive(Clone)]
 pub struct NatsLink {
-    shared: Arc<(Mutex<Shared>, Condvar)>,
+    link: Link<BridgeState>,
 }
 
 impl NatsLink {
@@ -84,22 +164,14 @@ impl NatsLink {
         options: ConnectOptions,
         deliver: impl Fn(Input) + Send + 'static,
     ) -> io::Result<Self> {
-        let link = Self {
-            shared: Arc::new((
-                Mutex::new(Shared {
-                    client: NatsClient::new(options, 64 * 1024 * 1024),
-                    writer: None,
-                    sids: HashMap::new(),
-                    stopped: false,
-                }),
-                Condvar::new(),
-            )),
-        };
-        let shared = Arc::clone(&link.shared);
-        std::thread::Builder::new()
-            .name("jetmq-nats".into())
-            .spawn(move || run(&address, &shared, &deliver))?;
-        Ok(link)
+        let link = Link::start(
+            address,
+            options,
+            BridgeState::default(),
+            "jetmq-nats",
+            BridgeHooks { deliver },
+        )?;
+        Ok(Self { link })
     }
 
     /// The bridge's connection for `config` (named `name` on the NATS server), if it has a
@@ -113,22 +185,16 @@ impl NatsLink {
         name: &str,
         deliver: impl Fn(Input) + Send + 'static,
     ) -> io::Result<Option<Self>> {
-        let Some(address) = &config.nats else {
+        let Some(nats) = &config.nats else {
             return Ok(None);
         };
-        let options = ConnectOptions {
-            name: Some(name.to_string()),
-            ..ConnectOptions::default()
-        };
-        Self::start(address.clone(), options, deliver).map(Some)
+        let options = nats.connect_options(name);
+        Self::start(nats.address.clone(), options, deliver).map(Some)
     }
 
     /// Carries out a NATS action of the broker; other actions are ignored.
     pub fn execute(&self, action: &Action) {
-        let Ok(mut s) = self.shared.0.lock() else {
-            return;
-        };
-        match action {
+        self.link.with(|s| match action {
             Action::NatsPublish {
                 subject,
                 qos,
@@ -147,31 +213,25 @@ impl NatsLink {
             }
             Action::NatsSubscribe { subject } => {
                 let sid = s.client.subscribe(subject, None);
-                s.sids.insert(subject.clone(), sid);
+                s.state.sids.insert(subject.clone(), sid);
             }
             Action::NatsUnsubscribe { subject } => {
-                if let Some(sid) = s.sids.remove(subject) {
+                if let Some(sid) = s.state.sids.remove(subject) {
                     s.client.unsubscribe(sid);
                 }
             }
-            _ => return,
-        }
-        s.flush();
+            _ => {}
+        });
     }
 
     /// Closes the connection and stops reconnecting.
     pub fn stop(&self) {
-        if let Ok(mut s) = self.shared.0.lock() {
-            s.stopped = true;
-            if let Some(w) = s.writer.take() {
-                let _ = w.shutdown(std::net::Shutdown::Both);
-            }
-        }
-        self.shared.1.notify_all();
+        self.link.stop();
     }
 }
 
-fn run(address: &str, shared: &Arc<(Mutex<Shared>, Condvar)>, deliver: &dyn Fn(Input)) {
+fn run<S: Send + 'static>(address: &str, link: &Link<S>, hooks: &dyn Hooks<S>) {
+    let shared = &link.shared;
     let mut backoff = Duration::from_millis(100);
     loop {
         if shared.0.lock().map_or(true, |s| s.stopped) {
@@ -187,14 +247,16 @@ fn run(address: &str, shared: &Arc<(Mutex<Shared>, Condvar)>, deliver: &dyn Fn(I
                 if let Ok(mut s) = shared.0.lock() {
                     s.client.connection_started();
                     s.writer = Some(writer);
+                    hooks.connected(&mut s);
                 }
                 info!(%address, "connected to NATS");
-                if read_loop(socket, shared, deliver) {
+                if read_loop(socket, link, hooks) {
                     backoff = Duration::from_millis(100);
                 }
                 if let Ok(mut s) = shared.0.lock() {
                     s.client.connection_lost();
                     s.writer = None;
+                    hooks.lost(&mut s);
                     if s.stopped {
                         return;
                     }
@@ -212,10 +274,10 @@ fn run(address: &str, shared: &Arc<(Mutex<Shared>, Condvar)>, deliver: &dyn Fn(I
 }
 
 /// Reads until the connection ends; true if the handshake was done (a good connection).
-fn read_loop(
+fn read_loop<S: Send + 'static>(
     mut socket: TcpStream,
-    shared: &Arc<(Mutex<Shared>, Condvar)>,
-    deliver: &dyn Fn(Input),
+    link: &Link<S>,
+    hooks: &dyn Hooks<S>,
 ) -> bool {
     let mut buf = BytesMut::new();
     let mut chunk = vec![0u8; 64 * 1024];
@@ -227,7 +289,7 @@ fn read_loop(
             Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let Ok(mut s) = shared.0.lock() else {
+        let Ok(mut s) = link.shared.0.lock() else {
             return connected;
         };
         if let Err(e) = s.client.received(&mut buf, &mut events) {
@@ -236,19 +298,20 @@ fn read_loop(
         }
         s.flush();
         drop(s);
-        for event in events.drain(..) {
-            match event {
-                Event::Connected(info) => {
-                    connected = true;
-                    info!(server = %info.server_id, version = %info.version, "NATS handshake done");
-                }
-                Event::Message(m) => deliver(Input::NatsMessage {
-                    subject: m.subject,
-                    payload: m.payload,
-                }),
-                Event::ServerError(e) => warn!(error = %e, "NATS server error"),
-                Event::Pong => {}
+        events.retain(|event| match event {
+            Event::Connected(info) => {
+                connected = true;
+                info!(server = %info.server_id, version = %info.version, "NATS handshake done");
+                false
             }
-        }
+            Event::ServerError(e) => {
+                warn!(error = %e, "NATS server error");
+                false
+            }
+            Event::Pong => false,
+            Event::Message(_) => true,
+        });
+        hooks.events(link, &mut events);
+        events.clear();
     }
 }

@@ -79,15 +79,23 @@ impl StoreBackend for EmbeddedBackend {
     }
 }
 
-/// The store a shell uses for `config`: the embedded store in its data directory, or memory
-/// when it has none. The embedded store's recovery report is logged.
+/// The store a shell uses for `config`: JetStream when a NATS server is configured (unless
+/// `[nats] jetstream = false`), else the embedded store in its data directory, or memory when
+/// it has none. The embedded store's recovery report is logged.
 ///
 /// # Errors
 ///
-/// The embedded store cannot be opened; the message names the file and what to do.
+/// The embedded store cannot be opened (the message names the file and what to do), or the
+/// NATS connection's thread cannot start.
 pub fn open(
     config: &crate::config::ServerConfig,
 ) -> Result<std::sync::Arc<dyn StoreBackend>, String> {
+    if let Some(nats) = config.nats.as_ref().filter(|n| n.jetstream) {
+        let backend = crate::jetstream::JetStreamBackend::connect(nats, "jetmq-store")
+            .map_err(|e| format!("cannot start the JetStream connection: {e}"))?;
+        tracing::info!(address = %nats.address, "state kept in JetStream");
+        return Ok(std::sync::Arc::new(backend));
+    }
     match &config.data_dir {
         Some(dir) => {
             let (backend, report) =

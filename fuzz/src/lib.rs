@@ -72,6 +72,7 @@ pub fn broker_sequence(data: &[u8]) {
     let config = BrokerConfig {
         authenticate: data.first().is_some_and(|b| b & 1 == 1),
         nats_bridge: data.first().is_some_and(|b| b & 2 == 2),
+        fleet: data.first().is_some_and(|b| b & 6 == 6),
         max_inflight: 3,
         max_queued_messages: 16,
         fanout_budget: 4,
@@ -152,6 +153,12 @@ pub fn broker_sequence(data: &[u8]) {
                 subject: ["a", "a.b", "$SYS.x", "a.b/20c", "", "a..b"]
                     [usize::from(op & 0x03) + usize::from(op >> 7)]
                 .into(),
+                headers: match op & 0x30 {
+                    0x00 => Vec::new(),
+                    0x10 => vec![("Nmqtt-Pub".into(), "1".into()), ("Jetmq-Seq".into(), "7".into())],
+                    0x20 => vec![("Jetmq-Retain".into(), "1".into())],
+                    _ => vec![("Nmqtt-Pub".into(), "9".into()), ("Jetmq-Seq".into(), "x".into())],
+                },
                 payload: bytes::Bytes::from_static(b"nats"),
             },
             61 => Input::RestoreComplete,

@@ -623,6 +623,7 @@ impl ServerConfig {
         if let Some(nats) = file.nats {
             if let Some(nats) = nats.into_config()? {
                 self.broker.nats_bridge = true;
+                self.broker.fleet = nats.jetstream;
                 self.nats = Some(nats);
             }
         }
@@ -800,6 +801,7 @@ impl ServerConfig {
             None => self.nats = Some(from_url),
         }
         self.broker.nats_bridge = true;
+        self.broker.fleet = self.nats.as_ref().is_some_and(|n| n.jetstream);
         Ok(())
     }
 

@@ -139,6 +139,7 @@ impl<F: Fn(Input) + Send + 'static> Hooks<BridgeState> for BridgeHooks<F> {
             if let Event::Message(m) = event {
                 (self.deliver)(Input::NatsMessage {
                     subject: m.subject,
+                    headers: m.headers.map(|h| h.entries).unwrap_or_default(),
                     payload: m.payload,
                 });
             }
@@ -197,13 +198,19 @@ impl NatsLink {
         self.link.with(|s| match action {
             Action::NatsPublish {
                 subject,
-                qos,
+                headers,
                 payload,
             } => {
-                // Appendix B of the NATS server's MQTT support: `Nmqtt-Pub:<qos>`.
-                let headers = Headers::new(vec![("Nmqtt-Pub".into(), qos.to_string().into())]);
+                let headers = (!headers.is_empty()).then(|| {
+                    Headers::new(
+                        headers
+                            .iter()
+                            .map(|h| (ByteString::from_static(h.name), h.value.clone()))
+                            .collect(),
+                    )
+                });
                 if s.client
-                    .publish(subject, None, Some(&headers), payload)
+                    .publish(subject, None, headers.as_ref(), payload)
                     .is_err()
                 {
                     warn!(

@@ -3,15 +3,42 @@
 //! on NATS subjects that MQTT subscriptions cover reach those subscribers at QoS 0. The broker
 //! subscribes to a NATS subject while at least one MQTT subscription maps to it; the shell's
 //! NATS connection does not echo the broker's own publishes back, so nothing loops.
+//!
+//! Between jetmq nodes of a fleet the live copy carries more: `Jetmq-Seq` (the stream
+//! sequence of a stored QoS 1/2 message, so the receiving node delivers it at its QoS and
+//! acknowledges it for the persistent sessions it serves), `Jetmq-Retain` (so every node's
+//! retained messages follow) and the MQTT 5.0 headers of stored messages. Connect notices on
+//! `$JETMQ.conn.<client hash>` close a client's connection on the node it left. Subjects
+//! under `$JETMQ.` are the nodes' own: MQTT publishes there are not bridged, and NATS
+//! messages there never reach MQTT subscribers.
 
 use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::io::{Action, Outbox};
 use super::message::Message;
+use super::session::SessionKey;
 use super::Broker;
 use crate::codec::QoS;
+use crate::js::{records, Header};
 use crate::topic::{subject, TopicFilter};
+
+/// The subjects jetmq nodes keep to themselves.
+const RESERVED: &str = "$JETMQ.";
+/// Where connect notices go, one subject per client identifier hash.
+const CONNECT_NOTICE_PREFIX: &str = "$JETMQ.conn.";
+/// The subscription to every connect notice.
+pub(super) const CONNECT_NOTICES: &str = "$JETMQ.conn.>";
+/// Where retained messages go to every node, whether or not it has subscribers for them.
+const RETAINED_PREFIX: &str = "$JETMQ.retained.";
+/// The subscription to every node's retained messages.
+pub(super) const RETAINED_NOTICES: &str = "$JETMQ.retained.>";
+/// The QoS of an MQTT-originated message (the NATS server's Appendix B).
+const PUB_HEADER: &str = "Nmqtt-Pub";
+/// The stream sequence of a stored message (jetmq nodes).
+const SEQ_HEADER: &str = "Jetmq-Seq";
+/// Present on a message published with RETAIN (jetmq nodes).
+const RETAIN_HEADER: &str = "Jetmq-Retain";
 
 impl Broker {
     /// Counts a new MQTT subscription's subjects; a subject's first one subscribes on NATS.
@@ -60,25 +87,95 @@ impl Broker {
         if !self.config.nats_bridge {
             return;
         }
+        let subject = subject::topic_to_subject(&msg.topic);
+        if subject.starts_with(RESERVED) {
+            return;
+        }
+        let mut headers = vec![Header {
+            name: PUB_HEADER,
+            value: (msg.qos as u8).to_string().into(),
+        }];
+        if self.config.fleet {
+            if let Some(seq) = msg.seq {
+                headers.push(Header {
+                    name: SEQ_HEADER,
+                    value: seq.to_string().into(),
+                });
+            }
+            if msg.retain {
+                headers.push(Header {
+                    name: RETAIN_HEADER,
+                    value: ByteString::from_static("1"),
+                });
+            }
+            self.add_v5_headers(msg, &mut headers);
+            if msg.retain {
+                // Every node keeps the retained messages, subscribed to the topic or not.
+                out.push(Action::NatsPublish {
+                    subject: format!("{RETAINED_PREFIX}{subject}").into(),
+                    headers: headers.clone(),
+                    payload: msg.payload.clone(),
+                });
+            }
+        }
         out.push(Action::NatsPublish {
-            subject: ByteString::from(subject::topic_to_subject(&msg.topic).as_ref()),
-            qos: msg.qos as u8,
+            subject: ByteString::from(subject.as_ref()),
+            headers,
             payload: msg.payload.clone(),
         });
     }
 
-    /// A message from NATS: routed to the MQTT subscribers at QoS 0; subjects that are no
-    /// MQTT topic (empty levels the escape cannot express) are counted and dropped.
-    pub(super) fn on_nats_message(&mut self, subject: &str, payload: Bytes) {
+    /// Tells the other nodes of a fleet that `key`'s client connected here.
+    pub(super) fn announce_connect(&mut self, key: &SessionKey, out: &mut Outbox) {
+        if !(self.config.nats_bridge && self.config.fleet) {
+            return;
+        }
+        out.push(Action::NatsPublish {
+            subject: format!(
+                "{CONNECT_NOTICE_PREFIX}{}",
+                records::client_hash(&key.client_id)
+            )
+            .into(),
+            headers: Vec::new(),
+            payload: format!("{}\n{}", key.account, key.client_id).into(),
+        });
+    }
+
+    /// A message from NATS: a connect notice of another node, or a message routed to the MQTT
+    /// subscribers; subjects that are no MQTT topic (empty levels the escape cannot express)
+    /// are counted and dropped.
+    pub(super) fn on_nats_message(
+        &mut self,
+        subject: &str,
+        headers: &[(ByteString, ByteString)],
+        payload: Bytes,
+        out: &mut Outbox,
+    ) {
         if !self.config.nats_bridge {
             self.stats.unknown_inputs += 1;
+            return;
+        }
+        if subject.starts_with(RESERVED) {
+            match (subject.strip_prefix(RETAINED_PREFIX), self.config.fleet) {
+                (Some(subject), true) => self.on_retained_notice(subject, headers, payload),
+                (None, true) if subject.starts_with(CONNECT_NOTICE_PREFIX) => {
+                    self.on_connect_notice(&payload, out);
+                }
+                _ => self.stats.unknown_inputs += 1,
+            }
             return;
         }
         let Ok(topic) = subject::subject_to_topic_name(subject) else {
             self.stats.unknown_inputs += 1;
             return;
         };
-        self.route(Message {
+        let header = |name: &str| -> Option<&str> {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_ref())
+        };
+        let mut msg = Message {
             topic,
             payload,
             qos: QoS::AtMostOnce,
@@ -87,6 +184,83 @@ impl Broker {
             publisher: None,
             seq: None,
             expires_at: None,
-        });
+        };
+        // What another jetmq node of the fleet sent: at its QoS only when stored, since a
+        // QoS 1/2 delivery is acknowledged to the store.
+        let seq = header(SEQ_HEADER).and_then(|v| v.parse::<u64>().ok());
+        let qos = header(PUB_HEADER)
+            .and_then(|v| v.parse::<u8>().ok())
+            .and_then(QoS::from_u8);
+        if self.config.fleet {
+            if let (Some(seq), Some(qos)) = (seq, qos) {
+                msg.qos = qos;
+                msg.seq = Some(seq);
+            }
+            msg.retain = header(RETAIN_HEADER).is_some();
+            let Some((properties, expires_at)) = self.v5_fields_from_headers(headers) else {
+                return; // expired on its way
+            };
+            msg.properties = properties;
+            msg.expires_at = expires_at;
+        }
+        self.route(msg);
+    }
+
+    /// Another node's retained message (or its removal, with an empty payload).
+    fn on_retained_notice(
+        &mut self,
+        subject: &str,
+        headers: &[(ByteString, ByteString)],
+        payload: Bytes,
+    ) {
+        let Ok(topic) = subject::subject_to_topic_name(subject) else {
+            self.stats.unknown_inputs += 1;
+            return;
+        };
+        if payload.is_empty() {
+            self.retained.remove(&topic);
+            return;
+        }
+        let qos = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(PUB_HEADER))
+            .and_then(|(_, v)| v.parse::<u8>().ok())
+            .and_then(QoS::from_u8)
+            .unwrap_or(QoS::AtMostOnce);
+        let Some((properties, expires_at)) = self.v5_fields_from_headers(headers) else {
+            return;
+        };
+        let msg = Message {
+            topic: topic.clone(),
+            payload,
+            qos,
+            retain: true,
+            properties,
+            publisher: None,
+            seq: None,
+            expires_at,
+        };
+        self.retained.insert(&topic, std::sync::Arc::new(msg));
+    }
+
+    /// Another node took `account\nclient id` over: its connection here closes (no will, as
+    /// for a takeover), and the session leaves this node's memory, not the store, which the
+    /// other node now owns.
+    fn on_connect_notice(&mut self, payload: &[u8], out: &mut Outbox) {
+        let Some((account, client_id)) = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|p| p.split_once('\n'))
+        else {
+            self.stats.unknown_inputs += 1;
+            return;
+        };
+        let key = SessionKey {
+            account: account.into(),
+            client_id: client_id.into(),
+        };
+        let Some(&session) = self.by_key.get(&key) else {
+            return;
+        };
+        self.drop_taken_over(session, out);
     }
 }

@@ -67,6 +67,12 @@ pub struct BrokerConfig {
     /// Bridge MQTT and NATS subjects ([`Action::NatsPublish`](super::Action::NatsPublish) and
     /// friends): the shell has a NATS connection. Default false.
     pub nats_bridge: bool,
+    /// Other jetmq nodes share the store (JetStream) and the NATS subjects: every QoS 1/2
+    /// message is stored (a persistent session elsewhere may want it), a persistent session
+    /// is loaded from the store when its client connects, and each CONNECT is announced on
+    /// NATS so the node that had the client closes its connection there. Needs
+    /// `nats_bridge`. Default false.
+    pub fleet: bool,
     /// Server redirection (MQTT 5.0 §4.11): when set, every CONNECT is refused with 0x9C
     /// (Use another server) or 0x9D (Server moved) and the Server Reference; 3.1.1 clients
     /// get return code 3 (server unavailable). Default: none.
@@ -106,6 +112,7 @@ impl Default for BrokerConfig {
             max_session_expiry: 7 * 24 * 3600,
             redirect: None,
             nats_bridge: false,
+            fleet: false,
         }
     }
 }

@@ -9,10 +9,10 @@ use bytestring::ByteString;
 
 use super::io::ConnInfo;
 use super::message::{Message, Will};
-use super::session::SessionId;
+use super::session::{SessionId, SessionKey};
 use super::topic_alias::{InboundAliases, OutboundAliases};
 use crate::codec::{Connect, Decoder, Direction, Packet, PacketId, ProtocolVersion, QoS};
-use crate::js::StoreRequest;
+use crate::js::{StoreRequest, StoredMessage};
 use crate::time::Instant;
 use crate::topic::TopicFilter;
 
@@ -38,6 +38,22 @@ pub(crate) enum Phase {
         assigned: bool,
         /// What the shell asked to get back with the next step.
         state: Bytes,
+    },
+    /// Accepted; in a fleet, the persistent session is being read from the store (its
+    /// record and its consumer's messages) before the CONNACK, until the connect deadline.
+    Loading {
+        deadline: Instant,
+        connect: Box<Connect>,
+        key: SessionKey,
+        assigned: bool,
+        /// Store replies still to come.
+        waiting: u8,
+        /// The session record, when the session was not in memory.
+        record: Option<StoredMessage>,
+        /// What the session's consumer handed out.
+        pending: Vec<StoredMessage>,
+        /// A read failed: the CONNECT is refused (server unavailable).
+        failed: bool,
     },
     /// CONNACK sent; bound to a session.
     Connected { session: SessionId },

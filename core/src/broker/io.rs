@@ -180,10 +180,15 @@ pub enum Input {
     /// Stop: disconnect every client (v5 clients get DISCONNECT 0x8B).
     Shutdown,
     /// NATS bridge: a message arrived on a subject the broker subscribed to; it goes to the
-    /// matching MQTT subscribers at QoS 0 (it is not published to NATS again).
+    /// matching MQTT subscribers (it is not published to NATS again): at QoS 0, or, from
+    /// another jetmq node, with its QoS, stream sequence and RETAIN flag (headers
+    /// `Nmqtt-Pub`, `Jetmq-Seq`, `Jetmq-Retain`). A connect notice of another node
+    /// (`$JETMQ.conn.`) closes the client's connection here.
     NatsMessage {
         /// Its NATS subject.
         subject: ByteString,
+        /// Its headers, in order.
+        headers: Vec<(ByteString, ByteString)>,
         /// Its payload.
         payload: Bytes,
     },
@@ -296,13 +301,14 @@ pub enum Action {
     /// Something worth logging or counting.
     Notice(Notice),
     /// NATS bridge: publish a message from an MQTT client on its NATS subject, with the header
-    /// `Nmqtt-Pub:<qos>` (the NATS server's Appendix B), for plain NATS subscribers and other
-    /// jetmq nodes.
+    /// `Nmqtt-Pub:<qos>` (the NATS server's Appendix B) and what other jetmq nodes need
+    /// (stream sequence, RETAIN, MQTT 5.0 properties), for plain NATS subscribers and other
+    /// jetmq nodes; or a connect notice to the other nodes.
     NatsPublish {
-        /// The NATS subject of the MQTT topic.
+        /// The NATS subject.
         subject: ByteString,
-        /// The message's QoS, for the `Nmqtt-Pub` header.
-        qos: u8,
+        /// Its headers, in order.
+        headers: Vec<crate::js::Header>,
         /// The payload.
         payload: Bytes,
     },

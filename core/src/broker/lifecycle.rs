@@ -1,6 +1,7 @@
 //! Connection and session lifecycle: accepting, CONNECT and authentication, keep-alive,
 //! takeover, DISCONNECT and every other way a connection ends, wills and session expiry.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -9,6 +10,7 @@ use bytestring::ByteString;
 use super::connection::{Connection, Phase, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
+use super::persist::RequestOwner;
 use super::session::{InflightState, PendingWill, Session, SessionId, SessionKey, DEFAULT_ACCOUNT};
 use super::topic_alias::OutboundAliases;
 use super::{Broker, Timer};
@@ -16,6 +18,7 @@ use crate::codec::{
     ConnAck, Connect, ConnectReason, DecodeError, Disconnect, DisconnectReason, Packet,
     ProtocolVersion, PublishProperties, QoS,
 };
+use crate::js::{records, StoreError, StoreReply, StoreRequest, Stream};
 use crate::topic::TopicName;
 
 impl Broker {
@@ -149,7 +152,7 @@ impl Broker {
                 return;
             }
             Phase::Connected { session } => session,
-            Phase::Authenticating { .. } | Phase::Closing => return,
+            Phase::Authenticating { .. } | Phase::Loading { .. } | Phase::Closing => return,
         };
         match packet {
             // [MQTT-3.1.0-2]: a second CONNECT is a protocol error.
@@ -288,7 +291,8 @@ impl Broker {
         );
     }
 
-    /// Binds an accepted CONNECT to its session (new, resumed or taken over) and sends CONNACK.
+    /// An accepted CONNECT: in a fleet, the other nodes hear of it, and a session to resume
+    /// that is not connected here is read from the store first; then it is bound.
     pub(super) fn accept(
         &mut self,
         conn: ConnId,
@@ -298,8 +302,148 @@ impl Broker {
         account: ByteString,
         out: &mut Outbox,
     ) {
-        let version = connect.protocol;
         let key = SessionKey { account, client_id };
+        self.announce_connect(&key, out);
+        let connected_here = self
+            .by_key
+            .get(&key)
+            .and_then(|&s| self.sessions.get(s))
+            .is_some_and(|s| s.conn.is_some());
+        if self.config.fleet && !connect.clean_start && !connected_here {
+            self.load_session(conn, connect, key, assigned, out);
+        } else {
+            self.bind(conn, connect, key, assigned, out);
+        }
+    }
+
+    /// Reads a session to resume from the store: its record (unless it is in memory) and
+    /// what its consumer holds. The connection waits in [`Phase::Loading`].
+    fn load_session(
+        &mut self,
+        conn: ConnId,
+        connect: Box<Connect>,
+        key: SessionKey,
+        assigned: bool,
+        out: &mut Outbox,
+    ) {
+        let in_memory = self.by_key.contains_key(&key);
+        let default_deadline = self.now.instant.saturating_add(self.config.connect_timeout);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let deadline = match c.phase {
+            Phase::AwaitingConnect { deadline }
+            | Phase::Authenticating { deadline, .. }
+            | Phase::AuthExchange { deadline, .. } => deadline,
+            _ => default_deadline,
+        };
+        let mut requests = Vec::new();
+        if !in_memory {
+            requests.push(StoreRequest::GetLast {
+                stream: Stream::Sessions,
+                subject: records::session_subject(&key.client_id),
+            });
+        }
+        requests.push(StoreRequest::Pending {
+            consumer: records::consumer_name(&key.client_id),
+            limit: self.config.max_queued_messages,
+        });
+        c.phase = Phase::Loading {
+            deadline,
+            connect,
+            key,
+            assigned,
+            waiting: u8::try_from(requests.len()).unwrap_or(u8::MAX),
+            record: None,
+            pending: Vec::new(),
+            failed: false,
+        };
+        self.schedule_conn(conn, deadline);
+        for request in requests {
+            self.request(request, RequestOwner::Load { conn }, out);
+        }
+    }
+
+    /// A store reply for a session being loaded; the last one binds the connection (or
+    /// refuses it when a read failed).
+    pub(super) fn on_loaded(
+        &mut self,
+        conn: ConnId,
+        reply: Result<StoreReply, StoreError>,
+        out: &mut Outbox,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Phase::Loading {
+            waiting,
+            record,
+            pending,
+            failed,
+            ..
+        } = &mut c.phase
+        else {
+            return;
+        };
+        *waiting = waiting.saturating_sub(1);
+        match reply {
+            Ok(StoreReply::Message(m)) => *record = m,
+            Ok(StoreReply::Messages(m)) => pending.extend(m),
+            Ok(_) => {}
+            Err(_) => *failed = true,
+        }
+        if *waiting > 0 {
+            return;
+        }
+        let Phase::Loading {
+            connect,
+            key,
+            assigned,
+            record,
+            pending,
+            failed,
+            ..
+        } = std::mem::replace(&mut c.phase, Phase::Closing)
+        else {
+            return;
+        };
+        if failed {
+            self.refuse(
+                conn,
+                connect.protocol,
+                ConnectReason::ServerUnavailable,
+                out,
+            );
+            return;
+        }
+        let mut by_consumer = BTreeMap::new();
+        let mut by_hash16 = BTreeMap::new();
+        if let Some(record) = record.filter(|_| !self.by_key.contains_key(&key)) {
+            if !self.restore_session(&record, &mut by_consumer, &mut by_hash16) {
+                out.push(Action::Notice(Notice::BadRecord {
+                    subject: record.subject.clone(),
+                }));
+            }
+        }
+        if let Some(s) = self.by_key.get(&key).and_then(|&s| self.sessions.get(s)) {
+            by_consumer.insert(s.consumer.clone(), self.by_key[&key]);
+        }
+        for message in &pending {
+            self.restore_message(message, &by_consumer, out);
+        }
+        self.bind(conn, connect, key, assigned, out);
+    }
+
+    /// Binds an accepted CONNECT to its session (new, resumed or taken over) and sends CONNACK.
+    fn bind(
+        &mut self,
+        conn: ConnId,
+        connect: Box<Connect>,
+        key: SessionKey,
+        assigned: bool,
+        out: &mut Outbox,
+    ) {
+        let version = connect.protocol;
         let max_expiry = self.config.max_session_expiry;
         let (asked, granted) = if version.is_v5() {
             let asked = connect.properties.session_expiry_interval.unwrap_or(0);
@@ -628,6 +772,15 @@ impl Broker {
                 }
                 earliest(deadline);
             }
+            Phase::Loading { deadline, .. } => {
+                if now >= deadline {
+                    // The store did not answer in time.
+                    let version = c.version;
+                    self.refuse(conn, version, ConnectReason::ServerUnavailable, out);
+                    return;
+                }
+                earliest(deadline);
+            }
             Phase::AuthExchange { deadline, .. } => {
                 if now >= deadline {
                     // The client did not finish the exchange in time.
@@ -693,17 +846,38 @@ impl Broker {
 
     /// Removes a session and everything it holds, in memory and in the store.
     pub(super) fn discard_session(&mut self, session: SessionId, out: &mut Outbox) {
+        if let Some(s) = self.remove_session(session, out) {
+            if s.persistent || !s.inbound_qos2.is_empty() {
+                self.forget_session(&s, out);
+            }
+        }
+    }
+
+    /// Takes a session out of memory (its subscriptions too) and returns it.
+    fn remove_session(&mut self, session: SessionId, out: &mut Outbox) -> Option<Session> {
         self.hand_over_shared(session, true, out);
-        let Some(s) = self.sessions.try_remove(session) else {
-            return;
-        };
+        let s = self.sessions.try_remove(session)?;
         self.by_key.remove(&s.key);
         for entry in s.subscriptions.values() {
             self.unindex_subscription(session, entry);
         }
-        if s.persistent || !s.inbound_qos2.is_empty() {
-            self.forget_session(&s, out);
+        Some(s)
+    }
+
+    /// Another node of the fleet took the session's client over: its connection here closes
+    /// (DISCONNECT 0x8E for 5.0, no will, as for a takeover here) and the session leaves this
+    /// node's memory, but not the store, which the other node now uses.
+    pub(super) fn drop_taken_over(&mut self, session: SessionId, out: &mut Outbox) {
+        if let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) {
+            self.close_inner(
+                conn,
+                CloseReason::SessionTakenOver,
+                false,
+                Ending::TakenOver { resumed: true },
+                out,
+            );
         }
+        self.remove_session(session, out);
     }
 
     /// An administrator ends a session, and its connection if it has one.

@@ -172,6 +172,16 @@ impl Broker {
     /// A broker with `config`, whose identifiers and choices all derive from `seed`.
     #[must_use]
     pub fn new(config: BrokerConfig, seed: u64, now: Now) -> Self {
+        let nats_changes = if config.nats_bridge && config.fleet {
+            [bridge::CONNECT_NOTICES, bridge::RETAINED_NOTICES]
+                .into_iter()
+                .map(|subject| Action::NatsSubscribe {
+                    subject: subject.into(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
             config,
             rng: Rng::new(seed),
@@ -187,7 +197,7 @@ impl Broker {
             shared_scratch: Vec::new(),
             retained: RetainedStore::new(),
             nats_subjects: BTreeMap::new(),
-            nats_changes: Vec::new(),
+            nats_changes,
             timers: BinaryHeap::new(),
             requests: BTreeMap::new(),
             next_request: 0,
@@ -289,7 +299,11 @@ impl Broker {
             Input::Continue => {}
             Input::Shutdown => self.on_shutdown(out),
             Input::DiscardSession(key) => self.on_discard_session(&key, out),
-            Input::NatsMessage { subject, payload } => self.on_nats_message(&subject, payload),
+            Input::NatsMessage {
+                subject,
+                headers,
+                payload,
+            } => self.on_nats_message(&subject, &headers, payload, out),
         }
         self.run_fanout(out);
         self.flush_bridge(out);

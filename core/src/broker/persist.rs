@@ -38,6 +38,8 @@ pub(crate) enum RequestOwner {
         token: u64,
         kind: Write,
     },
+    /// A connection whose session is being loaded ([`Phase::Loading`](super::connection::Phase)).
+    Load { conn: ConnId },
     /// Nobody: a failure is reported and counted.
     Background,
 }
@@ -68,8 +70,13 @@ impl Broker {
             self.stats.store_failures += 1;
             out.push(Action::Notice(Notice::StoreFailed(err.clone())));
         }
-        let RequestOwner::Pipeline { conn, token, kind } = owner else {
-            return;
+        let (conn, token, kind) = match owner {
+            RequestOwner::Pipeline { conn, token, kind } => (conn, token, kind),
+            RequestOwner::Load { conn } => {
+                self.on_loaded(conn, reply, out);
+                return;
+            }
+            RequestOwner::Background => return,
         };
         let pipeline = match conn {
             Some(c) => match self.conns.get_mut(&c) {
@@ -277,7 +284,7 @@ impl Broker {
         }
     }
 
-    fn restore_session(
+    pub(super) fn restore_session(
         &mut self,
         record: &StoredMessage,
         by_consumer: &mut BTreeMap<ByteString, SessionId>,
@@ -373,19 +380,13 @@ impl Broker {
         true
     }
 
-    /// The MQTT 5.0 properties and the expiry of a stored message, from its headers; `None`
-    /// when it has expired.
-    fn restored_v5_fields(
+    /// The MQTT 5.0 properties and the expiry of a stored or bridged message, from its
+    /// headers; `None` when it has expired.
+    pub(super) fn v5_fields_from_headers(
         &self,
-        record: &StoredMessage,
+        headers: &[(ByteString, ByteString)],
     ) -> Option<(Option<Box<PublishProperties>>, Option<Instant>)> {
-        let header = |name: &str| {
-            record
-                .headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v)
-        };
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
         let properties =
             header(records::PROPERTIES_HEADER).and_then(|v| records::parse_properties_header(v));
         let expires_at = match header(records::EXPIRES_HEADER).and_then(|v| v.parse::<u64>().ok()) {
@@ -416,7 +417,7 @@ impl Broker {
         let (Some(qos), false) = (flags.and_then(QoS::from_u8), record.payload.is_empty()) else {
             return false;
         };
-        let Some((properties, expires_at)) = self.restored_v5_fields(record) else {
+        let Some((properties, expires_at)) = self.v5_fields_from_headers(&record.headers) else {
             // It expired while the broker was down: it is gone.
             self.request(
                 StoreRequest::Purge {
@@ -442,7 +443,7 @@ impl Broker {
         true
     }
 
-    fn restore_message(
+    pub(super) fn restore_message(
         &mut self,
         record: &StoredMessage,
         by_consumer: &BTreeMap<ByteString, SessionId>,
@@ -463,7 +464,7 @@ impl Broker {
         let Some(qos) = qos.filter(|q| *q != QoS::AtMostOnce) else {
             return false;
         };
-        let Some((properties, expires_at)) = self.restored_v5_fields(record) else {
+        let Some((properties, expires_at)) = self.v5_fields_from_headers(&record.headers) else {
             // It expired while the broker was down: every consumer releases it.
             for consumer in &record.pending_for {
                 self.request(
@@ -495,6 +496,9 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(session) else {
                 continue;
             };
+            if s.outbound.holds(record.seq) {
+                continue;
+            }
             let matching = s
                 .subscriptions
                 .values()

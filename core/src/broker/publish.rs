@@ -252,8 +252,13 @@ impl Broker {
     }
 
     /// Whether a persistent session with a QoS ≥ 1 subscription would receive a message on
-    /// `topic`, so the message must be stored before it is acknowledged.
+    /// `topic` (in a fleet: might, on any node), so the message must be stored before it is
+    /// acknowledged.
     fn needs_store(&self, topic: &TopicName) -> bool {
+        if self.config.fleet {
+            // A persistent session on another node may want it.
+            return true;
+        }
         let mut needed = false;
         self.subscriptions.for_each_match(topic, |sid, sub| {
             if !needed && sub.options.qos != QoS::AtMostOnce {
@@ -328,7 +333,7 @@ impl Broker {
 
     /// Adds the headers that keep what MQTT 5.0 adds to a stored message: its properties and
     /// when it expires, on the wall clock, so both survive a restart.
-    fn add_v5_headers(&self, msg: &Message, headers: &mut Vec<crate::js::Header>) {
+    pub(super) fn add_v5_headers(&self, msg: &Message, headers: &mut Vec<crate::js::Header>) {
         if let Some(props) = msg.properties.as_deref() {
             headers.push(records::properties_header(props));
         }

@@ -126,6 +126,16 @@ impl Outbound {
         self.inflight.iter().position(|e| e.pid == pid)
     }
 
+    /// Whether stored message `seq` is queued or in flight here already (a message can reach
+    /// a session both live and from its consumer).
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        self.queue.iter().any(|d| d.msg.seq == Some(seq))
+            || self
+                .inflight
+                .iter()
+                .any(|e| e.delivery.as_ref().is_some_and(|d| d.msg.seq == Some(seq)))
+    }
+
     /// Takes a delivery off the front of the queue.
     pub(crate) fn pop_queued(&mut self) -> Option<Delivery> {
         let d = self.queue.pop_front()?;

@@ -1,0 +1,255 @@
+//! Two broker cores of a fleet sharing one store (the same [`MemoryStore`], handed to
+//! whichever node acts) and the NATS subjects (each node's `NatsPublish` delivered to the
+//! other as `NatsMessage`): sessions resume on the other node with their queued messages,
+//! a connect on one node closes the client's connection on the other, retained messages and
+//! stored QoS 1 messages cross over live and are acknowledged for the sessions they reach.
+
+mod harness;
+
+use harness::{connect, publish, Harness};
+use jetmq_core::broker::{Action, BrokerConfig, CloseReason, Input};
+use jetmq_core::codec::{Packet, ProtocolVersion, PublishQos, QoS};
+
+const V3: ProtocolVersion = ProtocolVersion::V311;
+
+/// Nodes `a` and `b`; the store sits with the node that acts.
+struct Fleet {
+    a: Harness,
+    b: Harness,
+    /// Which node holds the store.
+    store_at: Node,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Node {
+    A,
+    B,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let config = BrokerConfig {
+            nats_bridge: true,
+            fleet: true,
+            ..BrokerConfig::default()
+        };
+        Self {
+            a: Harness::with_seed(config.clone(), 1),
+            b: Harness::with_seed(config, 2),
+            store_at: Node::A,
+        }
+    }
+
+    /// Node `n`, holding the shared store.
+    fn on(&mut self, n: Node) -> &mut Harness {
+        if self.store_at != n {
+            std::mem::swap(&mut self.a.store, &mut self.b.store);
+            self.store_at = n;
+        }
+        match n {
+            Node::A => &mut self.a,
+            Node::B => &mut self.b,
+        }
+    }
+
+    /// Delivers what `from` published on NATS to the other node; returns the subjects.
+    fn carry(&mut self, from: Node) -> Vec<String> {
+        let (src, dst) = match from {
+            Node::A => (&mut self.a, &mut self.b),
+            Node::B => (&mut self.b, &mut self.a),
+        };
+        let mut subjects = Vec::new();
+        for action in std::mem::take(&mut src.nats) {
+            if let Action::NatsPublish {
+                subject,
+                headers,
+                payload,
+            } = action
+            {
+                subjects.push(subject.to_string());
+                dst.input(Input::NatsMessage {
+                    subject,
+                    headers: headers
+                        .into_iter()
+                        .map(|h| (h.name.into(), h.value))
+                        .collect(),
+                    payload,
+                });
+            }
+        }
+        subjects
+    }
+}
+
+#[test]
+fn a_persistent_session_resumes_on_the_other_node_with_its_queued_messages() {
+    let mut f = Fleet::new();
+    let (s, present) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    assert!(!present);
+    f.a.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    f.a.input(Input::Closed { conn: s });
+    let (p, _) = f.a.connect_ok(connect(V3, "p", true));
+    f.a.send(
+        p,
+        &publish(
+            "t/x",
+            "queued",
+            PublishQos::AtLeastOnce(harness::pid(1)),
+            false,
+        ),
+    );
+    assert!(matches!(f.a.next_packet(p), Some(Packet::PubAck(_))));
+
+    // The client comes back through node b, which never saw it.
+    let (s2, present) = f.on(Node::B).connect_ok(connect(V3, "s", false));
+    assert!(present, "the session was read from the store");
+    let got = f.b.publishes(s2);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (topic, payload, qos, _, dup) = got[0].clone();
+    assert_eq!(
+        (topic.as_str(), payload.as_str(), qos),
+        ("t/x", "queued", QoS::AtLeastOnce)
+    );
+    assert!(dup, "it may have been sent before");
+    // Acknowledged: the store lets it go.
+    f.b.send(
+        s2,
+        &Packet::PubAck(jetmq_core::codec::PubAck::new(harness::pid(1))),
+    );
+    assert!(f.b.store.log.is_empty(), "released: {:?}", f.b.store.log);
+    // Node a hears of the connect and forgets the session (the store is node b's now).
+    let subjects = f.carry(Node::B);
+    assert!(
+        subjects.iter().any(|s| s.starts_with("$JETMQ.conn.")),
+        "{subjects:?}"
+    );
+    assert!(f.a.broker.sessions().all(|i| i.key.client_id != "s"));
+    assert!(f
+        .b
+        .broker
+        .sessions()
+        .any(|i| i.key.client_id == "s" && i.online));
+}
+
+#[test]
+fn a_connect_on_one_node_closes_the_connection_on_the_other() {
+    let mut f = Fleet::new();
+    let (old, _) = f
+        .on(Node::A)
+        .connect_ok(connect(ProtocolVersion::V5, "c", true));
+    f.carry(Node::A);
+    let (_new, _) = f.on(Node::B).connect_ok(connect(V3, "c", true));
+    f.carry(Node::B);
+    assert_eq!(f.a.closed(old), Some(CloseReason::SessionTakenOver));
+    let disconnect = f.a.packets(old).into_iter().find_map(|p| match p {
+        Packet::Disconnect(d) => Some(d.reason),
+        _ => None,
+    });
+    assert_eq!(
+        disconnect,
+        Some(jetmq_core::codec::DisconnectReason::SessionTakenOver)
+    );
+    assert!(f.a.broker.sessions().next().is_none());
+}
+
+#[test]
+fn retained_messages_and_stored_messages_cross_over_live() {
+    let mut f = Fleet::new();
+    // A persistent subscriber online on node b.
+    let (s, _) = f.on(Node::B).connect_ok(connect(V3, "s", false));
+    f.b.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    f.carry(Node::B);
+    // A publisher on node a: a retained message and a QoS 1 message, both stored.
+    let (p, _) = f.on(Node::A).connect_ok(connect(V3, "p", true));
+    f.a.send(p, &publish("t/r", "kept", PublishQos::AtMostOnce, true));
+    f.a.send(
+        p,
+        &publish(
+            "t/q",
+            "one",
+            PublishQos::AtLeastOnce(harness::pid(2)),
+            false,
+        ),
+    );
+    assert!(matches!(f.a.next_packet(p), Some(Packet::PubAck(_))));
+    f.carry(Node::A);
+    // Node b delivers both live; the QoS 1 one at QoS 1, acknowledged to the store.
+    let got = f.on(Node::B).publishes(s);
+    assert_eq!(
+        got.iter()
+            .map(|(t, p, q, _, _)| (t.as_str(), p.as_str(), *q))
+            .collect::<Vec<_>>(),
+        [
+            ("t/r", "kept", QoS::AtMostOnce),
+            ("t/q", "one", QoS::AtLeastOnce)
+        ]
+    );
+    f.b.send(
+        s,
+        &Packet::PubAck(jetmq_core::codec::PubAck::new(harness::pid(1))),
+    );
+    assert!(
+        f.b.store
+            .consumers
+            .values()
+            .all(|(_, pending)| pending.is_empty()),
+        "acknowledged for s: {:?}",
+        f.b.store.consumers
+    );
+    // Node b's retained messages follow node a's: a late subscriber there gets it, also
+    // for a topic nobody on b subscribed to when it was set.
+    f.on(Node::A).send(
+        p,
+        &publish("u/r", "elsewhere", PublishQos::AtMostOnce, true),
+    );
+    f.carry(Node::A);
+    let (late, _) = f.on(Node::B).connect_ok(connect(V3, "late", true));
+    f.b.subscribe_ok(late, 1, "t/#", QoS::AtMostOnce);
+    f.b.subscribe_ok(late, 2, "u/#", QoS::AtMostOnce);
+    let got = f.b.publishes(late);
+    assert_eq!(
+        got.iter()
+            .map(|(t, _, _, r, _)| (t.as_str(), *r))
+            .collect::<Vec<_>>(),
+        [("t/r", true), ("u/r", true)]
+    );
+    // An empty retained message clears it on every node.
+    f.on(Node::A)
+        .send(p, &publish("u/r", "", PublishQos::AtMostOnce, true));
+    f.carry(Node::A);
+    let live = f.on(Node::B).publishes(late);
+    assert_eq!(live.len(), 1, "the empty message itself, live: {live:?}");
+    f.b.subscribe_ok(late, 3, "u/#", QoS::AtMostOnce);
+    assert!(f.b.publishes(late).is_empty(), "no retained message left");
+}
+
+#[test]
+fn nats_messages_on_reserved_subjects_never_reach_mqtt() {
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::A).connect_ok(connect(V3, "s", true));
+    f.a.subscribe_ok(s, 1, "$JETMQ/#", QoS::AtMostOnce);
+    f.a.input(Input::NatsMessage {
+        subject: "$JETMQ.conn.xyz".into(),
+        headers: Vec::new(),
+        payload: "default\nnobody".into(),
+    });
+    f.a.input(Input::NatsMessage {
+        subject: "$JETMQ.other".into(),
+        headers: Vec::new(),
+        payload: "x".into(),
+    });
+    assert!(f.a.publishes(s).is_empty());
+    // And MQTT publishes there are not bridged.
+    f.a.nats.clear();
+    f.a.send(
+        s,
+        &publish("$JETMQ/conn/xyz", "forged", PublishQos::AtMostOnce, false),
+    );
+    assert!(
+        !f.a.nats
+            .iter()
+            .any(|a| matches!(a, Action::NatsPublish { .. })),
+        "{:?}",
+        f.a.nats
+    );
+}

@@ -1,7 +1,7 @@
 //! The JetStream executor against arbitrary server behaviour: whatever replies arrive (valid
 //! JSON, errors, statuses, garbage, pulled messages for any consumer, in any order), it never
-//! panics, and every request it was given finishes exactly once by the time the connection
-//! is lost.
+//! panics, and every request it was given finishes exactly once by the time its requests
+//! time out or the connection is lost.
 
 use std::collections::BTreeMap;
 
@@ -98,6 +98,7 @@ proptest! {
     fn any_replies_never_panic_and_every_request_finishes_once(
         ready_first in any::<bool>(),
         steps in prop::collection::vec((any::<bool>(), any::<u8>(), 0u64..40, any::<u64>()), 0..120),
+        time_out in any::<bool>(),
     ) {
         let mut nats = NatsClient::new(ConnectOptions::default(), 1 << 20);
         nats.connection_started();
@@ -127,6 +128,11 @@ proptest! {
             } else {
                 js.on_message(&reply(kind, token, n), &mut nats);
             }
+            record(&mut js);
+        }
+        if time_out {
+            // Nothing more comes: everything in flight times out.
+            js.tick(jetmq_core::time::Instant::from_nanos(u64::MAX / 2), &mut nats);
             record(&mut js);
         }
         js.connection_lost();

@@ -155,9 +155,15 @@ pub fn broker_sequence(data: &[u8]) {
                 .into(),
                 headers: match op & 0x30 {
                     0x00 => Vec::new(),
-                    0x10 => vec![("Nmqtt-Pub".into(), "1".into()), ("Jetmq-Seq".into(), "7".into())],
+                    0x10 => vec![
+                        ("Nmqtt-Pub".into(), "1".into()),
+                        ("Jetmq-Seq".into(), "7".into()),
+                    ],
                     0x20 => vec![("Jetmq-Retain".into(), "1".into())],
-                    _ => vec![("Nmqtt-Pub".into(), "9".into()), ("Jetmq-Seq".into(), "x".into())],
+                    _ => vec![
+                        ("Nmqtt-Pub".into(), "9".into()),
+                        ("Jetmq-Seq".into(), "x".into()),
+                    ],
                 },
                 payload: bytes::Bytes::from_static(b"nats"),
             },

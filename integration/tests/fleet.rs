@@ -194,3 +194,138 @@ async fn a_fleet_of_two_nodes_on_one_nats_server() {
     a.shutdown().await.expect("clean stop");
     b.shutdown().await.expect("clean stop");
 }
+
+/// Connects until the CONNACK accepts with a session present (a cluster that is electing a
+/// stream leader makes jetmq refuse with "server unavailable" meanwhile).
+async fn resume(id: &str, port: u16) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_clean_session(false);
+        let attempt = tokio::spawn(client_once(o));
+        if let Ok(Ok(Some(c))) = timeout(DEADLINE, attempt).await {
+            if c.session_present {
+                return c;
+            }
+        }
+        assert!(Instant::now() < deadline, "{id} never resumed its session");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One connection attempt: the client if the CONNACK accepted it.
+async fn client_once(o: MqttOptions) -> Option<Client> {
+    let (client, mut eventloop) = AsyncClient::new(o, 100);
+    let (ptx, publishes) = mpsc::unbounded_channel();
+    let (atx, acks) = mpsc::unbounded_channel();
+    let (etx, ended) = mpsc::unbounded_channel();
+    let (ctx, mut connack) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = ptx.send(p);
+                }
+                Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    let _ = ctx.send(c.session_present);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_) | Packet::PubAck(_))) => {
+                    let _ = atx.send(());
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = etx.send(());
+                    return;
+                }
+            }
+        }
+    });
+    let session_present = connack.recv().await?;
+    Some(Client {
+        client,
+        session_present,
+        publishes,
+        acks,
+        ended,
+        task,
+    })
+}
+
+/// Three nats-server nodes in a JetStream cluster with R3 streams: the acknowledged QoS 1
+/// messages of a persistent session survive the loss of the node its publisher's jetmq used,
+/// and the session resumes through a jetmq node on another NATS node.
+#[tokio::test]
+async fn r3_streams_lose_nothing_acknowledged_when_a_nats_node_dies() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("r3-{i}"))).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut servers: Vec<Option<NatsServer>> = (0..3)
+        .map(|i| {
+            Some(NatsServer::cluster_node(
+                &format!("n{i}"),
+                ports[i],
+                cluster_ports[i],
+                &cluster_ports,
+                &dirs[i].0,
+            ))
+        })
+        .collect();
+    let url = |i: usize| format!("nats://127.0.0.1:{}", ports[i]);
+    let r3 = |i: usize| {
+        let mut c = NatsConfig::from_url(&url(i), "test").expect("a NATS URL");
+        c.replicas = 3;
+        c
+    };
+    // The cluster elects its JetStream leader: wait until the R3 streams exist.
+    let probe = JetStreamBackend::connect(&r3(1), "probe").expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = probe.execute(jetmq_core::js::StoreRequest::GetLast {
+        stream: jetmq_core::js::Stream::Sessions,
+        subject: "$MQTT.sess.probe".into(),
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the JetStream cluster never became ready: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let start = |shell, i: usize| {
+        let store = JetStreamBackend::connect(&r3(i), "jetmq").expect("connect");
+        let toml = format!("[nats]\nurl = \"{}\"\nreplicas = 3\n", url(i));
+        async move { common::serve_with(shell, &toml, Arc::new(store)).await }
+    };
+    let (a, port_a) = start(Shell::Tokio, 0).await;
+    let (b, port_b) = start(Shell::Mio, 1).await;
+
+    let mut s = client("r3-s", port_a, false).await;
+    s.subscribe("ledger/#", QoS::AtLeastOnce).await;
+    drop(s);
+    let mut p = client("r3-p", port_a, true).await;
+    const N: usize = 50;
+    for i in 0..N {
+        p.publish(
+            &format!("ledger/{i}"),
+            QoS::AtLeastOnce,
+            false,
+            &i.to_string(),
+        )
+        .await;
+    }
+    drop(p);
+    // Every one of them was acknowledged; the NATS node node a used dies.
+    servers[0] = None;
+    a.shutdown().await.expect("clean stop");
+
+    let mut s = resume("r3-s", port_b).await;
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < N {
+        let m = s.next().await;
+        got.insert(String::from_utf8_lossy(&m.payload).into_owned());
+    }
+    let want: std::collections::BTreeSet<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "every acknowledged message arrived");
+    drop(s);
+    b.shutdown().await.expect("clean stop");
+    drop(probe);
+    drop(servers);
+}

@@ -19,6 +19,9 @@ use crate::nats_config::NatsConfig;
 use crate::nats_link::{Hooks, Link, Shared};
 use crate::store::{Completion, StoreBackend};
 
+/// How often the executor's clock ticks.
+const TICK: Duration = Duration::from_millis(200);
+
 /// The executor and the completions of the requests it is carrying out.
 struct State {
     js: JetStream,
@@ -97,6 +100,22 @@ impl JetStreamBackend {
             "jetmq-jetstream",
             JetStreamHooks,
         )?;
+        // The executor's clock: requests JetStream leaves unanswered time out.
+        let ticking = link.clone();
+        std::thread::Builder::new()
+            .name("jetmq-jetstream-timer".into())
+            .spawn(move || {
+                let start = std::time::Instant::now();
+                while !ticking.is_stopped() {
+                    std::thread::sleep(TICK);
+                    let now = crate::clock::now_since(start).instant;
+                    let finished = ticking.with(|s| {
+                        s.state.js.tick(now, &mut s.client);
+                        s.state.finished()
+                    });
+                    complete(finished.unwrap_or_default());
+                }
+            })?;
         Ok(Self {
             link,
             config: config.clone(),
@@ -119,7 +138,8 @@ impl JetStreamBackend {
                 let _ = tx.send(result);
             }),
         );
-        rx.recv_timeout(self.config.api_timeout)
+        // The executor times the request out itself; this is the backstop.
+        rx.recv_timeout(self.config.api_timeout + Duration::from_secs(1))
             .unwrap_or(Err(StoreError::Timeout))
     }
 

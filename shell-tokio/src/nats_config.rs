@@ -89,6 +89,7 @@ impl NatsConfig {
             replicas: self.replicas,
             ack_wait: self.ack_wait,
             max_ack_pending: self.max_ack_pending,
+            api_timeout: self.api_timeout,
         }
     }
 }

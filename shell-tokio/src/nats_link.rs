@@ -110,6 +110,11 @@ impl<S: Send + 'static> Link<S> {
         Some(r)
     }
 
+    /// Whether [`stop`](Self::stop) was called.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.shared.0.lock().map_or(true, |s| s.stopped)
+    }
+
     /// Closes the connection and stops reconnecting.
     pub(crate) fn stop(&self) {
         if let Ok(mut s) = self.shared.0.lock() {

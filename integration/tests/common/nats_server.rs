@@ -33,6 +33,40 @@ impl NatsServer {
         Self::spawn(port, &["-js", "-sd", &dir])
     }
 
+    /// Node `name` of a JetStream cluster: client port `port`, cluster port `cluster_port`,
+    /// routes to every node's cluster port, files in `store_dir`.
+    pub(crate) fn cluster_node(
+        name: &str,
+        port: u16,
+        cluster_port: u16,
+        routes: &[u16],
+        store_dir: &Path,
+    ) -> Self {
+        let dir = store_dir.to_string_lossy().into_owned();
+        let routes = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster = format!("nats://127.0.0.1:{cluster_port}");
+        Self::spawn(
+            port,
+            &[
+                "-js",
+                "-sd",
+                &dir,
+                "--server_name",
+                name,
+                "--cluster_name",
+                "jetmq-test",
+                "--cluster",
+                &cluster,
+                "--routes",
+                &routes,
+            ],
+        )
+    }
+
     fn spawn(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])

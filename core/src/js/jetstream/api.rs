@@ -180,17 +180,20 @@ impl ApiError {
     /// JetStream's "consumer not found".
     pub const CONSUMER_NOT_FOUND: u32 = 10014;
 
-    /// Whether it says that the thing asked about does not exist.
+    /// Whether it says there is no such message (a get past the last one, a delete of
+    /// what is gone). A missing stream is not that: it is an error.
     #[must_use]
-    pub fn is_not_found(&self) -> bool {
-        self.code == 404
-            || matches!(
-                self.err_code,
-                Self::STREAM_NOT_FOUND
-                    | Self::NO_MESSAGE_FOUND
-                    | Self::SEQUENCE_NOT_FOUND
-                    | Self::CONSUMER_NOT_FOUND
-            )
+    pub fn is_missing_message(&self) -> bool {
+        matches!(
+            self.err_code,
+            Self::NO_MESSAGE_FOUND | Self::SEQUENCE_NOT_FOUND
+        )
+    }
+
+    /// Whether it says there is no such consumer.
+    #[must_use]
+    pub fn is_missing_consumer(&self) -> bool {
+        self.err_code == Self::CONSUMER_NOT_FOUND
     }
 }
 
@@ -277,7 +280,9 @@ mod tests {
             r#"{"type":"x","error":{"code":404,"err_code":10059,"description":"stream not found"}}"#,
         )
         .unwrap_or_default();
-        assert!(r.error.is_some_and(|e| e.is_not_found()));
+        let e = r.error.expect("an error");
+        assert!(!e.is_missing_message() && !e.is_missing_consumer());
+        assert_eq!(e.err_code, ApiError::STREAM_NOT_FOUND);
         let r: Reply =
             serde_json::from_str(r#"{"stream":"$MQTT_sess","seq":5}"#).unwrap_or_default();
         assert_eq!(r.seq, Some(5));

@@ -36,6 +36,7 @@ use super::subjects::validate;
 use super::{StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
 use crate::js::RequestId;
 use crate::nats::{Headers, Message, NatsClient};
+use crate::time::Instant;
 
 /// Every stream jetmq keeps state in.
 const STREAMS: [Stream; 5] = [
@@ -63,6 +64,8 @@ pub struct JetStreamConfig {
     pub ack_wait: Duration,
     /// The most messages a consumer has handed out and not had acknowledged.
     pub max_ack_pending: usize,
+    /// How long an API request may go unanswered (checked by [`JetStream::tick`]).
+    pub api_timeout: Duration,
 }
 
 impl JetStreamConfig {
@@ -76,6 +79,7 @@ impl JetStreamConfig {
             replicas: 1,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 1024,
+            api_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -98,6 +102,8 @@ enum Expect {
     /// A message delete: `Done`, also for a sequence past the end (JetStream's "stream store
     /// EOF").
     Deleted,
+    /// A consumer delete: `Done`, also when there was no such consumer.
+    ConsumerDeleted,
     /// A message get: `Message`.
     Message(Stream),
 }
@@ -114,14 +120,33 @@ enum AfterPull {
 /// A request in flight, by the token at the end of its reply subject.
 #[derive(Debug)]
 enum Op {
-    /// Looking a stream up (`created`: after creating it).
-    EnsureStream { stream: Stream, created: bool },
+    /// Looking a stream up (`created`: after creating it), in set-up round `round`.
+    EnsureStream {
+        stream: Stream,
+        created: bool,
+        round: u64,
+    },
     /// One API request answering one store request.
     Request { id: RequestId, expect: Expect },
     /// A `List`, one message get at a time.
     List(Listing),
     /// A pull from a consumer.
     Pull(Pull),
+    /// A pull answered "no responders": is the consumer gone, or only its leader away?
+    PullCheck(Pull),
+}
+
+impl Op {
+    /// The store request it answers (none for setting up).
+    fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Self::EnsureStream { .. } => None,
+            Self::Request { id, .. }
+            | Self::List(Listing { id, .. })
+            | Self::Pull(Pull { id, .. })
+            | Self::PullCheck(Pull { id, .. }) => Some(*id),
+        }
+    }
 }
 
 /// A `List` in progress.
@@ -154,7 +179,8 @@ enum Setup {
     Ensuring(usize),
     /// Every stream exists.
     Ready,
-    /// A stream could not be set up: every request fails with this.
+    /// A stream could not be set up (JetStream off, or a cluster without a leader yet): the
+    /// requests waiting failed with this, and the next one starts setting up again.
     Failed(String),
 }
 
@@ -165,7 +191,10 @@ pub struct JetStream {
     setup: Setup,
     /// Requests made before the streams were ready.
     waiting: VecDeque<(RequestId, StoreRequest)>,
-    ops: BTreeMap<u64, Op>,
+    /// Requests in flight and when they were sent.
+    ops: BTreeMap<u64, (Op, Instant)>,
+    /// The time of the last [`tick`](Self::tick).
+    now: Instant,
     next_token: u64,
     /// Per consumer: what it handed out here and was not acknowledged, by sequence.
     handed: BTreeMap<ByteString, BTreeMap<u64, Handed>>,
@@ -175,6 +204,8 @@ pub struct JetStream {
     pulling: BTreeMap<ByteString, (u64, VecDeque<(RequestId, StoreRequest)>)>,
     /// The inbox subscription's number.
     inbox_sid: Option<u64>,
+    /// The set-up round: replies of an earlier one are ignored.
+    round: u64,
     finished: Vec<(RequestId, Result<StoreReply, StoreError>)>,
 }
 
@@ -187,10 +218,12 @@ impl JetStream {
             setup: Setup::Ensuring(0),
             waiting: VecDeque::new(),
             ops: BTreeMap::new(),
+            now: Instant::from_nanos(0),
             next_token: 0,
             handed: BTreeMap::new(),
             pulling: BTreeMap::new(),
             inbox_sid: None,
+            round: 0,
             finished: Vec::new(),
         }
     }
@@ -206,6 +239,8 @@ impl JetStream {
             return;
         }
         self.setup = Setup::Ensuring(STREAMS.len());
+        self.round += 1;
+        let round = self.round;
         for stream in STREAMS {
             let subject = self
                 .config
@@ -219,6 +254,7 @@ impl JetStream {
                 Op::EnsureStream {
                     stream,
                     created: false,
+                    round,
                 },
             );
         }
@@ -227,19 +263,14 @@ impl JetStream {
     /// The NATS connection is gone: every request in flight fails (the broker treats a failed
     /// write as not done).
     pub fn connection_lost(&mut self) {
-        for op in std::mem::take(&mut self.ops).into_values() {
-            match op {
-                Op::EnsureStream { .. } => {}
-                Op::Request { id, .. }
-                | Op::List(Listing { id, .. })
-                | Op::Pull(Pull { id, .. }) => {
-                    self.finished.push((
-                        id,
-                        Err(StoreError::Unavailable(
-                            "the NATS connection was lost".into(),
-                        )),
-                    ));
-                }
+        for (op, _) in std::mem::take(&mut self.ops).into_values() {
+            if let Some(id) = op.request_id() {
+                self.finished.push((
+                    id,
+                    Err(StoreError::Unavailable(
+                        "the NATS connection was lost".into(),
+                    )),
+                ));
             }
         }
         for (_, waiting) in std::mem::take(&mut self.pulling).into_values() {
@@ -273,10 +304,9 @@ impl JetStream {
                 )),
             )),
             Setup::Ensuring(_) => self.waiting.push_back((id, request)),
-            Setup::Failed(why) => {
-                let why = why.clone();
-                self.finished
-                    .push((id, Err(StoreError::Unavailable(why.into()))));
+            Setup::Failed(_) => {
+                self.waiting.push_back((id, request));
+                self.start(nats);
             }
         }
     }
@@ -302,19 +332,91 @@ impl JetStream {
         let Some(token) = token else {
             return true;
         };
-        let Some(op) = self.ops.remove(&token) else {
+        let Some((op, _)) = self.ops.remove(&token) else {
             return true;
         };
         match op {
-            Op::EnsureStream { stream, created } => self.on_ensured(stream, created, msg, nats),
+            Op::EnsureStream {
+                stream,
+                created,
+                round,
+            } => {
+                if round == self.round {
+                    self.on_ensured(stream, created, msg, nats);
+                }
+            }
             Op::Request { id, expect } => {
                 let result = reply_result(msg, expect);
                 self.finished.push((id, result));
             }
             Op::List(listing) => self.on_listed(listing, msg, nats),
             Op::Pull(pull) => self.on_pulled(token, pull, msg, nats),
+            Op::PullCheck(pull) => {
+                let gone = matches!(
+                    parse_reply(msg),
+                    Ok(Reply { error: Some(e), .. }) if e.is_missing_consumer()
+                );
+                if gone {
+                    self.end_pull(pull, false, nats);
+                } else {
+                    self.finished.push((
+                        pull.id,
+                        Err(StoreError::Unavailable(
+                            "JetStream could not reach the consumer's leader".into(),
+                        )),
+                    ));
+                    self.end_pull_waiting(&pull.consumer, nats);
+                }
+            }
         }
         true
+    }
+
+    /// The time passes: requests unanswered for the API timeout fail with
+    /// [`StoreError::Timeout`]; a set-up that went unanswered (a cluster still electing its
+    /// leader) fails the requests waiting for it, and the next request starts it again.
+    pub fn tick(&mut self, now: Instant, nats: &mut NatsClient) {
+        self.now = now;
+        let expired: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, (_, sent))| {
+                now.saturating_duration_since(*sent) >= self.config.api_timeout
+            })
+            .map(|(token, _)| *token)
+            .collect();
+        for token in expired {
+            let Some((op, _)) = self.ops.remove(&token) else {
+                continue;
+            };
+            match op {
+                Op::EnsureStream { round, .. } => {
+                    if round == self.round && self.setup != Setup::Ready {
+                        self.fail_setup(format!(
+                            "no answer from JetStream within {:?}: is it enabled, and does a \
+                             cluster have a leader?",
+                            self.config.api_timeout
+                        ));
+                    }
+                }
+                Op::Request { id, .. } | Op::List(Listing { id, .. }) => {
+                    self.finished.push((id, Err(StoreError::Timeout)));
+                }
+                Op::Pull(pull) | Op::PullCheck(pull) => {
+                    self.finished.push((pull.id, Err(StoreError::Timeout)));
+                    self.end_pull_waiting(&pull.consumer, nats);
+                }
+            }
+        }
+    }
+
+    /// Setting the streams up failed: the requests waiting for it fail with `why`.
+    fn fail_setup(&mut self, why: String) {
+        for (id, _) in std::mem::take(&mut self.waiting) {
+            self.finished
+                .push((id, Err(StoreError::Unavailable(why.clone().into()))));
+        }
+        self.setup = Setup::Failed(why);
     }
 
     /// The results of the requests that have finished since the last call.
@@ -345,17 +447,14 @@ impl JetStream {
                 StoreError::Unavailable("the NATS send buffer is full".into()),
             );
         } else {
-            self.ops.insert(token, op);
+            self.ops.insert(token, (op, self.now));
         }
         token
     }
 
     fn fail(&mut self, op: Op, err: StoreError) {
-        match op {
-            Op::EnsureStream { .. } => {}
-            Op::Request { id, .. } | Op::List(Listing { id, .. }) | Op::Pull(Pull { id, .. }) => {
-                self.finished.push((id, Err(err)));
-            }
+        if let Some(id) = op.request_id() {
+            self.finished.push((id, Err(err)));
         }
     }
 
@@ -381,7 +480,7 @@ impl JetStream {
         ));
         let op = Op::Request {
             id,
-            expect: Expect::Done,
+            expect: Expect::ConsumerDeleted,
         };
         self.send(nats, &subject, None, b"", op);
     }
@@ -524,7 +623,7 @@ impl JetStream {
                 listing.got.push(m);
                 self.list_from(nats, listing, next);
             }
-            Ok(Reply { error: Some(e), .. }) if e.is_not_found() => {
+            Ok(Reply { error: Some(e), .. }) if e.is_missing_message() => {
                 self.finished
                     .push((id, Ok(StoreReply::Messages(listing.got))));
             }
@@ -616,19 +715,50 @@ impl JetStream {
                 .or_default()
                 .insert(seq, Handed { message, ack });
             if pull.received < pull.asked {
-                self.ops.insert(token, Op::Pull(pull));
+                self.ops.insert(token, (Op::Pull(pull), self.now));
                 return;
             }
         }
-        // The batch is complete, or a status (404 no messages, 409, 503 no such consumer)
-        // ended it.
+        if status == Some(503) && pull.received == 0 {
+            // No responders: the consumer is gone, or its leader is being elected.
+            let subject = self.config.api.subject(&format!(
+                "CONSUMER.INFO.{}.{}",
+                Stream::Messages.name(),
+                pull.consumer
+            ));
+            let consumer = pull.consumer.clone();
+            let token = self.send(nats, &subject, None, b"", Op::PullCheck(pull));
+            match self.pulling.get_mut(&consumer) {
+                Some(entry) if self.ops.contains_key(&token) => entry.0 = token,
+                _ => self.end_pull_waiting(&consumer, nats),
+            }
+            return;
+        }
+        // The batch is complete, or a status (404 no messages, 409) ended it.
         let full = pull.received >= pull.asked;
+        self.end_pull(pull, full, nats);
+    }
+
+    /// A pull is over: what waited for it goes on.
+    fn end_pull(&mut self, pull: Pull, full: bool, nats: &mut NatsClient) {
         let waiting = self
             .pulling
             .remove(&pull.consumer)
             .map(|(_, w)| w)
             .unwrap_or_default();
         self.after_pull(nats, pull.id, pull.consumer, pull.after, full);
+        for (id, request) in waiting {
+            self.execute(id, request, nats);
+        }
+    }
+
+    /// A consumer's pull failed: the requests that waited for it are carried out now.
+    fn end_pull_waiting(&mut self, consumer: &ByteString, nats: &mut NatsClient) {
+        let waiting = self
+            .pulling
+            .remove(consumer)
+            .map(|(_, w)| w)
+            .unwrap_or_default();
         for (id, request) in waiting {
             self.execute(id, request, nats);
         }
@@ -693,6 +823,7 @@ impl JetStream {
                     Op::EnsureStream {
                         stream,
                         created: true,
+                        round: self.round,
                     },
                 );
                 return;
@@ -710,13 +841,7 @@ impl JetStream {
             )),
         };
         match (outcome, &self.setup) {
-            (Err(why), _) => {
-                self.setup = Setup::Failed(why.clone());
-                for (id, _) in std::mem::take(&mut self.waiting) {
-                    self.finished
-                        .push((id, Err(StoreError::Unavailable(why.clone().into()))));
-                }
-            }
+            (Err(why), _) => self.fail_setup(why),
             (Ok(()), Setup::Ensuring(left)) => {
                 let left = left.saturating_sub(1);
                 self.setup = Setup::Ensuring(left);
@@ -778,10 +903,14 @@ fn reply_result(msg: &Message, expect: Expect) -> Result<StoreReply, StoreError>
                 ..
             },
         ) => Ok(StoreReply::Stored { seq }),
-        (Expect::Done | Expect::Deleted, Reply { error: None, .. }) => Ok(StoreReply::Done),
-        (Expect::Done, Reply { error: Some(e), .. }) if e.is_not_found() => Ok(StoreReply::Done),
+        (Expect::Done | Expect::Deleted | Expect::ConsumerDeleted, Reply { error: None, .. }) => {
+            Ok(StoreReply::Done)
+        }
+        (Expect::ConsumerDeleted, Reply { error: Some(e), .. }) if e.is_missing_consumer() => {
+            Ok(StoreReply::Done)
+        }
         (Expect::Deleted, Reply { error: Some(e), .. })
-            if e.is_not_found() || e.description.contains("EOF") =>
+            if e.is_missing_message() || e.description.contains("EOF") =>
         {
             Ok(StoreReply::Done)
         }
@@ -795,7 +924,7 @@ fn reply_result(msg: &Message, expect: Expect) -> Result<StoreReply, StoreError>
         ) => stored_from_raw(stream, raw)
             .map(|m| StoreReply::Message(Some(m)))
             .ok_or_else(|| StoreError::Rejected("JetStream sent an unreadable message".into())),
-        (Expect::Message(_), Reply { error: Some(e), .. }) if e.is_not_found() => {
+        (Expect::Message(_), Reply { error: Some(e), .. }) if e.is_missing_message() => {
             Ok(StoreReply::Message(None))
         }
         (_, reply) => Err(api_failure(reply.error)),

@@ -8,15 +8,13 @@ use std::time::Duration;
 
 use jetmq::jetstream::JetStreamBackend;
 use jetmq::nats_config::NatsConfig;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use rumqttc::{MqttOptions, QoS};
 use tokio::time::{timeout, Instant};
 
 mod common;
+use common::client::{client, Client, DEADLINE};
 use common::nats_server::{free_port, NatsServer};
 use common::{Server, Shell, TempDir};
-
-const DEADLINE: Duration = Duration::from_secs(15);
 
 /// A jetmq node of the fleet on `shell`, on the NATS server at `url`.
 async fn node(shell: Shell, url: &str) -> (Server, u16) {
@@ -28,96 +26,6 @@ async fn node(shell: Shell, url: &str) -> (Server, u16) {
         Arc::new(store),
     )
     .await
-}
-
-/// What a client saw: its CONNACK's session-present flag, publishes, acks, and when its
-/// connection ended.
-struct Client {
-    client: AsyncClient,
-    session_present: bool,
-    publishes: mpsc::UnboundedReceiver<rumqttc::Publish>,
-    acks: mpsc::UnboundedReceiver<()>,
-    ended: mpsc::UnboundedReceiver<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn client(id: &str, port: u16, clean: bool) -> Client {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_clean_session(clean);
-    let (client, mut eventloop) = AsyncClient::new(o, 100);
-    let (ptx, publishes) = mpsc::unbounded_channel();
-    let (atx, acks) = mpsc::unbounded_channel();
-    let (etx, ended) = mpsc::unbounded_channel();
-    let (ctx, mut connack) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = ptx.send(p);
-                }
-                Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                    let _ = ctx.send(c.session_present);
-                }
-                Ok(Event::Incoming(Packet::SubAck(_) | Packet::PubAck(_))) => {
-                    let _ = atx.send(());
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = etx.send(());
-                    return;
-                }
-            }
-        }
-    });
-    let session_present = timeout(DEADLINE, connack.recv())
-        .await
-        .expect("CONNACK in time")
-        .expect("CONNACK");
-    Client {
-        client,
-        session_present,
-        publishes,
-        acks,
-        ended,
-        task,
-    }
-}
-
-impl Client {
-    async fn acked(&mut self) {
-        timeout(DEADLINE, self.acks.recv())
-            .await
-            .expect("acknowledged in time")
-            .expect("client running");
-    }
-
-    async fn next(&mut self) -> rumqttc::Publish {
-        timeout(DEADLINE, self.publishes.recv())
-            .await
-            .expect("a message in time")
-            .expect("client running")
-    }
-
-    async fn subscribe(&mut self, filter: &str, qos: QoS) {
-        self.client.subscribe(filter, qos).await.expect("subscribe");
-        self.acked().await;
-    }
-
-    async fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: &str) {
-        self.client
-            .publish(topic, qos, retain, payload.to_string())
-            .await
-            .expect("publish");
-        if qos != QoS::AtMostOnce {
-            self.acked().await;
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[tokio::test]
@@ -202,7 +110,7 @@ async fn resume(id: &str, port: u16) -> Client {
     loop {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_clean_session(false);
-        let attempt = tokio::spawn(client_once(o));
+        let attempt = tokio::spawn(common::client::connect(o));
         if let Ok(Ok(Some(c))) = timeout(DEADLINE, attempt).await {
             if c.session_present {
                 return c;
@@ -211,44 +119,6 @@ async fn resume(id: &str, port: u16) -> Client {
         assert!(Instant::now() < deadline, "{id} never resumed its session");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// One connection attempt: the client if the CONNACK accepted it.
-async fn client_once(o: MqttOptions) -> Option<Client> {
-    let (client, mut eventloop) = AsyncClient::new(o, 100);
-    let (ptx, publishes) = mpsc::unbounded_channel();
-    let (atx, acks) = mpsc::unbounded_channel();
-    let (etx, ended) = mpsc::unbounded_channel();
-    let (ctx, mut connack) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = ptx.send(p);
-                }
-                Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                    let _ = ctx.send(c.session_present);
-                }
-                Ok(Event::Incoming(Packet::SubAck(_) | Packet::PubAck(_))) => {
-                    let _ = atx.send(());
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = etx.send(());
-                    return;
-                }
-            }
-        }
-    });
-    let session_present = connack.recv().await?;
-    Some(Client {
-        client,
-        session_present,
-        publishes,
-        acks,
-        ended,
-        task,
-    })
 }
 
 /// Three nats-server nodes in a JetStream cluster with R3 streams: the acknowledged QoS 1

@@ -8,11 +8,11 @@ use jetmq::jetstream::JetStreamBackend;
 use jetmq::nats_config::NatsConfig;
 use jetmq_core::js::{StoreReply, StoreRequest, Stream};
 use jetmq_store::contract;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use rumqttc::QoS;
 use tokio::time::timeout;
 
 mod common;
+use common::client::{client, DEADLINE};
 use common::nats_server::{free_port, NatsServer};
 use common::{Shell, TempDir};
 
@@ -32,71 +32,6 @@ fn store_contract_on_jetstream() {
     // A second backend (a restarted broker) finds the streams and shares them.
     let again = JetStreamBackend::connect(&nats_config(&server), "contract").expect("connect");
     contract::run_all(&|r| again.execute(r), "b");
-}
-
-const DEADLINE: Duration = Duration::from_secs(15);
-
-/// A connected rumqttc client: its CONNACK's session-present flag and its incoming publishes
-/// (its event loop acknowledges QoS 1 deliveries itself).
-struct Client {
-    client: AsyncClient,
-    session_present: bool,
-    publishes: mpsc::UnboundedReceiver<rumqttc::Publish>,
-    acks: mpsc::UnboundedReceiver<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn client(id: &str, port: u16, clean: bool) -> Client {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_clean_session(clean);
-    let (client, mut eventloop) = AsyncClient::new(o, 100);
-    let (ptx, publishes) = mpsc::unbounded_channel();
-    let (atx, acks) = mpsc::unbounded_channel();
-    let (ctx, mut connack) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = ptx.send(p);
-                }
-                Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                    let _ = ctx.send(c.session_present);
-                }
-                Ok(Event::Incoming(Packet::SubAck(_) | Packet::PubAck(_))) => {
-                    let _ = atx.send(());
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    let session_present = timeout(DEADLINE, connack.recv())
-        .await
-        .expect("CONNACK in time")
-        .expect("CONNACK");
-    Client {
-        client,
-        session_present,
-        publishes,
-        acks,
-        task,
-    }
-}
-
-impl Client {
-    async fn acked(&mut self) {
-        timeout(DEADLINE, self.acks.recv())
-            .await
-            .expect("acknowledged in time")
-            .expect("client running");
-    }
-
-    async fn next(&mut self) -> rumqttc::Publish {
-        timeout(DEADLINE, self.publishes.recv())
-            .await
-            .expect("a message in time")
-            .expect("client running")
-    }
 }
 
 /// jetmq on `shell` keeping its state in the JetStream of `nats`.
@@ -119,7 +54,7 @@ async fn state_survives_a_jetmq_restart(shell: Shell) {
         .await
         .expect("subscribe");
     sub.acked().await;
-    sub.task.abort();
+    drop(sub);
     let mut publisher = client("js-pub", port, true).await;
     publisher
         .client
@@ -133,7 +68,7 @@ async fn state_survives_a_jetmq_restart(shell: Shell) {
         .await
         .expect("publish");
     publisher.acked().await;
-    publisher.task.abort();
+    drop(publisher);
     server.shutdown().await.expect("clean stop");
 
     // A new jetmq process: nothing of the old one but the NATS server.
@@ -177,9 +112,144 @@ async fn state_survives_a_jetmq_restart(shell: Shell) {
             other => panic!("get last: {other:?}"),
         }
     }
-    sub.task.abort();
-    late.task.abort();
+    drop(sub);
+    drop(late);
     server.shutdown().await.expect("clean stop");
 }
 
-for_each_shell!(state_survives_a_jetmq_restart);
+/// State written by the NATS server's own MQTT support is readable by jetmq on the same
+/// JetStream: a persistent session (its subscription keeps working through jetmq) and a
+/// retained message.
+async fn reads_what_the_nats_servers_mqtt_wrote(shell: Shell) {
+    let dir = TempDir::new("js-compat");
+    let mqtt_port = free_port();
+    let nats = NatsServer::with_mqtt(free_port(), mqtt_port, &dir.0);
+    let mut sub = client("compat-s", mqtt_port, false).await;
+    sub.client
+        .subscribe("compat/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    sub.acked().await;
+    drop(sub);
+    let mut publisher = client("compat-p", mqtt_port, true).await;
+    publisher
+        .client
+        .publish("compat/config", QoS::AtLeastOnce, true, "v1")
+        .await
+        .expect("publish");
+    publisher.acked().await;
+    drop(publisher);
+
+    let (server, port) = jetmq_on(shell, &nats).await;
+    let mut sub = client("compat-s", port, false).await;
+    assert!(
+        sub.session_present,
+        "the NATS server's session record was read"
+    );
+    let mut publisher = client("compat-p2", port, true).await;
+    publisher
+        .client
+        .publish("compat/live", QoS::AtLeastOnce, false, "through jetmq")
+        .await
+        .expect("publish");
+    publisher.acked().await;
+    let got = sub.next().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("compat/live", &b"through jetmq"[..]),
+        "the restored subscription delivers"
+    );
+    let mut late = client("compat-late", port, true).await;
+    late.client
+        .subscribe("compat/config", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    let retained = late.next().await;
+    assert_eq!(
+        (
+            retained.topic.as_str(),
+            &retained.payload[..],
+            retained.retain
+        ),
+        ("compat/config", &b"v1"[..], true)
+    );
+    drop(sub);
+    drop(publisher);
+    drop(late);
+    server.shutdown().await.expect("clean stop");
+}
+
+/// While the NATS server is away, QoS 0 goes on between local clients, and a QoS 1 publish
+/// is never acknowledged falsely: the 3.1.1 publisher's connection is closed so it sends
+/// again, and the message is not delivered. Once NATS is back (jetmq reconnects by itself),
+/// QoS 1 works again.
+async fn while_nats_is_down_nothing_is_acknowledged_falsely(shell: Shell) {
+    let dir = TempDir::new("js-down");
+    let port = free_port();
+    let nats = NatsServer::with_jetstream(port, &dir.0);
+    let backend = JetStreamBackend::connect(&nats_config(&nats), "jetmq").expect("connect");
+    let (server, mqtt) = common::serve_with(
+        shell,
+        &format!("[nats]\nurl = \"{}\"\n", nats.url()),
+        Arc::new(backend),
+    )
+    .await;
+    let mut sub = client("down-sub", mqtt, true).await;
+    sub.subscribe("local/#", QoS::AtLeastOnce).await;
+    let mut publisher = client("down-pub", mqtt, true).await;
+    publisher
+        .publish("local/before", QoS::AtLeastOnce, false, "1")
+        .await;
+    assert_eq!(sub.next().await.topic, "local/before");
+
+    drop(nats);
+    publisher
+        .publish("local/qos0", QoS::AtMostOnce, false, "2")
+        .await;
+    assert_eq!(sub.next().await.topic, "local/qos0", "QoS 0 goes on");
+    publisher
+        .client
+        .publish("local/qos1", QoS::AtLeastOnce, false, "3")
+        .await
+        .expect("publish");
+    tokio::select! {
+        Some(()) = publisher.acks.recv() => panic!("a QoS 1 publish was acknowledged without NATS"),
+        ended = timeout(DEADLINE, publisher.ended.recv()) => {
+            ended.expect("the publisher's connection is closed in time");
+        }
+    }
+
+    let _nats = NatsServer::with_jetstream(port, &dir.0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut again = client("down-pub", mqtt, true).await;
+        again
+            .client
+            .publish("local/after", QoS::AtLeastOnce, false, "4")
+            .await
+            .expect("publish");
+        let acked = tokio::select! {
+            a = timeout(DEADLINE, again.acks.recv()) => matches!(a, Ok(Some(()))),
+            _ = again.ended.recv() => false,
+        };
+        if acked {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "QoS 1 never worked again"
+        );
+    }
+    let next = sub.next().await;
+    assert_eq!(
+        next.topic, "local/after",
+        "the unacknowledged message was not delivered"
+    );
+    server.shutdown().await.expect("clean stop");
+}
+
+for_each_shell!(
+    state_survives_a_jetmq_restart,
+    reads_what_the_nats_servers_mqtt_wrote,
+    while_nats_is_down_nothing_is_acknowledged_falsely
+);

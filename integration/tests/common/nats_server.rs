@@ -67,9 +67,34 @@ impl NatsServer {
         )
     }
 
+    /// A nats-server on `port` with JetStream in `store_dir` and its own MQTT support on
+    /// `mqtt_port` (both on 127.0.0.1).
+    pub(crate) fn with_mqtt(port: u16, mqtt_port: u16, store_dir: &Path) -> Self {
+        let config = store_dir.join("nats-server.conf");
+        let text = format!(
+            "listen: 127.0.0.1:{port}\nserver_name: mqtt-peer\n\
+             jetstream {{ store_dir: {:?} }}\nmqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n",
+            store_dir.join("js").to_string_lossy()
+        );
+        std::fs::write(&config, text).expect("write the nats-server configuration");
+        let server = Self::spawn(port, &["-c", &config.to_string_lossy()]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server's MQTT never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
     fn spawn(port: u16, extra: &[&str]) -> Self {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        let mut command = Command::new("nats-server");
+        if !extra.contains(&"-c") {
+            command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        }
+        let child = command
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -115,14 +115,18 @@ pub struct CreateConsumer<'a> {
     pub config: ConsumerConfig,
 }
 
-/// The body of `CONSUMER.MSG.NEXT`: a batch, answered at once with what is there.
+/// The body of `CONSUMER.MSG.NEXT`: a batch, answered at once with what is there, or
+/// after a short wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct NextRequest {
     /// The most messages wanted.
     pub batch: usize,
-    /// Answer at once: a `404 No Messages` status ends a short batch (with an `expires` the
-    /// server would wait for it instead while messages are out unacknowledged).
+    /// Answer at once: a `404 No Messages` status ends a short batch.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub no_wait: bool,
+    /// Otherwise wait this long (nanoseconds) for the batch to fill; a `408` status ends it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
 }
 
 /// The body of `STREAM.MSG.GET`.

@@ -50,6 +50,11 @@ const STREAMS: [Stream; 5] = [
 /// The most messages one pull asks for when looking for a message to acknowledge.
 const ACK_PULL_BATCH: usize = 256;
 
+/// How long a second pull waits when the first found nothing: JetStream acknowledges a
+/// publish a moment before its consumers see the message, so an immediate pull right after
+/// can miss it.
+const PATIENT_PULL: Duration = Duration::from_millis(20);
+
 /// How JetStream is used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JetStreamConfig {
@@ -170,6 +175,8 @@ struct Pull {
     /// The messages that came so far.
     received: usize,
     after: AfterPull,
+    /// Whether this is the second, waiting pull.
+    patient: bool,
 }
 
 /// Where setting the streams up stands.
@@ -670,25 +677,43 @@ impl JetStream {
             self.after_pull(nats, id, consumer, after, false);
             return;
         }
-        let subject = self.config.api.subject(&format!(
-            "CONSUMER.MSG.NEXT.{}.{consumer}",
-            Stream::Messages.name()
-        ));
-        let body = serde_json::to_vec(&NextRequest {
-            batch: want,
-            no_wait: true,
-        })
-        .unwrap_or_default();
-        let op = Op::Pull(Pull {
+        let pull = Pull {
             id,
-            consumer: consumer.clone(),
+            consumer,
             asked: want,
             received: 0,
             after,
-        });
-        let token = self.send(nats, &subject, None, &body, op);
+            patient: false,
+        };
+        self.send_pull(nats, pull);
+    }
+
+    /// Asks the consumer for the pull's batch: at once, or (patient) waiting a moment.
+    fn send_pull(&mut self, nats: &mut NatsClient, pull: Pull) {
+        let subject = self.config.api.subject(&format!(
+            "CONSUMER.MSG.NEXT.{}.{}",
+            Stream::Messages.name(),
+            pull.consumer
+        ));
+        let body = serde_json::to_vec(&NextRequest {
+            batch: pull.asked,
+            no_wait: !pull.patient,
+            expires: pull
+                .patient
+                .then(|| u64::try_from(PATIENT_PULL.as_nanos()).unwrap_or(u64::MAX)),
+        })
+        .unwrap_or_default();
+        let consumer = pull.consumer.clone();
+        let token = self.send(nats, &subject, None, &body, Op::Pull(pull));
         if self.ops.contains_key(&token) {
-            self.pulling.insert(consumer, (token, VecDeque::new()));
+            let waiting = self
+                .pulling
+                .remove(&consumer)
+                .map(|(_, w)| w)
+                .unwrap_or_default();
+            self.pulling.insert(consumer, (token, waiting));
+        } else {
+            self.end_pull_waiting(&consumer, nats);
         }
     }
 
@@ -734,7 +759,13 @@ impl JetStream {
             }
             return;
         }
-        // The batch is complete, or a status (404 no messages, 409) ended it.
+        if status == Some(404) && pull.received == 0 && !pull.patient {
+            pull.patient = true;
+            self.send_pull(nats, pull);
+            return;
+        }
+        // The batch is complete, or a status (404 no messages, 408 waited enough, 409) ended
+        // it.
         let full = pull.received >= pull.asked;
         self.end_pull(pull, full, nats);
     }

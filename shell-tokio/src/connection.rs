@@ -73,9 +73,13 @@ pub(crate) async fn read_loop(
     }
 }
 
-/// Writes what the broker sends, reports each write with `flushed`, and closes the socket on
-/// request (or when the broker goes away), then stops the reader. Buffering streams (TLS,
-/// WebSocket) are flushed whenever no more sends are queued.
+/// The most bytes a writer gathers into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Writes what the broker sends (what is queued together in one write), reports each write
+/// with `flushed`, and closes the socket on request (or when the broker goes away), then stops
+/// the reader. Buffering streams (TLS, WebSocket) are flushed whenever no more sends are
+/// queued.
 pub(crate) async fn write_loop(
     conn: ConnId,
     mut socket: impl AsyncWrite + Unpin,
@@ -83,23 +87,43 @@ pub(crate) async fn write_loop(
     flushed: impl Fn(Input) + Send,
     reader: tokio::task::AbortHandle,
 ) {
+    let mut batch = BytesMut::new();
     while let Some(command) = commands.recv().await {
-        match command {
-            WriterCommand::Send(bytes) => {
-                let len = bytes.len();
-                if socket.write_all(&bytes).await.is_err() {
-                    break;
+        let WriterCommand::Send(first) = command else {
+            let _ = socket.flush().await;
+            let _ = socket.shutdown().await;
+            break;
+        };
+        // What else is already waiting goes out in the same write: one system call for a
+        // burst of packets instead of one each.
+        let mut close = false;
+        let bytes = if commands.is_empty() {
+            first
+        } else {
+            batch.extend_from_slice(&first);
+            while batch.len() < WRITE_BATCH {
+                match commands.try_recv() {
+                    Ok(WriterCommand::Send(more)) => batch.extend_from_slice(&more),
+                    Ok(WriterCommand::Close) => {
+                        close = true;
+                        break;
+                    }
+                    Err(_) => break,
                 }
-                if commands.is_empty() && socket.flush().await.is_err() {
-                    break;
-                }
-                flushed(Input::Flushed { conn, bytes: len });
             }
-            WriterCommand::Close => {
-                let _ = socket.flush().await;
-                let _ = socket.shutdown().await;
-                break;
-            }
+            batch.split().freeze()
+        };
+        let len = bytes.len();
+        if socket.write_all(&bytes).await.is_err() {
+            break;
+        }
+        if (close || commands.is_empty()) && socket.flush().await.is_err() {
+            break;
+        }
+        flushed(Input::Flushed { conn, bytes: len });
+        if close {
+            let _ = socket.shutdown().await;
+            break;
         }
     }
     reader.abort();

@@ -19,34 +19,30 @@ use tracing::{info, warn};
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A write to NATS that takes longer drops the connection (and reconnects), so a stalled NATS
-/// server cannot hold the broker, which writes under the connection's lock.
+/// server cannot hold the writer thread for long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What a connection's threads share: the protocol state, the socket's write half and the
+/// What a connection's threads share: the protocol state, the socket while connected and the
 /// user's state `S` (the bridge's subscriptions, the JetStream executor).
 pub(crate) struct Shared<S> {
     pub(crate) client: NatsClient,
-    /// The socket's write half while connected.
-    writer: Option<TcpStream>,
+    /// The socket while connected (the writer thread writes to a clone of it).
+    socket: Option<TcpStream>,
+    /// Counts sockets, so the writer thread knows when to take a new clone.
+    generation: u64,
+    /// The writer thread waits for work (so it needs waking).
+    writer_idle: bool,
     stopped: bool,
     pub(crate) state: S,
 }
 
-impl<S> Shared<S> {
-    /// Writes what the client wants sent; a failed write drops the socket (the reader
-    /// notices and reconnects).
-    pub(crate) fn flush(&mut self) {
-        if !self.client.has_output() {
-            return;
-        }
-        let out = self.client.take_output();
-        if let Some(w) = self.writer.as_mut() {
-            if w.write_all(&out).is_err() {
-                let _ = w.shutdown(std::net::Shutdown::Both);
-                self.writer = None;
-            }
-        }
-    }
+/// The lock and the two things threads wait for.
+struct Inner<S> {
+    shared: Mutex<Shared<S>>,
+    /// Stop requested (ends a reconnection backoff early).
+    stopping: Condvar,
+    /// Bytes to write, a new socket, or stop: wakes the writer thread.
+    writable: Condvar,
 }
 
 /// What a connection does as it comes and goes and as messages arrive.
@@ -61,22 +57,23 @@ pub(crate) trait Hooks<S>: Send + 'static {
     fn events(&self, link: &Link<S>, events: &mut Vec<Event>);
 }
 
-/// A NATS connection on a thread of its own, reconnecting with backoff; its state `S` sits
-/// under the same lock as the protocol.
+/// A NATS connection on threads of its own (a reader that also reconnects with backoff, and
+/// a writer); its state `S` sits under the same lock as the protocol. Whatever is queued
+/// under the lock is written by the writer thread, outside it, many operations per write.
 pub(crate) struct Link<S> {
-    pub(crate) shared: Arc<(Mutex<Shared<S>>, Condvar)>,
+    inner: Arc<Inner<S>>,
 }
 
 impl<S> Clone for Link<S> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            inner: Arc::clone(&self.inner),
         }
     }
 }
 
 impl<S: Send + 'static> Link<S> {
-    /// Connects to `address` (and keeps reconnecting) on a thread named `thread`.
+    /// Connects to `address` (and keeps reconnecting); its threads are named after `thread`.
     pub(crate) fn start(
         address: String,
         options: ConnectOptions,
@@ -85,45 +82,97 @@ impl<S: Send + 'static> Link<S> {
         hooks: impl Hooks<S>,
     ) -> io::Result<Self> {
         let link = Self {
-            shared: Arc::new((
-                Mutex::new(Shared {
+            inner: Arc::new(Inner {
+                shared: Mutex::new(Shared {
                     client: NatsClient::new(options, 64 * 1024 * 1024),
-                    writer: None,
+                    socket: None,
+                    generation: 0,
+                    writer_idle: false,
                     stopped: false,
                     state,
                 }),
-                Condvar::new(),
-            )),
+                stopping: Condvar::new(),
+                writable: Condvar::new(),
+            }),
         };
-        let running = link.clone();
+        let reading = link.clone();
         std::thread::Builder::new()
             .name(thread.into())
-            .spawn(move || run(&address, &running, &hooks))?;
+            .spawn(move || run(&address, &reading, &hooks))?;
+        let writing = link.clone();
+        std::thread::Builder::new()
+            .name(format!("{thread}-write"))
+            .spawn(move || write_loop(&writing))?;
         Ok(link)
     }
 
-    /// Runs `f` on the shared state, then writes what it queued; `None` if a thread panicked.
+    /// Runs `f` on the shared state; what it queued is written soon after. `None` if a
+    /// thread panicked.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Shared<S>) -> R) -> Option<R> {
-        let mut s = self.shared.0.lock().ok()?;
+        let mut s = self.inner.shared.lock().ok()?;
         let r = f(&mut s);
-        s.flush();
+        let wake = s.writer_idle && s.client.has_output();
+        drop(s);
+        if wake {
+            self.inner.writable.notify_one();
+        }
         Some(r)
     }
 
     /// Whether [`stop`](Self::stop) was called.
     pub(crate) fn is_stopped(&self) -> bool {
-        self.shared.0.lock().map_or(true, |s| s.stopped)
+        self.inner.shared.lock().map_or(true, |s| s.stopped)
     }
 
     /// Closes the connection and stops reconnecting.
     pub(crate) fn stop(&self) {
-        if let Ok(mut s) = self.shared.0.lock() {
+        if let Ok(mut s) = self.inner.shared.lock() {
             s.stopped = true;
-            if let Some(w) = s.writer.take() {
+            if let Some(w) = s.socket.take() {
                 let _ = w.shutdown(std::net::Shutdown::Both);
             }
         }
-        self.shared.1.notify_all();
+        self.inner.stopping.notify_all();
+        self.inner.writable.notify_all();
+    }
+}
+
+/// Writes what the client queued, as it comes, to the current socket; a failed write shuts
+/// the socket down (the reader notices and reconnects).
+fn write_loop<S>(link: &Link<S>) {
+    let inner = &link.inner;
+    let mut current: Option<(u64, TcpStream)> = None;
+    loop {
+        let (bytes, generation) = {
+            let Ok(mut s) = inner.shared.lock() else {
+                return;
+            };
+            while !s.stopped && (s.socket.is_none() || !s.client.has_output()) {
+                s.writer_idle = true;
+                s = match inner.writable.wait(s) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            }
+            s.writer_idle = false;
+            if s.stopped {
+                return;
+            }
+            if current.as_ref().map(|(g, _)| *g) != Some(s.generation) {
+                current = s
+                    .socket
+                    .as_ref()
+                    .and_then(|w| w.try_clone().ok())
+                    .map(|w| (s.generation, w));
+            }
+            (s.client.take_output(), s.generation)
+        };
+        if let Some((g, socket)) = current.as_mut() {
+            if *g == generation && socket.write_all(&bytes).is_err() {
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+                current = None;
+            }
+        }
     }
 }
 
@@ -243,10 +292,10 @@ impl NatsLink {
 }
 
 fn run<S: Send + 'static>(address: &str, link: &Link<S>, hooks: &dyn Hooks<S>) {
-    let shared = &link.shared;
+    let inner = &link.inner;
     let mut backoff = Duration::from_millis(100);
     loop {
-        if shared.0.lock().map_or(true, |s| s.stopped) {
+        if inner.shared.lock().map_or(true, |s| s.stopped) {
             return;
         }
         match TcpStream::connect(address) {
@@ -256,18 +305,20 @@ fn run<S: Send + 'static>(address: &str, link: &Link<S>, hooks: &dyn Hooks<S>) {
                 let Ok(writer) = socket.try_clone() else {
                     continue;
                 };
-                if let Ok(mut s) = shared.0.lock() {
+                if let Ok(mut s) = inner.shared.lock() {
                     s.client.connection_started();
-                    s.writer = Some(writer);
+                    s.socket = Some(writer);
+                    s.generation += 1;
                     hooks.connected(&mut s);
                 }
+                inner.writable.notify_one();
                 info!(%address, "connected to NATS");
                 if read_loop(socket, link, hooks) {
                     backoff = Duration::from_millis(100);
                 }
-                if let Ok(mut s) = shared.0.lock() {
+                if let Ok(mut s) = inner.shared.lock() {
                     s.client.connection_lost();
-                    s.writer = None;
+                    s.socket = None;
                     hooks.lost(&mut s);
                     if s.stopped {
                         return;
@@ -278,8 +329,10 @@ fn run<S: Send + 'static>(address: &str, link: &Link<S>, hooks: &dyn Hooks<S>) {
             Err(e) => warn!(%address, error = %e, "cannot reach NATS; retrying"),
         }
         // Wait out the backoff, or less when stopped.
-        if let Ok(s) = shared.0.lock() {
-            let _ = shared.1.wait_timeout(s, backoff);
+        if let Ok(s) = inner.shared.lock() {
+            if !s.stopped {
+                let _ = inner.stopping.wait_timeout(s, backoff);
+            }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -301,15 +354,18 @@ fn read_loop<S: Send + 'static>(
             Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let Ok(mut s) = link.shared.0.lock() else {
+        let Ok(mut s) = link.inner.shared.lock() else {
             return connected;
         };
         if let Err(e) = s.client.received(&mut buf, &mut events) {
             warn!(error = %e, "NATS protocol error; reconnecting");
             return connected;
         }
-        s.flush();
+        let wake = s.writer_idle && s.client.has_output();
         drop(s);
+        if wake {
+            link.inner.writable.notify_one();
+        }
         events.retain(|event| match event {
             Event::Connected(info) => {
                 connected = true;

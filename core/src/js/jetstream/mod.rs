@@ -12,8 +12,9 @@
 //!   deleted, since a JetStream consumer without filters wants everything.
 //! - `Pending` hands out what this executor was handed and has not acknowledged, then pulls
 //!   more (`CONSUMER.MSG.NEXT`, no wait). `Ack` acknowledges through the delivery's
-//!   `$JS.ACK.` subject, waiting for the server's confirmation; a message not handed out yet
-//!   is pulled first, since JetStream acknowledges deliveries, not sequences.
+//!   `$JS.ACK.` subject (without waiting for a confirmation, as the NATS server's MQTT does);
+//!   a message not handed out yet is pulled first, since JetStream acknowledges deliveries,
+//!   not sequences.
 //!
 //! A new executor (a restarted broker) is not handed again what an earlier one was handed
 //! and did not acknowledge until the consumer's ack wait has passed: that is JetStream's
@@ -642,16 +643,14 @@ impl JetStream {
     fn ack(&mut self, nats: &mut NatsClient, id: RequestId, consumer: ByteString, seq: u64) {
         let handed = self.handed.get_mut(&consumer).and_then(|h| h.remove(&seq));
         if let Some(h) = handed {
-            self.send(
-                nats,
-                &h.ack,
-                None,
-                b"+ACK",
-                Op::Request {
-                    id,
-                    expect: Expect::Done,
-                },
-            );
+            // Like the NATS server's MQTT, without waiting for a confirmation: JetStream takes
+            // a connection's messages in order, and an ack that is lost only means the
+            // message is handed out again (a duplicate, never a loss).
+            let result = nats
+                .publish(&h.ack, None, None, b"+ACK")
+                .map(|()| StoreReply::Done)
+                .map_err(|_| StoreError::Unavailable("the NATS send buffer is full".into()));
+            self.finished.push((id, result));
             return;
         }
         let held = self.handed.get(&consumer).map_or(0, BTreeMap::len);

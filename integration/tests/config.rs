@@ -521,7 +521,7 @@ fn mqtt5_options_map_onto_the_broker() {
 fn a_nats_url_turns_the_bridge_and_jetstream_on() {
     let c = apply("[nats]\nurl = \"nats://127.0.0.1:4222\"\n").expect("valid");
     let n = c.nats.as_ref().expect("nats");
-    assert_eq!(n.address, "127.0.0.1:4222");
+    assert_eq!(n.addresses, ["127.0.0.1:4222"]);
     assert!(n.jetstream, "state in JetStream by default");
     assert_eq!(
         (n.replicas, n.ack_wait, n.max_ack_pending),
@@ -554,7 +554,7 @@ fn nats_options() {
     )
     .expect("valid");
     let n = c.nats.expect("nats");
-    assert_eq!(n.address, "10.0.0.1:4222");
+    assert_eq!(n.addresses, ["10.0.0.1:4222"]);
     assert_eq!(n.user, Some(("alice".into(), "s3cret".into())));
     assert!(!n.jetstream);
     assert_eq!(n.domain.as_deref(), Some("hub"));
@@ -567,6 +567,10 @@ fn nats_options() {
         (options.user.as_deref(), options.pass.as_deref()),
         (Some("alice"), Some("s3cret"))
     );
+    let list = apply("[nats]\nurl = \"nats://a:4222, nats://u:p@b:4223\"\n").expect("a list");
+    let n = list.nats.expect("nats");
+    assert_eq!(n.addresses, ["a:4222", "b:4223"]);
+    assert_eq!(n.user, Some(("u".into(), "p".into())));
     for (bad, key) in [
         ("replicas = 0", "nats.replicas"),
         ("replicas = 7", "nats.replicas"),

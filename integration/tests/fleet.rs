@@ -121,9 +121,34 @@ async fn resume(id: &str, port: u16) -> Client {
     }
 }
 
+/// Publishes at QoS 1 until a PUBACK comes (meanwhile jetmq may close the connection, as it
+/// does when it cannot store the message).
+async fn publish_until_acked(port: u16, topic: &str, payload: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = MqttOptions::new("r3-retrying", "127.0.0.1", port);
+        if let Ok(Some(mut c)) = timeout(DEADLINE, common::client::connect(o)).await {
+            c.client
+                .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+                .await
+                .expect("publish");
+            let acked = tokio::select! {
+                a = timeout(DEADLINE, c.acks.recv()) => matches!(a, Ok(Some(()))),
+                _ = c.ended.recv() => false,
+            };
+            if acked {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{topic} was never acknowledged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Three nats-server nodes in a JetStream cluster with R3 streams: the acknowledged QoS 1
-/// messages of a persistent session survive the loss of the node its publisher's jetmq used,
-/// and the session resumes through a jetmq node on another NATS node.
+/// messages of a persistent session survive the loss of the node its publisher's jetmq used
+/// (which fails over to another NATS node from its URL list), and the session resumes
+/// through a jetmq node on another NATS node.
 #[tokio::test]
 async fn r3_streams_lose_nothing_acknowledged_when_a_nats_node_dies() {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("r3-{i}"))).collect();
@@ -159,20 +184,23 @@ async fn r3_streams_lose_nothing_acknowledged_when_a_nats_node_dies() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let start = |shell, i: usize| {
-        let store = JetStreamBackend::connect(&r3(i), "jetmq").expect("connect");
-        let toml = format!("[nats]\nurl = \"{}\"\nreplicas = 3\n", url(i));
+    // Node a knows every NATS node (it starts on n0 and fails over), node b only n1.
+    let start = |shell, urls: String| {
+        let mut config = NatsConfig::from_url(&urls, "test").expect("NATS URLs");
+        config.replicas = 3;
+        let store = JetStreamBackend::connect(&config, "jetmq").expect("connect");
+        let toml = format!("[nats]\nurl = \"{urls}\"\nreplicas = 3\n");
         async move { common::serve_with(shell, &toml, Arc::new(store)).await }
     };
-    let (a, port_a) = start(Shell::Tokio, 0).await;
-    let (b, port_b) = start(Shell::Mio, 1).await;
+    let (a, port_a) = start(Shell::Tokio, format!("{},{},{}", url(0), url(1), url(2))).await;
+    let (b, port_b) = start(Shell::Mio, url(1)).await;
 
     let mut s = client("r3-s", port_a, false).await;
     s.subscribe("ledger/#", QoS::AtLeastOnce).await;
     drop(s);
     let mut p = client("r3-p", port_a, true).await;
     const N: usize = 50;
-    for i in 0..N {
+    for i in 0..N / 2 {
         p.publish(
             &format!("ledger/{i}"),
             QoS::AtLeastOnce,
@@ -182,8 +210,12 @@ async fn r3_streams_lose_nothing_acknowledged_when_a_nats_node_dies() {
         .await;
     }
     drop(p);
-    // Every one of them was acknowledged; the NATS node node a used dies.
+    // Every one of them was acknowledged; the NATS node node a used dies. Node a reconnects
+    // to another one and takes QoS 1 publishes again.
     servers[0] = None;
+    for i in N / 2..N {
+        publish_until_acked(port_a, &format!("ledger/{i}"), &i.to_string()).await;
+    }
     a.shutdown().await.expect("clean stop");
 
     let mut s = resume("r3-s", port_b).await;

@@ -793,7 +793,7 @@ impl ServerConfig {
         let from_url = crate::nats_config::NatsConfig::from_url(url, key)?;
         match &mut self.nats {
             Some(nats) => {
-                nats.address = from_url.address;
+                nats.addresses = from_url.addresses;
                 if from_url.user.is_some() {
                     nats.user = from_url.user;
                 }

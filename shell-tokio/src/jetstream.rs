@@ -94,7 +94,7 @@ impl JetStreamBackend {
             completions: HashMap::new(),
         };
         let link = Link::start(
-            config.address.clone(),
+            config.addresses.clone(),
             config.connect_options(name),
             state,
             "jetmq-jetstream",
@@ -188,7 +188,8 @@ impl StoreBackend for JetStreamBackend {
                     format!(
                         "no answer from JetStream at {} within {:?}: is nats-server running there \
                          with JetStream enabled (nats-server -js)?",
-                        self.config.address, self.config.api_timeout
+                        self.config.address_list(),
+                        self.config.api_timeout
                     )
                     .into(),
                 ),

@@ -13,8 +13,8 @@ use crate::config::{invalid, ConfigError};
 /// The NATS server and how jetmq uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConfig {
-    /// `host:port`.
-    pub address: String,
+    /// The servers (`host:port`), tried in turn when connecting and reconnecting.
+    pub addresses: Vec<String>,
     /// User name and password, from the URL (`nats://user:pass@host:port`) or the file.
     pub user: Option<(String, String)>,
     /// An authentication token.
@@ -42,21 +42,29 @@ impl NatsConfig {
     ///
     /// `url` is not `nats://[user:password@]host:port`; `key` names where it came from.
     pub fn from_url(url: &str, key: &str) -> Result<Self, ConfigError> {
-        let address = parse_url(url).map_err(|_| {
-            invalid(
-                key,
-                url,
-                "nats://[user:password@]host:port, for example nats://127.0.0.1:4222",
-            )
-        })?;
-        let rest = url.strip_prefix("nats://").unwrap_or(url);
-        let user = rest.rsplit_once('@').and_then(|(creds, _)| {
-            creds
-                .split_once(':')
-                .map(|(u, p)| (u.to_string(), p.to_string()))
-        });
+        let mut addresses = Vec::new();
+        let mut user = None;
+        for one in url.split(',').map(str::trim) {
+            let address = parse_url(one).map_err(|_| {
+                invalid(
+                    key,
+                    url,
+                    "nats://[user:password@]host:port, or several separated by commas, for \
+                     example nats://127.0.0.1:4222",
+                )
+            })?;
+            addresses.push(address);
+            let rest = one.strip_prefix("nats://").unwrap_or(one);
+            if let Some((creds, _)) = rest.rsplit_once('@') {
+                user = user.or_else(|| {
+                    creds
+                        .split_once(':')
+                        .map(|(u, p)| (u.to_string(), p.to_string()))
+                });
+            }
+        }
         Ok(Self {
-            address,
+            addresses,
             user,
             token: None,
             jetstream: true,
@@ -78,6 +86,12 @@ impl NatsConfig {
             auth_token: self.token.clone(),
             ..ConnectOptions::default()
         }
+    }
+
+    /// The servers, for messages: `a:4222, b:4222`.
+    #[must_use]
+    pub fn address_list(&self) -> String {
+        self.addresses.join(", ")
     }
 
     /// The JetStream executor's configuration, replies on `inbox`.

@@ -73,9 +73,10 @@ impl<S> Clone for Link<S> {
 }
 
 impl<S: Send + 'static> Link<S> {
-    /// Connects to `address` (and keeps reconnecting); its threads are named after `thread`.
+    /// Connects to one of `addresses` (and keeps reconnecting, trying them in turn); its
+    /// threads are named after `thread`.
     pub(crate) fn start(
-        address: String,
+        addresses: Vec<String>,
         options: ConnectOptions,
         state: S,
         thread: &str,
@@ -98,7 +99,7 @@ impl<S: Send + 'static> Link<S> {
         let reading = link.clone();
         std::thread::Builder::new()
             .name(thread.into())
-            .spawn(move || run(&address, &reading, &hooks))?;
+            .spawn(move || run(&addresses, &reading, &hooks))?;
         let writing = link.clone();
         std::thread::Builder::new()
             .name(format!("{thread}-write"))
@@ -208,19 +209,19 @@ pub struct NatsLink {
 }
 
 impl NatsLink {
-    /// Connects to `address` (and keeps reconnecting) on a thread of its own; `deliver`
-    /// receives the broker inputs the connection produces.
+    /// Connects to one of `addresses` (and keeps reconnecting) on threads of its own;
+    /// `deliver` receives the broker inputs the connection produces.
     ///
     /// # Errors
     ///
     /// The thread cannot be started.
     pub fn start(
-        address: String,
+        addresses: Vec<String>,
         options: ConnectOptions,
         deliver: impl Fn(Input) + Send + 'static,
     ) -> io::Result<Self> {
         let link = Link::start(
-            address,
+            addresses,
             options,
             BridgeState::default(),
             "jetmq-nats",
@@ -244,7 +245,7 @@ impl NatsLink {
             return Ok(None);
         };
         let options = nats.connect_options(name);
-        Self::start(nats.address.clone(), options, deliver).map(Some)
+        Self::start(nats.addresses.clone(), options, deliver).map(Some)
     }
 
     /// Carries out a NATS action of the broker; other actions are ignored.
@@ -291,10 +292,15 @@ impl NatsLink {
     }
 }
 
-fn run<S: Send + 'static>(address: &str, link: &Link<S>, hooks: &dyn Hooks<S>) {
+fn run<S: Send + 'static>(addresses: &[String], link: &Link<S>, hooks: &dyn Hooks<S>) {
     let inner = &link.inner;
     let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0usize;
     loop {
+        let address = addresses
+            .get(attempt % addresses.len().max(1))
+            .map_or("", String::as_str);
+        attempt = attempt.wrapping_add(1);
         if inner.shared.lock().map_or(true, |s| s.stopped) {
             return;
         }

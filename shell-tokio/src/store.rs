@@ -93,7 +93,7 @@ pub fn open(
     if let Some(nats) = config.nats.as_ref().filter(|n| n.jetstream) {
         let backend = crate::jetstream::JetStreamBackend::connect(nats, "jetmq-store")
             .map_err(|e| format!("cannot start the JetStream connection: {e}"))?;
-        tracing::info!(address = %nats.address, "state kept in JetStream");
+        tracing::info!(servers = %nats.address_list(), "state kept in JetStream");
         return Ok(std::sync::Arc::new(backend));
     }
     match &config.data_dir {

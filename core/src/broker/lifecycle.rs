@@ -71,7 +71,13 @@ impl Broker {
                 return;
             }
             match c.decoder.decode(&mut c.inbuf) {
-                Ok(None) => return,
+                Ok(None) => {
+                    if c.inbuf.is_empty() {
+                        // Let go of the shell's read buffer: idle connections hold none.
+                        c.inbuf = BytesMut::new();
+                    }
+                    return;
+                }
                 Ok(Some(packet)) => self.on_packet(conn, packet, out),
                 Err(err) => {
                     self.on_decode_error(conn, &err, out);

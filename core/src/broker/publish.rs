@@ -21,6 +21,13 @@ use crate::js::{StoreRequest, Stream};
 use crate::topic::{subject, TopicName};
 
 /// Payloads at least this large are sent from their shared buffer instead of being copied
+/// The flags a PUBLISH goes out with.
+#[derive(Debug, Clone, Copy)]
+struct SendFlags {
+    retain: bool,
+    dup: bool,
+}
+
 /// into each subscriber's output buffer.
 const SHARED_PAYLOAD_MIN: usize = 4096;
 
@@ -646,6 +653,26 @@ impl Broker {
                 self.budget -= 1;
                 let qos = job.msg.qos.min(t.qos);
                 let retain = t.retain_as_published && job.msg.retain;
+                if qos == QoS::AtMostOnce {
+                    // Written at once from the shared message, or dropped: no Delivery.
+                    if let Some(conn) = self.writes_now(t.session) {
+                        if self.is_slow(conn) {
+                            self.stats.dropped_slow_consumer += 1;
+                        } else {
+                            let flags = SendFlags { retain, dup: false };
+                            let ids = &t.subscription_ids;
+                            self.write_message(
+                                conn,
+                                &job.msg,
+                                flags,
+                                ids,
+                                PublishQos::AtMostOnce,
+                                out,
+                            );
+                        }
+                        continue;
+                    }
+                }
                 let (session, subscription_ids) =
                     (t.session, std::mem::take(&mut t.subscription_ids));
                 let share = t.share;
@@ -744,6 +771,13 @@ impl Broker {
         }
     }
 
+    /// The connection a QoS 0 message for `session` is written to at once: online, with
+    /// nothing queued ahead of it.
+    fn writes_now(&self, session: SessionId) -> Option<ConnId> {
+        let s = self.sessions.get(session)?;
+        s.outbound.queue.is_empty().then_some(s.conn).flatten()
+    }
+
     /// Hands one message to one session: sent now, queued behind the window, or dropped
     /// (counted) when it cannot be kept.
     pub(super) fn deliver(&mut self, session: SessionId, d: Delivery, out: &mut Outbox) {
@@ -838,12 +872,30 @@ impl Broker {
         qos: PublishQos,
         out: &mut Outbox,
     ) -> bool {
+        let flags = SendFlags {
+            retain: d.retain,
+            dup: d.dup,
+        };
+        self.write_message(conn, &d.msg, flags, &d.subscription_ids, qos, out)
+    }
+
+    /// Encodes one PUBLISH of `msg` for `conn` (see [`write_publish`](Self::write_publish)),
+    /// from borrowed parts, so a QoS 0 fan-out builds no [`Delivery`].
+    fn write_message(
+        &mut self,
+        conn: ConnId,
+        msg: &Message,
+        flags: SendFlags,
+        subscription_ids: &SubscriptionIds,
+        qos: PublishQos,
+        out: &mut Outbox,
+    ) -> bool {
         // [MQTT-3.3.2-5]: a message whose lifetime ran out before it was sent is dropped;
         // [MQTT-3.3.2-6]: otherwise it carries what is left of it.
-        let expiry = match d.msg.expires_at {
+        let expiry = match msg.expires_at {
             Some(at) => {
                 let left = at.saturating_duration_since(self.now.instant);
-                if left.is_zero() && !d.dup {
+                if left.is_zero() && !flags.dup {
                     self.stats.dropped_expired += 1;
                     return false;
                 }
@@ -858,28 +910,26 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        let alias = c.outbound_aliases.lookup(&d.msg.topic);
+        let alias = c.outbound_aliases.lookup(&msg.topic);
         let (topic, topic_alias) = match alias {
-            AliasUse::None => (d.msg.topic.as_str(), None),
+            AliasUse::None => (msg.topic.as_str(), None),
             AliasUse::Known(a) => ("", Some(a)),
-            AliasUse::New(a) => (d.msg.topic.as_str(), Some(a)),
+            AliasUse::New(a) => (msg.topic.as_str(), Some(a)),
         };
-        let delivery = (expiry.is_some()
-            || topic_alias.is_some()
-            || !d.subscription_ids.is_empty())
-        .then(|| DeliveryProperties {
-            subscription_ids: &d.subscription_ids,
-            message_expiry_interval: expiry,
-            topic_alias,
-        });
+        let delivery = (expiry.is_some() || topic_alias.is_some() || !subscription_ids.is_empty())
+            .then(|| DeliveryProperties {
+                subscription_ids,
+                message_expiry_interval: expiry,
+                topic_alias,
+            });
         let publish = PublishRef {
-            dup: d.dup,
+            dup: flags.dup,
             qos,
-            retain: d.retain,
+            retain: flags.retain,
             topic,
-            properties: d.msg.properties.as_deref(),
+            properties: msg.properties.as_deref(),
             delivery,
-            payload: &d.msg.payload,
+            payload: &msg.payload,
         };
         let len = publish.encoded_len(c.version);
         if len > c.max_send_size as usize {
@@ -888,22 +938,22 @@ impl Broker {
             return false;
         }
         if let AliasUse::New(a) = alias {
-            c.outbound_aliases.bind(a, &d.msg.topic);
+            c.outbound_aliases.bind(a, &msg.topic);
         }
         self.stats.deliveries += 1;
         if c.out.capacity() - c.out.len() < len {
             // One allocation sized like the last flush instead of a doubling series.
             c.out.reserve(len.max(c.out_hint));
         }
-        if d.msg.payload.len() >= SHARED_PAYLOAD_MIN {
+        if msg.payload.len() >= SHARED_PAYLOAD_MIN {
             // What this call wrote before and the header go out first, then the payload from
             // its shared buffer, without a copy per subscriber.
             publish.encode_header(c.version, &mut c.out);
-            c.unsent += d.msg.payload.len();
+            c.unsent += msg.payload.len();
             self.flush_conn(conn, out);
             out.push(Action::Send {
                 conn,
-                bytes: d.msg.payload.clone(),
+                bytes: msg.payload.clone(),
             });
             return true;
         }

@@ -41,24 +41,28 @@ pub(crate) enum Phase {
     },
     /// Accepted; in a fleet, the persistent session is being read from the store (its
     /// record and its consumer's messages) before the CONNACK, until the connect deadline.
-    Loading {
-        deadline: Instant,
-        connect: Box<Connect>,
-        key: SessionKey,
-        assigned: bool,
-        /// Store replies still to come.
-        waiting: u8,
-        /// The session record, when the session was not in memory.
-        record: Option<StoredMessage>,
-        /// What the session's consumer handed out.
-        pending: Vec<StoredMessage>,
-        /// A read failed: the CONNECT is refused (server unavailable).
-        failed: bool,
-    },
+    Loading(Box<Loading>),
     /// CONNACK sent; bound to a session.
     Connected { session: SessionId },
     /// Close requested; further input is ignored.
     Closing,
+}
+
+/// A session being read from the store for a CONNECT ([`Phase::Loading`]).
+#[derive(Debug)]
+pub(crate) struct Loading {
+    pub(crate) deadline: Instant,
+    pub(crate) connect: Box<Connect>,
+    pub(crate) key: SessionKey,
+    pub(crate) assigned: bool,
+    /// Store replies still to come.
+    pub(crate) waiting: u8,
+    /// The session record, when the session was not in memory.
+    pub(crate) record: Option<StoredMessage>,
+    /// What the session's consumer handed out.
+    pub(crate) pending: Vec<StoredMessage>,
+    /// A read failed: the CONNECT is refused (server unavailable).
+    pub(crate) failed: bool,
 }
 
 /// The acknowledgement a pipeline entry sends when it completes.
@@ -194,7 +198,7 @@ pub(crate) struct Connection {
     /// Topic aliases the broker assigned on this connection (MQTT 5.0).
     pub(crate) outbound_aliases: OutboundAliases,
     /// The will, published if the connection ends without a normal DISCONNECT.
-    pub(crate) will: Option<Will>,
+    pub(crate) will: Option<Box<Will>>,
     /// The enhanced authentication method the client connected with (MQTT 5.0).
     pub(crate) auth_method: Option<ByteString>,
     /// A re-authentication in progress.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use super::connection::{Connection, Phase, Reply, Work};
+use super::connection::{Connection, Loading, Phase, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
 use super::persist::RequestOwner;
@@ -158,7 +158,7 @@ impl Broker {
                 return;
             }
             Phase::Connected { session } => session,
-            Phase::Authenticating { .. } | Phase::Loading { .. } | Phase::Closing => return,
+            Phase::Authenticating { .. } | Phase::Loading(_) | Phase::Closing => return,
         };
         match packet {
             // [MQTT-3.1.0-2]: a second CONNECT is a protocol error.
@@ -354,7 +354,7 @@ impl Broker {
             consumer: records::consumer_name(&key.client_id),
             limit: self.config.max_queued_messages,
         });
-        c.phase = Phase::Loading {
+        c.phase = Phase::Loading(Box::new(Loading {
             deadline,
             connect,
             key,
@@ -363,7 +363,7 @@ impl Broker {
             record: None,
             pending: Vec::new(),
             failed: false,
-        };
+        }));
         self.schedule_conn(conn, deadline);
         for request in requests {
             self.request(request, RequestOwner::Load { conn }, out);
@@ -381,27 +381,23 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let Phase::Loading {
-            waiting,
-            record,
-            pending,
-            failed,
-            ..
-        } = &mut c.phase
-        else {
+        let Phase::Loading(loading) = &mut c.phase else {
             return;
         };
-        *waiting = waiting.saturating_sub(1);
+        loading.waiting = loading.waiting.saturating_sub(1);
         match reply {
-            Ok(StoreReply::Message(m)) => *record = m,
-            Ok(StoreReply::Messages(m)) => pending.extend(m),
+            Ok(StoreReply::Message(m)) => loading.record = m,
+            Ok(StoreReply::Messages(m)) => loading.pending.extend(m),
             Ok(_) => {}
-            Err(_) => *failed = true,
+            Err(_) => loading.failed = true,
         }
-        if *waiting > 0 {
+        if loading.waiting > 0 {
             return;
         }
-        let Phase::Loading {
+        let Phase::Loading(loading) = std::mem::replace(&mut c.phase, Phase::Closing) else {
+            return;
+        };
+        let Loading {
             connect,
             key,
             assigned,
@@ -409,10 +405,7 @@ impl Broker {
             pending,
             failed,
             ..
-        } = std::mem::replace(&mut c.phase, Phase::Closing)
-        else {
-            return;
-        };
+        } = *loading;
         if failed {
             self.refuse(
                 conn,
@@ -523,7 +516,7 @@ impl Broker {
                 ..PublishProperties::EMPTY
             };
             let properties = (properties != PublishProperties::EMPTY).then(|| Box::new(properties));
-            Some(Will {
+            Some(Box::new(Will {
                 message: Message {
                     topic,
                     payload: w.payload,
@@ -537,7 +530,7 @@ impl Broker {
                 delay: Duration::from_secs(u64::from(
                     w.properties.will_delay_interval.unwrap_or(0),
                 )),
-            })
+            }))
         });
         if let Some(rm) = connect.properties.receive_maximum {
             c.send_window = rm.get();
@@ -703,7 +696,10 @@ impl Broker {
                     s.generation += 1;
                     let generation = s.generation;
                     let at = self.now.instant.saturating_add(will.delay);
-                    s.pending_will = Some(PendingWill { will, generation });
+                    s.pending_will = Some(Box::new(PendingWill {
+                        will: *will,
+                        generation,
+                    }));
                     self.schedule(at, Timer::Will(session, generation));
                 }
                 Ending::Shutdown => {}
@@ -778,7 +774,8 @@ impl Broker {
                 }
                 earliest(deadline);
             }
-            Phase::Loading { deadline, .. } => {
+            Phase::Loading(ref loading) => {
+                let deadline = loading.deadline;
                 if now >= deadline {
                     // The store did not answer in time.
                     let version = c.version;

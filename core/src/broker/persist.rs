@@ -119,7 +119,7 @@ impl Broker {
         if s.key.account != DEFAULT_ACCOUNT {
             record.jetmq.account = Some(s.key.account.to_string());
         }
-        for (text, entry) in &s.subscriptions {
+        for (text, entry) in s.subscriptions.iter() {
             let qos = entry.options.qos as u8;
             record
                 .subs

@@ -1,7 +1,7 @@
 //! Sessions: what the broker keeps for a client across connections, and the outbound QoS 1/2
 //! window with the queue behind it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -38,6 +38,54 @@ pub(crate) struct SubscriptionEntry {
     pub(crate) id: Option<NonZeroU32>,
     /// For `$share/{group}/{filter}`: the shared subscription's number in the broker.
     pub(crate) share: Option<u32>,
+}
+
+/// A session's subscriptions by topic filter text, in byte order: a sorted vector, since most
+/// sessions have a handful (a B-tree's first node alone would take 900 bytes per session).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SubscriptionMap {
+    entries: Vec<(ByteString, SubscriptionEntry)>,
+}
+
+impl SubscriptionMap {
+    /// Adds or replaces the subscription of `text`; returns the one it replaced.
+    pub(crate) fn insert(
+        &mut self,
+        text: ByteString,
+        entry: SubscriptionEntry,
+    ) -> Option<SubscriptionEntry> {
+        match self.entries.binary_search_by(|(k, _)| k.cmp(&text)) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, entry)),
+            Err(i) => {
+                self.entries.insert(i, (text, entry));
+                None
+            }
+        }
+    }
+
+    /// Removes the subscription of `text`.
+    pub(crate) fn remove(&mut self, text: &ByteString) -> Option<SubscriptionEntry> {
+        let i = self.entries.binary_search_by(|(k, _)| k.cmp(text)).ok()?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// The subscriptions, in filter text order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &SubscriptionEntry> + Clone {
+        self.entries.iter().map(|(_, e)| e)
+    }
+
+    /// Filter texts and subscriptions, in filter text order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ByteString, &SubscriptionEntry)> {
+        self.entries.iter().map(|(k, e)| (k, e))
+    }
+}
+
+impl Extend<(ByteString, SubscriptionEntry)> for SubscriptionMap {
+    fn extend<I: IntoIterator<Item = (ByteString, SubscriptionEntry)>>(&mut self, items: I) {
+        for (text, entry) in items {
+            self.insert(text, entry);
+        }
+    }
 }
 
 /// Subscription Identifiers of the subscriptions a message matched, for one session.
@@ -183,11 +231,11 @@ pub(crate) struct Session {
     /// When its last connection ended (wall clock), so expiry counts across restarts.
     pub(crate) disconnected_at: Option<WallClock>,
     /// Subscriptions by topic filter text.
-    pub(crate) subscriptions: BTreeMap<ByteString, SubscriptionEntry>,
+    pub(crate) subscriptions: SubscriptionMap,
     pub(crate) outbound: Outbound,
     /// Inbound QoS 2 identifiers acknowledged with PUBREC and not yet released.
     pub inbound_qos2: BTreeSet<u16>,
-    pub(crate) pending_will: Option<PendingWill>,
+    pub(crate) pending_will: Option<Box<PendingWill>>,
     /// Bumped whenever a timer of this session becomes stale.
     pub(crate) generation: u64,
     /// The durable consumer of a persistent session.
@@ -210,7 +258,7 @@ impl Session {
             persistent: false,
             expiry: None,
             disconnected_at: None,
-            subscriptions: BTreeMap::new(),
+            subscriptions: SubscriptionMap::default(),
             outbound: Outbound::default(),
             inbound_qos2: BTreeSet::new(),
             pending_will: None,
@@ -261,7 +309,7 @@ impl Session {
             } else {
                 self.disconnected_at
             },
-            subscriptions: self.subscriptions.keys().cloned().collect(),
+            subscriptions: self.subscriptions.iter().map(|(k, _)| k.clone()).collect(),
             inflight: self.outbound.inflight.len(),
             queued: self.outbound.queue.len(),
         }

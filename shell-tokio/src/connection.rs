@@ -6,29 +6,109 @@
 
 use bytes::{Bytes, BytesMut};
 use jetmq_core::broker::{ConnId, Input};
+use std::collections::VecDeque;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Size of each socket read.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// The smallest read buffer a connection keeps.
-const MIN_READ: usize = 512;
+const MIN_READ: usize = 256;
 
-/// What the broker task tells a connection's writer.
-#[derive(Debug)]
-pub(crate) enum WriterCommand {
-    /// Write these bytes after everything before.
-    Send(Bytes),
-    /// Write what is queued, then close the socket.
-    Close,
+/// What the broker task hands a connection's writer: bytes to write in order, then perhaps
+/// a close. A mutex-guarded queue and a `Notify` instead of a channel: an idle connection
+/// holds no preallocated block of slots (a tokio channel's first block is over 1 KiB).
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    state: std::sync::Mutex<OutgoingState>,
+    ready: Notify,
 }
 
-/// The broker task's handle on one connection.
+#[derive(Debug, Default)]
+struct OutgoingState {
+    queue: VecDeque<Bytes>,
+    /// Write what is queued, then close the socket.
+    close: bool,
+    /// The writer has stopped: nothing more is kept.
+    stopped: bool,
+}
+
+impl Outgoing {
+    /// Queues bytes after everything before.
+    pub(crate) fn send(&self, bytes: Bytes) {
+        if let Ok(mut s) = self.state.lock() {
+            if s.close || s.stopped {
+                return;
+            }
+            s.queue.push_back(bytes);
+        }
+        self.ready.notify_one();
+    }
+
+    /// Asks the writer to write what is queued, then close the socket.
+    pub(crate) fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.close = true;
+        }
+        self.ready.notify_one();
+    }
+
+    /// Waits for something to write; takes up to `limit` bytes of it (at least one item) and
+    /// says whether a close follows them.
+    async fn next(&self, limit: usize, batch: &mut BytesMut) -> Option<(Bytes, bool)> {
+        loop {
+            {
+                let mut s = self.state.lock().ok()?;
+                if let Some(first) = s.queue.pop_front() {
+                    let bytes = if s.queue.is_empty() {
+                        first
+                    } else {
+                        // What else waits goes out in the same write: one system call for a
+                        // burst of packets instead of one each.
+                        batch.extend_from_slice(&first);
+                        while batch.len() < limit {
+                            let Some(more) = s.queue.pop_front() else {
+                                break;
+                            };
+                            batch.extend_from_slice(&more);
+                        }
+                        batch.split().freeze()
+                    };
+                    if s.queue.is_empty() && s.queue.capacity() > 64 {
+                        s.queue.shrink_to_fit();
+                    }
+                    return Some((bytes, s.close && s.queue.is_empty()));
+                }
+                if s.close {
+                    return Some((Bytes::new(), true));
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn stopped(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.stopped = true;
+            s.queue = VecDeque::new();
+        }
+    }
+}
+
+/// The broker task's handle on one connection; dropping it closes the connection once what
+/// is queued is written.
 #[derive(Debug)]
 pub(crate) struct ConnHandle {
-    pub(crate) writer: mpsc::UnboundedSender<WriterCommand>,
+    pub(crate) writer: std::sync::Arc<Outgoing>,
     pub(crate) paused: watch::Sender<bool>,
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        self.writer.close();
+    }
 }
 
 /// Reads from the socket until it closes, feeding the broker; waits while paused.
@@ -83,48 +163,28 @@ const WRITE_BATCH: usize = 64 * 1024;
 pub(crate) async fn write_loop(
     conn: ConnId,
     mut socket: impl AsyncWrite + Unpin,
-    mut commands: mpsc::UnboundedReceiver<WriterCommand>,
+    outgoing: std::sync::Arc<Outgoing>,
     flushed: impl Fn(Input) + Send,
     reader: tokio::task::AbortHandle,
 ) {
     let mut batch = BytesMut::new();
-    while let Some(command) = commands.recv().await {
-        let WriterCommand::Send(first) = command else {
-            let _ = socket.flush().await;
-            let _ = socket.shutdown().await;
-            break;
-        };
-        // What else is already waiting goes out in the same write: one system call for a
-        // burst of packets instead of one each.
-        let mut close = false;
-        let bytes = if commands.is_empty() {
-            first
-        } else {
-            batch.extend_from_slice(&first);
-            while batch.len() < WRITE_BATCH {
-                match commands.try_recv() {
-                    Ok(WriterCommand::Send(more)) => batch.extend_from_slice(&more),
-                    Ok(WriterCommand::Close) => {
-                        close = true;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            batch.split().freeze()
-        };
+    while let Some((bytes, close)) = outgoing.next(WRITE_BATCH, &mut batch).await {
         let len = bytes.len();
-        if socket.write_all(&bytes).await.is_err() {
-            break;
+        if len > 0 {
+            if socket.write_all(&bytes).await.is_err() {
+                break;
+            }
+            let more = outgoing.state.lock().is_ok_and(|s| !s.queue.is_empty());
+            if (close || !more) && socket.flush().await.is_err() {
+                break;
+            }
+            flushed(Input::Flushed { conn, bytes: len });
         }
-        if (close || commands.is_empty()) && socket.flush().await.is_err() {
-            break;
-        }
-        flushed(Input::Flushed { conn, bytes: len });
         if close {
             let _ = socket.shutdown().await;
             break;
         }
     }
+    outgoing.stopped();
     reader.abort();
 }

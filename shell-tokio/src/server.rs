@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ServerConfig, Transport};
-use crate::connection::{read_loop, write_loop, ConnHandle, WriterCommand};
+use crate::connection::{read_loop, write_loop, ConnHandle, Outgoing};
 use crate::record::handle;
 use crate::store::StoreBackend;
 
@@ -270,7 +270,7 @@ async fn serve(
             Input::Closed { conn } => {
                 // The peer is gone: the broker will not ask to close it, so stop its writer.
                 if let Some(c) = conns.remove(conn) {
-                    let _ = c.writer.send(WriterCommand::Close);
+                    c.writer.close();
                 }
             }
             _ => {}
@@ -357,13 +357,13 @@ fn execute(
     match action {
         Action::Send { conn, bytes } => {
             if let Some(c) = conns.get(&conn) {
-                let _ = c.writer.send(WriterCommand::Send(bytes));
+                c.writer.send(bytes);
             }
         }
         Action::Close { conn, reason } => {
             debug!(conn = conn.get(), ?reason, "closing connection");
             if let Some(c) = conns.remove(&conn) {
-                let _ = c.writer.send(WriterCommand::Close);
+                c.writer.close();
             }
         }
         Action::PauseRead { conn } => {
@@ -473,10 +473,10 @@ impl Wiring {
             return true;
         };
         let info_peer = info.peer.clone();
-        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+        let outgoing = Arc::new(Outgoing::default());
         let (paused_tx, paused_rx) = watch::channel(false);
         let handle = ConnHandle {
-            writer: writer_tx,
+            writer: Arc::clone(&outgoing),
             paused: paused_tx,
         };
         if self.control.send(Control::Register(conn, handle)).is_err()
@@ -499,7 +499,7 @@ impl Wiring {
             let report = move |input| {
                 let _ = flushed.send(Control::Input(input));
             };
-            write_loop(conn, write, writer_rx, report, abort)
+            write_loop(conn, write, outgoing, report, abort)
                 .instrument(span)
                 .await;
             open.fetch_sub(1, Ordering::Relaxed);

@@ -128,6 +128,10 @@ impl Pipeline {
     /// Appends work waiting for `waiting` writes and returns its token.
     pub(crate) fn push(&mut self, work: Work, waiting: u32) -> u64 {
         self.next_token += 1;
+        if self.entries.capacity() == 0 {
+            // One entry at a time is the common case: no room for four from the start.
+            self.entries.reserve_exact(1);
+        }
         self.entries.push_back(Pending {
             token: self.next_token,
             waiting,
@@ -152,7 +156,12 @@ impl Pipeline {
     /// Takes the first entry if nothing it waits for is outstanding.
     pub(crate) fn pop_ready(&mut self) -> Option<Pending> {
         if self.entries.front().is_some_and(|p| p.waiting == 0) {
-            self.entries.pop_front()
+            let entry = self.entries.pop_front();
+            if self.entries.is_empty() {
+                // An idle connection keeps no room for entries.
+                self.entries = VecDeque::new();
+            }
+            entry
         } else {
             None
         }

@@ -31,7 +31,7 @@ impl Broker {
         let now = self.now.instant;
         let deadline = now.saturating_add(self.config.connect_timeout);
         let c = Connection::new(info, now, deadline, self.config.max_packet_size);
-        self.conns.insert(conn, c);
+        self.conns.insert(conn, Box::new(c));
         self.schedule_conn(conn, deadline);
     }
 
@@ -308,7 +308,10 @@ impl Broker {
         account: ByteString,
         out: &mut Outbox,
     ) {
-        let key = SessionKey { account, client_id };
+        let key = SessionKey {
+            account,
+            client_id: super::detach(&client_id),
+        };
         self.announce_connect(&key, out);
         let connected_here = self
             .by_key
@@ -503,7 +506,7 @@ impl Broker {
         c.phase = Phase::Connected { session };
         // The will topic was validated in `on_connect`.
         c.will = connect.will.and_then(|w| {
-            let topic = TopicName::new(w.topic).ok()?;
+            let topic = TopicName::new(super::detach(&w.topic)).ok()?;
             // The will's properties travel with it like a PUBLISH's [MQTT-3.1.3-10].
             let wp = &w.properties;
             let properties = PublishProperties {
@@ -519,7 +522,7 @@ impl Broker {
             Some(Box::new(Will {
                 message: Message {
                     topic,
-                    payload: w.payload,
+                    payload: bytes::Bytes::copy_from_slice(&w.payload),
                     qos: w.qos,
                     retain: w.retain,
                     properties,
@@ -591,9 +594,11 @@ impl Broker {
 
     fn new_session(&mut self, key: SessionKey, version: ProtocolVersion) -> SessionId {
         self.session_uids += 1;
-        let id = self
-            .sessions
-            .insert(Session::new(key.clone(), version, self.session_uids));
+        let id = self.sessions.insert(Box::new(Session::new(
+            key.clone(),
+            version,
+            self.session_uids,
+        )));
         self.by_key.insert(key, id);
         id
     }
@@ -864,7 +869,7 @@ impl Broker {
         for entry in s.subscriptions.values() {
             self.unindex_subscription(session, entry);
         }
-        Some(s)
+        Some(*s)
     }
 
     /// Another node of the fleet took the session's client over: its connection here closes

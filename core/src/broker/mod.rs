@@ -130,8 +130,11 @@ pub struct Broker {
     config: BrokerConfig,
     rng: Rng,
     now: Now,
-    conns: BTreeMap<ConnId, Connection>,
-    sessions: Slab<Session>,
+    /// Boxed: a B-tree node holds eleven entries inline, and half-full nodes of 550-byte
+    /// connections would waste more than the pointer costs.
+    conns: BTreeMap<ConnId, Box<Connection>>,
+    /// Boxed, so the slab's spare capacity costs a pointer per slot, not a session.
+    sessions: Slab<Box<Session>>,
     by_key: BTreeMap<SessionKey, SessionId>,
     /// The last session number handed out.
     session_uids: u64,
@@ -248,7 +251,7 @@ impl Broker {
         self.by_key
             .values()
             .filter_map(|&id| self.sessions.get(id))
-            .map(Session::info)
+            .map(|s| s.info())
     }
 
     /// Messages queued and in flight for the session of `client_id` in the default account,
@@ -416,4 +419,12 @@ impl Broker {
             }
         }
     }
+}
+
+/// A copy of `text` in an allocation of its own. Decoded packets hand out slices of the
+/// buffer they were read into; what the broker keeps for long (client identifiers,
+/// subscription filters, wills, retained messages) is copied, or a few bytes would keep a
+/// whole read buffer alive.
+fn detach(text: &str) -> bytestring::ByteString {
+    bytestring::ByteString::from(text)
 }

@@ -312,9 +312,11 @@ impl Broker {
             ProtocolVersion::V311
         };
         self.session_uids += 1;
-        let id = self
-            .sessions
-            .insert(Session::new(key.clone(), version, self.session_uids));
+        let id = self.sessions.insert(Box::new(Session::new(
+            key.clone(),
+            version,
+            self.session_uids,
+        )));
         self.by_key.insert(key, id);
         let mut subs: Vec<(ByteString, SubscriptionEntry)> = Vec::new();
         if rec.jetmq.subs.is_empty() {

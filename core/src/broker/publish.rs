@@ -613,6 +613,11 @@ impl Broker {
             } else {
                 let mut stored = msg.clone();
                 stored.publisher = None;
+                // Kept for long: its own copies, not slices of the publisher's read buffer.
+                stored.payload = bytes::Bytes::copy_from_slice(&msg.payload);
+                if let Ok(topic) = TopicName::new(super::detach(msg.topic.as_str())) {
+                    stored.topic = topic;
+                }
                 self.retained.insert(&msg.topic, Arc::new(stored));
             }
         }

@@ -57,6 +57,10 @@ impl SubscriptionMap {
         match self.entries.binary_search_by(|(k, _)| k.cmp(&text)) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, entry)),
             Err(i) => {
+                if self.entries.capacity() == 0 {
+                    // Most sessions have one subscription: no room for four from the start.
+                    self.entries.reserve_exact(1);
+                }
                 self.entries.insert(i, (text, entry));
                 None
             }

@@ -20,7 +20,7 @@ type Member = (u32, SessionId, Subscriber);
 fn choose(
     group: &[Member],
     start: usize,
-    sessions: &Slab<Session>,
+    sessions: &Slab<Box<Session>>,
     exclude: Option<SessionId>,
     offline: bool,
 ) -> Option<Member> {

@@ -30,6 +30,7 @@ impl Broker {
         let mut changed = false;
         let max_levels = self.config.max_topic_levels;
         for (text, options) in sub.filters {
+            let text = super::detach(&text);
             let (filter, share) = match self.parse_subscription(&text) {
                 Some((filter, share)) if filter.levels().count() <= max_levels => (filter, share),
                 _ => {

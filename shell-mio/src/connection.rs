@@ -102,6 +102,10 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
+        if self.queue.capacity() > 0 {
+            // All written: an idle connection keeps no queue.
+            self.queue = VecDeque::new();
+        }
         self.transport.flush()?;
         Ok(written)
     }

@@ -9,7 +9,9 @@ use jetmq_core::broker::{ConnId, Input};
 use std::collections::VecDeque;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use tokio::sync::{mpsc, watch, Notify};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{mpsc, Notify};
 
 /// Size of each socket read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -17,17 +19,22 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The smallest read buffer a connection keeps.
 const MIN_READ: usize = 256;
 
-/// What the broker task hands a connection's writer: bytes to write in order, then perhaps
-/// a close. A mutex-guarded queue and a `Notify` instead of a channel: an idle connection
-/// holds no preallocated block of slots (a tokio channel's first block is over 1 KiB).
+/// What the broker task hands a connection's writer (bytes to write in order, then perhaps a
+/// close) and its reader (pause, resume). A mutex-guarded queue, a flag and two `Notify`s
+/// instead of channels: an idle connection holds no preallocated block of slots (a tokio
+/// channel's first block is over 1 KiB, a watch channel's notifiers a few hundred bytes).
 #[derive(Debug, Default)]
-pub(crate) struct Outgoing {
-    state: std::sync::Mutex<OutgoingState>,
+pub(crate) struct Mailbox {
+    state: std::sync::Mutex<MailboxState>,
     ready: Notify,
+    /// The broker asked the reader to stop reading.
+    paused: AtomicBool,
+    /// Wakes a paused reader.
+    resumed: Notify,
 }
 
 #[derive(Debug, Default)]
-struct OutgoingState {
+struct MailboxState {
     queue: VecDeque<Bytes>,
     /// Write what is queued, then close the socket.
     close: bool,
@@ -35,7 +42,7 @@ struct OutgoingState {
     stopped: bool,
 }
 
-impl Outgoing {
+impl Mailbox {
     /// Queues bytes after everything before.
     pub(crate) fn send(&self, bytes: Bytes) {
         if let Ok(mut s) = self.state.lock() {
@@ -89,6 +96,26 @@ impl Outgoing {
         }
     }
 
+    /// Stops or restarts reading (the broker's flow control).
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        if !paused {
+            self.resumed.notify_waiters();
+        }
+    }
+
+    /// Waits while reading is paused.
+    async fn while_paused(&self) {
+        loop {
+            // Registered before the flag is read, so a resume in between is not missed.
+            let resumed = self.resumed.notified();
+            if !self.paused.load(Ordering::Acquire) {
+                return;
+            }
+            resumed.await;
+        }
+    }
+
     fn stopped(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.stopped = true;
@@ -101,13 +128,12 @@ impl Outgoing {
 /// is queued is written.
 #[derive(Debug)]
 pub(crate) struct ConnHandle {
-    pub(crate) writer: std::sync::Arc<Outgoing>,
-    pub(crate) paused: watch::Sender<bool>,
+    pub(crate) mailbox: std::sync::Arc<Mailbox>,
 }
 
 impl Drop for ConnHandle {
     fn drop(&mut self) {
-        self.writer.close();
+        self.mailbox.close();
     }
 }
 
@@ -116,18 +142,14 @@ pub(crate) async fn read_loop(
     conn: ConnId,
     mut socket: impl AsyncRead + Unpin,
     inputs: mpsc::Sender<Input>,
-    mut paused: watch::Receiver<bool>,
+    control: std::sync::Arc<Mailbox>,
 ) {
     // The read size adapts: an idle or chatty-but-small connection keeps a small buffer (idle
     // connections are most of a broker's connections), a busy one grows to READ_CHUNK.
     let mut chunk = MIN_READ;
     let mut buf = BytesMut::new();
     loop {
-        while *paused.borrow() {
-            if paused.changed().await.is_err() {
-                return;
-            }
-        }
+        control.while_paused().await;
         if buf.capacity() - buf.len() < chunk / 4 {
             buf.reserve(chunk);
         }
@@ -163,18 +185,18 @@ const WRITE_BATCH: usize = 64 * 1024;
 pub(crate) async fn write_loop(
     conn: ConnId,
     mut socket: impl AsyncWrite + Unpin,
-    outgoing: std::sync::Arc<Outgoing>,
+    mailbox: std::sync::Arc<Mailbox>,
     flushed: impl Fn(Input) + Send,
     reader: tokio::task::AbortHandle,
 ) {
     let mut batch = BytesMut::new();
-    while let Some((bytes, close)) = outgoing.next(WRITE_BATCH, &mut batch).await {
+    while let Some((bytes, close)) = mailbox.next(WRITE_BATCH, &mut batch).await {
         let len = bytes.len();
         if len > 0 {
             if socket.write_all(&bytes).await.is_err() {
                 break;
             }
-            let more = outgoing.state.lock().is_ok_and(|s| !s.queue.is_empty());
+            let more = mailbox.state.lock().is_ok_and(|s| !s.queue.is_empty());
             if (close || !more) && socket.flush().await.is_err() {
                 break;
             }
@@ -185,6 +207,6 @@ pub(crate) async fn write_loop(
             break;
         }
     }
-    outgoing.stopped();
+    mailbox.stopped();
     reader.abort();
 }

@@ -14,13 +14,13 @@ use jetmq_core::broker::{
 use jetmq_core::time::{Instant, Now};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ServerConfig, Transport};
-use crate::connection::{read_loop, write_loop, ConnHandle, Outgoing};
+use crate::connection::{read_loop, write_loop, ConnHandle, Mailbox};
 use crate::record::handle;
 use crate::store::StoreBackend;
 
@@ -270,7 +270,7 @@ async fn serve(
             Input::Closed { conn } => {
                 // The peer is gone: the broker will not ask to close it, so stop its writer.
                 if let Some(c) = conns.remove(conn) {
-                    c.writer.close();
+                    c.mailbox.close();
                 }
             }
             _ => {}
@@ -357,23 +357,23 @@ fn execute(
     match action {
         Action::Send { conn, bytes } => {
             if let Some(c) = conns.get(&conn) {
-                c.writer.send(bytes);
+                c.mailbox.send(bytes);
             }
         }
         Action::Close { conn, reason } => {
             debug!(conn = conn.get(), ?reason, "closing connection");
             if let Some(c) = conns.remove(&conn) {
-                c.writer.close();
+                c.mailbox.close();
             }
         }
         Action::PauseRead { conn } => {
             if let Some(c) = conns.get(&conn) {
-                let _ = c.paused.send(true);
+                c.mailbox.set_paused(true);
             }
         }
         Action::ResumeRead { conn } => {
             if let Some(c) = conns.get(&conn) {
-                let _ = c.paused.send(false);
+                c.mailbox.set_paused(false);
             }
         }
         Action::Authenticate(request) => {
@@ -473,11 +473,9 @@ impl Wiring {
             return true;
         };
         let info_peer = info.peer.clone();
-        let outgoing = Arc::new(Outgoing::default());
-        let (paused_tx, paused_rx) = watch::channel(false);
+        let mailbox = Arc::new(Mailbox::default());
         let handle = ConnHandle {
-            writer: Arc::clone(&outgoing),
-            paused: paused_tx,
+            mailbox: Arc::clone(&mailbox),
         };
         if self.control.send(Control::Register(conn, handle)).is_err()
             || self
@@ -490,7 +488,8 @@ impl Wiring {
         // One span per connection: everything its tasks log carries its number and peer.
         let span = tracing::info_span!("conn", id = conn.get(), peer = %info_peer);
         let reader = tokio::spawn(
-            read_loop(conn, read, self.inputs.clone(), paused_rx).instrument(span.clone()),
+            read_loop(conn, read, self.inputs.clone(), Arc::clone(&mailbox))
+                .instrument(span.clone()),
         );
         let abort = reader.abort_handle();
         let flushed = self.control.clone();
@@ -499,7 +498,7 @@ impl Wiring {
             let report = move |input| {
                 let _ = flushed.send(Control::Input(input));
             };
-            write_loop(conn, write, outgoing, report, abort)
+            write_loop(conn, write, mailbox, report, abort)
                 .instrument(span)
                 .await;
             open.fetch_sub(1, Ordering::Relaxed);

@@ -153,15 +153,18 @@ impl Pipeline {
         self.entries.get_mut(i)
     }
 
+    /// Gives back the room kept for entries when there are none (housekeeping of an idle
+    /// connection; a busy one keeps it, so its steady state does not allocate).
+    pub(crate) fn release_room(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 0 {
+            self.entries = VecDeque::new();
+        }
+    }
+
     /// Takes the first entry if nothing it waits for is outstanding.
     pub(crate) fn pop_ready(&mut self) -> Option<Pending> {
         if self.entries.front().is_some_and(|p| p.waiting == 0) {
-            let entry = self.entries.pop_front();
-            if self.entries.is_empty() {
-                // An idle connection keeps no room for entries.
-                self.entries = VecDeque::new();
-            }
-            entry
+            self.entries.pop_front()
         } else {
             None
         }

@@ -747,6 +747,12 @@ impl Broker {
             return;
         }
         c.timer_at = None;
+        // Housekeeping, about once per keep-alive: an idle connection gives back the room it
+        // kept for bursts.
+        c.pipeline.release_room();
+        if c.out.is_empty() {
+            c.out = BytesMut::new();
+        }
         let mut next = None::<crate::time::Instant>;
         let mut earliest = |t: crate::time::Instant| {
             next = Some(next.map_or(t, |n| n.min(t)));

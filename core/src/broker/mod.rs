@@ -379,9 +379,9 @@ impl Broker {
         if c.out.is_empty() {
             return;
         }
-        // Taken whole: an idle connection keeps no buffer (the next write allocates one sized
-        // like this flush).
-        let bytes = std::mem::take(&mut c.out).freeze();
+        // Split off, not taken: once the shell has written the bytes, the next encode reclaims
+        // the same allocation, so steady-state delivery does not allocate.
+        let bytes = c.out.split().freeze();
         c.out_hint = bytes.len().min(OUT_HINT_MAX);
         c.unsent += bytes.len();
         let slow = c.unsent > self.config.max_unsent_bytes && c.slow_since.is_none();

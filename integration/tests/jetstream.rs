@@ -49,25 +49,15 @@ async fn state_survives_a_jetmq_restart(shell: Shell) {
     let (server, port) = jetmq_on(shell, &nats).await;
 
     let mut sub = client("js-sub", port, false).await;
-    sub.client
-        .subscribe("alerts/#", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    sub.acked().await;
+    sub.subscribe("alerts/#", QoS::AtLeastOnce).await;
     drop(sub);
     let mut publisher = client("js-pub", port, true).await;
     publisher
-        .client
         .publish("alerts/fire", QoS::AtLeastOnce, false, "queued")
-        .await
-        .expect("publish");
-    publisher.acked().await; // PUBACK: stored in JetStream for js-sub
+        .await; // PUBACK: stored in JetStream for js-sub
     publisher
-        .client
         .publish("status/door", QoS::AtLeastOnce, true, "open")
-        .await
-        .expect("publish");
-    publisher.acked().await;
+        .await;
     drop(publisher);
     server.shutdown().await.expect("clean stop");
 
@@ -81,10 +71,7 @@ async fn state_survives_a_jetmq_restart(shell: Shell) {
         ("alerts/fire", &b"queued"[..], QoS::AtLeastOnce)
     );
     let mut late = client("js-late", port, true).await;
-    late.client
-        .subscribe("status/#", QoS::AtMostOnce)
-        .await
-        .expect("subscribe");
+    late.subscribe("status/#", QoS::AtMostOnce).await;
     let retained = late.next().await;
     assert_eq!(
         (
@@ -125,19 +112,12 @@ async fn reads_what_the_nats_servers_mqtt_wrote(shell: Shell) {
     let mqtt_port = free_port();
     let nats = NatsServer::with_mqtt(free_port(), mqtt_port, &dir.0);
     let mut sub = client("compat-s", mqtt_port, false).await;
-    sub.client
-        .subscribe("compat/#", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    sub.acked().await;
+    sub.subscribe("compat/#", QoS::AtLeastOnce).await;
     drop(sub);
     let mut publisher = client("compat-p", mqtt_port, true).await;
     publisher
-        .client
         .publish("compat/config", QoS::AtLeastOnce, true, "v1")
-        .await
-        .expect("publish");
-    publisher.acked().await;
+        .await;
     drop(publisher);
 
     let (server, port) = jetmq_on(shell, &nats).await;
@@ -148,11 +128,8 @@ async fn reads_what_the_nats_servers_mqtt_wrote(shell: Shell) {
     );
     let mut publisher = client("compat-p2", port, true).await;
     publisher
-        .client
         .publish("compat/live", QoS::AtLeastOnce, false, "through jetmq")
-        .await
-        .expect("publish");
-    publisher.acked().await;
+        .await;
     let got = sub.next().await;
     assert_eq!(
         (got.topic.as_str(), &got.payload[..]),
@@ -160,10 +137,7 @@ async fn reads_what_the_nats_servers_mqtt_wrote(shell: Shell) {
         "the restored subscription delivers"
     );
     let mut late = client("compat-late", port, true).await;
-    late.client
-        .subscribe("compat/config", QoS::AtMostOnce)
-        .await
-        .expect("subscribe");
+    late.subscribe("compat/config", QoS::AtMostOnce).await;
     let retained = late.next().await;
     assert_eq!(
         (

@@ -230,17 +230,7 @@ impl Broker {
         let Some((properties, expires_at)) = self.v5_fields_from_headers(headers) else {
             return;
         };
-        let msg = Message {
-            topic: topic.clone(),
-            payload,
-            qos,
-            retain: true,
-            properties,
-            publisher: None,
-            seq: None,
-            expires_at,
-        };
-        self.retained.insert(&topic, std::sync::Arc::new(msg));
+        self.keep_retained(topic, payload, qos, properties, expires_at);
     }
 
     /// Another node took `account\nclient id` over: its connection here closes (no will, as

@@ -18,7 +18,7 @@ use crate::codec::{ProtocolVersion, PublishProperties, QoS, RetainHandling, Subs
 use crate::js::records::{self, SessionRecord, SubscriptionRecord};
 use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
 use crate::time::{Instant, WallClock};
-use crate::topic::subject;
+use crate::topic::{subject, TopicName};
 
 /// What a write contributes to the packet waiting for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -431,9 +431,23 @@ impl Broker {
             );
             return true;
         };
+        self.keep_retained(topic, record.payload.clone(), qos, properties, expires_at);
+        true
+    }
+
+    /// Keeps a retained message that did not come from a local client (read back from the
+    /// store, or set through another node of a fleet).
+    pub(super) fn keep_retained(
+        &mut self,
+        topic: TopicName,
+        payload: bytes::Bytes,
+        qos: QoS,
+        properties: Option<Box<PublishProperties>>,
+        expires_at: Option<Instant>,
+    ) {
         let msg = Message {
             topic: topic.clone(),
-            payload: record.payload.clone(),
+            payload,
             qos,
             retain: true,
             properties,
@@ -442,7 +456,6 @@ impl Broker {
             expires_at,
         };
         self.retained.insert(&topic, Arc::new(msg));
-        true
     }
 
     pub(super) fn restore_message(

@@ -861,7 +861,7 @@ impl Broker {
     /// Removes a session and everything it holds, in memory and in the store.
     pub(super) fn discard_session(&mut self, session: SessionId, out: &mut Outbox) {
         if let Some(s) = self.remove_session(session, out) {
-            if s.persistent || !s.inbound_qos2.is_empty() {
+            if s.persistent {
                 self.forget_session(&s, out);
             }
         }

@@ -181,7 +181,12 @@ impl Broker {
         let writes = if s.persistent {
             self.session_writes(session)
         } else {
-            vec![
+            // Its stored QoS 2 state goes too: from now on it lives in memory only.
+            let qos2 = s.inbound_qos2.iter().map(|pid| StoreRequest::Purge {
+                stream: Stream::Qos2In,
+                subject: records::qos2_subject(&s.key.client_id, *pid),
+            });
+            [
                 StoreRequest::Purge {
                     stream: Stream::Sessions,
                     subject: records::session_subject(&s.key.client_id),
@@ -190,6 +195,9 @@ impl Broker {
                     name: s.consumer.clone(),
                 },
             ]
+            .into_iter()
+            .chain(qos2)
+            .collect()
         };
         for req in writes {
             self.request(req, RequestOwner::Background, out);

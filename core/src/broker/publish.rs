@@ -189,7 +189,9 @@ impl Broker {
             if let (Some(s), Some(pid)) = (self.sessions.get_mut(session), p.qos.packet_id()) {
                 s.inbound_qos2.insert(pid.get());
                 let flags = 0b0100 | u8::from(msg.retain);
-                qos2_record = Some(StoreRequest::Publish {
+                // Only a persistent session's QoS 2 state must outlive the broker: a clean
+                // session ends with it anyway, so its PUBREC needs no store write.
+                qos2_record = s.persistent.then(|| StoreRequest::Publish {
                     stream: Stream::Qos2In,
                     subject: records::qos2_subject(&s.key.client_id, pid.get()),
                     headers: vec![crate::js::Header {
@@ -1115,22 +1117,27 @@ impl Broker {
         };
         if s.inbound_qos2.remove(&pid.get()) {
             c.receive_in_flight = c.receive_in_flight.saturating_sub(1);
-            let subject = records::qos2_subject(&s.key.client_id, pid.get());
-            // PUBCOMP waits until the identifier is forgotten durably, so a restart cannot
-            // mistake the client's next message with this identifier for a duplicate.
-            let token = c.pipeline.push(Work::Reply(Reply::PubComp(pid)), 1);
-            self.request(
-                StoreRequest::Purge {
-                    stream: Stream::Qos2In,
-                    subject,
-                },
-                super::persist::RequestOwner::Pipeline {
-                    conn: Some(conn),
-                    token,
-                    kind: Write::Other,
-                },
-                out,
-            );
+            if s.persistent {
+                let subject = records::qos2_subject(&s.key.client_id, pid.get());
+                // PUBCOMP waits until the identifier is forgotten durably, so a restart cannot
+                // mistake the client's next message with this identifier for a duplicate.
+                let token = c.pipeline.push(Work::Reply(Reply::PubComp(pid)), 1);
+                self.request(
+                    StoreRequest::Purge {
+                        stream: Stream::Qos2In,
+                        subject,
+                    },
+                    super::persist::RequestOwner::Pipeline {
+                        conn: Some(conn),
+                        token,
+                        kind: Write::Other,
+                    },
+                    out,
+                );
+            } else {
+                // A clean session's QoS 2 state lives in memory only.
+                c.pipeline.push(Work::Reply(Reply::PubComp(pid)), 0);
+            }
         } else if c.version.is_v5() {
             // Unknown identifier: PUBCOMP 0x92 ([MQTT-3.7.2-1]), behind earlier replies.
             c.pipeline.push(Work::Reply(Reply::PubCompNotFound(pid)), 0);
@@ -1146,7 +1153,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(session) else {
             return;
         };
-        if s.inbound_qos2.remove(&pid) {
+        if s.inbound_qos2.remove(&pid) && s.persistent {
             let subject = records::qos2_subject(&s.key.client_id, pid);
             self.request(
                 StoreRequest::Purge {

@@ -86,16 +86,21 @@ impl Connection {
     /// when the connection broke.
     pub(crate) fn write(&mut self) -> io::Result<usize> {
         let mut written = 0;
-        while let Some(front) = self.queue.front() {
-            match self.transport.write_chunk(&front[self.offset..]) {
+        while !self.queue.is_empty() {
+            // Up to 32 queued chunks in one system call (a PUBLISH header and its shared
+            // payload are two chunks).
+            let mut slices = [io::IoSlice::new(&[]); 32];
+            let mut count = 0;
+            for (i, chunk) in self.queue.iter().take(slices.len()).enumerate() {
+                let from = if i == 0 { self.offset } else { 0 };
+                slices[i] = io::IoSlice::new(&chunk[from..]);
+                count = i + 1;
+            }
+            match self.transport.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
-                    self.offset += n;
-                    if self.offset == front.len() {
-                        self.queue.pop_front();
-                        self.offset = 0;
-                    }
+                    self.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -108,6 +113,24 @@ impl Connection {
         }
         self.transport.flush()?;
         Ok(written)
+    }
+
+    /// Drops `n` written bytes from the front of the queue.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.queue.front() else {
+                return;
+            };
+            let left = front.len() - self.offset;
+            if n >= left {
+                n -= left;
+                self.queue.pop_front();
+                self.offset = 0;
+            } else {
+                self.offset += n;
+                n = 0;
+            }
+        }
     }
 
     /// Whether everything queued has left (as far as this side can tell).

@@ -244,6 +244,15 @@ impl Transport {
         }
     }
 
+    /// Writes from several buffers in one go where the stream allows (TCP: one `writev`),
+    /// else from the first; how many bytes were taken.
+    pub(crate) fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.write_vectored(bufs),
+            _ => self.write_chunk(bufs.first().map_or(&[][..], |b| &b[..])),
+        }
+    }
+
     /// Writes what TLS or WebSocket still holds; true when nothing is left.
     pub(crate) fn flush(&mut self) -> io::Result<bool> {
         match self {

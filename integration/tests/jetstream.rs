@@ -227,3 +227,43 @@ for_each_shell!(
     reads_what_the_nats_servers_mqtt_wrote,
     while_nats_is_down_nothing_is_acknowledged_falsely
 );
+
+/// `jetmq sessions` on JetStream: the administration lists a session kept there and deletes
+/// it (record and consumer), so the client finds no session afterwards.
+#[tokio::test]
+async fn sessions_in_jetstream_are_listed_and_deleted() {
+    let dir = TempDir::new("js-admin");
+    let nats = NatsServer::with_jetstream(free_port(), &dir.0);
+    let (server, port) = jetmq_on(Shell::Tokio, &nats).await;
+    let mut s = client("js-admin-s", port, false).await;
+    s.subscribe("admin/#", QoS::AtLeastOnce).await;
+    drop(s);
+    server.shutdown().await.expect("clean stop");
+
+    let mut config = jetmq::config::ServerConfig::default();
+    config.set_nats(&nats.url(), "test").expect("a NATS URL");
+    let backend = JetStreamBackend::connect(&nats_config(&nats), "admin").expect("connect");
+    let mut admin = jetmq::admin::Admin::open(&config, &backend).expect("read JetStream");
+    let listed = admin.sessions();
+    let found = listed
+        .iter()
+        .find(|i| i.key.client_id == "js-admin-s")
+        .expect("the session is listed");
+    assert_eq!(
+        found
+            .subscriptions
+            .iter()
+            .map(|f| f.as_ref())
+            .collect::<Vec<&str>>(),
+        ["admin/#"]
+    );
+    let key = found.key.clone();
+    assert_eq!(admin.delete(key), Ok(true));
+    drop(admin);
+
+    let (server, port) = jetmq_on(Shell::Tokio, &nats).await;
+    let s = client("js-admin-s", port, false).await;
+    assert!(!s.session_present, "the session was deleted from JetStream");
+    drop(s);
+    server.shutdown().await.expect("clean stop");
+}

@@ -763,7 +763,7 @@ pub struct CommandLine {
     /// Bridge MQTT topics and NATS subjects through this NATS server (nats://host:port or
     /// nats://user:password@host:port) and keep sessions, retained and queued messages in its
     /// JetStream.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     pub nats: Option<String>,
 }
 

@@ -33,7 +33,8 @@ enum Command {
         #[arg(long)]
         scram: bool,
     },
-    /// List or delete the sessions in the embedded store (run while the server is stopped).
+    /// List or delete the sessions in the embedded store (run while the server is stopped), or
+    /// in JetStream with --nats.
     Sessions {
         #[command(subcommand)]
         action: SessionsCommand,
@@ -105,7 +106,6 @@ fn serve(config: ServerConfig) -> ExitCode {
     }
 }
 
-#[allow(clippy::print_stdout)] // the list is the command's output
 fn sessions(cli: &Cli, action: &SessionsCommand) -> ExitCode {
     let config = match configure(cli) {
         Ok(c) => c,
@@ -114,6 +114,16 @@ fn sessions(cli: &Cli, action: &SessionsCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(nats) = config.nats.as_ref().filter(|n| n.jetstream) {
+        // The servers may run meanwhile; a session deleted here is not disconnected there.
+        return match jetmq::jetstream::JetStreamBackend::connect(nats, "jetmq-sessions") {
+            Ok(store) => administer(&config, &store, action),
+            Err(e) => {
+                eprintln!("jetmq: cannot start the JetStream connection: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let Some(dir) = &config.data_dir else {
         eprintln!("jetmq: no data directory: sessions live in the embedded store (--data-dir)");
         return ExitCode::from(2);
@@ -132,7 +142,17 @@ fn sessions(cli: &Cli, action: &SessionsCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut admin = match jetmq::admin::Admin::open(&config, &store) {
+    administer(&config, &store, action)
+}
+
+/// Lists or deletes sessions in `store`.
+#[allow(clippy::print_stdout)] // the list is the command's output
+fn administer(
+    config: &jetmq::config::ServerConfig,
+    store: &dyn jetmq::store::StoreBackend,
+    action: &SessionsCommand,
+) -> ExitCode {
+    let mut admin = match jetmq::admin::Admin::open(config, store) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("jetmq: {e}");

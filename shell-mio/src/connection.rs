@@ -14,9 +14,17 @@ use crate::transport::{Handshake, Transport};
 pub(crate) enum ReadOutcome {
     /// Nothing more for now (bytes may have been appended).
     Drained,
+    /// The read budget is spent and the socket may hold more: read again on the next turn
+    /// (edge-triggered polling raises no new event for it).
+    More,
     /// The peer closed or the stream broke.
     Closed,
 }
+
+/// The most bytes read from one connection in one turn: a flooding publisher's input is
+/// handed to the broker (and the subscribers' output written) in slices, instead of the
+/// whole socket buffer at once.
+const READ_BUDGET: usize = 64 * 1024;
 
 /// One connection.
 pub(crate) struct Connection {
@@ -64,7 +72,11 @@ impl Connection {
 
     /// Reads everything that has arrived into `buf`.
     pub(crate) fn read(&mut self, buf: &mut BytesMut) -> ReadOutcome {
+        let start = buf.len();
         loop {
+            if buf.len() - start >= READ_BUDGET {
+                return ReadOutcome::More;
+            }
             match self.transport.read_into(buf) {
                 Ok(0) => return ReadOutcome::Closed,
                 Ok(_) => {}

@@ -128,6 +128,8 @@ pub struct MioServer {
     /// Connections with bytes to write once the waiting inputs are handled, so a turn's
     /// sends to one connection go out in one write.
     dirty: Vec<usize>,
+    /// Connections whose read budget ran out with bytes possibly left: read on the next turn.
+    more_to_read: Vec<usize>,
     /// The NATS bridge's connection (its own threads), if configured.
     nats: Option<jetmq::nats_link::NatsLink>,
 }
@@ -234,6 +236,7 @@ impl MioServer {
             max_connections: config.max_connections,
             read_buf: BytesMut::new(),
             dirty: Vec::new(),
+            more_to_read: Vec::new(),
             nats,
         };
         server
@@ -280,7 +283,11 @@ impl MioServer {
     /// or the end of a graceful stop; zero when work is waiting.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {
-        if self.wants_continue || !self.inputs.is_empty() || self.stopped {
+        if self.wants_continue
+            || !self.inputs.is_empty()
+            || !self.more_to_read.is_empty()
+            || self.stopped
+        {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -338,6 +345,9 @@ impl MioServer {
         }
         if std::mem::take(&mut self.wants_continue) {
             self.inputs.push_back(Input::Continue);
+        }
+        for key in std::mem::take(&mut self.more_to_read) {
+            self.read(registry, key);
         }
         self.process(registry);
         if let Some(since) = self.stopping {
@@ -638,6 +648,9 @@ impl MioServer {
         }
         // Replies (WebSocket pongs) may wait to be written.
         self.write(registry, key);
+        if let ReadOutcome::More = outcome {
+            self.more_to_read.push(key);
+        }
         if let ReadOutcome::Closed = outcome {
             self.inputs.push_back(Input::Closed { conn: id });
             self.drop_conn(registry, key);

@@ -24,7 +24,7 @@ pub(crate) enum ReadOutcome {
 /// The most bytes read from one connection in one turn: a flooding publisher's input is
 /// handed to the broker (and the subscribers' output written) in slices, instead of the
 /// whole socket buffer at once.
-const READ_BUDGET: usize = 64 * 1024;
+const READ_BUDGET: usize = 256 * 1024;
 
 /// One connection.
 pub(crate) struct Connection {

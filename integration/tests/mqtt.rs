@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use jetmq::config::ServerConfig;
 use jetmq::store::MemoryBackend;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{LastWill, MqttOptions, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 mod common;
+use common::client::Client;
 use common::{Server, Shell};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -22,90 +22,18 @@ async fn server(shell: Shell) -> (Server, u16) {
     common::serve(shell, "").await
 }
 
-/// A connected rumqttc client whose incoming publishes arrive on a channel.
-struct TestClient {
-    client: AsyncClient,
-    publishes: mpsc::UnboundedReceiver<rumqttc::Publish>,
-    task: JoinHandle<()>,
-}
-
 fn options(id: &str, port: u16) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
     o
 }
 
-fn drive(
-    mut eventloop: EventLoop,
-) -> (
-    mpsc::UnboundedReceiver<rumqttc::Publish>,
-    mpsc::UnboundedReceiver<rumqttc::ConnAck>,
-    JoinHandle<()>,
-) {
-    let (ptx, prx) = mpsc::unbounded_channel();
-    let (ctx, crx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = ptx.send(p);
-                }
-                Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                    let _ = ctx.send(c);
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    (prx, crx, task)
-}
-
-async fn connect(opts: MqttOptions) -> TestClient {
-    let (client, eventloop) = AsyncClient::new(opts, 100);
-    let (publishes, mut connacks, task) = drive(eventloop);
-    let ack = timeout(DEADLINE, connacks.recv())
+/// Connects and waits for a successful CONNACK.
+async fn connect(opts: MqttOptions) -> Client {
+    timeout(DEADLINE, common::client::connect(opts))
         .await
         .expect("CONNACK in time")
-        .expect("CONNACK");
-    assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
-    TestClient {
-        client,
-        publishes,
-        task,
-    }
-}
-
-impl TestClient {
-    async fn subscribe(&mut self, filter: &str, qos: QoS) {
-        self.client
-            .subscribe(filter, qos)
-            .await
-            .expect("subscribe queued");
-        // The SUBACK is not surfaced; a round trip through the broker proves it was handled.
-        let probe = format!("probe/{}", filter.replace(['#', '+'], "x"));
-        self.client
-            .subscribe(&probe, QoS::AtMostOnce)
-            .await
-            .expect("probe subscribe");
-        self.client
-            .publish(&probe, QoS::AtMostOnce, false, "probe")
-            .await
-            .expect("probe publish");
-        loop {
-            let p = self.next().await;
-            if p.topic == probe {
-                return;
-            }
-        }
-    }
-
-    async fn next(&mut self) -> rumqttc::Publish {
-        timeout(DEADLINE, self.publishes.recv())
-            .await
-            .expect("a publish arrives in time")
-            .expect("the client is running")
-    }
+        .expect("a CONNACK accepting the client")
 }
 
 async fn pub_sub_at_every_qos(shell: Shell) {
@@ -173,9 +101,8 @@ async fn will_is_published_when_a_client_vanishes(shell: Shell) {
         false,
     ));
     let doomed = connect(opts).await;
-    // Dropping the event loop closes the socket without DISCONNECT.
-    doomed.task.abort();
-    let _ = doomed.task.await;
+    // Dropping the client (its event loop) closes the socket without DISCONNECT.
+    drop(doomed);
     let will = watcher.next().await;
     assert_eq!(will.topic, "wills/doomed");
     assert_eq!(&will.payload[..], b"gone");
@@ -184,13 +111,12 @@ async fn will_is_published_when_a_client_vanishes(shell: Shell) {
 
 async fn a_second_connection_takes_the_session_over(shell: Shell) {
     let (server, port) = server(shell).await;
-    let first = connect(options("twin", port)).await;
+    let mut first = connect(options("twin", port)).await;
     let mut second = connect(options("twin", port)).await;
     // The first connection's event loop ends: the broker closed it.
-    timeout(DEADLINE, first.task)
+    timeout(DEADLINE, first.ended.recv())
         .await
-        .expect("first connection closed in time")
-        .ok();
+        .expect("first connection closed in time");
     second.subscribe("still/alive", QoS::AtMostOnce).await;
     server.shutdown().await.expect("clean shutdown");
 }

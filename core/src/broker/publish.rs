@@ -21,11 +21,12 @@ use crate::js::{StoreRequest, Stream};
 use crate::topic::{subject, TopicName};
 
 /// Payloads at least this large are sent from their shared buffer instead of being copied
-/// The flags a PUBLISH goes out with.
+/// The flags a PUBLISH goes out with, and whether a slow consumer drops it (QoS 0).
 #[derive(Debug, Clone, Copy)]
 struct SendFlags {
     retain: bool,
     dup: bool,
+    drop_if_slow: bool,
 }
 
 /// into each subscriber's output buffer.
@@ -663,20 +664,13 @@ impl Broker {
                 if qos == QoS::AtMostOnce {
                     // Written at once from the shared message, or dropped: no Delivery.
                     if let Some(conn) = self.writes_now(t.session) {
-                        if self.is_slow(conn) {
-                            self.stats.dropped_slow_consumer += 1;
-                        } else {
-                            let flags = SendFlags { retain, dup: false };
-                            let ids = &t.subscription_ids;
-                            self.write_message(
-                                conn,
-                                &job.msg,
-                                flags,
-                                ids,
-                                PublishQos::AtMostOnce,
-                                out,
-                            );
-                        }
+                        let flags = SendFlags {
+                            retain,
+                            dup: false,
+                            drop_if_slow: true,
+                        };
+                        let ids = &t.subscription_ids;
+                        self.write_message(conn, &job.msg, flags, ids, PublishQos::AtMostOnce, out);
                         continue;
                     }
                 }
@@ -882,6 +876,7 @@ impl Broker {
         let flags = SendFlags {
             retain: d.retain,
             dup: d.dup,
+            drop_if_slow: false,
         };
         self.write_message(conn, &d.msg, flags, &d.subscription_ids, qos, out)
     }
@@ -917,6 +912,11 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
+        if flags.drop_if_slow && c.unsent + c.out.len() > self.config.max_unsent_bytes {
+            // The same test as `is_slow`, on the connection already at hand.
+            self.stats.dropped_slow_consumer += 1;
+            return false;
+        }
         let alias = c.outbound_aliases.lookup(&msg.topic);
         let (topic, topic_alias) = match alias {
             AliasUse::None => (msg.topic.as_str(), None),
@@ -965,7 +965,11 @@ impl Broker {
             return true;
         }
         publish.encode(c.version, &mut c.out);
-        self.mark_dirty(conn);
+        // `mark_dirty`, on the connection already at hand (one lookup per delivery, not two).
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(conn);
+        }
         true
     }
 

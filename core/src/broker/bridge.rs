@@ -169,12 +169,6 @@ impl Broker {
             self.stats.unknown_inputs += 1;
             return;
         };
-        let header = |name: &str| -> Option<&str> {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_ref())
-        };
         let mut msg = Message {
             topic,
             payload,
@@ -187,16 +181,14 @@ impl Broker {
         };
         // What another jetmq node of the fleet sent: at its QoS only when stored, since a
         // QoS 1/2 delivery is acknowledged to the store.
-        let seq = header(SEQ_HEADER).and_then(|v| v.parse::<u64>().ok());
-        let qos = header(PUB_HEADER)
-            .and_then(|v| v.parse::<u8>().ok())
-            .and_then(QoS::from_u8);
+        let seq = header(headers, SEQ_HEADER).and_then(|v| v.parse::<u64>().ok());
+        let qos = published_qos(headers);
         if self.config.fleet {
             if let (Some(seq), Some(qos)) = (seq, qos) {
                 msg.qos = qos;
                 msg.seq = Some(seq);
             }
-            msg.retain = header(RETAIN_HEADER).is_some();
+            msg.retain = header(headers, RETAIN_HEADER).is_some();
             let Some((properties, expires_at)) = self.v5_fields_from_headers(headers) else {
                 return; // expired on its way
             };
@@ -221,12 +213,7 @@ impl Broker {
             self.retained.remove(&topic);
             return;
         }
-        let qos = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(PUB_HEADER))
-            .and_then(|(_, v)| v.parse::<u8>().ok())
-            .and_then(QoS::from_u8)
-            .unwrap_or(QoS::AtMostOnce);
+        let qos = published_qos(headers).unwrap_or(QoS::AtMostOnce);
         let Some((properties, expires_at)) = self.v5_fields_from_headers(headers) else {
             return;
         };
@@ -253,4 +240,19 @@ impl Broker {
         };
         self.drop_taken_over(session, out);
     }
+}
+
+/// The first value of header `name` (names compared without case, as NATS servers do).
+fn header<'a>(headers: &'a [(ByteString, ByteString)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_ref())
+}
+
+/// The QoS an MQTT client published a message with (`Nmqtt-Pub`).
+fn published_qos(headers: &[(ByteString, ByteString)]) -> Option<QoS> {
+    header(headers, PUB_HEADER)
+        .and_then(|v| v.parse::<u8>().ok())
+        .and_then(QoS::from_u8)
 }

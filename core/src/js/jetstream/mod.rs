@@ -919,10 +919,6 @@ fn api_failure(error: Option<ApiError>) -> StoreError {
 
 /// The store reply a one-request operation's answer stands for.
 fn reply_result(msg: &Message, expect: Expect) -> Result<StoreReply, StoreError> {
-    if expect == Expect::Done && msg.payload.is_empty() && msg.headers.is_none() {
-        // An acknowledgement's confirmation is an empty message.
-        return Ok(StoreReply::Done);
-    }
     let reply = parse_reply(msg)?;
     match (expect, reply) {
         (

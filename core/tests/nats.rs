@@ -189,6 +189,64 @@ fn the_client_connects_answers_pings_and_keeps_subscriptions_across_reconnects()
 }
 
 #[test]
+fn tls_is_started_after_info_and_connect_waits_for_it() {
+    // Asked for by the client: the server's INFO does not require it.
+    let mut c = NatsClient::new(
+        ConnectOptions {
+            tls_required: true,
+            ..ConnectOptions::default()
+        },
+        1 << 20,
+    );
+    let sid = c.subscribe("a", None);
+    c.connection_started();
+    let mut events = Vec::new();
+    let mut buf = BytesMut::from(INFO);
+    buf.extend_from_slice(b"\x16\x03\x03");
+    c.received(&mut buf, &mut events)
+        .expect("INFO is plain text");
+    assert!(
+        matches!(&events[..], [Event::UpgradeToTls(_)]),
+        "{events:?}"
+    );
+    assert_eq!(
+        &buf[..],
+        b"\x16\x03\x03",
+        "the TLS bytes after INFO are left alone"
+    );
+    assert!(!c.has_output() && !c.is_connected(), "nothing before TLS");
+    assert_eq!(c.publish("p", None, None, b"x"), Ok(()), "waits for TLS");
+    assert!(!c.has_output());
+    events.clear();
+    c.tls_established(&mut events);
+    assert!(matches!(&events[..], [Event::Connected(_)]));
+    let out = lines(&c.take_output());
+    assert!(out[0].contains("\"tls_required\":true"), "{out:?}");
+    assert_eq!(
+        &out[1..4],
+        [format!("SUB a {sid}"), "PING".into(), "PUB p 1".into()]
+    );
+    // Only once per connection.
+    events.clear();
+    c.tls_established(&mut events);
+    assert!(events.is_empty() && !c.has_output());
+
+    // Required by the server: a client without the option is asked to upgrade too.
+    let mut plain = NatsClient::new(ConnectOptions::default(), 1 << 20);
+    plain.connection_started();
+    let info = String::from_utf8_lossy(INFO)
+        .replace("\"jetstream\"", "\"tls_required\":true,\"jetstream\"");
+    plain
+        .received(&mut BytesMut::from(info.as_bytes()), &mut events)
+        .expect("valid");
+    assert!(
+        matches!(&events[..], [Event::UpgradeToTls(i)] if i.tls_required),
+        "{events:?}"
+    );
+    assert!(!plain.has_output());
+}
+
+#[test]
 fn publishes_without_a_connection_are_bounded() {
     let mut c = NatsClient::new(ConnectOptions::default(), 1 << 20);
     let big = vec![0u8; MAX_PENDING / 2];

@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use jetmq_core::nats::{ConnectOptions, Decoder, NatsClient, ServerOp};
+use jetmq_core::nats::{ConnectOptions, Decoder, Event, NatsClient, ServerOp};
 use libfuzzer_sys::fuzz_target;
 
 fn decode(chunks: &[&[u8]]) -> Result<Vec<ServerOp>, String> {
@@ -46,11 +46,24 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let mut client = NatsClient::new(ConnectOptions::default(), 1 << 16);
+    // The client asks for TLS when the input's first byte is odd: after `INFO` it stops, and
+    // once told TLS is up it reads on (the same bytes stand in for the decrypted stream).
+    let mut client = NatsClient::new(
+        ConnectOptions {
+            tls_required: cut % 2 == 1,
+            ..ConnectOptions::default()
+        },
+        1 << 16,
+    );
     let sid = client.subscribe("a.>", None);
     client.connection_started();
     let mut events = Vec::new();
-    let _ = client.received(&mut BytesMut::from(rest), &mut events);
+    let mut buf = BytesMut::from(rest);
+    let _ = client.received(&mut buf, &mut events);
+    if events.iter().any(|e| matches!(e, Event::UpgradeToTls(_))) {
+        client.tls_established(&mut events);
+        let _ = client.received(&mut buf, &mut events);
+    }
     client.unsubscribe(sid);
     let _ = client.publish("a.b", Some("r"), None, rest);
     let _ = client.take_output();

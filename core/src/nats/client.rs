@@ -2,6 +2,11 @@
 //! sends what it asks to send; it does the handshake (`INFO` → `CONNECT`), answers `PING`,
 //! numbers subscriptions and restores them on every new connection, and turns `MSG`/`HMSG`
 //! into events.
+//!
+//! TLS follows the NATS protocol: the server's `INFO` comes in plain text, then (when the
+//! client's options or the server ask for TLS) the client stops with [`Event::UpgradeToTls`],
+//! the shell runs the TLS handshake on the socket and calls
+//! [`tls_established`](NatsClient::tls_established), and `CONNECT` goes through TLS.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +31,11 @@ pub enum Event {
     Pong,
     /// The server reported an error (it usually closes the connection after).
     ServerError(String),
+    /// The server's `INFO` arrived and TLS is required (by the client's options or by the
+    /// server): the shell runs the TLS handshake, then calls
+    /// [`NatsClient::tls_established`]. Nothing is sent until then, and the bytes after
+    /// `INFO` are the server's TLS records, not protocol. A shell without TLS drops the socket.
+    UpgradeToTls(Box<ServerInfo>),
 }
 
 /// A publish made while no connection was up, or before the handshake was done.
@@ -45,6 +55,8 @@ enum State {
     Disconnected,
     /// A socket; the server's `INFO` is awaited.
     AwaitingInfo,
+    /// `INFO` came; the shell is running the TLS handshake.
+    AwaitingTls,
     /// `CONNECT` sent: operations flow.
     Connected,
 }
@@ -126,6 +138,12 @@ impl NatsClient {
                 ServerOp::Info(info) => {
                     let first = self.state == State::AwaitingInfo;
                     self.info = Some((*info).clone());
+                    if first && (self.options.tls_required || info.tls_required) {
+                        self.state = State::AwaitingTls;
+                        events.push(Event::UpgradeToTls(info));
+                        // What follows on the socket is TLS.
+                        return Ok(());
+                    }
                     if first {
                         self.handshake();
                         events.push(Event::Connected(info));
@@ -143,6 +161,19 @@ impl NatsClient {
             }
         }
         Ok(())
+    }
+
+    /// The shell finished the TLS handshake that [`Event::UpgradeToTls`] asked for: the
+    /// protocol handshake goes on (through TLS) and [`Event::Connected`] is pushed to
+    /// `events`. Ignored unless that handshake was awaited.
+    pub fn tls_established(&mut self, events: &mut Vec<Event>) {
+        if self.state != State::AwaitingTls {
+            return;
+        }
+        self.handshake();
+        if let Some(info) = &self.info {
+            events.push(Event::Connected(Box::new(info.clone())));
+        }
     }
 
     /// `CONNECT`, every subscription, a `PING` (its `PONG` confirms the server took them),

@@ -66,6 +66,9 @@ pub struct ConnectOptions {
     /// Authentication token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
+    /// Whether the client insists on TLS (it upgrades the connection after `INFO` even if
+    /// the server does not require it).
+    pub tls_required: bool,
     /// Whether the client wants its own publishes on its subscriptions (jetmq: no, which is
     /// how a bridge avoids echo loops).
     pub echo: bool,
@@ -85,6 +88,7 @@ impl Default for ConnectOptions {
             user: None,
             pass: None,
             auth_token: None,
+            tls_required: false,
             echo: false,
         }
     }

@@ -545,6 +545,89 @@ fn a_nats_url_turns_the_bridge_and_jetstream_on() {
     assert!(e.contains("--nats"), "{e}");
 }
 
+/// TLS to NATS: `tls://` URLs and the `tls_*` keys, checked when the file is read.
+#[test]
+fn nats_tls_options() {
+    let pki = Pki::new("config-nats-tls");
+    let full = format!(
+        "[nats]\nurl = \"nats://10.0.0.1:4222\"\ntls_ca_file = {}\ntls_cert_file = {}\n\
+         tls_key_file = {}\ntls_server_name = \"nats.example\"\ntls_handshake_first = true\n",
+        toml_path(&pki.ca),
+        toml_path(&pki.client_cert),
+        toml_path(&pki.client_key)
+    );
+    let n = apply(&full).expect("valid").nats.expect("nats");
+    let tls = n.tls.as_ref().expect("the tls_* keys ask for TLS");
+    assert_eq!(tls.ca_file.as_deref(), Some(pki.ca.as_path()));
+    assert_eq!(
+        tls.client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        Some((pki.client_cert.as_path(), pki.client_key.as_path()))
+    );
+    assert!(tls.handshake_first);
+    assert_eq!(tls.server_name_for("10.0.0.1:4222"), "nats.example");
+    assert!(n.connect_options("jetmq").tls_required);
+    // A tls:// URL asks for TLS; the certificate's name defaults to the URL's host.
+    let url = format!(
+        "[nats]\nurl = \"tls://u:p@nats.internal:4443\"\ntls_ca_file = {}\n",
+        toml_path(&pki.ca)
+    );
+    let n = apply(&url).expect("valid").nats.expect("nats");
+    assert_eq!(n.addresses, ["nats.internal:4443"]);
+    assert_eq!(n.user, Some(("u".into(), "p".into())));
+    let tls = n.tls.expect("tls:// asks for TLS");
+    assert_eq!(tls.server_name_for("nats.internal:4443"), "nats.internal");
+    assert_eq!(tls.server_name_for("[::1]:4443"), "::1");
+    // Without any of it, no TLS.
+    let plain = apply("[nats]\nurl = \"nats://h:4222\"\n").expect("valid");
+    let plain = plain.nats.expect("nats");
+    assert!(plain.tls.is_none() && !plain.connect_options("jetmq").tls_required);
+
+    let missing = pki.dir.0.join("missing.pem");
+    for (bad, key) in [
+        (
+            format!("tls_ca_file = {}", toml_path(&missing)),
+            "nats.tls_ca_file",
+        ),
+        (
+            format!("tls_ca_file = {}", toml_path(&pki.client_key)),
+            "nats.tls_ca_file",
+        ),
+        (
+            format!(
+                "tls_ca_file = {}\ntls_cert_file = {}",
+                toml_path(&pki.ca),
+                toml_path(&pki.client_cert)
+            ),
+            "nats.tls_cert_file",
+        ),
+        (
+            format!(
+                "tls_ca_file = {}\ntls_cert_file = {}\ntls_key_file = {}",
+                toml_path(&pki.ca),
+                toml_path(&pki.client_cert),
+                toml_path(&pki.server_key)
+            ),
+            "nats.tls_key_file",
+        ),
+        (
+            format!("tls_ca_file = {}\ntls = false", toml_path(&pki.ca)),
+            "nats.tls",
+        ),
+        (
+            format!(
+                "tls_ca_file = {}\ntls_server_name = \"not a name\"",
+                toml_path(&pki.ca)
+            ),
+            "nats.tls_server_name",
+        ),
+    ] {
+        let e = apply(&format!("[nats]\nurl = \"nats://h:4222\"\n{bad}\n")).expect_err(&bad);
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+    let e = apply("[nats]\nurl = \"tls://h:4222\"\ntls = false\n").expect_err("contradiction");
+    assert!(e.contains("nats.tls"), "{e}");
+}
+
 #[test]
 fn nats_options() {
     let c = apply(

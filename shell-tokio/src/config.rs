@@ -760,9 +760,9 @@ pub struct CommandLine {
     /// Record every broker input to FILE, so `jetmq replay FILE` can re-run it exactly.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// Bridge MQTT topics and NATS subjects through this NATS server (nats://host:port or
-    /// nats://user:password@host:port) and keep sessions, retained and queued messages in its
-    /// JetStream.
+    /// Bridge MQTT topics and NATS subjects through this NATS server (nats://host:port,
+    /// nats://user:password@host:port, or tls://host:port for TLS) and keep sessions, retained
+    /// and queued messages in its JetStream.
     #[arg(long, value_name = "URL", global = true)]
     pub nats: Option<String>,
 }
@@ -788,17 +788,23 @@ impl ServerConfig {
     ///
     /// # Errors
     ///
-    /// `url` is not `nats://[user:password@]host:port`.
+    /// `url` is not `nats://[user:password@]host:port` (or `tls://`).
     pub fn set_nats(&mut self, url: &str, key: &str) -> Result<(), ConfigError> {
-        let from_url = crate::nats_config::NatsConfig::from_url(url, key)?;
         match &mut self.nats {
-            Some(nats) => {
-                nats.addresses = from_url.addresses;
-                if from_url.user.is_some() {
-                    nats.user = from_url.user;
-                }
+            // The file's settings stay; the URL replaces its servers (and credentials, TLS
+            // when it says so).
+            Some(nats) if nats.tls.is_some() => {
+                let urls = crate::nats_config::parse_urls(url, key)?;
+                nats.addresses = urls.addresses;
+                nats.user = urls.user.or(nats.user.take());
             }
-            None => self.nats = Some(from_url),
+            Some(nats) => {
+                let from_url = crate::nats_config::NatsConfig::from_url(url, key)?;
+                nats.addresses = from_url.addresses;
+                nats.user = from_url.user.or(nats.user.take());
+                nats.tls = from_url.tls;
+            }
+            None => self.nats = Some(crate::nats_config::NatsConfig::from_url(url, key)?),
         }
         self.broker.nats_bridge = true;
         self.broker.fleet = self.nats.as_ref().is_some_and(|n| n.jetstream);

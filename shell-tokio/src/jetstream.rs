@@ -95,6 +95,7 @@ impl JetStreamBackend {
         };
         let link = Link::start(
             config.addresses.clone(),
+            config.tls.clone(),
             config.connect_options(name),
             state,
             "jetmq-jetstream",

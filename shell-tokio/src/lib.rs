@@ -21,6 +21,7 @@ pub mod config;
 pub mod jetstream;
 pub mod nats_config;
 pub mod nats_link;
+mod nats_tls;
 pub mod notice;
 pub mod record;
 pub mod scram;

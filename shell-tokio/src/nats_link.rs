@@ -1,7 +1,7 @@
 //! The shells' NATS connection for the subject bridge: the core's [`NatsClient`] over a TCP
-//! socket on threads of its own (so both shells use it, with or without tokio), reconnecting
-//! with backoff when the connection drops. Messages of the broker's subscriptions come back
-//! as `Input::NatsMessage` through the callback the shell gives.
+//! socket (TLS when configured) on threads of its own (so both shells use it, with or without
+//! tokio), reconnecting with backoff when the connection drops. Messages of the broker's
+//! subscriptions come back as `Input::NatsMessage` through the callback the shell gives.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -14,6 +14,9 @@ use bytestring::ByteString;
 use jetmq_core::broker::{Action, Input};
 use jetmq_core::nats::{ConnectOptions, Event, Headers, NatsClient};
 use tracing::{info, warn};
+
+use crate::nats_config::NatsTls;
+use crate::nats_tls::TlsSession;
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -28,6 +31,10 @@ pub(crate) struct Shared<S> {
     pub(crate) client: NatsClient,
     /// The socket while connected (the writer thread writes to a clone of it).
     socket: Option<TcpStream>,
+    /// Its TLS session, once TLS is up.
+    tls: Option<TlsSession>,
+    /// TLS has records of its own to send (the writer sends them).
+    tls_wants_write: bool,
     /// Counts sockets, so the writer thread knows when to take a new clone.
     generation: u64,
     /// The writer thread waits for work (so it needs waking).
@@ -77,6 +84,7 @@ impl<S: Send + 'static> Link<S> {
     /// threads are named after `thread`.
     pub(crate) fn start(
         addresses: Vec<String>,
+        tls: Option<NatsTls>,
         options: ConnectOptions,
         state: S,
         thread: &str,
@@ -87,6 +95,8 @@ impl<S: Send + 'static> Link<S> {
                 shared: Mutex::new(Shared {
                     client: NatsClient::new(options, 64 * 1024 * 1024),
                     socket: None,
+                    tls: None,
+                    tls_wants_write: false,
                     generation: 0,
                     writer_idle: false,
                     stopped: false,
@@ -99,7 +109,7 @@ impl<S: Send + 'static> Link<S> {
         let reading = link.clone();
         std::thread::Builder::new()
             .name(thread.into())
-            .spawn(move || run(&addresses, &reading, &hooks))?;
+            .spawn(move || run(&addresses, tls.as_ref(), &reading, &hooks))?;
         let writing = link.clone();
         std::thread::Builder::new()
             .name(format!("{thread}-write"))
@@ -112,7 +122,7 @@ impl<S: Send + 'static> Link<S> {
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Shared<S>) -> R) -> Option<R> {
         let mut s = self.inner.shared.lock().ok()?;
         let r = f(&mut s);
-        let wake = s.writer_idle && s.client.has_output();
+        let wake = s.writer_idle && s.has_output();
         drop(s);
         if wake {
             self.inner.writable.notify_one();
@@ -138,17 +148,40 @@ impl<S: Send + 'static> Link<S> {
     }
 }
 
+impl<S> Shared<S> {
+    /// Whether the writer has something to write.
+    fn has_output(&self) -> bool {
+        self.client.has_output() || self.tls_wants_write
+    }
+}
+
+/// The writer thread's socket: a clone of the connection's, with its TLS session.
+struct Writer {
+    generation: u64,
+    socket: TcpStream,
+    tls: Option<TlsSession>,
+}
+
+impl Writer {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &self.tls {
+            Some(tls) => tls.write(bytes, &mut self.socket),
+            None => self.socket.write_all(bytes),
+        }
+    }
+}
+
 /// Writes what the client queued, as it comes, to the current socket; a failed write shuts
 /// the socket down (the reader notices and reconnects).
 fn write_loop<S>(link: &Link<S>) {
     let inner = &link.inner;
-    let mut current: Option<(u64, TcpStream)> = None;
+    let mut current: Option<Writer> = None;
     loop {
         let (bytes, generation) = {
             let Ok(mut s) = inner.shared.lock() else {
                 return;
             };
-            while !s.stopped && (s.socket.is_none() || !s.client.has_output()) {
+            while !s.stopped && (s.socket.is_none() || !s.has_output()) {
                 s.writer_idle = true;
                 s = match inner.writable.wait(s) {
                     Ok(s) => s,
@@ -159,18 +192,23 @@ fn write_loop<S>(link: &Link<S>) {
             if s.stopped {
                 return;
             }
-            if current.as_ref().map(|(g, _)| *g) != Some(s.generation) {
+            if current.as_ref().map(|w| w.generation) != Some(s.generation) {
                 current = s
                     .socket
                     .as_ref()
                     .and_then(|w| w.try_clone().ok())
-                    .map(|w| (s.generation, w));
+                    .map(|socket| Writer {
+                        generation: s.generation,
+                        socket,
+                        tls: s.tls.clone(),
+                    });
             }
+            s.tls_wants_write = false;
             (s.client.take_output(), s.generation)
         };
-        if let Some((g, socket)) = current.as_mut() {
-            if *g == generation && socket.write_all(&bytes).is_err() {
-                let _ = socket.shutdown(std::net::Shutdown::Both);
+        if let Some(w) = current.as_mut() {
+            if w.generation == generation && w.write(&bytes).is_err() {
+                let _ = w.socket.shutdown(std::net::Shutdown::Both);
                 current = None;
             }
         }
@@ -209,19 +247,21 @@ pub struct NatsLink {
 }
 
 impl NatsLink {
-    /// Connects to one of `addresses` (and keeps reconnecting) on threads of its own;
-    /// `deliver` receives the broker inputs the connection produces.
+    /// Connects to one of `addresses` (and keeps reconnecting) on threads of its own, over
+    /// `tls` when given; `deliver` receives the broker inputs the connection produces.
     ///
     /// # Errors
     ///
     /// The thread cannot be started.
     pub fn start(
         addresses: Vec<String>,
+        tls: Option<NatsTls>,
         options: ConnectOptions,
         deliver: impl Fn(Input) + Send + 'static,
     ) -> io::Result<Self> {
         let link = Link::start(
             addresses,
+            tls,
             options,
             BridgeState::default(),
             "jetmq-nats",
@@ -245,7 +285,7 @@ impl NatsLink {
             return Ok(None);
         };
         let options = nats.connect_options(name);
-        Self::start(nats.addresses.clone(), options, deliver).map(Some)
+        Self::start(nats.addresses.clone(), nats.tls.clone(), options, deliver).map(Some)
     }
 
     /// Carries out a NATS action of the broker; other actions are ignored.
@@ -292,7 +332,12 @@ impl NatsLink {
     }
 }
 
-fn run<S: Send + 'static>(addresses: &[String], link: &Link<S>, hooks: &dyn Hooks<S>) {
+fn run<S: Send + 'static>(
+    addresses: &[String],
+    tls: Option<&NatsTls>,
+    link: &Link<S>,
+    hooks: &dyn Hooks<S>,
+) {
     let inner = &link.inner;
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0usize;
@@ -314,17 +359,25 @@ fn run<S: Send + 'static>(addresses: &[String], link: &Link<S>, hooks: &dyn Hook
                 if let Ok(mut s) = inner.shared.lock() {
                     s.client.connection_started();
                     s.socket = Some(writer);
+                    s.tls = None;
                     s.generation += 1;
                     hooks.connected(&mut s);
                 }
                 inner.writable.notify_one();
                 info!(%address, "connected to NATS");
-                if read_loop(socket, link, hooks) {
+                let mut reader = Reader {
+                    socket,
+                    address,
+                    tls: None,
+                    settings: tls,
+                };
+                if reader.run(link, hooks) {
                     backoff = Duration::from_millis(100);
                 }
                 if let Ok(mut s) = inner.shared.lock() {
                     s.client.connection_lost();
                     s.socket = None;
+                    s.tls = None;
                     hooks.lost(&mut s);
                     if s.stopped {
                         return;
@@ -344,48 +397,137 @@ fn run<S: Send + 'static>(addresses: &[String], link: &Link<S>, hooks: &dyn Hook
     }
 }
 
-/// Reads until the connection ends; true if the handshake was done (a good connection).
-fn read_loop<S: Send + 'static>(
-    mut socket: TcpStream,
-    link: &Link<S>,
-    hooks: &dyn Hooks<S>,
-) -> bool {
-    let mut buf = BytesMut::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut events = Vec::new();
-    let mut connected = false;
-    loop {
-        let n = match socket.read(&mut chunk) {
-            Ok(0) | Err(_) => return connected,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        let Ok(mut s) = link.inner.shared.lock() else {
-            return connected;
-        };
-        if let Err(e) = s.client.received(&mut buf, &mut events) {
-            warn!(error = %e, "NATS protocol error; reconnecting");
-            return connected;
+/// The reader thread's side of one connection.
+struct Reader<'a> {
+    socket: TcpStream,
+    address: &'a str,
+    /// The TLS session, once up.
+    tls: Option<TlsSession>,
+    /// The configured TLS, if any.
+    settings: Option<&'a NatsTls>,
+}
+
+impl Reader<'_> {
+    /// Reads until the connection ends; true if the handshake was done (a good connection).
+    fn run<S: Send + 'static>(&mut self, link: &Link<S>, hooks: &dyn Hooks<S>) -> bool {
+        let mut buf = BytesMut::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut events = Vec::new();
+        let mut connected = false;
+        if let Some(settings) = self.settings.filter(|t| t.handshake_first) {
+            if !self.start_tls(settings, &[]) {
+                return false;
+            }
         }
-        let wake = s.writer_idle && s.client.has_output();
-        drop(s);
-        if wake {
-            link.inner.writable.notify_one();
-        }
-        events.retain(|event| match event {
-            Event::Connected(info) => {
+        loop {
+            let n = match self.socket.read(&mut chunk) {
+                Ok(0) | Err(_) => return connected,
+                Ok(n) => n,
+            };
+            let mut tls_wants_write = false;
+            match &self.tls {
+                None => buf.extend_from_slice(&chunk[..n]),
+                Some(tls) => match tls.decrypt(&chunk[..n], &mut buf) {
+                    Ok(d) if !d.closed => tls_wants_write = d.wants_write,
+                    Ok(_) => return connected,
+                    Err(e) => {
+                        warn!(address = %self.address, error = %e, "TLS error on the NATS connection; reconnecting");
+                        return connected;
+                    }
+                },
+            }
+            let Ok(mut s) = link.inner.shared.lock() else {
+                return connected;
+            };
+            s.tls_wants_write |= tls_wants_write;
+            if let Err(e) = s.client.received(&mut buf, &mut events) {
+                warn!(error = %e, "NATS protocol error; reconnecting");
+                return connected;
+            }
+            let wake = s.writer_idle && s.has_output();
+            drop(s);
+            if wake {
+                link.inner.writable.notify_one();
+            }
+            let mut upgrade = false;
+            events.retain(|event| match event {
+                Event::Connected(info) => {
+                    connected = true;
+                    info!(server = %info.server_id, version = %info.version, tls = self.tls.is_some(), "NATS handshake done");
+                    false
+                }
+                Event::UpgradeToTls(_) => {
+                    upgrade = true;
+                    false
+                }
+                Event::ServerError(e) => {
+                    warn!(error = %e, "NATS server error");
+                    false
+                }
+                Event::Pong => false,
+                Event::Message(_) => true,
+            });
+            hooks.events(link, &mut events);
+            events.clear();
+            if upgrade {
+                if !self.upgrade(link, &mut buf) {
+                    return connected;
+                }
                 connected = true;
-                info!(server = %info.server_id, version = %info.version, "NATS handshake done");
+            }
+        }
+    }
+
+    /// The server's `INFO` asked for TLS (or jetmq did): the handshake, unless it was done
+    /// first, then the protocol's `CONNECT` through it. False if the connection is unusable.
+    fn upgrade<S>(&mut self, link: &Link<S>, buf: &mut BytesMut) -> bool {
+        if self.tls.is_none() {
+            let Some(settings) = self.settings else {
+                warn!(
+                    address = %self.address,
+                    "the NATS server requires TLS: use a tls:// URL, or set nats.tls = true \
+                     (with nats.tls_ca_file when its certificate is signed by a private CA)"
+                );
+                return false;
+            };
+            let early = buf.split();
+            if !self.start_tls(settings, &early) {
+                return false;
+            }
+        }
+        let Ok(mut s) = link.inner.shared.lock() else {
+            return false;
+        };
+        s.tls.clone_from(&self.tls);
+        // The writer takes the TLS session with a fresh clone of the socket.
+        s.generation += 1;
+        let mut events = Vec::new();
+        s.client.tls_established(&mut events);
+        drop(s);
+        link.inner.writable.notify_one();
+        if let Some(Event::Connected(info)) = events.first() {
+            info!(server = %info.server_id, version = %info.version, "NATS handshake done (TLS)");
+        }
+        true
+    }
+
+    /// Runs the TLS handshake; false (with the reason logged) if it failed.
+    fn start_tls(&mut self, settings: &NatsTls, early: &[u8]) -> bool {
+        match TlsSession::handshake(settings, self.address, &mut self.socket, early) {
+            Ok(tls) => {
+                self.tls = Some(tls);
+                true
+            }
+            Err(e) => {
+                warn!(
+                    address = %self.address,
+                    error = %e,
+                    "the TLS handshake with NATS failed: check nats.tls_ca_file (the CA that \
+                     signed the server's certificate), nats.tls_server_name and the server's \
+                     TLS settings"
+                );
                 false
             }
-            Event::ServerError(e) => {
-                warn!(error = %e, "NATS server error");
-                false
-            }
-            Event::Pong => false,
-            Event::Message(_) => true,
-        });
-        hooks.events(link, &mut events);
-        events.clear();
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! TLS for the `tls` and `wss` listeners: a rustls server configuration built from PEM files
 //! (checked at start-up, each error naming the file), and the identity of a verified client
-//! certificate.
+//! certificate; and the client configuration of jetmq's own TLS connection to NATS.
 //!
 //! Only the `ring` provider is used, named explicitly, so the server never depends on which
 //! process-wide default provider other crates may have enabled.
@@ -55,6 +55,49 @@ fn certificates(
     Ok(certs)
 }
 
+/// The private key in the PEM file `path` (`key` names the setting).
+fn private_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    let pem = read(key, path, "holding the private key")?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        invalid(
+            key,
+            path.display(),
+            &format!("a PEM file holding a PKCS#8, PKCS#1 or SEC1 private key ({e})"),
+        )
+    })
+}
+
+/// A certificate chain (leaf first) from the PEM file `path`, its first certificate checked.
+fn chain(key: &str, path: &Path, whose: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let chain = certificates(key, path, &format!("holding the {whose} certificate chain"))?;
+    if let Err(e) = ParsedCertificate::try_from(&chain[0]) {
+        return Err(invalid(
+            key,
+            path.display(),
+            &format!("a PEM file whose first certificate is a valid X.509 certificate ({e})"),
+        ));
+    }
+    Ok(chain)
+}
+
+/// The CA certificates of the PEM file `path` as trust anchors.
+fn roots(key: &str, path: &Path) -> Result<RootCertStore, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    for (i, der) in certificates(key, path, "of CA certificates")?
+        .into_iter()
+        .enumerate()
+    {
+        roots.add(der).map_err(|e| {
+            invalid(
+                key,
+                path.display(),
+                &format!("a PEM file of CA certificates; certificate {i} is unusable: {e}"),
+            )
+        })?;
+    }
+    Ok(roots)
+}
+
 /// Builds the server side of TLS from PEM files: `cert` (the certificate chain, leaf first),
 /// `key` (its private key) and, when given, `client_ca` (CA certificates that every client
 /// must present a certificate signed by). Error keys are `prefix` followed by `cert`, `key` or
@@ -68,22 +111,8 @@ pub(crate) fn server_config(
     let cert_key = format!("{prefix}cert");
     let key_key = format!("{prefix}key");
     let ca_key = format!("{prefix}client_ca");
-    let chain = certificates(&cert_key, cert, "holding the server's certificate chain")?;
-    if let Err(e) = ParsedCertificate::try_from(&chain[0]) {
-        return Err(invalid(
-            &cert_key,
-            cert.display(),
-            &format!("a PEM file whose first certificate is a valid X.509 certificate ({e})"),
-        ));
-    }
-    let key_pem = read(&key_key, key, "holding the private key")?;
-    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        invalid(
-            &key_key,
-            key.display(),
-            &format!("a PEM file holding a PKCS#8, PKCS#1 or SEC1 private key ({e})"),
-        )
-    })?;
+    let chain = chain(&cert_key, cert, "server's")?;
+    let private_key = private_key(&key_key, key)?;
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)
@@ -91,19 +120,7 @@ pub(crate) fn server_config(
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for (i, der) in certificates(&ca_key, ca, "of CA certificates")?
-                .into_iter()
-                .enumerate()
-            {
-                roots.add(der).map_err(|e| {
-                    invalid(
-                        &ca_key,
-                        ca.display(),
-                        &format!("a PEM file of CA certificates; certificate {i} is unusable: {e}"),
-                    )
-                })?;
-            }
+            let roots = roots(&ca_key, ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| {
@@ -126,6 +143,61 @@ pub(crate) fn server_config(
             ),
         )
     })?;
+    Ok(Arc::new(config))
+}
+
+/// Builds the client side of TLS (jetmq connecting to NATS): the server's certificate is
+/// verified against the CA certificates of `ca` or, without it, the system's trusted roots;
+/// `client` is a certificate chain and its key, for servers that verify clients. Error keys
+/// are `prefix` followed by `ca_file`, `cert_file` or `key_file`.
+pub(crate) fn client_config(
+    prefix: &str,
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+    let ca_key = format!("{prefix}ca_file");
+    let roots = match ca {
+        Some(ca) => roots(&ca_key, ca)?,
+        None => {
+            let mut roots = RootCertStore::empty();
+            let (added, _) =
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if added == 0 {
+                return Err(invalid(
+                    &ca_key,
+                    "(not set)",
+                    "the CA certificates that signed the NATS server's certificate: this \
+                     machine has no system CA certificates to use instead",
+                ));
+            }
+            roots
+        }
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .map_err(|e| invalid(&ca_key, "(TLS versions)", &format!("TLS 1.2 or 1.3 ({e})")))?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let cert_key = format!("{prefix}cert_file");
+            let key_key = format!("{prefix}key_file");
+            let chain = chain(&cert_key, cert, "client's")?;
+            let private_key = private_key(&key_key, key)?;
+            builder
+                .with_client_auth_cert(chain, private_key)
+                .map_err(|e| {
+                    invalid(
+                        &key_key,
+                        key.display(),
+                        &format!(
+                            "the private key of the certificate in {} ({e})",
+                            cert.display()
+                        ),
+                    )
+                })?
+        }
+    };
     Ok(Arc::new(config))
 }
 

@@ -89,6 +89,29 @@ impl NatsServer {
         server
     }
 
+    /// A nats-server on `port` with JetStream in `store_dir` that requires TLS with the
+    /// certificates of `pki` and a client certificate signed by its CA; the TLS handshake
+    /// comes before the server's `INFO` when `handshake_first`.
+    pub(crate) fn with_tls(
+        port: u16,
+        store_dir: &Path,
+        pki: &super::Pki,
+        handshake_first: bool,
+    ) -> Self {
+        let config = store_dir.join("nats-server-tls.conf");
+        let text = format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\n\
+             tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n  \
+             timeout: 5\n  handshake_first: {handshake_first}\n}}\n",
+            store_dir.join("js").to_string_lossy(),
+            pki.server_cert.to_string_lossy(),
+            pki.server_key.to_string_lossy(),
+            pki.ca.to_string_lossy(),
+        );
+        std::fs::write(&config, text).expect("write the nats-server configuration");
+        Self::spawn(port, &["-c", &config.to_string_lossy()])
+    }
+
     fn spawn(port: u16, extra: &[&str]) -> Self {
         let mut command = Command::new("nats-server");
         if !extra.contains(&"-c") {

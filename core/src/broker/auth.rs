@@ -67,7 +67,7 @@ impl Broker {
         };
         match c.phase {
             Phase::Authenticating { .. } => {}
-            Phase::Connected { .. } if matches!(c.reauth, Some(Reauth::AwaitingShell)) => {
+            Phase::Connected { .. } if matches!(c.reauth(), Some(Reauth::AwaitingShell)) => {
                 self.on_reauth_decision(conn, decision, out);
                 return;
             }
@@ -120,8 +120,10 @@ impl Broker {
             }
         };
         c.phase = Phase::AwaitingConnect { deadline };
-        c.auth_reply = reply;
-        let account = account.unwrap_or_else(|| DEFAULT_ACCOUNT.into());
+        if reply.is_some() {
+            c.extensions().auth_reply = reply;
+        }
+        let account = account.unwrap_or_else(|| ByteString::from_static(DEFAULT_ACCOUNT));
         self.accept(conn, connect, client_id, assigned, account, out);
         self.process_inbuf(conn, out);
     }
@@ -194,9 +196,10 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let same_method =
-            c.auth_method.is_some() && auth.properties.authentication_method == c.auth_method;
-        let state = match (auth.reason, c.reauth.take()) {
+        let same_method = c.auth_method().is_some()
+            && auth.properties.authentication_method.as_ref() == c.auth_method();
+        let reauth = c.extensions.as_mut().and_then(|e| e.reauth.take());
+        let state = match (auth.reason, reauth) {
             (AuthReason::ReAuthenticate, None) if same_method => None,
             (AuthReason::ContinueAuthentication, Some(Reauth::AwaitingClient { state }))
                 if same_method =>
@@ -223,7 +226,7 @@ impl Broker {
             client_id: s.key.client_id.clone(),
             username: None,
             password: None,
-            method: c.auth_method.clone(),
+            method: c.auth_method().cloned(),
             data: auth.properties.authentication_data.clone(),
             stage: if state.is_some() {
                 AuthStage::Continue
@@ -232,7 +235,7 @@ impl Broker {
             },
             state,
         };
-        c.reauth = Some(Reauth::AwaitingShell);
+        c.extensions().reauth = Some(Reauth::AwaitingShell);
         out.push(Action::Authenticate(Box::new(request)));
     }
 
@@ -241,8 +244,9 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.reauth = None;
-        let Some(method) = c.auth_method.clone() else {
+        let extensions = c.extensions();
+        extensions.reauth = None;
+        let Some(method) = extensions.auth_method.clone() else {
             return;
         };
         match decision {
@@ -253,7 +257,7 @@ impl Broker {
                 self.send_auth(conn, AuthReason::Success, method, data);
             }
             AuthDecision::Continue { data, state } => {
-                c.reauth = Some(Reauth::AwaitingClient { state });
+                c.extensions().reauth = Some(Reauth::AwaitingClient { state });
                 self.send_auth(conn, AuthReason::ContinueAuthentication, method, Some(data));
             }
             AuthDecision::Deny(reason) => {

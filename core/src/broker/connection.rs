@@ -205,21 +205,29 @@ pub(crate) struct Connection {
     pub(crate) pipeline: Pipeline,
     /// Whether the shell was told to stop reading.
     pub(crate) read_paused: bool,
-    /// Topic aliases the client set on this connection (MQTT 5.0).
-    pub(crate) inbound_aliases: InboundAliases,
-    /// Topic aliases the broker assigned on this connection (MQTT 5.0).
-    pub(crate) outbound_aliases: OutboundAliases,
     /// The will, published if the connection ends without a normal DISCONNECT.
     pub(crate) will: Option<Box<Will>>,
-    /// The enhanced authentication method the client connected with (MQTT 5.0).
+    /// Topic aliases and enhanced authentication, made when first used.
+    pub(crate) extensions: Option<Box<Extensions>>,
+    /// Whether the client accepts Reason Strings on acknowledgements (its Request Problem
+    /// Information, default true).
+    pub(crate) problem_info: bool,
+}
+
+/// What only some MQTT 5.0 connections use: topic aliases and enhanced authentication.
+/// Boxed and made on first use, so the other connections do not carry its room.
+#[derive(Debug, Default)]
+pub(crate) struct Extensions {
+    /// Topic aliases the client set on this connection.
+    pub(crate) inbound_aliases: InboundAliases,
+    /// Topic aliases the broker assigned on this connection.
+    pub(crate) outbound_aliases: OutboundAliases,
+    /// The enhanced authentication method the client connected with.
     pub(crate) auth_method: Option<ByteString>,
     /// A re-authentication in progress.
     pub(crate) reauth: Option<Reauth>,
     /// The method's final data, for the CONNACK that ends an enhanced authentication.
     pub(crate) auth_reply: Option<Bytes>,
-    /// Whether the client accepts Reason Strings on acknowledgements (its Request Problem
-    /// Information, default true).
-    pub(crate) problem_info: bool,
 }
 
 /// Where a re-authentication (MQTT 5.0 §4.12.1) stands.
@@ -235,6 +243,21 @@ pub(crate) enum Reauth {
 }
 
 impl Connection {
+    /// The extensions, made if missing.
+    pub(crate) fn extensions(&mut self) -> &mut Extensions {
+        self.extensions.get_or_insert_with(Box::default)
+    }
+
+    /// The enhanced authentication method the client connected with.
+    pub(crate) fn auth_method(&self) -> Option<&ByteString> {
+        self.extensions.as_ref()?.auth_method.as_ref()
+    }
+
+    /// The re-authentication in progress.
+    pub(crate) fn reauth(&self) -> Option<&Reauth> {
+        self.extensions.as_ref()?.reauth.as_ref()
+    }
+
     pub(crate) fn new(info: ConnInfo, now: Instant, deadline: Instant, max_packet: u32) -> Self {
         Self {
             info,
@@ -255,12 +278,8 @@ impl Connection {
             receive_in_flight: 0,
             pipeline: Pipeline::default(),
             read_paused: false,
-            inbound_aliases: InboundAliases::default(),
-            outbound_aliases: OutboundAliases::default(),
             will: None,
-            auth_method: None,
-            reauth: None,
-            auth_reply: None,
+            extensions: None,
             problem_info: true,
         }
     }

@@ -292,7 +292,7 @@ impl Broker {
             connect,
             client_id,
             assigned,
-            DEFAULT_ACCOUNT.into(),
+            ByteString::from_static(DEFAULT_ACCOUNT),
             out,
         );
     }
@@ -428,7 +428,7 @@ impl Broker {
             }
         }
         if let Some(s) = self.by_key.get(&key).and_then(|&s| self.sessions.get(s)) {
-            by_consumer.insert(s.consumer.clone(), self.by_key[&key]);
+            by_consumer.insert(s.consumer(), self.by_key[&key]);
         }
         for message in &pending {
             self.restore_message(message, &by_consumer, out);
@@ -543,7 +543,10 @@ impl Broker {
             c.max_send_size = mps.get();
         }
         if let Some(max) = connect.properties.topic_alias_maximum {
-            c.outbound_aliases = OutboundAliases::new(max.min(self.config.outbound_topic_aliases));
+            let max = max.min(self.config.outbound_topic_aliases);
+            if max > 0 {
+                c.extensions().outbound_aliases = OutboundAliases::new(max);
+            }
         }
         let mut keep_alive = connect.keep_alive;
         let mut server_keep_alive = None;
@@ -577,8 +580,9 @@ impl Broker {
             if let Some(method) = &connect.properties.authentication_method {
                 // [MQTT-4.12.0-5]: the successful CONNACK repeats the Authentication Method.
                 p.authentication_method = Some(method.clone());
-                p.authentication_data = c.auth_reply.take();
-                c.auth_method = Some(method.clone());
+                let extensions = c.extensions();
+                p.authentication_data = extensions.auth_reply.take();
+                extensions.auth_method = Some(method.clone());
             }
             // The client learns when the broker keeps its session for less than it asked.
             p.session_expiry_interval = (granted != asked).then_some(granted);

@@ -259,7 +259,7 @@ impl Broker {
     #[must_use]
     pub fn session_backlog(&self, client_id: &str) -> Option<(usize, usize, usize)> {
         let key = SessionKey {
-            account: DEFAULT_ACCOUNT.into(),
+            account: bytestring::ByteString::from_static(DEFAULT_ACCOUNT),
             client_id: client_id.into(),
         };
         let s = self.sessions.get(*self.by_key.get(&key)?)?;

@@ -166,7 +166,7 @@ impl Broker {
         vec![
             record,
             StoreRequest::UpsertConsumer {
-                name: s.consumer.clone(),
+                name: s.consumer(),
                 filters,
             },
         ]
@@ -191,9 +191,7 @@ impl Broker {
                     stream: Stream::Sessions,
                     subject: records::session_subject(&s.key.client_id),
                 },
-                StoreRequest::DeleteConsumer {
-                    name: s.consumer.clone(),
-                },
+                StoreRequest::DeleteConsumer { name: s.consumer() },
             ]
             .into_iter()
             .chain(qos2)
@@ -219,9 +217,7 @@ impl Broker {
                 stream: Stream::Sessions,
                 subject: records::session_subject(&s.key.client_id),
             },
-            StoreRequest::DeleteConsumer {
-                name: s.consumer.clone(),
-            },
+            StoreRequest::DeleteConsumer { name: s.consumer() },
         ];
         for pid in &s.inbound_qos2 {
             writes.push(StoreRequest::Purge {
@@ -304,12 +300,10 @@ impl Broker {
         if records::session_subject(&rec.id) != record.subject {
             return false;
         }
-        let account: ByteString = rec
-            .jetmq
-            .account
-            .clone()
-            .unwrap_or_else(|| DEFAULT_ACCOUNT.to_string())
-            .into();
+        let account = rec.jetmq.account.clone().map_or_else(
+            || ByteString::from_static(DEFAULT_ACCOUNT),
+            ByteString::from,
+        );
         let key = SessionKey {
             account,
             client_id: rec.id.clone().into(),
@@ -385,7 +379,7 @@ impl Broker {
             .map(|secs| Duration::from_secs(u64::from(secs)));
         s.disconnected_at = rec.jetmq.disconnected_at.map(WallClock::from_unix_millis);
         s.subscriptions.extend(subs);
-        by_consumer.insert(s.consumer.clone(), id);
+        by_consumer.insert(s.consumer(), id);
         by_hash16.insert(records::client_hash16(&s.key.client_id), id);
         true
     }

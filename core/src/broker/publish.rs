@@ -74,8 +74,10 @@ impl Broker {
         }
         let topic = if p.topic.is_empty() {
             // A topic alias stands for a topic the client set before on this connection.
-            let known =
-                alias.and_then(|a| self.conns.get(&conn).and_then(|c| c.inbound_aliases.get(a)));
+            let known = alias.and_then(|a| {
+                let c = self.conns.get(&conn)?;
+                c.extensions.as_ref()?.inbound_aliases.get(a)
+            });
             match known {
                 Some(t) => t,
                 None => {
@@ -104,7 +106,7 @@ impl Broker {
                 return;
             }
             if let Some(c) = self.conns.get_mut(&conn) {
-                c.inbound_aliases.set(a, topic.clone());
+                c.extensions().inbound_aliases.set(a, topic.clone());
             }
         }
         let level = p.qos.level();
@@ -917,7 +919,10 @@ impl Broker {
             self.stats.dropped_slow_consumer += 1;
             return false;
         }
-        let alias = c.outbound_aliases.lookup(&msg.topic);
+        let alias = c
+            .extensions
+            .as_ref()
+            .map_or(AliasUse::None, |e| e.outbound_aliases.lookup(&msg.topic));
         let (topic, topic_alias) = match alias {
             AliasUse::None => (msg.topic.as_str(), None),
             AliasUse::Known(a) => ("", Some(a)),
@@ -945,7 +950,7 @@ impl Broker {
             return false;
         }
         if let AliasUse::New(a) = alias {
-            c.outbound_aliases.bind(a, &msg.topic);
+            c.extensions().outbound_aliases.bind(a, &msg.topic);
         }
         self.stats.deliveries += 1;
         if c.out.capacity() - c.out.len() < len {
@@ -1197,7 +1202,7 @@ impl Broker {
         if !s.persistent {
             return;
         }
-        let consumer = s.consumer.clone();
+        let consumer = s.consumer();
         self.request(
             StoreRequest::Ack { consumer, seq },
             super::persist::RequestOwner::Background,

@@ -242,8 +242,6 @@ pub(crate) struct Session {
     pub(crate) pending_will: Option<Box<PendingWill>>,
     /// Bumped whenever a timer of this session becomes stale.
     pub(crate) generation: u64,
-    /// The durable consumer of a persistent session.
-    pub(crate) consumer: ByteString,
     /// A number no other session of this broker has had or will have.
     pub(crate) uid: u64,
     /// Route pass that last touched this session, to deliver each message once.
@@ -253,8 +251,13 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// The durable consumer of the session when it is persistent (named after its client
+    /// identifier; made when needed rather than kept by every session).
+    pub(crate) fn consumer(&self) -> ByteString {
+        crate::js::records::consumer_name(&self.key.client_id)
+    }
+
     pub(crate) fn new(key: SessionKey, version: ProtocolVersion, uid: u64) -> Self {
-        let consumer = crate::js::records::consumer_name(&key.client_id);
         Self {
             key,
             conn: None,
@@ -267,7 +270,6 @@ impl Session {
             inbound_qos2: BTreeSet::new(),
             pending_will: None,
             generation: 0,
-            consumer,
             uid,
             route_epoch: 0,
             route_slot: 0,

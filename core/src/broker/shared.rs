@@ -138,7 +138,7 @@ impl Broker {
         if !inflight.contains(&true) && !queued.contains(&true) {
             return;
         }
-        let (persistent, consumer) = (s.persistent, s.consumer.clone());
+        let (persistent, consumer) = (s.persistent, s.consumer());
         let Some(s) = self.sessions.get_mut(session) else {
             return;
         };

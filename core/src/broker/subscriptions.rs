@@ -34,9 +34,57 @@ struct Node<K, V> {
     /// The next level when it is `+`.
     plus: Option<Box<Node<K, V>>>,
     /// Subscribers whose filter ends at this level.
-    exact: BTreeMap<K, V>,
+    exact: Subscribers<K, V>,
     /// Subscribers whose filter continues with a final `#` after this level.
-    hash: BTreeMap<K, V>,
+    hash: Subscribers<K, V>,
+}
+
+/// The subscribers of one filter, sorted by key: a vector sized to its contents, since most
+/// filters have one subscriber (a B-tree map would allocate a node for eleven).
+struct Subscribers<K, V>(Vec<(K, V)>);
+
+impl<K: Ord, V> Subscribers<K, V> {
+    fn position(&self, key: &K) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(key))
+    }
+
+    /// Stores `value` for `key`, returning the value it replaces.
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self.position(&key) {
+            Ok(at) => Some(mem::replace(&mut self.0[at].1, value)),
+            Err(at) => {
+                if self.0.is_empty() {
+                    self.0.reserve_exact(1);
+                }
+                self.0.insert(at, (key, value));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        let at = self.position(key).ok()?;
+        let (_, value) = self.0.remove(at);
+        if self.0.len() < self.0.capacity() / 4 {
+            self.0.shrink_to_fit();
+        }
+        Some(value)
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        self.position(key).ok().map(|at| &self.0[at].1)
+    }
+}
+
+impl<K, V> Subscribers<K, V> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The entries in key order.
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
 }
 
 impl<K: Ord, V> SubscriptionTree<K, V> {
@@ -204,12 +252,12 @@ fn walk_from<K, V, F: FnMut(&K, &V)>(
         *visited += 1;
         if wildcards {
             // `#` matches the remaining levels, even none.
-            for (key, value) in &node.hash {
+            for (key, value) in node.hash.iter() {
                 f(key, value);
             }
         }
         let Some(level) = levels.next() else {
-            for (key, value) in &node.exact {
+            for (key, value) in node.exact.iter() {
                 f(key, value);
             }
             return;
@@ -237,15 +285,15 @@ impl<K, V> Default for Node<K, V> {
         Self {
             children: BTreeMap::new(),
             plus: None,
-            exact: BTreeMap::new(),
-            hash: BTreeMap::new(),
+            exact: Subscribers(Vec::new()),
+            hash: Subscribers(Vec::new()),
         }
     }
 }
 
 impl<K, V> Node<K, V> {
     /// The subscribers ending here (`hash == false`) or with a `#` after this level.
-    fn subscribers(&self, hash: bool) -> &BTreeMap<K, V> {
+    fn subscribers(&self, hash: bool) -> &Subscribers<K, V> {
         if hash {
             &self.hash
         } else {
@@ -254,7 +302,7 @@ impl<K, V> Node<K, V> {
     }
 
     /// Mutable form of [`Node::subscribers`].
-    fn subscribers_mut(&mut self, hash: bool) -> &mut BTreeMap<K, V> {
+    fn subscribers_mut(&mut self, hash: bool) -> &mut Subscribers<K, V> {
         if hash {
             &mut self.hash
         } else {

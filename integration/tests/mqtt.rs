@@ -285,8 +285,62 @@ async fn connections_beyond_max_connections_are_refused(shell: Shell) {
     server.shutdown().await.expect("clean shutdown");
 }
 
+/// A client subscribed to what it publishes that writes a flood without reading its output
+/// is still read: the broker's reading never waits for its writing to that client (whose
+/// QoS 0 output beyond the unsent limit is dropped), so the flood goes through and its last
+/// message reaches another subscriber, long before the slow-consumer timeout could end it.
+async fn a_client_flooding_itself_without_reading_is_still_read(shell: Shell) {
+    use bytes::Bytes;
+    use jetmq_core::codec::{
+        Connect, Packet, PacketId, ProtocolVersion, Publish, QoS as RawQoS, Subscribe,
+        SubscriptionOptions,
+    };
+    let (server, port) = server(shell).await;
+    let mut watch = common::client::client("flood-watch", port, true).await;
+    watch.subscribe("flood/last", QoS::AtMostOnce).await;
+    let (mut raw, ack) =
+        common::raw::RawClient::connect(port, Connect::new(ProtocolVersion::V5, "flood".into()))
+            .await;
+    assert!(matches!(ack, Some(Packet::ConnAck(_))), "{ack:?}");
+    raw.send(&Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).expect("non-zero"),
+        properties: Default::default(),
+        filters: vec![(
+            "flood/#".into(),
+            SubscriptionOptions::new(RawQoS::AtMostOnce),
+        )],
+    }))
+    .await;
+    assert!(matches!(raw.next().await, Some(Packet::SubAck(_))));
+    // 32 MiB of publishes, far more than the socket buffers of both directions hold.
+    let mut flood = bytes::BytesMut::new();
+    let one = Packet::Publish(Publish::new(
+        "flood/x".into(),
+        Bytes::from(vec![b'x'; 16 * 1024]),
+    ));
+    for _ in 0..2048 {
+        one.encode(ProtocolVersion::V5, &mut flood);
+    }
+    Packet::Publish(Publish::new(
+        "flood/last".into(),
+        Bytes::from_static(b"done"),
+    ))
+    .encode(ProtocolVersion::V5, &mut flood);
+    timeout(Duration::from_secs(20), raw.send_bytes(&flood))
+        .await
+        .expect("the broker kept reading the flood");
+    let last = watch.next().await;
+    assert_eq!(
+        (last.topic.as_str(), &last.payload[..]),
+        ("flood/last", &b"done"[..])
+    );
+    drop(raw);
+    server.shutdown().await.expect("clean stop");
+}
+
 for_each_shell!(
     pub_sub_at_every_qos,
+    a_client_flooding_itself_without_reading_is_still_read,
     retained_messages_reach_late_subscribers,
     will_is_published_when_a_client_vanishes,
     a_second_connection_takes_the_session_over,

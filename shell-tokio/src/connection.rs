@@ -1,36 +1,38 @@
-//! The two tasks of one client connection: a reader that turns socket reads into broker
-//! inputs, and a writer that writes what the broker sends and reports how much left.
+//! One client connection as one task: a future that reads the socket into broker inputs and
+//! writes what the broker sends, each side going on while the other waits (a client that
+//! writes without reading is still read, so it cannot deadlock against its own output).
 //!
-//! Both work on any byte stream half: a TCP socket's, or one of `tokio::io::split` over TLS,
-//! WebSocket or secure WebSocket.
+//! It works on any byte stream: a TCP socket, TLS, WebSocket or secure WebSocket. An idle
+//! connection keeps no read buffer (reads land in a buffer on the stack and are copied into
+//! one sized to what arrived), so its cost is the task and the socket.
 
-use bytes::{Bytes, BytesMut};
-use jetmq_core::broker::{ConnId, Input};
 use std::collections::VecDeque;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::future::Future;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use bytes::{Buf, Bytes, BytesMut};
+use jetmq_core::broker::{ConnId, Input};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
 
-use tokio::sync::{mpsc, Notify};
-
-/// Size of each socket read.
+/// The most bytes one socket read takes.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The smallest read buffer a connection keeps.
-const MIN_READ: usize = 256;
+/// The most bytes gathered into one write.
+const WRITE_BATCH: usize = 64 * 1024;
 
-/// What the broker task hands a connection's writer (bytes to write in order, then perhaps a
-/// close) and its reader (pause, resume). A mutex-guarded queue, a flag and two `Notify`s
-/// instead of channels: an idle connection holds no preallocated block of slots (a tokio
-/// channel's first block is over 1 KiB, a watch channel's notifiers a few hundred bytes).
+/// Reads and writes one turn may do before the task lets others run.
+const ROUNDS_PER_TURN: usize = 64;
+
+/// What the broker task hands a connection (bytes to write in order, then perhaps a close;
+/// pause and resume of reading) and how it wakes the connection's task. A mutex-guarded queue
+/// and a waker instead of channels: an idle connection holds no preallocated block of slots.
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
-    state: std::sync::Mutex<MailboxState>,
-    ready: Notify,
-    /// The broker asked the reader to stop reading.
-    paused: AtomicBool,
-    /// Wakes a paused reader.
-    resumed: Notify,
+    state: Mutex<MailboxState>,
 }
 
 #[derive(Debug, Default)]
@@ -38,88 +40,112 @@ struct MailboxState {
     queue: VecDeque<Bytes>,
     /// Write what is queued, then close the socket.
     close: bool,
-    /// The writer has stopped: nothing more is kept.
+    /// The task has stopped: nothing more is kept.
     stopped: bool,
+    /// The broker asked to stop reading.
+    paused: bool,
+    /// Wakes the connection's task.
+    waker: Option<Waker>,
+}
+
+/// What the task takes from the mailbox when it has nothing to write.
+enum Taken {
+    /// Bytes to write (several queued sends in one), and whether a close follows them.
+    Bytes(Bytes, bool),
+    /// Nothing queued; close the socket.
+    Close,
+    /// Nothing queued.
+    Nothing,
 }
 
 impl Mailbox {
+    /// Changes the state and wakes the task.
+    fn update(&self, f: impl FnOnce(&mut MailboxState)) {
+        let waker = match self.state.lock() {
+            Ok(mut s) => {
+                if s.stopped {
+                    return;
+                }
+                f(&mut s);
+                s.waker.take()
+            }
+            Err(_) => None,
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     /// Queues bytes after everything before.
     pub(crate) fn send(&self, bytes: Bytes) {
-        if let Ok(mut s) = self.state.lock() {
-            if s.close || s.stopped {
-                return;
+        self.update(|s| {
+            if !s.close {
+                s.queue.push_back(bytes);
             }
-            s.queue.push_back(bytes);
-        }
-        self.ready.notify_one();
+        });
     }
 
-    /// Asks the writer to write what is queued, then close the socket.
+    /// Asks the task to write what is queued, then close the socket.
     pub(crate) fn close(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            s.close = true;
-        }
-        self.ready.notify_one();
-    }
-
-    /// Waits for something to write; takes up to `limit` bytes of it (at least one item) and
-    /// says whether a close follows them.
-    async fn next(&self, limit: usize, batch: &mut BytesMut) -> Option<(Bytes, bool)> {
-        loop {
-            {
-                let mut s = self.state.lock().ok()?;
-                if let Some(first) = s.queue.pop_front() {
-                    let bytes = if s.queue.is_empty() {
-                        first
-                    } else {
-                        // What else waits goes out in the same write: one system call for a
-                        // burst of packets instead of one each.
-                        batch.extend_from_slice(&first);
-                        while batch.len() < limit {
-                            let Some(more) = s.queue.pop_front() else {
-                                break;
-                            };
-                            batch.extend_from_slice(&more);
-                        }
-                        batch.split().freeze()
-                    };
-                    if s.queue.is_empty() && s.queue.capacity() > 64 {
-                        s.queue.shrink_to_fit();
-                    }
-                    return Some((bytes, s.close && s.queue.is_empty()));
-                }
-                if s.close {
-                    return Some((Bytes::new(), true));
-                }
-            }
-            self.ready.notified().await;
-        }
+        self.update(|s| s.close = true);
     }
 
     /// Stops or restarts reading (the broker's flow control).
     pub(crate) fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Ordering::Release);
-        if !paused {
-            self.resumed.notify_waiters();
-        }
+        self.update(|s| s.paused = paused);
     }
 
-    /// Waits while reading is paused.
-    async fn while_paused(&self) {
-        loop {
-            // Registered before the flag is read, so a resume in between is not missed.
-            let resumed = self.resumed.notified();
-            if !self.paused.load(Ordering::Acquire) {
-                return;
-            }
-            resumed.await;
+    /// Registers the task's waker; says whether reading is paused.
+    fn register(&self, waker: &Waker) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return true;
+        };
+        if !s.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            s.waker = Some(waker.clone());
         }
+        s.paused
+    }
+
+    /// Takes up to `limit` bytes of what is queued (at least one item), joined in one buffer
+    /// when there are several.
+    fn take(&self, limit: usize) -> Taken {
+        let Ok(mut s) = self.state.lock() else {
+            return Taken::Close;
+        };
+        let Some(first) = s.queue.pop_front() else {
+            return if s.close {
+                Taken::Close
+            } else {
+                Taken::Nothing
+            };
+        };
+        let bytes = if s.queue.is_empty() {
+            first
+        } else {
+            // What else waits goes out in the same write: one system call for a burst of
+            // packets instead of one each.
+            let queued: usize = s.queue.iter().map(Bytes::len).sum();
+            let mut batch = BytesMut::with_capacity((first.len() + queued).min(limit));
+            batch.extend_from_slice(&first);
+            while batch.len() < limit {
+                let Some(more) = s.queue.pop_front() else {
+                    break;
+                };
+                batch.extend_from_slice(&more);
+            }
+            batch.freeze()
+        };
+        if s.queue.is_empty() && s.queue.capacity() > 64 {
+            s.queue.shrink_to_fit();
+        }
+        Taken::Bytes(bytes, s.close && s.queue.is_empty())
     }
 
     fn stopped(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.stopped = true;
             s.queue = VecDeque::new();
+            s.waker = None;
         }
     }
 }
@@ -128,7 +154,7 @@ impl Mailbox {
 /// is queued is written.
 #[derive(Debug)]
 pub(crate) struct ConnHandle {
-    pub(crate) mailbox: std::sync::Arc<Mailbox>,
+    pub(crate) mailbox: Arc<Mailbox>,
 }
 
 impl Drop for ConnHandle {
@@ -137,76 +163,244 @@ impl Drop for ConnHandle {
     }
 }
 
-/// Reads from the socket until it closes, feeding the broker; waits while paused.
-pub(crate) async fn read_loop(
+/// Waiting for room in the broker's input channel (only while it is full).
+type Room =
+    Pin<Box<dyn Future<Output = Result<OwnedPermit<Input>, mpsc::error::SendError<()>>> + Send>>;
+
+/// One connection's task: see the module documentation.
+pub(crate) struct Connection<S, F> {
     conn: ConnId,
-    mut socket: impl AsyncRead + Unpin,
+    socket: S,
     inputs: mpsc::Sender<Input>,
-    control: std::sync::Arc<Mailbox>,
-) {
-    // The read size adapts: an idle or chatty-but-small connection keeps a small buffer (idle
-    // connections are most of a broker's connections), a busy one grows to READ_CHUNK.
-    let mut chunk = MIN_READ;
-    let mut buf = BytesMut::new();
-    loop {
-        control.while_paused().await;
-        if buf.capacity() - buf.len() < chunk / 4 {
-            buf.reserve(chunk);
+    mailbox: Arc<Mailbox>,
+    /// Reports written bytes (`Input::Flushed`) to the broker.
+    flushed: F,
+    /// An input that found the channel full, and the wait for room for it.
+    blocked: Option<Box<(Input, Room)>>,
+    /// The bytes being written; `writing_len` is their whole length, reported once written.
+    writing: Bytes,
+    writing_len: usize,
+    /// Close the socket once `writing` is written.
+    close_after: bool,
+    /// A write finished and the stream (TLS, WebSocket) may buffer it: flush when idle.
+    needs_flush: bool,
+    /// The peer closed (or the socket failed), or the broker closed the connection: nothing
+    /// more is read.
+    read_done: bool,
+    /// The broker is to be told the peer is gone once `blocked` is handed over.
+    closed_after_blocked: bool,
+    /// Writing is over (the socket was shut down or failed).
+    write_done: bool,
+}
+
+impl<S, F> Connection<S, F>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Fn(Input) + Unpin,
+{
+    /// The task of connection `conn` on `socket`: reads go to `inputs`, writes come from
+    /// `mailbox`, written bytes are reported with `flushed`.
+    pub(crate) fn new(
+        conn: ConnId,
+        socket: S,
+        inputs: mpsc::Sender<Input>,
+        mailbox: Arc<Mailbox>,
+        flushed: F,
+    ) -> Self {
+        Self {
+            conn,
+            socket,
+            inputs,
+            mailbox,
+            flushed,
+            blocked: None,
+            writing: Bytes::new(),
+            writing_len: 0,
+            close_after: false,
+            needs_flush: false,
+            read_done: false,
+            closed_after_blocked: false,
+            write_done: false,
         }
-        let room = buf.capacity() - buf.len();
-        match socket.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = inputs.send(Input::Closed { conn }).await;
-                return;
-            }
-            Ok(n) => {
-                if n == room {
-                    chunk = (chunk * 2).min(READ_CHUNK);
-                } else if n < chunk / 8 {
-                    chunk = (chunk / 2).max(MIN_READ);
-                }
-                let data = buf.split();
+    }
+
+    /// Hands `input` to the broker; false (keeping it) when the channel is full. A closed
+    /// channel (the broker is gone) ends both sides.
+    fn deliver(&mut self, input: Input) -> bool {
+        match self.inputs.try_send(input) {
+            Ok(()) => true,
+            Err(TrySendError::Full(input)) => {
                 // The bounded channel makes a fast sender wait here instead of growing memory.
-                if inputs.send(Input::Received { conn, data }).await.is_err() {
-                    return;
+                let room = Box::pin(self.inputs.clone().reserve_owned());
+                self.blocked = Some(Box::new((input, room)));
+                false
+            }
+            Err(TrySendError::Closed(_)) => {
+                self.read_done = true;
+                self.write_done = true;
+                false
+            }
+        }
+    }
+
+    /// The peer is gone (or the socket failed): tell the broker once, after what was read
+    /// before (a DISCONNECT may be waiting for room in the channel).
+    fn peer_closed(&mut self) {
+        if self.read_done {
+            return;
+        }
+        self.read_done = true;
+        if self.blocked.is_some() {
+            self.closed_after_blocked = true;
+        } else {
+            let conn = self.conn;
+            self.deliver(Input::Closed { conn });
+        }
+    }
+
+    /// One step of the read side; true if it made progress.
+    fn poll_read_side(&mut self, cx: &mut Context<'_>, paused: bool) -> bool {
+        if let Some(blocked) = &mut self.blocked {
+            match blocked.1.as_mut().poll(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Ok(permit)) => {
+                    if let Some(blocked) = self.blocked.take() {
+                        permit.send(blocked.0);
+                    }
+                    if std::mem::take(&mut self.closed_after_blocked) {
+                        let conn = self.conn;
+                        self.deliver(Input::Closed { conn });
+                    }
+                    return true;
+                }
+                Poll::Ready(Err(_)) => {
+                    self.blocked = None;
+                    self.closed_after_blocked = false;
+                    self.read_done = true;
+                    self.write_done = true;
+                    return true;
                 }
             }
         }
+        if self.read_done || paused {
+            return false;
+        }
+        let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut stack);
+        match Pin::new(&mut self.socket).poll_read(cx, &mut buf) {
+            Poll::Pending => false,
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                self.peer_closed();
+                true
+            }
+            Poll::Ready(Ok(())) => {
+                let data = BytesMut::from(buf.filled());
+                let conn = self.conn;
+                self.deliver(Input::Received { conn, data });
+                true
+            }
+            Poll::Ready(Err(_)) => {
+                self.peer_closed();
+                true
+            }
+        }
+    }
+
+    /// One step of the write side; true if it made progress.
+    fn poll_write_side(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.write_done {
+            return false;
+        }
+        if self.writing.is_empty() {
+            match self.mailbox.take(WRITE_BATCH) {
+                Taken::Bytes(bytes, close) => {
+                    self.writing_len = bytes.len();
+                    self.writing = bytes;
+                    self.close_after = close;
+                    if self.writing.is_empty() {
+                        return true;
+                    }
+                }
+                Taken::Close => self.close_after = true,
+                Taken::Nothing => {
+                    if self.needs_flush {
+                        return match Pin::new(&mut self.socket).poll_flush(cx) {
+                            Poll::Pending => false,
+                            Poll::Ready(Ok(())) => {
+                                self.needs_flush = false;
+                                true
+                            }
+                            Poll::Ready(Err(_)) => self.write_failed(),
+                        };
+                    }
+                    return false;
+                }
+            }
+        }
+        if !self.writing.is_empty() {
+            return match Pin::new(&mut self.socket).poll_write(cx, &self.writing) {
+                Poll::Pending => false,
+                Poll::Ready(Ok(0)) => self.write_failed(),
+                Poll::Ready(Ok(n)) => {
+                    self.writing.advance(n);
+                    if self.writing.is_empty() {
+                        self.needs_flush = true;
+                        (self.flushed)(Input::Flushed {
+                            conn: self.conn,
+                            bytes: self.writing_len,
+                        });
+                    }
+                    true
+                }
+                Poll::Ready(Err(_)) => self.write_failed(),
+            };
+        }
+        // Everything before the close is written: flush and shut down.
+        match Pin::new(&mut self.socket).poll_shutdown(cx) {
+            Poll::Pending => false,
+            Poll::Ready(_) => {
+                self.write_done = true;
+                // The broker closed it: reading ends too, without telling the broker.
+                self.read_done = true;
+                true
+            }
+        }
+    }
+
+    /// The socket cannot be written: stop writing, and tell the broker the peer is gone.
+    fn write_failed(&mut self) -> bool {
+        self.write_done = true;
+        self.writing = Bytes::new();
+        self.mailbox.stopped();
+        self.peer_closed();
+        true
     }
 }
 
-/// The most bytes a writer gathers into one write.
-const WRITE_BATCH: usize = 64 * 1024;
+impl<S, F> Future for Connection<S, F>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Fn(Input) + Unpin,
+{
+    type Output = ();
 
-/// Writes what the broker sends (what is queued together in one write), reports each write
-/// with `flushed`, and closes the socket on request (or when the broker goes away), then stops
-/// the reader. Buffering streams (TLS, WebSocket) are flushed whenever no more sends are
-/// queued.
-pub(crate) async fn write_loop(
-    conn: ConnId,
-    mut socket: impl AsyncWrite + Unpin,
-    mailbox: std::sync::Arc<Mailbox>,
-    flushed: impl Fn(Input) + Send,
-    reader: tokio::task::AbortHandle,
-) {
-    let mut batch = BytesMut::new();
-    while let Some((bytes, close)) = mailbox.next(WRITE_BATCH, &mut batch).await {
-        let len = bytes.len();
-        if len > 0 {
-            if socket.write_all(&bytes).await.is_err() {
-                break;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        for _ in 0..ROUNDS_PER_TURN {
+            // Registered before looking at the mailbox, so a send in between wakes the task.
+            let paused = this.mailbox.register(cx.waker());
+            let wrote = this.poll_write_side(cx);
+            let read = this.poll_read_side(cx, paused);
+            if this.write_done && this.read_done && this.blocked.is_none() {
+                this.mailbox.stopped();
+                return Poll::Ready(());
             }
-            let more = mailbox.state.lock().is_ok_and(|s| !s.queue.is_empty());
-            if (close || !more) && socket.flush().await.is_err() {
-                break;
+            if !wrote && !read {
+                return Poll::Pending;
             }
-            flushed(Input::Flushed { conn, bytes: len });
         }
-        if close {
-            let _ = socket.shutdown().await;
-            break;
-        }
+        // Let other tasks run; this one goes on in its next turn.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
-    mailbox.stopped();
-    reader.abort();
 }

@@ -5,14 +5,15 @@
 //!
 //! Listeners serve MQTT over TCP, TLS (rustls), WebSocket and secure WebSocket
 //! (tokio-tungstenite); TLS and WebSocket handshakes run in their own tasks, then every kind of
-//! connection is the same byte stream to the connection tasks.
+//! connection is the same byte stream to its connection task.
 //!
 //! One task owns the broker and is the only place protocol decisions are made
-//! (`server::run`). Connection tasks only move bytes: a reader turns socket reads into
-//! `Input::Received` (bounded channel, so a flood of input waits on the socket instead of
-//! growing memory), a writer writes what the broker sends and reports `Input::Flushed`, which
-//! the broker uses to find slow consumers. Store requests run off the broker task and come
-//! back as `Input::Stored`. The broker's single timer follows `next_deadline()`.
+//! (`server::run`). A connection's task only moves bytes, reading and writing independently:
+//! socket reads become `Input::Received` (bounded channel, so a flood of input waits on the
+//! socket instead of growing memory), what the broker sends is written and reported as
+//! `Input::Flushed`, which the broker uses to find slow consumers. Store requests run off the
+//! broker task and come back as `Input::Stored`. The broker's single timer follows
+//! `next_deadline()`.
 
 pub mod admin;
 pub mod auth;

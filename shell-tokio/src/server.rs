@@ -20,11 +20,11 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ServerConfig, Transport};
-use crate::connection::{read_loop, write_loop, ConnHandle, Mailbox};
+use crate::connection::{ConnHandle, Connection, Mailbox};
 use crate::record::handle;
 use crate::store::StoreBackend;
 
-/// Inputs waiting for the broker task from connection readers; when full, readers wait.
+/// Inputs waiting for the broker task from connections; when full, their reading waits.
 const INPUT_QUEUE: usize = 1024;
 
 /// Messages for the broker task that must never wait: registrations, store completions and
@@ -461,12 +461,11 @@ struct Wiring {
 }
 
 impl Wiring {
-    /// Registers a connection (its handshakes done) with the broker and starts its reader and
-    /// writer. False when the broker task is gone.
-    fn attach<R, W>(&self, info: ConnInfo, read: R, write: W) -> bool
+    /// Registers a connection (its handshakes done) with the broker and starts its task.
+    /// False when the broker task is gone.
+    fn attach<S>(&self, info: ConnInfo, socket: S) -> bool
     where
-        R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Some(conn) = ConnId::new(self.next_conn.fetch_add(1, Ordering::Relaxed)) else {
             self.open.fetch_sub(1, Ordering::Relaxed);
@@ -485,34 +484,25 @@ impl Wiring {
         {
             return false;
         }
-        // One span per connection: everything its tasks log carries its number and peer.
-        let span = tracing::info_span!("conn", id = conn.get(), peer = %info_peer);
-        let reader = tokio::spawn(
-            read_loop(conn, read, self.inputs.clone(), Arc::clone(&mailbox))
-                .instrument(span.clone()),
-        );
-        let abort = reader.abort_handle();
         let flushed = self.control.clone();
+        let report = move |input| {
+            let _ = flushed.send(Control::Input(input));
+        };
+        let task = Connection::new(conn, socket, self.inputs.clone(), mailbox, report);
         let open = Arc::clone(&self.open);
-        tokio::spawn(async move {
-            let report = move |input| {
-                let _ = flushed.send(Control::Input(input));
-            };
-            write_loop(conn, write, mailbox, report, abort)
-                .instrument(span)
-                .await;
+        let task = async move {
+            task.await;
             open.fetch_sub(1, Ordering::Relaxed);
-        });
+        };
+        // One span per connection when info logs are on: what it logs carries its number and
+        // peer. Without them the task does not carry a disabled span.
+        let span = tracing::info_span!("conn", id = conn.get(), peer = %info_peer);
+        if span.is_disabled() {
+            tokio::spawn(task);
+        } else {
+            tokio::spawn(task.instrument(span));
+        }
         true
-    }
-
-    /// [`attach`](Self::attach) for a stream that is not a TCP socket: its halves share it.
-    fn attach_stream<S>(&self, info: ConnInfo, stream: S) -> bool
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let (read, write) = tokio::io::split(stream);
-        self.attach(info, read, write)
     }
 }
 
@@ -537,19 +527,18 @@ async fn handshake(
     let steps = async {
         match mode {
             Mode::Tcp => {
-                let (read, write) = socket.into_split();
-                wiring.attach(conn_info(peer, ListenerKind::Tcp, None), read, write);
+                wiring.attach(conn_info(peer, ListenerKind::Tcp, None), socket);
             }
             Mode::Tls(acceptor) => {
                 let tls = acceptor.accept(socket).await.map_err(|e| e.to_string())?;
                 let identity = crate::tls::client_identity(tls.get_ref().1);
-                wiring.attach_stream(conn_info(peer, ListenerKind::Tls, identity), tls);
+                wiring.attach(conn_info(peer, ListenerKind::Tls, identity), tls);
             }
             Mode::WebSocket(path) => {
                 let ws = crate::ws::accept(socket, &path, max_ws_message)
                     .await
                     .map_err(|e| e.to_string())?;
-                wiring.attach_stream(conn_info(peer, ListenerKind::WebSocket, None), ws);
+                wiring.attach(conn_info(peer, ListenerKind::WebSocket, None), ws);
             }
             Mode::SecureWebSocket(acceptor, path) => {
                 let tls = acceptor.accept(socket).await.map_err(|e| e.to_string())?;
@@ -558,7 +547,7 @@ async fn handshake(
                     .await
                     .map_err(|e| e.to_string())?;
                 let info = conn_info(peer, ListenerKind::SecureWebSocket, identity);
-                wiring.attach_stream(info, ws);
+                wiring.attach(info, ws);
             }
         }
         Ok::<(), String>(())
@@ -609,8 +598,7 @@ async fn accept_loop(
         let _ = socket.set_nodelay(true);
         wiring.open.fetch_add(1, Ordering::Relaxed);
         if let Mode::Tcp = listener.mode {
-            let (read, write) = socket.into_split();
-            if !wiring.attach(conn_info(peer, ListenerKind::Tcp, None), read, write) {
+            if !wiring.attach(conn_info(peer, ListenerKind::Tcp, None), socket) {
                 return;
             }
         } else {

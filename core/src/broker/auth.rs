@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::connection::{Phase, Reauth};
+use super::connection::{Authentication, Phase, Reauth};
 use super::io::{Action, AuthDecision, AuthRequest, AuthStage, CloseReason, ConnId, Outbox};
 use super::session::DEFAULT_ACCOUNT;
 use super::Broker;
@@ -46,12 +46,13 @@ impl Broker {
             Phase::AwaitingConnect { deadline } => deadline,
             _ => now,
         };
-        c.phase = Phase::Authenticating {
+        c.phase = Phase::Authenticating(Box::new(Authentication {
             deadline,
             connect,
             client_id,
             assigned,
-        };
+            state: Bytes::new(),
+        }));
         out.push(Action::Authenticate(Box::new(request)));
     }
 
@@ -66,7 +67,7 @@ impl Broker {
             return;
         };
         match c.phase {
-            Phase::Authenticating { .. } => {}
+            Phase::Authenticating(_) => {}
             Phase::Connected { .. } if matches!(c.reauth(), Some(Reauth::AwaitingShell)) => {
                 self.on_reauth_decision(conn, decision, out);
                 return;
@@ -77,15 +78,17 @@ impl Broker {
                 return;
             }
         }
-        let Phase::Authenticating {
+        let Phase::Authenticating(authentication) = std::mem::replace(&mut c.phase, Phase::Closing)
+        else {
+            return;
+        };
+        let Authentication {
             connect,
             deadline,
             client_id,
             assigned,
-        } = std::mem::replace(&mut c.phase, Phase::Closing)
-        else {
-            return;
-        };
+            ..
+        } = *authentication;
         let version = connect.protocol;
         let (account, reply) = match decision {
             AuthDecision::Allow { account } => (account, None),
@@ -97,13 +100,13 @@ impl Broker {
                     self.refuse(conn, version, ConnectReason::NotAuthorized, out);
                     return;
                 };
-                c.phase = Phase::AuthExchange {
+                c.phase = Phase::AuthExchange(Box::new(Authentication {
                     deadline,
                     connect,
                     client_id,
                     assigned,
                     state,
-                };
+                }));
                 self.send_auth(conn, AuthReason::ContinueAuthentication, method, Some(data));
                 self.process_inbuf(conn, out);
                 return;
@@ -139,19 +142,20 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let Phase::AuthExchange { .. } = c.phase else {
+        let Phase::AuthExchange(_) = c.phase else {
             return;
         };
-        let Phase::AuthExchange {
+        let Phase::AuthExchange(authentication) = std::mem::replace(&mut c.phase, Phase::Closing)
+        else {
+            return;
+        };
+        let Authentication {
             deadline,
             connect,
             client_id,
             assigned,
             state,
-        } = std::mem::replace(&mut c.phase, Phase::Closing)
-        else {
-            return;
-        };
+        } = *authentication;
         let version = connect.protocol;
         match packet {
             Packet::Auth(auth)
@@ -171,12 +175,13 @@ impl Broker {
                     stage: AuthStage::Continue,
                     state: Some(state),
                 };
-                c.phase = Phase::Authenticating {
+                c.phase = Phase::Authenticating(Box::new(Authentication {
                     deadline,
                     connect,
                     client_id,
                     assigned,
-                };
+                    state: Bytes::new(),
+                }));
                 out.push(Action::Authenticate(Box::new(request)));
             }
             Packet::Disconnect(_) => {

@@ -23,22 +23,10 @@ pub(crate) enum Phase {
     AwaitingConnect { deadline: Instant },
     /// CONNECT received; waiting for the shell's authentication decision until the connect
     /// deadline.
-    Authenticating {
-        deadline: Instant,
-        connect: Box<Connect>,
-        client_id: ByteString,
-        assigned: bool,
-    },
+    Authenticating(Box<Authentication>),
     /// Enhanced authentication (MQTT 5.0): an AUTH (0x18) went to the client; waiting for
     /// its answer until the connect deadline.
-    AuthExchange {
-        deadline: Instant,
-        connect: Box<Connect>,
-        client_id: ByteString,
-        assigned: bool,
-        /// What the shell asked to get back with the next step.
-        state: Bytes,
-    },
+    AuthExchange(Box<Authentication>),
     /// Accepted; in a fleet, the persistent session is being read from the store (its
     /// record and its consumer's messages) before the CONNACK, until the connect deadline.
     Loading(Box<Loading>),
@@ -46,6 +34,18 @@ pub(crate) enum Phase {
     Connected { session: SessionId },
     /// Close requested; further input is ignored.
     Closing,
+}
+
+/// A CONNECT being authenticated ([`Phase::Authenticating`], [`Phase::AuthExchange`]); boxed,
+/// so the phase of every other connection stays small.
+#[derive(Debug)]
+pub(crate) struct Authentication {
+    pub(crate) deadline: Instant,
+    pub(crate) connect: Box<Connect>,
+    pub(crate) client_id: ByteString,
+    pub(crate) assigned: bool,
+    /// In an exchange: what the shell asked to get back with the next step.
+    pub(crate) state: Bytes,
 }
 
 /// A session being read from the store for a CONNECT ([`Phase::Loading`]).

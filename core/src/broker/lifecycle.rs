@@ -64,7 +64,7 @@ impl Broker {
                 || !matches!(
                     c.phase,
                     Phase::AwaitingConnect { .. }
-                        | Phase::AuthExchange { .. }
+                        | Phase::AuthExchange(_)
                         | Phase::Connected { .. }
                 )
             {
@@ -153,12 +153,12 @@ impl Broker {
                 }
                 return;
             }
-            Phase::AuthExchange { .. } => {
+            Phase::AuthExchange(_) => {
                 self.on_auth_exchange_packet(conn, packet, out);
                 return;
             }
             Phase::Connected { session } => session,
-            Phase::Authenticating { .. } | Phase::Loading(_) | Phase::Closing => return,
+            Phase::Authenticating(_) | Phase::Loading(_) | Phase::Closing => return,
         };
         match packet {
             // [MQTT-3.1.0-2]: a second CONNECT is a protocol error.
@@ -341,9 +341,8 @@ impl Broker {
             return;
         };
         let deadline = match c.phase {
-            Phase::AwaitingConnect { deadline }
-            | Phase::Authenticating { deadline, .. }
-            | Phase::AuthExchange { deadline, .. } => deadline,
+            Phase::AwaitingConnect { deadline } => deadline,
+            Phase::Authenticating(ref a) | Phase::AuthExchange(ref a) => a.deadline,
             _ => default_deadline,
         };
         let mut requests = Vec::new();
@@ -780,7 +779,8 @@ impl Broker {
                     earliest(deadline);
                 }
             }
-            Phase::Authenticating { deadline, .. } => {
+            Phase::Authenticating(ref a) => {
+                let deadline = a.deadline;
                 if now >= deadline {
                     // The shell did not decide in time.
                     let version = c.version;
@@ -799,7 +799,8 @@ impl Broker {
                 }
                 earliest(deadline);
             }
-            Phase::AuthExchange { deadline, .. } => {
+            Phase::AuthExchange(ref a) => {
+                let deadline = a.deadline;
                 if now >= deadline {
                     // The client did not finish the exchange in time.
                     let version = c.version;

@@ -13,7 +13,7 @@ use tokio::time::timeout;
 
 mod common;
 use common::client::{client, DEADLINE};
-use common::nats_server::{free_port, NatsServer};
+use common::nats_server::{free_port, probe, until_answered, NatsServer};
 use common::{Shell, TempDir};
 
 fn nats_config(server: &NatsServer) -> NatsConfig {
@@ -83,10 +83,10 @@ async fn state_survives_a_jetmq_restart(shell: Shell) {
     );
 
     // The acknowledged message leaves the interest-retained stream.
-    let probe = JetStreamBackend::connect(&nats_config(&nats), "probe").expect("connect");
+    let reader = JetStreamBackend::connect(&nats_config(&nats), "probe").expect("connect");
     let deadline = std::time::Instant::now() + DEADLINE;
     loop {
-        let last = probe.execute(StoreRequest::GetLast {
+        let last = reader.execute(StoreRequest::GetLast {
             stream: Stream::Messages,
             subject: "$MQTT.msgs.alerts.fire".into(),
         });
@@ -227,6 +227,65 @@ for_each_shell!(
     reads_what_the_nats_servers_mqtt_wrote,
     while_nats_is_down_nothing_is_acknowledged_falsely
 );
+
+/// The `[nats]` options that reach the server: user and password (in the URL and as keys), a
+/// token, and a JetStream domain (the API under `$JS.<domain>.API`). Wrong credentials are
+/// refused (no request is answered); the right ones work.
+#[test]
+fn credentials_token_and_domain_against_a_real_server() {
+    let config = |toml: &str| {
+        let mut c = jetmq::config::ServerConfig::default();
+        c.apply_toml(toml).expect("a valid [nats] table");
+        let mut n = c.nats.expect("a NATS server");
+        n.api_timeout = Duration::from_secs(3);
+        n
+    };
+    let dir = TempDir::new("js-creds");
+    let port = free_port();
+    let _nats = NatsServer::with_settings(
+        port,
+        &dir.0,
+        "domain: hub",
+        "authorization { user: jetmq, password: s3cret }",
+    );
+    let good = [
+        format!("[nats]\nurl = \"nats://jetmq:s3cret@127.0.0.1:{port}\"\ndomain = \"hub\"\n"),
+        format!(
+            "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"jetmq\"\npassword = \"s3cret\"\n\
+             domain = \"hub\"\n"
+        ),
+    ];
+    for toml in &good {
+        let backend = JetStreamBackend::connect(&config(toml), "creds").expect("connect");
+        until_answered(&backend);
+    }
+    // Wrong password; right credentials but no domain (the local API has no JetStream here).
+    let bad = [
+        format!("[nats]\nurl = \"nats://jetmq:wrong@127.0.0.1:{port}\"\ndomain = \"hub\"\n"),
+        format!("[nats]\nurl = \"nats://jetmq:s3cret@127.0.0.1:{port}\"\ndomain = \"elsewhere\"\n"),
+    ];
+    std::thread::scope(|scope| {
+        for toml in &bad {
+            scope.spawn(move || {
+                let backend = JetStreamBackend::connect(&config(toml), "bad").expect("connect");
+                let result = backend.execute(probe());
+                assert!(result.is_err(), "{toml}: answered: {result:?}");
+            });
+        }
+    });
+
+    let dir = TempDir::new("js-token");
+    let port = free_port();
+    let _nats = NatsServer::with_settings(port, &dir.0, "", "authorization { token: t0ken }");
+    let backend = JetStreamBackend::connect(
+        &config(&format!(
+            "[nats]\nurl = \"nats://127.0.0.1:{port}\"\ntoken = \"t0ken\"\n"
+        )),
+        "token",
+    )
+    .expect("connect");
+    until_answered(&backend);
+}
 
 /// `jetmq sessions` on JetStream: the administration lists a session kept there and deletes
 /// it (record and consumer), so the client finds no session afterwards.

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use jetmq::jetstream::JetStreamBackend;
 use jetmq::nats_config::NatsConfig;
-use jetmq_core::js::{StoreError, StoreReply, StoreRequest, Stream};
+use jetmq_core::js::StoreError;
 use rumqttc::QoS;
 
 mod common;
 use common::client::client;
-use common::nats_server::{free_port, NatsServer};
+use common::nats_server::{free_port, probe, until_answered, NatsServer};
 use common::{Pki, Shell, TempDir};
 
 /// The `[nats]` table for `server` over TLS trusting `ca`, presenting `identity`.
@@ -42,31 +42,6 @@ fn nats_config(toml: &str) -> NatsConfig {
     let mut config = jetmq::config::ServerConfig::default();
     config.apply_toml(toml).expect("a valid [nats] table");
     config.nats.expect("a NATS server")
-}
-
-/// A JetStream request that works once the connection is up.
-fn probe() -> StoreRequest {
-    StoreRequest::GetLast {
-        stream: Stream::Retained,
-        subject: "$MQTT.rmsgs.tls.probe".into(),
-    }
-}
-
-/// Waits until `backend` answers a request (the TLS connection and JetStream are up).
-fn until_answered(backend: &JetStreamBackend) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match backend.execute(probe()) {
-            Ok(StoreReply::Message(None)) => return,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "never answered over TLS: {other:?}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
 }
 
 /// Two jetmq nodes on one TLS NATS server: a QoS 0 message crosses the subject bridge from

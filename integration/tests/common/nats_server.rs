@@ -108,8 +108,29 @@ impl NatsServer {
             pki.server_key.to_string_lossy(),
             pki.ca.to_string_lossy(),
         );
-        std::fs::write(&config, text).expect("write the nats-server configuration");
-        Self::spawn(port, &["-c", &config.to_string_lossy()])
+        Self::with_config(port, &config, &text)
+    }
+
+    /// A nats-server on `port` with JetStream in `store_dir` and the configuration lines
+    /// `extra` (authorization, a JetStream domain: `jetstream_extra` goes inside the
+    /// `jetstream` block).
+    pub(crate) fn with_settings(
+        port: u16,
+        store_dir: &Path,
+        jetstream_extra: &str,
+        extra: &str,
+    ) -> Self {
+        let config = store_dir.join("nats-server-settings.conf");
+        let text = format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?}\n{jetstream_extra}\n}}\n{extra}\n",
+            store_dir.join("js").to_string_lossy(),
+        );
+        Self::with_config(port, &config, &text)
+    }
+
+    fn with_config(port: u16, path: &Path, text: &str) -> Self {
+        std::fs::write(path, text).expect("write the nats-server configuration");
+        Self::spawn(port, &["-c", &path.to_string_lossy()])
     }
 
     fn spawn(port: u16, extra: &[&str]) -> Self {
@@ -142,5 +163,31 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A JetStream request answered once the connection and the streams are up: the retained
+/// message of a topic nobody uses.
+pub(crate) fn probe() -> jetmq_core::js::StoreRequest {
+    jetmq_core::js::StoreRequest::GetLast {
+        stream: jetmq_core::js::Stream::Retained,
+        subject: "$MQTT.rmsgs.probe".into(),
+    }
+}
+
+/// Waits until `backend` answers [`probe`] (its connection and JetStream are up).
+pub(crate) fn until_answered(backend: &jetmq::jetstream::JetStreamBackend) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match backend.execute(probe()) {
+            Ok(jetmq_core::js::StoreReply::Message(None)) => return,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "JetStream never answered: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 }

@@ -152,6 +152,62 @@ fn a_connect_on_one_node_closes_the_connection_on_the_other() {
     assert!(f.a.broker.sessions().next().is_none());
 }
 
+/// An administrator deleting a session through one node (or an offline admin broker of the
+/// fleet) ends it on the node where its client is online: DISCONNECT 0x98, the connection
+/// closed, the session gone there, and that node's store writes remove it again (a record it
+/// wrote meanwhile cannot bring it back).
+#[test]
+fn a_discarded_session_ends_on_the_node_its_client_is_on() {
+    let mut f = Fleet::new();
+    let mut c = connect(ProtocolVersion::V5, "d", false);
+    c.properties.session_expiry_interval = Some(600);
+    let (conn, _) = f.on(Node::A).connect_ok(c);
+    f.a.subscribe_ok(conn, 1, "d/#", QoS::AtLeastOnce);
+    f.carry(Node::A);
+    assert!(
+        f.a.store
+            .records()
+            .iter()
+            .any(|r| r.subject.starts_with("$MQTT.sess.")),
+        "the session record is stored"
+    );
+    // Node b does not hold the session in memory; its discard still tells the fleet (as the
+    // broker of `jetmq sessions delete` does).
+    let key = f.a.broker.sessions().next().expect("the session").key;
+    f.on(Node::B).input(Input::DiscardSession(key.clone()));
+    // The notice reaches node a, which holds the store as it acts.
+    f.on(Node::A);
+    let subjects = f.carry(Node::B);
+    assert!(
+        subjects.iter().any(|s| s.starts_with("$JETMQ.conn.")),
+        "a discard notice: {subjects:?}"
+    );
+    assert_eq!(f.a.closed(conn), Some(CloseReason::AdministrativeAction));
+    let disconnect = f.a.packets(conn).into_iter().find_map(|p| match p {
+        Packet::Disconnect(d) => Some(d.reason),
+        _ => None,
+    });
+    assert_eq!(
+        disconnect,
+        Some(jetmq_core::codec::DisconnectReason::AdministrativeAction)
+    );
+    assert!(f.a.broker.sessions().all(|s| s.key != key));
+    assert!(
+        !f.a.store
+            .records()
+            .iter()
+            .any(|r| r.subject.starts_with("$MQTT.sess.")),
+        "the session record is gone"
+    );
+    // The node that ends a session because of a notice does not announce it again.
+    assert!(
+        f.carry(Node::A)
+            .iter()
+            .all(|s| !s.starts_with("$JETMQ.conn.")),
+        "no notice loop"
+    );
+}
+
 #[test]
 fn retained_messages_and_stored_messages_cross_over_live() {
     let mut f = Fleet::new();

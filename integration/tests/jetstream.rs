@@ -326,3 +326,63 @@ async fn sessions_in_jetstream_are_listed_and_deleted() {
     drop(s);
     server.shutdown().await.expect("clean stop");
 }
+
+/// `jetmq sessions delete` on JetStream while a fleet node runs: the session's client, online
+/// there, is disconnected, and the session is gone when it comes back.
+#[tokio::test]
+async fn a_session_deleted_while_its_client_is_online_ends_on_its_node() {
+    let dir = TempDir::new("js-admin-live");
+    let nats = NatsServer::with_jetstream(free_port(), &dir.0);
+    let backend = JetStreamBackend::connect(&nats_config(&nats), "jetmq").expect("connect");
+    let (server, port) = common::serve_with(
+        Shell::Tokio,
+        &format!("[nats]\nurl = \"{}\"\n", nats.url()),
+        Arc::new(backend),
+    )
+    .await;
+    let mut s = client("js-live", port, false).await;
+    s.subscribe("live/#", QoS::AtMostOnce).await;
+
+    let mut config = jetmq::config::ServerConfig::default();
+    config.set_nats(&nats.url(), "test").expect("a NATS URL");
+    let admin_link = JetStreamBackend::connect(&nats_config(&nats), "admin").expect("connect");
+    // The node's NATS subscriptions (the connect notices' among them, sent before the
+    // bridge's) are in place once a NATS message reaches its MQTT subscriber.
+    let ping = jetmq_core::broker::Action::NatsPublish {
+        subject: "live.ping".into(),
+        headers: Vec::new(),
+        payload: bytes::Bytes::from_static(b"ping"),
+    };
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        admin_link
+            .publish(std::slice::from_ref(&ping))
+            .expect("published");
+        if timeout(Duration::from_millis(200), s.next()).await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge never came up"
+        );
+    }
+    let mut admin = jetmq::admin::Admin::open(&config, &admin_link).expect("read JetStream");
+    let key = admin
+        .sessions()
+        .into_iter()
+        .find(|i| i.key.client_id == "js-live")
+        .expect("the session is listed")
+        .key;
+    assert_eq!(admin.delete(key), Ok(true));
+    let notices = admin.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    admin_link.publish(&notices).expect("the notice is sent");
+    timeout(DEADLINE, s.ended.recv())
+        .await
+        .expect("the client is disconnected in time");
+
+    let again = client("js-live", port, false).await;
+    assert!(!again.session_present, "the session was deleted");
+    drop(again);
+    server.shutdown().await.expect("clean stop");
+}

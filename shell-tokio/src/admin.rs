@@ -25,6 +25,9 @@ pub struct Admin<'s> {
     /// Store writes the restore itself asked for (sessions and messages that expired while
     /// the server was down); carried out only by commands that change the store.
     pending: Outbox,
+    /// NATS messages the commands asked to publish (in a fleet, the notice that ends a
+    /// deleted session on the running nodes).
+    notices: Vec<Action>,
 }
 
 impl<'s> Admin<'s> {
@@ -43,6 +46,7 @@ impl<'s> Admin<'s> {
             store,
             started,
             pending: Outbox::new(),
+            notices: Vec::new(),
         };
         for record in records {
             admin.input(Input::Restored(record));
@@ -76,6 +80,13 @@ impl<'s> Admin<'s> {
         Ok(true)
     }
 
+    /// The NATS messages the commands so far asked to publish, taken: in a fleet, publish
+    /// them (`JetStreamBackend::publish`) so a deleted session's client is disconnected from
+    /// the node it is on.
+    pub fn take_notices(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.notices)
+    }
+
     /// Carries out the store writes asked for so far and waits for each to finish.
     fn apply(&mut self) -> Result<(), String> {
         let (tx, rx) = mpsc::channel();
@@ -83,7 +94,9 @@ impl<'s> Admin<'s> {
         loop {
             let actions: Vec<Action> = self.pending.drain().collect();
             for action in actions {
-                if let Action::Store { id, request } = action {
+                if let Action::NatsPublish { .. } = action {
+                    self.notices.push(action);
+                } else if let Action::Store { id, request } = action {
                     let tx = tx.clone();
                     waiting += 1;
                     self.store.submit(

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytestring::ByteString;
+use jetmq_core::broker::Action;
 use jetmq_core::js::jetstream::JetStream;
 use jetmq_core::js::records::{self, SessionRecord};
 use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
@@ -152,6 +153,31 @@ impl JetStreamBackend {
                 format!("{what}: unexpected reply {other:?}").into(),
             )),
         }
+    }
+
+    /// Publishes the broker's NATS messages (`Action::NatsPublish`, such as the notice that
+    /// ends a deleted session on the fleet's running nodes) on this connection, and returns
+    /// once the NATS server has them: a request sent after them was answered.
+    ///
+    /// # Errors
+    ///
+    /// NATS is unreachable, or did not answer in time.
+    pub fn publish(&self, actions: &[Action]) -> Result<(), StoreError> {
+        let queued = self.link.with(|s| {
+            actions
+                .iter()
+                .all(|a| crate::nats_link::publish(&mut s.client, a))
+        });
+        if queued != Some(true) {
+            return Err(StoreError::Unavailable(
+                "NATS is unreachable: the messages were not sent".into(),
+            ));
+        }
+        self.execute(StoreRequest::GetLast {
+            stream: Stream::Sessions,
+            subject: records::session_subject(""),
+        })
+        .map(|_| ())
     }
 
     /// Closes the connection.

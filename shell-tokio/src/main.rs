@@ -34,7 +34,8 @@ enum Command {
         scram: bool,
     },
     /// List or delete the sessions in the embedded store (run while the server is stopped), or
-    /// in JetStream with --nats.
+    /// in JetStream with --nats (while the servers run: a deleted session's client is
+    /// disconnected).
     Sessions {
         #[command(subcommand)]
         action: SessionsCommand,
@@ -115,9 +116,10 @@ fn sessions(cli: &Cli, action: &SessionsCommand) -> ExitCode {
         }
     };
     if let Some(nats) = config.nats.as_ref().filter(|n| n.jetstream) {
-        // The servers may run meanwhile; a session deleted here is not disconnected there.
+        // The servers may run meanwhile: a deleted session's client is disconnected from the
+        // node it is on by a notice on this connection.
         return match jetmq::jetstream::JetStreamBackend::connect(nats, "jetmq-sessions") {
-            Ok(store) => administer(&config, &store, action),
+            Ok(store) => administer(&config, &store, Some(&store), action),
             Err(e) => {
                 eprintln!("jetmq: cannot start the JetStream connection: {e}");
                 ExitCode::FAILURE
@@ -142,14 +144,16 @@ fn sessions(cli: &Cli, action: &SessionsCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    administer(&config, &store, action)
+    administer(&config, &store, None, action)
 }
 
-/// Lists or deletes sessions in `store`.
+/// Lists or deletes sessions in `store`; with a JetStream `fleet`, a deleted session ends on
+/// the running node its client is on.
 #[allow(clippy::print_stdout)] // the list is the command's output
 fn administer(
     config: &jetmq::config::ServerConfig,
     store: &dyn jetmq::store::StoreBackend,
+    fleet: Option<&jetmq::jetstream::JetStreamBackend>,
     action: &SessionsCommand,
 ) -> ExitCode {
     let mut admin = match jetmq::admin::Admin::open(config, store) {
@@ -181,6 +185,13 @@ fn administer(
             match admin.delete(key) {
                 Ok(true) => {
                     println!("deleted session {client_id} (account {account})");
+                    let notices = admin.take_notices();
+                    if let Some(Err(e)) = fleet.map(|f| f.publish(&notices)) {
+                        eprintln!(
+                            "jetmq: the running jetmq nodes could not be told ({e}): a client \
+                             still connected keeps its connection until it reconnects"
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Ok(false) => {

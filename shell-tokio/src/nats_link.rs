@@ -291,23 +291,9 @@ impl NatsLink {
     /// Carries out a NATS action of the broker; other actions are ignored.
     pub fn execute(&self, action: &Action) {
         self.link.with(|s| match action {
-            Action::NatsPublish {
-                subject,
-                headers,
-                payload,
-            } => {
-                let headers = (!headers.is_empty()).then(|| {
-                    Headers::new(
-                        headers
-                            .iter()
-                            .map(|h| (ByteString::from_static(h.name), h.value.clone()))
-                            .collect(),
-                    )
-                });
-                if s.client
-                    .publish(subject, None, headers.as_ref(), payload)
-                    .is_err()
-                {
+            Action::NatsPublish { .. } => {
+                let queued = publish(&mut s.client, action);
+                if !queued {
                     warn!(
                         "NATS is unreachable and its buffer is full: a bridged message was dropped"
                     );
@@ -330,6 +316,30 @@ impl NatsLink {
     pub fn stop(&self) {
         self.link.stop();
     }
+}
+
+/// Queues the broker's `Action::NatsPublish` on `client` (other actions are ignored); false
+/// when NATS is unreachable and the client's buffer for that time is full.
+pub(crate) fn publish(client: &mut NatsClient, action: &Action) -> bool {
+    let Action::NatsPublish {
+        subject,
+        headers,
+        payload,
+    } = action
+    else {
+        return true;
+    };
+    let headers = (!headers.is_empty()).then(|| {
+        Headers::new(
+            headers
+                .iter()
+                .map(|h| (ByteString::from_static(h.name), h.value.clone()))
+                .collect(),
+        )
+    });
+    client
+        .publish(subject, None, headers.as_ref(), payload)
+        .is_ok()
 }
 
 fn run<S: Send + 'static>(

@@ -8,7 +8,9 @@
 //! sequence of a stored QoS 1/2 message, so the receiving node delivers it at its QoS and
 //! acknowledges it for the persistent sessions it serves), `Jetmq-Retain` (so every node's
 //! retained messages follow) and the MQTT 5.0 headers of stored messages. Connect notices on
-//! `$JETMQ.conn.<client hash>` close a client's connection on the node it left. Subjects
+//! `$JETMQ.conn.<client hash>` close a client's connection on the node it left; with the header
+//! `Jetmq-Discard` (an administrator deleted the session) they end the session on every node,
+//! its client disconnected with 0x98 Administrative action. Subjects
 //! under `$JETMQ.` are the nodes' own: MQTT publishes there are not bridged, and NATS
 //! messages there never reach MQTT subscribers.
 
@@ -39,6 +41,8 @@ const PUB_HEADER: &str = "Nmqtt-Pub";
 const SEQ_HEADER: &str = "Jetmq-Seq";
 /// Present on a message published with RETAIN (jetmq nodes).
 const RETAIN_HEADER: &str = "Jetmq-Retain";
+/// Present on a connect notice that ends the session everywhere (an administrator's delete).
+const DISCARD_HEADER: &str = "Jetmq-Discard";
 
 impl Broker {
     /// Counts a new MQTT subscription's subjects; a subject's first one subscribes on NATS.
@@ -127,6 +131,20 @@ impl Broker {
 
     /// Tells the other nodes of a fleet that `key`'s client connected here.
     pub(super) fn announce_connect(&mut self, key: &SessionKey, out: &mut Outbox) {
+        self.connect_notice(key, Vec::new(), out);
+    }
+
+    /// Tells the other nodes of a fleet that `key`'s session was discarded (by an
+    /// administrator): they disconnect its client and end the session too.
+    pub(super) fn announce_discard(&mut self, key: &SessionKey, out: &mut Outbox) {
+        let discard = Header {
+            name: DISCARD_HEADER,
+            value: ByteString::from_static("1"),
+        };
+        self.connect_notice(key, vec![discard], out);
+    }
+
+    fn connect_notice(&mut self, key: &SessionKey, headers: Vec<Header>, out: &mut Outbox) {
         if !(self.config.nats_bridge && self.config.fleet) {
             return;
         }
@@ -136,7 +154,7 @@ impl Broker {
                 records::client_hash(&key.client_id)
             )
             .into(),
-            headers: Vec::new(),
+            headers,
             payload: format!("{}\n{}", key.account, key.client_id).into(),
         });
     }
@@ -159,7 +177,8 @@ impl Broker {
             match (subject.strip_prefix(RETAINED_PREFIX), self.config.fleet) {
                 (Some(subject), true) => self.on_retained_notice(subject, headers, payload),
                 (None, true) if subject.starts_with(CONNECT_NOTICE_PREFIX) => {
-                    self.on_connect_notice(&payload, out);
+                    let discard = header(headers, DISCARD_HEADER).is_some();
+                    self.on_connect_notice(&payload, discard, out);
                 }
                 _ => self.stats.unknown_inputs += 1,
             }
@@ -222,8 +241,9 @@ impl Broker {
 
     /// Another node took `account\nclient id` over: its connection here closes (no will, as
     /// for a takeover), and the session leaves this node's memory, not the store, which the
-    /// other node now owns.
-    fn on_connect_notice(&mut self, payload: &[u8], out: &mut Outbox) {
+    /// other node now owns. With `discard`, an administrator deleted the session: it ends here
+    /// as [`Input::DiscardSession`](super::Input::DiscardSession) ends it.
+    fn on_connect_notice(&mut self, payload: &[u8], discard: bool, out: &mut Outbox) {
         let Some((account, client_id)) = std::str::from_utf8(payload)
             .ok()
             .and_then(|p| p.split_once('\n'))
@@ -235,6 +255,10 @@ impl Broker {
             account: account.into(),
             client_id: client_id.into(),
         };
+        if discard {
+            self.discard_here(&key, out);
+            return;
+        }
         let Some(&session) = self.by_key.get(&key) else {
             return;
         };

@@ -901,6 +901,14 @@ impl Broker {
 
     /// An administrator ends a session, and its connection if it has one.
     pub(super) fn on_discard_session(&mut self, key: &SessionKey, out: &mut Outbox) {
+        self.discard_here(key, out);
+        // In a fleet the session may be online on another node: it ends there too.
+        self.announce_discard(key, out);
+    }
+
+    /// Ends the session of `key` on this node: its client disconnected (0x98), the session and
+    /// its stored state removed.
+    pub(super) fn discard_here(&mut self, key: &SessionKey, out: &mut Outbox) {
         let Some(&session) = self.by_key.get(key) else {
             return;
         };

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use jetmq_core::codec::{
     Ack, Connect, Decoder, Direction, Packet, PacketId, ProtocolVersion, Publish, PublishQos, QoS,
     Subscribe, SubscriptionOptions,
@@ -98,6 +98,12 @@ impl Client {
             let mut stamps = Vec::new();
             loop {
                 loop {
+                    // QoS 0 deliveries are most of what a subscriber reads: taken without
+                    // decoding them into packets (no reference counting per message), so the
+                    // generator keeps up with fast brokers.
+                    while let Some(stamp) = qos0_publish(&mut buf) {
+                        stamps.push(stamp);
+                    }
                     match decoder.decode(&mut buf) {
                         Ok(Some(p)) => reply(p, &mut replies, &mut stamps, &events, &reader_window),
                         Ok(None) => break,
@@ -204,6 +210,43 @@ impl Client {
     }
 }
 
+/// Takes a whole MQTT 3.1.1 QoS 0 PUBLISH off the front of `buf` and returns its send time
+/// (the payload's first 8 bytes); `None` (taking nothing) for anything else or a partial
+/// frame, which the decoder then handles.
+fn qos0_publish(buf: &mut BytesMut) -> Option<u64> {
+    // Fixed header: PUBLISH with QoS 0 (DUP and RETAIN may be set).
+    if buf.first()? & 0xF6 != 0x30 {
+        return None;
+    }
+    let mut len = 0usize;
+    let mut at = 1;
+    loop {
+        let byte = *buf.get(at)?;
+        len |= usize::from(byte & 0x7F) << (7 * (at - 1));
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if at > 4 {
+            return None;
+        }
+    }
+    let end = at + len;
+    if buf.len() < end || len < 2 {
+        return None;
+    }
+    let topic = usize::from(u16::from_be_bytes([buf[at], buf[at + 1]]));
+    let payload = at + 2 + topic;
+    if payload > end {
+        return None;
+    }
+    let mut stamp = [0u8; 8];
+    let n = (end - payload).min(8);
+    stamp[..n].copy_from_slice(&buf[payload..payload + n]);
+    buf.advance(end);
+    Some(u64::from_be_bytes(stamp))
+}
+
 /// Handles one packet from the broker: acknowledgements to send and what to report.
 fn reply(
     packet: Packet,
@@ -234,5 +277,44 @@ fn reply(
             let _ = events.send(Seen::Subscribed);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(topic: &str, payload: &[u8], qos: PublishQos, retain: bool) -> BytesMut {
+        let mut p = Publish::new(topic.to_string().into(), Bytes::copy_from_slice(payload));
+        p.qos = qos;
+        p.retain = retain;
+        encode(&Packet::Publish(p))
+    }
+
+    #[test]
+    fn qos0_publishes_are_taken_whole_and_everything_else_is_left() {
+        let stamp = 0x0102_0304_0506_0708u64.to_be_bytes();
+        // Short and long (a 3-byte remaining length) payloads, retained or not, back to back.
+        let mut buf = frame("a/b", &stamp, PublishQos::AtMostOnce, false);
+        let long = [stamp.as_slice(), &[0u8; 20_000]].concat();
+        buf.extend_from_slice(&frame("t", &long, PublishQos::AtMostOnce, true));
+        buf.extend_from_slice(&frame("x", b"abc", PublishQos::AtMostOnce, false));
+        assert_eq!(qos0_publish(&mut buf), Some(0x0102_0304_0506_0708));
+        assert_eq!(qos0_publish(&mut buf), Some(0x0102_0304_0506_0708));
+        assert_eq!(
+            qos0_publish(&mut buf),
+            Some(u64::from_be_bytes(*b"abc\0\0\0\0\0"))
+        );
+        assert!(buf.is_empty());
+        // A partial frame waits; a QoS 1 PUBLISH goes to the decoder.
+        let whole = frame("a", &stamp, PublishQos::AtMostOnce, false);
+        let mut partial = BytesMut::from(&whole[..whole.len() - 1]);
+        assert_eq!(qos0_publish(&mut partial), None);
+        assert_eq!(partial.len(), whole.len() - 1);
+        let pid = PacketId::new(7).unwrap_or_else(|| unreachable!());
+        let mut qos1 = frame("a", &stamp, PublishQos::AtLeastOnce(pid), false);
+        let len = qos1.len();
+        assert_eq!(qos0_publish(&mut qos1), None);
+        assert_eq!(qos1.len(), len);
     }
 }

@@ -50,8 +50,8 @@ struct MailboxState {
 
 /// What the task takes from the mailbox when it has nothing to write.
 enum Taken {
-    /// Bytes to write (several queued sends in one), and whether a close follows them.
-    Bytes(Bytes, bool),
+    /// Bytes to write (several queued sends in one).
+    Bytes(Bytes),
     /// Nothing queued; close the socket.
     Close,
     /// Nothing queued.
@@ -138,7 +138,7 @@ impl Mailbox {
         if s.queue.is_empty() && s.queue.capacity() > 64 {
             s.queue.shrink_to_fit();
         }
-        Taken::Bytes(bytes, s.close && s.queue.is_empty())
+        Taken::Bytes(bytes)
     }
 
     fn stopped(&self) {
@@ -180,8 +180,6 @@ pub(crate) struct Connection<S, F> {
     /// The bytes being written; `writing_len` is their whole length, reported once written.
     writing: Bytes,
     writing_len: usize,
-    /// Close the socket once `writing` is written.
-    close_after: bool,
     /// A write finished and the stream (TLS, WebSocket) may buffer it: flush when idle.
     needs_flush: bool,
     /// The peer closed (or the socket failed), or the broker closed the connection: nothing
@@ -216,7 +214,6 @@ where
             blocked: None,
             writing: Bytes::new(),
             writing_len: 0,
-            close_after: false,
             needs_flush: false,
             read_done: false,
             closed_after_blocked: false,
@@ -313,15 +310,15 @@ where
         }
         if self.writing.is_empty() {
             match self.mailbox.take(WRITE_BATCH) {
-                Taken::Bytes(bytes, close) => {
+                Taken::Bytes(bytes) => {
                     self.writing_len = bytes.len();
                     self.writing = bytes;
-                    self.close_after = close;
                     if self.writing.is_empty() {
                         return true;
                     }
                 }
-                Taken::Close => self.close_after = true,
+                // Everything before the close is written: shut the socket down (below).
+                Taken::Close => {}
                 Taken::Nothing => {
                     if self.needs_flush {
                         return match Pin::new(&mut self.socket).poll_flush(cx) {

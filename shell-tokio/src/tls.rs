@@ -80,6 +80,19 @@ fn chain(key: &str, path: &Path, whose: &str) -> Result<Vec<CertificateDer<'stat
     Ok(chain)
 }
 
+/// The error for a key file (`key`, setting `key_key`) that does not belong to the
+/// certificate in `cert`.
+fn not_its_key(key_key: &str, key: &Path, cert: &Path, e: &rustls::Error) -> ConfigError {
+    invalid(
+        key_key,
+        key.display(),
+        &format!(
+            "the private key of the certificate in {} ({e})",
+            cert.display()
+        ),
+    )
+}
+
 /// The CA certificates of the PEM file `path` as trust anchors.
 fn roots(key: &str, path: &Path) -> Result<RootCertStore, ConfigError> {
     let mut roots = RootCertStore::empty();
@@ -133,16 +146,9 @@ pub(crate) fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder.with_single_cert(chain, private_key).map_err(|e| {
-        invalid(
-            &key_key,
-            key.display(),
-            &format!(
-                "the private key of the certificate in {} ({e})",
-                cert.display()
-            ),
-        )
-    })?;
+    let config = builder
+        .with_single_cert(chain, private_key)
+        .map_err(|e| not_its_key(&key_key, key, cert, &e))?;
     Ok(Arc::new(config))
 }
 
@@ -186,16 +192,7 @@ pub(crate) fn client_config(
             let private_key = private_key(&key_key, key)?;
             builder
                 .with_client_auth_cert(chain, private_key)
-                .map_err(|e| {
-                    invalid(
-                        &key_key,
-                        key.display(),
-                        &format!(
-                            "the private key of the certificate in {} ({e})",
-                            cert.display()
-                        ),
-                    )
-                })?
+                .map_err(|e| not_its_key(&key_key, key, cert, &e))?
         }
     };
     Ok(Arc::new(config))

@@ -30,6 +30,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // SIGINT or SIGTERM stops the loop gracefully: caught from before the first connection is
+    // served, so a signal right after it is not fatal.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]);
     let running = match jetmq_mio::spawn(config, store) {
         Ok(r) => r,
         Err(e) => {
@@ -37,12 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // SIGINT or SIGTERM stops the loop gracefully.
     let stopper = running.stopper();
-    let signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]);
     match signals {
         Ok(mut signals) => {
             std::thread::spawn(move || {

@@ -569,9 +569,17 @@ impl MioServer {
             .get_mut(key)
             .and_then(|c| c.transport.socket())
             .map(|s| registry.register(s, token, Interest::READABLE | Interest::WRITABLE));
-        if !matches!(registered, Some(Ok(()))) {
-            self.conns.remove(key);
-            return;
+        match registered {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                warn!(%peer, error = %e, "cannot watch the connection's socket; closed");
+                self.conns.remove(key);
+                return;
+            }
+            None => {
+                self.conns.remove(key);
+                return;
+            }
         }
         if let Handshake::Done = state {
             self.attach(key);

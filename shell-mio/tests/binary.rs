@@ -24,13 +24,6 @@ impl Drop for TempDir {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[test]
 fn a_bad_configuration_is_refused_naming_the_key() {
     let dir = TempDir::new("config");
@@ -52,30 +45,38 @@ fn a_bad_configuration_is_refused_naming_the_key() {
 #[test]
 fn the_binary_serves_records_and_stops_on_sigterm() {
     let dir = TempDir::new("serve");
-    let port = free_port();
     let recording = dir.0.join("run.rec");
+    // Port 0: the broker takes a free port and logs it (no port picked here can be taken by
+    // something else, or carry old loopback connections, before the broker binds it).
     let mut child = Command::new(env!("CARGO_BIN_EXE_jetmq-mio"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.0.join("data"))
         .arg("--record")
         .arg(&recording)
-        .args(["--log-level", "warn"])
+        .args(["--log-level", "info"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.0.join("stderr")).expect("a log file"))
         .spawn()
         .expect("jetmq-mio starts");
-    // Wait (with a deadline) until it listens.
+    // What the broker said: the bound address, and the reason for any failure.
+    let said = || std::fs::read_to_string(dir.0.join("stderr")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut mqtt = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("jetmq-mio never listened: {e}"),
+    let port = loop {
+        let log = said();
+        let port = log
+            .lines()
+            .find(|l| l.contains("listening for MQTT"))
+            .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse::<u16>().ok());
+        if let Some(port) = port {
+            break port;
         }
+        assert!(Instant::now() < deadline, "jetmq-mio never listened: {log}");
+        std::thread::sleep(Duration::from_millis(20));
     };
+    let mut mqtt = TcpStream::connect(("127.0.0.1", port)).expect("connects");
     mqtt.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     mqtt.write_all(&[
@@ -83,7 +84,13 @@ fn the_binary_serves_records_and_stops_on_sigterm() {
     ])
     .expect("CONNECT");
     let mut connack = [0u8; 4];
-    mqtt.read_exact(&mut connack).expect("CONNACK");
+    if let Err(e) = mqtt.read_exact(&mut connack) {
+        panic!(
+            "no CONNACK: {e}; jetmq-mio {:?} said: {}",
+            child.try_wait(),
+            said()
+        );
+    }
     assert_eq!(connack, [0x20, 2, 0, 0]);
 
     let status = Command::new("kill")

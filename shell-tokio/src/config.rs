@@ -768,11 +768,14 @@ pub struct CommandLine {
 }
 
 impl CommandLine {
-    /// Sends logs to standard error at `log_level` (`info` if it is not a valid filter);
-    /// standard output is left to commands' results.
+    /// Sends logs to standard error at `log_level` (`info` if it is not a valid filter), in
+    /// colour only on a terminal; standard output is left to commands' results.
     pub fn init_logging(&self) {
+        use std::io::IsTerminal as _;
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
+            // Colours for a terminal only: a log file or a pipe gets plain text.
+            .with_ansi(std::io::stderr().is_terminal())
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_new(&self.log_level)
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -7,18 +7,24 @@
 //! | one per stream, named after it (`$MQTT_sess`, ...) | seq | message record ([`crate::codec`]) |
 //! | `subjects` | (stream, subject, seq) | () — one-per-subject streams only |
 //! | `pending` | (consumer, seq) | () |
-//! | `interest` | (seq, consumer) | () |
 //! | `consumers` | name | consumer record |
 //! | `meta` | name | u64 (`format`, `last_seq`) |
 //!
 //! Invariants kept by every operation: each message of a one-per-subject stream has one
-//! `subjects` row and a subject has at most one message; `pending` and `interest` hold the same
-//! pairs; a message of [`Stream::Messages`] is stored only while some consumer has it pending.
+//! `subjects` row and a subject has at most one message; a message of [`Stream::Messages`] is
+//! stored only while some consumer has it pending.
+//!
+//! Which consumers still owe an ack for a message (its interest) is kept in memory, indexed by
+//! sequence, and rebuilt from `pending` when the file is opened: a table of it (format 1 had
+//! one) cost an insert and a remove per message and consumer, about a fifth of a persisted
+//! message's store time.
 //!
 //! [`Stream::Messages`] has no subject index on purpose: its messages go to many subjects, so
 //! an index ordered by subject would dirty one page per distinct subject in every commit, which
 //! measured as the largest cost of a batch. Its subject queries (`List`, `GetLast`, `Purge`:
 //! start-up and rare operations) scan the stream instead.
+
+use std::collections::BTreeMap;
 
 use bytestring::ByteString;
 use jetmq_core::js::{Header, StoreReply, StoredMessage, Stream};
@@ -36,14 +42,17 @@ pub(crate) const fn messages_table(stream: Stream) -> TableDefinition<'static, u
 pub(crate) const SUBJECTS: TableDefinition<'_, (u8, &str, u64), ()> =
     TableDefinition::new("subjects");
 pub(crate) const PENDING: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("pending");
+/// Format 1's interest table (sequence, consumer): dropped when such a file is opened.
 pub(crate) const INTEREST: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("interest");
 pub(crate) const CONSUMERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("consumers");
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 /// The `meta` key of the file format version.
 pub(crate) const FORMAT_KEY: &str = "format";
-/// The file format this version writes and reads.
-pub(crate) const FORMAT: u64 = 1;
+/// The file format this version writes (it reads format 1 too, dropping its interest table;
+/// format 1 versions refuse format 2, whose messages they would drop for lack of interest
+/// rows).
+pub(crate) const FORMAT: u64 = 2;
 /// The `meta` key of the last sequence handed out.
 pub(crate) const LAST_SEQ_KEY: &str = "last_seq";
 
@@ -111,7 +120,6 @@ pub(crate) struct Tables<'t> {
     messages: [Table<'t, u64, &'static [u8]>; 5],
     subjects: Table<'t, (u8, &'static str, u64), ()>,
     pending: Table<'t, (&'static str, u64), ()>,
-    interest: Table<'t, (u64, &'static str), ()>,
     consumers: Table<'t, &'static str, &'static [u8]>,
     pub(crate) meta: Table<'t, &'static str, u64>,
 }
@@ -137,18 +145,21 @@ impl<'t> Tables<'t> {
             ],
             subjects: txn.open_table(SUBJECTS)?,
             pending: txn.open_table(PENDING)?,
-            interest: txn.open_table(INTEREST)?,
             consumers: txn.open_table(CONSUMERS)?,
             meta: txn.open_table(META)?,
         })
     }
 }
 
-/// The state the writer thread keeps besides the file: the sequence counter and the consumers.
+/// The state the writer thread keeps besides the file: the sequence counter, the consumers and
+/// the interest in each message of [`Stream::Messages`]. After a failed commit it is reloaded
+/// from the file.
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) last_seq: u64,
     pub(crate) consumers: Consumers,
+    /// The consumers that have each message pending (the same pairs as the `pending` table).
+    interest: BTreeMap<u64, Vec<ByteString>>,
 }
 
 fn collect<K, R>(range: R) -> Result<Vec<K>, Fail>
@@ -195,8 +206,8 @@ impl State {
             }
             for name in &interested {
                 t.pending.insert((&**name, seq), ())?;
-                t.interest.insert((seq, &**name), ())?;
             }
+            self.interest.insert(seq, interested);
         }
         t.messages_mut(stream).insert(seq, record.as_slice())?;
         Ok(seq)
@@ -219,15 +230,9 @@ impl State {
             t.subjects.remove((s, subject.as_str(), seq))?;
         } else {
             drop(record);
-            let names = collect(
-                t.interest
-                    .range((seq, "")..(seq.saturating_add(1), ""))?
-                    .map(|r| r.map(|(k, _)| k.value().1.to_owned())),
-            )?;
-            for name in names {
-                t.interest.remove((seq, name.as_str()))?;
-                t.pending.remove((name.as_str(), seq))?;
-                if let Some(c) = self.consumers.get_mut(name.as_str()) {
+            for name in self.interest.remove(&seq).unwrap_or_default() {
+                t.pending.remove((&*name, seq))?;
+                if let Some(c) = self.consumers.get_mut(&*name) {
                     c.delivered.remove(&seq);
                 }
             }
@@ -318,30 +323,30 @@ impl State {
         if t.pending.remove((name, seq))?.is_none() {
             return Ok(());
         }
-        t.interest.remove((seq, name))?;
-        if t.interest
-            .range((seq, "")..(seq.saturating_add(1), ""))?
-            .next()
-            .is_none()
-        {
+        let nobody_else = self.interest.get_mut(&seq).is_none_or(|names| {
+            names.retain(|n| n != name);
+            names.is_empty()
+        });
+        if nobody_else {
             self.remove_message(t, Stream::Messages, seq)?;
         }
         Ok(())
     }
 
     /// One message, with the consumers that still owe an ack for it.
-    fn read(t: &Tables<'_>, stream: Stream, seq: u64) -> Result<Option<StoredMessage>, Fail> {
+    fn read(
+        &self,
+        t: &Tables<'_>,
+        stream: Stream,
+        seq: u64,
+    ) -> Result<Option<StoredMessage>, Fail> {
         let Some(record) = t.messages(stream).get(seq)? else {
             return Ok(None);
         };
         let m = codec::decode_message(record.value())
             .map_err(|e| corrupt(format!("message {seq}: {e}")))?;
         let pending_for = if stream == Stream::Messages {
-            collect(
-                t.interest
-                    .range((seq, "")..(seq.saturating_add(1), ""))?
-                    .map(|r| r.map(|(k, _)| ByteString::from(k.value().1))),
-            )?
+            self.interest.get(&seq).cloned().unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -356,13 +361,14 @@ impl State {
     }
 
     fn read_all(
+        &self,
         t: &Tables<'_>,
         stream: Stream,
         seqs: impl IntoIterator<Item = u64>,
     ) -> Result<Vec<StoredMessage>, Fail> {
         let mut out = Vec::new();
         for seq in seqs {
-            if let Some(m) = Self::read(t, stream, seq)? {
+            if let Some(m) = self.read(t, stream, seq)? {
                 out.push(m);
             }
         }
@@ -371,6 +377,7 @@ impl State {
 
     /// The last message of a subject.
     pub(crate) fn get_last(
+        &self,
         t: &Tables<'_>,
         stream: Stream,
         subject: &str,
@@ -391,13 +398,14 @@ impl State {
             found
         };
         match last {
-            Some(seq) => Self::read(t, stream, seq),
+            Some(seq) => self.read(t, stream, seq),
             None => Ok(None),
         }
     }
 
     /// Every message whose subject starts with `prefix`, in sequence order.
     pub(crate) fn list(
+        &self,
         t: &Tables<'_>,
         stream: Stream,
         prefix: &str,
@@ -427,11 +435,12 @@ impl State {
                 }
             }
         }
-        Self::read_all(t, stream, seqs)
+        self.read_all(t, stream, seqs)
     }
 
     /// Up to `limit` messages `name` has not acknowledged, oldest first.
     pub(crate) fn pending(
+        &self,
         t: &Tables<'_>,
         name: &str,
         limit: usize,
@@ -443,7 +452,7 @@ impl State {
                 .take(limit)
                 .map(|r| r.map(|(k, _)| k.value().1)),
         )?;
-        Self::read_all(t, Stream::Messages, seqs)
+        self.read_all(t, Stream::Messages, seqs)
     }
 
     /// Hands out the messages due for `name` at `now` (never handed out, or longer than the ack
@@ -474,11 +483,11 @@ impl State {
         for seq in &seqs {
             consumer.delivered.insert(*seq, now);
         }
-        Self::read_all(t, Stream::Messages, seqs)
+        self.read_all(t, Stream::Messages, seqs)
     }
 
     /// Everything a restarting broker needs, in (stream, seq) order.
-    pub(crate) fn restore(t: &Tables<'_>) -> Result<Vec<StoredMessage>, Fail> {
+    pub(crate) fn restore(&self, t: &Tables<'_>) -> Result<Vec<StoredMessage>, Fail> {
         let mut out = Vec::new();
         for stream in STREAMS {
             let seqs = collect(
@@ -486,7 +495,7 @@ impl State {
                     .iter()?
                     .map(|r| r.map(|(k, _)| k.value())),
             )?;
-            for m in Self::read_all(t, stream, seqs)? {
+            for m in self.read_all(t, stream, seqs)? {
                 if stream.one_per_subject() || !m.pending_for.is_empty() {
                     out.push(m);
                 }
@@ -529,15 +538,15 @@ impl State {
                 StoreReply::Done
             }
             R::GetLast { stream, subject } => {
-                StoreReply::Message(Self::get_last(t, *stream, subject)?)
+                StoreReply::Message(self.get_last(t, *stream, subject)?)
             }
             R::Delete { stream, seq } => {
                 self.remove_message(t, *stream, *seq)?;
                 StoreReply::Done
             }
-            R::List { stream, prefix } => StoreReply::Messages(Self::list(t, *stream, prefix)?),
+            R::List { stream, prefix } => StoreReply::Messages(self.list(t, *stream, prefix)?),
             R::Pending { consumer, limit } => {
-                StoreReply::Messages(Self::pending(t, consumer, *limit)?)
+                StoreReply::Messages(self.pending(t, consumer, *limit)?)
             }
         })
     }
@@ -581,9 +590,10 @@ pub(crate) fn writes(request: &jetmq_core::js::StoreRequest) -> bool {
 pub(crate) fn load_state(t: &Tables<'_>) -> Result<State, Fail> {
     let format = t.meta.get(FORMAT_KEY)?.map(|v| v.value());
     if let Some(f) = format {
-        if f != FORMAT {
+        // Format 1 differs only by its interest table, which the caller drops.
+        if f != FORMAT && f != 1 {
             return Err(corrupt(format!(
-                "file format {f}, this version reads format {FORMAT}"
+                "file format {f}, this version reads formats 1 and {FORMAT}"
             )));
         }
     }
@@ -608,8 +618,15 @@ pub(crate) fn load_state(t: &Tables<'_>) -> Result<State, Fail> {
             },
         );
     }
+    let mut interest: BTreeMap<u64, Vec<ByteString>> = BTreeMap::new();
+    for row in t.pending.iter()? {
+        let (k, _) = row?;
+        let (name, seq) = k.value();
+        interest.entry(seq).or_default().push(name.into());
+    }
     Ok(State {
         last_seq,
         consumers,
+        interest,
     })
 }

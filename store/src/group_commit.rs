@@ -287,7 +287,7 @@ impl Writer {
                     Op::SetAckWait { consumer, ack_wait } => state
                         .set_ack_wait(&mut t, consumer, *ack_wait)
                         .map(|()| StoreReply::Done),
-                    Op::Restore => State::restore(&t).map(StoreReply::Messages),
+                    Op::Restore => state.restore(&t).map(StoreReply::Messages),
                     Op::Flush => Ok(StoreReply::Done),
                 };
                 replies.push(match result {

@@ -200,6 +200,9 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<State, OpenError> {
             t.meta.insert(FORMAT_KEY, FORMAT)?;
             state
         };
+        // Format 1 kept the interest in a table; it is rebuilt in memory now.
+        txn.delete_table(engine::INTEREST)
+            .map_err(|e| Fail::Storage(e.into()))?;
         txn.commit()?;
         Ok(state)
     };

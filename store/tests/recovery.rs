@@ -219,3 +219,105 @@ fn an_unwritable_directory_is_an_io_error_naming_it() {
     assert!(matches!(e, OpenError::Io { .. }), "{e:?}");
     assert!(e.to_string().contains("sub"), "{e}");
 }
+
+/// The consumers owing an ack for each queued message are kept in memory and rebuilt from the
+/// pending acks when the store opens. A format 1 file (which kept them in an `interest` table)
+/// opens too: it is upgraded to format 2, its table dropped, and its messages stay until
+/// every consumer has acknowledged them.
+#[test]
+fn interest_is_rebuilt_at_open_and_format_1_files_are_upgraded() {
+    use redb::{ReadableDatabase as _, TableDefinition};
+    const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+    const INTEREST: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("interest");
+
+    let dir = TempDir::new("format-1");
+    populated(&dir, 0);
+    let pending = |store: &Store, consumer: &str| match store.execute(StoreRequest::Pending {
+        consumer: consumer.into(),
+        limit: 10,
+    }) {
+        Ok(StoreReply::Messages(m)) => m,
+        other => panic!("pending: {other:?}"),
+    };
+    let (store, _) = Store::open(dir.config()).expect("reopen");
+    let x = pending(&store, "c2")[0].seq;
+    let y = pending(&store, "c1")
+        .iter()
+        .map(|m| m.seq)
+        .find(|s| *s != x)
+        .expect("y");
+    store.close().expect("close");
+
+    // Make it a format 1 file, as an earlier jetmq left it.
+    let path = dir.path().join(DATA_FILE);
+    {
+        let db = redb::Database::open(&path).expect("redb opens it");
+        let txn = db.begin_write().expect("write");
+        {
+            txn.open_table(META)
+                .expect("meta")
+                .insert("format", 1)
+                .expect("format 1");
+            let mut interest = txn.open_table(INTEREST).expect("interest");
+            for (seq, consumer) in [(x, "c1"), (x, "c2"), (y, "c1")] {
+                interest.insert((seq, consumer), ()).expect("row");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
+    let (store, report) = Store::open(dir.config()).expect("a format 1 file opens");
+    assert_eq!(report.pending_acks, 3);
+    let for_c1 = pending(&store, "c1");
+    let x_msg = for_c1
+        .iter()
+        .find(|m| m.seq == x)
+        .expect("x pending for c1");
+    let mut owed: Vec<&str> = x_msg.pending_for.iter().map(|c| c.as_ref()).collect();
+    owed.sort_unstable();
+    assert_eq!(owed, ["c1", "c2"]);
+    // x goes only when both consumers have acknowledged it; y when c1 has.
+    let ack = |consumer: &str, seq: u64| {
+        store
+            .execute(StoreRequest::Ack {
+                consumer: consumer.into(),
+                seq,
+            })
+            .expect("ack");
+    };
+    let last_x = || match store.execute(StoreRequest::GetLast {
+        stream: Stream::Messages,
+        subject: "$MQTT.msgs.x".into(),
+    }) {
+        Ok(StoreReply::Message(m)) => m,
+        other => panic!("get last: {other:?}"),
+    };
+    ack("c1", x);
+    assert_eq!(
+        last_x().map(|m| m.pending_for),
+        Some(vec!["c2".into()]),
+        "c2 still owes it"
+    );
+    ack("c1", x); // idempotent: c2's interest stays
+    assert!(last_x().is_some());
+    ack("c2", x);
+    assert!(last_x().is_none(), "nobody owes it: removed");
+    ack("c1", y);
+    assert!(pending(&store, "c1").is_empty());
+    store.close().expect("close");
+
+    let db = redb::Database::open(&path).expect("redb opens it");
+    let txn = db.begin_read().expect("read");
+    assert_eq!(
+        txn.open_table(META)
+            .expect("meta")
+            .get("format")
+            .expect("read")
+            .map(|v| v.value()),
+        Some(2)
+    );
+    assert!(
+        txn.open_table(INTEREST).is_err(),
+        "the interest table is gone"
+    );
+}

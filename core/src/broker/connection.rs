@@ -11,7 +11,9 @@ use super::io::ConnInfo;
 use super::message::{Message, Will};
 use super::session::{SessionId, SessionKey};
 use super::topic_alias::{InboundAliases, OutboundAliases};
-use crate::codec::{Connect, Decoder, Direction, Packet, PacketId, ProtocolVersion, QoS};
+use crate::codec::{
+    Connect, ConnectReason, Decoder, Direction, Packet, PacketId, ProtocolVersion, QoS,
+};
 use crate::js::{StoreRequest, StoredMessage};
 use crate::time::Instant;
 use crate::topic::TopicFilter;
@@ -34,6 +36,19 @@ pub(crate) enum Phase {
     Connected { session: SessionId },
     /// Close requested; further input is ignored.
     Closing,
+}
+
+impl Phase {
+    /// For a CONNECT waiting on the shell (authentication), the store (loading) or the client
+    /// (an enhanced-authentication exchange): when the wait ends, and the CONNACK refusal then.
+    pub(crate) fn connect_wait(&self) -> Option<(Instant, ConnectReason)> {
+        match self {
+            Self::Authenticating(a) => Some((a.deadline, ConnectReason::ServerUnavailable)),
+            Self::Loading(l) => Some((l.deadline, ConnectReason::ServerUnavailable)),
+            Self::AuthExchange(a) => Some((a.deadline, ConnectReason::NotAuthorized)),
+            Self::AwaitingConnect { .. } | Self::Connected { .. } | Self::Closing => None,
+        }
+    }
 }
 
 /// A CONNECT being authenticated ([`Phase::Authenticating`], [`Phase::AuthExchange`]); boxed,

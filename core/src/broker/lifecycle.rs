@@ -342,8 +342,9 @@ impl Broker {
         };
         let deadline = match c.phase {
             Phase::AwaitingConnect { deadline } => deadline,
-            Phase::Authenticating(ref a) | Phase::AuthExchange(ref a) => a.deadline,
-            _ => default_deadline,
+            ref phase => phase
+                .connect_wait()
+                .map_or(default_deadline, |(deadline, _)| deadline),
         };
         let mut requests = Vec::new();
         if !in_memory {
@@ -779,35 +780,15 @@ impl Broker {
                     earliest(deadline);
                 }
             }
-            Phase::Authenticating(ref a) => {
-                let deadline = a.deadline;
-                if now >= deadline {
-                    // The shell did not decide in time.
-                    let version = c.version;
-                    self.refuse(conn, version, ConnectReason::ServerUnavailable, out);
-                    return;
+            Phase::Authenticating(_) | Phase::Loading(_) | Phase::AuthExchange(_) => {
+                if let Some((deadline, reason)) = c.phase.connect_wait() {
+                    if now >= deadline {
+                        let version = c.version;
+                        self.refuse(conn, version, reason, out);
+                        return;
+                    }
+                    earliest(deadline);
                 }
-                earliest(deadline);
-            }
-            Phase::Loading(ref loading) => {
-                let deadline = loading.deadline;
-                if now >= deadline {
-                    // The store did not answer in time.
-                    let version = c.version;
-                    self.refuse(conn, version, ConnectReason::ServerUnavailable, out);
-                    return;
-                }
-                earliest(deadline);
-            }
-            Phase::AuthExchange(ref a) => {
-                let deadline = a.deadline;
-                if now >= deadline {
-                    // The client did not finish the exchange in time.
-                    let version = c.version;
-                    self.refuse(conn, version, ConnectReason::NotAuthorized, out);
-                    return;
-                }
-                earliest(deadline);
             }
             Phase::Closing => {}
         }

@@ -13,7 +13,7 @@ use tokio::time::{timeout, Instant};
 
 mod common;
 use common::client::{client, Client, DEADLINE};
-use common::nats_server::{free_port, NatsServer};
+use common::nats_server::{free_port, free_ports, NatsServer};
 use common::{Server, Shell, TempDir};
 
 /// A jetmq node of the fleet on `shell`, on the NATS server at `url`.
@@ -152,8 +152,10 @@ async fn publish_until_acked(port: u16, topic: &str, payload: &str) {
 #[tokio::test]
 async fn r3_streams_lose_nothing_acknowledged_when_a_nats_node_dies() {
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("r3-{i}"))).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // Six distinct ports: two that collide would leave the cluster a node short, and its R3
+    // streams never ready.
+    let picked = free_ports(6);
+    let (ports, cluster_ports) = (picked[..3].to_vec(), picked[3..].to_vec());
     let mut servers: Vec<Option<NatsServer>> = (0..3)
         .map(|i| {
             Some(NatsServer::cluster_node(

@@ -1,5 +1,7 @@
-//! Work finished off the loop's thread — store requests and authentication decisions — comes
-//! back as broker inputs through one queue, and a `mio::Waker` tells the loop to collect them.
+//! Work finished off the loop's thread — authentication decisions and what arrives from NATS —
+//! comes back as broker inputs through one queue, and a `mio::Waker` tells the loop to collect
+//! them. Store results have their own queue ([`jetmq::store::StoreReplies`]), which wakes the
+//! loop once per group of results.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use jetmq::config::{ServerConfig, Transport as ListenerTransport};
 use jetmq::record::{self, Recorder};
-use jetmq::store::StoreBackend;
+use jetmq::store::{StoreBackend, StoreReplies};
 use jetmq_core::broker::{Action, AuthRequest, Broker, ConnId, ConnInfo, Input, Outbox};
 use jetmq_core::time::Now;
 use mio::event::Event;
@@ -112,6 +112,8 @@ pub struct MioServer {
     by_id: HashMap<ConnId, usize>,
     next_conn: u64,
     store: Arc<dyn StoreBackend>,
+    /// Results of store requests.
+    replies: StoreReplies,
     completions: Completions,
     auth: mpsc::Sender<AuthRequest>,
     pending_store: usize,
@@ -196,6 +198,13 @@ impl MioServer {
         }
         let started = Instant::now();
         let now = jetmq::clock::now_since(started);
+        let store_wake = Arc::clone(&waker);
+        let replies = StoreReplies::new(
+            &*store,
+            Arc::new(move || {
+                let _ = store_wake.wake();
+            }),
+        );
         let completions = Completions::new(waker);
         let c = completions.clone();
         let nats = jetmq::nats_link::NatsLink::for_config(&config, "jetmq-mio", move |input| {
@@ -222,6 +231,7 @@ impl MioServer {
             by_id: HashMap::new(),
             next_conn: 1,
             store,
+            replies,
             completions,
             auth,
             pending_store: 0,
@@ -397,7 +407,8 @@ impl MioServer {
     }
 
     fn collect_completions(&mut self) {
-        for input in self.completions.take() {
+        let done = self.replies.take().into_iter();
+        for input in done.chain(self.completions.take()) {
             if matches!(input, Input::Stored { .. }) {
                 self.pending_store = self.pending_store.saturating_sub(1);
             }
@@ -489,12 +500,7 @@ impl MioServer {
             }
             Action::Store { id, request } => {
                 self.pending_store += 1;
-                let completions = self.completions.clone();
-                self.store.submit(
-                    id,
-                    request,
-                    Box::new(move |id, reply| completions.push(Input::Stored { id, reply })),
-                );
+                self.store.submit(id, request, self.replies.completion());
             }
             Action::Notice(notice) => jetmq::notice::log(notice, self.log_pii),
             Action::NatsPublish { .. }

@@ -18,7 +18,7 @@ use jetmq_core::nats::Event;
 
 use crate::nats_config::NatsConfig;
 use crate::nats_link::{Hooks, Link, Shared};
-use crate::store::{Completion, StoreBackend};
+use crate::store::{Completion, StoreBackend, Wake};
 
 /// How often the executor's clock ticks.
 const TICK: Duration = Duration::from_millis(200);
@@ -27,16 +27,33 @@ const TICK: Duration = Duration::from_millis(200);
 struct State {
     js: JetStream,
     completions: HashMap<RequestId, Completion>,
+    /// Called after each group of completions ([`StoreBackend::group_completions`]).
+    after_completions: Option<Wake>,
+}
+
+/// Requests that finished together: their completions with their results, and what to call
+/// after them.
+#[derive(Default)]
+struct Finished {
+    done: Vec<(Completion, RequestId, Result<StoreReply, StoreError>)>,
+    after: Option<Wake>,
 }
 
 impl State {
     /// The completions of the requests that finished, paired with their results.
-    fn finished(&mut self) -> Vec<(Completion, RequestId, Result<StoreReply, StoreError>)> {
-        self.js
+    fn finished(&mut self) -> Finished {
+        let done: Vec<_> = self
+            .js
             .take_finished()
             .into_iter()
             .filter_map(|(id, result)| self.completions.remove(&id).map(|done| (done, id, result)))
-            .collect()
+            .collect();
+        let after = if done.is_empty() {
+            None
+        } else {
+            self.after_completions.clone()
+        };
+        Finished { done, after }
     }
 }
 
@@ -66,9 +83,12 @@ impl Hooks<State> for JetStreamHooks {
     }
 }
 
-fn complete(finished: Vec<(Completion, RequestId, Result<StoreReply, StoreError>)>) {
-    for (done, id, result) in finished {
+fn complete(finished: Finished) {
+    for (done, id, result) in finished.done {
         done(id, result);
+    }
+    if let Some(after) = finished.after {
+        after();
     }
 }
 
@@ -93,6 +113,7 @@ impl JetStreamBackend {
         let state = State {
             js: JetStream::new(config.jetstream_config(inbox)),
             completions: HashMap::new(),
+            after_completions: None,
         };
         let link = Link::start(
             config.addresses.clone(),
@@ -200,6 +221,12 @@ impl StoreBackend for JetStreamBackend {
             s.state.finished()
         });
         complete(finished.unwrap_or_default());
+    }
+
+    fn group_completions(&self, wake: Wake) -> bool {
+        self.link
+            .with(|s| s.state.after_completions = Some(wake))
+            .is_some()
     }
 
     /// Sessions, retained messages and inbound QoS 2 records, then what each session's

@@ -1,6 +1,6 @@
 //! The server: listeners, the broker task and the wiring between them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::{ServerConfig, Transport};
 use crate::connection::{ConnHandle, Connection, Mailbox};
 use crate::record::handle;
-use crate::store::StoreBackend;
+use crate::store::{StoreBackend, StoreReplies};
 
 /// Inputs waiting for the broker task from connections; when full, their reading waits.
 const INPUT_QUEUE: usize = 1024;
@@ -33,6 +33,8 @@ const INPUT_QUEUE: usize = 1024;
 enum Control {
     Register(ConnId, ConnHandle),
     Input(Input),
+    /// Store results are waiting in [`StoreReplies`].
+    StoreReplies,
 }
 
 /// A running server.
@@ -195,9 +197,17 @@ async fn serve(
         retained = broker.retained_count(),
         "store restored"
     );
+    let wake = control_tx.clone();
+    let replies = StoreReplies::new(
+        &*store,
+        Arc::new(move || {
+            let _ = wake.send(Control::StoreReplies);
+        }),
+    );
     let effects = Effects {
         nats: nats.clone(),
         store: Arc::clone(&store),
+        replies: replies.clone(),
         auth: Arc::new(config.auth.clone()),
         control: control_tx.clone(),
         log_pii: config.log_pii,
@@ -227,6 +237,8 @@ async fn serve(
     drop(input_tx);
 
     let mut stopping: Option<tokio::time::Instant> = None;
+    // Store results taken from `replies`, handled before anything else is awaited.
+    let mut ready: VecDeque<Input> = VecDeque::new();
     loop {
         if let Some(since) = stopping {
             let done = conns.is_empty() && pending_store == 0;
@@ -242,7 +254,10 @@ async fn serve(
             }
         }
         let deadline = broker.next_deadline().map(|d| clock.deadline(d));
-        let input = tokio::select! {
+        let input = if let Some(input) = ready.pop_front() {
+            input
+        } else {
+            tokio::select! {
             biased;
             control = control_rx.recv() => match control {
                 Some(Control::Register(conn, handle)) => {
@@ -250,6 +265,10 @@ async fn serve(
                     continue;
                 }
                 Some(Control::Input(input)) => input,
+                Some(Control::StoreReplies) => {
+                    ready.extend(replies.take());
+                    continue;
+                }
                 None => break,
             },
             _ = &mut shutdown, if stopping.is_none() => {
@@ -264,6 +283,7 @@ async fn serve(
                 None => continue,
             },
             () = sleep_until(deadline) => Input::Tick,
+            }
         };
         match &input {
             Input::Stored { .. } => pending_store = pending_store.saturating_sub(1),
@@ -305,6 +325,7 @@ async fn serve(
 struct Effects {
     nats: Option<crate::nats_link::NatsLink>,
     store: Arc<dyn StoreBackend>,
+    replies: StoreReplies,
     auth: Arc<crate::auth::AuthConfig>,
     control: mpsc::UnboundedSender<Control>,
     log_pii: bool,
@@ -325,15 +346,7 @@ impl Effects {
                 | Action::NatsUnsubscribe { .. },
                 Some(link),
             ) => link.execute(&action),
-            _ => execute(
-                action,
-                conns,
-                &self.store,
-                &self.auth,
-                &self.control,
-                pending_store,
-                self.log_pii,
-            ),
+            _ => execute(action, conns, self, pending_store),
         }
     }
 }
@@ -348,11 +361,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 fn execute(
     action: Action,
     conns: &mut HashMap<ConnId, ConnHandle>,
-    store: &Arc<dyn StoreBackend>,
-    auth: &Arc<crate::auth::AuthConfig>,
-    control: &mpsc::UnboundedSender<Control>,
+    effects: &Effects,
     pending_store: &mut usize,
-    log_pii: bool,
 ) {
     match action {
         Action::Send { conn, bytes } => {
@@ -378,8 +388,8 @@ fn execute(
         }
         Action::Authenticate(request) => {
             // Password hashing is slow on purpose: decide on a blocking thread.
-            let auth = Arc::clone(auth);
-            let control = control.clone();
+            let auth = Arc::clone(&effects.auth);
+            let control = effects.control.clone();
             tokio::task::spawn_blocking(move || {
                 let decision = auth.decide(&request);
                 if let AuthDecision::Deny(reason) = &decision {
@@ -397,16 +407,11 @@ fn execute(
         }
         Action::Store { id, request } => {
             *pending_store += 1;
-            let control = control.clone();
-            store.submit(
-                id,
-                request,
-                Box::new(move |id, reply| {
-                    let _ = control.send(Control::Input(Input::Stored { id, reply }));
-                }),
-            );
+            effects
+                .store
+                .submit(id, request, effects.replies.completion());
         }
-        Action::Notice(notice) => crate::notice::log(notice, log_pii),
+        Action::Notice(notice) => crate::notice::log(notice, effects.log_pii),
         // Only with a NATS connection (dispatch hands them to it).
         Action::NatsPublish { .. }
         | Action::NatsSubscribe { .. }

@@ -2,13 +2,17 @@
 //! and reports each result through a completion callback.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use jetmq_core::broker::Input;
 use jetmq_core::js::memory::MemoryStore;
 use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage};
 
 /// Called once with the result of a store request, from whichever thread finished it.
 pub type Completion = Box<dyn FnOnce(RequestId, Result<StoreReply, StoreError>) + Send>;
+
+/// Wakes a shell's loop from another thread.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// A store the server can use: the embedded store, JetStream, or memory.
 pub trait StoreBackend: Send + Sync + 'static {
@@ -21,6 +25,58 @@ pub trait StoreBackend: Send + Sync + 'static {
     ///
     /// A [`StoreError`] when the store cannot be read.
     fn restore(&self) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Has the backend call `wake` after each group of completions it runs on its own
+    /// threads (a commit's worth, or a read's worth of NATS replies) and returns true; the
+    /// completions may then queue their results without waking the loop. Returns false (the
+    /// default) when the backend does not group: each completion must wake the loop itself.
+    fn group_completions(&self, wake: Wake) -> bool {
+        let _ = wake;
+        false
+    }
+}
+
+/// Store results on their way to a shell's loop, as broker inputs ([`Input::Stored`]). The
+/// loop is woken once per group of results when the backend groups them: a wake per result
+/// from another thread on a busy core hands the core back and forth for every result.
+#[derive(Clone)]
+pub struct StoreReplies {
+    queue: Arc<Mutex<Vec<Input>>>,
+    wake: Wake,
+    grouped: bool,
+}
+
+impl StoreReplies {
+    /// Replies for `store`'s requests, announced by calling `wake`.
+    pub fn new(store: &dyn StoreBackend, wake: Wake) -> Self {
+        let grouped = store.group_completions(Arc::clone(&wake));
+        Self {
+            queue: Arc::new(Mutex::new(Vec::new())),
+            wake,
+            grouped,
+        }
+    }
+
+    /// The completion for one request: it queues the result.
+    pub fn completion(&self) -> Completion {
+        let replies = self.clone();
+        Box::new(move |id, reply| {
+            if let Ok(mut q) = replies.queue.lock() {
+                q.push(Input::Stored { id, reply });
+            }
+            if !replies.grouped {
+                (replies.wake)();
+            }
+        })
+    }
+
+    /// The results queued so far, in the order they finished.
+    pub fn take(&self) -> Vec<Input> {
+        self.queue
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
 }
 
 /// Keeps state in memory only: nothing survives a restart. For tests and for running without
@@ -76,6 +132,11 @@ impl StoreBackend for EmbeddedBackend {
 
     fn restore(&self) -> Result<Vec<StoredMessage>, StoreError> {
         self.store.restore()
+    }
+
+    fn group_completions(&self, wake: Wake) -> bool {
+        self.store.after_replies(move || wake());
+        true
     }
 }
 

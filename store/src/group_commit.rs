@@ -27,6 +27,8 @@ pub(crate) const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) type Reply = Result<StoreReply, StoreError>;
 /// Where a reply goes.
 pub(crate) type Callback = Box<dyn FnOnce(Reply) + Send>;
+/// Called after the replies of a batch have gone out (see [`crate::Store::after_replies`]).
+pub(crate) type AfterReplies = Box<dyn Fn() + Send>;
 /// Where the result of a compaction goes: file sizes before and after.
 pub(crate) type CompactCallback = Box<dyn FnOnce(Result<(u64, u64), StoreError>) + Send>;
 
@@ -70,6 +72,8 @@ pub(crate) enum Msg {
     Compact(CompactCallback),
     /// Make everything durable, close the database and stop.
     Close(Callback),
+    /// From now on, call this after the replies of each batch.
+    AfterReplies(AfterReplies),
 }
 
 /// The writer thread's state.
@@ -85,6 +89,8 @@ pub(crate) struct Writer {
     failure: Option<(String, Clock)>,
     /// When automatic compaction last looked at the file.
     last_compact_check: Clock,
+    /// Called after each batch's replies.
+    after_replies: Option<AfterReplies>,
 }
 
 fn run_callback(done: Callback, reply: Reply) {
@@ -104,6 +110,7 @@ impl Writer {
             unsynced: false,
             failure: None,
             last_compact_check: now,
+            after_replies: None,
         }
     }
 
@@ -128,6 +135,10 @@ impl Writer {
                     Err(_) => break,
                 },
             };
+            // Let the threads that queue requests finish what they are doing (on a busy core
+            // the request that woke this thread is rarely the last of its burst), so one
+            // commit takes the whole burst instead of one request each.
+            std::thread::yield_now();
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
@@ -142,6 +153,7 @@ impl Writer {
                         let r = self.compact();
                         let _ = panic::catch_unwind(AssertUnwindSafe(move || done(r)));
                     }
+                    Msg::AfterReplies(hook) => self.after_replies = Some(hook),
                     Msg::Close(done) => {
                         self.run_batch(&mut batch);
                         let r = self.close();
@@ -176,6 +188,9 @@ impl Writer {
         };
         for (done, reply) in callbacks.into_iter().zip(replies) {
             run_callback(done, reply);
+        }
+        if let Some(hook) = &self.after_replies {
+            let _ = panic::catch_unwind(AssertUnwindSafe(hook));
         }
     }
 

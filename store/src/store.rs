@@ -12,7 +12,7 @@ use jetmq_core::time::Instant;
 
 use crate::config::StoreConfig;
 use crate::error::OpenError;
-use crate::group_commit::{Callback, Msg, Op, Reply, Writer};
+use crate::group_commit::{AfterReplies, Callback, Msg, Op, Reply, Writer};
 use crate::recovery::{self, RecoveryReport};
 
 /// The embedded stream store: a handle to one data directory, safe to share between threads.
@@ -77,6 +77,16 @@ impl Store {
     #[must_use]
     pub fn data_file(&self) -> &Path {
         &self.file
+    }
+
+    /// Has the writer thread call `hook` after the replies of each commit have gone out (and
+    /// after each batch that only reads). A caller whose callbacks only queue their replies
+    /// wakes its own loop here, once per batch instead of once per reply: on a busy core, a
+    /// wake per reply hands the core back and forth between the two threads for every reply.
+    /// Replaces an earlier hook; takes effect for the batches after those queued before it.
+    pub fn after_replies(&self, hook: impl Fn() + Send + 'static) {
+        let hook: AfterReplies = Box::new(hook);
+        let _ = self.tx.send(Msg::AfterReplies(hook));
     }
 
     fn send(&self, op: Op, done: Callback) {

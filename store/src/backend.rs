@@ -153,7 +153,7 @@ impl Default for Faults {
 
 #[cfg(test)]
 impl Faults {
-    fn before_write(&self, len: usize) -> io::Result<usize> {
+    pub(crate) fn before_write(&self, len: usize) -> io::Result<usize> {
         use std::sync::atomic::Ordering::SeqCst;
         if self.disk_full.load(SeqCst) {
             return Err(io::Error::from_raw_os_error(28)); // ENOSPC
@@ -178,7 +178,7 @@ impl Faults {
         }
     }
 
-    fn before_sync(&self) -> io::Result<()> {
+    pub(crate) fn before_sync(&self) -> io::Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
         if self.write_budget.load(SeqCst) == 0 {
             return Err(io::Error::other("simulated power cut"));

@@ -11,6 +11,8 @@ pub const DATA_FILE: &str = "jetmq-store.redb";
 pub enum SyncPolicy {
     /// Every commit is fsynced before its requests are acknowledged: an acknowledged write
     /// survives `kill -9` and power loss. Concurrent writes share one fsync (group commit).
+    /// The sync is of the commit's record in the write-ahead log ([`crate::wal`]), made while
+    /// the commit is applied to the data file.
     #[default]
     Always,
     /// Commits are acknowledged at once and fsynced at most this long afterwards: a crash of the
@@ -45,6 +47,10 @@ pub struct StoreConfig {
     pub compact_check: Duration,
     /// The most requests one commit carries.
     pub max_batch: usize,
+    /// With [`SyncPolicy::Always`], the write-ahead log's size at which the data file is
+    /// committed durably and the log starts over, in bytes (the log file grows to about this
+    /// size; a restart replays at most this much).
+    pub log_bytes: u64,
     #[cfg(test)]
     pub(crate) faults: Option<std::sync::Arc<crate::backend::Faults>>,
 }
@@ -52,7 +58,7 @@ pub struct StoreConfig {
 impl StoreConfig {
     /// The defaults for a data directory: sync [`SyncPolicy::Always`], 30 s request timeout,
     /// 64 MiB page cache, verification at start-up, automatic compaction of files above 64 MiB
-    /// that are more than half free, looked at every 10 minutes.
+    /// that are more than half free, looked at every 10 minutes, a 16 MiB write-ahead log.
     #[must_use]
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -64,6 +70,7 @@ impl StoreConfig {
             compact_min_bytes: 64 << 20,
             compact_check: Duration::from_secs(600),
             max_batch: 4096,
+            log_bytes: 16 << 20,
             #[cfg(test)]
             faults: None,
         }

@@ -8,7 +8,7 @@
 //! | `subjects` | (stream, subject, seq) | () — one-per-subject streams only |
 //! | `pending` | (consumer, seq) | () |
 //! | `consumers` | name | consumer record |
-//! | `meta` | name | u64 (`format`, `last_seq`) |
+//! | `meta` | name | u64 (`format`, `last_seq`, `log_batch`: see [`crate::wal`]) |
 //!
 //! Invariants kept by every operation: each message of a one-per-subject stream has one
 //! `subjects` row and a subject has at most one message; a message of [`Stream::Messages`] is
@@ -157,6 +157,8 @@ impl<'t> Tables<'t> {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) last_seq: u64,
+    /// The last batch of the write-ahead log the data file includes ([`crate::wal`]).
+    pub(crate) log_batch: u64,
     pub(crate) consumers: Consumers,
     /// The consumers that have each message pending (the same pairs as the `pending` table).
     interest: BTreeMap<u64, Vec<ByteString>>,
@@ -179,8 +181,24 @@ impl State {
         headers: &[Header],
         payload: &[u8],
     ) -> Result<u64, Fail> {
+        self.publish_record(
+            t,
+            stream,
+            subject,
+            &codec::encode_message(subject, headers, payload),
+        )
+    }
+
+    /// [`Self::publish`] with the message already encoded as its record (a publish replayed
+    /// from the write-ahead log).
+    pub(crate) fn publish_record(
+        &mut self,
+        t: &mut Tables<'_>,
+        stream: Stream,
+        subject: &str,
+        record: &[u8],
+    ) -> Result<u64, Fail> {
         subject::check_subject(subject).map_err(reject)?;
-        let record = codec::encode_message(subject, headers, payload);
         if record.len() > MAX_RECORD {
             return Err(reject(format!(
                 "message of {} bytes is larger than the store's limit of {MAX_RECORD}",
@@ -209,7 +227,7 @@ impl State {
             }
             self.interest.insert(seq, interested);
         }
-        t.messages_mut(stream).insert(seq, record.as_slice())?;
+        t.messages_mut(stream).insert(seq, record)?;
         Ok(seq)
     }
 
@@ -598,6 +616,10 @@ pub(crate) fn load_state(t: &Tables<'_>) -> Result<State, Fail> {
         }
     }
     let mut last_seq = t.meta.get(LAST_SEQ_KEY)?.map_or(0, |v| v.value());
+    let log_batch = t
+        .meta
+        .get(crate::wal::LOG_BATCH_KEY)?
+        .map_or(0, |v| v.value());
     // Every stored sequence was handed out before; never hand it out again.
     for stream in STREAMS {
         if let Some((k, _)) = t.messages(stream).last()? {
@@ -626,6 +648,7 @@ pub(crate) fn load_state(t: &Tables<'_>) -> Result<State, Fail> {
     }
     Ok(State {
         last_seq,
+        log_batch,
         consumers,
         interest,
     })

@@ -1,5 +1,6 @@
-//! Fault injection through the storage backend: a full disk that frees up again, and a power
-//! cut in the middle of a commit (a torn write) at every byte offset class of one commit.
+//! Fault injection through the storage backend and the write-ahead log: a full disk that frees
+//! up again, a power cut in the middle of a commit (a torn write) at every byte offset class of
+//! one commit, and a crash that leaves acknowledged writes only in the log.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::SeqCst;
@@ -99,7 +100,8 @@ fn a_full_disk_fails_writes_and_the_store_recovers_when_space_returns() {
     assert_eq!(last(&store, "c").as_deref(), Some(&b"after"[..]));
 }
 
-/// The bytes one commit of one small publish writes.
+/// The bytes one small publish (its log record and commit) and a durable commit of the data
+/// file after it write.
 fn bytes_per_commit() -> u64 {
     let dir = Dir::new("measure");
     let faults = Arc::new(Faults::default());
@@ -107,30 +109,35 @@ fn bytes_per_commit() -> u64 {
     store.execute(publish("a", "acked")).expect("publish");
     faults.written.store(0, SeqCst);
     store.execute(publish("b", "torn")).expect("publish");
+    store.flush().expect("flush");
     faults.written.load(SeqCst)
 }
 
 #[test]
 fn a_torn_commit_is_cut_off_and_nothing_acknowledged_is_lost() {
     let total = bytes_per_commit();
-    assert!(total > 0);
-    // Cut points: nothing written, inside the first page, page boundaries, the last bytes.
-    let mut cuts: Vec<u64> = vec![0, 1, 100, 4095, 4096, 4097, 8192, 12_288];
+    assert!(total > 4096, "{total}");
+    // Cut points: nothing written, inside the log record, inside the first page, page
+    // boundaries, the last bytes.
+    let mut cuts: Vec<u64> = vec![0, 1, 20, 60, 100, 4095, 4096, 4097, 8192, 12_288];
     cuts.extend([total / 3, total / 2, total - 4096, total - 100, total - 1]);
     cuts.retain(|c| *c < total);
     cuts.sort_unstable();
     cuts.dedup();
     let mut torn_seen = 0;
+    let mut replayed_seen = 0;
     for cut in cuts {
         let dir = Dir::new("torn");
         let faults = Arc::new(Faults::default());
         let (store, _) = Store::open(dir.config(Some(faults.clone()))).expect("open");
         store.execute(publish("a", "acked")).expect("publish");
         faults.write_budget.store(cut, SeqCst);
-        let torn = store.execute(publish("b", "torn"));
+        // The power goes during the publish (its log record) or during the durable commit.
+        let b = store.execute(publish("b", "torn"));
+        let flushed = store.flush();
         assert!(
-            matches!(torn, Err(StoreError::Unavailable(_))),
-            "cut at {cut}: {torn:?}"
+            b.is_err() || flushed.is_err(),
+            "cut at {cut}: nothing failed ({b:?})"
         );
         let _ = store.close();
 
@@ -138,16 +145,25 @@ fn a_torn_commit_is_cut_off_and_nothing_acknowledged_is_lost() {
             .unwrap_or_else(|e| panic!("cut at {cut} of {total}: {e}"));
         assert!(report.unclean_shutdown, "cut at {cut}: {report}");
         torn_seen += usize::from(report.torn_commit_discarded);
+        replayed_seen += usize::from(report.log_batches_replayed > 0);
         assert_eq!(
             last(&store, "a").as_deref(),
             Some(&b"acked"[..]),
             "cut at {cut}: acknowledged write lost; {report}"
         );
-        let b = last(&store, "b");
-        assert!(
-            b.is_none() || b.as_deref() == Some(&b"torn"[..]),
-            "cut at {cut}: the unacknowledged write is whole or absent"
-        );
+        let stored_b = last(&store, "b");
+        if b.is_ok() {
+            assert_eq!(
+                stored_b.as_deref(),
+                Some(&b"torn"[..]),
+                "cut at {cut}: acknowledged write lost; {report}"
+            );
+        } else {
+            assert!(
+                stored_b.is_none() || stored_b.as_deref() == Some(&b"torn"[..]),
+                "cut at {cut}: the unacknowledged write is whole or absent"
+            );
+        }
         // The store takes writes again.
         store
             .execute(publish("c", "next"))
@@ -156,6 +172,10 @@ fn a_torn_commit_is_cut_off_and_nothing_acknowledged_is_lost() {
     assert!(
         torn_seen > 0,
         "no cut point produced a torn commit to roll back"
+    );
+    assert!(
+        replayed_seen > 0,
+        "no cut point left acknowledged writes for the log to replay"
     );
 }
 
@@ -232,4 +252,98 @@ fn sync_interval_fsyncs_once_the_interval_is_over() {
     let base = faults.syncs.load(SeqCst);
     store.flush().expect("flush");
     assert!(faults.syncs.load(SeqCst) > base);
+}
+
+/// Opens a store, acknowledges `subjects`, then loses the power: nothing written after that
+/// reaches the disk, so the data file's last durable commit predates the writes.
+fn crash_after(dir: &Dir, subjects: &[&str]) {
+    crash_with(dir.config(None), subjects);
+}
+
+fn crash_with(mut config: StoreConfig, subjects: &[&str]) {
+    let faults = Arc::new(Faults::default());
+    config.faults = Some(faults.clone());
+    let (store, _) = Store::open(config).expect("open");
+    for s in subjects {
+        store.execute(publish(s, s)).expect("publish");
+    }
+    faults.write_budget.store(0, SeqCst);
+    assert!(
+        store.close().is_err(),
+        "the closing commit fails: power is gone"
+    );
+}
+
+#[test]
+fn acknowledged_writes_only_in_the_log_are_replayed_once_whatever_the_sync_policy() {
+    let dir = Dir::new("replay");
+    crash_after(&dir, &["a", "b", "c"]);
+    let interval = dir
+        .config(None)
+        .with_sync(SyncPolicy::Interval(Duration::from_millis(50)));
+    let (store, report) = Store::open(interval.clone()).expect("reopen");
+    assert!(report.log_batches_replayed >= 1, "{report}");
+    assert!(report
+        .to_string()
+        .contains("replayed from the write-ahead log"));
+    for s in ["a", "b", "c"] {
+        assert_eq!(last(&store, s).as_deref(), Some(s.as_bytes()), "{report}");
+    }
+    store.close().expect("close");
+    // Replayed into the data file durably: not again.
+    let (store, report) = Store::open(interval).expect("reopen");
+    assert_eq!(report.log_batches_replayed, 0, "{report}");
+    assert_eq!(report.messages.get(&Stream::Retained), Some(&3), "{report}");
+    store.close().expect("close");
+}
+
+#[test]
+fn a_data_file_older_than_its_log_is_refused_with_what_to_do() {
+    let dir = Dir::new("older");
+    let (store, _) = Store::open(dir.config(None)).expect("open");
+    store.execute(publish("x", "x")).expect("publish");
+    store.close().expect("close");
+    let data = dir.0.join(crate::DATA_FILE);
+    let backup = std::fs::read(&data).expect("backup");
+    // Two batches made durable (the log starts over), then one only in the log.
+    let (store, _) = Store::open(dir.config(None)).expect("open");
+    store.execute(publish("y", "y")).expect("publish");
+    store.execute(publish("z", "z")).expect("publish");
+    store.flush().expect("flush");
+    store.close().expect("close");
+    crash_after(&dir, &["w"]);
+    std::fs::write(&data, backup).expect("restore the backup");
+    let err = Store::open(dir.config(None)).expect_err("a gap between file and log");
+    let text = err.to_string();
+    assert!(
+        text.contains("older than its log") && text.contains(crate::LOG_FILE),
+        "{text}"
+    );
+    // Without the log, the backup opens.
+    std::fs::remove_file(dir.0.join(crate::LOG_FILE)).expect("remove the log");
+    let (store, _) = Store::open(dir.config(None)).expect("open without the log");
+    assert_eq!(last(&store, "x").as_deref(), Some(&b"x"[..]));
+    assert_eq!(last(&store, "w"), None);
+}
+
+#[test]
+fn a_full_log_is_folded_into_the_data_file_and_starts_over() {
+    let dir = Dir::new("fold");
+    let mut config = dir.config(None);
+    config.log_bytes = 300;
+    let subjects: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+    let names: Vec<&str> = subjects.iter().map(String::as_str).collect();
+    crash_with(config.clone(), &names);
+    let log_len = std::fs::metadata(dir.0.join(crate::LOG_FILE))
+        .expect("log")
+        .len();
+    assert!(log_len < 600, "the log started over: {log_len} bytes");
+    let (store, report) = Store::open(config).expect("reopen");
+    assert!(
+        (1..=10).contains(&report.log_batches_replayed),
+        "only what the last fold left: {report}"
+    );
+    for s in &names {
+        assert_eq!(last(&store, s).as_deref(), Some(s.as_bytes()), "{report}");
+    }
 }

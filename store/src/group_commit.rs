@@ -2,9 +2,16 @@
 //! carries them out in one write transaction and commits once, so concurrent writers share one
 //! fsync (group commit). Replies go out only after the commit they depend on.
 //!
+//! With [`SyncPolicy::Always`] a batch's writes also go to the write-ahead log ([`crate::wal`]),
+//! synced on the log's thread while the batch is applied here; the commit itself is then not
+//! synced, and the replies wait for the log.
+//!
 //! After a storage failure (a full disk, an I/O error) every request of the failed commit gets
 //! [`StoreError::Unavailable`], the database is closed, and the next batch reopens it (at most
-//! every [`REOPEN_BACKOFF`]), so the store works again once the cause is gone.
+//! every [`REOPEN_BACKOFF`]), so the store works again once the cause is gone. A batch whose
+//! log record was synced but whose commit then failed is applied again from the log when the
+//! file is reopened: its callers were told it failed, but it may have taken effect (never the
+//! other way round).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -15,10 +22,12 @@ use jetmq_core::js::{StoreError, StoreReply, StoreRequest};
 use jetmq_core::time::Instant;
 use redb::{Database, Durability};
 
+use crate::codec;
 use crate::config::{StoreConfig, SyncPolicy};
 use crate::engine::{self, Fail, State, Tables, LAST_SEQ_KEY};
 use crate::error::{describe, unavailable};
 use crate::recovery;
+use crate::wal::{WriteAheadLog, LOG_BATCH_KEY};
 
 /// How long the writer waits before trying to reopen a database that failed.
 pub(crate) const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
@@ -91,6 +100,8 @@ pub(crate) struct Writer {
     last_compact_check: Clock,
     /// Called after each batch's replies.
     after_replies: Option<AfterReplies>,
+    /// The write-ahead log, with [`SyncPolicy::Always`].
+    log: Option<WriteAheadLog>,
 }
 
 fn run_callback(done: Callback, reply: Reply) {
@@ -99,8 +110,13 @@ fn run_callback(done: Callback, reply: Reply) {
 }
 
 impl Writer {
-    /// A writer for an open database.
-    pub(crate) fn new(config: StoreConfig, db: Database, state: State) -> Self {
+    /// A writer for an open database, and its write-ahead log with [`SyncPolicy::Always`].
+    pub(crate) fn new(
+        config: StoreConfig,
+        db: Database,
+        state: State,
+        log: Option<WriteAheadLog>,
+    ) -> Self {
         let now = Clock::now();
         Self {
             config,
@@ -111,6 +127,7 @@ impl Writer {
             failure: None,
             last_compact_check: now,
             after_replies: None,
+            log,
         }
     }
 
@@ -163,6 +180,13 @@ impl Writer {
                 }
             }
             self.run_batch(&mut batch);
+            if self
+                .log
+                .as_ref()
+                .is_some_and(|log| log.len() >= self.config.log_bytes)
+            {
+                self.durable_commit();
+            }
             self.maybe_compact();
         }
         self.run_batch(&mut batch);
@@ -205,10 +229,17 @@ impl Writer {
             }
         }
         let path = self.config.data_file();
-        let opened = recovery::open_database(&self.config, false)
-            .and_then(|(db, _)| recovery::load(&db, &path).map(|state| (db, state)));
+        let opened = recovery::open_database(&self.config, false).and_then(|(db, _)| {
+            let mut state = recovery::load(&db, &path)?;
+            recovery::replay_log(&db, &mut state, &self.config)?;
+            Ok((db, state))
+        });
         match opened {
             Ok((db, state)) => {
+                if let Some(log) = &mut self.log {
+                    // Everything logged is now durable in the data file.
+                    log.reset_to(state.log_batch);
+                }
                 self.db = Some(db);
                 self.state = state;
                 self.failure = None;
@@ -254,6 +285,8 @@ impl Writer {
 
     fn durability(&self, force: bool) -> Durability {
         match self.config.sync {
+            // The log makes the batch durable.
+            SyncPolicy::Always if self.log.is_some() && !force => Durability::None,
             SyncPolicy::Always | SyncPolicy::Never => Durability::Immediate,
             SyncPolicy::Interval(d) => {
                 if force || self.last_durable.elapsed() >= d {
@@ -269,57 +302,37 @@ impl Writer {
         if matches!(durability, Durability::Immediate) {
             self.last_durable = Clock::now();
             self.unsynced = false;
+            if let Some(log) = &mut self.log {
+                log.restart();
+            }
         } else {
             self.unsynced = true;
         }
     }
 
-    /// One write transaction for the whole batch.
+    /// One write transaction for the whole batch; with a write-ahead log, the batch's record
+    /// is written and synced meanwhile, and the replies wait for it.
     fn transact(&mut self, ops: &[Op]) -> Result<Vec<Reply>, redb::Error> {
-        let Some(db) = &self.db else {
-            return Err(redb::Error::DatabaseClosed);
-        };
         let force = ops.iter().any(|o| matches!(o, Op::Flush));
         let writes = ops.iter().any(Op::writes);
         let durability = self.durability(force);
-        let mut txn = db.begin_write()?;
-        txn.set_durability(durability)?;
-        let state = &mut self.state;
-        let mut replies = Vec::with_capacity(ops.len());
-        {
-            let mut t = Tables::open(&txn).map_err(storage)?;
-            let last_seq = state.last_seq;
-            for op in ops {
-                let result = match op {
-                    Op::Request(request) => state.apply(&mut t, request),
-                    Op::Fetch {
-                        consumer,
-                        max_ack_pending,
-                        now,
-                    } => state
-                        .fetch(&t, consumer, *max_ack_pending, *now)
-                        .map(StoreReply::Messages),
-                    Op::SetAckWait { consumer, ack_wait } => state
-                        .set_ack_wait(&mut t, consumer, *ack_wait)
-                        .map(|()| StoreReply::Done),
-                    Op::Restore => state.restore(&t).map(StoreReply::Messages),
-                    Op::Flush => Ok(StoreReply::Done),
-                };
-                replies.push(match result {
-                    Ok(reply) => Ok(reply),
-                    Err(Fail::Rejected(why)) => Err(StoreError::Rejected(why.into())),
-                    Err(Fail::Storage(e)) => return Err(e),
-                });
-            }
-            if state.last_seq != last_seq {
-                t.meta.insert(LAST_SEQ_KEY, state.last_seq)?;
-            }
+        let Some(db) = &self.db else {
+            return Err(redb::Error::DatabaseClosed);
+        };
+        let logged = match &mut self.log {
+            Some(log) if writes => log_batch(log, ops)?,
+            _ => None,
+        };
+        let applied = apply(db, &mut self.state, ops, durability, writes, logged);
+        // Even when the commit failed, the log's thread must be done with the record.
+        let synced = self.log.as_mut().map_or(Ok(()), WriteAheadLog::finish);
+        let replies = applied?;
+        synced?;
+        if let Some(batch) = logged {
+            self.state.log_batch = batch;
         }
         if writes {
-            txn.commit()?;
             self.committed(durability);
-        } else {
-            txn.abort()?;
         }
         Ok(replies)
     }
@@ -408,6 +421,81 @@ impl Writer {
         }
         result
     }
+}
+
+/// Starts writing the batch's record to the log; returns its number, or `None` when the batch
+/// writes nothing the log keeps.
+fn log_batch(log: &mut WriteAheadLog, ops: &[Op]) -> Result<Option<u64>, redb::Error> {
+    let mut body = Vec::new();
+    let mut count = 0;
+    for op in ops {
+        match op {
+            Op::Request(request) => count += usize::from(codec::log_request(&mut body, request)),
+            Op::SetAckWait { consumer, ack_wait } => {
+                codec::log_ack_wait(&mut body, consumer, *ack_wait);
+                count += 1;
+            }
+            Op::Fetch { .. } | Op::Restore | Op::Flush => {}
+        }
+    }
+    if count == 0 {
+        return Ok(None);
+    }
+    log.start(&codec::encode_logged_ops(count, &body))?;
+    Ok(Some(log.next_batch()))
+}
+
+/// Carries out a batch in one write transaction and commits it (or aborts it, when nothing was
+/// written); records the log batch it includes.
+fn apply(
+    db: &Database,
+    state: &mut State,
+    ops: &[Op],
+    durability: Durability,
+    writes: bool,
+    logged: Option<u64>,
+) -> Result<Vec<Reply>, redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(durability)?;
+    let mut replies = Vec::with_capacity(ops.len());
+    {
+        let mut t = Tables::open(&txn).map_err(storage)?;
+        let last_seq = state.last_seq;
+        for op in ops {
+            let result = match op {
+                Op::Request(request) => state.apply(&mut t, request),
+                Op::Fetch {
+                    consumer,
+                    max_ack_pending,
+                    now,
+                } => state
+                    .fetch(&t, consumer, *max_ack_pending, *now)
+                    .map(StoreReply::Messages),
+                Op::SetAckWait { consumer, ack_wait } => state
+                    .set_ack_wait(&mut t, consumer, *ack_wait)
+                    .map(|()| StoreReply::Done),
+                Op::Restore => state.restore(&t).map(StoreReply::Messages),
+                Op::Flush => Ok(StoreReply::Done),
+            };
+            replies.push(match result {
+                Ok(reply) => Ok(reply),
+                Err(Fail::Rejected(why)) => Err(StoreError::Rejected(why.into())),
+                Err(Fail::Storage(e)) => return Err(e),
+            });
+        }
+        if state.last_seq != last_seq {
+            t.meta.insert(LAST_SEQ_KEY, state.last_seq)?;
+        }
+        if let Some(batch) = logged {
+            t.meta.insert(LOG_BATCH_KEY, batch)?;
+        }
+    }
+    if writes {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
+    }
+    Ok(replies)
 }
 
 fn storage(e: Fail) -> redb::Error {

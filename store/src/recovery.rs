@@ -13,9 +13,11 @@ use jetmq_core::js::Stream;
 use redb::{Builder, Database, DatabaseError, Durability};
 
 use crate::backend::DiskBackend;
+use crate::codec::{self, LoggedOp};
 use crate::config::{StoreConfig, SyncPolicy};
-use crate::engine::{self, Fail, State, Tables, FORMAT, FORMAT_KEY, STREAMS};
+use crate::engine::{self, Fail, State, Tables, FORMAT, FORMAT_KEY, LAST_SEQ_KEY, STREAMS};
 use crate::error::OpenError;
+use crate::wal::{self, LOG_BATCH_KEY};
 
 /// The marker file that exists while a store is open: found at start-up, it means the last
 /// process did not close the store (it crashed or was killed).
@@ -48,6 +50,9 @@ pub struct RecoveryReport {
     pub pending_acks: u64,
     /// The last sequence number handed out.
     pub last_seq: u64,
+    /// Batches of writes applied again from the write-ahead log: acknowledged before the last
+    /// run ended, and not yet in the data file's last durable commit.
+    pub log_batches_replayed: u64,
 }
 
 impl fmt::Display for RecoveryReport {
@@ -66,6 +71,13 @@ impl fmt::Display for RecoveryReport {
         }
         if self.torn_commit_discarded {
             f.write_str("; an incomplete last commit was cut off")?;
+        }
+        if self.log_batches_replayed > 0 {
+            write!(
+                f,
+                "; {} batches replayed from the write-ahead log",
+                self.log_batches_replayed
+            )?;
         }
         if self.verified {
             f.write_str("; all checksums verified")?;
@@ -176,9 +188,8 @@ pub(crate) fn open_database(
     Ok((db, torn))
 }
 
-/// Creates the tables if needed, checks the format and loads the writer's state.
-pub(crate) fn load(db: &Database, path: &Path) -> Result<State, OpenError> {
-    let fail = |e: Fail| match e {
+fn open_error(e: Fail, path: &Path) -> OpenError {
+    match e {
         Fail::Rejected(detail) => OpenError::Corrupt {
             path: path.to_owned(),
             detail,
@@ -190,8 +201,24 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<State, OpenError> {
             }
         }
         Fail::Storage(e) => classify(e, path),
-    };
-    let run = || -> Result<State, Fail> {
+    }
+}
+
+/// Runs `run`, turning a panic of the storage engine (possible on some damaged files) into an
+/// error.
+fn guarded<T>(path: &Path, run: impl FnOnce() -> Result<T, Fail>) -> Result<T, OpenError> {
+    panic::catch_unwind(AssertUnwindSafe(run))
+        .map_err(|p| OpenError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("the storage engine failed reading it: {}", panic_text(&*p)),
+        })?
+        .map_err(|e| open_error(e, path))
+}
+
+/// Creates the tables if needed, checks the format and loads the writer's state; the commit
+/// that records the format is durable, so whatever the file shows from now on is on the disk.
+pub(crate) fn load(db: &Database, path: &Path) -> Result<State, OpenError> {
+    guarded(path, || {
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let state = {
@@ -205,13 +232,76 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<State, OpenError> {
             .map_err(|e| Fail::Storage(e.into()))?;
         txn.commit()?;
         Ok(state)
+    })
+}
+
+/// Applies, durably, the batches of the write-ahead log in `config.dir` that the data file does
+/// not include yet ([`crate::wal`]); returns how many there were.
+pub(crate) fn replay_log(
+    db: &Database,
+    state: &mut State,
+    config: &StoreConfig,
+) -> Result<u64, OpenError> {
+    let log_path = config.dir.join(wal::LOG_FILE);
+    let records = wal::read(&config.dir).map_err(io_error(&log_path))?;
+    let included = state.log_batch;
+    let pending: Vec<_> = records.into_iter().filter(|r| r.batch > included).collect();
+    let Some(first) = pending.first() else {
+        return Ok(0);
     };
-    panic::catch_unwind(AssertUnwindSafe(run))
-        .map_err(|p| OpenError::Corrupt {
-            path: path.to_owned(),
-            detail: format!("the storage engine failed reading it: {}", panic_text(&*p)),
-        })?
-        .map_err(fail)
+    if first.batch != included + 1 {
+        return Err(OpenError::Corrupt {
+            path: log_path,
+            detail: format!(
+                "the write-ahead log goes on from batch {} but the data file ends at batch \
+                 {included}: the data file is older than its log (restored from a backup?). \
+                 Remove the log to open the data file without the log's batches",
+                first.batch
+            ),
+        });
+    }
+    let path = config.data_file();
+    guarded(&path, || {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut t = Tables::open(&txn)?;
+            for record in &pending {
+                let ops = codec::decode_logged_ops(&record.payload).map_err(|e| {
+                    engine::corrupt(format!(
+                        "write-ahead log batch {}: {e} ({})",
+                        record.batch,
+                        log_path.display()
+                    ))
+                })?;
+                for op in ops {
+                    let applied = match op {
+                        LoggedOp::Publish {
+                            stream,
+                            subject,
+                            record,
+                        } => state
+                            .publish_record(&mut t, stream, &subject, &record)
+                            .map(drop),
+                        LoggedOp::Request(request) => state.apply(&mut t, &request).map(drop),
+                        LoggedOp::SetAckWait { consumer, ack_wait } => {
+                            state.set_ack_wait(&mut t, &consumer, ack_wait)
+                        }
+                    };
+                    match applied {
+                        // Refused the first time too: it changed nothing then either.
+                        Ok(()) | Err(Fail::Rejected(_)) => {}
+                        Err(e @ Fail::Storage(_)) => return Err(e),
+                    }
+                }
+                state.log_batch = record.batch;
+            }
+            t.meta.insert(LAST_SEQ_KEY, state.last_seq)?;
+            t.meta.insert(LOG_BATCH_KEY, state.log_batch)?;
+        }
+        txn.commit()?;
+        Ok(pending.len() as u64)
+    })
 }
 
 /// Counts what the store holds, for the report.
@@ -237,7 +327,8 @@ pub(crate) fn open(config: &StoreConfig) -> Result<(Database, State, RecoveryRep
     let unclean_shutdown = !created && marker.exists();
     let verify = config.verify_on_open && !created;
     let (db, torn) = open_database(config, verify)?;
-    let state = load(&db, &path)?;
+    let mut state = load(&db, &path)?;
+    let log_batches_replayed = replay_log(&db, &mut state, config)?;
     let mut report = RecoveryReport {
         file: path.clone(),
         duration: Duration::ZERO,
@@ -250,14 +341,9 @@ pub(crate) fn open(config: &StoreConfig) -> Result<(Database, State, RecoveryRep
         consumers: state.consumers.len(),
         pending_acks: 0,
         last_seq: state.last_seq,
+        log_batches_replayed,
     };
-    count(&db, &mut report).map_err(|e| match e {
-        Fail::Storage(e) => classify(e, &path),
-        Fail::Rejected(detail) => OpenError::Corrupt {
-            path: path.clone(),
-            detail,
-        },
-    })?;
+    count(&db, &mut report).map_err(|e| open_error(e, &path))?;
     fs::write(&marker, b"").map_err(io_error(&marker))?;
     report.file_bytes = fs::metadata(&path).map_err(io_error(&path))?.len();
     report.duration = started.elapsed();

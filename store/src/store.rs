@@ -55,7 +55,20 @@ impl Store {
         let (tx, rx) = mpsc::channel();
         let request_timeout = config.request_timeout;
         let file = config.data_file();
-        let writer = Writer::new(config, db, state);
+        let log = if config.sync == crate::SyncPolicy::Always {
+            let log_path = config.dir.join(crate::wal::LOG_FILE);
+            Some(
+                crate::wal::WriteAheadLog::open(&config, state.log_batch).map_err(|source| {
+                    OpenError::Io {
+                        path: log_path,
+                        source,
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        let writer = Writer::new(config, db, state, log);
         let handle = thread::Builder::new()
             .name("jetmq-store".into())
             .spawn(move || writer.run(rx))

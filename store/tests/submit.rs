@@ -104,7 +104,11 @@ fn the_after_replies_hook_follows_each_batch_of_callbacks() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while runs.last() != Some(&REQUESTS) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        runs.push(hook_rx.recv_timeout(left).expect("the hook ran for every batch"));
+        runs.push(
+            hook_rx
+                .recv_timeout(left)
+                .expect("the hook ran for every batch"),
+        );
     }
     assert!(
         runs.windows(2).all(|w| w[0] < w[1]),

@@ -3,8 +3,10 @@
 //! fsync (group commit). Replies go out only after the commit they depend on.
 //!
 //! With [`SyncPolicy::Always`] a batch's writes also go to the write-ahead log ([`crate::wal`]),
-//! synced on the log's thread while the batch is applied here; the commit itself is then not
-//! synced, and the replies wait for the log.
+//! synced on the log's thread while the batch is applied here, and the replies wait for the
+//! log. The batches then go on in one open write transaction, committed (durably) only when the
+//! log is full, at a flush, before compaction and at close: the log keeps them meanwhile, and
+//! a commit per batch would only cost time.
 //!
 //! After a storage failure (a full disk, an I/O error) every request of the failed commit gets
 //! [`StoreError::Unavailable`], the database is closed, and the next batch reopens it (at most
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant as Clock};
 use bytestring::ByteString;
 use jetmq_core::js::{StoreError, StoreReply, StoreRequest};
 use jetmq_core::time::Instant;
-use redb::{Database, Durability};
+use redb::{Database, Durability, WriteTransaction};
 
 use crate::codec;
 use crate::config::{StoreConfig, SyncPolicy};
@@ -102,6 +104,8 @@ pub(crate) struct Writer {
     after_replies: Option<AfterReplies>,
     /// The write-ahead log, with [`SyncPolicy::Always`].
     log: Option<WriteAheadLog>,
+    /// With the log: the transaction the batches since the last commit went into.
+    open: Option<WriteTransaction>,
 }
 
 fn run_callback(done: Callback, reply: Reply) {
@@ -128,6 +132,7 @@ impl Writer {
             last_compact_check: now,
             after_replies: None,
             log,
+            open: None,
         }
     }
 
@@ -257,6 +262,9 @@ impl Writer {
 
     /// Closes the database after a storage failure; the in-memory state is reloaded on reopen.
     fn fail(&mut self, reason: String) {
+        // Its batches are in the log, and come back from it when the file is reopened.
+        let open = self.open.take();
+        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(open)));
         let db = self.db.take();
         // redb may find the failure again while closing; nothing more can be done about it here.
         let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
@@ -323,18 +331,46 @@ impl Writer {
             Some(log) if writes => log_batch(log, ops)?,
             _ => None,
         };
-        let applied = apply(db, &mut self.state, ops, durability, writes, logged);
-        // Even when the commit failed, the log's thread must be done with the record.
+        if self.log.is_none() {
+            let replies = apply(db, &mut self.state, ops, durability, writes)?;
+            if writes {
+                self.committed(durability);
+            }
+            return Ok(replies);
+        }
+        let txn = match self.open.take() {
+            Some(txn) => txn,
+            None => db.begin_write()?,
+        };
+        let ran = run_ops(&txn, &mut self.state, ops, logged);
+        // Even when the batch failed, the log's thread must be done with the record.
         let synced = self.log.as_mut().map_or(Ok(()), WriteAheadLog::finish);
-        let replies = applied?;
+        // On a failure the transaction is dropped here, undoing the batches since the last
+        // commit in the file; the log has every one of them that was acknowledged.
+        let replies = ran?;
         synced?;
         if let Some(batch) = logged {
             self.state.log_batch = batch;
         }
-        if writes {
-            self.committed(durability);
+        if force {
+            let mut txn = txn;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+            self.committed(Durability::Immediate);
+        } else {
+            self.open = Some(txn);
+            if writes {
+                self.unsynced = true;
+            }
         }
         Ok(replies)
+    }
+
+    /// Drops the open transaction when it holds no writes (it only served reads).
+    fn drop_idle_transaction(&mut self) {
+        if !self.unsynced {
+            self.open = None;
+        }
     }
 
     /// An empty durable commit, making earlier non-durable ones durable.
@@ -356,6 +392,7 @@ impl Writer {
             self.durable_commit();
             self.ensure_open().map_err(|r| unavailable(&r))?;
         }
+        self.drop_idle_transaction();
         let before = self.file_len();
         let Some(db) = self.db.as_mut() else {
             return Err(unavailable("store file is closed"));
@@ -394,11 +431,15 @@ impl Writer {
         let Some(db) = &self.db else {
             return;
         };
-        let used = db.begin_write().ok().and_then(|txn| {
-            let stats = txn.stats().ok();
-            let _ = txn.abort();
-            stats.map(|s| s.allocated_pages() * s.page_size() as u64)
-        });
+        let stats = match &self.open {
+            Some(txn) => txn.stats().ok(),
+            None => db.begin_write().ok().and_then(|txn| {
+                let stats = txn.stats().ok();
+                let _ = txn.abort();
+                stats
+            }),
+        };
+        let used = stats.map(|s| s.allocated_pages() * s.page_size() as u64);
         if used.is_some_and(|used| used < len / 2) {
             let _ = self.compact();
         }
@@ -413,6 +454,7 @@ impl Writer {
         } else {
             Ok(StoreReply::Done)
         };
+        self.open = None;
         if let Some(db) = self.db.take() {
             let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
             if result.is_ok() {
@@ -445,21 +487,36 @@ fn log_batch(log: &mut WriteAheadLog, ops: &[Op]) -> Result<Option<u64>, redb::E
     Ok(Some(log.next_batch()))
 }
 
-/// Carries out a batch in one write transaction and commits it (or aborts it, when nothing was
-/// written); records the log batch it includes.
+/// Carries out a batch in a write transaction of its own and commits it (or aborts it, when
+/// nothing was written).
 fn apply(
     db: &Database,
     state: &mut State,
     ops: &[Op],
     durability: Durability,
     writes: bool,
-    logged: Option<u64>,
 ) -> Result<Vec<Reply>, redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(durability)?;
+    let replies = run_ops(&txn, state, ops, None)?;
+    if writes {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
+    }
+    Ok(replies)
+}
+
+/// Carries out a batch in `txn`, recording the log batch it includes.
+fn run_ops(
+    txn: &WriteTransaction,
+    state: &mut State,
+    ops: &[Op],
+    logged: Option<u64>,
+) -> Result<Vec<Reply>, redb::Error> {
     let mut replies = Vec::with_capacity(ops.len());
     {
-        let mut t = Tables::open(&txn).map_err(storage)?;
+        let mut t = Tables::open(txn).map_err(storage)?;
         let last_seq = state.last_seq;
         for op in ops {
             let result = match op {
@@ -489,11 +546,6 @@ fn apply(
         if let Some(batch) = logged {
             t.meta.insert(LOG_BATCH_KEY, batch)?;
         }
-    }
-    if writes {
-        txn.commit()?;
-    } else {
-        txn.abort()?;
     }
     Ok(replies)
 }

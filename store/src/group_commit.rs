@@ -327,10 +327,6 @@ impl Writer {
         let Some(db) = &self.db else {
             return Err(redb::Error::DatabaseClosed);
         };
-        let logged = match &mut self.log {
-            Some(log) if writes => log_batch(log, ops)?,
-            _ => None,
-        };
         if self.log.is_none() {
             let replies = apply(db, &mut self.state, ops, durability, writes)?;
             if writes {
@@ -341,6 +337,10 @@ impl Writer {
         let txn = match self.open.take() {
             Some(txn) => txn,
             None => db.begin_write()?,
+        };
+        let logged = match &mut self.log {
+            Some(log) if writes => log_batch(log, ops)?,
+            _ => None,
         };
         let ran = run_ops(&txn, &mut self.state, ops, logged);
         // Even when the batch failed, the log's thread must be done with the record.
@@ -373,7 +373,8 @@ impl Writer {
         }
     }
 
-    /// An empty durable commit, making earlier non-durable ones durable.
+    /// An empty durable commit, making earlier non-durable ones (or the open transaction)
+    /// durable.
     fn durable_commit(&mut self) {
         if let Err(reason) = self.transact_guarded(&[Op::Flush]) {
             // The next request will see the failure too and reopen.

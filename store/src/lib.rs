@@ -44,8 +44,9 @@
 //! fsync (group commit). Replies are sent after the commit. With [`SyncPolicy::Always`] (the
 //! default) an acknowledged write survives `kill -9` and power loss: the batch's writes go to
 //! a write-ahead log ([`wal`], file [`LOG_FILE`]) whose record is synced on its own thread
-//! while the batch is applied to redb, which commits without syncing and durably only when the
-//! log is full; start-up applies the log's batches the data file lacks. See [`SyncPolicy`] for
+//! while the batch is applied to redb; the batches go on in one open redb transaction,
+//! committed durably when the log is full, at a flush, before compaction and at close.
+//! Start-up applies the log's batches the data file lacks. See [`SyncPolicy`] for
 //! the others. A full disk or an I/O error fails the requests of that commit with
 //! [`jetmq_core::js::StoreError::Unavailable`] and nothing of them is kept; the file is reopened
 //! on a later request, so the store works again once space returns. [`Store::submit`] queues
@@ -84,7 +85,7 @@
 //!   whose clients wait for each commit, that sync, during which the writer could do nothing,
 //!   was the largest part of a persisted message's time. The write-ahead log ([`wal`]) moves
 //!   it off the writer's path: one sequential record per batch, synced while redb applies the
-//!   batch (persistent QoS 1 through the broker: 110–123 k → 147–153 k messages/s). The log
+//!   batch (persistent QoS 1 through the broker: 110–123 k → 160–164 k messages/s). The log
 //!   only replays whole batches into redb; redb still gives atomic commits, torn-commit
 //!   rollback and page reuse.
 //!

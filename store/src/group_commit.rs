@@ -293,8 +293,6 @@ impl Writer {
 
     fn durability(&self, force: bool) -> Durability {
         match self.config.sync {
-            // The log makes the batch durable.
-            SyncPolicy::Always if self.log.is_some() && !force => Durability::None,
             SyncPolicy::Always | SyncPolicy::Never => Durability::Immediate,
             SyncPolicy::Interval(d) => {
                 if force || self.last_durable.elapsed() >= d {
@@ -323,11 +321,11 @@ impl Writer {
     fn transact(&mut self, ops: &[Op]) -> Result<Vec<Reply>, redb::Error> {
         let force = ops.iter().any(|o| matches!(o, Op::Flush));
         let writes = ops.iter().any(Op::writes);
-        let durability = self.durability(force);
         let Some(db) = &self.db else {
             return Err(redb::Error::DatabaseClosed);
         };
         if self.log.is_none() {
+            let durability = self.durability(force);
             let replies = apply(db, &mut self.state, ops, durability, writes)?;
             if writes {
                 self.committed(durability);

@@ -29,7 +29,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -113,8 +113,8 @@ struct Job {
 }
 
 /// The log file, its write position, and the thread that writes and syncs it.
+#[derive(Debug)]
 pub(crate) struct WriteAheadLog {
-    path: PathBuf,
     /// Where the next record goes.
     end: u64,
     /// The number of the last record written (or of the last batch the data file includes).
@@ -124,28 +124,6 @@ pub(crate) struct WriteAheadLog {
     jobs: Option<Sender<Job>>,
     done: Receiver<io::Result<()>>,
     thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for WriteAheadLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteAheadLog")
-            .field("path", &self.path)
-            .field("end", &self.end)
-            .field("batch", &self.batch)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Opens (creating it if missing) the log file of `config`'s directory.
-pub(crate) fn open_file(config: &StoreConfig) -> io::Result<(File, PathBuf)> {
-    let path = config.dir.join(LOG_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)?;
-    Ok((file, path))
 }
 
 /// The records of the log file in `dir`, if there is one.
@@ -161,7 +139,12 @@ impl WriteAheadLog {
     /// The log of `config`'s directory, writing from offset 0 after batch `batch` (the data
     /// file includes everything logged so far).
     pub(crate) fn open(config: &StoreConfig, batch: u64) -> io::Result<Self> {
-        let (writing, path) = open_file(config)?;
+        let writing = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(config.dir.join(LOG_FILE))?;
         let mut allocated = writing.metadata()?.len();
         let (jobs, rx) = mpsc::channel::<Job>();
         let (done_tx, done) = mpsc::channel();
@@ -182,7 +165,6 @@ impl WriteAheadLog {
                 }
             })?;
         Ok(Self {
-            path,
             end: 0,
             batch,
             in_flight: None,

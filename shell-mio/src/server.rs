@@ -20,9 +20,10 @@ use mio::{Interest, Registry, Token, Waker};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
-use crate::completions::{self, Completions};
+use crate::completions;
 use crate::connection::{Connection, ReadOutcome};
 use crate::transport::{self, Handshake, Transport};
+use jetmq::inputs::InputQueue;
 
 /// The tokens jetmq may use on the application's `Poll`: `count` of them from `first`, one
 /// per listener, then one per connection, so `count` bounds the connections too.
@@ -112,9 +113,10 @@ pub struct MioServer {
     by_id: HashMap<ConnId, usize>,
     next_conn: u64,
     store: Arc<dyn StoreBackend>,
-    /// Results of store requests.
+    /// Where store requests' results go (into `completions`).
     replies: StoreReplies,
-    completions: Completions,
+    /// Inputs finished off the loop's thread.
+    completions: InputQueue,
     auth: mpsc::Sender<AuthRequest>,
     pending_store: usize,
     inputs: VecDeque<Input>,
@@ -198,14 +200,10 @@ impl MioServer {
         }
         let started = Instant::now();
         let now = jetmq::clock::now_since(started);
-        let store_wake = Arc::clone(&waker);
-        let replies = StoreReplies::new(
-            &*store,
-            Arc::new(move || {
-                let _ = store_wake.wake();
-            }),
-        );
-        let completions = Completions::new(waker);
+        let completions = InputQueue::new(Arc::new(move || {
+            let _ = waker.wake();
+        }));
+        let replies = StoreReplies::new(&*store, completions.clone());
         let c = completions.clone();
         let nats = jetmq::nats_link::NatsLink::for_config(&config, "jetmq-mio", move |input| {
             c.push(input)
@@ -407,8 +405,7 @@ impl MioServer {
     }
 
     fn collect_completions(&mut self) {
-        let done = self.replies.take().into_iter();
-        for input in done.chain(self.completions.take()) {
+        for input in self.completions.take() {
             if matches!(input, Input::Stored { .. }) {
                 self.pending_store = self.pending_store.saturating_sub(1);
             }

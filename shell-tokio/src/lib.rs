@@ -19,6 +19,7 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod inputs;
 pub mod jetstream;
 pub mod nats_config;
 pub mod nats_link;

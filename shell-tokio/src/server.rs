@@ -21,6 +21,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ServerConfig, Transport};
 use crate::connection::{ConnHandle, Connection, Mailbox};
+use crate::inputs::InputQueue;
 use crate::record::handle;
 use crate::store::{StoreBackend, StoreReplies};
 
@@ -33,8 +34,8 @@ const INPUT_QUEUE: usize = 1024;
 enum Control {
     Register(ConnId, ConnHandle),
     Input(Input),
-    /// Store results are waiting in [`StoreReplies`].
-    StoreReplies,
+    /// Inputs are waiting in the broker task's [`InputQueue`] (store results).
+    Queued,
 }
 
 /// A running server.
@@ -198,16 +199,14 @@ async fn serve(
         "store restored"
     );
     let wake = control_tx.clone();
-    let replies = StoreReplies::new(
-        &*store,
-        Arc::new(move || {
-            let _ = wake.send(Control::StoreReplies);
-        }),
-    );
+    let queued = InputQueue::new(Arc::new(move || {
+        let _ = wake.send(Control::Queued);
+    }));
+    let replies = StoreReplies::new(&*store, queued.clone());
     let effects = Effects {
         nats: nats.clone(),
         store: Arc::clone(&store),
-        replies: replies.clone(),
+        replies,
         auth: Arc::new(config.auth.clone()),
         control: control_tx.clone(),
         log_pii: config.log_pii,
@@ -237,7 +236,7 @@ async fn serve(
     drop(input_tx);
 
     let mut stopping: Option<tokio::time::Instant> = None;
-    // Store results taken from `replies`, handled before anything else is awaited.
+    // Inputs taken from `queued`, handled before anything else is awaited.
     let mut ready: VecDeque<Input> = VecDeque::new();
     loop {
         if let Some(since) = stopping {
@@ -265,8 +264,8 @@ async fn serve(
                     continue;
                 }
                 Some(Control::Input(input)) => input,
-                Some(Control::StoreReplies) => {
-                    ready.extend(replies.take());
+                Some(Control::Queued) => {
+                    ready.extend(queued.take());
                     continue;
                 }
                 None => break,

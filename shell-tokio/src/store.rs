@@ -2,7 +2,7 @@
 //! and reports each result through a completion callback.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use jetmq_core::broker::Input;
 use jetmq_core::js::memory::MemoryStore;
@@ -11,8 +11,8 @@ use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMess
 /// Called once with the result of a store request, from whichever thread finished it.
 pub type Completion = Box<dyn FnOnce(RequestId, Result<StoreReply, StoreError>) + Send>;
 
-/// Wakes a shell's loop from another thread.
-pub type Wake = Arc<dyn Fn() + Send + Sync>;
+use crate::inputs::InputQueue;
+pub use crate::inputs::Wake;
 
 /// A store the server can use: the embedded store, JetStream, or memory.
 pub trait StoreBackend: Send + Sync + 'static {
@@ -36,46 +36,34 @@ pub trait StoreBackend: Send + Sync + 'static {
     }
 }
 
-/// Store results on their way to a shell's loop, as broker inputs ([`Input::Stored`]). The
-/// loop is woken once per group of results when the backend groups them: a wake per result
-/// from another thread on a busy core hands the core back and forth for every result.
+/// Store results on their way to a shell's loop, as broker inputs ([`Input::Stored`]) in its
+/// [`InputQueue`]. The loop is woken once per group of results when the backend groups them: a
+/// wake per result from another thread on a busy core hands the core back and forth for every
+/// result.
 #[derive(Clone)]
 pub struct StoreReplies {
-    queue: Arc<Mutex<Vec<Input>>>,
-    wake: Wake,
+    inputs: InputQueue,
     grouped: bool,
 }
 
 impl StoreReplies {
-    /// Replies for `store`'s requests, announced by calling `wake`.
-    pub fn new(store: &dyn StoreBackend, wake: Wake) -> Self {
-        let grouped = store.group_completions(Arc::clone(&wake));
-        Self {
-            queue: Arc::new(Mutex::new(Vec::new())),
-            wake,
-            grouped,
-        }
+    /// Replies for `store`'s requests, queued in `inputs`.
+    pub fn new(store: &dyn StoreBackend, inputs: InputQueue) -> Self {
+        let grouped = store.group_completions(inputs.waker());
+        Self { inputs, grouped }
     }
 
     /// The completion for one request: it queues the result.
     pub fn completion(&self) -> Completion {
         let replies = self.clone();
         Box::new(move |id, reply| {
-            if let Ok(mut q) = replies.queue.lock() {
-                q.push(Input::Stored { id, reply });
-            }
-            if !replies.grouped {
-                (replies.wake)();
+            let input = Input::Stored { id, reply };
+            if replies.grouped {
+                replies.inputs.push_quietly(input);
+            } else {
+                replies.inputs.push(input);
             }
         })
-    }
-
-    /// The results queued so far, in the order they finished.
-    pub fn take(&self) -> Vec<Input> {
-        self.queue
-            .lock()
-            .map(|mut q| std::mem::take(&mut *q))
-            .unwrap_or_default()
     }
 }
 

@@ -315,8 +315,8 @@ impl Broker {
         self.announce_connect(&key, out);
         let connected_here = self
             .by_key
-            .get(&key)
-            .and_then(|&s| self.sessions.get(s))
+            .get(&key, &self.sessions)
+            .and_then(|s| self.sessions.get(s))
             .is_some_and(|s| s.conn.is_some());
         if self.config.fleet && !connect.clean_start && !connected_here {
             self.load_session(conn, connect, key, assigned, out);
@@ -335,7 +335,7 @@ impl Broker {
         assigned: bool,
         out: &mut Outbox,
     ) {
-        let in_memory = self.by_key.contains_key(&key);
+        let in_memory = self.by_key.get(&key, &self.sessions).is_some();
         let default_deadline = self.now.instant.saturating_add(self.config.connect_timeout);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -420,15 +420,17 @@ impl Broker {
         }
         let mut by_consumer = BTreeMap::new();
         let mut by_hash16 = BTreeMap::new();
-        if let Some(record) = record.filter(|_| !self.by_key.contains_key(&key)) {
+        if let Some(record) = record.filter(|_| self.by_key.get(&key, &self.sessions).is_none()) {
             if !self.restore_session(&record, &mut by_consumer, &mut by_hash16) {
                 out.push(Action::Notice(Notice::BadRecord {
                     subject: record.subject.clone(),
                 }));
             }
         }
-        if let Some(s) = self.by_key.get(&key).and_then(|&s| self.sessions.get(s)) {
-            by_consumer.insert(s.consumer(), self.by_key[&key]);
+        if let Some(id) = self.by_key.get(&key, &self.sessions) {
+            if let Some(s) = self.sessions.get(id) {
+                by_consumer.insert(s.consumer(), id);
+            }
         }
         for message in &pending {
             self.restore_message(message, &by_consumer, out);
@@ -458,7 +460,7 @@ impl Broker {
         let (persistent, expiry) = session_expiry(granted);
 
         let mut session_present = false;
-        let session = match self.by_key.get(&key).copied() {
+        let session = match self.by_key.get(&key, &self.sessions) {
             Some(existing) => {
                 // A session that ends with its connection cannot be resumed.
                 let resume = !connect.clean_start
@@ -598,13 +600,9 @@ impl Broker {
 
     fn new_session(&mut self, key: SessionKey, version: ProtocolVersion) -> SessionId {
         self.session_uids += 1;
-        let id = self.sessions.insert(Box::new(Session::new(
-            key.clone(),
-            version,
-            self.session_uids,
-        )));
-        self.by_key.insert(key, id);
-        id
+        self.by_key.insert(&key, self.sessions.vacant_key());
+        self.sessions
+            .insert(Box::new(Session::new(key, version, self.session_uids)))
     }
 
     fn on_disconnect(
@@ -857,7 +855,7 @@ impl Broker {
     fn remove_session(&mut self, session: SessionId, out: &mut Outbox) -> Option<Session> {
         self.hand_over_shared(session, true, out);
         let s = self.sessions.try_remove(session)?;
-        self.by_key.remove(&s.key);
+        self.by_key.remove(&s.key, session);
         for entry in s.subscriptions.values() {
             self.unindex_subscription(session, entry);
         }
@@ -890,7 +888,7 @@ impl Broker {
     /// Ends the session of `key` on this node: its client disconnected (0x98), the session and
     /// its stored state removed.
     pub(super) fn discard_here(&mut self, key: &SessionKey, out: &mut Outbox) {
-        let Some(&session) = self.by_key.get(key) else {
+        let Some(session) = self.by_key.get(key, &self.sessions) else {
             return;
         };
         if let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) {

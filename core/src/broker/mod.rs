@@ -55,6 +55,7 @@ mod persist;
 mod publish;
 pub mod retained;
 mod session;
+mod session_index;
 mod shared;
 mod subscribe;
 pub mod subscriptions;
@@ -135,7 +136,7 @@ pub struct Broker {
     conns: BTreeMap<ConnId, Box<Connection>>,
     /// Boxed, so the slab's spare capacity costs a pointer per slot, not a session.
     sessions: Slab<Box<Session>>,
-    by_key: BTreeMap<SessionKey, SessionId>,
+    by_key: session_index::SessionIndex,
     /// The last session number handed out.
     session_uids: u64,
     subscriptions: SubscriptionTree<SessionId, session::Subscriber>,
@@ -191,7 +192,7 @@ impl Broker {
             now,
             conns: BTreeMap::new(),
             sessions: Slab::new(),
-            by_key: BTreeMap::new(),
+            by_key: session_index::SessionIndex::default(),
             session_uids: 0,
             subscriptions: SubscriptionTree::new(),
             shared: SubscriptionTree::new(),
@@ -248,10 +249,13 @@ impl Broker {
 
     /// Every session, online and offline, as an administrator sees it, in key order.
     pub fn sessions(&self) -> impl Iterator<Item = SessionInfo> + '_ {
-        self.by_key
-            .values()
-            .filter_map(|&id| self.sessions.get(id))
-            .map(|s| s.info())
+        let mut sessions: Vec<&Session> = self
+            .by_key
+            .ids()
+            .filter_map(|id| self.sessions.get(id).map(|s| &**s))
+            .collect();
+        sessions.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        sessions.into_iter().map(Session::info)
     }
 
     /// Messages queued and in flight for the session of `client_id` in the default account,
@@ -262,7 +266,7 @@ impl Broker {
             account: bytestring::ByteString::from_static(DEFAULT_ACCOUNT),
             client_id: client_id.into(),
         };
-        let s = self.sessions.get(*self.by_key.get(&key)?)?;
+        let s = self.sessions.get(self.by_key.get(&key, &self.sessions)?)?;
         Some((
             s.outbound.inflight.len(),
             s.outbound.queue.len(),
@@ -382,7 +386,7 @@ impl Broker {
         // Split off, not taken: once the shell has written the bytes, the next encode reclaims
         // the same allocation, so steady-state delivery does not allocate.
         let bytes = c.out.split().freeze();
-        c.out_hint = bytes.len().min(OUT_HINT_MAX);
+        c.out_hint = u32::try_from(bytes.len().min(OUT_HINT_MAX)).unwrap_or(u32::MAX);
         c.unsent += bytes.len();
         let slow = c.unsent > self.config.max_unsent_bytes && c.slow_since.is_none();
         if slow {

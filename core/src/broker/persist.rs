@@ -314,12 +314,10 @@ impl Broker {
             ProtocolVersion::V311
         };
         self.session_uids += 1;
-        let id = self.sessions.insert(Box::new(Session::new(
-            key.clone(),
-            version,
-            self.session_uids,
-        )));
-        self.by_key.insert(key, id);
+        self.by_key.insert(&key, self.sessions.vacant_key());
+        let id = self
+            .sessions
+            .insert(Box::new(Session::new(key, version, self.session_uids)));
         let mut subs: Vec<(ByteString, SubscriptionEntry)> = Vec::new();
         if rec.jetmq.subs.is_empty() {
             // A record written by the NATS server: filters are NATS subjects.

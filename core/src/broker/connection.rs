@@ -197,7 +197,9 @@ pub(crate) struct Connection {
     /// Bytes encoded during this call, sent as one action at its end.
     pub(crate) out: BytesMut,
     /// Size of the last flush (capped), to size the next output buffer in one allocation.
-    pub(crate) out_hint: usize,
+    /// (A `u32`: with the other small fields it keeps the boxed connection in a smaller
+    /// allocation class.)
+    pub(crate) out_hint: u32,
     /// Whether `out` has bytes and the connection is on the flush list.
     pub(crate) dirty: bool,
     pub(crate) version: ProtocolVersion,

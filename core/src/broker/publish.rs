@@ -955,7 +955,8 @@ impl Broker {
         self.stats.deliveries += 1;
         if c.out.capacity() - c.out.len() < len {
             // One allocation sized like the last flush instead of a doubling series.
-            c.out.reserve(len.max(c.out_hint));
+            c.out
+                .reserve(len.max(usize::try_from(c.out_hint).unwrap_or(usize::MAX)));
         }
         if msg.payload.len() >= SHARED_PAYLOAD_MIN {
             // What this call wrote before and the header go out first, then the payload from

@@ -164,6 +164,11 @@ impl Broker {
             );
         }
         self.drain_pipeline(Some(conn), out);
+        // Subscription changes are rare: once done, the room their entry took is given back
+        // rather than kept for a burst (a client that subscribes and then idles keeps none).
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.pipeline.release_room();
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -37,7 +38,11 @@ pub(crate) struct Mailbox {
 
 #[derive(Debug, Default)]
 struct MailboxState {
-    queue: VecDeque<Bytes>,
+    /// The first bytes queued. Kept apart from `rest` so the usual case, one send between two
+    /// writes, needs no queue allocation, and an idle connection keeps none.
+    first: Option<Bytes>,
+    /// What was queued after `first` (empty while `first` is `None`).
+    rest: VecDeque<Bytes>,
     /// Write what is queued, then close the socket.
     close: bool,
     /// The task has stopped: nothing more is kept.
@@ -79,8 +84,13 @@ impl Mailbox {
     /// Queues bytes after everything before.
     pub(crate) fn send(&self, bytes: Bytes) {
         self.update(|s| {
-            if !s.close {
-                s.queue.push_back(bytes);
+            if s.close {
+                return;
+            }
+            if s.first.is_none() {
+                s.first = Some(bytes);
+            } else {
+                s.rest.push_back(bytes);
             }
         });
     }
@@ -112,39 +122,41 @@ impl Mailbox {
         let Ok(mut s) = self.state.lock() else {
             return Taken::Close;
         };
-        let Some(first) = s.queue.pop_front() else {
+        let Some(first) = s.first.take() else {
             return if s.close {
                 Taken::Close
             } else {
                 Taken::Nothing
             };
         };
-        let bytes = if s.queue.is_empty() {
-            first
-        } else {
-            // What else waits goes out in the same write: one system call for a burst of
-            // packets instead of one each.
-            let queued: usize = s.queue.iter().map(Bytes::len).sum();
-            let mut batch = BytesMut::with_capacity((first.len() + queued).min(limit));
-            batch.extend_from_slice(&first);
-            while batch.len() < limit {
-                let Some(more) = s.queue.pop_front() else {
-                    break;
-                };
-                batch.extend_from_slice(&more);
-            }
-            batch.freeze()
-        };
-        if s.queue.is_empty() && s.queue.capacity() > 64 {
-            s.queue.shrink_to_fit();
+        if s.rest.is_empty() {
+            return Taken::Bytes(first);
         }
+        // What else waits goes out in the same write: one system call for a burst of packets
+        // instead of one each.
+        let queued: usize = s.rest.iter().map(Bytes::len).sum();
+        let mut batch = BytesMut::with_capacity((first.len() + queued).min(limit));
+        batch.extend_from_slice(&first);
+        while batch.len() < limit {
+            let Some(more) = s.rest.pop_front() else {
+                break;
+            };
+            batch.extend_from_slice(&more);
+        }
+        s.first = s.rest.pop_front();
+        if s.rest.is_empty() {
+            // Drained: an idle connection keeps no queue.
+            s.rest = VecDeque::new();
+        }
+        let bytes = batch.freeze();
         Taken::Bytes(bytes)
     }
 
     fn stopped(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.stopped = true;
-            s.queue = VecDeque::new();
+            s.first = None;
+            s.rest = VecDeque::new();
             s.waker = None;
         }
     }
@@ -160,6 +172,24 @@ pub(crate) struct ConnHandle {
 impl Drop for ConnHandle {
     fn drop(&mut self) {
         self.mailbox.close();
+    }
+}
+
+/// One count in the server's number of open connections, given back when the connection's
+/// task ends or is dropped (the count was taken when the socket was accepted).
+#[derive(Debug)]
+pub(crate) struct OpenSlot(Arc<AtomicU64>);
+
+impl OpenSlot {
+    /// Takes over a count already added to `open`.
+    pub(crate) fn adopt(open: Arc<AtomicU64>) -> Self {
+        Self(open)
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -189,6 +219,9 @@ pub(crate) struct Connection<S, F> {
     closed_after_blocked: bool,
     /// Writing is over (the socket was shut down or failed).
     write_done: bool,
+    /// Held for as long as the task lives. (A field, not an `async` wrapper around the task:
+    /// such a wrapper stores the connection twice and doubles the task's allocation.)
+    _open: OpenSlot,
 }
 
 impl<S, F> Connection<S, F>
@@ -197,13 +230,14 @@ where
     F: Fn(Input) + Unpin,
 {
     /// The task of connection `conn` on `socket`: reads go to `inputs`, writes come from
-    /// `mailbox`, written bytes are reported with `flushed`.
+    /// `mailbox`, written bytes are reported with `flushed`; `open` is given back at the end.
     pub(crate) fn new(
         conn: ConnId,
         socket: S,
         inputs: mpsc::Sender<Input>,
         mailbox: Arc<Mailbox>,
         flushed: F,
+        open: OpenSlot,
     ) -> Self {
         Self {
             conn,
@@ -218,6 +252,7 @@ where
             read_done: false,
             closed_after_blocked: false,
             write_done: false,
+            _open: open,
         }
     }
 
@@ -399,5 +434,56 @@ where
         // Let other tasks run; this one goes on in its next turn.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(mailbox: &Mailbox, limit: usize) -> Option<Vec<u8>> {
+        match mailbox.take(limit) {
+            Taken::Bytes(b) => Some(b.to_vec()),
+            Taken::Close => None,
+            Taken::Nothing => Some(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn sends_come_out_in_order_joined_up_to_the_limit_and_the_close_last() {
+        let mailbox = Mailbox::default();
+        assert_eq!(taken(&mailbox, 8), Some(Vec::new()));
+        mailbox.send(Bytes::from_static(b"abc"));
+        assert_eq!(taken(&mailbox, 8), Some(b"abc".to_vec()));
+        for part in [&b"12"[..], b"345", b"6789", b"0"] {
+            mailbox.send(Bytes::copy_from_slice(part));
+        }
+        // Joined until the limit is reached; what is left keeps its order.
+        assert_eq!(taken(&mailbox, 5), Some(b"12345".to_vec()));
+        mailbox.close();
+        mailbox.send(Bytes::from_static(b"after the close"));
+        assert_eq!(taken(&mailbox, 64), Some(b"67890".to_vec()));
+        assert_eq!(taken(&mailbox, 64), None);
+    }
+
+    #[test]
+    fn a_drained_mailbox_keeps_no_queue() {
+        let mailbox = Mailbox::default();
+        for _ in 0..3 {
+            mailbox.send(Bytes::from_static(b"x"));
+        }
+        assert_eq!(taken(&mailbox, 64), Some(b"xxx".to_vec()));
+        let state = mailbox.state.lock().expect("not poisoned");
+        assert!(state.first.is_none());
+        assert_eq!(state.rest.capacity(), 0);
+    }
+
+    #[test]
+    fn the_open_count_is_given_back_when_the_slot_is_dropped() {
+        let open = Arc::new(AtomicU64::new(1));
+        let slot = OpenSlot::adopt(Arc::clone(&open));
+        assert_eq!(open.load(Ordering::Relaxed), 1);
+        drop(slot);
+        assert_eq!(open.load(Ordering::Relaxed), 0);
     }
 }

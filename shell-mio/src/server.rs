@@ -536,7 +536,9 @@ impl MioServer {
 
     fn open(&mut self, registry: &Registry, socket: TcpStream, peer: SocketAddr, mode: Mode) {
         let info = ConnInfo {
-            peer: peer.to_string().into(),
+            // Boxed (no spare capacity): a `String` with spare room becomes a `Bytes` with a
+            // separate reference-count allocation.
+            peer: peer.to_string().into_boxed_str().into(),
             listener: mode.kind(),
             tls_identity: None,
         };

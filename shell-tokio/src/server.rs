@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ServerConfig, Transport};
-use crate::connection::{ConnHandle, Connection, Mailbox};
+use crate::connection::{ConnHandle, Connection, Mailbox, OpenSlot};
 use crate::inputs::InputQueue;
 use crate::record::handle;
 use crate::store::{StoreBackend, StoreReplies};
@@ -475,7 +475,9 @@ impl Wiring {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return true;
         };
-        let info_peer = info.peer.clone();
+        // One span per connection when info logs are on: what it logs carries its number and
+        // peer. Without them the task does not carry a disabled span (nor a copy of the peer).
+        let span = tracing::info_span!("conn", id = conn.get(), peer = %info.peer);
         let mailbox = Arc::new(Mailbox::default());
         let handle = ConnHandle {
             mailbox: Arc::clone(&mailbox),
@@ -492,15 +494,8 @@ impl Wiring {
         let report = move |input| {
             let _ = flushed.send(Control::Input(input));
         };
-        let task = Connection::new(conn, socket, self.inputs.clone(), mailbox, report);
-        let open = Arc::clone(&self.open);
-        let task = async move {
-            task.await;
-            open.fetch_sub(1, Ordering::Relaxed);
-        };
-        // One span per connection when info logs are on: what it logs carries its number and
-        // peer. Without them the task does not carry a disabled span.
-        let span = tracing::info_span!("conn", id = conn.get(), peer = %info_peer);
+        let open = OpenSlot::adopt(Arc::clone(&self.open));
+        let task = Connection::new(conn, socket, self.inputs.clone(), mailbox, report, open);
         if span.is_disabled() {
             tokio::spawn(task);
         } else {
@@ -512,7 +507,9 @@ impl Wiring {
 
 fn conn_info(peer: SocketAddr, listener: ListenerKind, tls_identity: Option<String>) -> ConnInfo {
     ConnInfo {
-        peer: peer.to_string().into(),
+        // Boxed (no spare capacity): a `String` with spare room becomes a `Bytes` with a
+        // separate reference-count allocation.
+        peer: peer.to_string().into_boxed_str().into(),
         listener,
         tls_identity: tls_identity.map(Into::into),
     }

@@ -29,14 +29,30 @@ pub struct SubscriptionTree<K, V> {
 
 /// One trie node: the filters that reach this level.
 struct Node<K, V> {
-    /// The next levels that are literal text, in byte order.
-    children: BTreeMap<Box<str>, Node<K, V>>,
-    /// The next level when it is `+`.
-    plus: Option<Box<Node<K, V>>>,
+    /// The next levels, boxed: most nodes end a filter and have none, and a node is stored in
+    /// its parent's B-tree, so every byte of it counts once per subscribed topic.
+    children: Option<Box<Children<K, V>>>,
     /// Subscribers whose filter ends at this level.
     exact: Subscribers<K, V>,
     /// Subscribers whose filter continues with a final `#` after this level.
     hash: Subscribers<K, V>,
+}
+
+/// The levels after a node.
+struct Children<K, V> {
+    /// The next levels that are literal text, in byte order.
+    literal: BTreeMap<Box<str>, Node<K, V>>,
+    /// The next level when it is `+`.
+    plus: Option<Box<Node<K, V>>>,
+}
+
+impl<K, V> Default for Children<K, V> {
+    fn default() -> Self {
+        Self {
+            literal: BTreeMap::new(),
+            plus: None,
+        }
+    }
 }
 
 /// The subscribers of one filter, sorted by key: a vector sized to its contents, since most
@@ -262,12 +278,8 @@ fn walk_from<K, V, F: FnMut(&K, &V)>(
             }
             return;
         };
-        let literal = node.children.get(level);
-        let plus = if wildcards {
-            node.plus.as_deref()
-        } else {
-            None
-        };
+        let literal = node.literal(level);
+        let plus = if wildcards { node.plus() } else { None };
         wildcards = true;
         node = match (literal, plus) {
             (Some(literal), Some(plus)) => {
@@ -283,8 +295,7 @@ fn walk_from<K, V, F: FnMut(&K, &V)>(
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Self {
-            children: BTreeMap::new(),
-            plus: None,
+            children: None,
             exact: Subscribers(Vec::new()),
             hash: Subscribers(Vec::new()),
         }
@@ -315,35 +326,57 @@ impl<K, V> Node<K, V> {
     }
 
     fn branch_count(&self) -> usize {
-        self.children.len() + usize::from(self.plus.is_some())
+        self.children
+            .as_ref()
+            .map_or(0, |c| c.literal.len() + usize::from(c.plus.is_some()))
+    }
+
+    /// The child for the literal level `level`.
+    fn literal(&self, level: &str) -> Option<&Self> {
+        self.children.as_ref()?.literal.get(level)
+    }
+
+    /// The child for a `+` level.
+    fn plus(&self) -> Option<&Self> {
+        self.children.as_ref()?.plus.as_deref()
+    }
+
+    /// Every child, `+` last.
+    #[cfg(test)]
+    fn child_nodes(&self) -> impl Iterator<Item = &Self> {
+        self.children
+            .iter()
+            .flat_map(|c| c.literal.values().chain(c.plus.as_deref()))
     }
 
     /// The child for a filter level (`+` or literal text).
     fn child(&self, level: &str) -> Option<&Self> {
         if level == "+" {
-            self.plus.as_deref()
+            self.plus()
         } else {
-            self.children.get(level)
+            self.literal(level)
         }
     }
 
     fn child_mut(&mut self, level: &str) -> Option<&mut Self> {
+        let children = self.children.as_deref_mut()?;
         if level == "+" {
-            self.plus.as_deref_mut()
+            children.plus.as_deref_mut()
         } else {
-            self.children.get_mut(level)
+            children.literal.get_mut(level)
         }
     }
 
     /// The child for `level`, created (and counted in `created`) if missing.
     fn child_or_insert(&mut self, level: &str, created: &mut usize) -> &mut Self {
+        let children = self.children.get_or_insert_with(Box::default);
         if level == "+" {
-            if self.plus.is_none() {
+            if children.plus.is_none() {
                 *created += 1;
             }
-            return self.plus.get_or_insert_with(Box::default);
+            return children.plus.get_or_insert_with(Box::default);
         }
-        match self.children.entry(Box::from(level)) {
+        match children.literal.entry(Box::from(level)) {
             btree_map::Entry::Occupied(entry) => entry.into_mut(),
             btree_map::Entry::Vacant(entry) => {
                 *created += 1;
@@ -353,11 +386,16 @@ impl<K, V> Node<K, V> {
     }
 
     fn remove_child(&mut self, level: &str) -> Option<Self> {
-        if level == "+" {
-            self.plus.take().map(|child| *child)
+        let children = self.children.as_deref_mut()?;
+        let removed = if level == "+" {
+            children.plus.take().map(|child| *child)
         } else {
-            self.children.remove(level)
+            children.literal.remove(level)
+        };
+        if children.literal.is_empty() && children.plus.is_none() {
+            self.children = None;
         }
+        removed
     }
 
     fn find<'f>(&self, path: impl Iterator<Item = &'f str>) -> Option<&Self> {
@@ -378,9 +416,10 @@ impl<K, V> Node<K, V> {
 
     /// Moves the children out, leaving this node without branches.
     fn take_branches(&mut self) -> Branches<K, V> {
+        let children = self.children.take().map(|c| *c).unwrap_or_default();
         Branches {
-            plus: self.plus.take(),
-            literal: mem::take(&mut self.children).into_values(),
+            plus: children.plus,
+            literal: children.literal.into_values(),
         }
     }
 }
@@ -446,7 +485,7 @@ mod tests {
         let mut stack: Vec<&Node<K, V>> = vec![node];
         let mut count = 0;
         while let Some(node) = stack.pop() {
-            for child in node.children.values().chain(node.plus.as_deref()) {
+            for child in node.child_nodes() {
                 count += 1;
                 stack.push(child);
             }
@@ -456,12 +495,9 @@ mod tests {
 
     /// Whether every node below the root holds a subscriber or leads to one.
     fn no_dead_nodes<K, V>(node: &Node<K, V>) -> bool {
-        node.children
-            .values()
-            .chain(node.plus.as_deref())
-            .all(|child| {
-                (child.has_subscribers() || child.branch_count() > 0) && no_dead_nodes(child)
-            })
+        node.child_nodes().all(|child| {
+            (child.has_subscribers() || child.branch_count() > 0) && no_dead_nodes(child)
+        })
     }
 
     fn filter(text: &str) -> TopicFilter {

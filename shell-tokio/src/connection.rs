@@ -39,7 +39,8 @@ pub(crate) struct Mailbox {
 #[derive(Debug, Default)]
 struct MailboxState {
     /// The first bytes queued. Kept apart from `rest` so the usual case, one send between two
-    /// writes, needs no queue allocation, and an idle connection keeps none.
+    /// writes, needs no queue allocation: a connection that never had two sends waiting
+    /// (an idle one: CONNACK, then SUBACK) has none.
     first: Option<Bytes>,
     /// What was queued after `first` (empty while `first` is `None`).
     rest: VecDeque<Bytes>,
@@ -144,9 +145,10 @@ impl Mailbox {
             batch.extend_from_slice(&more);
         }
         s.first = s.rest.pop_front();
-        if s.rest.is_empty() {
-            // Drained: an idle connection keeps no queue.
-            s.rest = VecDeque::new();
+        if s.rest.is_empty() && s.rest.capacity() > 64 {
+            // A burst's room is not kept; a few slots are (a connection that gets bursts keeps
+            // getting them: no allocation per burst).
+            s.rest.shrink_to_fit();
         }
         let bytes = batch.freeze();
         Taken::Bytes(bytes)
@@ -467,15 +469,26 @@ mod tests {
     }
 
     #[test]
-    fn a_drained_mailbox_keeps_no_queue() {
+    fn one_send_at_a_time_needs_no_queue() {
         let mailbox = Mailbox::default();
         for _ in 0..3 {
             mailbox.send(Bytes::from_static(b"x"));
+            assert_eq!(taken(&mailbox, 64), Some(b"x".to_vec()));
         }
-        assert_eq!(taken(&mailbox, 64), Some(b"xxx".to_vec()));
         let state = mailbox.state.lock().expect("not poisoned");
         assert!(state.first.is_none());
         assert_eq!(state.rest.capacity(), 0);
+    }
+
+    #[test]
+    fn a_drained_burst_gives_back_a_large_queue() {
+        let mailbox = Mailbox::default();
+        for _ in 0..200 {
+            mailbox.send(Bytes::from_static(b"x"));
+        }
+        assert_eq!(taken(&mailbox, 1024).map(|b| b.len()), Some(200));
+        let state = mailbox.state.lock().expect("not poisoned");
+        assert!(state.rest.capacity() <= 64);
     }
 
     #[test]

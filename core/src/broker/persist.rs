@@ -161,7 +161,7 @@ impl Broker {
             .values()
             .filter(|e| e.options.qos != QoS::AtMostOnce)
             .flat_map(|e| subject::filter_subjects(&e.filter))
-            .map(|subj| ByteString::from(format!("{}{subj}", records::MESSAGES_PREFIX)))
+            .map(|subj| records::prefixed_subject(records::MESSAGES_PREFIX, &subj))
             .collect();
         vec![
             record,

@@ -332,12 +332,12 @@ impl Broker {
         let subj = subject::topic_to_subject(&msg.topic);
         let mut headers = vec![crate::js::Header {
             name: "Nmqtt-Pub",
-            value: format!("{}", msg.qos as u8).into(),
+            value: records::published_qos_value(msg.qos),
         }];
         self.add_v5_headers(msg, &mut headers);
         StoreRequest::Publish {
             stream: Stream::Messages,
-            subject: format!("{}{subj}", records::MESSAGES_PREFIX).into(),
+            subject: records::prefixed_subject(records::MESSAGES_PREFIX, &subj),
             headers,
             payload: msg.payload.clone(),
         }
@@ -365,7 +365,7 @@ impl Broker {
 
     fn retained_request(&self, msg: &Message) -> StoreRequest {
         let subj = subject::topic_to_subject(&msg.topic);
-        let subject = format!("{}{subj}", records::RETAINED_PREFIX).into();
+        let subject = records::prefixed_subject(records::RETAINED_PREFIX, &subj);
         if msg.payload.is_empty() {
             // [MQTT-3.3.1-10]: an empty retained message deletes the topic's retained message.
             return StoreRequest::Purge {

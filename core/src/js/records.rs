@@ -70,6 +70,26 @@ pub fn consumer_name(client_id: &str) -> ByteString {
     format!("jetmq_{}", client_hash16(client_id)).into()
 }
 
+/// `prefix` followed by `subject`, in one allocation of the exact size (a store subject is
+/// made for every persisted message; `format!` and a `String` with spare room cost more).
+#[must_use]
+pub fn prefixed_subject(prefix: &str, subject: &str) -> ByteString {
+    let mut text = String::with_capacity(prefix.len() + subject.len());
+    text.push_str(prefix);
+    text.push_str(subject);
+    ByteString::from(text)
+}
+
+/// The `Nmqtt-Pub` header value of a QoS 1/2 message published with `qos` (no allocation).
+#[must_use]
+pub fn published_qos_value(qos: crate::codec::QoS) -> ByteString {
+    ByteString::from_static(match qos {
+        crate::codec::QoS::AtMostOnce => "0",
+        crate::codec::QoS::AtLeastOnce => "1",
+        crate::codec::QoS::ExactlyOnce => "2",
+    })
+}
+
 /// The subject prefix of session records.
 pub const SESSIONS_PREFIX: &str = Stream::Sessions.prefix();
 /// The subject prefix of QoS 1/2 messages.

@@ -146,8 +146,8 @@ impl Mailbox {
         }
         s.first = s.rest.pop_front();
         if s.rest.is_empty() && s.rest.capacity() > 64 {
-            // A burst's room is not kept; a few slots are (a connection that gets bursts keeps
-            // getting them: no allocation per burst).
+            // A large burst's room is given back; a small queue's is kept (a connection that
+            // gets small bursts keeps getting them: no allocation per burst).
             s.rest.shrink_to_fit();
         }
         let bytes = batch.freeze();

@@ -259,7 +259,7 @@ impl Broker {
             self.discard_here(&key, out);
             return;
         }
-        let Some(session) = self.by_key.get(&key, &self.sessions) else {
+        let Some(session) = self.session_id(&key) else {
             return;
         };
         self.drop_taken_over(session, out);

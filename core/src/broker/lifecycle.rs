@@ -314,8 +314,7 @@ impl Broker {
         };
         self.announce_connect(&key, out);
         let connected_here = self
-            .by_key
-            .get(&key, &self.sessions)
+            .session_id(&key)
             .and_then(|s| self.sessions.get(s))
             .is_some_and(|s| s.conn.is_some());
         if self.config.fleet && !connect.clean_start && !connected_here {
@@ -335,7 +334,7 @@ impl Broker {
         assigned: bool,
         out: &mut Outbox,
     ) {
-        let in_memory = self.by_key.get(&key, &self.sessions).is_some();
+        let in_memory = self.session_id(&key).is_some();
         let default_deadline = self.now.instant.saturating_add(self.config.connect_timeout);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -420,17 +419,18 @@ impl Broker {
         }
         let mut by_consumer = BTreeMap::new();
         let mut by_hash16 = BTreeMap::new();
-        if let Some(record) = record.filter(|_| self.by_key.get(&key, &self.sessions).is_none()) {
+        if let Some(record) = record.filter(|_| self.session_id(&key).is_none()) {
             if !self.restore_session(&record, &mut by_consumer, &mut by_hash16) {
                 out.push(Action::Notice(Notice::BadRecord {
                     subject: record.subject.clone(),
                 }));
             }
         }
-        if let Some(id) = self.by_key.get(&key, &self.sessions) {
-            if let Some(s) = self.sessions.get(id) {
-                by_consumer.insert(s.consumer(), id);
-            }
+        if let Some((id, s)) = self
+            .session_id(&key)
+            .and_then(|id| Some((id, self.sessions.get(id)?)))
+        {
+            by_consumer.insert(s.consumer(), id);
         }
         for message in &pending {
             self.restore_message(message, &by_consumer, out);
@@ -460,7 +460,7 @@ impl Broker {
         let (persistent, expiry) = session_expiry(granted);
 
         let mut session_present = false;
-        let session = match self.by_key.get(&key, &self.sessions) {
+        let session = match self.session_id(&key) {
             Some(existing) => {
                 // A session that ends with its connection cannot be resumed.
                 let resume = !connect.clean_start
@@ -888,7 +888,7 @@ impl Broker {
     /// Ends the session of `key` on this node: its client disconnected (0x98), the session and
     /// its stored state removed.
     pub(super) fn discard_here(&mut self, key: &SessionKey, out: &mut Outbox) {
-        let Some(session) = self.by_key.get(key, &self.sessions) else {
+        let Some(session) = self.session_id(key) else {
             return;
         };
         if let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) {

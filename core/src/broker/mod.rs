@@ -247,6 +247,11 @@ impl Broker {
         self.retained.len()
     }
 
+    /// The session that holds `key`, if one does.
+    fn session_id(&self, key: &SessionKey) -> Option<SessionId> {
+        self.by_key.get(key, &self.sessions)
+    }
+
     /// Every session, online and offline, as an administrator sees it, in key order.
     pub fn sessions(&self) -> impl Iterator<Item = SessionInfo> + '_ {
         let mut sessions: Vec<&Session> = self
@@ -266,7 +271,7 @@ impl Broker {
             account: bytestring::ByteString::from_static(DEFAULT_ACCOUNT),
             client_id: client_id.into(),
         };
-        let s = self.sessions.get(self.by_key.get(&key, &self.sessions)?)?;
+        let s = self.sessions.get(self.session_id(&key)?)?;
         Some((
             s.outbound.inflight.len(),
             s.outbound.queue.len(),

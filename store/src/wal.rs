@@ -4,9 +4,9 @@
 //! (measured about 250 µs for a batch of 64 publishes and 64 acks), and the writer thread can do
 //! nothing else meanwhile. With the log, each batch's write requests go to this file as one
 //! record, written and synced on the log's own thread *while* the writer applies the same batch
-//! to redb: the apply (CPU) and the sync (waiting on the disk) overlap, and one sequential write costs less to sync than scattered pages. A reply
-//! still goes out only once the record is synced, so an acknowledged write survives `kill -9`
-//! and power loss as before. The batches go on in one open redb transaction, committed
+//! to redb: the apply (CPU) and the sync (waiting on the disk) overlap, and one sequential
+//! write costs less to sync than scattered pages. A reply still goes out only once the record
+//! is synced, so an acknowledged write survives `kill -9` and power loss as before. The batches go on in one open redb transaction, committed
 //! (durably) when the log reaches [`StoreConfig::log_bytes`], at close, at
 //! [`crate::Store::flush`] and before compaction; the log then starts over at offset 0. The
 //! file grows by 1 MiB of zeros at a time and keeps its size, so most syncs never change its

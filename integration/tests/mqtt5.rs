@@ -823,8 +823,59 @@ async fn shared_subscriptions_of_persistent_sessions_survive_a_restart(shell: Sh
     server.shutdown().await.expect("clean stop");
 }
 
+/// A persistent session under an identifier the server assigned belongs to the client it was
+/// assigned to: after a restart, the next client without an identifier gets another one and
+/// a fresh session (the broker's seed comes from the operating system at every start; a fixed
+/// seed handed out the same identifiers again, resuming the first client's session).
+async fn assigned_client_ids_are_not_handed_out_again_after_a_restart(shell: Shell) {
+    let dir = TempDir::new("mqtt5-assigned");
+    let open = || {
+        let (backend, _) =
+            EmbeddedBackend::open(&dir.0, jetmq_store::SyncPolicy::Always).expect("store opens");
+        Arc::new(backend) as Arc<dyn StoreBackend>
+    };
+    let anonymous = || {
+        let mut c = Connect::new(ProtocolVersion::V5, "".into());
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+        c
+    };
+    let assigned = |answer: Option<RawPacket>| match answer {
+        Some(RawPacket::ConnAck(ack)) => {
+            assert_eq!(ack.reason, ConnectReason::Success);
+            let id = ack
+                .properties
+                .assigned_client_identifier
+                .clone()
+                .expect("an assigned identifier");
+            (id.to_string(), ack.session_present)
+        }
+        other => panic!("expected a CONNACK, got {other:?}"),
+    };
+    let mut first = Vec::new();
+    let (server, port) = server_with(shell, "", open()).await;
+    for _ in 0..3 {
+        let (client, answer) = RawClient::connect(port, anonymous()).await;
+        let (id, present) = assigned(answer);
+        assert!(!present);
+        first.push(id);
+        drop(client);
+    }
+    server.shutdown().await.expect("clean stop");
+
+    let (server, port) = server_with(shell, "", open()).await;
+    for _ in 0..3 {
+        let (_client, answer) = RawClient::connect(port, anonymous()).await;
+        let (id, present) = assigned(answer);
+        assert!(!first.contains(&id), "{id} was assigned before the restart");
+        assert!(!present, "{id}: a fresh session, not another client's");
+    }
+    server.shutdown().await.expect("clean stop");
+}
+
 for_each_shell!(
     session_expiry_zero_some_and_the_server_maximum,
+    assigned_client_ids_are_not_handed_out_again_after_a_restart,
     session_expiry_runs_while_the_broker_is_down,
     message_expiry_for_queued_in_flight_and_retained_messages,
     topic_aliases_in_both_directions,

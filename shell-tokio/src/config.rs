@@ -26,7 +26,9 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// The broker's limits and policies.
     pub broker: BrokerConfig,
-    /// Seed for the broker's deterministic choices.
+    /// Seed for the broker's deterministic choices (assigned client identifiers, a fleet node's
+    /// number). The default is drawn from the operating system at every start, so that no two
+    /// runs or fleet nodes assign the same identifiers; a recording keeps it for replay.
     pub seed: u64,
     /// Most simultaneous connections; more are refused at accept.
     pub max_connections: usize,
@@ -44,6 +46,21 @@ pub struct ServerConfig {
     pub nats: Option<crate::nats_config::NatsConfig>,
 }
 
+/// A seed from the operating system's random source; should that fail, one derived from the
+/// time and the process (std's randomly keyed hasher), which still differs between starts.
+#[must_use]
+pub fn random_seed() -> u64 {
+    use rand_core::RngCore;
+    let mut bytes = [0u8; 8];
+    if rand_core::OsRng.try_fill_bytes(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        (std::time::SystemTime::now(), std::process::id()),
+    )
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -51,7 +68,7 @@ impl Default for ServerConfig {
             listeners: Vec::new(),
             data_dir: Some(PathBuf::from("jetmq-data")),
             broker: BrokerConfig::default(),
-            seed: 0x006a_6574_6d71, // "jetmq"
+            seed: random_seed(),
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(10),
             sync: jetmq_store::SyncPolicy::Always,

@@ -28,14 +28,19 @@ enum Node {
 
 impl Fleet {
     fn new() -> Self {
+        Self::with_seeds((1, 2))
+    }
+
+    /// Nodes whose brokers are seeded with `a` and `b` (which decides their node numbers).
+    fn with_seeds((a, b): (u64, u64)) -> Self {
         let config = BrokerConfig {
             nats_bridge: true,
             fleet: true,
             ..BrokerConfig::default()
         };
         Self {
-            a: Harness::with_seed(config.clone(), 1),
-            b: Harness::with_seed(config, 2),
+            a: Harness::with_seed(config.clone(), a),
+            b: Harness::with_seed(config, b),
             store_at: Node::A,
         }
     }
@@ -150,6 +155,108 @@ fn a_connect_on_one_node_closes_the_connection_on_the_other() {
         Some(jetmq_core::codec::DisconnectReason::SessionTakenOver)
     );
     assert!(f.a.broker.sessions().next().is_none());
+}
+
+/// Whether `conn` of `node` is still open (not closed by the broker).
+fn open(h: &Harness, conn: jetmq_core::broker::ConnId) -> bool {
+    h.closed(conn).is_none()
+}
+
+/// A client moves a → b → a, and b's notice reaches a only after the client is back on a:
+/// the late notice does not close the newer connection on a, while a's notice closes b's.
+#[test]
+fn a_late_connect_notice_does_not_close_the_newer_connection() {
+    let mut f = Fleet::new();
+    let step = std::time::Duration::from_millis(5);
+    let (first, _) = f.on(Node::A).connect_ok(connect(V3, "m", true));
+    f.carry(Node::A);
+    f.a.advance(step);
+    f.b.advance(step);
+    let (on_b, _) = f.on(Node::B).connect_ok(connect(V3, "m", true));
+    // b's notice is delayed; the client comes back to a meanwhile.
+    let late = std::mem::take(&mut f.b.nats);
+    f.a.advance(step);
+    f.b.advance(step);
+    let (second, _) = f.on(Node::A).connect_ok(connect(V3, "m", true));
+    assert_eq!(f.a.closed(first), Some(CloseReason::SessionTakenOver));
+    f.carry(Node::A);
+    assert_eq!(
+        f.b.closed(on_b),
+        Some(CloseReason::SessionTakenOver),
+        "a's newer notice closes b's connection"
+    );
+    f.b.nats = late;
+    f.carry(Node::B);
+    assert!(
+        open(&f.a, second),
+        "the late notice left a's newer connection"
+    );
+    assert_eq!(f.a.broker.stats().late_connect_notices, 1);
+    assert!(f
+        .a
+        .broker
+        .sessions()
+        .any(|i| i.key.client_id == "m" && i.online));
+}
+
+/// Two connects of one client through two nodes at the same moment, each node unaware of the
+/// other's: once the notices cross, exactly one connection is left (both nodes agree on which
+/// connect was the later), never none and never both.
+#[test]
+fn crossing_connect_notices_leave_exactly_one_connection() {
+    for seeds in [(1, 2), (2, 1), (5, 9), (9, 5)] {
+        let mut f = Fleet::with_seeds(seeds);
+        let (on_a, _) = f.on(Node::A).connect_ok(connect(V3, "x", true));
+        let (on_b, _) = f.on(Node::B).connect_ok(connect(V3, "x", true));
+        f.carry(Node::A);
+        f.carry(Node::B);
+        let left = [open(&f.a, on_a), open(&f.b, on_b)];
+        assert_eq!(
+            left.iter().filter(|&&o| o).count(),
+            1,
+            "seeds {seeds:?}: {left:?}"
+        );
+    }
+}
+
+/// The same for a persistent session, whose connects wait for the store on both nodes when
+/// the notices cross: the older one is refused (server unavailable) before it is answered,
+/// the newer one resumes the session.
+#[test]
+fn crossing_resumes_of_a_persistent_session_leave_exactly_one_connection() {
+    for seeds in [(1, 2), (2, 1), (5, 9), (9, 5)] {
+        let mut f = Fleet::with_seeds(seeds);
+        let (first, _) = f.on(Node::A).connect_ok(connect(V3, "p", false));
+        f.a.subscribe_ok(first, 1, "p/#", QoS::AtLeastOnce);
+        f.a.input(Input::Closed { conn: first });
+        f.carry(Node::A);
+        f.a.auto_store = false;
+        f.b.auto_store = false;
+        let on_a = f.on(Node::A).connect(connect(V3, "p", false));
+        let on_b = f.on(Node::B).connect(connect(V3, "p", false));
+        f.carry(Node::A);
+        f.carry(Node::B);
+        f.on(Node::A).complete_all_held();
+        f.on(Node::B).complete_all_held();
+        // (open, CONNACK success, session present) of each connection.
+        let state = |h: &mut Harness, conn| {
+            let ack = h.packets(conn).into_iter().find_map(|p| match p {
+                Packet::ConnAck(a) => Some(a),
+                _ => None,
+            });
+            let ok = ack
+                .as_ref()
+                .is_some_and(|a| a.reason == jetmq_core::codec::ConnectReason::Success);
+            (
+                h.closed(conn).is_none() && ok,
+                ack.is_some_and(|a| a.session_present),
+            )
+        };
+        let left = [state(&mut f.a, on_a), state(&mut f.b, on_b)];
+        let accepted: Vec<_> = left.iter().filter(|s| s.0).collect();
+        assert_eq!(accepted.len(), 1, "seeds {seeds:?}: {left:?}");
+        assert!(accepted[0].1, "seeds {seeds:?}: the session was resumed");
+    }
 }
 
 /// An administrator deleting a session through one node (or an offline admin broker of the

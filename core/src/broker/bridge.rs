@@ -10,18 +10,22 @@
 //! retained messages follow) and the MQTT 5.0 headers of stored messages. Connect notices on
 //! `$JETMQ.conn.<client hash>` close a client's connection on the node it left; with the header
 //! `Jetmq-Discard` (an administrator deleted the session) they end the session on every node,
-//! its client disconnected with 0x98 Administrative action. Subjects
+//! its client disconnected with 0x98 Administrative action. A connect notice carries its
+//! connect's stamp (`Jetmq-Connect`, see [`Broker::connect_stamp`]): a node whose own
+//! connection for that client is newer keeps it, so a notice that arrives late never closes
+//! the connection that replaced it. Subjects
 //! under `$JETMQ.` are the nodes' own: MQTT publishes there are not bridged, and NATS
 //! messages there never reach MQTT subscribers.
 
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use super::connection::Phase;
 use super::io::{Action, Outbox};
 use super::message::Message;
 use super::session::SessionKey;
 use super::Broker;
-use crate::codec::QoS;
+use crate::codec::{ConnectReason, QoS};
 use crate::js::{records, Header};
 use crate::topic::{subject, TopicFilter};
 
@@ -43,6 +47,10 @@ const SEQ_HEADER: &str = "Jetmq-Seq";
 const RETAIN_HEADER: &str = "Jetmq-Retain";
 /// Present on a connect notice that ends the session everywhere (an administrator's delete).
 const DISCARD_HEADER: &str = "Jetmq-Discard";
+/// A connect notice's order: the connect's stamp and the node's number, in decimal.
+const CONNECT_HEADER: &str = "Jetmq-Connect";
+/// Logical steps per wall-clock millisecond in a connect stamp.
+const STAMPS_PER_MILLI: u64 = 1 << 12;
 
 impl Broker {
     /// Counts a new MQTT subscription's subjects; a subject's first one subscribes on NATS.
@@ -129,9 +137,31 @@ impl Broker {
         });
     }
 
-    /// Tells the other nodes of a fleet that `key`'s client connected here.
-    pub(super) fn announce_connect(&mut self, key: &SessionKey, out: &mut Outbox) {
-        self.connect_notice(key, Vec::new(), out);
+    /// Stamps a CONNECT accepted here: later than every connect this node has accepted or
+    /// heard of, and not earlier than the wall clock (a hybrid logical clock), so the connects
+    /// of one client through different nodes are ordered as they happened; between equal
+    /// stamps the higher node number is the later.
+    pub(super) fn connect_stamp(&mut self) -> u64 {
+        let wall = self
+            .now
+            .wall
+            .as_unix_millis()
+            .saturating_mul(STAMPS_PER_MILLI);
+        self.connect_clock = self.connect_clock.saturating_add(1).max(wall);
+        self.connect_clock
+    }
+
+    /// Tells the other nodes of a fleet that `key`'s client connected here, with the stamp of
+    /// that connect.
+    pub(super) fn announce_connect(&mut self, key: &SessionKey, stamp: u64, out: &mut Outbox) {
+        if !self.config.fleet {
+            return;
+        }
+        let order = Header {
+            name: CONNECT_HEADER,
+            value: format!("{stamp} {}", self.node).into(),
+        };
+        self.connect_notice(key, vec![order], out);
     }
 
     /// Tells the other nodes of a fleet that `key`'s session was discarded (by an
@@ -178,7 +208,8 @@ impl Broker {
                 (Some(subject), true) => self.on_retained_notice(subject, headers, payload),
                 (None, true) if subject.starts_with(CONNECT_NOTICE_PREFIX) => {
                     let discard = header(headers, DISCARD_HEADER).is_some();
-                    self.on_connect_notice(&payload, discard, out);
+                    let order = header(headers, CONNECT_HEADER).and_then(connect_order);
+                    self.on_connect_notice(&payload, discard, order, out);
                 }
                 _ => self.stats.unknown_inputs += 1,
             }
@@ -241,9 +272,20 @@ impl Broker {
 
     /// Another node took `account\nclient id` over: its connection here closes (no will, as
     /// for a takeover), and the session leaves this node's memory, not the store, which the
-    /// other node now owns. With `discard`, an administrator deleted the session: it ends here
-    /// as [`Input::DiscardSession`](super::Input::DiscardSession) ends it.
-    fn on_connect_notice(&mut self, payload: &[u8], discard: bool, out: &mut Outbox) {
+    /// other node now owns. A connection here that is newer than the notice's `order` (stamp,
+    /// node) stays: the notice arrived late, and the other node closes its own connection when
+    /// it hears of this one. A connection here whose session is still being read is refused
+    /// when the notice is newer (server unavailable; the client's retry is the newest connect).
+    /// A notice without an order (an older jetmq) counts as the newest.
+    /// With `discard`, an administrator deleted the session: it ends here as
+    /// [`Input::DiscardSession`](super::Input::DiscardSession) ends it.
+    fn on_connect_notice(
+        &mut self,
+        payload: &[u8],
+        discard: bool,
+        order: Option<(u64, u64)>,
+        out: &mut Outbox,
+    ) {
         let Some((account, client_id)) = std::str::from_utf8(payload)
             .ok()
             .and_then(|p| p.split_once('\n'))
@@ -259,11 +301,45 @@ impl Broker {
             self.discard_here(&key, out);
             return;
         }
-        let Some(session) = self.session_id(&key) else {
-            return;
+        if let Some((stamp, _)) = order {
+            self.connect_clock = self.connect_clock.max(stamp);
+        }
+        let loading = self.loading.get(&key).copied();
+        let session = self.session_id(&key);
+        // The stamp of this node's connection for the client, if it has one.
+        let here = match loading {
+            Some(conn) => match self.conns.get(&conn).map(|c| &c.phase) {
+                Some(Phase::Loading(l)) => Some(l.stamp),
+                _ => None,
+            },
+            None => session
+                .and_then(|id| self.sessions.get(id))
+                .filter(|s| s.conn.is_some())
+                .map(|s| s.connect_stamp),
         };
-        self.drop_taken_over(session, out);
+        if let (Some(here), Some(theirs)) = (here, order) {
+            if (here, self.node) > theirs {
+                self.stats.late_connect_notices += 1;
+                return;
+            }
+        }
+        if let Some(conn) = loading {
+            // Not answered yet: refused, as when its session could not be read.
+            let version = self.conns.get(&conn).map(|c| c.version);
+            if let Some(version) = version {
+                self.refuse(conn, version, ConnectReason::ServerUnavailable, out);
+            }
+        }
+        if let Some(session) = session {
+            self.drop_taken_over(session, out);
+        }
     }
+}
+
+/// A `Jetmq-Connect` value: the connect's stamp and its node's number.
+fn connect_order(value: &str) -> Option<(u64, u64)> {
+    let (stamp, node) = value.split_once(' ')?;
+    Some((stamp.parse().ok()?, node.parse().ok()?))
 }
 
 /// The first value of header `name` (names compared without case, as NATS servers do).

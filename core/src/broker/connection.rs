@@ -70,6 +70,8 @@ pub(crate) struct Loading {
     pub(crate) connect: Box<Connect>,
     pub(crate) key: SessionKey,
     pub(crate) assigned: bool,
+    /// The connect's stamp ([`Broker::connect_stamp`](super::Broker::connect_stamp)).
+    pub(crate) stamp: u64,
     /// Store replies still to come.
     pub(crate) waiting: u8,
     /// The session record, when the session was not in memory.

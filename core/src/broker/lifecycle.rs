@@ -312,15 +312,16 @@ impl Broker {
             account,
             client_id: super::detach(&client_id),
         };
-        self.announce_connect(&key, out);
+        let stamp = self.connect_stamp();
+        self.announce_connect(&key, stamp, out);
         let connected_here = self
             .session_id(&key)
             .and_then(|s| self.sessions.get(s))
             .is_some_and(|s| s.conn.is_some());
         if self.config.fleet && !connect.clean_start && !connected_here {
-            self.load_session(conn, connect, key, assigned, out);
+            self.load_session(conn, connect, key, assigned, stamp, out);
         } else {
-            self.bind(conn, connect, key, assigned, out);
+            self.bind(conn, connect, key, assigned, stamp, out);
         }
     }
 
@@ -332,6 +333,7 @@ impl Broker {
         connect: Box<Connect>,
         key: SessionKey,
         assigned: bool,
+        stamp: u64,
         out: &mut Outbox,
     ) {
         let in_memory = self.session_id(&key).is_some();
@@ -356,11 +358,13 @@ impl Broker {
             consumer: records::consumer_name(&key.client_id),
             limit: self.config.max_queued_messages,
         });
+        self.loading.insert(key.clone(), conn);
         c.phase = Phase::Loading(Box::new(Loading {
             deadline,
             connect,
             key,
             assigned,
+            stamp,
             waiting: u8::try_from(requests.len()).unwrap_or(u8::MAX),
             record: None,
             pending: Vec::new(),
@@ -403,11 +407,15 @@ impl Broker {
             connect,
             key,
             assigned,
+            stamp,
             record,
             pending,
             failed,
             ..
         } = *loading;
+        if self.loading.get(&key) == Some(&conn) {
+            self.loading.remove(&key);
+        }
         if failed {
             self.refuse(
                 conn,
@@ -435,7 +443,7 @@ impl Broker {
         for message in &pending {
             self.restore_message(message, &by_consumer, out);
         }
-        self.bind(conn, connect, key, assigned, out);
+        self.bind(conn, connect, key, assigned, stamp, out);
     }
 
     /// Binds an accepted CONNECT to its session (new, resumed or taken over) and sends CONNACK.
@@ -445,6 +453,7 @@ impl Broker {
         connect: Box<Connect>,
         key: SessionKey,
         assigned: bool,
+        stamp: u64,
         out: &mut Outbox,
     ) {
         let version = connect.protocol;
@@ -493,6 +502,7 @@ impl Broker {
             return;
         };
         s.conn = Some(conn);
+        s.connect_stamp = stamp;
         s.disconnected_at = None;
         s.version = version;
         let was_persistent = s.persistent;
@@ -663,6 +673,11 @@ impl Broker {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if let Phase::Loading(l) = &c.phase {
+            if self.loading.get(&l.key) == Some(&conn) {
+                self.loading.remove(&l.key);
+            }
+        }
         if reason != CloseReason::PeerClosed {
             out.push(Action::Close { conn, reason });
         }

@@ -107,7 +107,13 @@ pub struct BrokerStats {
     pub unknown_inputs: u64,
     /// Store requests that failed or timed out.
     pub store_failures: u64,
+    /// Connect notices of other fleet nodes that arrived after a newer connect of the same
+    /// client here, and were ignored.
+    pub late_connect_notices: u64,
 }
+
+/// Mixed into the seed for the node number.
+const NODE_SALT: u64 = 0x6e6f_6465_6e75_6d62; // "nodenumb"
 
 /// A timer the broker waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -131,6 +137,13 @@ pub struct Broker {
     config: BrokerConfig,
     rng: Rng,
     now: Now,
+    /// This node's number in a fleet (from the seed), which orders connects of equal stamps.
+    node: u64,
+    /// The latest connect stamp accepted here or heard of ([`Broker::connect_stamp`]).
+    connect_clock: u64,
+    /// Connections whose session is being read from the store (fleet), by session key, so
+    /// that a newer connect through another node refuses them.
+    loading: BTreeMap<SessionKey, ConnId>,
     /// Boxed: a B-tree node holds eleven entries inline, and half-full nodes of 550-byte
     /// connections would waste more than the pointer costs.
     conns: BTreeMap<ConnId, Box<Connection>>,
@@ -189,6 +202,10 @@ impl Broker {
         Self {
             config,
             rng: Rng::new(seed),
+            // Its own generator, so that the main one's sequence does not depend on the fleet.
+            node: Rng::new(seed ^ NODE_SALT).next_u64(),
+            connect_clock: 0,
+            loading: BTreeMap::new(),
             now,
             conns: BTreeMap::new(),
             sessions: Slab::new(),

@@ -234,6 +234,9 @@ pub(crate) struct Session {
     pub(crate) expiry: Option<Duration>,
     /// When its last connection ended (wall clock), so expiry counts across restarts.
     pub(crate) disconnected_at: Option<WallClock>,
+    /// The stamp of the connect that bound its connection (fleet ordering; see
+    /// [`Broker::connect_stamp`](super::Broker::connect_stamp)).
+    pub(crate) connect_stamp: u64,
     /// Subscriptions by topic filter text.
     pub(crate) subscriptions: SubscriptionMap,
     pub(crate) outbound: Outbound,
@@ -265,6 +268,7 @@ impl Session {
             persistent: false,
             expiry: None,
             disconnected_at: None,
+            connect_stamp: 0,
             subscriptions: SubscriptionMap::default(),
             outbound: Outbound::default(),
             inbound_qos2: BTreeSet::new(),

@@ -259,6 +259,113 @@ fn crossing_resumes_of_a_persistent_session_leave_exactly_one_connection() {
     }
 }
 
+/// Node a missed node b's connect notice while its NATS connection was down, so the client's
+/// old connection stays open on a. When a's NATS connection comes back it announces its
+/// clients again; b, whose connection is newer, answers with its own notice, which closes a's.
+#[test]
+fn a_missed_connect_notice_is_made_good_when_nats_comes_back() {
+    let mut f = Fleet::new();
+    let step = std::time::Duration::from_millis(5);
+    let (on_a, _) = f.on(Node::A).connect_ok(connect(V3, "r", true));
+    f.carry(Node::A);
+    f.a.advance(step);
+    f.b.advance(step);
+    let (on_b, _) = f.on(Node::B).connect_ok(connect(V3, "r", true));
+    f.b.nats.clear();
+    assert!(open(&f.a, on_a), "a never heard of b's connect");
+    f.a.input(Input::NatsConnected);
+    assert!(
+        f.carry(Node::A)
+            .iter()
+            .any(|s| s.starts_with("$JETMQ.conn.")),
+        "a announces its client again"
+    );
+    assert!(open(&f.b, on_b), "b's newer connection stays");
+    assert!(
+        f.carry(Node::B)
+            .iter()
+            .any(|s| s.starts_with("$JETMQ.conn.")),
+        "b answers with its own notice"
+    );
+    assert_eq!(f.a.closed(on_a), Some(CloseReason::SessionTakenOver));
+    assert!(open(&f.b, on_b));
+    // Nothing more goes back and forth.
+    assert!(f
+        .carry(Node::A)
+        .iter()
+        .all(|s| !s.starts_with("$JETMQ.conn.")));
+    // A NATS server that has just restarted may not route to the other nodes yet: the
+    // clients are announced once more two seconds later.
+    f.b.input(Input::NatsConnected);
+    assert_eq!(notices(&mut f.b), 1);
+    f.b.advance(std::time::Duration::from_millis(1900));
+    assert_eq!(notices(&mut f.b), 0);
+    f.b.advance(std::time::Duration::from_millis(200));
+    assert_eq!(notices(&mut f.b), 1);
+}
+
+/// The connect notices `h` published since the last look.
+fn notices(h: &mut Harness) -> usize {
+    std::mem::take(&mut h.nats)
+        .iter()
+        .filter(|a| matches!(a, Action::NatsPublish { subject, .. } if subject.starts_with("$JETMQ.conn.")))
+        .count()
+}
+
+/// Node a keeps an offline copy of a session whose client then connected through node b, and
+/// a missed b's connect notice (NATS away): when the copy's expiry comes, a reads the stored
+/// record, sees a later connect's stamp and only forgets its copy; the session b serves keeps
+/// its record and queued messages. Without a later connect the same expiry ends the session.
+#[test]
+fn a_stale_copy_never_expires_a_session_another_node_took_over() {
+    let expiring = |id: &str| {
+        let mut c = connect(ProtocolVersion::V5, id, false);
+        c.properties.session_expiry_interval = Some(60);
+        c
+    };
+    let stored = |h: &Harness, id: &str| {
+        h.store.records().iter().any(|r| {
+            r.subject.starts_with("$MQTT.sess.")
+                && String::from_utf8_lossy(&r.payload).contains(&format!("\"id\":\"{id}\""))
+        })
+    };
+    let expired = |h: &Harness, id: &str| {
+        h.notices.iter().any(|n| {
+            matches!(n, jetmq_core::broker::Notice::SessionExpired { client_id } if client_id == id)
+        })
+    };
+    let mut f = Fleet::new();
+    for id in ["moved", "stays"] {
+        let (conn, _) = f.on(Node::A).connect_ok(expiring(id));
+        f.a.subscribe_ok(conn, 1, "e/#", QoS::AtLeastOnce);
+        f.a.input(Input::Closed { conn });
+    }
+    f.carry(Node::A);
+    let (on_b, present) = f.on(Node::B).connect_ok(expiring("moved"));
+    assert!(present);
+    // Node a never hears of it.
+    f.b.nats.clear();
+    f.on(Node::A).advance(std::time::Duration::from_secs(61));
+    assert!(f.a.broker.sessions().all(|i| i.key.client_id != "moved"));
+    assert!(!expired(&f.a, "moved"), "not expired: {:?}", f.a.notices);
+    assert!(stored(&f.a, "moved"), "the record b uses is kept");
+    assert!(expired(&f.a, "stays"));
+    assert!(!stored(&f.a, "stays"), "an expired session's record goes");
+    // The session on b still gets its messages.
+    let (p, _) = f.on(Node::B).connect_ok(connect(V3, "p", true));
+    f.b.send(
+        p,
+        &publish(
+            "e/1",
+            "after",
+            PublishQos::AtLeastOnce(harness::pid(1)),
+            false,
+        ),
+    );
+    let got = f.b.publishes(on_b);
+    assert_eq!(got.len(), 1, "{got:?}");
+}
+
 /// An administrator deleting a session through one node (or an offline admin broker of the
 /// fleet) ends it on the node where its client is online: DISCONNECT 0x98, the connection
 /// closed, the session gone there, and that node's store writes remove it again (a record it

@@ -148,24 +148,30 @@ pub fn broker_sequence(data: &[u8]) {
                 },
                 None => Input::Continue,
             },
-            56..=58 => Input::Continue,
+            56..=57 => Input::Continue,
+            58 => Input::NatsConnected,
             59..=60 => Input::NatsMessage {
-                subject: ["a", "a.b", "$SYS.x", "a.b/20c", "", "a..b"]
-                    [usize::from(op & 0x03) + usize::from(op >> 7)]
-                .into(),
+                subject: ["a", "a.b", "$SYS.x", "a.b/20c", "", "a..b", "$JETMQ.conn.x"]
+                    [usize::from(op & 0x03) + usize::from(op >> 7) * 3]
+                    .into(),
                 headers: match op & 0x30 {
                     0x00 => Vec::new(),
                     0x10 => vec![
                         ("Nmqtt-Pub".into(), "1".into()),
                         ("Jetmq-Seq".into(), "7".into()),
                     ],
-                    0x20 => vec![("Jetmq-Retain".into(), "1".into())],
+                    0x20 if op & 0x40 == 0 => vec![("Jetmq-Retain".into(), "1".into())],
+                    0x20 => vec![(
+                        "Jetmq-Connect".into(),
+                        ["1 2", "18446744073709551615 0", "x", "3"][usize::from(op & 0x03)].into(),
+                    )],
                     _ => vec![
                         ("Nmqtt-Pub".into(), "9".into()),
                         ("Jetmq-Seq".into(), "x".into()),
                     ],
                 },
-                payload: bytes::Bytes::from_static(b"nats"),
+                // A connect notice names `account\nclient id`.
+                payload: bytes::Bytes::from_static(if op & 0x08 == 0 { b"nats" } else { b"$G\na" }),
             },
             61 => Input::RestoreComplete,
             62 => Input::DiscardSession(jetmq_core::broker::SessionKey {

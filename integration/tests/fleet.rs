@@ -145,57 +145,92 @@ async fn publish_until_acked(port: u16, topic: &str, payload: &str) {
     }
 }
 
+/// Three nats-server nodes in a JetStream cluster on loopback ports, each with a directory of
+/// its own.
+struct Cluster {
+    dirs: Vec<TempDir>,
+    ports: Vec<u16>,
+    cluster_ports: Vec<u16>,
+    servers: Vec<Option<NatsServer>>,
+}
+
+impl Cluster {
+    /// Starts the three nodes and waits until the cluster's JetStream answers for streams of
+    /// `replicas` replicas.
+    async fn start(tag: &str, replicas: usize) -> Self {
+        let dirs: Vec<TempDir> = (0..3)
+            .map(|i| TempDir::new(&format!("{tag}-{i}")))
+            .collect();
+        // Six distinct ports: two that collide would leave the cluster a node short, and its
+        // R3 streams never ready.
+        let picked = free_ports(6);
+        let mut cluster = Self {
+            dirs,
+            ports: picked[..3].to_vec(),
+            cluster_ports: picked[3..].to_vec(),
+            servers: Vec::new(),
+        };
+        cluster.servers = (0..3).map(|i| Some(cluster.spawn(i))).collect();
+        // The cluster elects its JetStream leader: wait until the streams exist.
+        let probe = JetStreamBackend::connect(&cluster.config(&cluster.url(1), replicas), "probe")
+            .expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = probe.execute(jetmq_core::js::StoreRequest::GetLast {
+            stream: jetmq_core::js::Stream::Sessions,
+            subject: "$MQTT.sess.probe".into(),
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "the JetStream cluster never became ready: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster
+    }
+
+    /// Node `i`'s process.
+    fn spawn(&self, i: usize) -> NatsServer {
+        NatsServer::cluster_node(
+            &format!("n{i}"),
+            self.ports[i],
+            self.cluster_ports[i],
+            &self.cluster_ports,
+            &self.dirs[i].0,
+        )
+    }
+
+    /// Node `i`'s client URL.
+    fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[i])
+    }
+
+    /// The NATS settings for `urls` with streams of `replicas` replicas.
+    fn config(&self, urls: &str, replicas: usize) -> NatsConfig {
+        let mut c = NatsConfig::from_url(urls, "test").expect("NATS URLs");
+        c.replicas = replicas;
+        c
+    }
+
+    /// A jetmq node on `shell` using the NATS nodes of `urls`.
+    async fn jetmq(&self, shell: Shell, urls: &str, replicas: usize) -> (Server, u16) {
+        let store =
+            JetStreamBackend::connect(&self.config(urls, replicas), "jetmq").expect("connect");
+        let toml = format!("[nats]\nurl = \"{urls}\"\nreplicas = {replicas}\n");
+        common::serve_with(shell, &toml, Arc::new(store)).await
+    }
+}
+
 /// Three nats-server nodes in a JetStream cluster with R3 streams: the acknowledged QoS 1
 /// messages of a persistent session survive the loss of the node its publisher's jetmq used
 /// (which fails over to another NATS node from its URL list), and the session resumes
 /// through a jetmq node on another NATS node.
 #[tokio::test]
 async fn r3_streams_lose_nothing_acknowledged_when_a_nats_node_dies() {
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("r3-{i}"))).collect();
-    // Six distinct ports: two that collide would leave the cluster a node short, and its R3
-    // streams never ready.
-    let picked = free_ports(6);
-    let (ports, cluster_ports) = (picked[..3].to_vec(), picked[3..].to_vec());
-    let mut servers: Vec<Option<NatsServer>> = (0..3)
-        .map(|i| {
-            Some(NatsServer::cluster_node(
-                &format!("n{i}"),
-                ports[i],
-                cluster_ports[i],
-                &cluster_ports,
-                &dirs[i].0,
-            ))
-        })
-        .collect();
-    let url = |i: usize| format!("nats://127.0.0.1:{}", ports[i]);
-    let r3 = |i: usize| {
-        let mut c = NatsConfig::from_url(&url(i), "test").expect("a NATS URL");
-        c.replicas = 3;
-        c
-    };
-    // The cluster elects its JetStream leader: wait until the R3 streams exist.
-    let probe = JetStreamBackend::connect(&r3(1), "probe").expect("connect");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = probe.execute(jetmq_core::js::StoreRequest::GetLast {
-        stream: jetmq_core::js::Stream::Sessions,
-        subject: "$MQTT.sess.probe".into(),
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the JetStream cluster never became ready: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut cluster = Cluster::start("r3", 3).await;
     // Node a knows every NATS node (it starts on n0 and fails over), node b only n1.
-    let start = |shell, urls: String| {
-        let mut config = NatsConfig::from_url(&urls, "test").expect("NATS URLs");
-        config.replicas = 3;
-        let store = JetStreamBackend::connect(&config, "jetmq").expect("connect");
-        let toml = format!("[nats]\nurl = \"{urls}\"\nreplicas = 3\n");
-        async move { common::serve_with(shell, &toml, Arc::new(store)).await }
-    };
-    let (a, port_a) = start(Shell::Tokio, format!("{},{},{}", url(0), url(1), url(2))).await;
-    let (b, port_b) = start(Shell::Mio, url(1)).await;
+    let all = format!("{},{},{}", cluster.url(0), cluster.url(1), cluster.url(2));
+    let (a, port_a) = cluster.jetmq(Shell::Tokio, &all, 3).await;
+    let (b, port_b) = cluster.jetmq(Shell::Mio, &cluster.url(1), 3).await;
 
     let mut s = client("r3-s", port_a, false).await;
     s.subscribe("ledger/#", QoS::AtLeastOnce).await;
@@ -214,7 +249,7 @@ async fn r3_streams_lose_nothing_acknowledged_when_a_nats_node_dies() {
     drop(p);
     // Every one of them was acknowledged; the NATS node node a used dies. Node a reconnects
     // to another one and takes QoS 1 publishes again.
-    servers[0] = None;
+    cluster.servers[0] = None;
     for i in N / 2..N {
         publish_until_acked(port_a, &format!("ledger/{i}"), &i.to_string()).await;
     }
@@ -230,6 +265,42 @@ async fn r3_streams_lose_nothing_acknowledged_when_a_nats_node_dies() {
     assert_eq!(got, want, "every acknowledged message arrived");
     drop(s);
     b.shutdown().await.expect("clean stop");
-    drop(probe);
-    drop(servers);
+    drop(cluster);
+}
+
+/// A client connects through node b while node a's only NATS server is down, so a never
+/// hears of it and keeps the client's older connection. When that NATS server is back, a
+/// announces its clients again, b answers with its newer connect, and a closes the old
+/// connection.
+#[tokio::test]
+async fn a_connect_notice_missed_while_nats_was_down_is_made_good_when_it_returns() {
+    let mut cluster = Cluster::start("missed", 1).await;
+    let (a, port_a) = cluster.jetmq(Shell::Tokio, &cluster.url(0), 1).await;
+    let (b, port_b) = cluster.jetmq(Shell::Mio, &cluster.url(1), 1).await;
+    let mut on_a = client("twice", port_a, true).await;
+    cluster.servers[0] = None;
+    let mut on_b = client("twice", port_b, true).await;
+    // Node a missed that connect: its connection stays open until n0 is back.
+    assert!(
+        timeout(Duration::from_millis(500), on_a.ended.recv())
+            .await
+            .is_err(),
+        "node a cannot have heard of the connect through b yet"
+    );
+    cluster.servers[0] = Some(cluster.spawn(0));
+    timeout(Duration::from_secs(30), on_a.ended.recv())
+        .await
+        .expect("node a closed the older connection once NATS was back");
+    // The newer connection through b stays.
+    assert!(
+        timeout(Duration::from_millis(500), on_b.ended.recv())
+            .await
+            .is_err(),
+        "the newer connection was closed"
+    );
+    drop(on_a);
+    drop(on_b);
+    a.shutdown().await.expect("clean stop");
+    b.shutdown().await.expect("clean stop");
+    drop(cluster);
 }

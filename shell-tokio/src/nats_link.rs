@@ -1,7 +1,8 @@
 //! The shells' NATS connection for the subject bridge: the core's [`NatsClient`] over a TCP
 //! socket (TLS when configured) on threads of its own (so both shells use it, with or without
 //! tokio), reconnecting with backoff when the connection drops. Messages of the broker's
-//! subscriptions come back as `Input::NatsMessage` through the callback the shell gives.
+//! subscriptions come back as `Input::NatsMessage` (and each completed handshake as
+//! `Input::NatsConnected`) through the callback the shell gives.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -60,7 +61,8 @@ pub(crate) trait Hooks<S>: Send + 'static {
     /// The socket is gone (under the lock).
     fn lost(&self, _shared: &mut Shared<S>) {}
 
-    /// What arrived, outside the lock (take it again to answer).
+    /// What arrived (messages, and `Connected` once a handshake is done), outside the lock
+    /// (take it again to answer).
     fn events(&self, link: &Link<S>, events: &mut Vec<Event>);
 }
 
@@ -221,7 +223,8 @@ pub(crate) struct BridgeState {
     sids: HashMap<ByteString, u64>,
 }
 
-/// The bridge's hooks: messages become `Input::NatsMessage`.
+/// The bridge's hooks: messages become `Input::NatsMessage`, each (re)connection
+/// `Input::NatsConnected`.
 struct BridgeHooks<F> {
     deliver: F,
 }
@@ -229,12 +232,14 @@ struct BridgeHooks<F> {
 impl<F: Fn(Input) + Send + 'static> Hooks<BridgeState> for BridgeHooks<F> {
     fn events(&self, _link: &Link<BridgeState>, events: &mut Vec<Event>) {
         for event in events.drain(..) {
-            if let Event::Message(m) = event {
-                (self.deliver)(Input::NatsMessage {
+            match event {
+                Event::Message(m) => (self.deliver)(Input::NatsMessage {
                     subject: m.subject,
                     headers: m.headers.map(|h| h.entries).unwrap_or_default(),
                     payload: m.payload,
-                });
+                }),
+                Event::Connected(_) => (self.deliver)(Input::NatsConnected),
+                _ => {}
             }
         }
     }
@@ -464,7 +469,8 @@ impl Reader<'_> {
                 Event::Connected(info) => {
                     connected = true;
                     info!(server = %info.server_id, version = %info.version, tls = self.tls.is_some(), "NATS handshake done");
-                    false
+                    // The hooks hear of it too (the bridge tells the broker).
+                    true
                 }
                 Event::UpgradeToTls(_) => {
                     upgrade = true;

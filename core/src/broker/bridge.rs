@@ -49,6 +49,8 @@ const RETAIN_HEADER: &str = "Jetmq-Retain";
 const DISCARD_HEADER: &str = "Jetmq-Discard";
 /// A connect notice's order: the connect's stamp and the node's number, in decimal.
 const CONNECT_HEADER: &str = "Jetmq-Connect";
+/// How long after NATS came back a fleet node announces its clients a second time.
+const REANNOUNCE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Logical steps per wall-clock millisecond in a connect stamp.
 const STAMPS_PER_MILLI: u64 = 1 << 12;
 
@@ -162,6 +164,38 @@ impl Broker {
             value: format!("{stamp} {}", self.node).into(),
         };
         self.connect_notice(key, vec![order], out);
+    }
+
+    /// The NATS connection is up: every client connected here (or whose session is being
+    /// read for its connect) is announced again with its connect's stamp, now and once more
+    /// after [`REANNOUNCE_AFTER`] (a NATS server that has just restarted takes clients before
+    /// its cluster routes, and with them the other nodes' subscriptions, are up).
+    pub(super) fn on_nats_connected(&mut self, out: &mut Outbox) {
+        if !(self.config.nats_bridge && self.config.fleet) {
+            return;
+        }
+        self.announce_connected(out);
+        let at = self.now.instant.saturating_add(REANNOUNCE_AFTER);
+        self.schedule(at, super::Timer::Reannounce);
+    }
+
+    /// Announces every client connected here (or being connected) with its connect's stamp.
+    pub(super) fn announce_connected(&mut self, out: &mut Outbox) {
+        let mut connected: Vec<(SessionKey, u64)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.conn.is_some())
+            .map(|(_, s)| (s.key.clone(), s.connect_stamp))
+            .collect();
+        connected.extend(self.loading.values().filter_map(|conn| {
+            match self.conns.get(conn).map(|c| &c.phase) {
+                Some(Phase::Loading(l)) => Some((l.key.clone(), l.stamp)),
+                _ => None,
+            }
+        }));
+        for (key, stamp) in connected {
+            self.announce_connect(&key, stamp, out);
+        }
     }
 
     /// Tells the other nodes of a fleet that `key`'s session was discarded (by an
@@ -319,7 +353,10 @@ impl Broker {
         };
         if let (Some(here), Some(theirs)) = (here, order) {
             if (here, self.node) > theirs {
+                // The other node may have missed this node's notice: it hears it again and
+                // closes its older connection.
                 self.stats.late_connect_notices += 1;
+                self.announce_connect(&key, here, out);
                 return;
             }
         }

@@ -192,6 +192,12 @@ pub enum Input {
         /// Its payload.
         payload: Bytes,
     },
+    /// NATS bridge: the connection to NATS is up (again; its subscriptions were renewed). A
+    /// fleet node announces each client connected here once more, with its connect's stamp,
+    /// since other nodes may have missed the notices while it was away: a node holding an
+    /// older connection of the client closes it, one holding a newer connection answers with
+    /// its own notice, which closes the one here.
+    NatsConnected,
     /// An administrator ends a session: its client, if connected, is disconnected (v5:
     /// DISCONNECT 0x98, Administrative action; its will is published) and the session and
     /// its stored state are removed.

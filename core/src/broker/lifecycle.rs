@@ -841,13 +841,71 @@ impl Broker {
         generation: u64,
         out: &mut Outbox,
     ) {
-        let Some(s) = self.sessions.get_mut(session) else {
+        let Some(s) = self.sessions.get(session) else {
             return;
         };
         if s.conn.is_some() || s.generation != generation {
             return;
         }
-        // [MQTT-3.1.2-8]: a delayed will goes out when the session ends, if not before.
+        if self.config.fleet && s.persistent {
+            // Another node may have connected the client since (a connect notice missed while
+            // NATS was away): the stored record says.
+            let request = StoreRequest::GetLast {
+                stream: Stream::Sessions,
+                subject: records::session_subject(&s.key.client_id),
+            };
+            let owner = RequestOwner::Expiry {
+                session,
+                uid: s.uid,
+                generation,
+            };
+            self.request(request, owner, out);
+            return;
+        }
+        self.expire_session(session, out);
+    }
+
+    /// The stored record of a fleet session whose expiry came: the session expires if the
+    /// record still has the connect stamp of this node's copy (or is gone); otherwise another
+    /// node has connected its client since, and the copy only leaves this node's memory (its
+    /// delayed will with it, as a new connection cancels it [MQTT-3.1.3-9]). A read
+    /// that failed is tried again after the store timeout.
+    pub(super) fn on_expiry_checked(
+        &mut self,
+        session: SessionId,
+        (uid, generation): (u64, u64),
+        reply: Result<StoreReply, StoreError>,
+        out: &mut Outbox,
+    ) {
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        if s.uid != uid || s.generation != generation || s.conn.is_some() {
+            return;
+        }
+        match reply {
+            Ok(StoreReply::Message(Some(record))) => {
+                let stamp =
+                    records::SessionRecord::from_json(&record.payload).map(|r| r.jetmq.stamp);
+                if stamp == Some(s.connect_stamp) {
+                    self.expire_session(session, out);
+                } else {
+                    self.remove_session(session, out);
+                }
+            }
+            Ok(_) => self.expire_session(session, out),
+            Err(_) => {
+                let at = self.now.instant.saturating_add(self.config.store_timeout);
+                self.schedule(at, Timer::Expiry(session, s.generation));
+            }
+        }
+    }
+
+    /// Ends an expired session; a delayed will still waiting goes out now [MQTT-3.1.2-8].
+    fn expire_session(&mut self, session: SessionId, out: &mut Outbox) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
         let pending = s.pending_will.take();
         let client_id = s.key.client_id.clone();
         if let Some(pending) = pending {

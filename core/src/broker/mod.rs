@@ -126,6 +126,8 @@ enum Timer {
     Expiry(SessionId, u64),
     /// A store request's timeout.
     Request(RequestId),
+    /// A fleet node announces its connected clients once more after NATS came back.
+    Reannounce,
 }
 
 /// The broker: one deterministic state machine for every connection and session.
@@ -333,6 +335,7 @@ impl Broker {
                 headers,
                 payload,
             } => self.on_nats_message(&subject, &headers, payload, out),
+            Input::NatsConnected => self.on_nats_connected(out),
         }
         self.run_fanout(out);
         self.flush_bridge(out);
@@ -373,6 +376,7 @@ impl Broker {
                     self.on_expiry_timer(session, generation, out);
                 }
                 Timer::Request(id) => self.on_request_timeout(id, out),
+                Timer::Reannounce => self.announce_connected(out),
             }
         }
     }

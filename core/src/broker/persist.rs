@@ -40,6 +40,14 @@ pub(crate) enum RequestOwner {
     },
     /// A connection whose session is being loaded ([`Phase::Loading`](super::connection::Phase)).
     Load { conn: ConnId },
+    /// A fleet node's offline session whose expiry is due, checked against its stored record
+    /// (the session's `uid` tells it from a later session of the same slot, its `generation`
+    /// from a later expiry of the same session).
+    Expiry {
+        session: SessionId,
+        uid: u64,
+        generation: u64,
+    },
     /// Nobody: a failure is reported and counted.
     Background,
 }
@@ -74,6 +82,14 @@ impl Broker {
             RequestOwner::Pipeline { conn, token, kind } => (conn, token, kind),
             RequestOwner::Load { conn } => {
                 self.on_loaded(conn, reply, out);
+                return;
+            }
+            RequestOwner::Expiry {
+                session,
+                uid,
+                generation,
+            } => {
+                self.on_expiry_checked(session, (uid, generation), reply, out);
                 return;
             }
             RequestOwner::Background => return,
@@ -113,6 +129,7 @@ impl Broker {
         };
         record.jetmq.level = s.version as u8;
         record.jetmq.disconnected_at = s.disconnected_at.map(WallClock::as_unix_millis);
+        record.jetmq.stamp = s.connect_stamp;
         record.jetmq.expiry = s
             .expiry
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
@@ -376,6 +393,7 @@ impl Broker {
             .expiry
             .map(|secs| Duration::from_secs(u64::from(secs)));
         s.disconnected_at = rec.jetmq.disconnected_at.map(WallClock::from_unix_millis);
+        s.connect_stamp = rec.jetmq.stamp;
         s.subscriptions.extend(subs);
         by_consumer.insert(s.consumer(), id);
         by_hash16.insert(records::client_hash16(&s.key.client_id), id);

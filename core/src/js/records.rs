@@ -143,6 +143,11 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What jetmq adds to the NATS server's session record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct JetmqSessionFields {
@@ -156,6 +161,11 @@ pub struct JetmqSessionFields {
     /// absent while connected (or if the broker stopped without writing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disconnected_at: Option<u64>,
+    /// The stamp of the session's latest connect (a fleet's connect order): a node holding an
+    /// offline copy of the session expires it only while the stored record still has the
+    /// stamp its copy has, that is while no node has connected the client since.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stamp: u64,
     /// Protocol level of the last connection (4 or 5).
     #[serde(default)]
     pub level: u8,

@@ -307,8 +307,9 @@ impl Broker {
     /// Another node took `account\nclient id` over: its connection here closes (no will, as
     /// for a takeover), and the session leaves this node's memory, not the store, which the
     /// other node now owns. A connection here that is newer than the notice's `order` (stamp,
-    /// node) stays: the notice arrived late, and the other node closes its own connection when
-    /// it hears of this one. A connection here whose session is still being read is refused
+    /// node) stays: the notice arrived late, and this node announces its connection again, so
+    /// that the other node closes its own even if it missed the first notice. A connection
+    /// here whose session is still being read is refused
     /// when the notice is newer (server unavailable; the client's retry is the newest connect).
     /// A notice without an order (an older jetmq) counts as the newest.
     /// With `discard`, an administrator deleted the session: it ends here as

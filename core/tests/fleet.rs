@@ -57,6 +57,12 @@ impl Fleet {
         }
     }
 
+    /// Lets `d` pass on both nodes.
+    fn advance(&mut self, d: std::time::Duration) {
+        self.a.advance(d);
+        self.b.advance(d);
+    }
+
     /// Delivers what `from` published on NATS to the other node; returns the subjects.
     fn carry(&mut self, from: Node) -> Vec<String> {
         let (src, dst) = match from {
@@ -129,11 +135,7 @@ fn a_persistent_session_resumes_on_the_other_node_with_its_queued_messages() {
         "{subjects:?}"
     );
     assert!(f.a.broker.sessions().all(|i| i.key.client_id != "s"));
-    assert!(f
-        .b
-        .broker
-        .sessions()
-        .any(|i| i.key.client_id == "s" && i.online));
+    assert!(online(&f.b, "s"));
 }
 
 #[test]
@@ -157,7 +159,14 @@ fn a_connect_on_one_node_closes_the_connection_on_the_other() {
     assert!(f.a.broker.sessions().next().is_none());
 }
 
-/// Whether `conn` of `node` is still open (not closed by the broker).
+/// Whether node `h` holds `client_id`'s session with its client connected.
+fn online(h: &Harness, client_id: &str) -> bool {
+    h.broker
+        .sessions()
+        .any(|i| i.key.client_id == client_id && i.online)
+}
+
+/// Whether `conn` on node `h` is still open (not closed by the broker).
 fn open(h: &Harness, conn: jetmq_core::broker::ConnId) -> bool {
     h.closed(conn).is_none()
 }
@@ -170,13 +179,11 @@ fn a_late_connect_notice_does_not_close_the_newer_connection() {
     let step = std::time::Duration::from_millis(5);
     let (first, _) = f.on(Node::A).connect_ok(connect(V3, "m", true));
     f.carry(Node::A);
-    f.a.advance(step);
-    f.b.advance(step);
+    f.advance(step);
     let (on_b, _) = f.on(Node::B).connect_ok(connect(V3, "m", true));
     // b's notice is delayed; the client comes back to a meanwhile.
     let late = std::mem::take(&mut f.b.nats);
-    f.a.advance(step);
-    f.b.advance(step);
+    f.advance(step);
     let (second, _) = f.on(Node::A).connect_ok(connect(V3, "m", true));
     assert_eq!(f.a.closed(first), Some(CloseReason::SessionTakenOver));
     f.carry(Node::A);
@@ -192,11 +199,7 @@ fn a_late_connect_notice_does_not_close_the_newer_connection() {
         "the late notice left a's newer connection"
     );
     assert_eq!(f.a.broker.stats().late_connect_notices, 1);
-    assert!(f
-        .a
-        .broker
-        .sessions()
-        .any(|i| i.key.client_id == "m" && i.online));
+    assert!(online(&f.a, "m"));
 }
 
 /// Two connects of one client through two nodes at the same moment, each node unaware of the
@@ -268,8 +271,7 @@ fn a_missed_connect_notice_is_made_good_when_nats_comes_back() {
     let step = std::time::Duration::from_millis(5);
     let (on_a, _) = f.on(Node::A).connect_ok(connect(V3, "r", true));
     f.carry(Node::A);
-    f.a.advance(step);
-    f.b.advance(step);
+    f.advance(step);
     let (on_b, _) = f.on(Node::B).connect_ok(connect(V3, "r", true));
     f.b.nats.clear();
     assert!(open(&f.a, on_a), "a never heard of b's connect");

@@ -283,13 +283,16 @@ async fn session_expiry_zero_some_and_the_server_maximum(shell: Shell) {
     server.shutdown().await.expect("clean stop");
 }
 
+/// The embedded store in `dir` (opened again for each start of a server on it).
+fn embedded(dir: &TempDir) -> Arc<dyn StoreBackend> {
+    let (backend, _) =
+        EmbeddedBackend::open(&dir.0, jetmq_store::SyncPolicy::Always).expect("store opens");
+    Arc::new(backend)
+}
+
 async fn session_expiry_runs_while_the_broker_is_down(shell: Shell) {
     let dir = TempDir::new("mqtt5-expiry");
-    let open = || {
-        let (backend, _) =
-            EmbeddedBackend::open(&dir.0, jetmq_store::SyncPolicy::Always).expect("store opens");
-        Arc::new(backend) as Arc<dyn StoreBackend>
-    };
+    let open = || embedded(&dir);
     let (server, port) = server_with(shell, "", open()).await;
     for (id, secs) in [("short", 1), ("long", 3600)] {
         let mut o = options(id, port);
@@ -783,11 +786,7 @@ async fn server_redirection_sends_clients_elsewhere(shell: Shell) {
 
 async fn shared_subscriptions_of_persistent_sessions_survive_a_restart(shell: Shell) {
     let dir = TempDir::new("mqtt5-shared");
-    let open = || {
-        let (backend, _) =
-            EmbeddedBackend::open(&dir.0, jetmq_store::SyncPolicy::Always).expect("store opens");
-        Arc::new(backend) as Arc<dyn StoreBackend>
-    };
+    let open = || embedded(&dir);
     let (server, port) = server_with(shell, "", open()).await;
     let mut o = options("worker", port);
     o.set_clean_start(false);
@@ -829,11 +828,7 @@ async fn shared_subscriptions_of_persistent_sessions_survive_a_restart(shell: Sh
 /// seed handed out the same identifiers again, resuming the first client's session).
 async fn assigned_client_ids_are_not_handed_out_again_after_a_restart(shell: Shell) {
     let dir = TempDir::new("mqtt5-assigned");
-    let open = || {
-        let (backend, _) =
-            EmbeddedBackend::open(&dir.0, jetmq_store::SyncPolicy::Always).expect("store opens");
-        Arc::new(backend) as Arc<dyn StoreBackend>
-    };
+    let open = || embedded(&dir);
     let anonymous = || {
         let mut c = Connect::new(ProtocolVersion::V5, "".into());
         c.clean_start = false;

@@ -314,6 +314,34 @@ fn notices(h: &mut Harness) -> usize {
         .count()
 }
 
+/// Node a holds an offline copy of a session; its client resumes it through node b (a misses
+/// the notice), subscribes to more there and comes back to a. Node a reads the stored record
+/// at the resume, sees a later connect than its copy's and takes the record's session: the
+/// subscription made on b is there.
+#[test]
+fn a_resume_reads_the_record_over_a_stale_copy() {
+    let mut f = Fleet::new();
+    let (first, _) = f.on(Node::A).connect_ok(connect(V3, "w", false));
+    f.a.subscribe_ok(first, 1, "old/#", QoS::AtLeastOnce);
+    f.a.input(Input::Closed { conn: first });
+    f.carry(Node::A);
+    f.advance(std::time::Duration::from_millis(5));
+    let (on_b, present) = f.on(Node::B).connect_ok(connect(V3, "w", false));
+    assert!(present);
+    f.b.subscribe_ok(on_b, 2, "new/#", QoS::AtLeastOnce);
+    f.b.input(Input::Closed { conn: on_b });
+    f.b.nats.clear();
+    f.advance(std::time::Duration::from_millis(5));
+    let (back, present) = f.on(Node::A).connect_ok(connect(V3, "w", false));
+    assert!(present);
+    let (p, _) = f.a.connect_ok(connect(V3, "p", true));
+    for topic in ["old/1", "new/1"] {
+        f.a.send(p, &publish(topic, "live", PublishQos::AtMostOnce, false));
+    }
+    let topics: Vec<String> = f.a.publishes(back).into_iter().map(|m| m.0).collect();
+    assert_eq!(topics, ["old/1", "new/1"]);
+}
+
 /// Node a keeps an offline copy of a session whose client then connected through node b, and
 /// a missed b's connect notice (NATS away): when the copy's expiry comes, a reads the stored
 /// record, sees a later connect's stamp and only forgets its copy; the session b serves keeps

@@ -325,8 +325,10 @@ impl Broker {
         }
     }
 
-    /// Reads a session to resume from the store: its record (unless it is in memory) and
-    /// what its consumer holds. The connection waits in [`Phase::Loading`].
+    /// Reads a session to resume from the store: its record and what its consumer holds. The
+    /// record is read even when the session is in memory: a connect through another node that
+    /// this node did not hear of makes the copy here stale. The connection waits in
+    /// [`Phase::Loading`].
     fn load_session(
         &mut self,
         conn: ConnId,
@@ -336,7 +338,6 @@ impl Broker {
         stamp: u64,
         out: &mut Outbox,
     ) {
-        let in_memory = self.session_id(&key).is_some();
         let default_deadline = self.now.instant.saturating_add(self.config.connect_timeout);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -347,17 +348,16 @@ impl Broker {
                 .connect_wait()
                 .map_or(default_deadline, |(deadline, _)| deadline),
         };
-        let mut requests = Vec::new();
-        if !in_memory {
-            requests.push(StoreRequest::GetLast {
+        let requests = [
+            StoreRequest::GetLast {
                 stream: Stream::Sessions,
                 subject: records::session_subject(&key.client_id),
-            });
-        }
-        requests.push(StoreRequest::Pending {
-            consumer: records::consumer_name(&key.client_id),
-            limit: self.config.max_queued_messages,
-        });
+            },
+            StoreRequest::Pending {
+                consumer: records::consumer_name(&key.client_id),
+                limit: self.config.max_queued_messages,
+            },
+        ];
         self.loading.insert(key.clone(), conn);
         c.phase = Phase::Loading(Box::new(Loading {
             deadline,
@@ -424,6 +424,13 @@ impl Broker {
                 out,
             );
             return;
+        }
+        // A copy here that a later connect elsewhere left behind gives way to the record.
+        if let (Some(record), Some(id)) = (&record, self.session_id(&key)) {
+            let copy = self.sessions.get(id).map(|s| s.connect_stamp);
+            if copy.is_some_and(|copy| record_stamp(record) > copy) {
+                self.remove_session(id, out);
+            }
         }
         let mut by_consumer = BTreeMap::new();
         let mut by_hash16 = BTreeMap::new();
@@ -865,11 +872,11 @@ impl Broker {
         self.expire_session(session, out);
     }
 
-    /// The stored record of a fleet session whose expiry came: the session expires if the
-    /// record still has the connect stamp of this node's copy (or is gone); otherwise another
-    /// node has connected its client since, and the copy only leaves this node's memory (its
-    /// delayed will with it, as a new connection cancels it [MQTT-3.1.3-9]). A read
-    /// that failed is tried again after the store timeout.
+    /// The stored record of a fleet session whose expiry came: when the record holds a later
+    /// connect's stamp than this node's copy, another node has connected the client since,
+    /// and the copy only leaves this node's memory (its delayed will with it, as a new
+    /// connection cancels it [MQTT-3.1.3-9]); otherwise the session expires. A read that
+    /// failed is tried again after the store timeout.
     pub(super) fn on_expiry_checked(
         &mut self,
         session: SessionId,
@@ -884,14 +891,8 @@ impl Broker {
             return;
         }
         match reply {
-            Ok(StoreReply::Message(Some(record))) => {
-                let stamp =
-                    records::SessionRecord::from_json(&record.payload).map(|r| r.jetmq.stamp);
-                if stamp == Some(s.connect_stamp) {
-                    self.expire_session(session, out);
-                } else {
-                    self.remove_session(session, out);
-                }
+            Ok(StoreReply::Message(Some(record))) if record_stamp(&record) > s.connect_stamp => {
+                self.remove_session(session, out);
             }
             Ok(_) => self.expire_session(session, out),
             Err(_) => {
@@ -986,6 +987,12 @@ impl Broker {
             self.close_inner(conn, CloseReason::Shutdown, false, Ending::Shutdown, out);
         }
     }
+}
+
+/// The connect stamp a stored session record holds (0 when it has none, as in records the NATS
+/// server's MQTT support wrote).
+fn record_stamp(record: &crate::js::StoredMessage) -> u64 {
+    records::SessionRecord::from_json(&record.payload).map_or(0, |r| r.jetmq.stamp)
 }
 
 /// Whether a session with this Session Expiry Interval outlives its connection, and for how

@@ -3,12 +3,15 @@
 //! other as `NatsMessage`): sessions resume on the other node with their queued messages,
 //! a connect on one node closes the client's connection on the other, retained messages and
 //! stored QoS 1 messages cross over live and are acknowledged for the sessions they reach.
+//! A property test runs random connects, closes and lost or delayed notices through both
+//! nodes: once NATS has settled, each client has exactly its latest connection left.
 
 mod harness;
 
 use harness::{connect, publish, Harness};
-use jetmq_core::broker::{Action, BrokerConfig, CloseReason, Input};
+use jetmq_core::broker::{Action, BrokerConfig, CloseReason, ConnId, Input};
 use jetmq_core::codec::{Packet, ProtocolVersion, PublishQos, QoS};
+use proptest::prelude::*;
 
 const V3: ProtocolVersion = ProtocolVersion::V311;
 
@@ -552,4 +555,133 @@ fn nats_messages_on_reserved_subjects_never_reach_mqtt() {
         "{:?}",
         f.a.nats
     );
+}
+
+/// One step of a random fleet run.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Client `id` connects through node b (`on_b`) or a, with a persistent session or not.
+    Connect {
+        on_b: bool,
+        id: u8,
+        persistent: bool,
+    },
+    /// The client's latest connection through that node ends from the client's side.
+    Close { on_b: bool, id: u8 },
+    /// What that node published on NATS so far reaches the other node.
+    Deliver { from_b: bool },
+    /// What that node published on NATS so far is lost (its NATS connection dropped).
+    Lose { from_b: bool },
+    /// Time passes on both nodes.
+    Wait { ms: u16 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (any::<bool>(), 0u8..3, any::<bool>())
+            .prop_map(|(on_b, id, persistent)| Step::Connect { on_b, id, persistent }),
+        1 => (any::<bool>(), 0u8..3).prop_map(|(on_b, id)| Step::Close { on_b, id }),
+        2 => any::<bool>().prop_map(|from_b| Step::Deliver { from_b }),
+        1 => any::<bool>().prop_map(|from_b| Step::Lose { from_b }),
+        1 => (0u16..1500).prop_map(|ms| Step::Wait { ms }),
+    ]
+}
+
+/// A connection a run made: its node, client, the order of its connect and whether the
+/// client closed it.
+struct Made {
+    on_b: bool,
+    id: u8,
+    conn: ConnId,
+    order: (u64, u64),
+    closed_by_client: bool,
+}
+
+/// The `Jetmq-Connect` order of the last connect notice among `actions`.
+fn last_connect_order(actions: &[Action]) -> Option<(u64, u64)> {
+    actions.iter().rev().find_map(|a| match a {
+        Action::NatsPublish {
+            subject, headers, ..
+        } if subject.starts_with("$JETMQ.conn.") => headers
+            .iter()
+            .find(|h| h.name == "Jetmq-Connect")
+            .and_then(|h| h.value.split_once(' '))
+            .and_then(|(s, n)| Some((s.parse().ok()?, n.parse().ok()?))),
+        _ => None,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the interleaving of connects, closes, delays and lost notices, once both
+    /// nodes' NATS connections are (again) up and their notices have gone round, every client
+    /// has at most one connection left, and it is its latest connect (unless the client
+    /// closed that one itself).
+    #[test]
+    fn each_client_keeps_exactly_its_latest_connection(
+        steps in prop::collection::vec(step(), 1..40),
+    ) {
+        let mut f = Fleet::new();
+        let mut made: Vec<Made> = Vec::new();
+        for s in steps {
+            match s {
+                Step::Connect { on_b, id, persistent } => {
+                    let node = if on_b { Node::B } else { Node::A };
+                    let h = f.on(node);
+                    let before = h.nats.len();
+                    let conn = h.connect(connect(V3, &format!("c{id}"), !persistent));
+                    let order = last_connect_order(&h.nats[before..]);
+                    prop_assert!(order.is_some(), "every connect is announced");
+                    if let Some(order) = order {
+                        made.push(Made { on_b, id, conn, order, closed_by_client: false });
+                    }
+                }
+                Step::Close { on_b, id } => {
+                    let node = if on_b { Node::B } else { Node::A };
+                    if let Some(m) = made.iter_mut().rev().find(|m| m.on_b == on_b && m.id == id) {
+                        if !m.closed_by_client {
+                            m.closed_by_client = true;
+                            let conn = m.conn;
+                            f.on(node).input(Input::Closed { conn });
+                        }
+                    }
+                }
+                Step::Deliver { from_b } => {
+                    let (from, to) = if from_b { (Node::B, Node::A) } else { (Node::A, Node::B) };
+                    f.on(to);
+                    f.carry(from);
+                }
+                Step::Lose { from_b } => {
+                    if from_b { f.b.nats.clear() } else { f.a.nats.clear() }
+                }
+                Step::Wait { ms } => f.advance(std::time::Duration::from_millis(u64::from(ms))),
+            }
+        }
+        // Both NATS connections come back; the notices go round until nothing is left.
+        f.on(Node::A).input(Input::NatsConnected);
+        f.on(Node::B).input(Input::NatsConnected);
+        for _ in 0..8 {
+            f.on(Node::B);
+            f.carry(Node::A);
+            f.on(Node::A);
+            f.carry(Node::B);
+        }
+        prop_assert!(f.a.nats.is_empty() && f.b.nats.is_empty(), "the notices settle");
+        for id in 0u8..3 {
+            let open: Vec<&Made> = made
+                .iter()
+                .filter(|m| m.id == id && !m.closed_by_client)
+                .filter(|m| if m.on_b { open(&f.b, m.conn) } else { open(&f.a, m.conn) })
+                .collect();
+            prop_assert!(open.len() <= 1, "client {id}: {} connections left", open.len());
+            if let Some(latest) = made.iter().filter(|m| m.id == id).max_by_key(|m| m.order) {
+                if !latest.closed_by_client {
+                    prop_assert_eq!(open.len(), 1, "client {}: its latest connection was closed", id);
+                    prop_assert_eq!(open[0].conn, latest.conn);
+                    prop_assert_eq!(open[0].on_b, latest.on_b);
+                }
+            }
+        }
+    }
 }

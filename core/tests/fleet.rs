@@ -39,6 +39,9 @@ impl Fleet {
         let config = BrokerConfig {
             nats_bridge: true,
             fleet: true,
+            // Random runs take one client over many times; flapping protection has its own
+            // tests (core/tests/flapping.rs).
+            takeover_limit: 0,
             ..BrokerConfig::default()
         };
         Self {

@@ -24,6 +24,8 @@ max_packet_size = 65536
 max_inflight = 10
 max_qos = 1
 connect_timeout_secs = 5
+takeover_limit = 3
+takeover_window_secs = 60
 "#,
     )
     .expect("valid");
@@ -33,6 +35,8 @@ connect_timeout_secs = 5
     assert_eq!(c.broker.max_inflight, 10);
     assert_eq!(c.broker.max_qos, QoS::AtLeastOnce);
     assert_eq!(c.broker.connect_timeout.as_secs(), 5);
+    assert_eq!(c.broker.takeover_limit, 3);
+    assert_eq!(c.broker.takeover_window.as_secs(), 60);
 }
 
 #[test]
@@ -62,6 +66,12 @@ fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
         (
             "[limits]\nconnect_timeout_secs = 0",
             "limits.connect_timeout_secs",
+            "0",
+            "1 to 3600",
+        ),
+        (
+            "[limits]\ntakeover_window_secs = 0",
+            "limits.takeover_window_secs",
             "0",
             "1 to 3600",
         ),

@@ -822,6 +822,34 @@ async fn shared_subscriptions_of_persistent_sessions_survive_a_restart(shell: Sh
     server.shutdown().await.expect("clean stop");
 }
 
+/// Two clients sharing an identifier: after `takeover_limit` takeovers its next CONNECT is
+/// refused with 0x9F Connection rate exceeded (after a short hold), and the client that is in
+/// stays connected.
+async fn a_client_id_that_keeps_being_taken_over_is_refused(shell: Shell) {
+    let (server, port) = server(shell, "[limits]\ntakeover_limit = 2\n").await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (c, answer) =
+            RawClient::connect(port, Connect::new(ProtocolVersion::V5, "twin".into())).await;
+        assert!(
+            matches!(answer, Some(RawPacket::ConnAck(ref a)) if a.reason == ConnectReason::Success),
+            "{answer:?}"
+        );
+        clients.push(c);
+    }
+    let (_refused, answer) =
+        RawClient::connect(port, Connect::new(ProtocolVersion::V5, "twin".into())).await;
+    assert!(
+        matches!(answer, Some(RawPacket::ConnAck(ref a)) if a.reason == ConnectReason::ConnectionRateExceeded),
+        "{answer:?}"
+    );
+    // The last one in is still served.
+    let mut last = clients.pop().expect("three clients");
+    last.send(&RawPacket::PingReq).await;
+    assert!(matches!(last.next().await, Some(RawPacket::PingResp)));
+    server.shutdown().await.expect("clean stop");
+}
+
 /// A persistent session under an identifier the server assigned belongs to the client it was
 /// assigned to: after a restart, the next client without an identifier gets another one and
 /// a fresh session (the broker's seed comes from the operating system at every start; a fixed
@@ -871,6 +899,7 @@ async fn assigned_client_ids_are_not_handed_out_again_after_a_restart(shell: She
 for_each_shell!(
     session_expiry_zero_some_and_the_server_maximum,
     assigned_client_ids_are_not_handed_out_again_after_a_restart,
+    a_client_id_that_keeps_being_taken_over_is_refused,
     session_expiry_runs_while_the_broker_is_down,
     message_expiry_for_queued_in_flight_and_retained_messages,
     topic_aliases_in_both_directions,

@@ -252,6 +252,8 @@ struct LimitsFile {
     outbound_topic_aliases: Option<u16>,
     max_session_expiry_secs: Option<u32>,
     connect_timeout_secs: Option<u64>,
+    takeover_limit: Option<u32>,
+    takeover_window_secs: Option<u64>,
     max_qos: Option<u8>,
     max_client_id_len: Option<usize>,
     max_unsent_bytes: Option<usize>,
@@ -732,6 +734,19 @@ impl ServerConfig {
                 ));
             }
             b.connect_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = l.takeover_limit {
+            b.takeover_limit = v;
+        }
+        if let Some(v) = l.takeover_window_secs {
+            if v == 0 || v > 3600 {
+                return Err(invalid(
+                    "limits.takeover_window_secs",
+                    v,
+                    "1 to 3600 seconds",
+                ));
+            }
+            b.takeover_window = Duration::from_secs(v);
         }
         if let Some(v) = l.max_qos {
             b.max_qos = QoS::from_u8(v).ok_or_else(|| invalid("limits.max_qos", v, "0, 1 or 2"))?;

@@ -69,6 +69,11 @@ pub fn log(notice: Notice, log_pii: bool) {
             subject = pii(&subject, log_pii),
             "a stored record could not be read at start-up; it was skipped"
         ),
+        Notice::TakeoverLimit { client_id } => warn!(
+            client_id = pii(&client_id, log_pii),
+            "a client identifier keeps being taken over (two clients sharing it?); its CONNECTs \
+             are refused until its window ends (limits.takeover_limit, limits.takeover_window_secs)"
+        ),
         Notice::SessionExpired { client_id } => debug!(
             client_id = pii(&client_id, log_pii),
             "a session expired and was discarded"

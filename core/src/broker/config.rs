@@ -83,6 +83,13 @@ pub struct BrokerConfig {
     /// Most levels in a topic name or filter; deeper ones are refused, which bounds the work
     /// and stack depth of matching. Default 128.
     pub max_topic_levels: usize,
+    /// Flapping protection: once a client identifier has been taken over this many times
+    /// within `takeover_window` (two clients sharing it), its further CONNECTs are held for a
+    /// second and refused with 0x9F Connection rate exceeded (3.1.1: server unavailable) until
+    /// the window ends. 0 turns it off. Default 10.
+    pub takeover_limit: u32,
+    /// The window of `takeover_limit`, from an identifier's first takeover. Default 10 s.
+    pub takeover_window: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -113,6 +120,8 @@ impl Default for BrokerConfig {
             redirect: None,
             nats_bridge: false,
             fleet: false,
+            takeover_limit: 10,
+            takeover_window: Duration::from_secs(10),
         }
     }
 }

@@ -32,6 +32,9 @@ pub(crate) enum Phase {
     /// Accepted; in a fleet, the persistent session is being read from the store (its
     /// record and its consumer's messages) before the CONNACK, until the connect deadline.
     Loading(Box<Loading>),
+    /// A CONNECT of a client identifier taken over too often lately: held until `deadline`,
+    /// then refused with 0x9F Connection rate exceeded (see `takeovers`).
+    Held { deadline: Instant },
     /// CONNACK sent; bound to a session.
     Connected { session: SessionId },
     /// Close requested; further input is ignored.
@@ -39,13 +42,15 @@ pub(crate) enum Phase {
 }
 
 impl Phase {
-    /// For a CONNECT waiting on the shell (authentication), the store (loading) or the client
-    /// (an enhanced-authentication exchange): when the wait ends, and the CONNACK refusal then.
+    /// For a CONNECT waiting on the shell (authentication), the store (loading), the client
+    /// (an enhanced-authentication exchange) or flapping protection (held): when the wait
+    /// ends, and the CONNACK refusal then.
     pub(crate) fn connect_wait(&self) -> Option<(Instant, ConnectReason)> {
         match self {
             Self::Authenticating(a) => Some((a.deadline, ConnectReason::ServerUnavailable)),
             Self::Loading(l) => Some((l.deadline, ConnectReason::ServerUnavailable)),
             Self::AuthExchange(a) => Some((a.deadline, ConnectReason::NotAuthorized)),
+            Self::Held { deadline } => Some((*deadline, ConnectReason::ConnectionRateExceeded)),
             Self::AwaitingConnect { .. } | Self::Connected { .. } | Self::Closing => None,
         }
     }

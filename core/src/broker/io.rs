@@ -265,6 +265,12 @@ pub enum Notice {
         /// The session's client identifier.
         client_id: ByteString,
     },
+    /// A client identifier reached the takeover limit (most likely two clients share it): its
+    /// CONNECTs are refused until the window ends.
+    TakeoverLimit {
+        /// The client identifier.
+        client_id: ByteString,
+    },
 }
 
 /// One thing for the shell to do.

@@ -158,7 +158,9 @@ impl Broker {
                 return;
             }
             Phase::Connected { session } => session,
-            Phase::Authenticating(_) | Phase::Loading(_) | Phase::Closing => return,
+            Phase::Authenticating(_) | Phase::Loading(_) | Phase::Held { .. } | Phase::Closing => {
+                return
+            }
         };
         match packet {
             // [MQTT-3.1.0-2]: a second CONNECT is a protocol error.
@@ -312,6 +314,19 @@ impl Broker {
             account,
             client_id: super::detach(&client_id),
         };
+        let (limit, window) = (self.config.takeover_limit, self.config.takeover_window);
+        if self
+            .takeovers
+            .exceeded(&key, self.now.instant, limit, window)
+        {
+            // Flapping: held a moment, then refused (the connection that is in stays).
+            let deadline = self.now.instant.saturating_add(TAKEOVER_HOLD);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.phase = Phase::Held { deadline };
+                self.schedule_conn(conn, deadline);
+            }
+            return;
+        }
         let stamp = self.connect_stamp();
         self.announce_connect(&key, stamp, out);
         let connected_here = self
@@ -482,6 +497,7 @@ impl Broker {
                 let resume = !connect.clean_start
                     && self.sessions.get(existing).is_some_and(|s| s.persistent);
                 if let Some(old) = self.sessions.get(existing).and_then(|s| s.conn) {
+                    self.count_takeover(&key, out);
                     self.close_inner(
                         old,
                         CloseReason::SessionTakenOver,
@@ -800,7 +816,10 @@ impl Broker {
                     earliest(deadline);
                 }
             }
-            Phase::Authenticating(_) | Phase::Loading(_) | Phase::AuthExchange(_) => {
+            Phase::Authenticating(_)
+            | Phase::Loading(_)
+            | Phase::AuthExchange(_)
+            | Phase::Held { .. } => {
                 if let Some((deadline, reason)) = c.phase.connect_wait() {
                     if now >= deadline {
                         let version = c.version;
@@ -940,7 +959,12 @@ impl Broker {
     /// (DISCONNECT 0x8E for 5.0, no will, as for a takeover here) and the session leaves this
     /// node's memory, but not the store, which the other node now uses.
     pub(super) fn drop_taken_over(&mut self, session: SessionId, out: &mut Outbox) {
-        if let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) {
+        if let Some((conn, key)) = self
+            .sessions
+            .get(session)
+            .and_then(|s| Some((s.conn?, s.key.clone())))
+        {
+            self.count_takeover(&key, out);
             self.close_inner(
                 conn,
                 CloseReason::SessionTakenOver,
@@ -950,6 +974,17 @@ impl Broker {
             );
         }
         self.remove_session(session, out);
+    }
+
+    /// Counts a takeover of `key`'s connection (flapping protection); the one that reaches the
+    /// limit is reported.
+    fn count_takeover(&mut self, key: &SessionKey, out: &mut Outbox) {
+        let (limit, window) = (self.config.takeover_limit, self.config.takeover_window);
+        if self.takeovers.record(key, self.now.instant, limit, window) {
+            out.push(Action::Notice(Notice::TakeoverLimit {
+                client_id: key.client_id.clone(),
+            }));
+        }
     }
 
     /// An administrator ends a session, and its connection if it has one.
@@ -988,6 +1023,10 @@ impl Broker {
         }
     }
 }
+
+/// How long a CONNECT refused by flapping protection is held before its CONNACK, so that a
+/// client reconnecting at once does not spin.
+const TAKEOVER_HOLD: Duration = Duration::from_secs(1);
 
 /// The connect stamp a stored session record holds (0 when it has none, as in records the NATS
 /// server's MQTT support wrote).

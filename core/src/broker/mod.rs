@@ -59,6 +59,7 @@ mod session_index;
 mod shared;
 mod subscribe;
 pub mod subscriptions;
+mod takeovers;
 mod topic_alias;
 
 use std::cmp::Reverse;
@@ -146,6 +147,8 @@ pub struct Broker {
     /// Connections whose session is being read from the store (fleet), by session key, so
     /// that a newer connect through another node refuses them.
     loading: BTreeMap<SessionKey, ConnId>,
+    /// Recent takeovers per client identifier (flapping protection).
+    takeovers: takeovers::TakeoverCounter,
     /// Boxed: a B-tree node holds eleven entries inline, and half-full nodes of 550-byte
     /// connections would waste more than the pointer costs.
     conns: BTreeMap<ConnId, Box<Connection>>,
@@ -208,6 +211,7 @@ impl Broker {
             node: Rng::new(seed ^ NODE_SALT).next_u64(),
             connect_clock: 0,
             loading: BTreeMap::new(),
+            takeovers: takeovers::TakeoverCounter::default(),
             now,
             conns: BTreeMap::new(),
             sessions: Slab::new(),

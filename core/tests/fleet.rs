@@ -402,6 +402,39 @@ fn a_stale_copy_never_expires_a_session_another_node_took_over() {
     assert_eq!(got.len(), 1, "{got:?}");
 }
 
+/// Node b's clock runs an hour ahead, so the record its connect wrote carries a stamp later
+/// than node a's clock. When the client resumes through node a (b missing the notice), a
+/// stamps its connect after the record's and says so again; so when b's stale copy expires,
+/// b sees a later connect in the record and leaves the session a serves alone.
+#[test]
+fn a_clock_running_behind_still_orders_its_connect_after_the_stored_one() {
+    let mut f = Fleet::new();
+    f.b.advance(std::time::Duration::from_secs(3600));
+    let mut c = connect(ProtocolVersion::V5, "skew", false);
+    c.properties.session_expiry_interval = Some(60);
+    let (on_b, _) = f.on(Node::B).connect_ok(c.clone());
+    f.b.subscribe_ok(on_b, 1, "skew/#", QoS::AtLeastOnce);
+    f.b.input(Input::Closed { conn: on_b });
+    f.b.nats.clear();
+    let (on_a, present) = f.on(Node::A).connect_ok(c);
+    assert!(present);
+    assert_eq!(
+        notices(&mut f.a),
+        2,
+        "announced at the connect, and again with the later stamp"
+    );
+    f.on(Node::B).advance(std::time::Duration::from_secs(61));
+    assert!(f.b.broker.sessions().all(|i| i.key.client_id != "skew"));
+    assert!(
+        f.b.store
+            .records()
+            .iter()
+            .any(|r| r.subject.starts_with("$MQTT.sess.")),
+        "the record node a uses is kept"
+    );
+    assert!(open(&f.a, on_a));
+}
+
 /// An administrator deleting a session through one node (or an offline admin broker of the
 /// fleet) ends it on the node where its client is online: DISCONNECT 0x98, the connection
 /// closed, the session gone there, and that node's store writes remove it again (a record it

@@ -422,7 +422,7 @@ impl Broker {
             connect,
             key,
             assigned,
-            stamp,
+            mut stamp,
             record,
             pending,
             failed,
@@ -440,11 +440,22 @@ impl Broker {
             );
             return;
         }
-        // A copy here that a later connect elsewhere left behind gives way to the record.
-        if let (Some(record), Some(id)) = (&record, self.session_id(&key)) {
-            let copy = self.sessions.get(id).map(|s| s.connect_stamp);
-            if copy.is_some_and(|copy| record_stamp(record) > copy) {
-                self.remove_session(id, out);
+        if let Some(record) = &record {
+            let stored = record_stamp(record);
+            self.connect_clock = self.connect_clock.max(stored);
+            if stored >= stamp {
+                // The record's connect is stamped later than this one (another node's clock
+                // runs ahead): this connect takes a later stamp and is announced again, so
+                // the record it writes, and its notice, order after the stored one.
+                stamp = self.connect_stamp();
+                self.announce_connect(&key, stamp, out);
+            }
+            // A copy here that a later connect elsewhere left behind gives way to the record.
+            if let Some(id) = self.session_id(&key) {
+                let copy = self.sessions.get(id).map(|s| s.connect_stamp);
+                if copy.is_some_and(|copy| stored > copy) {
+                    self.remove_session(id, out);
+                }
             }
         }
         let mut by_consumer = BTreeMap::new();

@@ -384,6 +384,9 @@ impl Broker {
             self.bridge_subscribed(&entry.filter);
             self.index_subscription(id, entry);
         }
+        // Later connects here order after the one the record holds, whatever this node's
+        // clock says.
+        self.connect_clock = self.connect_clock.max(rec.jetmq.stamp);
         let Some(s) = self.sessions.get_mut(id) else {
             return false;
         };

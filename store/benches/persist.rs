@@ -1,8 +1,10 @@
 //! Persisted QoS 1 messages per second with sync `always`: publishes to `$MQTT_msgs` that one
 //! durable consumer wants (so each is stored), 16 B and 1 KiB payloads, from 1 and 64 writer
 //! threads blocking on `Store::execute`, and from one thread keeping 256 requests in flight
-//! with `Store::submit` (as a shell does). Also the raw cost of one 4 KiB write plus
-//! `fdatasync` on the same disk, the floor of a single writer.
+//! with `Store::submit` (as a shell does). The same pipelined publishes with 10 000 other
+//! consumers (one per persistent session, each on a subject of its own) show what finding the
+//! consumers of a message costs. Also the raw cost of one 4 KiB write plus `fdatasync` on the
+//! same disk, the floor of a single writer.
 //!
 //! `cargo bench -p jetmq-store --bench persist`
 
@@ -130,6 +132,46 @@ fn persist(c: &mut Criterion) {
     group.finish();
 }
 
+/// Pipelined 16 B publishes that one consumer wants, beside `others` consumers that do not.
+fn many_consumers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("persist_qos1_sync_always_consumers");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(8));
+    let payload = Bytes::from(vec![b'x'; 16]);
+    for others in [0usize, 10_000] {
+        let (store, dir) = open(&format!("consumers-{others}"));
+        let (tx, rx) = mpsc::channel();
+        for i in 0..others {
+            let tx = tx.clone();
+            let request = StoreRequest::UpsertConsumer {
+                name: format!("session{i}").into(),
+                filters: vec![
+                    format!("$MQTT.msgs.devices.d{i}.>").into(),
+                    format!("$MQTT.msgs.devices.d{i}").into(),
+                ],
+            };
+            store.submit(RequestId(i as u64), request, move |_, r| {
+                let _ = tx.send(r.is_ok());
+            });
+        }
+        for _ in 0..others {
+            assert!(rx.recv().expect("reply"), "consumer");
+        }
+        let per_iter = 1024;
+        group.throughput(Throughput::Elements(per_iter as u64));
+        group.bench_function(
+            format!("16B/submit_window_256/{others}_other_consumers"),
+            |b| {
+                b.iter_custom(|iters| run_pipelined(&store, 256, per_iter, &payload, iters));
+            },
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    group.finish();
+}
+
 fn fsync_floor(c: &mut Criterion) {
     let dir = temp_dir("fsync");
     std::fs::create_dir_all(&dir).expect("dir");
@@ -159,5 +201,5 @@ fn fsync_floor(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-criterion_group!(benches, persist, fsync_floor);
+criterion_group!(benches, persist, many_consumers, fsync_floor);
 criterion_main!(benches);

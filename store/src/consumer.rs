@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 use bytestring::ByteString;
 use jetmq_core::time::Instant;
 
-use jetmq_core::js::subjects::subject_matches;
-
 use crate::codec::ConsumerRecord;
+use crate::filter_index::FilterIndex;
 
 /// One durable consumer.
 #[derive(Debug, Clone, Default)]
@@ -24,14 +23,6 @@ pub(crate) struct Consumer {
 }
 
 impl Consumer {
-    /// Whether a message on `subject` becomes pending for this consumer.
-    pub(crate) fn wants(&self, subject: &str) -> bool {
-        self.record
-            .filters
-            .iter()
-            .any(|f| subject_matches(f, subject))
-    }
-
     /// Whether a handed-out message may be handed out again at `now`.
     fn expired(&self, at: Instant, now: Instant) -> bool {
         self.record
@@ -59,8 +50,63 @@ impl Consumer {
     }
 }
 
-/// Every durable consumer, by name (so `pending_for` lists come out in name order).
-pub(crate) type Consumers = BTreeMap<ByteString, Consumer>;
+/// Every durable consumer, by name, with an index of their filter subjects: finding the
+/// consumers a message is for walks the subject's tokens rather than every consumer's filters.
+#[derive(Debug, Default)]
+pub(crate) struct Consumers {
+    by_name: BTreeMap<ByteString, Consumer>,
+    filters: FilterIndex,
+}
+
+impl Consumers {
+    /// No consumers.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The consumer named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Consumer> {
+        self.by_name.get(name)
+    }
+
+    /// The consumer named `name`, to change its deliveries or ack wait; its filters change
+    /// only through [`Consumers::insert`], which keeps the index.
+    pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut Consumer> {
+        self.by_name.get_mut(name)
+    }
+
+    /// Adds or replaces the consumer `name`.
+    pub(crate) fn insert(&mut self, name: ByteString, consumer: Consumer) {
+        if let Some(old) = self.by_name.get(&name) {
+            for f in &old.record.filters {
+                self.filters.remove(f, &name);
+            }
+        }
+        for f in &consumer.record.filters {
+            self.filters.insert(f, &name);
+        }
+        self.by_name.insert(name, consumer);
+    }
+
+    /// Removes the consumer `name`.
+    pub(crate) fn remove(&mut self, name: &str) {
+        if let Some(old) = self.by_name.remove(name) {
+            for f in &old.record.filters {
+                self.filters.remove(f, name);
+            }
+        }
+    }
+
+    /// How many consumers there are.
+    pub(crate) fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// The consumers a message on `subject` becomes pending for, in name order.
+    pub(crate) fn wanting(&self, subject: &str) -> Vec<ByteString> {
+        self.filters.matching(subject)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -212,12 +212,7 @@ impl State {
             self.purge(t, stream, subject)?;
             t.subjects.insert((s, subject, seq), ())?;
         } else {
-            let interested: Vec<ByteString> = self
-                .consumers
-                .iter()
-                .filter(|(_, c)| c.wants(subject))
-                .map(|(name, _)| name.clone())
-                .collect();
+            let interested = self.consumers.wanting(subject);
             if interested.is_empty() {
                 // Interest retention: nobody would ever read it.
                 return Ok(seq);
@@ -250,7 +245,7 @@ impl State {
             drop(record);
             for name in self.interest.remove(&seq).unwrap_or_default() {
                 t.pending.remove((&*name, seq))?;
-                if let Some(c) = self.consumers.get_mut(&*name) {
+                if let Some(c) = self.consumers.get_mut(&name) {
                     c.delivered.remove(&seq);
                 }
             }

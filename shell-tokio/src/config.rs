@@ -351,6 +351,14 @@ pub(crate) fn invalid(key: &str, value: impl ToString, allowed: &str) -> ConfigE
     }
 }
 
+/// A duration of `secs` seconds for `key`, which allows 1 to 3600.
+fn up_to_an_hour(key: &str, secs: u64) -> Result<Duration, ConfigError> {
+    if secs == 0 || secs > 3600 {
+        return Err(invalid(key, secs, "1 to 3600 seconds"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 /// Parses a listen address such as `127.0.0.1:1883` or `[::1]:1883`.
 ///
 /// # Errors
@@ -726,27 +734,13 @@ impl ServerConfig {
             ));
         }
         if let Some(v) = l.connect_timeout_secs {
-            if v == 0 || v > 3600 {
-                return Err(invalid(
-                    "limits.connect_timeout_secs",
-                    v,
-                    "1 to 3600 seconds",
-                ));
-            }
-            b.connect_timeout = Duration::from_secs(v);
+            b.connect_timeout = up_to_an_hour("limits.connect_timeout_secs", v)?;
         }
         if let Some(v) = l.takeover_limit {
             b.takeover_limit = v;
         }
         if let Some(v) = l.takeover_window_secs {
-            if v == 0 || v > 3600 {
-                return Err(invalid(
-                    "limits.takeover_window_secs",
-                    v,
-                    "1 to 3600 seconds",
-                ));
-            }
-            b.takeover_window = Duration::from_secs(v);
+            b.takeover_window = up_to_an_hour("limits.takeover_window_secs", v)?;
         }
         if let Some(v) = l.max_qos {
             b.max_qos = QoS::from_u8(v).ok_or_else(|| invalid("limits.max_qos", v, "0, 1 or 2"))?;

@@ -314,11 +314,7 @@ impl Broker {
             account,
             client_id: super::detach(&client_id),
         };
-        let (limit, window) = (self.config.takeover_limit, self.config.takeover_window);
-        if self
-            .takeovers
-            .exceeded(&key, self.now.instant, limit, window)
-        {
+        if self.takeovers.exceeded(&key, self.now.instant) {
             // Flapping: held a moment, then refused (the connection that is in stays).
             let deadline = self.now.instant.saturating_add(TAKEOVER_HOLD);
             if let Some(c) = self.conns.get_mut(&conn) {
@@ -990,8 +986,7 @@ impl Broker {
     /// Counts a takeover of `key`'s connection (flapping protection); the one that reaches the
     /// limit is reported.
     fn count_takeover(&mut self, key: &SessionKey, out: &mut Outbox) {
-        let (limit, window) = (self.config.takeover_limit, self.config.takeover_window);
-        if self.takeovers.record(key, self.now.instant, limit, window) {
+        if self.takeovers.record(key, self.now.instant) {
             out.push(Action::Notice(Notice::TakeoverLimit {
                 client_id: key.client_id.clone(),
             }));

@@ -204,6 +204,8 @@ impl Broker {
         } else {
             Vec::new()
         };
+        let takeovers =
+            takeovers::TakeoverCounter::new(config.takeover_limit, config.takeover_window);
         Self {
             config,
             rng: Rng::new(seed),
@@ -211,7 +213,7 @@ impl Broker {
             node: Rng::new(seed ^ NODE_SALT).next_u64(),
             connect_clock: 0,
             loading: BTreeMap::new(),
-            takeovers: takeovers::TakeoverCounter::default(),
+            takeovers,
             now,
             conns: BTreeMap::new(),
             sessions: Slab::new(),

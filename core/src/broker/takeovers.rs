@@ -16,8 +16,12 @@ use super::session::SessionKey;
 use crate::time::Instant;
 
 /// Takeovers per client identifier, each counted in a window that starts at its first one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct TakeoverCounter {
+    /// Takeovers per window at which an identifier's CONNECTs are refused; 0: no limit.
+    limit: u32,
+    /// How long a window lasts.
+    window: Duration,
     /// Window start and takeovers in it, by session key.
     counts: BTreeMap<SessionKey, (Instant, u32)>,
     /// Window starts in order, to forget ended windows without a scan.
@@ -25,53 +29,51 @@ pub(super) struct TakeoverCounter {
 }
 
 impl TakeoverCounter {
-    /// Counts a takeover of `key` at `now`; true when this one reaches `limit` (the moment
-    /// to tell the operator). A `limit` of 0 counts nothing.
-    pub(super) fn record(
-        &mut self,
-        key: &SessionKey,
-        now: Instant,
-        limit: u32,
-        window: Duration,
-    ) -> bool {
-        if limit == 0 {
+    /// A counter refusing after `limit` takeovers (0: never) within `window`.
+    pub(super) fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit,
+            window,
+            counts: BTreeMap::new(),
+            starts: VecDeque::new(),
+        }
+    }
+
+    /// Counts a takeover of `key` at `now`; true when this one reaches the limit (the moment
+    /// to tell the operator).
+    pub(super) fn record(&mut self, key: &SessionKey, now: Instant) -> bool {
+        if self.limit == 0 {
             return false;
         }
-        self.forget_ended(now, window);
+        self.forget_ended(now);
         match self.counts.get_mut(key) {
             Some((_, count)) => {
                 *count = count.saturating_add(1);
-                *count == limit
+                *count == self.limit
             }
             None => {
                 self.counts.insert(key.clone(), (now, 1));
                 self.starts.push_back((now, key.clone()));
-                limit == 1
+                self.limit == 1
             }
         }
     }
 
-    /// Whether `key` has been taken over `limit` times in its current window.
-    pub(super) fn exceeded(
-        &mut self,
-        key: &SessionKey,
-        now: Instant,
-        limit: u32,
-        window: Duration,
-    ) -> bool {
-        if limit == 0 {
+    /// Whether `key` has reached the limit in its current window.
+    pub(super) fn exceeded(&mut self, key: &SessionKey, now: Instant) -> bool {
+        if self.limit == 0 {
             return false;
         }
-        self.forget_ended(now, window);
+        self.forget_ended(now);
         self.counts
             .get(key)
-            .is_some_and(|(_, count)| *count >= limit)
+            .is_some_and(|(_, count)| *count >= self.limit)
     }
 
     /// Drops the windows that ended by `now`.
-    fn forget_ended(&mut self, now: Instant, window: Duration) {
+    fn forget_ended(&mut self, now: Instant) {
         while let Some((start, _)) = self.starts.front() {
-            if start.saturating_add(window) > now {
+            if start.saturating_add(self.window) > now {
                 break;
             }
             if let Some((start, key)) = self.starts.pop_front() {
@@ -106,31 +108,29 @@ mod tests {
 
     #[test]
     fn the_limit_holds_within_the_window_and_ends_with_it() {
-        let mut t = TakeoverCounter::default();
-        let w = Duration::from_secs(10);
+        let mut t = TakeoverCounter::new(3, Duration::from_secs(10));
         let k = key("twin");
-        assert!(!t.record(&k, at(0), 3, w));
-        assert!(!t.exceeded(&k, at(1), 3, w));
-        assert!(!t.record(&k, at(2), 3, w));
-        assert!(t.record(&k, at(3), 3, w), "the third reaches the limit");
-        assert!(!t.record(&k, at(4), 3, w), "reported once");
-        assert!(t.exceeded(&k, at(9_999), 3, w));
-        assert!(!t.exceeded(&key("other"), at(9_999), 3, w));
-        assert!(!t.exceeded(&k, at(10_000), 3, w), "the window ended");
+        assert!(!t.record(&k, at(0)));
+        assert!(!t.exceeded(&k, at(1)));
+        assert!(!t.record(&k, at(2)));
+        assert!(t.record(&k, at(3)), "the third reaches the limit");
+        assert!(!t.record(&k, at(4)), "reported once");
+        assert!(t.exceeded(&k, at(9_999)));
+        assert!(!t.exceeded(&key("other"), at(9_999)));
+        assert!(!t.exceeded(&k, at(10_000)), "the window ended");
         assert_eq!(t.len(), 0, "and was forgotten");
         // A new window starts at the next takeover.
-        assert!(!t.record(&k, at(10_001), 3, w));
-        assert!(!t.exceeded(&k, at(10_002), 3, w));
+        assert!(!t.record(&k, at(10_001)));
+        assert!(!t.exceeded(&k, at(10_002)));
     }
 
     #[test]
     fn a_limit_of_zero_counts_nothing() {
-        let mut t = TakeoverCounter::default();
-        let w = Duration::from_secs(10);
+        let mut t = TakeoverCounter::new(0, Duration::from_secs(10));
         for ms in 0..100 {
-            assert!(!t.record(&key("x"), at(ms), 0, w));
+            assert!(!t.record(&key("x"), at(ms)));
         }
-        assert!(!t.exceeded(&key("x"), at(100), 0, w));
+        assert!(!t.exceeded(&key("x"), at(100)));
         assert_eq!(t.len(), 0);
     }
 }

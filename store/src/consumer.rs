@@ -11,7 +11,7 @@ use bytestring::ByteString;
 use jetmq_core::time::Instant;
 
 use crate::codec::ConsumerRecord;
-use crate::filter_index::FilterIndex;
+use jetmq_core::js::filter_index::FilterIndex;
 
 /// One durable consumer.
 #[derive(Debug, Clone, Default)]

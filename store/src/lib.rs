@@ -102,7 +102,6 @@ mod consumer;
 pub mod contract;
 mod engine;
 mod error;
-mod filter_index;
 mod group_commit;
 pub mod recovery;
 mod store;

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::subjects::{subject_matches, validate};
+use super::filter_index::FilterIndex;
+use super::subjects::validate;
 use super::{StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
 
 /// One message held by the [`MemoryStore`].
@@ -31,8 +32,11 @@ pub struct MemoryStore {
     pub kv: BTreeMap<(Stream, ByteString), MemoryMessage>,
     /// The messages stream, by sequence.
     pub log: BTreeMap<u64, MemoryMessage>,
-    /// Durable consumers: their filter subjects and unacknowledged sequences.
+    /// Durable consumers: their filter subjects and unacknowledged sequences (to read; they
+    /// change through [`MemoryStore::execute`], which keeps `filters` with them).
     pub consumers: BTreeMap<ByteString, (Vec<ByteString>, BTreeSet<u64>)>,
+    /// The consumers' filter subjects, indexed.
+    filters: FilterIndex,
     /// How many requests were executed.
     pub executed: u64,
 }
@@ -74,8 +78,8 @@ impl MemoryStore {
                     self.kv.insert((*stream, subject.clone()), msg);
                 } else {
                     let mut interested = false;
-                    for (filters, pending) in self.consumers.values_mut() {
-                        if filters.iter().any(|f| subject_matches(f, subject)) {
+                    for name in self.filters.matching(subject) {
+                        if let Some((_, pending)) = self.consumers.get_mut(&name) {
                             pending.insert(self.next_seq);
                             interested = true;
                         }
@@ -102,11 +106,22 @@ impl MemoryStore {
                 Ok(StoreReply::Done)
             }
             StoreRequest::UpsertConsumer { name, filters } => {
-                self.consumers.entry(name.clone()).or_default().0 = filters.clone();
+                let entry = self.consumers.entry(name.clone()).or_default();
+                for f in &entry.0 {
+                    self.filters.remove(f, name);
+                }
+                for f in filters {
+                    self.filters.insert(f, name);
+                }
+                entry.0 = filters.clone();
                 Ok(StoreReply::Done)
             }
             StoreRequest::DeleteConsumer { name } => {
-                self.consumers.remove(name);
+                if let Some((filters, _)) = self.consumers.remove(name) {
+                    for f in &filters {
+                        self.filters.remove(f, name);
+                    }
+                }
                 self.drop_uninteresting();
                 Ok(StoreReply::Done)
             }

@@ -6,6 +6,7 @@
 //! The streams and subjects follow the NATS server's MQTT layout (`$MQTT_sess`, `$MQTT_msgs`,
 //! `$MQTT_qos2in`, `$MQTT_out`, `$MQTT_rmsgs`); the record formats live in [`records`].
 
+pub mod filter_index;
 pub mod jetstream;
 pub mod memory;
 pub mod records;

@@ -1,8 +1,9 @@
-//! The consumers' filter subjects as a tree of tokens, so that finding the consumers a stored
-//! message is for walks the subject's tokens instead of testing every filter of every consumer
-//! (with one consumer per persistent MQTT session, that scan grew with the sessions). Matching
-//! is NATS's, as [`subject_matches`](jetmq_core::js::subjects::subject_matches) has it: `*`
-//! stands for one token, `>` for one or more trailing ones.
+//! Consumers' filter subjects as a tree of tokens, so that a store finds the consumers a
+//! message is for by walking the subject's tokens instead of testing every filter of every
+//! consumer (with one consumer per persistent MQTT session, that scan grew with the sessions).
+//! Matching is NATS's, as [`subject_matches`](super::subjects::subject_matches) has it: `*`
+//! stands for one token, `>` for one or more trailing ones. Used by the embedded store and
+//! [`MemoryStore`](super::memory::MemoryStore).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,7 @@ use bytestring::ByteString;
 
 /// Consumer names by filter subject, one tree level per token.
 #[derive(Debug, Default)]
-pub(crate) struct FilterIndex {
+pub struct FilterIndex {
     root: Node,
 }
 
@@ -37,7 +38,7 @@ impl Node {
 
 impl FilterIndex {
     /// Adds `consumer`'s `filter`.
-    pub(crate) fn insert(&mut self, filter: &str, consumer: &ByteString) {
+    pub fn insert(&mut self, filter: &str, consumer: &ByteString) {
         let mut node = &mut self.root;
         for token in filter.split('.') {
             match token {
@@ -53,13 +54,14 @@ impl FilterIndex {
     }
 
     /// Removes `consumer`'s `filter` (once), and the branches left empty.
-    pub(crate) fn remove(&mut self, filter: &str, consumer: &str) {
+    pub fn remove(&mut self, filter: &str, consumer: &str) {
         let tokens: Vec<&str> = filter.split('.').collect();
         remove_from(&mut self.root, &tokens, consumer);
     }
 
     /// The consumers with a filter matching `subject`, each once, in name order.
-    pub(crate) fn matching(&self, subject: &str) -> Vec<ByteString> {
+    #[must_use]
+    pub fn matching(&self, subject: &str) -> Vec<ByteString> {
         let tokens: Vec<&str> = subject.split('.').collect();
         let mut found = Vec::new();
         collect(&self.root, &tokens, &mut found);
@@ -115,8 +117,9 @@ fn collect(node: &Node, tokens: &[&str], found: &mut Vec<ByteString>) {
 
 #[cfg(test)]
 mod tests {
-    use jetmq_core::js::subjects::subject_matches;
     use proptest::prelude::*;
+
+    use crate::js::subjects::subject_matches;
 
     use super::*;
 

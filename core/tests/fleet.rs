@@ -435,6 +435,70 @@ fn a_clock_running_behind_still_orders_its_connect_after_the_stored_one() {
     assert!(open(&f.a, on_a));
 }
 
+/// A client may send packets right after its CONNECT without waiting for the CONNACK
+/// [MQTT-3.1.4]: a SUBSCRIBE that arrived with the CONNECT of a session being read from the
+/// store is handled once the session is bound.
+#[test]
+fn packets_sent_behind_a_connect_wait_for_the_session_and_are_then_handled() {
+    let mut f = Fleet::new();
+    let (first, _) = f.on(Node::A).connect_ok(connect(V3, "eager", false));
+    f.a.input(Input::Closed { conn: first });
+    f.carry(Node::A);
+    let h = f.on(Node::B);
+    let conn = h.open(V3);
+    let mut bytes = bytes::BytesMut::new();
+    Packet::Connect(Box::new(connect(V3, "eager", false))).encode(V3, &mut bytes);
+    harness::subscribe(7, "eager/#", QoS::AtLeastOnce).encode(V3, &mut bytes);
+    h.send_bytes(conn, &bytes);
+    let packets = h.packets(conn);
+    assert!(
+        matches!(packets.first(), Some(Packet::ConnAck(a)) if a.session_present),
+        "{packets:?}"
+    );
+    assert!(
+        packets
+            .iter()
+            .any(|p| matches!(p, Packet::SubAck(a) if a.packet_id.get() == 7)),
+        "the SUBSCRIBE sent with the CONNECT is answered: {packets:?}"
+    );
+}
+
+/// A client that floods behind a CONNECT still being loaded is no longer read once 64 KiB
+/// wait (the broker keeps what it read, nothing more), and is read again, losing nothing, once
+/// its session is bound.
+#[test]
+fn a_flood_behind_a_waiting_connect_pauses_reading_until_the_connack() {
+    let mut f = Fleet::new();
+    let (first, _) = f.on(Node::A).connect_ok(connect(V3, "big", false));
+    f.a.subscribe_ok(first, 1, "big/#", QoS::AtMostOnce);
+    f.a.input(Input::Closed { conn: first });
+    f.carry(Node::A);
+    let h = f.on(Node::B);
+    h.auto_store = false;
+    let conn = h.connect(connect(V3, "big", false));
+    let payload = "x".repeat(1024);
+    for _ in 0..70 {
+        h.send(
+            conn,
+            &publish("big/x", &payload, PublishQos::AtMostOnce, false),
+        );
+    }
+    assert!(
+        h.paused.contains(&conn),
+        "no longer read while the CONNECT waits"
+    );
+    assert!(h.packets(conn).is_empty(), "no CONNACK yet");
+    h.auto_store = true;
+    h.complete_all_held();
+    assert!(!h.paused.contains(&conn), "read again once bound");
+    let got = h.publishes(conn);
+    assert_eq!(
+        got.len(),
+        70,
+        "every publish sent behind the CONNECT was handled"
+    );
+}
+
 /// An administrator deleting a session through one node (or an offline admin broker of the
 /// fleet) ends it on the node where its client is online: DISCONNECT 0x98, the connection
 /// closed, the session gone there, and that node's store writes remove it again (a record it

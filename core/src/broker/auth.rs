@@ -108,7 +108,7 @@ impl Broker {
                     state,
                 }));
                 self.send_auth(conn, AuthReason::ContinueAuthentication, method, Some(data));
-                self.process_inbuf(conn, out);
+                self.resume_after_connect(conn, out);
                 return;
             }
             AuthDecision::Deny(reason) => {
@@ -128,7 +128,7 @@ impl Broker {
         }
         let account = account.unwrap_or_else(|| ByteString::from_static(DEFAULT_ACCOUNT));
         self.accept(conn, connect, client_id, assigned, account, out);
-        self.process_inbuf(conn, out);
+        self.resume_after_connect(conn, out);
     }
 
     /// A packet while the client owes the broker the next step of an enhanced

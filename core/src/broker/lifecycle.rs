@@ -50,6 +50,33 @@ impl Broker {
         } else {
             c.inbuf.extend_from_slice(&data);
         }
+        let waiting = matches!(
+            c.phase,
+            Phase::Authenticating(_) | Phase::Loading(_) | Phase::Held { .. }
+        );
+        if waiting && c.inbuf.len() >= WAITING_INBUF && !c.read_paused {
+            // What a client sends behind a CONNECT that waits is kept, up to a point.
+            c.read_paused = true;
+            out.push(Action::PauseRead { conn });
+        }
+        self.process_inbuf(conn, out);
+    }
+
+    /// After a CONNECT stopped waiting: reads again from the connection if its reading was
+    /// paused meanwhile, and handles the packets the client sent behind the CONNECT
+    /// [MQTT-3.1.4].
+    pub(super) fn resume_after_connect(&mut self, conn: ConnId, out: &mut Outbox) {
+        let limit = self.config.max_pending_per_connection / 2;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let waiting = matches!(
+                c.phase,
+                Phase::Authenticating(_) | Phase::Loading(_) | Phase::Held { .. }
+            );
+            if c.read_paused && !waiting && c.pipeline.entries.len() < limit {
+                c.read_paused = false;
+                out.push(Action::ResumeRead { conn });
+            }
+        }
         self.process_inbuf(conn, out);
     }
 
@@ -473,6 +500,7 @@ impl Broker {
             self.restore_message(message, &by_consumer, out);
         }
         self.bind(conn, connect, key, assigned, stamp, out);
+        self.resume_after_connect(conn, out);
     }
 
     /// Binds an accepted CONNECT to its session (new, resumed or taken over) and sends CONNACK.
@@ -1029,6 +1057,10 @@ impl Broker {
         }
     }
 }
+
+/// Bytes kept from a client whose CONNECT waits (for authentication, its session or flapping
+/// protection) before its connection is no longer read until the wait ends.
+const WAITING_INBUF: usize = 64 * 1024;
 
 /// How long a CONNECT refused by flapping protection is held before its CONNACK, so that a
 /// client reconnecting at once does not spin.

@@ -44,6 +44,8 @@ pub struct Harness {
     pub held: VecDeque<(RequestId, StoreRequest, Result<StoreReply, StoreError>)>,
     pub auth_requests: Vec<AuthRequest>,
     pub notices: Vec<Notice>,
+    /// Connections the broker asked not to read from (until it asks again).
+    pub paused: std::collections::BTreeSet<ConnId>,
     /// NATS bridge actions, in order.
     pub nats: Vec<Action>,
     pub wants_continue: bool,
@@ -109,6 +111,7 @@ impl Harness {
             held: VecDeque::new(),
             auth_requests: Vec::new(),
             notices: Vec::new(),
+            paused: std::collections::BTreeSet::new(),
             nats: Vec::new(),
             wants_continue: false,
             recording: None,
@@ -191,7 +194,12 @@ impl Harness {
                             c.closed = Some(reason);
                         }
                     }
-                    Action::PauseRead { .. } | Action::ResumeRead { .. } => {}
+                    Action::PauseRead { conn } => {
+                        self.paused.insert(conn);
+                    }
+                    Action::ResumeRead { conn } => {
+                        self.paused.remove(&conn);
+                    }
                     Action::Authenticate(req) => self.auth_requests.push(*req),
                     Action::Store { id, request } => {
                         let reply = self.store.execute(&request);

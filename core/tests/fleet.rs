@@ -499,6 +499,52 @@ fn a_flood_behind_a_waiting_connect_pauses_reading_until_the_connack() {
     );
 }
 
+/// A QoS 2 message received through node a (PUBREC sent, PUBREL not yet) and a client that
+/// comes back through node b: b reads the session's inbound QoS 2 state with it, so the
+/// resent PUBLISH is a duplicate (not delivered again) and the PUBREL completes normally.
+#[test]
+fn inbound_qos2_state_follows_the_session_to_another_node() {
+    let mut f = Fleet::new();
+    let mut c = connect(ProtocolVersion::V5, "q2", false);
+    c.properties.session_expiry_interval = Some(600);
+    let (sub, _) = f.on(Node::A).connect_ok(connect(V3, "watcher", true));
+    f.a.subscribe_ok(sub, 1, "q2/#", QoS::AtLeastOnce);
+    let (first, _) = f.a.connect_ok(c.clone());
+    let exactly_once = PublishQos::ExactlyOnce(harness::pid(5));
+    f.a.send(first, &publish("q2/x", "once", exactly_once, false));
+    assert!(matches!(f.a.next_packet(first), Some(Packet::PubRec(_))));
+    assert_eq!(f.a.publishes(sub).len(), 1);
+    f.a.input(Input::Closed { conn: first });
+    f.carry(Node::A);
+
+    let (second, present) = f.on(Node::B).connect_ok(c);
+    assert!(present);
+    let mut resent = publish("q2/x", "once", exactly_once, false);
+    if let Packet::Publish(p) = &mut resent {
+        p.dup = true;
+    }
+    f.b.send(second, &resent);
+    assert!(matches!(f.b.next_packet(second), Some(Packet::PubRec(_))));
+    f.b.send(
+        second,
+        &Packet::PubRel(jetmq_core::codec::PubRel::new(harness::pid(5))),
+    );
+    match f.b.next_packet(second) {
+        Some(Packet::PubComp(ack)) => assert_eq!(
+            ack.reason,
+            jetmq_core::codec::PubRelReason::Success,
+            "the PUBREL's identifier is known on b"
+        ),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    f.on(Node::A);
+    f.carry(Node::B);
+    assert!(
+        f.a.publishes(sub).is_empty(),
+        "the resent PUBLISH was not delivered again"
+    );
+}
+
 /// An administrator deleting a session through one node (or an offline admin broker of the
 /// fleet) ends it on the node where its client is online: DISCONNECT 0x98, the connection
 /// closed, the session gone there, and that node's store writes remove it again (a record it

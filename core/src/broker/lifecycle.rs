@@ -363,10 +363,10 @@ impl Broker {
         }
     }
 
-    /// Reads a session to resume from the store: its record and what its consumer holds. The
-    /// record is read even when the session is in memory: a connect through another node that
-    /// this node did not hear of makes the copy here stale. The connection waits in
-    /// [`Phase::Loading`].
+    /// Reads a session to resume from the store: its record, what its consumer holds and its
+    /// inbound QoS 2 state. The record is read even when the session is in memory: a connect
+    /// through another node that this node did not hear of makes the copy here stale. The
+    /// connection waits in [`Phase::Loading`].
     fn load_session(
         &mut self,
         conn: ConnId,
@@ -394,6 +394,17 @@ impl Broker {
             StoreRequest::Pending {
                 consumer: records::consumer_name(&key.client_id),
                 limit: self.config.max_queued_messages,
+            },
+            // Inbound QoS 2 messages acknowledged with PUBREC (through any node) and not yet
+            // released: a resent PUBLISH is then known as a duplicate, its PUBREL as known.
+            StoreRequest::List {
+                stream: Stream::Qos2In,
+                prefix: format!(
+                    "{}{}.",
+                    records::QOS2_PREFIX,
+                    records::client_hash16(&key.client_id)
+                )
+                .into(),
             },
         ];
         self.loading.insert(key.clone(), conn);
@@ -496,8 +507,23 @@ impl Broker {
         {
             by_consumer.insert(s.consumer(), id);
         }
+        let (qos2, pending): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|m| m.stream == Stream::Qos2In);
         for message in &pending {
             self.restore_message(message, &by_consumer, out);
+        }
+        let hash16 = records::client_hash16(&key.client_id);
+        if let Some(s) = self
+            .session_id(&key)
+            .and_then(|id| self.sessions.get_mut(id))
+        {
+            let ids = qos2.iter().filter_map(|m| {
+                records::split_hash_and_packet_id(&m.subject, records::QOS2_PREFIX)
+                    .filter(|(hash, _)| *hash == hash16)
+                    .map(|(_, pid)| pid)
+            });
+            s.inbound_qos2.extend(ids);
         }
         self.bind(conn, connect, key, assigned, stamp, out);
         self.resume_after_connect(conn, out);

@@ -720,6 +720,54 @@ fn a_restart_restores_sessions_retained_and_queued_messages() {
     assert_eq!(h2.publishes(s2).len(), 1);
 }
 
+/// An outbound QoS 2 flow of a persistent session (PUBREC received, PUBREL sent) survives a
+/// restart as PUBREL state: the client's reconnect gets the PUBREL again with the same packet
+/// identifier [MQTT-4.4.0-1], and not the message a second time (which, under a new packet
+/// identifier, the client would take for a new one). PUBCOMP then ends it in the store too.
+#[test]
+fn an_outbound_qos2_flow_survives_a_restart_as_its_pubrel() {
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t/#", QoS::ExactlyOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t/1", "exactly once", q2(1), false));
+    h.send(p, &Packet::PubRel(Ack::new(pid(1))));
+    let delivered = h.next_packet(s);
+    let Some(Packet::Publish(m)) = delivered else {
+        panic!("expected the PUBLISH, got {delivered:?}");
+    };
+    let id = m.qos.packet_id().expect("QoS 2");
+    h.send(s, &Packet::PubRec(Ack::new(id)));
+    assert!(matches!(h.next_packet(s), Some(Packet::PubRel(a)) if a.packet_id == id));
+    // The broker stops before the PUBCOMP arrives.
+    let records = h.store.records();
+    let mut h2 = Harness::new(BrokerConfig::default());
+    h2.store = std::mem::take(&mut h.store);
+    for r in records {
+        h2.input(Input::Restored(r));
+    }
+    h2.input(Input::RestoreComplete);
+    let (s2, present) = h2.connect_ok(connect(V3, "s", false));
+    assert!(present);
+    let again = h2.packets(s2);
+    assert_eq!(
+        again.len(),
+        1,
+        "only the PUBREL, not the message again: {again:?}"
+    );
+    assert!(matches!(&again[0], Packet::PubRel(a) if a.packet_id == id));
+    h2.send(s2, &Packet::PubComp(Ack::new(id)));
+    assert!(
+        h2.store
+            .records()
+            .iter()
+            .all(|r| r.stream != jetmq_core::js::Stream::PubRel
+                && r.stream != jetmq_core::js::Stream::Messages),
+        "nothing of the flow is left in the store: {:?}",
+        h2.store.records()
+    );
+}
+
 #[test]
 fn slow_consumers_lose_qos0_and_are_closed_if_they_stay_slow() {
     let mut h = Harness::new(BrokerConfig {

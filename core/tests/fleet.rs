@@ -545,6 +545,42 @@ fn inbound_qos2_state_follows_the_session_to_another_node() {
     );
 }
 
+/// An outbound QoS 2 flow (PUBREC received through node a, PUBCOMP not yet) follows the
+/// session to node b as its PUBREL: b sends the PUBREL again, not the message.
+#[test]
+fn outbound_qos2_state_follows_the_session_to_another_node() {
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::A).connect_ok(connect(V3, "rx", false));
+    f.a.subscribe_ok(s, 1, "rx/#", QoS::ExactlyOnce);
+    let (p, _) = f.a.connect_ok(connect(V3, "tx", true));
+    f.a.send(
+        p,
+        &publish(
+            "rx/1",
+            "once",
+            PublishQos::ExactlyOnce(harness::pid(1)),
+            false,
+        ),
+    );
+    let id =
+        f.a.packets(s)
+            .into_iter()
+            .find_map(|pk| match pk {
+                Packet::Publish(m) => m.qos.packet_id(),
+                _ => None,
+            })
+            .expect("delivered at QoS 2");
+    f.a.send(s, &Packet::PubRec(jetmq_core::codec::PubRec::new(id)));
+    assert!(matches!(f.a.next_packet(s), Some(Packet::PubRel(_))));
+    f.a.input(Input::Closed { conn: s });
+    f.carry(Node::A);
+    let (s2, present) = f.on(Node::B).connect_ok(connect(V3, "rx", false));
+    assert!(present);
+    let again = f.b.packets(s2);
+    assert_eq!(again.len(), 1, "the PUBREL only: {again:?}");
+    assert!(matches!(&again[0], Packet::PubRel(a) if a.packet_id == id));
+}
+
 /// An administrator deleting a session through one node (or an offline admin broker of the
 /// fleet) ends it on the node where its client is online: DISCONNECT 0x98, the connection
 /// closed, the session gone there, and that node's store writes remove it again (a record it

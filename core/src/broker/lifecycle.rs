@@ -364,7 +364,7 @@ impl Broker {
     }
 
     /// Reads a session to resume from the store: its record, what its consumer holds and its
-    /// inbound QoS 2 state. The record is read even when the session is in memory: a connect
+    /// QoS 2 state in both directions. The record is read even when the session is in memory: a connect
     /// through another node that this node did not hear of makes the copy here stale. The
     /// connection waits in [`Phase::Loading`].
     fn load_session(
@@ -402,6 +402,16 @@ impl Broker {
                 prefix: format!(
                     "{}{}.",
                     records::QOS2_PREFIX,
+                    records::client_hash16(&key.client_id)
+                )
+                .into(),
+            },
+            // Outbound QoS 2 flows waiting for PUBCOMP: their PUBREL is sent again.
+            StoreRequest::List {
+                stream: Stream::PubRel,
+                prefix: format!(
+                    "{}{}.",
+                    records::PUBREL_PREFIX,
                     records::client_hash16(&key.client_id)
                 )
                 .into(),
@@ -507,23 +517,27 @@ impl Broker {
         {
             by_consumer.insert(s.consumer(), id);
         }
-        let (qos2, pending): (Vec<_>, Vec<_>) = pending
-            .into_iter()
-            .partition(|m| m.stream == Stream::Qos2In);
-        for message in &pending {
+        for message in pending.iter().filter(|m| m.stream == Stream::Messages) {
             self.restore_message(message, &by_consumer, out);
         }
+        // The session's QoS 2 state, by packet identifier.
         let hash16 = records::client_hash16(&key.client_id);
-        if let Some(s) = self
-            .session_id(&key)
-            .and_then(|id| self.sessions.get_mut(id))
-        {
-            let ids = qos2.iter().filter_map(|m| {
-                records::split_hash_and_packet_id(&m.subject, records::QOS2_PREFIX)
-                    .filter(|(hash, _)| *hash == hash16)
-                    .map(|(_, pid)| pid)
-            });
-            s.inbound_qos2.extend(ids);
+        let qos2_ids = |stream: Stream, prefix: &str| -> Vec<u16> {
+            pending
+                .iter()
+                .filter(|m| m.stream == stream)
+                .filter_map(|m| records::split_hash_and_packet_id(&m.subject, prefix))
+                .filter(|(hash, _)| *hash == hash16)
+                .map(|(_, pid)| pid)
+                .collect()
+        };
+        let inbound = qos2_ids(Stream::Qos2In, records::QOS2_PREFIX);
+        let outbound = qos2_ids(Stream::PubRel, records::PUBREL_PREFIX);
+        if let Some(id) = self.session_id(&key) {
+            if let Some(s) = self.sessions.get_mut(id) {
+                s.inbound_qos2.extend(inbound);
+            }
+            self.restore_pubrels(id, outbound);
         }
         self.bind(conn, connect, key, assigned, stamp, out);
         self.resume_after_connect(conn, out);

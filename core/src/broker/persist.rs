@@ -11,10 +11,13 @@ use bytestring::ByteString;
 use super::io::{Action, ConnId, Notice, Outbox};
 use super::message::Message;
 use super::session::{
-    Delivery, Session, SessionId, SessionKey, SubscriptionEntry, DEFAULT_ACCOUNT,
+    Delivery, Inflight, InflightState, Session, SessionId, SessionKey, SubscriptionEntry,
+    DEFAULT_ACCOUNT,
 };
 use super::{Broker, Timer};
-use crate::codec::{ProtocolVersion, PublishProperties, QoS, RetainHandling, SubscriptionOptions};
+use crate::codec::{
+    PacketId, ProtocolVersion, PublishProperties, QoS, RetainHandling, SubscriptionOptions,
+};
 use crate::js::records::{self, SessionRecord, SubscriptionRecord};
 use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
 use crate::time::{Instant, WallClock};
@@ -199,10 +202,7 @@ impl Broker {
             self.session_writes(session)
         } else {
             // Its stored QoS 2 state goes too: from now on it lives in memory only.
-            let qos2 = s.inbound_qos2.iter().map(|pid| StoreRequest::Purge {
-                stream: Stream::Qos2In,
-                subject: records::qos2_subject(&s.key.client_id, *pid),
-            });
+            let qos2 = qos2_purges(s);
             [
                 StoreRequest::Purge {
                     stream: Stream::Sessions,
@@ -236,15 +236,48 @@ impl Broker {
             },
             StoreRequest::DeleteConsumer { name: s.consumer() },
         ];
-        for pid in &s.inbound_qos2 {
-            writes.push(StoreRequest::Purge {
-                stream: Stream::Qos2In,
-                subject: records::qos2_subject(&s.key.client_id, *pid),
-            });
-        }
+        writes.extend(qos2_purges(s));
         for req in writes {
             self.request(req, RequestOwner::Background, out);
         }
+    }
+
+    /// Adds the outbound QoS 2 flows read from the store (PUBREL sent, PUBCOMP not received)
+    /// to a session: its next connection gets the PUBREL again.
+    pub(super) fn restore_pubrels(
+        &mut self,
+        session: SessionId,
+        pids: impl IntoIterator<Item = u16>,
+    ) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        for pid in pids.into_iter().filter_map(PacketId::new) {
+            if s.outbound.position(pid).is_none() {
+                s.outbound.inflight.push_back(Inflight {
+                    pid,
+                    delivery: None,
+                    state: InflightState::PubComp,
+                });
+            }
+        }
+    }
+
+    fn restore_pubrel(
+        &mut self,
+        record: &StoredMessage,
+        by_hash16: &BTreeMap<String, SessionId>,
+    ) -> bool {
+        let Some((hash, pid)) =
+            records::split_hash_and_packet_id(&record.subject, records::PUBREL_PREFIX)
+        else {
+            return false;
+        };
+        let Some(&session) = by_hash16.get(hash) else {
+            return false;
+        };
+        self.restore_pubrels(session, [pid]);
+        true
     }
 
     /// Applies everything read at start-up: sessions first, then retained messages, queued
@@ -262,7 +295,7 @@ impl Broker {
                 Stream::Retained => self.restore_retained(&record, out),
                 Stream::Messages => self.restore_message(&record, &by_consumer, out),
                 Stream::Qos2In => self.restore_qos2(&record, &by_hash16),
-                Stream::PubRel => true,
+                Stream::PubRel => self.restore_pubrel(&record, &by_hash16),
             };
             if !ok {
                 out.push(Action::Notice(Notice::BadRecord {
@@ -578,4 +611,23 @@ impl Broker {
         s.inbound_qos2.insert(pid);
         true
     }
+}
+
+/// The purges of a session's stored QoS 2 state: inbound identifiers awaiting PUBREL and
+/// outbound flows awaiting PUBCOMP.
+fn qos2_purges(s: &Session) -> Vec<StoreRequest> {
+    let inbound = s.inbound_qos2.iter().map(|pid| StoreRequest::Purge {
+        stream: Stream::Qos2In,
+        subject: records::qos2_subject(&s.key.client_id, *pid),
+    });
+    let outbound = s
+        .outbound
+        .inflight
+        .iter()
+        .filter(|e| e.state == InflightState::PubComp)
+        .map(|e| StoreRequest::Purge {
+            stream: Stream::PubRel,
+            subject: records::pubrel_subject(&s.key.client_id, e.pid.get()),
+        });
+    inbound.chain(outbound).collect()
 }

@@ -1067,6 +1067,17 @@ impl Broker {
             return;
         }
         let entry = s.outbound.inflight.remove(i);
+        if state == InflightState::PubComp && s.persistent {
+            let subject = records::pubrel_subject(&s.key.client_id, pid.get());
+            self.request(
+                StoreRequest::Purge {
+                    stream: Stream::PubRel,
+                    subject,
+                },
+                super::persist::RequestOwner::Background,
+                out,
+            );
+        }
         if let Some(d) = entry.and_then(|e| e.delivery) {
             self.ack_stored(session, &d, out);
         }
@@ -1100,7 +1111,25 @@ impl Broker {
                 self.fill_window(session, out);
                 return;
             }
-            Some(i) => s.outbound.inflight[i].state = InflightState::PubComp,
+            Some(i) => {
+                s.outbound.inflight[i].state = InflightState::PubComp;
+                if s.persistent {
+                    // The PUBREL state outlives the broker and follows the session to other
+                    // nodes [MQTT-4.4.0-1]: the PUBREL is what is sent again after a
+                    // reconnect, not the message, which the store can let go now.
+                    let record = StoreRequest::Publish {
+                        stream: Stream::PubRel,
+                        subject: records::pubrel_subject(&s.key.client_id, pid.get()),
+                        headers: Vec::new(),
+                        payload: bytes::Bytes::new(),
+                    };
+                    let delivery = s.outbound.inflight[i].delivery.take();
+                    self.request(record, super::persist::RequestOwner::Background, out);
+                    if let Some(d) = delivery {
+                        self.ack_stored(session, &d, out);
+                    }
+                }
+            }
             None if version.is_some_and(|v| v.is_v5()) => {
                 rel.reason = PubRelReason::PacketIdentifierNotFound;
             }

@@ -263,23 +263,6 @@ impl Broker {
         }
     }
 
-    fn restore_pubrel(
-        &mut self,
-        record: &StoredMessage,
-        by_hash16: &BTreeMap<String, SessionId>,
-    ) -> bool {
-        let Some((hash, pid)) =
-            records::split_hash_and_packet_id(&record.subject, records::PUBREL_PREFIX)
-        else {
-            return false;
-        };
-        let Some(&session) = by_hash16.get(hash) else {
-            return false;
-        };
-        self.restore_pubrels(session, [pid]);
-        true
-    }
-
     /// Applies everything read at start-up: sessions first, then retained messages, queued
     /// messages and QoS 2 state.
     pub(super) fn on_restore_complete(&mut self, out: &mut Outbox) {
@@ -294,8 +277,7 @@ impl Broker {
                 Stream::Sessions => self.restore_session(&record, &mut by_consumer, &mut by_hash16),
                 Stream::Retained => self.restore_retained(&record, out),
                 Stream::Messages => self.restore_message(&record, &by_consumer, out),
-                Stream::Qos2In => self.restore_qos2(&record, &by_hash16),
-                Stream::PubRel => self.restore_pubrel(&record, &by_hash16),
+                Stream::Qos2In | Stream::PubRel => self.restore_qos2(&record, &by_hash16),
             };
             if !ok {
                 out.push(Action::Notice(Notice::BadRecord {
@@ -592,23 +574,30 @@ impl Broker {
         true
     }
 
+    /// A QoS 2 record read at start-up (`$MQTT_qos2in` or `$MQTT_out`), added to its session's
+    /// state in that direction.
     fn restore_qos2(
         &mut self,
         record: &StoredMessage,
         by_hash16: &BTreeMap<String, SessionId>,
     ) -> bool {
-        let Some((hash, pid)) =
-            records::split_hash_and_packet_id(&record.subject, records::QOS2_PREFIX)
+        let prefix = match record.stream {
+            Stream::Qos2In => records::QOS2_PREFIX,
+            _ => records::PUBREL_PREFIX,
+        };
+        let Some((session, pid)) = records::split_hash_and_packet_id(&record.subject, prefix)
+            .and_then(|(hash, pid)| Some((*by_hash16.get(hash)?, pid)))
         else {
             return false;
         };
-        let Some(s) = by_hash16
-            .get(hash)
-            .and_then(|id| self.sessions.get_mut(*id))
-        else {
-            return false;
-        };
-        s.inbound_qos2.insert(pid);
+        if record.stream == Stream::Qos2In {
+            let Some(s) = self.sessions.get_mut(session) else {
+                return false;
+            };
+            s.inbound_qos2.insert(pid);
+        } else {
+            self.restore_pubrels(session, [pid]);
+        }
         true
     }
 }

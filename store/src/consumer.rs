@@ -77,23 +77,18 @@ impl Consumers {
 
     /// Adds or replaces the consumer `name`.
     pub(crate) fn insert(&mut self, name: ByteString, consumer: Consumer) {
-        if let Some(old) = self.by_name.get(&name) {
-            for f in &old.record.filters {
-                self.filters.remove(f, &name);
-            }
-        }
-        for f in &consumer.record.filters {
-            self.filters.insert(f, &name);
-        }
+        let old = self
+            .by_name
+            .get(&name)
+            .map_or(&[][..], |c| &c.record.filters);
+        self.filters.replace(&name, old, &consumer.record.filters);
         self.by_name.insert(name, consumer);
     }
 
     /// Removes the consumer `name`.
     pub(crate) fn remove(&mut self, name: &str) {
-        if let Some(old) = self.by_name.remove(name) {
-            for f in &old.record.filters {
-                self.filters.remove(f, name);
-            }
+        if let Some((name, old)) = self.by_name.remove_entry(name) {
+            self.filters.replace(&name, &old.record.filters, &[]);
         }
     }
 

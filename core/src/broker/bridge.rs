@@ -20,8 +20,8 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::connection::Phase;
-use super::io::{Action, Outbox};
+use super::connection::{Loading, Phase};
+use super::io::{Action, ConnId, Outbox};
 use super::message::Message;
 use super::session::SessionKey;
 use super::Broker;
@@ -187,14 +187,22 @@ impl Broker {
             .filter(|(_, s)| s.conn.is_some())
             .map(|(_, s)| (s.key.clone(), s.connect_stamp))
             .collect();
-        connected.extend(self.loading.values().filter_map(|conn| {
-            match self.conns.get(conn).map(|c| &c.phase) {
-                Some(Phase::Loading(l)) => Some((l.key.clone(), l.stamp)),
-                _ => None,
-            }
-        }));
+        connected.extend(
+            self.loading
+                .values()
+                .filter_map(|conn| self.loading_connect(*conn))
+                .map(|l| (l.key.clone(), l.stamp)),
+        );
         for (key, stamp) in connected {
             self.announce_connect(&key, stamp, out);
+        }
+    }
+
+    /// The CONNECT of `conn` while its session is being read from the store.
+    fn loading_connect(&self, conn: ConnId) -> Option<&Loading> {
+        match &self.conns.get(&conn)?.phase {
+            Phase::Loading(l) => Some(l),
+            _ => None,
         }
     }
 
@@ -343,10 +351,7 @@ impl Broker {
         let session = self.session_id(&key);
         // The stamp of this node's connection for the client, if it has one.
         let here = match loading {
-            Some(conn) => match self.conns.get(&conn).map(|c| &c.phase) {
-                Some(Phase::Loading(l)) => Some(l.stamp),
-                _ => None,
-            },
+            Some(conn) => self.loading_connect(conn).map(|l| l.stamp),
             None => session
                 .and_then(|id| self.sessions.get(id))
                 .filter(|s| s.conn.is_some())

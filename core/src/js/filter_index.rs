@@ -59,6 +59,16 @@ impl FilterIndex {
         remove_from(&mut self.root, &tokens, consumer);
     }
 
+    /// Replaces `consumer`'s filters `old` with `new` (either may be empty).
+    pub fn replace(&mut self, consumer: &ByteString, old: &[ByteString], new: &[ByteString]) {
+        for f in old {
+            self.remove(f, consumer);
+        }
+        for f in new {
+            self.insert(f, consumer);
+        }
+    }
+
     /// The consumers with a filter matching `subject`, each once, in name order.
     #[must_use]
     pub fn matching(&self, subject: &str) -> Vec<ByteString> {

@@ -107,20 +107,13 @@ impl MemoryStore {
             }
             StoreRequest::UpsertConsumer { name, filters } => {
                 let entry = self.consumers.entry(name.clone()).or_default();
-                for f in &entry.0 {
-                    self.filters.remove(f, name);
-                }
-                for f in filters {
-                    self.filters.insert(f, name);
-                }
+                self.filters.replace(name, &entry.0, filters);
                 entry.0 = filters.clone();
                 Ok(StoreReply::Done)
             }
             StoreRequest::DeleteConsumer { name } => {
                 if let Some((filters, _)) = self.consumers.remove(name) {
-                    for f in &filters {
-                        self.filters.remove(f, name);
-                    }
+                    self.filters.replace(name, &filters, &[]);
                 }
                 self.drop_uninteresting();
                 Ok(StoreReply::Done)

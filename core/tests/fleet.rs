@@ -11,7 +11,9 @@ mod harness;
 use harness::{connect, publish, Harness};
 use jetmq_core::broker::{Action, BrokerConfig, CloseReason, ConnId, Input};
 use jetmq_core::codec::{Packet, ProtocolVersion, PublishQos, QoS};
+use jetmq_core::js::subjects::subject_matches;
 use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
 
 const V3: ProtocolVersion = ProtocolVersion::V311;
 
@@ -21,9 +23,14 @@ struct Fleet {
     b: Harness,
     /// Which node holds the store.
     store_at: Node,
+    /// The NATS queue subscriptions of each node: (node, queue group, subject).
+    queue_subs: BTreeSet<(Node, String, String)>,
+    /// How many queue deliveries were made: the member node chosen next is this count modulo
+    /// the number of member nodes (NATS picks at random; the tests pick in turn).
+    queue_turn: usize,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Node {
     A,
     B,
@@ -48,7 +55,49 @@ impl Fleet {
             a: Harness::with_seed(config.clone(), a),
             b: Harness::with_seed(config, b),
             store_at: Node::A,
+            queue_subs: BTreeSet::new(),
+            queue_turn: 0,
         }
+    }
+
+    /// Takes the queue subscription changes both nodes asked for.
+    fn take_queue_changes(&mut self) {
+        for (node, nats) in [(Node::A, &mut self.a.nats), (Node::B, &mut self.b.nats)] {
+            nats.retain(|action| match action {
+                Action::NatsQueueSubscribe { subject, queue } => {
+                    self.queue_subs
+                        .insert((node, queue.to_string(), subject.to_string()));
+                    false
+                }
+                Action::NatsQueueUnsubscribe { subject, queue } => {
+                    self.queue_subs
+                        .remove(&(node, queue.to_string(), subject.to_string()));
+                    false
+                }
+                _ => true,
+            });
+        }
+    }
+
+    /// For each queue group with a subscription matching `subject`, the node NATS hands the
+    /// message to (in turn among the member nodes), with the group's name.
+    fn queue_deliveries(&mut self, subject: &str) -> Vec<(Node, String)> {
+        let mut groups: BTreeMap<String, Vec<Node>> = BTreeMap::new();
+        for (node, queue, filter) in &self.queue_subs {
+            if subject_matches(filter, subject) {
+                let nodes = groups.entry(queue.clone()).or_default();
+                if !nodes.contains(node) {
+                    nodes.push(*node);
+                }
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(queue, nodes)| {
+                self.queue_turn += 1;
+                (nodes[self.queue_turn % nodes.len()], queue)
+            })
+            .collect()
     }
 
     /// Node `n`, holding the shared store.
@@ -69,14 +118,17 @@ impl Fleet {
         self.b.advance(d);
     }
 
-    /// Delivers what `from` published on NATS to the other node; returns the subjects.
+    /// Delivers what `from` published on NATS to the other node, and to one node of each
+    /// queue group whose subscriptions match (either node, `from` too); returns the subjects.
+    /// The store stays where it is.
     fn carry(&mut self, from: Node) -> Vec<String> {
-        let (src, dst) = match from {
-            Node::A => (&mut self.a, &mut self.b),
-            Node::B => (&mut self.b, &mut self.a),
+        self.take_queue_changes();
+        let published = match from {
+            Node::A => std::mem::take(&mut self.a.nats),
+            Node::B => std::mem::take(&mut self.b.nats),
         };
         let mut subjects = Vec::new();
-        for action in std::mem::take(&mut src.nats) {
+        for action in published {
             if let Action::NatsPublish {
                 subject,
                 headers,
@@ -84,17 +136,38 @@ impl Fleet {
             } = action
             {
                 subjects.push(subject.to_string());
-                dst.input(Input::NatsMessage {
+                let headers: Vec<_> = headers
+                    .into_iter()
+                    .map(|h| (h.name.into(), h.value))
+                    .collect();
+                for (node, queue) in self.queue_deliveries(&subject) {
+                    self.node(node).input(Input::NatsQueueMessage {
+                        queue: queue.into(),
+                        subject: subject.clone(),
+                        headers: headers.clone(),
+                        payload: payload.clone(),
+                    });
+                }
+                let to = match from {
+                    Node::A => Node::B,
+                    Node::B => Node::A,
+                };
+                self.node(to).input(Input::NatsMessage {
                     subject,
-                    headers: headers
-                        .into_iter()
-                        .map(|h| (h.name.into(), h.value))
-                        .collect(),
+                    headers,
                     payload,
                 });
             }
         }
         subjects
+    }
+
+    /// Node `n`, leaving the store where it is.
+    fn node(&mut self, n: Node) -> &mut Harness {
+        match n {
+            Node::A => &mut self.a,
+            Node::B => &mut self.b,
+        }
     }
 }
 
@@ -866,4 +939,226 @@ proptest! {
             }
         }
     }
+}
+
+/// The queue subscriptions node `n` holds, as (queue group, subject).
+fn queue_subs_of(f: &Fleet, n: Node) -> Vec<(String, String)> {
+    f.queue_subs
+        .iter()
+        .filter(|(node, _, _)| *node == n)
+        .map(|(_, q, s)| (q.clone(), s.clone()))
+        .collect()
+}
+
+/// A shared subscription with members on both nodes: each message goes to one member in the
+/// whole fleet (on the node NATS hands it to), not to one member per node; a plain
+/// subscription still gets every message.
+#[test]
+fn a_shared_subscription_spread_over_two_nodes_gets_each_message_once() {
+    let mut f = Fleet::new();
+    let (m1, _) = f.on(Node::A).connect_ok(connect(V3, "m1", true));
+    f.a.subscribe_ok(m1, 1, "$share/g/jobs/#", QoS::AtLeastOnce);
+    let (m2, _) = f.on(Node::B).connect_ok(connect(V3, "m2", true));
+    f.b.subscribe_ok(m2, 1, "$share/g/jobs/#", QoS::AtLeastOnce);
+    let (all, _) = f.b.connect_ok(connect(V3, "all", true));
+    f.b.subscribe_ok(all, 1, "jobs/#", QoS::AtLeastOnce);
+    f.carry(Node::B);
+    // One queue group, the same name on both nodes, on the filter's two subjects.
+    let on_a = queue_subs_of(&f, Node::A);
+    assert_eq!(on_a, queue_subs_of(&f, Node::B));
+    let subjects: Vec<&str> = on_a.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(subjects, ["jobs", "jobs.>"]);
+
+    let (p, _) = f.on(Node::A).connect_ok(connect(V3, "p", true));
+    for i in 1..=4u16 {
+        let topic = format!("jobs/{i}");
+        f.a.send(
+            p,
+            &publish(
+                &topic,
+                "job",
+                PublishQos::AtLeastOnce(harness::pid(i)),
+                false,
+            ),
+        );
+    }
+    f.carry(Node::A);
+    let got_a = f.a.publishes(m1);
+    let got_b = f.b.publishes(m2);
+    let mut topics: Vec<String> = got_a.iter().chain(&got_b).map(|m| m.0.clone()).collect();
+    topics.sort();
+    assert_eq!(
+        topics,
+        ["jobs/1", "jobs/2", "jobs/3", "jobs/4"],
+        "each job once: {got_a:?} {got_b:?}"
+    );
+    assert!(!got_a.is_empty() && !got_b.is_empty(), "both members work");
+    assert!(got_a.iter().chain(&got_b).all(|m| m.2 == QoS::AtLeastOnce));
+    assert_eq!(
+        f.b.publishes(all).len(),
+        4,
+        "the plain subscription gets all"
+    );
+}
+
+/// A stored message taken for a shared subscription by one node is released for the
+/// persistent members of the other node when it hears so, and for its own when they are
+/// passed over, so no member gets it again when it resumes and the store lets it go once the
+/// member that got it acknowledges it.
+#[test]
+fn a_stored_message_taken_for_a_shared_subscription_is_released_on_every_node() {
+    let mut f = Fleet::new();
+    let (m1, _) = f.on(Node::A).connect_ok(connect(V3, "m1", false));
+    f.a.subscribe_ok(m1, 1, "$share/g/jobs/#", QoS::AtLeastOnce);
+    let (m3, _) = f.a.connect_ok(connect(V3, "m3", false));
+    f.a.subscribe_ok(m3, 1, "$share/g/jobs/#", QoS::AtLeastOnce);
+    let (m2, _) = f.on(Node::B).connect_ok(connect(V3, "m2", false));
+    f.b.subscribe_ok(m2, 1, "$share/g/jobs/#", QoS::AtLeastOnce);
+    f.carry(Node::A);
+    f.carry(Node::B);
+    let (p, _) = f.on(Node::A).connect_ok(connect(V3, "p", true));
+    f.a.send(
+        p,
+        &publish(
+            "jobs/1",
+            "job",
+            PublishQos::AtLeastOnce(harness::pid(1)),
+            false,
+        ),
+    );
+    assert!(matches!(f.a.next_packet(p), Some(Packet::PubAck(_))));
+    let pending = |f: &Fleet, id: &str| {
+        f.a.store
+            .consumers
+            .get(&jetmq_core::js::records::consumer_name(id))
+            .map(|(_, unacked)| unacked.len())
+            .unwrap_or(0)
+    };
+    for id in ["m1", "m2", "m3"] {
+        assert_eq!(pending(&f, id), 1, "stored for {id}");
+    }
+
+    f.carry(Node::A);
+    let got: Vec<(Node, ConnId, usize)> = [(Node::A, m1), (Node::A, m3), (Node::B, m2)]
+        .into_iter()
+        .map(|(n, c)| (n, c, f.node(n).publishes(c).len()))
+        .collect();
+    let takers: Vec<_> = got.iter().filter(|g| g.2 > 0).collect();
+    assert_eq!(takers.len(), 1, "one member got it: {got:?}");
+    let &&(taker_node, taker, _) = takers.first().expect("a taker");
+    let other = if taker_node == Node::A {
+        Node::B
+    } else {
+        Node::A
+    };
+
+    // The other node hears of it (the store is with it for its releases).
+    f.on(other);
+    let subjects = f.carry(taker_node);
+    assert!(
+        subjects.iter().any(|s| s.starts_with("$JETMQ.taken.")),
+        "{subjects:?}"
+    );
+    // Only the member that got it still holds it.
+    let store = if f.store_at == Node::A {
+        &f.a.store
+    } else {
+        &f.b.store
+    };
+    let left: Vec<_> = store
+        .consumers
+        .iter()
+        .filter(|(_, (_, unacked))| !unacked.is_empty())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let taker_id = match (taker_node, taker) {
+        (Node::B, _) => "m2",
+        (Node::A, c) if c == m1 => "m1",
+        _ => "m3",
+    };
+    assert_eq!(
+        left,
+        [jetmq_core::js::records::consumer_name(taker_id).to_string()]
+    );
+    f.on(taker_node).send(
+        taker,
+        &Packet::PubAck(jetmq_core::codec::PubAck::new(harness::pid(1))),
+    );
+    let store = if taker_node == Node::A {
+        &f.a.store
+    } else {
+        &f.b.store
+    };
+    assert!(store.log.is_empty(), "released by all: {:?}", store.log);
+}
+
+/// The last member of a shared subscription on a node leaves its queue group; a message NATS
+/// still hands to the node is counted, not delivered to anyone else.
+#[test]
+fn the_last_member_on_a_node_leaves_the_queue_group() {
+    let mut f = Fleet::new();
+    let (m1, _) = f.on(Node::A).connect_ok(connect(V3, "m1", true));
+    f.a.subscribe_ok(m1, 1, "$share/g/jobs/#", QoS::AtMostOnce);
+    let (m1b, _) = f.a.connect_ok(connect(V3, "m1b", true));
+    f.a.subscribe_ok(m1b, 1, "$share/g/jobs/#", QoS::AtMostOnce);
+    let (plain, _) = f.a.connect_ok(connect(V3, "plain", true));
+    f.a.subscribe_ok(plain, 1, "jobs/#", QoS::AtMostOnce);
+    f.take_queue_changes();
+    let subs = queue_subs_of(&f, Node::A);
+    assert_eq!(subs.len(), 2);
+    let queue = subs[0].0.clone();
+    f.a.input(Input::Closed { conn: m1 });
+    f.take_queue_changes();
+    assert_eq!(queue_subs_of(&f, Node::A).len(), 2, "one member is left");
+    f.a.input(Input::Closed { conn: m1b });
+    f.take_queue_changes();
+    assert!(queue_subs_of(&f, Node::A).is_empty());
+    f.a.input(Input::NatsQueueMessage {
+        queue: queue.into(),
+        subject: "jobs.1".into(),
+        headers: Vec::new(),
+        payload: bytes::Bytes::from_static(b"late"),
+    });
+    assert_eq!(f.a.broker.stats().share_messages_missed, 1);
+    assert!(
+        f.a.publishes(plain).is_empty(),
+        "a queue delivery is no plain one"
+    );
+}
+
+/// A queue group's copy of a retained message comes on another NATS connection than the live
+/// copy and may arrive after a newer retained message: it reaches its member but leaves the
+/// retained message alone.
+#[test]
+fn a_late_queue_delivery_of_a_retained_message_keeps_the_newer_one_retained() {
+    let mut f = Fleet::new();
+    let (m, _) = f.on(Node::B).connect_ok(connect(V3, "m", true));
+    f.b.subscribe_ok(m, 1, "$share/g/jobs/#", QoS::AtMostOnce);
+    f.take_queue_changes();
+    let queue = queue_subs_of(&f, Node::B)[0].0.clone();
+    let headers = || {
+        vec![
+            ("Nmqtt-Pub".into(), "0".into()),
+            ("Jetmq-Retain".into(), "1".into()),
+        ]
+    };
+    f.b.input(Input::NatsMessage {
+        subject: "jobs.r".into(),
+        headers: headers(),
+        payload: bytes::Bytes::from_static(b"new"),
+    });
+    f.b.input(Input::NatsQueueMessage {
+        queue: queue.into(),
+        subject: "jobs.r".into(),
+        headers: headers(),
+        payload: bytes::Bytes::from_static(b"old"),
+    });
+    let got = f.b.publishes(m);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, "old");
+    let (late, _) = f.b.connect_ok(connect(V3, "late", true));
+    f.b.subscribe_ok(late, 1, "jobs/#", QoS::AtMostOnce);
+    let got = f.b.publishes(late);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].1.as_str(), got[0].3), ("new", true));
 }

@@ -148,7 +148,39 @@ pub fn broker_sequence(data: &[u8]) {
                 },
                 None => Input::Continue,
             },
-            56..=57 => Input::Continue,
+            56 => Input::Continue,
+            57 => {
+                // Fleet shared subscriptions: a queue group's delivery, or another node's
+                // notice that it took a stored message, for a few `$share/g/...` filters.
+                let pick = rest.first().copied().unwrap_or(0);
+                rest = rest.get(1..).unwrap_or_default();
+                let filter = ["g/a", "g/#", "g/a/+", "h/a"][usize::from(pick & 0x03)];
+                let queue = format!("jetmq-share-{}", jetmq_core::js::records::hash(filter, 16));
+                let subject =
+                    ["a", "a.b", "$JETMQ.conn.x", "a.b/20c"][usize::from((pick >> 2) & 0x03)];
+                let headers = if pick & 0x10 == 0 {
+                    Vec::new()
+                } else {
+                    vec![
+                        ("Nmqtt-Pub".into(), "1".into()),
+                        ("Jetmq-Seq".into(), "7".into()),
+                    ]
+                };
+                if pick & 0x20 == 0 {
+                    Input::NatsQueueMessage {
+                        queue: queue.into(),
+                        subject: subject.into(),
+                        headers,
+                        payload: bytes::Bytes::from_static(b"job"),
+                    }
+                } else {
+                    Input::NatsMessage {
+                        subject: format!("$JETMQ.taken.{queue}.{subject}").into(),
+                        headers,
+                        payload: bytes::Bytes::new(),
+                    }
+                }
+            }
             58 => Input::NatsConnected,
             59..=60 => Input::NatsMessage {
                 subject: ["a", "a.b", "$SYS.x", "a.b/20c", "", "a..b", "$JETMQ.conn.x"]
@@ -207,7 +239,9 @@ pub fn broker_sequence(data: &[u8]) {
                 | Action::Notice(_)
                 | Action::NatsPublish { .. }
                 | Action::NatsSubscribe { .. }
-                | Action::NatsUnsubscribe { .. } => {}
+                | Action::NatsUnsubscribe { .. }
+                | Action::NatsQueueSubscribe { .. }
+                | Action::NatsQueueUnsubscribe { .. } => {}
             }
         }
         let _ = broker.next_deadline();

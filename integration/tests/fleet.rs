@@ -304,3 +304,105 @@ async fn a_connect_notice_missed_while_nats_was_down_is_made_good_when_it_return
     b.shutdown().await.expect("clean stop");
     drop(cluster);
 }
+
+/// Takes every message that arrives on `clients` until `distinct` different payloads have
+/// come (within the deadline), and then whatever else arrives within a short grace period
+/// (duplicates would be there by then); returns the payloads each client got.
+async fn collect_until(clients: &mut [&mut Client], distinct: usize) -> Vec<Vec<String>> {
+    let mut got = vec![Vec::new(); clients.len()];
+    let seen = |got: &Vec<Vec<String>>| {
+        let mut all: Vec<&String> = got.iter().flatten().collect();
+        all.sort();
+        all.dedup();
+        all.len()
+    };
+    let deadline = Instant::now() + DEADLINE;
+    let mut grace = None;
+    loop {
+        let now = Instant::now();
+        if grace.is_none() && seen(&got) >= distinct {
+            grace = Some(now + Duration::from_millis(500));
+        }
+        let until = grace.unwrap_or(deadline);
+        if now >= until {
+            assert!(
+                grace.is_some(),
+                "only {} of {distinct} arrived: {got:?}",
+                seen(&got)
+            );
+            return got;
+        }
+        let mut any = false;
+        for (i, c) in clients.iter_mut().enumerate() {
+            while let Ok(m) = c.publishes.try_recv() {
+                got[i].push(String::from_utf8_lossy(&m.payload).into_owned());
+                any = true;
+            }
+        }
+        if !any {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A shared subscription with members on both nodes of a fleet gets each message once, spread
+/// over the members of both nodes (NATS queue groups), and a group whose members all sit on
+/// the node the publisher uses still gets every message.
+#[tokio::test]
+async fn a_shared_subscription_across_the_fleet_gets_each_message_once() {
+    let dir = TempDir::new("fleet-share");
+    let nats = NatsServer::with_jetstream(free_port(), &dir.0);
+    let (a, port_a) = node(Shell::Tokio, &nats.url()).await;
+    let (b, port_b) = node(Shell::Mio, &nats.url()).await;
+
+    let mut on_a = client("share-a", port_a, true).await;
+    on_a.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce)
+        .await;
+    let mut on_b = client("share-b", port_b, true).await;
+    on_b.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce)
+        .await;
+    let mut solo = client("share-solo", port_a, true).await;
+    solo.subscribe("$share/solo/solo/#", QoS::AtLeastOnce).await;
+
+    let mut p = client("share-p", port_a, true).await;
+    const JOBS: usize = 40;
+    for i in 0..JOBS {
+        p.publish(
+            &format!("jobs/{i}"),
+            QoS::AtLeastOnce,
+            false,
+            &format!("job-{i}"),
+        )
+        .await;
+    }
+    let got = collect_until(&mut [&mut on_a, &mut on_b], JOBS).await;
+    let mut all: Vec<&String> = got.iter().flatten().collect();
+    all.sort();
+    let total = all.len();
+    all.dedup();
+    assert_eq!(
+        (total, all.len()),
+        (JOBS, JOBS),
+        "each job once in the fleet: {got:?}"
+    );
+    assert!(
+        got.iter().all(|g| !g.is_empty()),
+        "members on both nodes got jobs: {got:?}"
+    );
+
+    for i in 0..5 {
+        p.publish(
+            &format!("solo/{i}"),
+            QoS::AtLeastOnce,
+            false,
+            &format!("solo-{i}"),
+        )
+        .await;
+    }
+    let got = collect_until(&mut [&mut solo], 5).await;
+    assert_eq!(got[0].len(), 5, "{got:?}");
+
+    drop((on_a, on_b, solo, p));
+    a.shutdown().await.expect("clean stop");
+    b.shutdown().await.expect("clean stop");
+}

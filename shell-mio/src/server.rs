@@ -502,6 +502,8 @@ impl MioServer {
             Action::Notice(notice) => jetmq::notice::log(notice, self.log_pii),
             Action::NatsPublish { .. }
             | Action::NatsSubscribe { .. }
+            | Action::NatsQueueSubscribe { .. }
+            | Action::NatsQueueUnsubscribe { .. }
             | Action::NatsUnsubscribe { .. } => {
                 if let Some(link) = &self.nats {
                     link.execute(&action);

@@ -245,10 +245,53 @@ impl<F: Fn(Input) + Send + 'static> Hooks<BridgeState> for BridgeHooks<F> {
     }
 }
 
-/// A running NATS connection of the subject bridge.
+/// The queue connection's state: subscription numbers by (subject, queue group), and the
+/// queue group of each.
+#[derive(Default)]
+pub(crate) struct QueueState {
+    sids: HashMap<(ByteString, ByteString), u64>,
+    queues: HashMap<u64, ByteString>,
+}
+
+/// The queue connection's hooks: messages become `Input::NatsQueueMessage`, named after the
+/// queue group of the subscription they came through.
+struct QueueHooks<F> {
+    deliver: F,
+}
+
+impl<F: Fn(Input) + Send + 'static> Hooks<QueueState> for QueueHooks<F> {
+    fn events(&self, link: &Link<QueueState>, events: &mut Vec<Event>) {
+        let messages: Vec<(ByteString, jetmq_core::nats::Message)> = link
+            .with(|s| {
+                events
+                    .drain(..)
+                    .filter_map(|event| match event {
+                        Event::Message(m) => Some((s.state.queues.get(&m.sid)?.clone(), m)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (queue, m) in messages {
+            (self.deliver)(Input::NatsQueueMessage {
+                queue,
+                subject: m.subject,
+                headers: m.headers.map(|h| h.entries).unwrap_or_default(),
+                payload: m.payload,
+            });
+        }
+    }
+}
+
+/// A running NATS connection of the subject bridge, and in a fleet a second one for the
+/// queue groups of shared subscriptions: NATS does not hand a connection that turned echo
+/// off (as the bridge's does, against loops) the messages it published itself, not even
+/// through a queue group, so a group whose members are all on this node would get nothing on
+/// the bridge's connection.
 #[derive(Clone)]
 pub struct NatsLink {
     link: Link<BridgeState>,
+    queues: Option<Link<QueueState>>,
 }
 
 impl NatsLink {
@@ -262,8 +305,43 @@ impl NatsLink {
         addresses: Vec<String>,
         tls: Option<NatsTls>,
         options: ConnectOptions,
-        deliver: impl Fn(Input) + Send + 'static,
+        deliver: impl Fn(Input) + Clone + Send + 'static,
     ) -> io::Result<Self> {
+        Self::start_with_queues(addresses, tls, options, false, deliver)
+    }
+
+    /// [`start`](Self::start), with the fleet's queue connection when `queues` (it takes
+    /// [`Action::NatsQueueSubscribe`], whose messages come back as
+    /// `Input::NatsQueueMessage`).
+    ///
+    /// # Errors
+    ///
+    /// A thread cannot be started.
+    pub fn start_with_queues(
+        addresses: Vec<String>,
+        tls: Option<NatsTls>,
+        options: ConnectOptions,
+        queues: bool,
+        deliver: impl Fn(Input) + Clone + Send + 'static,
+    ) -> io::Result<Self> {
+        let queues = if queues {
+            // It publishes nothing, so it gets everything the bridge's connection publishes.
+            let options = ConnectOptions {
+                name: options.name.as_ref().map(|n| format!("{n}-share")),
+                ..options.clone()
+            };
+            let deliver = deliver.clone();
+            Some(Link::start(
+                addresses.clone(),
+                tls.clone(),
+                options,
+                QueueState::default(),
+                "jetmq-nats-share",
+                QueueHooks { deliver },
+            )?)
+        } else {
+            None
+        };
         let link = Link::start(
             addresses,
             tls,
@@ -272,7 +350,7 @@ impl NatsLink {
             "jetmq-nats",
             BridgeHooks { deliver },
         )?;
-        Ok(Self { link })
+        Ok(Self { link, queues })
     }
 
     /// The bridge's connection for `config` (named `name` on the NATS server), if it has a
@@ -284,17 +362,30 @@ impl NatsLink {
     pub fn for_config(
         config: &crate::config::ServerConfig,
         name: &str,
-        deliver: impl Fn(Input) + Send + 'static,
+        deliver: impl Fn(Input) + Clone + Send + 'static,
     ) -> io::Result<Option<Self>> {
         let Some(nats) = &config.nats else {
             return Ok(None);
         };
         let options = nats.connect_options(name);
-        Self::start(nats.addresses.clone(), nats.tls.clone(), options, deliver).map(Some)
+        Self::start_with_queues(
+            nats.addresses.clone(),
+            nats.tls.clone(),
+            options,
+            config.broker.fleet,
+            deliver,
+        )
+        .map(Some)
     }
 
     /// Carries out a NATS action of the broker; other actions are ignored.
     pub fn execute(&self, action: &Action) {
+        if let Action::NatsQueueSubscribe { .. } | Action::NatsQueueUnsubscribe { .. } = action {
+            if let Some(queues) = &self.queues {
+                queues.with(|s| queue_subscription(s, action));
+            }
+            return;
+        }
         self.link.with(|s| match action {
             Action::NatsPublish { .. } => {
                 let queued = publish(&mut s.client, action);
@@ -317,9 +408,33 @@ impl NatsLink {
         });
     }
 
-    /// Closes the connection and stops reconnecting.
+    /// Closes the connections and stops reconnecting.
     pub fn stop(&self) {
         self.link.stop();
+        if let Some(queues) = &self.queues {
+            queues.stop();
+        }
+    }
+}
+
+/// Joins or leaves a queue group on the queue connection.
+fn queue_subscription(s: &mut Shared<QueueState>, action: &Action) {
+    match action {
+        Action::NatsQueueSubscribe { subject, queue } => {
+            let key = (subject.clone(), queue.clone());
+            if !s.state.sids.contains_key(&key) {
+                let sid = s.client.subscribe(subject, Some(queue));
+                s.state.sids.insert(key, sid);
+                s.state.queues.insert(sid, queue.clone());
+            }
+        }
+        Action::NatsQueueUnsubscribe { subject, queue } => {
+            if let Some(sid) = s.state.sids.remove(&(subject.clone(), queue.clone())) {
+                s.client.unsubscribe(sid);
+                s.state.queues.remove(&sid);
+            }
+        }
+        _ => {}
     }
 }
 

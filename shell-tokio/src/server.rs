@@ -342,6 +342,8 @@ impl Effects {
             (
                 Action::NatsPublish { .. }
                 | Action::NatsSubscribe { .. }
+                | Action::NatsQueueSubscribe { .. }
+                | Action::NatsQueueUnsubscribe { .. }
                 | Action::NatsUnsubscribe { .. },
                 Some(link),
             ) => link.execute(&action),
@@ -414,6 +416,8 @@ fn execute(
         // Only with a NATS connection (dispatch hands them to it).
         Action::NatsPublish { .. }
         | Action::NatsSubscribe { .. }
+        | Action::NatsQueueSubscribe { .. }
+        | Action::NatsQueueUnsubscribe { .. }
         | Action::NatsUnsubscribe { .. } => {}
     }
 }

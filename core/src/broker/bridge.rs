@@ -13,7 +13,8 @@
 //! its client disconnected with 0x98 Administrative action. A connect notice carries its
 //! connect's stamp (`Jetmq-Connect`, see [`Broker::connect_stamp`]): a node whose own
 //! connection for that client is newer keeps it, so a notice that arrives late never closes
-//! the connection that replaced it. Subjects
+//! the connection that replaced it. Shared subscriptions of a fleet go through NATS queue
+//! groups instead of the live copy (`shared_fleet.rs`). Subjects
 //! under `$JETMQ.` are the nodes' own: MQTT publishes there are not bridged, and NATS
 //! messages there never reach MQTT subscribers.
 
@@ -23,14 +24,14 @@ use bytestring::ByteString;
 use super::connection::{Loading, Phase};
 use super::io::{Action, ConnId, Outbox};
 use super::message::Message;
-use super::session::SessionKey;
+use super::session::{SessionKey, SubscriptionEntry};
 use super::Broker;
 use crate::codec::{ConnectReason, QoS};
 use crate::js::{records, Header};
-use crate::topic::{subject, TopicFilter};
+use crate::topic::subject;
 
 /// The subjects jetmq nodes keep to themselves.
-const RESERVED: &str = "$JETMQ.";
+pub(super) const RESERVED: &str = "$JETMQ.";
 /// Where connect notices go, one subject per client identifier hash.
 const CONNECT_NOTICE_PREFIX: &str = "$JETMQ.conn.";
 /// The subscription to every connect notice.
@@ -42,7 +43,7 @@ pub(super) const RETAINED_NOTICES: &str = "$JETMQ.retained.>";
 /// The QoS of an MQTT-originated message (the NATS server's Appendix B).
 const PUB_HEADER: &str = "Nmqtt-Pub";
 /// The stream sequence of a stored message (jetmq nodes).
-const SEQ_HEADER: &str = "Jetmq-Seq";
+pub(super) const SEQ_HEADER: &str = "Jetmq-Seq";
 /// Present on a message published with RETAIN (jetmq nodes).
 const RETAIN_HEADER: &str = "Jetmq-Retain";
 /// Present on a connect notice that ends the session everywhere (an administrator's delete).
@@ -56,10 +57,16 @@ const STAMPS_PER_MILLI: u64 = 1 << 12;
 
 impl Broker {
     /// Counts a new MQTT subscription's subjects; a subject's first one subscribes on NATS.
-    pub(super) fn bridge_subscribed(&mut self, filter: &TopicFilter) {
+    /// In a fleet, a shared subscription's member counts towards its queue group instead.
+    pub(super) fn bridge_subscribed(&mut self, entry: &SubscriptionEntry) {
         if !self.config.nats_bridge {
             return;
         }
+        if let (Some(share), true) = (entry.share, self.config.fleet) {
+            self.share_member_added(share);
+            return;
+        }
+        let filter = &entry.filter;
         for subject in subject::filter_subjects(filter).map(ByteString::from) {
             let count = self.nats_subjects.entry(subject.clone()).or_insert(0);
             *count += 1;
@@ -70,10 +77,15 @@ impl Broker {
     }
 
     /// Uncounts a removed MQTT subscription's subjects; a subject's last one unsubscribes.
-    pub(super) fn bridge_unsubscribed(&mut self, filter: &TopicFilter) {
+    pub(super) fn bridge_unsubscribed(&mut self, entry: &SubscriptionEntry) {
         if !self.config.nats_bridge {
             return;
         }
+        if let (Some(share), true) = (entry.share, self.config.fleet) {
+            self.share_member_removed(share);
+            return;
+        }
+        let filter = &entry.filter;
         for subject in subject::filter_subjects(filter).map(ByteString::from) {
             let gone = match self.nats_subjects.get_mut(&subject) {
                 Some(count) => {
@@ -253,13 +265,31 @@ impl Broker {
                     let order = header(headers, CONNECT_HEADER).and_then(connect_order);
                     self.on_connect_notice(&payload, discard, order, out);
                 }
+                (None, true) if subject.starts_with(super::shared_fleet::TAKEN_PREFIX) => {
+                    self.on_taken_notice(subject, headers, out);
+                }
                 _ => self.stats.unknown_inputs += 1,
             }
             return;
         }
+        if let Some(msg) = self.message_from_nats(subject, headers, payload) {
+            self.route(msg);
+        }
+    }
+
+    /// The message a NATS message on an MQTT subject carries: at QoS 0, or, from another
+    /// jetmq node of the fleet, with its QoS, stream sequence, RETAIN flag and MQTT 5.0
+    /// properties. `None` (counted) when the subject is no MQTT topic (empty levels the
+    /// escape cannot express), or when the message expired on its way.
+    pub(super) fn message_from_nats(
+        &mut self,
+        subject: &str,
+        headers: &[(ByteString, ByteString)],
+        payload: Bytes,
+    ) -> Option<Message> {
         let Ok(topic) = subject::subject_to_topic_name(subject) else {
             self.stats.unknown_inputs += 1;
-            return;
+            return None;
         };
         let mut msg = Message {
             topic,
@@ -281,13 +311,11 @@ impl Broker {
                 msg.seq = Some(seq);
             }
             msg.retain = header(headers, RETAIN_HEADER).is_some();
-            let Some((properties, expires_at)) = self.v5_fields_from_headers(headers) else {
-                return; // expired on its way
-            };
+            let (properties, expires_at) = self.v5_fields_from_headers(headers)?;
             msg.properties = properties;
             msg.expires_at = expires_at;
         }
-        self.route(msg);
+        Some(msg)
     }
 
     /// Another node's retained message (or its removal, with an empty payload).
@@ -386,7 +414,7 @@ fn connect_order(value: &str) -> Option<(u64, u64)> {
 }
 
 /// The first value of header `name` (names compared without case, as NATS servers do).
-fn header<'a>(headers: &'a [(ByteString, ByteString)], name: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(headers: &'a [(ByteString, ByteString)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))

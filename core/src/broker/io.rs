@@ -192,6 +192,19 @@ pub enum Input {
         /// Its payload.
         payload: Bytes,
     },
+    /// Fleet: a message NATS handed to this node as the member of queue group `queue` (a
+    /// shared subscription's, see [`Action::NatsQueueSubscribe`]): it goes to one member of
+    /// that shared subscription here, and the other nodes hear that this node took it.
+    NatsQueueMessage {
+        /// The queue group it came through.
+        queue: ByteString,
+        /// Its NATS subject.
+        subject: ByteString,
+        /// Its headers, in order.
+        headers: Vec<(ByteString, ByteString)>,
+        /// Its payload.
+        payload: Bytes,
+    },
     /// NATS bridge: the connection to NATS is up (again; its subscriptions were renewed). A
     /// fleet node announces each client connected here once more, with its connect's stamp,
     /// since other nodes may have missed the notices while it was away: a node holding an
@@ -334,6 +347,24 @@ pub enum Action {
     NatsUnsubscribe {
         /// The NATS subject given to [`Action::NatsSubscribe`].
         subject: ByteString,
+    },
+    /// Fleet: join queue group `queue` on a NATS subject (a shared subscription got its first
+    /// member on this node), so that NATS hands each message on it to one node of the fleet;
+    /// they come back as [`Input::NatsQueueMessage`]. Made on a NATS connection of its own
+    /// that receives what the bridge's connection publishes (which does not echo it back).
+    NatsQueueSubscribe {
+        /// The NATS subject, wildcards allowed.
+        subject: ByteString,
+        /// The queue group: one per shared subscription, the same name on every node.
+        queue: ByteString,
+    },
+    /// Fleet: leave queue group `queue` on the subject (the shared subscription's last member
+    /// here is gone).
+    NatsQueueUnsubscribe {
+        /// The NATS subject given to [`Action::NatsQueueSubscribe`].
+        subject: ByteString,
+        /// Its queue group.
+        queue: ByteString,
     },
 }
 

@@ -39,7 +39,8 @@
 //!   all are taken the oldest binding is rebound.
 //! - **Shared subscriptions** serve members in turn, online ones first, send no retained
 //!   messages, and hand a leaving member's unsent and unacknowledged QoS 1 messages to another
-//!   member (see `shared.rs`).
+//!   member (see `shared.rs`). In a fleet they are NATS queue groups, so each message goes to
+//!   one member across the nodes (see `shared_fleet.rs`).
 //! - **Payload Format Indicator** 1 with a payload that is not UTF-8 is refused (0x99).
 //! - **Reason Strings** are the reason code's description, sent with every refusal (on
 //!   acknowledgements only when Request Problem Information allows).
@@ -57,6 +58,7 @@ pub mod retained;
 mod session;
 mod session_index;
 mod shared;
+mod shared_fleet;
 mod subscribe;
 pub mod subscriptions;
 mod takeovers;
@@ -111,6 +113,9 @@ pub struct BrokerStats {
     /// Connect notices of other fleet nodes that arrived after a newer connect of the same
     /// client here, and were ignored.
     pub late_connect_notices: u64,
+    /// Fleet: messages NATS handed to this node for a shared subscription after its last
+    /// member here had left (a stored one stays with the other members' consumers).
+    pub share_messages_missed: u64,
 }
 
 /// Mixed into the seed for the node number.
@@ -160,9 +165,11 @@ pub struct Broker {
     subscriptions: SubscriptionTree<SessionId, session::Subscriber>,
     /// Shared subscriptions, keyed by (shared subscription number, member session).
     shared: SubscriptionTree<(u32, SessionId), session::Subscriber>,
-    /// Shared subscription numbers by (group, filter), and each one's round-robin cursor.
+    /// Shared subscription numbers by (group, filter), and by NATS queue group name.
     shares: BTreeMap<(bytestring::ByteString, bytestring::ByteString), u32>,
-    share_cursors: Vec<u64>,
+    share_queues: BTreeMap<bytestring::ByteString, u32>,
+    /// The shared subscriptions, by number.
+    share_groups: Vec<shared::ShareGroup>,
     /// Reused list of shared-subscription members matching a message.
     shared_scratch: Vec<(u32, SessionId, session::Subscriber)>,
     retained: RetainedStore<SharedMessage>,
@@ -222,7 +229,8 @@ impl Broker {
             subscriptions: SubscriptionTree::new(),
             shared: SubscriptionTree::new(),
             shares: BTreeMap::new(),
-            share_cursors: Vec::new(),
+            share_queues: BTreeMap::new(),
+            share_groups: Vec::new(),
             shared_scratch: Vec::new(),
             retained: RetainedStore::new(),
             nats_subjects: BTreeMap::new(),
@@ -341,6 +349,12 @@ impl Broker {
                 headers,
                 payload,
             } => self.on_nats_message(&subject, &headers, payload, out),
+            Input::NatsQueueMessage {
+                queue,
+                subject,
+                headers,
+                payload,
+            } => self.on_nats_queue_message(&queue, &subject, &headers, payload, out),
             Input::NatsConnected => self.on_nats_connected(out),
         }
         self.run_fanout(out);

@@ -396,7 +396,7 @@ impl Broker {
             }
         }
         for (_, entry) in &subs {
-            self.bridge_subscribed(&entry.filter);
+            self.bridge_subscribed(entry);
             self.index_subscription(id, entry);
         }
         // Later connects here order after the one the record holds, whatever this node's

@@ -20,7 +20,6 @@ use crate::js::records;
 use crate::js::{StoreRequest, Stream};
 use crate::topic::{subject, TopicName};
 
-/// Payloads at least this large are sent from their shared buffer instead of being copied
 /// The flags a PUBLISH goes out with, and whether a slow consumer drops it (QoS 0).
 #[derive(Debug, Clone, Copy)]
 struct SendFlags {
@@ -29,6 +28,7 @@ struct SendFlags {
     drop_if_slow: bool,
 }
 
+/// Payloads at least this large are sent from their shared buffer instead of being copied
 /// into each subscriber's output buffer.
 const SHARED_PAYLOAD_MIN: usize = 4096;
 
@@ -47,10 +47,24 @@ pub(crate) struct Target {
     pub(crate) share: Option<u32>,
 }
 
+/// Which subscriptions a routed message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteScope {
+    /// Every matching subscription: a broker on its own.
+    All,
+    /// Plain subscriptions only: in a fleet, shared subscriptions get their messages from
+    /// NATS queue groups (see `shared_fleet.rs`).
+    Plain,
+    /// One member of the shared subscription with this number (a queue group's delivery).
+    Share(u32),
+}
+
 /// A message being delivered to its targets, possibly over several calls.
 #[derive(Debug)]
 pub(crate) struct FanoutJob {
     pub(crate) msg: SharedMessage,
+    /// Which subscriptions it goes to.
+    pub(crate) scope: RouteScope,
     /// Computed when the job reaches the front of the queue.
     pub(crate) targets: Option<Vec<Target>>,
     pub(crate) next: usize,
@@ -609,10 +623,23 @@ impl Broker {
         self.drain_pipeline(None, out);
     }
 
-    /// Queues a message for delivery to every matching session.
+    /// Queues a message for delivery to every matching session (in a fleet, shared
+    /// subscriptions aside: their messages come through NATS queue groups).
     pub(super) fn route(&mut self, msg: Message) {
+        let scope = if self.config.nats_bridge && self.config.fleet {
+            RouteScope::Plain
+        } else {
+            RouteScope::All
+        };
+        self.route_to(msg, scope);
+    }
+
+    /// Queues a message for delivery to the matching sessions `scope` covers.
+    pub(super) fn route_to(&mut self, msg: Message, scope: RouteScope) {
         self.stats.messages_routed += 1;
-        if msg.retain {
+        // A queue group's copy is not the retained message's news: the live copy, which may
+        // have been overtaken since (it comes on another connection), was.
+        if msg.retain && !matches!(scope, RouteScope::Share(_)) {
             if msg.payload.is_empty() {
                 self.retained.remove(&msg.topic);
             } else {
@@ -639,6 +666,7 @@ impl Broker {
         };
         self.fanout.push_back(FanoutJob {
             msg,
+            scope,
             targets: None,
             next: 0,
         });
@@ -650,8 +678,8 @@ impl Broker {
             let mut targets = match job.targets.take() {
                 Some(t) => t,
                 None => {
-                    let targets = self.targets_for(&job.msg);
-                    self.release_untargeted(&job.msg, out);
+                    let targets = self.targets_for(&job.msg, job.scope);
+                    self.release_untargeted(&job.msg, job.scope, out);
                     targets
                 }
             };
@@ -710,10 +738,14 @@ impl Broker {
 
     /// The sessions `msg` goes to: one entry per session, with the highest granted QoS of
     /// its matching subscriptions.
-    fn targets_for(&mut self, msg: &Message) -> Vec<Target> {
+    fn targets_for(&mut self, msg: &Message, scope: RouteScope) -> Vec<Target> {
         let mut targets = self.spare_targets.pop().unwrap_or_default();
         self.route_epoch += 1;
         let epoch = self.route_epoch;
+        if let RouteScope::Share(share) = scope {
+            self.add_shared_targets(&msg.topic, Some(share), &mut targets);
+            return targets;
+        }
         let sessions = &mut self.sessions;
         self.subscriptions.for_each_match(&msg.topic, |sid, sub| {
             let opts = &sub.options;
@@ -741,7 +773,9 @@ impl Broker {
                 });
             }
         });
-        self.add_shared_targets(&msg.topic, &mut targets);
+        if scope == RouteScope::All {
+            self.add_shared_targets(&msg.topic, None, &mut targets);
+        }
         targets
     }
 
@@ -749,7 +783,7 @@ impl Broker {
     /// QoS 1/2 subscription; the ones [`targets_for`](Self::targets_for) just passed over
     /// (No Local, the other members of a shared subscription) release it at once, or the
     /// store would keep it for them and deliver it after a restart.
-    fn release_untargeted(&mut self, msg: &Message, out: &mut Outbox) {
+    fn release_untargeted(&mut self, msg: &Message, scope: RouteScope, out: &mut Outbox) {
         let Some(seq) = msg.seq else {
             return;
         };
@@ -765,10 +799,19 @@ impl Broker {
                 }
             }
         };
-        self.subscriptions
-            .for_each_match(&msg.topic, |sid, sub| consider(*sid, sub.options.qos));
-        self.shared
-            .for_each_match(&msg.topic, |(_, sid), sub| consider(*sid, sub.options.qos));
+        if !matches!(scope, RouteScope::Share(_)) {
+            self.subscriptions
+                .for_each_match(&msg.topic, |sid, sub| consider(*sid, sub.options.qos));
+        }
+        // Plain: a fleet's shared subscriptions are released by the node NATS hands the
+        // message to, and by the others when they hear it took it (`shared_fleet.rs`).
+        if scope != RouteScope::Plain {
+            self.shared.for_each_match(&msg.topic, |(share, sid), sub| {
+                if scope == RouteScope::All || scope == RouteScope::Share(*share) {
+                    consider(*sid, sub.options.qos);
+                }
+            });
+        }
         for sid in release {
             self.release_stored(sid, seq, out);
         }
@@ -1225,7 +1268,7 @@ impl Broker {
     }
 
     /// Tells the store a persistent session no longer needs stored message `seq`.
-    fn release_stored(&mut self, session: SessionId, seq: u64, out: &mut Outbox) {
+    pub(super) fn release_stored(&mut self, session: SessionId, seq: u64, out: &mut Outbox) {
         let Some(s) = self.sessions.get(session) else {
             return;
         };

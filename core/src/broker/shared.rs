@@ -10,7 +10,8 @@ use super::publish::Target;
 use super::session::{Delivery, InflightState, Session, SessionId, Subscriber};
 use super::Broker;
 use crate::codec::QoS;
-use crate::topic::TopicName;
+use crate::js::records;
+use crate::topic::{TopicFilter, TopicName};
 
 /// A member of a shared subscription matching a message: (share number, session, options).
 type Member = (u32, SessionId, Subscriber);
@@ -40,25 +41,65 @@ fn choose(
         .copied()
 }
 
+/// One shared subscription (a group and a filter): its round-robin cursor and, for a fleet,
+/// the NATS queue group that spreads its messages over the nodes with members.
+#[derive(Debug)]
+pub(super) struct ShareGroup {
+    /// Messages handed out so far (the next member in turn).
+    pub(super) cursor: u64,
+    /// The queue group's name, the same on every node: `jetmq-share-` and a hash of
+    /// `group/filter`.
+    pub(super) queue: ByteString,
+    /// The filter.
+    pub(super) filter: TopicFilter,
+    /// Subscriptions of sessions held here (online or not) that are members.
+    pub(super) members: u32,
+}
+
+impl ShareGroup {
+    fn new(group: &str, filter: TopicFilter) -> Self {
+        let queue = format!(
+            "jetmq-share-{}",
+            records::hash(&format!("{group}/{}", filter.as_str()), 16)
+        );
+        Self {
+            cursor: 0,
+            queue: queue.into(),
+            filter,
+            members: 0,
+        }
+    }
+}
+
 impl Broker {
     /// The number of the shared subscription `$share/{group}/{filter}`, made on first use.
-    pub(super) fn share_id(&mut self, group: &str, filter: &str) -> u32 {
-        let key = (ByteString::from(group), ByteString::from(filter));
+    pub(super) fn share_id(&mut self, group: &str, filter: &TopicFilter) -> u32 {
+        let key = (ByteString::from(group), ByteString::from(filter.as_str()));
         if let Some(id) = self.shares.get(&key) {
             return *id;
         }
-        let id = u32::try_from(self.share_cursors.len()).unwrap_or(u32::MAX);
-        self.share_cursors.push(0);
+        let id = u32::try_from(self.share_groups.len()).unwrap_or(u32::MAX);
+        let group = ShareGroup::new(group, filter.clone());
+        self.share_queues.insert(group.queue.clone(), id);
+        self.share_groups.push(group);
         self.shares.insert(key, id);
         id
     }
 
-    /// Adds one member of each shared subscription matching `topic`, chosen in turn (round
-    /// robin in member order, deterministic), preferring members that are online.
-    pub(super) fn add_shared_targets(&mut self, topic: &TopicName, targets: &mut Vec<Target>) {
+    /// Adds one member of each shared subscription matching `topic` (or of `only` that one),
+    /// chosen in turn (round robin in member order, deterministic), preferring members that
+    /// are online.
+    pub(super) fn add_shared_targets(
+        &mut self,
+        topic: &TopicName,
+        only: Option<u32>,
+        targets: &mut Vec<Target>,
+    ) {
         let mut candidates = std::mem::take(&mut self.shared_scratch);
         self.shared.for_each_match(topic, |(share, sid), sub| {
-            candidates.push((*share, *sid, *sub))
+            if only.is_none_or(|only| only == *share) {
+                candidates.push((*share, *sid, *sub));
+            }
         });
         candidates.sort_by_key(|(share, sid, _)| (*share, *sid));
         let epoch = self.route_epoch;
@@ -66,7 +107,11 @@ impl Broker {
             let Some(&(share, _, _)) = group.first() else {
                 continue;
             };
-            let Some(cursor) = self.share_cursors.get_mut(share as usize) else {
+            let Some(cursor) = self
+                .share_groups
+                .get_mut(share as usize)
+                .map(|g| &mut g.cursor)
+            else {
                 continue;
             };
             let start = usize::try_from(*cursor % group.len() as u64).unwrap_or(0);
@@ -105,7 +150,7 @@ impl Broker {
             }
         });
         group.sort_by_key(|m| m.1);
-        let cursor = self.share_cursors.get(share as usize).copied()?;
+        let cursor = self.share_groups.get(share as usize)?.cursor;
         let start = usize::try_from(cursor % group.len().max(1) as u64).unwrap_or(0);
         choose(&group, start, &self.sessions, Some(from), offline)
     }
@@ -173,8 +218,8 @@ impl Broker {
                 self.ack_stored(session, &d, out);
                 continue;
             };
-            if let Some(cursor) = self.share_cursors.get_mut(share as usize) {
-                *cursor += 1;
+            if let Some(group) = self.share_groups.get_mut(share as usize) {
+                group.cursor += 1;
             }
             d.qos = d.msg.qos.min(sub.options.qos);
             d.retain = sub.options.retain_as_published && d.msg.retain;

@@ -59,7 +59,7 @@ impl Broker {
                 .as_ref()
                 .is_none_or(|p| p.options != options || p.id != sub_id);
             if previous.is_none() {
-                self.bridge_subscribed(&entry.filter);
+                self.bridge_subscribed(&entry);
             }
             self.index_subscription(session, &entry);
             reasons.push(match options.qos {
@@ -203,7 +203,7 @@ impl Broker {
 
     /// Removes a session's subscription from the tree that routes it.
     pub(super) fn unindex_subscription(&mut self, session: SessionId, entry: &SubscriptionEntry) {
-        self.bridge_unsubscribed(&entry.filter);
+        self.bridge_unsubscribed(entry);
         match entry.share {
             Some(share) => {
                 self.shared.remove(&entry.filter, &(share, session));
@@ -223,7 +223,7 @@ impl Broker {
             Subscription::Plain(filter) => Some((filter, None)),
             Subscription::Shared(shared) => {
                 let filter = shared.filter().clone();
-                let share = self.share_id(shared.group(), filter.as_str());
+                let share = self.share_id(shared.group(), &filter);
                 Some((filter, Some(share)))
             }
         }

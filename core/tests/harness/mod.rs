@@ -212,7 +212,9 @@ impl Harness {
                     Action::Notice(n) => self.notices.push(n),
                     a @ (Action::NatsPublish { .. }
                     | Action::NatsSubscribe { .. }
-                    | Action::NatsUnsubscribe { .. }) => self.nats.push(a),
+                    | Action::NatsUnsubscribe { .. }
+                    | Action::NatsQueueSubscribe { .. }
+                    | Action::NatsQueueUnsubscribe { .. }) => self.nats.push(a),
                 }
             }
             for (id, reply) in replies {

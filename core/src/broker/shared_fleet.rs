@@ -1,0 +1,168 @@
+//! Shared subscriptions across a fleet. A node routes a message only to the members it holds,
+//! so a group with members on two nodes would get every message once per node. In a fleet a
+//! shared subscription is therefore a NATS queue group (`jetmq-share-` and a hash of
+//! `group/filter`, the same name on every node): each node holding members subscribes to the
+//! filter's subjects in that group, on a NATS connection of its own (the bridge's connection
+//! does not echo what it publishes, and NATS never hands a message to a queue subscription of
+//! the connection that published it when echo is off, so a group whose members all sit on the
+//! publishing node would get nothing). NATS hands each message to one of those nodes, which
+//! delivers it to one of its members in turn; messages published by plain NATS clients are
+//! shared the same way.
+//!
+//! A stored QoS 1/2 message waits in the store for the consumer of every persistent member.
+//! The node that took it releases it for its other members and tells the other nodes on
+//! `$JETMQ.taken.<queue>.<subject>` (header `Jetmq-Seq`), which release it for theirs; a member
+//! whose session no node holds in memory gets it when it resumes (at least once, as QoS 1
+//! allows).
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::bridge::{header, RESERVED, SEQ_HEADER};
+use super::io::{Action, Outbox};
+use super::publish::RouteScope;
+use super::session::SessionId;
+use super::Broker;
+use crate::codec::QoS;
+use crate::js::Header;
+use crate::topic::{subject, TopicName};
+
+/// Where a node tells the others it took a stored message for a shared subscription.
+pub(super) const TAKEN_PREFIX: &str = "$JETMQ.taken.";
+
+/// The subscription to the taken notices of queue group `queue`.
+fn taken_notices(queue: &str) -> ByteString {
+    format!("{TAKEN_PREFIX}{queue}.>").into()
+}
+
+impl Broker {
+    /// A session held here became a member of shared subscription `share`; the first one
+    /// joins the subscription's queue group on NATS and listens to its taken notices.
+    pub(super) fn share_member_added(&mut self, share: u32) {
+        self.count_share_member(share, true);
+    }
+
+    /// A member of `share` held here is gone; the last one leaves the queue group.
+    pub(super) fn share_member_removed(&mut self, share: u32) {
+        self.count_share_member(share, false);
+    }
+
+    fn count_share_member(&mut self, share: u32, added: bool) {
+        let Some(group) = self.share_groups.get_mut(share as usize) else {
+            return;
+        };
+        let edge = if added {
+            group.members += 1;
+            group.members == 1
+        } else if group.members > 0 {
+            group.members -= 1;
+            group.members == 0
+        } else {
+            false
+        };
+        if !edge {
+            return;
+        }
+        let queue = group.queue.clone();
+        for subject in subject::filter_subjects(&group.filter).map(ByteString::from) {
+            let queue = queue.clone();
+            self.nats_changes.push(if added {
+                Action::NatsQueueSubscribe { subject, queue }
+            } else {
+                Action::NatsQueueUnsubscribe { subject, queue }
+            });
+        }
+        let subject = taken_notices(&queue);
+        self.nats_changes.push(if added {
+            Action::NatsSubscribe { subject }
+        } else {
+            Action::NatsUnsubscribe { subject }
+        });
+    }
+
+    /// NATS handed this node a message for the shared subscription behind `queue`: one of
+    /// its members here gets it, and a stored message is announced as taken.
+    pub(super) fn on_nats_queue_message(
+        &mut self,
+        queue: &str,
+        subject: &str,
+        headers: &[(ByteString, ByteString)],
+        payload: Bytes,
+        out: &mut Outbox,
+    ) {
+        if !(self.config.nats_bridge && self.config.fleet) {
+            self.stats.unknown_inputs += 1;
+            return;
+        }
+        if subject.starts_with(RESERVED) {
+            // A group on `#` also matches the nodes' own subjects: none of them is for MQTT.
+            return;
+        }
+        let Some(&share) = self.share_queues.get(queue) else {
+            self.stats.unknown_inputs += 1;
+            return;
+        };
+        let Some(msg) = self.message_from_nats(subject, headers, payload) else {
+            return;
+        };
+        if self.share_members(share, &msg.topic).is_empty() {
+            // The last member left while NATS still counted this node in: a stored message
+            // stays with the other members' consumers (it is not announced as taken).
+            self.stats.share_messages_missed += 1;
+            return;
+        }
+        if let Some(seq) = msg.seq {
+            out.push(Action::NatsPublish {
+                subject: format!("{TAKEN_PREFIX}{queue}.{subject}").into(),
+                headers: vec![Header {
+                    name: SEQ_HEADER,
+                    value: seq.to_string().into(),
+                }],
+                payload: Bytes::new(),
+            });
+        }
+        self.route_to(msg, RouteScope::Share(share));
+    }
+
+    /// Another node took stored message `Jetmq-Seq` for a shared subscription: the members
+    /// held here let it go.
+    pub(super) fn on_taken_notice(
+        &mut self,
+        subject: &str,
+        headers: &[(ByteString, ByteString)],
+        out: &mut Outbox,
+    ) {
+        let taken = subject
+            .strip_prefix(TAKEN_PREFIX)
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(queue, subject)| {
+                let share = *self.share_queues.get(queue)?;
+                let topic = subject::subject_to_topic_name(subject).ok()?;
+                let seq = header(headers, SEQ_HEADER)?.parse::<u64>().ok()?;
+                Some((share, topic, seq))
+            });
+        let Some((share, topic, seq)) = taken else {
+            self.stats.unknown_inputs += 1;
+            return;
+        };
+        for (session, qos) in self.share_members(share, &topic) {
+            // A QoS 0 member's consumer never held it.
+            if qos != QoS::AtMostOnce {
+                self.release_stored(session, seq, out);
+            }
+        }
+    }
+
+    /// The sessions held here that are members of `share` for a message on `topic`, each
+    /// with the QoS it subscribed with (a session has one subscription per shared
+    /// subscription).
+    fn share_members(&self, share: u32, topic: &TopicName) -> Vec<(SessionId, QoS)> {
+        let mut members = Vec::new();
+        self.shared.for_each_match(topic, |(s, session), sub| {
+            if *s == share {
+                members.push((*session, sub.options.qos));
+            }
+        });
+        members
+    }
+}

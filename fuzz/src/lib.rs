@@ -73,6 +73,10 @@ pub fn broker_sequence(data: &[u8]) {
         authenticate: data.first().is_some_and(|b| b & 1 == 1),
         nats_bridge: data.first().is_some_and(|b| b & 2 == 2),
         fleet: data.first().is_some_and(|b| b & 6 == 6),
+        sys_interval: data
+            .first()
+            .is_some_and(|b| b & 8 == 8)
+            .then(|| Duration::from_secs(1)),
         max_inflight: 3,
         max_queued_messages: 16,
         fanout_budget: 4,

@@ -40,6 +40,16 @@ takeover_window_secs = 60
 }
 
 #[test]
+fn sys_statistics_default_to_every_ten_seconds_and_can_be_turned_off() {
+    let c = apply("").expect("valid");
+    assert_eq!(c.broker.sys_interval, Some(Duration::from_secs(10)));
+    let c = apply("[sys]\ninterval_secs = 30").expect("valid");
+    assert_eq!(c.broker.sys_interval, Some(Duration::from_secs(30)));
+    let c = apply("[sys]\ninterval_secs = 0").expect("valid");
+    assert_eq!(c.broker.sys_interval, None);
+}
+
+#[test]
 fn unknown_keys_are_refused() {
     let e = apply("listn = [\"127.0.0.1:1883\"]").expect_err("unknown key");
     assert!(e.contains("listn"), "{e}");
@@ -74,6 +84,12 @@ fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
             "limits.takeover_window_secs",
             "0",
             "1 to 3600",
+        ),
+        (
+            "[sys]\ninterval_secs = 3601",
+            "sys.interval_secs",
+            "3601",
+            "0 (off) or 1 to 3600",
         ),
         (
             "[limits]\nmax_client_id_len = 8",

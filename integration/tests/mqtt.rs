@@ -338,7 +338,32 @@ async fn a_client_flooding_itself_without_reading_is_still_read(shell: Shell) {
     server.shutdown().await.expect("clean stop");
 }
 
+/// The server's `$SYS/broker/` statistics reach a `$SYS/#` subscriber every interval (here
+/// 1 s), through both shells' timers.
+async fn sys_statistics_reach_a_sys_subscriber(shell: Shell) {
+    let (server, port) = common::serve(shell, "[sys]\ninterval_secs = 1\n").await;
+    let mut sub = connect(options("sys", port)).await;
+    sub.subscribe("$SYS/broker/#", QoS::AtMostOnce).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut connected = None;
+    while connected.is_none() {
+        let got = timeout(
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+            sub.publishes.recv(),
+        )
+        .await
+        .expect("statistics in time")
+        .expect("client running");
+        if got.topic == "$SYS/broker/clients/connected" {
+            connected = Some(String::from_utf8_lossy(&got.payload).into_owned());
+        }
+    }
+    assert_eq!(connected.as_deref(), Some("1"));
+    server.shutdown().await.expect("clean shutdown");
+}
+
 for_each_shell!(
+    sys_statistics_reach_a_sys_subscriber,
     pub_sub_at_every_qos,
     a_client_flooding_itself_without_reading_is_still_read,
     retained_messages_reach_late_subscribers,

@@ -67,7 +67,10 @@ impl Default for ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
             listeners: Vec::new(),
             data_dir: Some(PathBuf::from("jetmq-data")),
-            broker: BrokerConfig::default(),
+            broker: BrokerConfig {
+                sys_interval: Some(DEFAULT_SYS_INTERVAL),
+                ..BrokerConfig::default()
+            },
             seed: random_seed(),
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(10),
@@ -79,6 +82,9 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// How often the server publishes its `$SYS/broker/` statistics unless configured.
+pub const DEFAULT_SYS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The path WebSocket listeners serve MQTT on when none is configured.
 pub const DEFAULT_WS_PATH: &str = "/mqtt";
@@ -300,6 +306,15 @@ struct ConfigFile {
     limits: LimitsFile,
     #[serde(default)]
     store: StoreFile,
+    #[serde(default)]
+    sys: SysFile,
+}
+
+/// The `[sys]` table: the `$SYS/broker/` statistics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SysFile {
+    interval_secs: Option<u64>,
 }
 
 /// One `[[auth.users]]` entry.
@@ -564,6 +579,18 @@ impl ServerConfig {
         }
         if let Some(dir) = file.data_dir {
             self.data_dir = Some(dir);
+        }
+        match file.sys.interval_secs {
+            None => {}
+            Some(0) => self.broker.sys_interval = None,
+            Some(secs @ 1..=3600) => self.broker.sys_interval = Some(Duration::from_secs(secs)),
+            Some(secs) => {
+                return Err(invalid(
+                    "sys.interval_secs",
+                    secs,
+                    "0 (off) or 1 to 3600 seconds",
+                ));
+            }
         }
         if file.mqtt.reject_qos2_publish == Some(true) {
             self.broker.max_qos = self.broker.max_qos.min(QoS::AtLeastOnce);

@@ -90,6 +90,10 @@ pub struct BrokerConfig {
     pub takeover_limit: u32,
     /// The window of `takeover_limit`, from an identifier's first takeover. Default 10 s.
     pub takeover_window: Duration,
+    /// How often the broker publishes its statistics under `$SYS/broker/` (retained, QoS 0,
+    /// the values that changed); `None` (the default here; the server's is 10 s) for never.
+    #[serde(default)]
+    pub sys_interval: Option<Duration>,
 }
 
 impl Default for BrokerConfig {
@@ -122,6 +126,7 @@ impl Default for BrokerConfig {
             fleet: false,
             takeover_limit: 10,
             takeover_window: Duration::from_secs(10),
+            sys_interval: None,
         }
     }
 }

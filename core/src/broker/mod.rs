@@ -41,6 +41,8 @@
 //!   messages, and hand a leaving member's unsent and unacknowledged QoS 1 messages to another
 //!   member (see `shared.rs`). In a fleet they are NATS queue groups, so each message goes to
 //!   one member across the nodes (see `shared_fleet.rs`).
+//! - **`$SYS/broker/` statistics** (with `sys_interval`): retained QoS 0 messages, local to the
+//!   node, and client publishes there refused (see `sys_topics.rs`).
 //! - **Payload Format Indicator** 1 with a payload that is not UTF-8 is refused (0x99).
 //! - **Reason Strings** are the reason code's description, sent with every refusal (on
 //!   acknowledgements only when Request Problem Information allows).
@@ -61,6 +63,7 @@ mod shared;
 mod shared_fleet;
 mod subscribe;
 pub mod subscriptions;
+mod sys_topics;
 mod takeovers;
 mod topic_alias;
 
@@ -134,6 +137,8 @@ enum Timer {
     Request(RequestId),
     /// A fleet node announces its connected clients once more after NATS came back.
     Reannounce,
+    /// The next round of `$SYS/broker/` statistics.
+    Sys,
 }
 
 /// The broker: one deterministic state machine for every connection and session.
@@ -195,6 +200,10 @@ pub struct Broker {
     /// Records read at start-up, applied together on `RestoreComplete`.
     restoring: Option<Vec<StoredMessage>>,
     stats: BrokerStats,
+    /// The `$SYS/broker/` values last published.
+    sys: sys_topics::SysValues,
+    /// When the broker was made (for its uptime).
+    started: Instant,
 }
 
 impl Broker {
@@ -213,7 +222,7 @@ impl Broker {
         };
         let takeovers =
             takeovers::TakeoverCounter::new(config.takeover_limit, config.takeover_window);
-        Self {
+        let mut broker = Self {
             config,
             rng: Rng::new(seed),
             // Its own generator, so that the main one's sequence does not depend on the fleet.
@@ -247,7 +256,11 @@ impl Broker {
             dirty: Vec::new(),
             restoring: None,
             stats: BrokerStats::default(),
-        }
+            sys: sys_topics::SysValues::default(),
+            started: now.instant,
+        };
+        broker.schedule_sys();
+        broker
     }
 
     /// The configuration.
@@ -397,6 +410,7 @@ impl Broker {
                 }
                 Timer::Request(id) => self.on_request_timeout(id, out),
                 Timer::Reannounce => self.announce_connected(out),
+                Timer::Sys => self.on_sys_timer(),
             }
         }
     }

@@ -135,27 +135,14 @@ impl Broker {
             == Some(PayloadFormat::Utf8);
         if utf8 && std::str::from_utf8(&p.payload).is_err() {
             // The payload is not the UTF-8 its indicator says (§3.3.2.3.2): 0x99.
-            let reply = match p.qos {
-                PublishQos::AtMostOnce => None,
-                PublishQos::AtLeastOnce(pid) => Some((pid, false)),
-                PublishQos::ExactlyOnce(pid) => Some((pid, true)),
-            };
-            let Some((pid, qos2)) = reply else {
+            if !self.refuse_publish(conn, p.qos, PubAckReason::PayloadFormatInvalid, out) {
                 self.protocol_error(conn, DisconnectReason::PayloadFormatInvalid, out);
-                return;
-            };
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.receive_in_flight = c.receive_in_flight.saturating_add(1);
-                c.pipeline.push(
-                    Work::Reply(Reply::Refused {
-                        pid,
-                        qos2,
-                        reason: PubAckReason::PayloadFormatInvalid,
-                    }),
-                    0,
-                );
             }
-            self.drain_pipeline(Some(conn), out);
+            return;
+        }
+        if self.is_sys_topic(&topic) {
+            // The broker's own statistics; a QoS 0 publish is dropped.
+            self.refuse_publish(conn, p.qos, PubAckReason::NotAuthorized, out);
             return;
         }
         let now = self.now.instant;
@@ -621,6 +608,29 @@ impl Broker {
             );
         }
         self.drain_pipeline(None, out);
+    }
+
+    /// Answers a QoS 1/2 publish that is not taken with `reason` (a failure code ends its
+    /// flow); false for QoS 0, which has no answer.
+    fn refuse_publish(
+        &mut self,
+        conn: ConnId,
+        qos: PublishQos,
+        reason: PubAckReason,
+        out: &mut Outbox,
+    ) -> bool {
+        let (pid, qos2) = match qos {
+            PublishQos::AtMostOnce => return false,
+            PublishQos::AtLeastOnce(pid) => (pid, false),
+            PublishQos::ExactlyOnce(pid) => (pid, true),
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.receive_in_flight = c.receive_in_flight.saturating_add(1);
+            c.pipeline
+                .push(Work::Reply(Reply::Refused { pid, qos2, reason }), 0);
+        }
+        self.drain_pipeline(Some(conn), out);
+        true
     }
 
     /// Queues a message for delivery to every matching session (in a fleet, shared

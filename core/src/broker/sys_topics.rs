@@ -1,0 +1,153 @@
+//! The broker's statistics as retained QoS 0 messages under `$SYS/broker/`, as mosquitto
+//! publishes them: every `sys_interval` the values that changed since the last round (the
+//! uptime each time), for any client subscribed to `$SYS/#`. They are the node's own: kept in
+//! memory, never stored, never bridged to NATS. While they are on, clients cannot publish
+//! under `$SYS/broker/` (v5: 0x87 Not authorized; 3.1.1: acknowledged and dropped).
+
+use bytes::Bytes;
+
+use super::message::Message;
+use super::publish::RouteScope;
+use super::{Broker, BrokerStats, Timer};
+use crate::codec::QoS;
+use crate::topic::TopicName;
+
+/// The subtree the broker publishes in.
+pub(super) const SYS_BROKER: &str = "$SYS/broker/";
+
+/// The values published each round, by topic (under [`SYS_BROKER`]); the round publishes the
+/// ones that changed.
+#[derive(Debug, Default)]
+pub(super) struct SysValues {
+    last: Vec<(&'static str, String)>,
+}
+
+impl Broker {
+    /// Whether `topic` belongs to the broker's own statistics (while they are on).
+    pub(super) fn is_sys_topic(&self, topic: &TopicName) -> bool {
+        self.config.sys_interval.is_some() && topic.as_str().starts_with(SYS_BROKER)
+    }
+
+    /// Sets the first round's timer (at start, when statistics are on).
+    pub(super) fn schedule_sys(&mut self) {
+        if let Some(every) = self.config.sys_interval {
+            let at = self.now.instant.saturating_add(every);
+            self.schedule(at, Timer::Sys);
+        }
+    }
+
+    /// One round: routes the values that changed, and sets the next round.
+    pub(super) fn on_sys_timer(&mut self) {
+        let values = self.sys_values();
+        let mut changed = Vec::new();
+        for (topic, value) in values {
+            let known = self.sys.last.iter_mut().find(|(t, _)| *t == topic);
+            match known {
+                Some((_, last)) if *last == value => {}
+                Some((_, last)) => {
+                    last.clone_from(&value);
+                    changed.push((topic, value));
+                }
+                None => {
+                    self.sys.last.push((topic, value.clone()));
+                    changed.push((topic, value));
+                }
+            }
+        }
+        for (topic, value) in changed {
+            let Ok(topic) = TopicName::new(format!("{SYS_BROKER}{topic}")) else {
+                continue;
+            };
+            let msg = Message {
+                topic,
+                payload: Bytes::from(value),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties: None,
+                publisher: None,
+                seq: None,
+                expires_at: None,
+            };
+            // Local only, and not through the publish path: nothing is stored or bridged.
+            self.route_to(msg, RouteScope::All);
+        }
+        self.schedule_sys();
+    }
+
+    /// The statistics now, as (topic under `$SYS/broker/`, value).
+    fn sys_values(&self) -> Vec<(&'static str, String)> {
+        let BrokerStats {
+            messages_routed,
+            deliveries,
+            dropped_slow_consumer,
+            dropped_queue_full,
+            dropped_too_large,
+            dropped_expired,
+            unknown_inputs: _,
+            store_failures,
+            late_connect_notices,
+            share_messages_missed,
+        } = self.stats;
+        let connected = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.conn.is_some())
+            .count();
+        let subscriptions: usize = self
+            .sessions
+            .iter()
+            .map(|(_, s)| s.subscriptions.values().count())
+            .sum();
+        let uptime = self
+            .now
+            .instant
+            .saturating_duration_since(self.started)
+            .as_secs();
+        let dropped =
+            dropped_slow_consumer + dropped_queue_full + dropped_too_large + dropped_expired;
+        let mut values = vec![
+            ("version", format!("jetmq {}", env!("CARGO_PKG_VERSION"))),
+            ("uptime", format!("{uptime} seconds")),
+            ("clients/connected", connected.to_string()),
+            (
+                "clients/disconnected",
+                self.sessions.len().saturating_sub(connected).to_string(),
+            ),
+            ("clients/total", self.sessions.len().to_string()),
+            ("connections", self.conns.len().to_string()),
+            ("subscriptions/count", subscriptions.to_string()),
+            ("retained messages/count", self.retained.len().to_string()),
+            ("messages/routed", messages_routed.to_string()),
+            ("publish/messages/sent", deliveries.to_string()),
+            ("publish/messages/dropped", dropped.to_string()),
+            (
+                "publish/messages/dropped/slow consumer",
+                dropped_slow_consumer.to_string(),
+            ),
+            (
+                "publish/messages/dropped/queue full",
+                dropped_queue_full.to_string(),
+            ),
+            (
+                "publish/messages/dropped/too large",
+                dropped_too_large.to_string(),
+            ),
+            (
+                "publish/messages/dropped/expired",
+                dropped_expired.to_string(),
+            ),
+            ("store/failures", store_failures.to_string()),
+        ];
+        if self.config.fleet {
+            values.push((
+                "fleet/late connect notices",
+                late_connect_notices.to_string(),
+            ));
+            values.push((
+                "fleet/shared messages missed",
+                share_messages_missed.to_string(),
+            ));
+        }
+        values
+    }
+}

@@ -603,7 +603,10 @@ fn authentication_is_asked_of_the_shell() {
     assert!(h.packets(conn2).is_empty());
     h.input(Input::Authenticated {
         conn: conn2,
-        decision: AuthDecision::Allow { account: None },
+        decision: AuthDecision::Allow {
+            account: None,
+            permissions: None,
+        },
     });
     let packets = h.packets(conn2);
     assert!(
@@ -940,7 +943,10 @@ fn an_unanswered_authentication_times_out() {
     // A late decision for the closed connection changes nothing.
     h.input(Input::Authenticated {
         conn: c,
-        decision: AuthDecision::Allow { account: None },
+        decision: AuthDecision::Allow {
+            account: None,
+            permissions: None,
+        },
     });
     assert!(h.packets(c).is_empty());
 }

@@ -442,6 +442,7 @@ fn enhanced_authentication_is_a_conversation_through_the_shell() {
         AuthDecision::AllowWith {
             account: None,
             data: Some(Bytes::from_static(b"final")),
+            permissions: None,
         },
     );
     let Some(Packet::ConnAck(ack)) = h.next_packet(c) else {
@@ -459,7 +460,14 @@ fn enhanced_authentication_is_a_conversation_through_the_shell() {
     let req = h.auth_requests.pop().expect("asked to re-authenticate");
     assert_eq!(req.stage, AuthStage::Reauthenticate);
     assert_eq!(req.client_id, "e");
-    decide(&mut h, c, AuthDecision::Allow { account: None });
+    decide(
+        &mut h,
+        c,
+        AuthDecision::Allow {
+            account: None,
+            permissions: None,
+        },
+    );
     let Some(Packet::Auth(a)) = h.next_packet(c) else {
         panic!("no AUTH success")
     };
@@ -521,7 +529,14 @@ fn enhanced_authentication_refusals() {
     );
     // Re-authentication by a client that connected without a method is a protocol error.
     let c = h.connect(connect(V5, "plain", true));
-    decide(&mut h, c, AuthDecision::Allow { account: None });
+    decide(
+        &mut h,
+        c,
+        AuthDecision::Allow {
+            account: None,
+            permissions: None,
+        },
+    );
     h.packets(c);
     h.send(c, &auth_packet(AuthReason::ReAuthenticate, "TOY", b""));
     assert!(

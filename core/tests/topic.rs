@@ -644,6 +644,58 @@ fn arb_small_filter() -> impl Strategy<Value = String> {
         })
 }
 
+/// Short filters for [`covers_agrees_with_every_topic`]: up to four levels and a `#`.
+fn arb_short_filter() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(prop::sample::select(&["a", "b", "", "$a", "+"][..]), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(mut levels, hash)| {
+            if hash || levels.is_empty() {
+                levels.push("#");
+            }
+            levels.join("/")
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// `covers` says exactly whether every topic one filter matches the other matches too,
+    /// checked against every topic made of the filters' levels and one more value, up to one
+    /// level longer than the longer filter (a witness of a difference is never longer).
+    #[test]
+    fn covers_agrees_with_every_topic(a in arb_short_filter(), s in arb_short_filter()) {
+        let (Ok(fa), Ok(fs)) = (TopicFilter::new(a.clone()), TopicFilter::new(s.clone())) else {
+            return Ok(());
+        };
+        let mut values: Vec<&str> = a
+            .split('/')
+            .chain(s.split('/'))
+            .filter(|l| *l != "+" && *l != "#")
+            .chain(["c"])
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        let longest = a.split('/').count().max(s.split('/').count()) + 1;
+        let mut topics: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        let mut all = topics.clone();
+        for _ in 1..longest {
+            topics = topics
+                .iter()
+                .flat_map(|t| values.iter().map(move |v| format!("{t}/{v}")))
+                .collect();
+            all.extend(topics.iter().cloned());
+        }
+        // (The one-level empty topic is no topic name.)
+        let exact = all
+            .iter()
+            .filter_map(|t| TopicName::new(t.clone()).ok())
+            .all(|topic| !fs.matches(&topic) || fa.matches(&topic));
+        prop_assert_eq!(fa.covers(&fs), exact, "{} covers {}?", a, s);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 

@@ -138,7 +138,16 @@ pub fn broker_sequence(data: &[u8]) {
                 Some(conn) => Input::Authenticated {
                     conn,
                     decision: match op % 4 {
-                        0 => AuthDecision::Allow { account: None },
+                        0 => AuthDecision::Allow {
+                            account: None,
+                            // Half the time with topic permissions.
+                            permissions: (op & 0x04 != 0).then(|| {
+                                Box::new(jetmq_core::broker::Permissions {
+                                    publish: Some(vec!["a/%c/#".into(), "b".into()]),
+                                    subscribe: Some(vec!["a/#".into(), "$SYS/#".into()]),
+                                })
+                            }),
+                        },
                         1 => AuthDecision::Deny(ConnectReason::NotAuthorized),
                         2 => AuthDecision::Continue {
                             data: bytes::Bytes::from_static(b"challenge"),
@@ -147,6 +156,7 @@ pub fn broker_sequence(data: &[u8]) {
                         _ => AuthDecision::AllowWith {
                             account: None,
                             data: Some(bytes::Bytes::from_static(b"final")),
+                            permissions: None,
                         },
                     },
                 },

@@ -83,4 +83,105 @@ fn bad_auth_config_is_refused() {
     assert!(e.contains("allow_anonymus"), "{e}");
 }
 
-for_each_shell!(users_and_anonymous_access,);
+/// The next packet the broker sends `eventloop`'s client.
+async fn incoming(eventloop: &mut rumqttc::EventLoop) -> Packet {
+    loop {
+        match timeout(Duration::from_secs(10), eventloop.poll())
+            .await
+            .expect("an answer in time")
+            .expect("connected")
+        {
+            Event::Incoming(p) => return p,
+            Event::Outgoing(_) => {}
+        }
+    }
+}
+
+/// Topic permissions from `[[auth.users]]`: a user subscribes only within its filters and
+/// its publishes outside its topics are acknowledged (3.1.1) but never delivered, `%c`
+/// standing for its client identifier.
+async fn users_publish_and_subscribe_within_their_permissions(shell: Shell) {
+    let hash = jetmq::auth::hash_password(b"s3cret").expect("hash");
+    let (server, port) = common::serve(
+        shell,
+        &format!(
+            "[[auth.users]]\nusername = \"dev\"\npassword_hash = \"{hash}\"\npublish = [\"dev/%c/#\"]\nsubscribe = [\"dev/#\"]\n"
+        ),
+    )
+    .await;
+    let mut o = MqttOptions::new("dev1", "127.0.0.1", port);
+    o.set_credentials("dev", "s3cret");
+    let (client, mut events) = AsyncClient::new(o, 10);
+    assert!(
+        matches!(incoming(&mut events).await, Packet::ConnAck(a) if a.code == ConnectReturnCode::Success)
+    );
+    for (filter, granted) in [("dev/#", true), ("#", false), ("other/+", false)] {
+        client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        let Packet::SubAck(ack) = incoming(&mut events).await else {
+            panic!("expected SUBACK");
+        };
+        let ok = matches!(
+            ack.return_codes[..],
+            [rumqttc::SubscribeReasonCode::Success(_)]
+        );
+        assert_eq!(ok, granted, "{filter}: {:?}", ack.return_codes);
+    }
+    for topic in ["dev/dev2/t", "dev/dev1/t"] {
+        client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, topic.to_string())
+            .await
+            .expect("publish");
+    }
+    // Both acknowledged (3.1.1 cannot refuse); only the own topic comes back.
+    let mut acks = 0;
+    let mut delivered = Vec::new();
+    while acks < 2 || delivered.is_empty() {
+        match incoming(&mut events).await {
+            Packet::PubAck(_) => acks += 1,
+            Packet::Publish(p) => delivered.push(p.topic),
+            _ => {}
+        }
+    }
+    assert_eq!(delivered, ["dev/dev1/t"]);
+    server.shutdown().await.expect("clean stop");
+}
+
+for_each_shell!(
+    users_and_anonymous_access,
+    users_publish_and_subscribe_within_their_permissions,
+);
+
+#[test]
+fn permissions_must_be_topic_filters() {
+    for (text, key) in [
+        (
+            "[[auth.users]]\nusername = \"u\"\npassword_hash = \"HASH\"\npublish = [\"a/#/b\"]\n",
+            "auth.users[0].publish",
+        ),
+        (
+            "[[auth.users]]\nusername = \"u\"\npassword_hash = \"HASH\"\nsubscribe = [\"\"]\n",
+            "auth.users[0].subscribe",
+        ),
+        (
+            "[auth]\nanonymous_subscribe = [\"a+\"]\n",
+            "auth.anonymous_subscribe",
+        ),
+    ] {
+        let hash = jetmq::auth::hash_password(b"x").expect("hash");
+        let e = ServerConfig::default()
+            .apply_toml(&text.replace("HASH", &hash))
+            .expect_err("not a filter")
+            .to_string();
+        assert!(e.contains(key) && e.contains("topic filter"), "{e}");
+    }
+    let mut c = ServerConfig::default();
+    c.apply_toml("[auth]\nanonymous_publish = []\nanonymous_subscribe = [\"public/#\"]\n")
+        .expect("valid");
+    assert!(
+        c.broker.authenticate,
+        "anonymous clients get their permissions from the shell"
+    );
+}

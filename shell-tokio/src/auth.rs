@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use jetmq_core::broker::{AuthDecision, AuthRequest, AuthStage};
+use jetmq_core::broker::{AuthDecision, AuthRequest, AuthStage, Permissions};
 use jetmq_core::codec::ConnectReason;
 
 use crate::scram::{self, ScramCredential};
@@ -22,6 +22,10 @@ pub struct AuthConfig {
     pub users: BTreeMap<String, String>,
     /// User name → SCRAM-SHA-256 credential, for enhanced authentication.
     pub scram: BTreeMap<String, ScramCredential>,
+    /// User name → what the user may publish and subscribe to (users not listed: anything).
+    pub permissions: BTreeMap<String, Permissions>,
+    /// What clients without a user name may publish and subscribe to (`None`: anything).
+    pub anonymous: Option<Permissions>,
 }
 
 impl AuthConfig {
@@ -32,13 +36,27 @@ impl AuthConfig {
             allow_anonymous: true,
             users: BTreeMap::new(),
             scram: BTreeMap::new(),
+            permissions: BTreeMap::new(),
+            anonymous: None,
         }
+    }
+
+    /// What `user` (who authenticated as that) may do, for its decision (`None`: anything).
+    fn permissions_of(&self, user: Option<&str>) -> Option<Box<Permissions>> {
+        let permissions = match user {
+            Some(user) => self.permissions.get(user)?.for_user(user),
+            None => self.anonymous.clone()?,
+        };
+        Some(Box::new(permissions))
     }
 
     /// Whether the broker needs to ask at all.
     #[must_use]
     pub fn is_open(&self) -> bool {
-        self.allow_anonymous && self.users.is_empty() && self.scram.is_empty()
+        self.allow_anonymous
+            && self.users.is_empty()
+            && self.scram.is_empty()
+            && self.anonymous.is_none()
     }
 
     /// Decides on a CONNECT's credentials, or on a step of enhanced authentication.
@@ -58,10 +76,11 @@ impl AuthConfig {
         let lookup = |user: &str| self.scram.get(user);
         let result = match (request.stage, &request.state) {
             (AuthStage::Continue, Some(state)) => {
-                scram::server_final(data, state, lookup).map(|(last, _user)| {
+                scram::server_final(data, state, lookup).map(|(last, user)| {
                     AuthDecision::AllowWith {
                         account: None,
                         data: Some(last.into()),
+                        permissions: self.permissions_of(Some(&user)),
                     }
                 })
             }
@@ -93,7 +112,10 @@ impl AuthConfig {
     fn decide_password(&self, request: &AuthRequest) -> AuthDecision {
         let Some(username) = request.username.as_deref() else {
             return if self.allow_anonymous {
-                AuthDecision::Allow { account: None }
+                AuthDecision::Allow {
+                    account: None,
+                    permissions: self.permissions_of(None),
+                }
             } else {
                 AuthDecision::Deny(ConnectReason::NotAuthorized)
             };
@@ -108,7 +130,10 @@ impl AuthConfig {
             }
         };
         if ok {
-            AuthDecision::Allow { account: None }
+            AuthDecision::Allow {
+                account: None,
+                permissions: self.permissions_of(Some(username)),
+            }
         } else {
             AuthDecision::Deny(ConnectReason::BadUserNameOrPassword)
         }
@@ -154,4 +179,62 @@ pub fn scram_credential(password: &[u8]) -> ScramCredential {
     let mut salt = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
     ScramCredential::new(password, &salt, scram::DEFAULT_ITERATIONS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytestring::ByteString;
+
+    fn list(l: &[&str]) -> Option<Vec<ByteString>> {
+        Some(l.iter().map(|s| ByteString::from(*s)).collect())
+    }
+
+    /// A user's decision carries its permissions with `%u` filled in by the name it
+    /// authenticated as; clients without a user name get the anonymous ones.
+    #[test]
+    fn decisions_carry_the_users_permissions() {
+        let mut config = AuthConfig::open();
+        config
+            .users
+            .insert("alice".into(), hash_password(b"pw").expect("hash"));
+        config.permissions.insert(
+            "alice".into(),
+            Permissions {
+                publish: list(&["users/%u/#"]),
+                subscribe: None,
+            },
+        );
+        config.anonymous = Some(Permissions {
+            publish: list(&[]),
+            subscribe: list(&["public/#"]),
+        });
+        let request = |username: Option<&str>| AuthRequest {
+            conn: jetmq_core::broker::ConnId::new(1).expect("id"),
+            info: jetmq_core::broker::ConnInfo {
+                peer: "test".into(),
+                listener: jetmq_core::broker::ListenerKind::Test,
+                tls_identity: None,
+            },
+            protocol: jetmq_core::codec::ProtocolVersion::V311,
+            client_id: "c".into(),
+            username: username.map(Into::into),
+            password: Some(bytes::Bytes::from_static(b"pw")),
+            method: None,
+            data: None,
+            stage: AuthStage::Connect,
+            state: None,
+        };
+        let AuthDecision::Allow { permissions, .. } = config.decide(&request(Some("alice"))) else {
+            panic!("alice is allowed");
+        };
+        assert_eq!(
+            permissions.expect("permissions").publish,
+            list(&["users/alice/#"])
+        );
+        let AuthDecision::Allow { permissions, .. } = config.decide(&request(None)) else {
+            panic!("anonymous clients are allowed");
+        };
+        assert_eq!(permissions.map(|p| *p), config.anonymous);
+    }
 }

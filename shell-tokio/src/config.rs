@@ -324,6 +324,8 @@ struct UserFile {
     username: String,
     password_hash: Option<String>,
     scram: Option<String>,
+    publish: Option<Vec<String>>,
+    subscribe: Option<Vec<String>>,
 }
 
 /// The `[auth]` table.
@@ -331,8 +333,42 @@ struct UserFile {
 #[serde(deny_unknown_fields)]
 struct AuthFile {
     allow_anonymous: Option<bool>,
+    anonymous_publish: Option<Vec<String>>,
+    anonymous_subscribe: Option<Vec<String>>,
     #[serde(default)]
     users: Vec<UserFile>,
+}
+
+/// Topic permissions from the configuration file: each pattern checked as an MQTT topic
+/// filter (with `%c` and `%u` standing for a client identifier and a user name).
+fn permissions(
+    publish: (&str, Option<Vec<String>>),
+    subscribe: (&str, Option<Vec<String>>),
+) -> Result<Option<jetmq_core::broker::Permissions>, ConfigError> {
+    let check = |(key, patterns): (&str, Option<Vec<String>>)| {
+        patterns
+            .map(|patterns| {
+                patterns
+                    .into_iter()
+                    .map(|p| {
+                        let example = p.replace("%c", "c").replace("%u", "u");
+                        match jetmq_core::topic::TopicFilter::new(example) {
+                            Ok(_) => Ok(bytestring::ByteString::from(p)),
+                            Err(_) => Err(invalid(
+                                key,
+                                &p,
+                                "an MQTT topic filter (%c: the client identifier, %u: the user name)",
+                            )),
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+    };
+    let publish = check(publish)?;
+    let subscribe = check(subscribe)?;
+    Ok((publish.is_some() || subscribe.is_some())
+        .then_some(jetmq_core::broker::Permissions { publish, subscribe }))
 }
 
 /// A configuration value that cannot be used, with what is allowed.
@@ -601,6 +637,10 @@ impl ServerConfig {
         if let Some(anonymous) = file.auth.allow_anonymous {
             self.auth.allow_anonymous = anonymous;
         }
+        self.auth.anonymous = permissions(
+            ("auth.anonymous_publish", file.auth.anonymous_publish),
+            ("auth.anonymous_subscribe", file.auth.anonymous_subscribe),
+        )?;
         for (i, user) in file.auth.users.into_iter().enumerate() {
             if user.username.is_empty() {
                 return Err(invalid(
@@ -625,6 +665,13 @@ impl ServerConfig {
                     &user.username,
                     "a user name not listed before",
                 ));
+            }
+            let granted = permissions(
+                (&key("publish"), user.publish),
+                (&key("subscribe"), user.subscribe),
+            )?;
+            if let Some(granted) = granted {
+                self.auth.permissions.insert(user.username.clone(), granted);
             }
             if let Some(hash) = user.password_hash {
                 if let Err(why) = crate::auth::check_hash(&hash) {

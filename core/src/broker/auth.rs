@@ -15,6 +15,7 @@ use super::io::{Action, AuthDecision, AuthRequest, AuthStage, CloseReason, ConnI
 use super::session::DEFAULT_ACCOUNT;
 use super::Broker;
 use crate::codec::{Auth, AuthReason, Connect, ConnectReason, DisconnectReason, Packet};
+use crate::topic::TopicName;
 
 impl Broker {
     /// Asks the shell about a CONNECT; the connection waits in `Authenticating`.
@@ -90,9 +91,16 @@ impl Broker {
             ..
         } = *authentication;
         let version = connect.protocol;
-        let (account, reply) = match decision {
-            AuthDecision::Allow { account } => (account, None),
-            AuthDecision::AllowWith { account, data } => (account, data),
+        let (account, reply, permissions) = match decision {
+            AuthDecision::Allow {
+                account,
+                permissions,
+            } => (account, None, permissions),
+            AuthDecision::AllowWith {
+                account,
+                data,
+                permissions,
+            } => (account, data, permissions),
             AuthDecision::Continue { data, state } => {
                 let Some(method) = connect.properties.authentication_method.clone() else {
                     // Nothing to continue without an enhanced method.
@@ -125,6 +133,18 @@ impl Broker {
         c.phase = Phase::AwaitingConnect { deadline };
         if reply.is_some() {
             c.extensions().auth_reply = reply;
+        }
+        if let Some(permissions) = permissions {
+            let grants = permissions.resolve(&client_id);
+            let will_denied = connect.will.as_ref().is_some_and(|w| {
+                TopicName::new(w.topic.clone()).is_ok_and(|topic| !grants.may_publish(&topic))
+            });
+            if will_denied {
+                // Its will could never be published: refused now, with the reason.
+                self.refuse(conn, version, ConnectReason::NotAuthorized, out);
+                return;
+            }
+            c.extensions().grants = Some(grants);
         }
         let account = account.unwrap_or_else(|| ByteString::from_static(DEFAULT_ACCOUNT));
         self.accept(conn, connect, client_id, assigned, account, out);

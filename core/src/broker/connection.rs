@@ -252,6 +252,8 @@ pub(crate) struct Extensions {
     pub(crate) reauth: Option<Reauth>,
     /// The method's final data, for the CONNACK that ends an enhanced authentication.
     pub(crate) auth_reply: Option<Bytes>,
+    /// What the client may publish and subscribe to (`None`: everything).
+    pub(crate) grants: Option<super::permissions::Grants>,
 }
 
 /// Where a re-authentication (MQTT 5.0 §4.12.1) stands.
@@ -270,6 +272,11 @@ impl Connection {
     /// The extensions, made if missing.
     pub(crate) fn extensions(&mut self) -> &mut Extensions {
         self.extensions.get_or_insert_with(Box::default)
+    }
+
+    /// What the client may publish and subscribe to, when not everything.
+    pub(crate) fn grants(&self) -> Option<&super::permissions::Grants> {
+        self.extensions.as_ref()?.grants.as_ref()
     }
 
     /// The enhanced authentication method the client connected with.

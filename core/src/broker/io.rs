@@ -102,6 +102,9 @@ pub enum AuthDecision {
     Allow {
         /// The tenant the client belongs to.
         account: Option<ByteString>,
+        /// What it may publish and subscribe to; `None`: everything.
+        #[serde(default)]
+        permissions: Option<Box<super::Permissions>>,
     },
     /// Accept an enhanced authentication, sending the method's final data in the CONNACK
     /// (or in the AUTH that ends a re-authentication). The account is kept on
@@ -111,6 +114,9 @@ pub enum AuthDecision {
         account: Option<ByteString>,
         /// The method's final data for the client, if any.
         data: Option<Bytes>,
+        /// What it may publish and subscribe to; `None`: everything.
+        #[serde(default)]
+        permissions: Option<Box<super::Permissions>>,
     },
     /// Enhanced authentication goes on: send the client an AUTH (0x18) with `data`, and hand
     /// `state` back with its answer.

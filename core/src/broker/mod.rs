@@ -54,6 +54,7 @@ mod connection;
 mod io;
 mod lifecycle;
 mod message;
+mod permissions;
 mod persist;
 mod publish;
 pub mod retained;
@@ -78,6 +79,7 @@ pub use io::{
     ListenerKind, Notice, Outbox,
 };
 pub use message::{Message, SharedMessage, Will};
+pub use permissions::Permissions;
 pub use session::{SessionInfo, SessionKey, DEFAULT_ACCOUNT};
 
 use connection::{Connection, Pipeline};

@@ -140,8 +140,14 @@ impl Broker {
             }
             return;
         }
-        if self.is_sys_topic(&topic) {
-            // The broker's own statistics; a QoS 0 publish is dropped.
+        let allowed = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.grants())
+            .is_none_or(|g| g.may_publish(&topic));
+        if !allowed || self.is_sys_topic(&topic) {
+            // Not the client's to publish (or the broker's own statistics): 0x87; a QoS 0
+            // publish is dropped.
             self.refuse_publish(conn, p.qos, PubAckReason::NotAuthorized, out);
             return;
         }

@@ -43,6 +43,15 @@ impl Broker {
                 self.protocol_error(conn, DisconnectReason::ProtocolError, out);
                 return;
             }
+            let denied = self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.grants())
+                .is_some_and(|g| !g.may_subscribe(&filter));
+            if denied {
+                reasons.push(SubAckReason::NotAuthorized);
+                continue;
+            }
             let mut options = options;
             options.qos = options.qos.min(max_qos);
             let Some(s) = self.sessions.get_mut(session) else {

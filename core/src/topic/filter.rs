@@ -32,6 +32,38 @@ impl TopicFilter {
         TopicName::new(self.text.clone()).ok()
     }
 
+    /// Whether every topic name `other` matches is matched by this filter too (so a client
+    /// allowed this filter may subscribe to `other`). Exact for the wildcard rules of §4.7,
+    /// including `a/#` matching `a` and [MQTT-4.7.2-1]: `#` does not cover `$SYS/#`.
+    pub fn covers(&self, other: &TopicFilter) -> bool {
+        if self.starts_with_wildcard() && other.text.starts_with('$') {
+            return false;
+        }
+        if other.text == "#" {
+            // Every topic has a level, so `#` alone is `+/#`.
+            return self.text == "#" || self.text == "+/#";
+        }
+        let mut mine = self.as_bytes().split(|&b| b == b'/');
+        let mut theirs = other.as_bytes().split(|&b| b == b'/');
+        loop {
+            match (mine.next(), theirs.next()) {
+                (Some(b"#"), _) => return true,
+                // `a/#` matches `a`: a filter that ends here is covered by one ending in `/#`.
+                (Some(_), None) => return false,
+                (None, None) => return true,
+                (None, Some(_)) => return false,
+                (Some(b"+"), Some(b"#")) => return false,
+                (Some(b"+"), Some(_)) => {}
+                (Some(_), Some(b"+" | b"#")) => return false,
+                (Some(m), Some(t)) => {
+                    if m != t {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether this filter matches `topic` under MQTT §4.7; never allocates.
     ///
     /// `+` matches exactly one level and `#` matches any number of trailing levels, including none,

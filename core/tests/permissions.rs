@@ -168,3 +168,28 @@ fn a_will_the_client_may_not_publish_refuses_the_connect() {
         assert_eq!(reason, ConnectReason::Success, "{version:?}");
     }
 }
+
+#[test]
+fn a_resumed_session_loses_the_subscriptions_its_permissions_no_longer_allow() {
+    let mut h = broker();
+    let (d, _) = admit(&mut h, connect(V3, "d", false), None);
+    assert_eq!(
+        subscribe_reasons(&mut h, d, "other/#"),
+        [SubAckReason::GrantedQos1]
+    );
+    assert_eq!(
+        subscribe_reasons(&mut h, d, "dev/d/#"),
+        [SubAckReason::GrantedQos1]
+    );
+    h.input(Input::Closed { conn: d });
+    // The user's permissions shrank meanwhile.
+    let (d, reason) = admit(&mut h, connect(V3, "d", false), Some(devices()));
+    assert_eq!(reason, ConnectReason::Success);
+    let (p, _) = admit(&mut h, connect(V3, "p", true), None);
+    for topic in ["other/x", "dev/d/x"] {
+        h.send(p, &publish(topic, "m", PublishQos::AtMostOnce, false));
+    }
+    let got = h.publishes(d);
+    let topics: Vec<&str> = got.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(topics, ["dev/d/x"]);
+}

@@ -606,6 +606,9 @@ impl Broker {
         let was_persistent = s.persistent;
         s.persistent = persistent;
         s.expiry = expiry;
+        if session_present {
+            self.drop_unpermitted_subscriptions(conn, session);
+        }
         if persistent || was_persistent {
             self.save_session(session, out);
         }

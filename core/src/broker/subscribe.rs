@@ -134,6 +134,32 @@ impl Broker {
         self.acknowledge_subscription_change(conn, session, changed, ack, Vec::new(), out);
     }
 
+    /// Removes the subscriptions of a resumed session that its new connection's permissions
+    /// no longer allow (they shrank since the subscriptions were made).
+    pub(super) fn drop_unpermitted_subscriptions(&mut self, conn: ConnId, session: SessionId) {
+        let Some(grants) = self.conns.get(&conn).and_then(|c| c.grants()) else {
+            return;
+        };
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        let denied: Vec<ByteString> = s
+            .subscriptions
+            .iter()
+            .filter(|(_, e)| !grants.may_subscribe(&e.filter))
+            .map(|(text, _)| text.clone())
+            .collect();
+        for text in denied {
+            let removed = self
+                .sessions
+                .get_mut(session)
+                .and_then(|s| s.subscriptions.remove(&text));
+            if let Some(entry) = removed {
+                self.unindex_subscription(session, &entry);
+            }
+        }
+    }
+
     /// Sends `ack` once a persistent session's new subscriptions are stored (its record and
     /// its consumer's filters), then the retained messages.
     fn acknowledge_subscription_change(

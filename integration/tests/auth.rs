@@ -149,9 +149,64 @@ async fn users_publish_and_subscribe_within_their_permissions(shell: Shell) {
     server.shutdown().await.expect("clean stop");
 }
 
+/// A reload (what SIGHUP does in the binaries) replaces users and passwords for the CONNECTs
+/// that follow; an invalid file changes nothing.
+async fn a_reload_replaces_the_users(shell: Shell) {
+    let dir = common::TempDir::new("reload");
+    let user = |password: &str| {
+        let hash = jetmq::auth::hash_password(password.as_bytes()).expect("hash");
+        format!("[[auth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\n")
+    };
+    let file = dir.write("jetmq.toml", &user("one"));
+    let cli = jetmq::config::CommandLine {
+        config: Some(file.clone()),
+        ..Default::default()
+    };
+    let mut config = ServerConfig::load(&cli).expect("valid");
+    config.listen = vec!["127.0.0.1:0".parse().expect("address")];
+    config.data_dir = None;
+    let source = config.auth_source();
+    config.auth_source = Some(source.clone());
+    let server = common::start(
+        shell,
+        config,
+        std::sync::Arc::new(jetmq::store::MemoryBackend::default()),
+    )
+    .await
+    .expect("starts");
+    let port = server.local_addrs[0].port();
+    assert_eq!(
+        connack(port, "a", Some(("alice", "one"))).await,
+        ConnectReturnCode::Success
+    );
+
+    std::fs::write(&file, user("two")).expect("rewrite");
+    let done = ServerConfig::reload_auth(&cli, &source, true).expect("reloaded");
+    assert!(done.contains("1 users"), "{done}");
+    assert_eq!(
+        connack(port, "b", Some(("alice", "one"))).await,
+        ConnectReturnCode::BadUserNamePassword
+    );
+    assert_eq!(
+        connack(port, "c", Some(("alice", "two"))).await,
+        ConnectReturnCode::Success
+    );
+
+    std::fs::write(&file, "[[auth.users]]\nusername = \"alice\"\n").expect("rewrite");
+    let e = ServerConfig::reload_auth(&cli, &source, true).expect_err("no password");
+    assert!(e.to_string().contains("auth.users[0]"), "{e}");
+    assert_eq!(
+        connack(port, "d", Some(("alice", "two"))).await,
+        ConnectReturnCode::Success,
+        "the previous settings stay"
+    );
+    server.shutdown().await.expect("clean stop");
+}
+
 for_each_shell!(
     users_and_anonymous_access,
     users_publish_and_subscribe_within_their_permissions,
+    a_reload_replaces_the_users,
 );
 
 #[test]

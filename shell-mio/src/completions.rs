@@ -3,16 +3,15 @@
 //! loop's `mio::Waker`. This module runs the authentication thread.
 
 use std::sync::mpsc;
-use std::sync::Arc;
 
-use jetmq::auth::AuthConfig;
+use jetmq::auth::AuthSource;
 use jetmq::inputs::InputQueue;
 use jetmq_core::broker::{AuthRequest, Input};
 
 /// Starts the thread that decides on authentication requests (Argon2 is slow on purpose, so
 /// it must not run on the loop); it ends when the returned sender is dropped.
 pub(crate) fn auth_thread(
-    auth: Arc<AuthConfig>,
+    auth: AuthSource,
     completions: InputQueue,
 ) -> std::io::Result<mpsc::Sender<AuthRequest>> {
     let (tx, rx) = mpsc::channel::<AuthRequest>();
@@ -20,7 +19,7 @@ pub(crate) fn auth_thread(
         .name("jetmq-auth".into())
         .spawn(move || {
             for request in rx {
-                let decision = auth.decide(&request);
+                let decision = auth.current().decide(&request);
                 completions.push(Input::Authenticated {
                     conn: request.conn,
                     decision,

@@ -16,7 +16,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.serve.init_logging();
-    let config = match ServerConfig::load(&cli.serve) {
+    let mut config = match ServerConfig::load(&cli.serve) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("jetmq-mio: {e}");
@@ -32,10 +32,15 @@ fn main() -> ExitCode {
     };
     // SIGINT or SIGTERM stops the loop gracefully: caught from before the first connection is
     // served, so a signal right after it is not fatal.
+    // SIGHUP reloads the authentication settings (users, passwords, permissions).
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]);
+    let source = config.auth_source();
+    config.auth_source = Some(source.clone());
+    let authenticating = config.broker.authenticate;
     let running = match jetmq_mio::spawn(config, store) {
         Ok(r) => r,
         Err(e) => {
@@ -46,14 +51,26 @@ fn main() -> ExitCode {
     let stopper = running.stopper();
     match signals {
         Ok(mut signals) => {
+            let cli = cli.serve.clone();
             std::thread::spawn(move || {
-                if signals.forever().next().is_some() {
+                for signal in signals.forever() {
+                    if signal == signal_hook::consts::SIGHUP {
+                        match ServerConfig::reload_auth(&cli, &source, authenticating) {
+                            Ok(done) => tracing::info!("{done}"),
+                            Err(e) => tracing::warn!(
+                                error = %e,
+                                "reload refused: the previous settings stay"
+                            ),
+                        }
+                        continue;
+                    }
                     tracing::info!("shutting down");
                     stopper.stop();
+                    break;
                 }
             });
         }
-        Err(e) => tracing::warn!(error = %e, "cannot catch SIGINT/SIGTERM"),
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGINT/SIGTERM/SIGHUP"),
     }
     match running.join() {
         Ok(()) => ExitCode::SUCCESS,

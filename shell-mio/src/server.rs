@@ -208,7 +208,7 @@ impl MioServer {
         let nats = jetmq::nats_link::NatsLink::for_config(&config, "jetmq-mio", move |input| {
             c.push(input)
         })?;
-        let auth = completions::auth_thread(Arc::new(config.auth.clone()), completions.clone())?;
+        let auth = completions::auth_thread(config.auth_source(), completions.clone())?;
         let recorder = match &config.record {
             Some(path) => Some(Recorder::create(path, config.seed, &config.broker, now)?),
             None => None,

@@ -6,6 +6,10 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../shell-tokio/tests/support/mod.rs"]
+mod support;
+use support::{alice, connack_code, logged_port};
+
 /// A fresh directory under the system temp dir, removed when dropped.
 struct TempDir(std::path::PathBuf);
 
@@ -42,40 +46,43 @@ fn a_bad_configuration_is_refused_naming_the_key() {
     );
 }
 
-#[test]
-fn the_binary_serves_records_and_stops_on_sigterm() {
-    let dir = TempDir::new("serve");
-    let recording = dir.0.join("run.rec");
-    // Port 0: the broker takes a free port and logs it (no port picked here can be taken by
-    // something else, or carry old loopback connections, before the broker binds it).
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jetmq-mio"))
+/// A running `jetmq-mio` with `args`, its log in `dir`: the child, its MQTT port (it binds
+/// port 0 and logs the port: no port picked here can be taken by something else, or carry old
+/// loopback connections, before the broker binds it) and a reader of what it logged.
+fn spawn(dir: &TempDir, args: &[&std::ffi::OsStr]) -> (std::process::Child, u16) {
+    let child = Command::new(env!("CARGO_BIN_EXE_jetmq-mio"))
         .args(["--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.0.join("data"))
-        .arg("--record")
-        .arg(&recording)
+        .args(args)
         .args(["--log-level", "info"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.0.join("stderr")).expect("a log file"))
         .spawn()
         .expect("jetmq-mio starts");
-    // What the broker said: the bound address, and the reason for any failure.
-    let said = || std::fs::read_to_string(dir.0.join("stderr")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(15);
     let port = loop {
-        let log = said();
-        let port = log
-            .lines()
-            .find(|l| l.contains("listening for MQTT"))
-            .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse::<u16>().ok());
-        if let Some(port) = port {
+        let log = said(dir);
+        if let Some(port) = logged_port(&log) {
             break port;
         }
         assert!(Instant::now() < deadline, "jetmq-mio never listened: {log}");
         std::thread::sleep(Duration::from_millis(20));
     };
+    (child, port)
+}
+
+/// What the broker logged so far: the bound address, and the reason for any failure.
+fn said(dir: &TempDir) -> String {
+    std::fs::read_to_string(dir.0.join("stderr")).unwrap_or_default()
+}
+
+#[test]
+fn the_binary_serves_records_and_stops_on_sigterm() {
+    let dir = TempDir::new("serve");
+    let recording = dir.0.join("run.rec");
+    let (mut child, port) = spawn(&dir, &["--record".as_ref(), recording.as_os_str()]);
+    let said = || said(&dir);
     let mut mqtt = TcpStream::connect(("127.0.0.1", port)).expect("connects");
     mqtt.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -119,4 +126,40 @@ fn the_binary_serves_records_and_stops_on_sigterm() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn sighup_reloads_the_users() {
+    let dir = TempDir::new("reload");
+    let file = dir.0.join("jetmq.toml");
+    std::fs::write(&file, alice("one")).expect("write");
+    let (mut child, port) = spawn(&dir, &["--config".as_ref(), file.as_os_str()]);
+    assert_eq!(connack_code(port, "alice", "one"), 0);
+    std::fs::write(&file, alice("two")).expect("rewrite");
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while connack_code(port, "alice", "two") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the new password never worked: {}",
+            said(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        connack_code(port, "alice", "one"),
+        4,
+        "bad user name or password"
+    );
+    assert!(
+        said(&dir).contains("authentication reloaded"),
+        "{}",
+        said(&dir)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -5,6 +5,7 @@
 //! a good password hash is slow on purpose.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -12,6 +13,39 @@ use jetmq_core::broker::{AuthDecision, AuthRequest, AuthStage, Permissions};
 use jetmq_core::codec::ConnectReason;
 
 use crate::scram::{self, ScramCredential};
+
+/// The authentication settings a running server decides with, which a reload (SIGHUP on the
+/// binaries) replaces; each decision takes the ones current when it starts, and connected
+/// clients keep what they were granted.
+#[derive(Debug, Clone)]
+pub struct AuthSource(Arc<RwLock<Arc<AuthConfig>>>);
+
+impl AuthSource {
+    /// A source holding `config`.
+    #[must_use]
+    pub fn new(config: AuthConfig) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(config))))
+    }
+
+    /// The settings now.
+    #[must_use]
+    pub fn current(&self) -> Arc<AuthConfig> {
+        match self.0.read() {
+            Ok(current) => Arc::clone(&current),
+            // A writer cannot panic while holding the lock (it only swaps an Arc).
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the settings for the decisions that start from now on.
+    pub fn replace(&self, config: AuthConfig) {
+        let config = Arc::new(config);
+        match self.0.write() {
+            Ok(mut current) => *current = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
+}
 
 /// Who may connect.
 #[derive(Debug, Clone, Default)]

@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub record: Option<PathBuf>,
     /// Who may connect.
     pub auth: crate::auth::AuthConfig,
+    /// Where a running server reads `auth` from when the caller wants to replace it while
+    /// the server runs (the binaries do, on SIGHUP); `None`: `auth`, fixed.
+    pub auth_source: Option<crate::auth::AuthSource>,
     /// Log client identifiers and topics (personal data, redacted by default).
     pub log_pii: bool,
     /// The NATS server to bridge MQTT and NATS subjects with and keep state in, if any.
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             sync: jetmq_store::SyncPolicy::Always,
             record: None,
             auth: crate::auth::AuthConfig::open(),
+            auth_source: None,
             log_pii: false,
             nats: None,
         }
@@ -885,6 +889,40 @@ impl CommandLine {
 }
 
 impl ServerConfig {
+    /// The authentication settings a server started with this configuration decides with.
+    #[must_use]
+    pub fn auth_source(&self) -> crate::auth::AuthSource {
+        self.auth_source
+            .clone()
+            .unwrap_or_else(|| crate::auth::AuthSource::new(self.auth.clone()))
+    }
+
+    /// Reads the configuration again (`cli` and its file) and replaces the authentication
+    /// settings in `source` (users, passwords, permissions, anonymous access) with the
+    /// file's; what else changed needs a restart. `authenticating`: whether the running broker
+    /// asks for decisions at all (a server started open does not, so users added to it
+    /// only count after a restart, which the message says).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read or is invalid: nothing is replaced, and the error says why.
+    pub fn reload_auth(
+        cli: &CommandLine,
+        source: &crate::auth::AuthSource,
+        authenticating: bool,
+    ) -> Result<String, Box<dyn std::error::Error>> {
+        let config = Self::load(cli)?;
+        let users = config.auth.users.len().max(config.auth.scram.len());
+        let wants = config.broker.authenticate;
+        source.replace(config.auth);
+        Ok(if wants && !authenticating {
+            "the server was started without authentication: the new users and permissions \
+             count after a restart"
+                .to_owned()
+        } else {
+            format!("authentication reloaded: {users} users")
+        })
+    }
     /// Bridges MQTT and NATS subjects through the NATS server at `url` and keeps state in
     /// its JetStream (`key` names where the value came from, for the error); options set by
     /// the file are kept.

@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     }
     cli.serve.init_logging();
     match configure(&cli) {
-        Ok(config) => serve(config),
+        Ok(config) => serve(config, &cli.serve),
         Err(e) => {
             eprintln!("jetmq: {e}");
             ExitCode::from(2)
@@ -79,7 +79,7 @@ fn configure(cli: &Cli) -> Result<ServerConfig, Box<dyn std::error::Error>> {
     ServerConfig::load(&cli.serve)
 }
 
-fn serve(config: ServerConfig) -> ExitCode {
+fn serve(mut config: ServerConfig, cli: &jetmq::config::CommandLine) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,6 +101,9 @@ fn serve(config: ServerConfig) -> ExitCode {
     // connection stops it gracefully too.
     let signal = {
         let _runtime = runtime.enter();
+        let source = config.auth_source();
+        config.auth_source = Some(source.clone());
+        reload_on_hangup(cli.clone(), source, config.broker.authenticate);
         shutdown_signal()
     };
     let result = runtime.block_on(jetmq::server::run(config, store, signal));
@@ -211,6 +214,36 @@ fn administer(
             }
         }
     }
+}
+
+/// Reloads the authentication settings (users, passwords, permissions) from the
+/// configuration file at every SIGHUP, on the runtime entered; an invalid file is logged and
+/// changes nothing.
+fn reload_on_hangup(
+    cli: jetmq::config::CommandLine,
+    source: jetmq::auth::AuthSource,
+    authenticating: bool,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot catch SIGHUP: no reloading");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                match ServerConfig::reload_auth(&cli, &source, authenticating) {
+                    Ok(done) => tracing::info!("{done}"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reload refused: the previous settings stay");
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (cli, source, authenticating);
 }
 
 /// Completes at SIGINT or SIGTERM (Ctrl-C elsewhere). The handlers are installed when this is

@@ -207,7 +207,7 @@ async fn serve(
         nats: nats.clone(),
         store: Arc::clone(&store),
         replies,
-        auth: Arc::new(config.auth.clone()),
+        auth: config.auth_source(),
         control: control_tx.clone(),
         log_pii: config.log_pii,
     };
@@ -325,7 +325,7 @@ struct Effects {
     nats: Option<crate::nats_link::NatsLink>,
     store: Arc<dyn StoreBackend>,
     replies: StoreReplies,
-    auth: Arc<crate::auth::AuthConfig>,
+    auth: crate::auth::AuthSource,
     control: mpsc::UnboundedSender<Control>,
     log_pii: bool,
 }
@@ -389,7 +389,7 @@ fn execute(
         }
         Action::Authenticate(request) => {
             // Password hashing is slow on purpose: decide on a blocking thread.
-            let auth = Arc::clone(&effects.auth);
+            let auth = effects.auth.current();
             let control = effects.control.clone();
             tokio::task::spawn_blocking(move || {
                 let decision = auth.decide(&request);

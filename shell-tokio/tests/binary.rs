@@ -3,6 +3,9 @@
 
 use std::process::Command;
 
+mod support;
+use support::{alice, connack_code, logged_port};
+
 /// A fresh directory under the system temp dir, removed when dropped.
 struct TempDir(std::path::PathBuf);
 
@@ -171,4 +174,60 @@ fn the_binary_replays_a_recording() {
         String::from_utf8_lossy(&output.stdout).contains("all 2 steps identical"),
         "{output:?}"
     );
+}
+
+/// SIGHUP makes the running binary read its configuration file's users again.
+#[test]
+fn sighup_reloads_the_users() {
+    use std::time::{Duration, Instant};
+    let dir = TempDir::new("reload");
+    let file = dir.write("jetmq.toml", &alice("one"));
+    let log = dir.0.join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetmq"))
+        .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .arg("--config")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("jetmq starts");
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // It binds port 0 and logs the port it got.
+    let port = loop {
+        if let Some(port) = logged_port(&said()) {
+            break port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jetmq never listened: {}",
+            said()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(connack_code(port, "alice", "one"), 0);
+    std::fs::write(&file, alice("two")).expect("rewrite");
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    while connack_code(port, "alice", "two") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the new password never worked: {}",
+            said()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        connack_code(port, "alice", "one"),
+        4,
+        "bad user name or password"
+    );
+    assert!(said().contains("authentication reloaded"), "{}", said());
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -950,6 +950,23 @@ fn queue_subs_of(f: &Fleet, n: Node) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A publisher on node `a` publishes QoS 1 messages on `jobs/1` to `jobs/<count>`, and NATS
+/// carries them.
+fn publish_jobs(f: &mut Fleet, count: u16) {
+    let (p, _) = f.on(Node::A).connect_ok(connect(V3, "p", true));
+    for i in 1..=count {
+        let topic = format!("jobs/{i}");
+        let job = publish(
+            &topic,
+            "job",
+            PublishQos::AtLeastOnce(harness::pid(i)),
+            false,
+        );
+        f.a.send(p, &job);
+    }
+    f.carry(Node::A);
+}
+
 /// A shared subscription with members on both nodes: each message goes to one member in the
 /// whole fleet (on the node NATS hands it to), not to one member per node; a plain
 /// subscription still gets every message.
@@ -963,26 +980,22 @@ fn a_shared_subscription_spread_over_two_nodes_gets_each_message_once() {
     let (all, _) = f.b.connect_ok(connect(V3, "all", true));
     f.b.subscribe_ok(all, 1, "jobs/#", QoS::AtLeastOnce);
     f.carry(Node::B);
-    // One queue group, the same name on both nodes, on the filter's two subjects.
+    // One queue group, the same name on both nodes, on the filter's two subjects and the
+    // group's handed-over messages.
     let on_a = queue_subs_of(&f, Node::A);
     assert_eq!(on_a, queue_subs_of(&f, Node::B));
+    let queue = &on_a[0].0;
     let subjects: Vec<&str> = on_a.iter().map(|(_, s)| s.as_str()).collect();
-    assert_eq!(subjects, ["jobs", "jobs.>"]);
+    assert_eq!(
+        subjects,
+        [
+            format!("$JETMQ.handover.{queue}.>").as_str(),
+            "jobs",
+            "jobs.>"
+        ]
+    );
 
-    let (p, _) = f.on(Node::A).connect_ok(connect(V3, "p", true));
-    for i in 1..=4u16 {
-        let topic = format!("jobs/{i}");
-        f.a.send(
-            p,
-            &publish(
-                &topic,
-                "job",
-                PublishQos::AtLeastOnce(harness::pid(i)),
-                false,
-            ),
-        );
-    }
-    f.carry(Node::A);
+    publish_jobs(&mut f, 4);
     let got_a = f.a.publishes(m1);
     let got_b = f.b.publishes(m2);
     let mut topics: Vec<String> = got_a.iter().chain(&got_b).map(|m| m.0.clone()).collect();
@@ -1105,11 +1118,11 @@ fn the_last_member_on_a_node_leaves_the_queue_group() {
     f.a.subscribe_ok(plain, 1, "jobs/#", QoS::AtMostOnce);
     f.take_queue_changes();
     let subs = queue_subs_of(&f, Node::A);
-    assert_eq!(subs.len(), 2);
+    assert_eq!(subs.len(), 3, "{subs:?}");
     let queue = subs[0].0.clone();
     f.a.input(Input::Closed { conn: m1 });
     f.take_queue_changes();
-    assert_eq!(queue_subs_of(&f, Node::A).len(), 2, "one member is left");
+    assert_eq!(queue_subs_of(&f, Node::A).len(), 3, "one member is left");
     f.a.input(Input::Closed { conn: m1b });
     f.take_queue_changes();
     assert!(queue_subs_of(&f, Node::A).is_empty());
@@ -1161,4 +1174,78 @@ fn a_late_queue_delivery_of_a_retained_message_keeps_the_newer_one_retained() {
     let got = f.b.publishes(late);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!((got[0].1.as_str(), got[0].3), ("new", true));
+}
+
+/// A member whose session ends with an unacknowledged message of its shared subscription, and
+/// no other member on its node, hands the message to a member on the other node instead of
+/// dropping it.
+#[test]
+fn a_leaving_members_message_goes_to_a_member_on_the_other_node() {
+    let mut f = Fleet::new();
+    let (m1, _) = f.on(Node::A).connect_ok(connect(V3, "m1", true));
+    f.a.subscribe_ok(m1, 1, "$share/g/jobs/#", QoS::AtLeastOnce);
+    let (m2, _) = f.on(Node::B).connect_ok(connect(V3, "m2", true));
+    f.b.subscribe_ok(m2, 1, "$share/g/jobs/#", QoS::AtLeastOnce);
+    f.carry(Node::B);
+    publish_jobs(&mut f, 2);
+    let on_a = f.a.publishes(m1);
+    assert_eq!(on_a.len(), 1, "one job each: {on_a:?}");
+    assert_eq!(f.b.publishes(m2).len(), 1);
+
+    // m1 leaves without acknowledging its job; its session ends with it.
+    f.a.input(Input::Closed { conn: m1 });
+    let subjects = f.carry(Node::A);
+    assert!(
+        subjects.iter().any(|s| s.starts_with("$JETMQ.handover.")),
+        "{subjects:?}"
+    );
+    let got = f.b.publishes(m2);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].0.as_str(), got[0].2),
+        (on_a[0].0.as_str(), QoS::AtLeastOnce)
+    );
+}
+
+/// A handed-over message that reaches a node whose last member has just left is passed on
+/// again, a few times at most, then counted as missed.
+#[test]
+fn a_handed_over_message_without_a_member_here_is_passed_on_a_few_times() {
+    let mut f = Fleet::new();
+    let (m, _) = f.on(Node::A).connect_ok(connect(V3, "m", true));
+    f.a.subscribe_ok(m, 1, "$share/g/jobs/#", QoS::AtLeastOnce);
+    f.take_queue_changes();
+    let queue = queue_subs_of(&f, Node::A)[0].0.clone();
+    f.a.input(Input::Closed { conn: m });
+    f.a.nats.clear();
+    let handover = |hops: &str| Input::NatsQueueMessage {
+        queue: queue.clone().into(),
+        subject: format!("$JETMQ.handover.{queue}.jobs.1").into(),
+        headers: vec![
+            ("Nmqtt-Pub".into(), "1".into()),
+            ("Jetmq-Hops".into(), hops.into()),
+        ],
+        payload: bytes::Bytes::from_static(b"job"),
+    };
+    f.a.input(handover("1"));
+    let passed: Vec<_> =
+        f.a.nats
+            .iter()
+            .filter_map(|a| match a {
+                Action::NatsPublish {
+                    subject, headers, ..
+                } => Some((subject.to_string(), headers.clone())),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(passed.len(), 1, "{passed:?}");
+    assert_eq!(passed[0].0, format!("$JETMQ.handover.{queue}.jobs.1"));
+    assert!(passed[0]
+        .1
+        .iter()
+        .any(|h| h.name == "Jetmq-Hops" && h.value == "2"));
+    f.a.nats.clear();
+    f.a.input(handover("3"));
+    assert!(f.a.nats.is_empty(), "not passed on again");
+    assert_eq!(f.a.broker.stats().share_messages_missed, 1);
 }

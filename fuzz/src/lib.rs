@@ -164,14 +164,20 @@ pub fn broker_sequence(data: &[u8]) {
             },
             56 => Input::Continue,
             57 => {
-                // Fleet shared subscriptions: a queue group's delivery, or another node's
-                // notice that it took a stored message, for a few `$share/g/...` filters.
+                // Fleet shared subscriptions: a queue group's delivery (or a handed-over
+                // message), or another node's notice that it took a stored message, for a few
+                // `$share/g/...` filters.
                 let pick = rest.first().copied().unwrap_or(0);
                 rest = rest.get(1..).unwrap_or_default();
                 let filter = ["g/a", "g/#", "g/a/+", "h/a"][usize::from(pick & 0x03)];
                 let queue = format!("jetmq-share-{}", jetmq_core::js::records::hash(filter, 16));
-                let subject =
-                    ["a", "a.b", "$JETMQ.conn.x", "a.b/20c"][usize::from((pick >> 2) & 0x03)];
+                let subject = if pick & 0x40 == 0 {
+                    ["a", "a.b", "$JETMQ.conn.x", "a.b/20c"][usize::from((pick >> 2) & 0x03)]
+                        .to_owned()
+                } else {
+                    // Another node's member left: its message handed over.
+                    format!("$JETMQ.handover.{queue}.a.b")
+                };
                 let headers = if pick & 0x10 == 0 {
                     Vec::new()
                 } else {

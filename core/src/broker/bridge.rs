@@ -117,6 +117,25 @@ impl Broker {
         if subject.starts_with(RESERVED) {
             return;
         }
+        let headers = self.live_copy_headers(msg);
+        if self.config.fleet && msg.retain {
+            // Every node keeps the retained messages, subscribed to the topic or not.
+            out.push(Action::NatsPublish {
+                subject: format!("{RETAINED_PREFIX}{subject}").into(),
+                headers: headers.clone(),
+                payload: msg.payload.clone(),
+            });
+        }
+        out.push(Action::NatsPublish {
+            subject: ByteString::from(subject.as_ref()),
+            headers,
+            payload: msg.payload.clone(),
+        });
+    }
+
+    /// The headers of a message's live copy on NATS: its QoS (`Nmqtt-Pub`), and in a fleet
+    /// what the other nodes need (stream sequence, RETAIN, MQTT 5.0 properties).
+    pub(super) fn live_copy_headers(&self, msg: &Message) -> Vec<Header> {
         let mut headers = vec![Header {
             name: PUB_HEADER,
             value: (msg.qos as u8).to_string().into(),
@@ -135,20 +154,8 @@ impl Broker {
                 });
             }
             self.add_v5_headers(msg, &mut headers);
-            if msg.retain {
-                // Every node keeps the retained messages, subscribed to the topic or not.
-                out.push(Action::NatsPublish {
-                    subject: format!("{RETAINED_PREFIX}{subject}").into(),
-                    headers: headers.clone(),
-                    payload: msg.payload.clone(),
-                });
-            }
         }
-        out.push(Action::NatsPublish {
-            subject: ByteString::from(subject.as_ref()),
-            headers,
-            payload: msg.payload.clone(),
-        });
+        headers
     }
 
     /// Stamps a CONNECT accepted here: later than every connect this node has accepted or

@@ -214,7 +214,11 @@ impl Broker {
                 Some((share, self.next_member(share, &d.msg.topic, session, true)?))
             });
             let Some((share, (_, to, sub))) = next else {
-                // The session ends and no member is left: the message ends with it.
+                // The session ends and no member is left here: in a fleet, another node's
+                // member takes it over; else the message ends with it.
+                if let Some(share) = d.share {
+                    self.hand_over_to_another_node(share, &d.msg, 0);
+                }
                 self.ack_stored(session, &d, out);
                 continue;
             };

@@ -20,6 +20,7 @@ use bytestring::ByteString;
 
 use super::bridge::{header, RESERVED, SEQ_HEADER};
 use super::io::{Action, Outbox};
+use super::message::Message;
 use super::publish::RouteScope;
 use super::session::SessionId;
 use super::Broker;
@@ -29,6 +30,19 @@ use crate::topic::{subject, TopicName};
 
 /// Where a node tells the others it took a stored message for a shared subscription.
 pub(super) const TAKEN_PREFIX: &str = "$JETMQ.taken.";
+/// Where a node hands the unfinished messages of a member whose session ended, with no other
+/// member of its own left, to a node that has one (the queue group's own subscription).
+const HANDOVER_PREFIX: &str = "$JETMQ.handover.";
+
+/// How often a handed-over message was passed on by nodes that had no member any more.
+const HOPS_HEADER: &str = "Jetmq-Hops";
+/// Passes after which a handed-over message is dropped.
+const MAX_HOPS: u8 = 3;
+
+/// The queue group's subscription to handed-over messages.
+fn handovers(queue: &str) -> ByteString {
+    format!("{HANDOVER_PREFIX}{queue}.>").into()
+}
 
 /// The subscription to the taken notices of queue group `queue`.
 fn taken_notices(queue: &str) -> ByteString {
@@ -64,7 +78,8 @@ impl Broker {
             return;
         }
         let queue = group.queue.clone();
-        for subject in subject::filter_subjects(&group.filter).map(ByteString::from) {
+        let subjects = subject::filter_subjects(&group.filter).map(ByteString::from);
+        for subject in subjects.chain([handovers(&queue)]) {
             let queue = queue.clone();
             self.nats_changes.push(if added {
                 Action::NatsQueueSubscribe { subject, queue }
@@ -94,14 +109,37 @@ impl Broker {
             self.stats.unknown_inputs += 1;
             return;
         }
-        if subject.starts_with(RESERVED) {
-            // A group on `#` also matches the nodes' own subjects: none of them is for MQTT.
-            return;
-        }
         let Some(&share) = self.share_queues.get(queue) else {
             self.stats.unknown_inputs += 1;
             return;
         };
+        let handed_over = subject
+            .strip_prefix(HANDOVER_PREFIX)
+            .and_then(|rest| rest.strip_prefix(queue))
+            .and_then(|rest| rest.strip_prefix('.'));
+        if let Some(subject) = handed_over {
+            // Another node's member left for good: one member here takes its message over.
+            // (Its taken notice went out when it was first taken.)
+            let Some(msg) = self.message_from_nats(subject, headers, payload) else {
+                return;
+            };
+            if !self.share_members(share, &msg.topic).is_empty() {
+                self.route_to(msg, RouteScope::Share(share));
+                return;
+            }
+            // This node's last member left while NATS still counted it in: passed on again,
+            // a few times at most.
+            let hops = header(headers, HOPS_HEADER).and_then(|h| h.parse::<u8>().ok());
+            match hops.unwrap_or(0) {
+                hops @ 0..MAX_HOPS => self.hand_over_to_another_node(share, &msg, hops + 1),
+                _ => self.stats.share_messages_missed += 1,
+            }
+            return;
+        }
+        if subject.starts_with(RESERVED) {
+            // A group on `#` also matches the nodes' own subjects: none of them is for MQTT.
+            return;
+        }
         let Some(msg) = self.message_from_nats(subject, headers, payload) else {
             return;
         };
@@ -122,6 +160,32 @@ impl Broker {
             });
         }
         self.route_to(msg, RouteScope::Share(share));
+    }
+
+    /// Fleet: hands a message of shared subscription `share` whose member here ended, with
+    /// no other member here, to a node with a member (NATS picks one through the queue group;
+    /// with none anywhere the message is dropped, as on a single node). `hops`: how often it
+    /// was passed on already.
+    pub(super) fn hand_over_to_another_node(&mut self, share: u32, msg: &Message, hops: u8) {
+        if !(self.config.nats_bridge && self.config.fleet) {
+            return;
+        }
+        let Some(group) = self.share_groups.get(share as usize) else {
+            return;
+        };
+        let subject = subject::topic_to_subject(&msg.topic);
+        let mut headers = self.live_copy_headers(msg);
+        if hops > 0 {
+            headers.push(Header {
+                name: HOPS_HEADER,
+                value: hops.to_string().into(),
+            });
+        }
+        self.nats_changes.push(Action::NatsPublish {
+            subject: format!("{HANDOVER_PREFIX}{}.{subject}", group.queue).into(),
+            headers,
+            payload: msg.payload.clone(),
+        });
     }
 
     /// Another node took stored message `Jetmq-Seq` for a shared subscription: the members

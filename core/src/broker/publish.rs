@@ -140,21 +140,17 @@ impl Broker {
             }
             return;
         }
-        let allowed = self
-            .conns
-            .get(&conn)
-            .and_then(|c| c.grants())
-            .is_none_or(|g| g.may_publish(&topic));
-        if !allowed || self.is_sys_topic(&topic) {
+        let sys = self.is_sys_topic(&topic);
+        let now = self.now.instant;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if sys || c.grants().is_some_and(|g| !g.may_publish(&topic)) {
             // Not the client's to publish (or the broker's own statistics): 0x87; a QoS 0
             // publish is dropped.
             self.refuse_publish(conn, p.qos, PubAckReason::NotAuthorized, out);
             return;
         }
-        let now = self.now.instant;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
         let mut msg = Message {
             topic,
             payload: p.payload,

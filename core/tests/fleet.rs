@@ -1249,3 +1249,106 @@ fn a_handed_over_message_without_a_member_here_is_passed_on_a_few_times() {
     assert!(f.a.nats.is_empty(), "not passed on again");
     assert_eq!(f.a.broker.stats().share_messages_missed, 1);
 }
+
+/// One step of [`a_shared_subscription_delivers_each_job_once_per_member_turn`].
+#[derive(Debug, Clone)]
+enum ShareStep {
+    /// A new member joins on node b (or a).
+    Join { on_b: bool },
+    /// The `n`th member still connected leaves (its session ends with its connection).
+    Leave { n: usize },
+    /// A job is published through node b (or a).
+    Job { on_b: bool },
+}
+
+fn share_step() -> impl Strategy<Value = ShareStep> {
+    prop_oneof![
+        any::<bool>().prop_map(|on_b| ShareStep::Join { on_b }),
+        (0..8usize).prop_map(|n| ShareStep::Leave { n }),
+        any::<bool>().prop_map(|on_b| ShareStep::Job { on_b }),
+        any::<bool>().prop_map(|on_b| ShareStep::Job { on_b }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whatever the members joining and leaving on both nodes, and whatever node NATS picks,
+    /// every job published while the group had a member reaches one, no member gets a job
+    /// twice, and a job reaches a second member only after one that got it left without
+    /// acknowledging it (members here never acknowledge).
+    #[test]
+    fn a_shared_subscription_delivers_each_job_once_per_member_turn(
+        steps in prop::collection::vec(share_step(), 1..40),
+    ) {
+        let mut f = Fleet::new();
+        let (pa, _) = f.on(Node::A).connect_ok(connect(V3, "pa", true));
+        let (pb, _) = f.on(Node::B).connect_ok(connect(V3, "pb", true));
+        // (node, connection, jobs received), for members in join order.
+        let mut members: Vec<(Node, ConnId, Vec<String>, bool)> = Vec::new();
+        let mut jobs = 0u16;
+        // Jobs published while at least one member was connected, and the leaves that
+        // happened after each member got its jobs.
+        let mut wanted = Vec::new();
+        let mut joined = 0;
+        for step in steps {
+            match step {
+                ShareStep::Join { on_b } => {
+                    let node = if on_b { Node::B } else { Node::A };
+                    joined += 1;
+                    let id = format!("m{joined}");
+                    let (c, _) = f.on(node).connect_ok(connect(V3, &id, true));
+                    f.node(node).subscribe_ok(c, 1, "$share/g/jobs/#", QoS::AtLeastOnce);
+                    members.push((node, c, Vec::new(), true));
+                }
+                ShareStep::Leave { n } => {
+                    let connected: Vec<usize> =
+                        (0..members.len()).filter(|&i| members[i].3).collect();
+                    if connected.is_empty() {
+                        continue;
+                    }
+                    let i = connected[n % connected.len()];
+                    let (node, c) = (members[i].0, members[i].1);
+                    let got = f.node(node).publishes(c);
+                    members[i].2.extend(got.into_iter().map(|m| m.0));
+                    f.node(node).input(Input::Closed { conn: c });
+                    members[i].3 = false;
+                }
+                ShareStep::Job { on_b } => {
+                    jobs += 1;
+                    let (node, p) = if on_b { (Node::B, pb) } else { (Node::A, pa) };
+                    let topic = format!("jobs/{jobs}");
+                    let job = publish(&topic, "job", PublishQos::AtLeastOnce(harness::pid(jobs)), false);
+                    f.on(node).send(p, &job);
+                    if members.iter().any(|m| m.3) {
+                        wanted.push(topic);
+                    }
+                }
+            }
+            // NATS carries everything both ways before the next step.
+            for _ in 0..3 {
+                f.carry(Node::A);
+                f.carry(Node::B);
+            }
+        }
+        for m in members.iter_mut().filter(|m| m.3) {
+            let got = f.node(m.0).publishes(m.1);
+            m.2.extend(got.into_iter().map(|g| g.0));
+        }
+        for (_, _, got, _) in &members {
+            let mut unique = got.clone();
+            unique.sort();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), got.len(), "a member got a job twice: {:?}", got);
+        }
+        let left = members.iter().filter(|m| !m.3).count();
+        for topic in &wanted {
+            let deliveries = members.iter().filter(|m| m.2.contains(topic)).count();
+            prop_assert!(deliveries >= 1, "{} never arrived: {:?}", topic, members);
+            prop_assert!(
+                deliveries <= 1 + left,
+                "{} reached {} members with {} leaves", topic, deliveries, left
+            );
+        }
+    }
+}

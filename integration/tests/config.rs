@@ -86,6 +86,12 @@ fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
             "1 to 3600",
         ),
         (
+            "[metrics]\nlisten = \"nowhere\"",
+            "metrics.listen",
+            "nowhere",
+            "IP address with a port",
+        ),
+        (
             "[sys]\ninterval_secs = 3601",
             "sys.interval_secs",
             "3601",

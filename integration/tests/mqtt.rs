@@ -362,7 +362,44 @@ async fn sys_statistics_reach_a_sys_subscriber(shell: Shell) {
     server.shutdown().await.expect("clean shutdown");
 }
 
+/// `GET /metrics` on `[metrics] listen` answers in Prometheus' text format with the broker's
+/// figures; other paths get 404.
+async fn prometheus_metrics_are_served(shell: Shell) {
+    let (server, port) = common::serve(shell, "[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    let metrics = server.metrics_addr.expect("a metrics address");
+    let _sub = connect(options("watcher", port)).await;
+    let get = |path: &'static str| async move {
+        let mut http = TcpStream::connect(metrics).await.expect("connects");
+        http.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .expect("request");
+        let mut response = String::new();
+        timeout(DEADLINE, http.read_to_string(&mut response))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        response
+    };
+    let response = get("/metrics").await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        response.contains("\njetmq_clients_connected 1\n"),
+        "{response}"
+    );
+    assert!(
+        response.contains("# TYPE jetmq_publish_sent_total counter"),
+        "{response}"
+    );
+    assert!(
+        response.contains("jetmq_publish_dropped_total{reason=\"slow_consumer\"} 0"),
+        "{response}"
+    );
+    assert!(get("/").await.starts_with("HTTP/1.1 404"));
+    server.shutdown().await.expect("clean shutdown");
+}
+
 for_each_shell!(
+    prometheus_metrics_are_served,
     sys_statistics_reach_a_sys_subscriber,
     pub_sub_at_every_qos,
     a_client_flooding_itself_without_reading_is_still_read,

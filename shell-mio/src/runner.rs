@@ -26,6 +26,8 @@ const TOKENS: Tokens = Tokens {
 pub struct Running {
     /// The addresses the listeners are bound to.
     pub local_addrs: Vec<SocketAddr>,
+    /// Where the Prometheus metrics are served, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<io::Result<()>>>,
@@ -98,6 +100,7 @@ pub fn spawn(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Result<R
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let server = MioServer::new(config, store, poll.registry(), TOKENS, Arc::clone(&waker))?;
     let local_addrs = server.local_addrs().to_vec();
+    let metrics_addr = server.metrics_addr();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
@@ -105,6 +108,7 @@ pub fn spawn(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Result<R
         .spawn(move || serve(poll, server, &flag))?;
     Ok(Running {
         local_addrs,
+        metrics_addr,
         stop,
         waker,
         thread: Some(thread),

@@ -136,6 +136,9 @@ pub struct MioServer {
     more_to_read: Vec<usize>,
     /// The NATS bridge's connection (its own threads), if configured.
     nats: Option<jetmq::nats_link::NatsLink>,
+    /// Where the metrics endpoint's requests wait, and the endpoint, if configured.
+    desk: Arc<jetmq::metrics::MetricsDesk>,
+    metrics: Option<jetmq::metrics::MetricsServer>,
 }
 
 impl MioServer {
@@ -198,6 +201,12 @@ impl MioServer {
                 mode: Mode::new(transport),
             });
         }
+        let desk = jetmq::metrics::MetricsDesk::new();
+        let wake = Arc::clone(&waker);
+        desk.set_wake(move || {
+            let _ = wake.wake();
+        });
+        let metrics = jetmq::metrics::MetricsServer::for_config(&config, &desk)?;
         let started = Instant::now();
         let now = jetmq::clock::now_since(started);
         let completions = InputQueue::new(Arc::new(move || {
@@ -246,6 +255,8 @@ impl MioServer {
             dirty: Vec::new(),
             more_to_read: Vec::new(),
             nats,
+            desk,
+            metrics,
         };
         server
             .inputs
@@ -266,6 +277,12 @@ impl MioServer {
     #[must_use]
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Where the Prometheus metrics are served (`[metrics] listen`), if configured.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.local_addr)
     }
 
     /// Open MQTT connections (handshakes done), for health checks and metrics.
@@ -332,6 +349,7 @@ impl MioServer {
     /// Runs what is due after a poll: finished store and authentication work, the broker's
     /// timers, handshake timeouts, a large fan-out's next part and the end of a stop.
     pub fn after_poll(&mut self, registry: &Registry) {
+        self.desk.answer(&self.broker);
         self.collect_completions();
         let now = Instant::now();
         if self
@@ -716,6 +734,9 @@ impl Drop for MioServer {
         // The NATS connection's threads would otherwise go on reconnecting.
         if let Some(link) = &self.nats {
             link.stop();
+        }
+        if let Some(m) = self.metrics.as_mut() {
+            m.stop();
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub log_pii: bool,
     /// The NATS server to bridge MQTT and NATS subjects with and keep state in, if any.
     pub nats: Option<crate::nats_config::NatsConfig>,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A seed from the operating system's random source; should that fail, one derived from the
@@ -83,6 +85,7 @@ impl Default for ServerConfig {
             auth_source: None,
             log_pii: false,
             nats: None,
+            metrics: None,
         }
     }
 }
@@ -312,6 +315,15 @@ struct ConfigFile {
     store: StoreFile,
     #[serde(default)]
     sys: SysFile,
+    #[serde(default)]
+    metrics: MetricsFile,
+}
+
+/// The `[metrics]` table: the Prometheus endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    listen: Option<String>,
 }
 
 /// The `[sys]` table: the `$SYS/broker/` statistics.
@@ -619,6 +631,9 @@ impl ServerConfig {
         }
         if let Some(dir) = file.data_dir {
             self.data_dir = Some(dir);
+        }
+        if let Some(listen) = &file.metrics.listen {
+            self.metrics = Some(parse_listen("metrics.listen", listen)?);
         }
         match file.sys.interval_secs {
             None => {}

@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod inputs;
 pub mod jetstream;
+pub mod metrics;
 pub mod nats_config;
 pub mod nats_link;
 mod nats_tls;

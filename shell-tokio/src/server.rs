@@ -44,6 +44,8 @@ pub struct ServerHandle {
     /// The addresses the listeners are bound to (with the ports the system chose for port 0):
     /// those of `listen` first, then those of `listeners`, each in configuration order.
     pub local_addrs: Vec<SocketAddr>,
+    /// Where the Prometheus metrics are served, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
 }
@@ -101,16 +103,27 @@ pub async fn start(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Re
             max_ws_message,
         });
     }
+    let desk = crate::metrics::MetricsDesk::new();
+    let metrics = crate::metrics::MetricsServer::for_config(&config, &desk)?;
+    let metrics_addr = metrics.as_ref().map(|m| m.local_addr);
     let restored = store
         .restore()
         .map_err(|e| io::Error::other(format!("cannot read the store: {e}")))?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
-    let task = tokio::spawn(serve(config, store, listeners, restored, shutdown_rx));
+    let task = tokio::spawn(serve(
+        config,
+        store,
+        listeners,
+        restored,
+        (desk, metrics),
+        shutdown_rx,
+    ));
     for (addr, what) in &described {
         info!(%addr, "listening for MQTT over {what}");
     }
     Ok(ServerHandle {
         local_addrs,
+        metrics_addr,
         shutdown: Some(shutdown_tx),
         task,
     })
@@ -152,6 +165,10 @@ async fn serve(
     store: Arc<dyn StoreBackend>,
     listeners: Vec<Listener>,
     restored: Vec<jetmq_core::js::StoredMessage>,
+    (desk, mut metrics): (
+        Arc<crate::metrics::MetricsDesk>,
+        Option<crate::metrics::MetricsServer>,
+    ),
     mut shutdown: oneshot::Receiver<()>,
 ) -> io::Result<()> {
     let clock = Clock {
@@ -238,7 +255,12 @@ async fn serve(
     let mut stopping: Option<tokio::time::Instant> = None;
     // Inputs taken from `queued`, handled before anything else is awaited.
     let mut ready: VecDeque<Input> = VecDeque::new();
+    let wake = control_tx.clone();
+    desk.set_wake(move || {
+        let _ = wake.send(Control::Queued);
+    });
     loop {
+        desk.answer(&broker);
         if let Some(since) = stopping {
             let done = conns.is_empty() && pending_store == 0;
             if done || since.elapsed() > config.shutdown_timeout {
@@ -316,6 +338,9 @@ async fn serve(
     }
     if let Some(link) = &nats {
         link.stop();
+    }
+    if let Some(m) = metrics.as_mut() {
+        m.stop();
     }
     Ok(())
 }

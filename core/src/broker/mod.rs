@@ -54,6 +54,7 @@ mod connection;
 mod io;
 mod lifecycle;
 mod message;
+mod metrics;
 mod permissions;
 mod persist;
 mod publish;
@@ -79,6 +80,7 @@ pub use io::{
     ListenerKind, Notice, Outbox,
 };
 pub use message::{Message, SharedMessage, Will};
+pub use metrics::Metrics;
 pub use permissions::Permissions;
 pub use session::{SessionInfo, SessionKey, DEFAULT_ACCOUNT};
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::message::Message;
 use super::publish::RouteScope;
-use super::{Broker, BrokerStats, Timer};
+use super::{Broker, Timer};
 use crate::codec::QoS;
 use crate::topic::TopicName;
 
@@ -76,76 +76,49 @@ impl Broker {
 
     /// The statistics now, as (topic under `$SYS/broker/`, value).
     fn sys_values(&self) -> Vec<(&'static str, String)> {
-        let BrokerStats {
-            messages_routed,
-            deliveries,
-            dropped_slow_consumer,
-            dropped_queue_full,
-            dropped_too_large,
-            dropped_expired,
-            unknown_inputs: _,
-            store_failures,
-            late_connect_notices,
-            share_messages_missed,
-        } = self.stats;
-        let connected = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.conn.is_some())
-            .count();
-        let subscriptions: usize = self
-            .sessions
-            .iter()
-            .map(|(_, s)| s.subscriptions.values().count())
-            .sum();
-        let uptime = self
-            .now
-            .instant
-            .saturating_duration_since(self.started)
-            .as_secs();
-        let dropped =
-            dropped_slow_consumer + dropped_queue_full + dropped_too_large + dropped_expired;
+        let m = self.metrics();
+        let s = &m.stats;
         let mut values = vec![
             ("version", format!("jetmq {}", env!("CARGO_PKG_VERSION"))),
-            ("uptime", format!("{uptime} seconds")),
-            ("clients/connected", connected.to_string()),
+            ("uptime", format!("{} seconds", m.uptime_secs)),
+            ("clients/connected", m.clients_connected.to_string()),
             (
                 "clients/disconnected",
-                self.sessions.len().saturating_sub(connected).to_string(),
+                m.sessions.saturating_sub(m.clients_connected).to_string(),
             ),
-            ("clients/total", self.sessions.len().to_string()),
-            ("connections", self.conns.len().to_string()),
-            ("subscriptions/count", subscriptions.to_string()),
-            ("retained messages/count", self.retained.len().to_string()),
-            ("messages/routed", messages_routed.to_string()),
-            ("publish/messages/sent", deliveries.to_string()),
-            ("publish/messages/dropped", dropped.to_string()),
+            ("clients/total", m.sessions.to_string()),
+            ("connections", m.connections.to_string()),
+            ("subscriptions/count", m.subscriptions.to_string()),
+            ("retained messages/count", m.retained.to_string()),
+            ("messages/routed", s.messages_routed.to_string()),
+            ("publish/messages/sent", s.deliveries.to_string()),
+            ("publish/messages/dropped", m.dropped().to_string()),
             (
                 "publish/messages/dropped/slow consumer",
-                dropped_slow_consumer.to_string(),
+                s.dropped_slow_consumer.to_string(),
             ),
             (
                 "publish/messages/dropped/queue full",
-                dropped_queue_full.to_string(),
+                s.dropped_queue_full.to_string(),
             ),
             (
                 "publish/messages/dropped/too large",
-                dropped_too_large.to_string(),
+                s.dropped_too_large.to_string(),
             ),
             (
                 "publish/messages/dropped/expired",
-                dropped_expired.to_string(),
+                s.dropped_expired.to_string(),
             ),
-            ("store/failures", store_failures.to_string()),
+            ("store/failures", s.store_failures.to_string()),
         ];
         if self.config.fleet {
             values.push((
                 "fleet/late connect notices",
-                late_connect_notices.to_string(),
+                s.late_connect_notices.to_string(),
             ));
             values.push((
                 "fleet/shared messages missed",
-                share_messages_missed.to_string(),
+                s.share_messages_missed.to_string(),
             ));
         }
         values

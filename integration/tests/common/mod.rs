@@ -166,6 +166,8 @@ pub(crate) enum Shell {
 pub(crate) struct Server {
     /// The addresses its listeners are bound to, in configuration order.
     pub(crate) local_addrs: Vec<std::net::SocketAddr>,
+    /// Where it serves Prometheus metrics, when configured.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     running: Running,
 }
 
@@ -197,6 +199,7 @@ pub(crate) async fn start(
             let h = jetmq::server::start(config, store).await?;
             Ok(Server {
                 local_addrs: h.local_addrs.clone(),
+                metrics_addr: h.metrics_addr,
                 running: Running::Tokio(h),
             })
         }
@@ -204,6 +207,7 @@ pub(crate) async fn start(
             let r = jetmq_mio::spawn(config, store)?;
             Ok(Server {
                 local_addrs: r.local_addrs.clone(),
+                metrics_addr: r.metrics_addr,
                 running: Running::Mio(r),
             })
         }

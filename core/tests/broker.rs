@@ -1370,3 +1370,49 @@ fn shared_subscriptions_of_persistent_sessions_survive_a_restart() {
         "the shared subscription was restored"
     );
 }
+
+/// A session at `max_subscriptions` gets 0x97 Quota exceeded (3.1.1: 0x80) for each new
+/// filter; replacing one it has is fine, and so is a new one once one is gone.
+#[test]
+fn subscriptions_beyond_the_quota_are_refused() {
+    for version in [ProtocolVersion::V5, V3] {
+        let mut h = Harness::new(BrokerConfig {
+            max_subscriptions: 2,
+            ..BrokerConfig::default()
+        });
+        let (c, _) = h.connect_ok(connect(version, "q", true));
+        h.subscribe_ok(c, 1, "a", QoS::AtMostOnce);
+        h.subscribe_ok(c, 2, "b", QoS::AtMostOnce);
+        let reasons = |h: &mut Harness, id: u16, filter: &str| {
+            h.send(c, &subscribe(id, filter, QoS::AtLeastOnce));
+            h.packets(c)
+                .into_iter()
+                .find_map(|p| match p {
+                    Packet::SubAck(a) => Some(a.reasons),
+                    _ => None,
+                })
+                .expect("a SUBACK")
+        };
+        let refused = if version.is_v5() {
+            SubAckReason::QuotaExceeded
+        } else {
+            SubAckReason::UnspecifiedError
+        };
+        assert_eq!(reasons(&mut h, 3, "c"), [refused], "{version:?}");
+        assert_eq!(
+            reasons(&mut h, 4, "a"),
+            [SubAckReason::GrantedQos1],
+            "a replacement"
+        );
+        h.send(
+            c,
+            &Packet::Unsubscribe(Unsubscribe {
+                packet_id: pid(5),
+                properties: Default::default(),
+                filters: vec!["b".into()],
+            }),
+        );
+        h.packets(c);
+        assert_eq!(reasons(&mut h, 6, "c"), [SubAckReason::GrantedQos1]);
+    }
+}

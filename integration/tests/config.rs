@@ -26,6 +26,7 @@ max_qos = 1
 connect_timeout_secs = 5
 takeover_limit = 3
 takeover_window_secs = 60
+max_subscriptions = 7
 "#,
     )
     .expect("valid");
@@ -37,6 +38,7 @@ takeover_window_secs = 60
     assert_eq!(c.broker.connect_timeout.as_secs(), 5);
     assert_eq!(c.broker.takeover_limit, 3);
     assert_eq!(c.broker.takeover_window.as_secs(), 60);
+    assert_eq!(c.broker.max_subscriptions, 7);
 }
 
 #[test]

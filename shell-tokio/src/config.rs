@@ -267,6 +267,7 @@ struct LimitsFile {
     connect_timeout_secs: Option<u64>,
     takeover_limit: Option<u32>,
     takeover_window_secs: Option<u64>,
+    max_subscriptions: Option<usize>,
     max_qos: Option<u8>,
     max_client_id_len: Option<usize>,
     max_unsent_bytes: Option<usize>,
@@ -834,6 +835,9 @@ impl ServerConfig {
         }
         if let Some(v) = l.takeover_window_secs {
             b.takeover_window = up_to_an_hour("limits.takeover_window_secs", v)?;
+        }
+        if let Some(v) = l.max_subscriptions {
+            b.max_subscriptions = v;
         }
         if let Some(v) = l.max_qos {
             b.max_qos = QoS::from_u8(v).ok_or_else(|| invalid("limits.max_qos", v, "0, 1 or 2"))?;

@@ -94,6 +94,10 @@ pub struct BrokerConfig {
     /// the values that changed); `None` (the default here; the server's is 10 s) for never.
     #[serde(default)]
     pub sys_interval: Option<Duration>,
+    /// Most subscriptions one session may hold; SUBSCRIBE beyond it gets 0x97 Quota exceeded
+    /// (3.1.1: 0x80) for each new filter. 0: no limit. Default 100 000.
+    #[serde(default)]
+    pub max_subscriptions: usize,
 }
 
 impl Default for BrokerConfig {
@@ -127,6 +131,7 @@ impl Default for BrokerConfig {
             takeover_limit: 10,
             takeover_window: Duration::from_secs(10),
             sys_interval: None,
+            max_subscriptions: 100_000,
         }
     }
 }

@@ -48,6 +48,16 @@ pub(crate) struct SubscriptionMap {
 }
 
 impl SubscriptionMap {
+    /// How many subscriptions there are.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is a subscription of `text`.
+    pub(crate) fn contains(&self, text: &ByteString) -> bool {
+        self.entries.binary_search_by(|(k, _)| k.cmp(text)).is_ok()
+    }
+
     /// Adds or replaces the subscription of `text`; returns the one it replaced.
     pub(crate) fn insert(
         &mut self,

@@ -57,6 +57,12 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(session) else {
                 return;
             };
+            let most = self.config.max_subscriptions;
+            if most != 0 && s.subscriptions.len() >= most && !s.subscriptions.contains(&text) {
+                // A new filter beyond the session's quota (replacing one is fine).
+                reasons.push(SubAckReason::QuotaExceeded);
+                continue;
+            }
             let entry = SubscriptionEntry {
                 filter: filter.clone(),
                 options,

@@ -255,6 +255,10 @@ impl StoreBackend for JetStreamBackend {
             .filter_map(|m| SessionRecord::from_json(&m.payload))
             .map(|r| records::consumer_name(&r.id))
             .collect();
+        tracing::info!(
+            sessions = consumers.len(),
+            "restoring from JetStream: sessions read; now retained messages and queued messages"
+        );
         for (stream, prefix) in [
             (Stream::Retained, records::RETAINED_PREFIX),
             (Stream::Qos2In, records::QOS2_PREFIX),
@@ -264,15 +268,30 @@ impl StoreBackend for JetStreamBackend {
                 prefix: prefix.into(),
             })?);
         }
-        for consumer in consumers {
+        // One request per session: with many sessions this takes a while, so it says how far
+        // it got every few seconds.
+        let total = consumers.len();
+        let mut reported = std::time::Instant::now();
+        for (done, consumer) in consumers.into_iter().enumerate() {
             all.extend(self.messages(StoreRequest::Pending {
                 consumer,
                 limit: self.config.max_ack_pending,
             })?);
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = std::time::Instant::now();
+                tracing::info!(
+                    done = done + 1,
+                    total,
+                    "restoring from JetStream: reading the sessions' queued messages"
+                );
+            }
         }
         Ok(all)
     }
 }
+
+/// How often a long restore says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// A number that differs between processes and between backends of one process.
 fn unique() -> u64 {

@@ -133,6 +133,8 @@ pub(crate) struct Pending {
     pub(crate) failed: bool,
     /// The stream sequence a stored message got.
     pub(crate) seq: Option<u64>,
+    /// Whether a write storing its message was issued.
+    pub(crate) storing: bool,
     /// A write issued only once the first ones succeeded (the QoS 2 record goes after the
     /// message, so a crash between them can cause a duplicate but never a loss).
     pub(crate) then: Option<StoreRequest>,
@@ -159,6 +161,7 @@ impl Pipeline {
             waiting,
             failed: false,
             seq: None,
+            storing: false,
             then: None,
             work,
         });

@@ -216,7 +216,11 @@ impl Broker {
                 writes.push((Write::Other, req));
             }
         }
-        if msg.qos != QoS::AtMostOnce && self.needs_store(&msg.topic) {
+        let storing = msg.qos != QoS::AtMostOnce && self.needs_store(&msg.topic);
+        if storing {
+            // Earlier messages of this connection still waiting unstored go to the store
+            // first, so that it keeps them in the order they were sent.
+            self.store_earlier_publishes(conn, out);
             writes.push((Write::Message, self.message_request(&msg)));
         }
         // The QoS 2 record goes last: once it exists, a resend counts as a duplicate, so the
@@ -242,6 +246,7 @@ impl Broker {
         );
         if let Some(entry) = c.pipeline.get_mut(token) {
             entry.then = then;
+            entry.storing = storing;
         }
         let pending = c.pipeline.entries.len();
         for (kind, req) in writes {
@@ -286,6 +291,48 @@ impl Broker {
             }
         });
         needed
+    }
+
+    /// Stores the QoS ≥ 1 messages `conn` published earlier that still wait in its pipeline
+    /// unstored but that a persistent session now wants (it subscribed since they arrived),
+    /// before a later message is stored: the store keeps a publisher's messages in the order
+    /// they were sent, so a restart hands them out in that order. (Left to the late store at
+    /// completion, they would get later sequences than the messages sent after them.)
+    fn store_earlier_publishes(&mut self, conn: ConnId, out: &mut Outbox) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let wanted: Vec<(u64, StoreRequest)> = c
+            .pipeline
+            .entries
+            .iter()
+            .filter(|p| !p.storing && !p.failed && p.seq.is_none())
+            .filter_map(|p| match &p.work {
+                Work::Publish {
+                    msg, route: true, ..
+                } if msg.qos != QoS::AtMostOnce && self.needs_store(&msg.topic) => {
+                    Some((p.token, self.message_request(msg)))
+                }
+                _ => None,
+            })
+            .collect();
+        for (token, req) in wanted {
+            let Some(entry) = self
+                .conns
+                .get_mut(&conn)
+                .and_then(|c| c.pipeline.get_mut(token))
+            else {
+                continue;
+            };
+            entry.waiting += 1;
+            entry.storing = true;
+            let owner = super::persist::RequestOwner::Pipeline {
+                conn: Some(conn),
+                token,
+                kind: Write::Message,
+            };
+            self.request(req, owner, out);
+        }
     }
 
     /// The pipeline of `conn`, or the broker's own for `None`.
@@ -414,6 +461,7 @@ impl Broker {
             if self.needs_late_store(&pending) {
                 if let Work::Publish { msg, .. } = &pending.work {
                     let req = self.message_request(msg);
+                    pending.storing = true;
                     self.wait_again(conn, pending, req, Write::Message, out);
                 }
                 break;

@@ -91,12 +91,9 @@ struct Sim {
     clients: Vec<SimClient>,
     sent: BTreeMap<u64, Sent>,
     next_msg: u64,
-    /// For each subscriber, the message ids acknowledged before its SUBACK.
+    /// For each subscriber, the messages it need not get: those published before its
+    /// subscription took effect (or acknowledged in the same input).
     acked_before_sub: BTreeMap<usize, BTreeSet<u64>>,
-    /// The last message id published when each client's subscription took effect.
-    subscribed_at: BTreeMap<usize, u64>,
-    /// Clients whose SUBACK arrived in the current `absorb`.
-    subacked_now: Vec<usize>,
     seed: u64,
     config: BrokerConfig,
     restarts: u64,
@@ -161,8 +158,6 @@ impl Sim {
             sent: BTreeMap::new(),
             next_msg: 0,
             acked_before_sub: BTreeMap::new(),
-            subscribed_at: BTreeMap::new(),
-            subacked_now: Vec::new(),
             seed,
             config,
             restarts: 0,
@@ -196,19 +191,14 @@ impl Sim {
         let mut subscribing = false;
         if let Some(end) = self.clients[i].subscribe_end {
             if take >= end {
-                // The broker processes the SUBSCRIBE during this input: every message
-                // acknowledged so far was routed before the subscription existed. So may be
-                // one a restart caught unacknowledged: a broker before the restart may have
-                // stored it (and its QoS 2 record) already, and the resend is then only
-                // acknowledged, not routed again.
-                let before: BTreeSet<u64> = self
-                    .sent
-                    .iter()
-                    .filter(|(_, s)| s.acked || s.crash_window)
-                    .map(|(id, _)| *id)
-                    .collect();
+                // The broker processes the SUBSCRIBE during this input. A message published
+                // before may reach the subscription or not, as MQTT allows: one acknowledged
+                // already was routed before it existed; one still waiting for its store
+                // writes may have been stored before the subscription's consumer changed
+                // (then a restart loses the copy routed from memory later), or have its QoS 2
+                // record written before a restart (then its resend is only acknowledged).
+                let before: BTreeSet<u64> = self.sent.keys().copied().collect();
                 self.acked_before_sub.insert(i, before);
-                self.subscribed_at.insert(i, self.next_msg);
                 self.clients[i].subscribe_end = None;
                 subscribing = true;
             } else {
@@ -400,14 +390,6 @@ impl Sim {
                 self.lose_connection(i);
             }
         }
-        // A message acknowledged to its publisher before (or with) a subscriber's SUBACK may
-        // have been stored for the persistent sessions of that moment before the
-        // subscription took effect: a restart then loses the copy routed from memory, which
-        // MQTT allows (it was published before the subscription was acknowledged).
-        for i in std::mem::take(&mut self.subacked_now) {
-            let acked = self.acked_ids();
-            self.acked_before_sub.entry(i).or_default().extend(acked);
-        }
     }
 
     fn on_packet(&mut self, i: usize, packet: Packet) {
@@ -440,7 +422,6 @@ impl Sim {
                 };
                 let filter = FILTERS[(ack.packet_id.get() as usize) % FILTERS.len()];
                 self.clients[i].subscription = Some((filter, granted));
-                self.subacked_now.push(i);
             }
             Packet::Publish(p) => {
                 let c = &mut self.clients[i];
@@ -646,21 +627,6 @@ impl Sim {
         self.restarts += 1;
         self.check_replay();
         self.h.held.clear();
-        // A message published before a subscription took effect and still unacknowledged now
-        // may have had its QoS 2 record written, with the reply lost: its resend is then only
-        // acknowledged, never routed, so the subscription need not get it (it was published
-        // before it existed; only the acknowledgement came after).
-        for (client, at) in &self.subscribed_at {
-            let caught = self
-                .sent
-                .iter()
-                .filter(|(id, s)| !s.acked && **id <= *at)
-                .map(|(id, _)| *id);
-            self.acked_before_sub
-                .entry(*client)
-                .or_default()
-                .extend(caught);
-        }
         for sent in self.sent.values_mut() {
             sent.crash_window |= !sent.acked;
         }
@@ -705,8 +671,42 @@ impl Sim {
                 self.h.held.get(index).map(|(id, r, _)| (id, r))
             );
         }
+        if fail.is_some() {
+            self.failing_message(index);
+        }
         self.h.complete_held(index, fail);
         self.absorb();
+    }
+
+    /// A message's store write (held at `index`) is about to fail: its publisher is refused
+    /// (a 3.1.1 publisher loses its connection) and sends it again, while the messages it sent
+    /// after it may have been stored and go out before the resend. So, as at a restart, its
+    /// publisher's unacknowledged messages may come twice and out of order.
+    fn failing_message(&mut self, index: usize) {
+        let Some((
+            _,
+            jetmq_core::js::StoreRequest::Publish {
+                stream, payload, ..
+            },
+            _,
+        )) = self.h.held.get(index)
+        else {
+            return;
+        };
+        if *stream != jetmq_core::js::Stream::Messages {
+            return;
+        }
+        let Some(publisher) = parse_payload(payload)
+            .and_then(|(id, _)| self.sent.get(&id))
+            .map(|s| s.publisher)
+        else {
+            return;
+        };
+        for sent in self.sent.values_mut() {
+            if sent.publisher == publisher {
+                sent.crash_window |= !sent.acked;
+            }
+        }
     }
 
     fn check_bounds(&self) {

@@ -13,7 +13,9 @@
 //! The node that took it releases it for its other members and tells the other nodes on
 //! `$JETMQ.taken.<queue>.<subject>` (header `Jetmq-Seq`), which release it for theirs; a member
 //! whose session no node holds in memory gets it when it resumes (at least once, as QoS 1
-//! allows).
+//! allows). A member whose session ends with unfinished messages, and no other member on its
+//! node, hands them to a node that has one on `$JETMQ.handover.<queue>.<subject>` (subscribed
+//! in the queue group, so NATS picks one such node).
 
 use bytes::Bytes;
 use bytestring::ByteString;

@@ -644,6 +644,31 @@ fn arb_small_filter() -> impl Strategy<Value = String> {
         })
 }
 
+/// Cases of `covers` the property test found or that the permissions rely on.
+#[test]
+fn covers_examples() {
+    for (allowed, sub, covered) in [
+        ("#", "a/+/#", true),
+        ("+/#", "#", true),
+        ("/+/#", "/#", true),
+        ("/#", "/+/#", true),
+        ("+/#", "+", true),
+        ("+", "#", false),
+        ("a/#", "a", true),
+        ("a", "a/#", false),
+        ("devices/#", "devices/+/temp", true),
+        ("devices/+/temp", "devices/#", false),
+        ("#", "$SYS/#", false),
+        ("$SYS/#", "$SYS/broker/uptime", true),
+    ] {
+        let (a, s) = (
+            TopicFilter::new(allowed).expect("filter"),
+            TopicFilter::new(sub).expect("filter"),
+        );
+        assert_eq!(a.covers(&s), covered, "{allowed} covers {sub}");
+    }
+}
+
 /// Short filters for [`covers_agrees_with_every_topic`]: up to four levels and a `#`.
 fn arb_short_filter() -> impl Strategy<Value = String> {
     (

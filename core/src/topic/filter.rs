@@ -39,28 +39,34 @@ impl TopicFilter {
         if self.starts_with_wildcard() && other.text.starts_with('$') {
             return false;
         }
-        if other.text == "#" {
-            // Every topic has a level, so `#` alone is `+/#`.
-            return self.text == "#" || self.text == "+/#";
-        }
         let mut mine = self.as_bytes().split(|&b| b == b'/');
         let mut theirs = other.as_bytes().split(|&b| b == b'/');
+        // Levels of `other` passed, and whether its first one is literally empty: `#` after
+        // no level, or after that one empty level, cannot match "no more levels" (the empty
+        // name is no topic), so there `#` is `+/#`.
+        let mut passed = 0usize;
+        let mut first_empty = false;
         loop {
             match (mine.next(), theirs.next()) {
-                (Some(b"#"), _) => return true,
-                // `a/#` matches `a`: a filter that ends here is covered by one ending in `/#`.
-                (Some(_), None) => return false,
-                (None, None) => return true,
-                (None, Some(_)) => return false,
-                (Some(b"+"), Some(b"#")) => return false,
-                (Some(b"+"), Some(_)) => {}
-                (Some(_), Some(b"+" | b"#")) => return false,
+                // `#` takes whatever remains, even nothing (`a/#` matches `a`).
+                (Some(b"#"), _) | (None, None) => return true,
+                (Some(_), None) | (None, Some(_)) => return false,
+                (Some(b"+"), Some(b"#")) => {
+                    let no_topic_yet = passed == 0 || (passed == 1 && first_empty);
+                    return no_topic_yet && mine.next() == Some(b"#");
+                }
+                (Some(_), Some(b"#")) => return false,
                 (Some(m), Some(t)) => {
-                    if m != t {
+                    // `+` covers any one level; a literal only itself (not their `+`).
+                    if m != b"+" && (t == b"+" || m != t) {
                         return false;
+                    }
+                    if passed == 0 {
+                        first_empty = t.is_empty();
                     }
                 }
             }
+            passed += 1;
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../../shell-tokio/tests/support/mod.rs"]
 mod support;
-use support::{alice, connack_code, logged_port};
+use support::{alice, connack_code, logged_port, reload_to_password_two};
 
 /// A fresh directory under the system temp dir, removed when dropped.
 struct TempDir(std::path::PathBuf);
@@ -136,20 +136,7 @@ fn sighup_reloads_the_users() {
     let (mut child, port) = spawn(&dir, &["--config".as_ref(), file.as_os_str()]);
     assert_eq!(connack_code(port, "alice", "one"), 0);
     std::fs::write(&file, alice("two")).expect("rewrite");
-    let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while connack_code(port, "alice", "two") != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the new password never worked: {}",
-            said(&dir)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    reload_to_password_two(child.id(), port, || said(&dir));
     assert_eq!(
         connack_code(port, "alice", "one"),
         4,

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 mod support;
-use support::{alice, connack_code, logged_port};
+use support::{alice, connack_code, logged_port, reload_to_password_two};
 
 /// A fresh directory under the system temp dir, removed when dropped.
 struct TempDir(std::path::PathBuf);
@@ -209,19 +209,7 @@ fn sighup_reloads_the_users() {
     };
     assert_eq!(connack_code(port, "alice", "one"), 0);
     std::fs::write(&file, alice("two")).expect("rewrite");
-    let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    while connack_code(port, "alice", "two") != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the new password never worked: {}",
-            said()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    reload_to_password_two(child.id(), port, said);
     assert_eq!(
         connack_code(port, "alice", "one"),
         4,

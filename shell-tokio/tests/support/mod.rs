@@ -37,3 +37,23 @@ pub(crate) fn alice(password: &str) -> String {
     let hash = jetmq::auth::hash_password(password.as_bytes()).expect("hash");
     format!("[[auth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\n")
 }
+
+/// Sends the running binary `pid` SIGHUP after its configuration file became alice's with
+/// password `two`, and waits (at most 15 s) until that password works; `log` tells what the
+/// binary said, for the failure message.
+pub(crate) fn reload_to_password_two(pid: u32, port: u16, log: impl Fn() -> String) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while connack_code(port, "alice", "two") != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new password never worked: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

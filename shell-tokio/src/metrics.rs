@@ -56,7 +56,8 @@ impl MetricsDesk {
     /// Answers the requests waiting, if any (the loop calls this on every turn; without
     /// requests it costs one atomic load).
     pub fn answer(&self, broker: &Broker) {
-        if !self.asked.swap(false, Ordering::AcqRel) {
+        // A load first: the loop calls this every turn, and a swap would write every time.
+        if !self.asked.load(Ordering::Acquire) || !self.asked.swap(false, Ordering::AcqRel) {
             return;
         }
         let waiting = self

@@ -217,7 +217,7 @@ impl Broker {
                 // The session ends and no member is left here: in a fleet, another node's
                 // member takes it over; else the message ends with it.
                 if let Some(share) = d.share {
-                    self.hand_over_to_another_node(share, &d.msg, 0);
+                    self.hand_over_to_another_node(share, &d.msg, 0, out);
                 }
                 self.ack_stored(session, &d, out);
                 continue;

@@ -133,7 +133,9 @@ impl Broker {
             // a few times at most.
             let hops = header(headers, HOPS_HEADER).and_then(|h| h.parse::<u8>().ok());
             match hops.unwrap_or(0) {
-                hops @ 0..MAX_HOPS => self.hand_over_to_another_node(share, &msg, hops + 1),
+                hops @ 0..MAX_HOPS => {
+                    self.hand_over_to_another_node(share, &msg, hops + 1, out);
+                }
                 _ => self.stats.share_messages_missed += 1,
             }
             return;
@@ -168,7 +170,13 @@ impl Broker {
     /// no other member here, to a node with a member (NATS picks one through the queue group;
     /// with none anywhere the message is dropped, as on a single node). `hops`: how often it
     /// was passed on already.
-    pub(super) fn hand_over_to_another_node(&mut self, share: u32, msg: &Message, hops: u8) {
+    pub(super) fn hand_over_to_another_node(
+        &self,
+        share: u32,
+        msg: &Message,
+        hops: u8,
+        out: &mut Outbox,
+    ) {
         if !(self.config.nats_bridge && self.config.fleet) {
             return;
         }
@@ -183,7 +191,7 @@ impl Broker {
                 value: hops.to_string().into(),
             });
         }
-        self.nats_changes.push(Action::NatsPublish {
+        out.push(Action::NatsPublish {
             subject: format!("{HANDOVER_PREFIX}{}.{subject}", group.queue).into(),
             headers,
             payload: msg.payload.clone(),

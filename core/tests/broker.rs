@@ -778,6 +778,106 @@ fn an_outbound_qos2_flow_survives_a_restart_as_its_pubrel() {
     );
 }
 
+/// The stored message of an outbound QoS 2 flow is let go only once its PUBREL record is
+/// written: when that write fails, a restart before PUBCOMP sends the message again (the
+/// client answers a duplicate with PUBREC) rather than neither the message nor the PUBREL.
+/// A PUBCOMP still ends the flow and lets the message go.
+#[test]
+fn a_failed_pubrel_record_keeps_the_message_until_pubcomp() {
+    use jetmq_core::js::{StoreRequest, Stream};
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t/#", QoS::ExactlyOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t/1", "exactly once", q2(1), false));
+    h.send(p, &Packet::PubRel(Ack::new(pid(1))));
+    let Some(Packet::Publish(m)) = h.next_packet(s) else {
+        panic!("expected the PUBLISH");
+    };
+    let id = m.qos.packet_id().expect("QoS 2");
+    h.auto_store = false;
+    h.send(s, &Packet::PubRec(Ack::new(id)));
+    assert!(matches!(h.next_packet(s), Some(Packet::PubRel(a)) if a.packet_id == id));
+    let held: Vec<_> = h.held.iter().map(|(_, r, _)| r.clone()).collect();
+    assert!(
+        matches!(&held[..], [StoreRequest::Publish { stream: Stream::PubRel, .. }]),
+        "only the PUBREL record is written before its reply; the message is not acked yet: {held:?}"
+    );
+    // The write fails and was not applied.
+    let StoreRequest::Publish { subject, .. } = &held[0] else {
+        unreachable!()
+    };
+    let _ = h.store.execute(&StoreRequest::Purge {
+        stream: Stream::PubRel,
+        subject: subject.clone(),
+    });
+    h.complete_held(0, Some(StoreError::Unavailable("disk full".into())));
+    assert!(
+        h.held.is_empty(),
+        "a failed record acks nothing: {:?}",
+        h.held
+    );
+    h.auto_store = true;
+
+    // A restart before PUBCOMP: the message comes again.
+    let mut h2 = restarted(&mut h);
+    let (s2, present) = h2.connect_ok(connect(V3, "s", false));
+    assert!(present);
+    let again = h2.packets(s2);
+    assert!(
+        matches!(&again[..], [Packet::Publish(m)] if &m.payload[..] == b"exactly once"),
+        "the message is sent again: {again:?}"
+    );
+
+    // Without a restart, PUBCOMP ends the flow and releases the message.
+    h.send(s, &Packet::PubComp(Ack::new(id)));
+    assert!(
+        h.store
+            .records()
+            .iter()
+            .all(|r| r.stream != Stream::PubRel && r.stream != Stream::Messages),
+        "nothing of the flow is left in the store: {:?}",
+        h.store.records()
+    );
+}
+
+/// With the PUBREL record written, the message is acknowledged before PUBCOMP arrives.
+#[test]
+fn a_written_pubrel_record_releases_the_message() {
+    use jetmq_core::js::{StoreRequest, Stream};
+    let mut h = h();
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t/#", QoS::ExactlyOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    h.send(p, &publish("t/1", "exactly once", q2(1), false));
+    h.send(p, &Packet::PubRel(Ack::new(pid(1))));
+    let Some(Packet::Publish(m)) = h.next_packet(s) else {
+        panic!("expected the PUBLISH");
+    };
+    let id = m.qos.packet_id().expect("QoS 2");
+    h.auto_store = false;
+    h.send(s, &Packet::PubRec(Ack::new(id)));
+    assert_eq!(h.held.len(), 1);
+    h.complete_held(0, None);
+    assert!(
+        matches!(
+            h.held.iter().map(|(_, r, _)| r).collect::<Vec<_>>()[..],
+            [StoreRequest::Ack { .. }]
+        ),
+        "the message is acknowledged once its record is written: {:?}",
+        h.held
+    );
+    h.complete_all_held();
+    assert!(
+        h.store
+            .records()
+            .iter()
+            .all(|r| r.stream != Stream::Messages),
+        "the message is gone before PUBCOMP: {:?}",
+        h.store.records()
+    );
+}
+
 #[test]
 fn slow_consumers_lose_qos0_and_are_closed_if_they_stay_slow() {
     let mut h = Harness::new(BrokerConfig {

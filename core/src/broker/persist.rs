@@ -51,6 +51,15 @@ pub(crate) enum RequestOwner {
         uid: u64,
         generation: u64,
     },
+    /// The PUBREL record of an outbound QoS 2 flow: once it is written, the stored message
+    /// `seq` it replaces can be acknowledged (until then the message is what a restart sends
+    /// again).
+    PubRelRecord {
+        session: SessionId,
+        uid: u64,
+        pid: PacketId,
+        seq: u64,
+    },
     /// Nobody: a failure is reported and counted.
     Background,
 }
@@ -93,6 +102,17 @@ impl Broker {
                 generation,
             } => {
                 self.on_expiry_checked(session, (uid, generation), reply, out);
+                return;
+            }
+            RequestOwner::PubRelRecord {
+                session,
+                uid,
+                pid,
+                seq,
+            } => {
+                if reply.is_ok() {
+                    self.on_pubrel_recorded(session, uid, pid, seq, out);
+                }
                 return;
             }
             RequestOwner::Background => return,

@@ -1219,18 +1219,31 @@ impl Broker {
                 if s.persistent {
                     // The PUBREL state outlives the broker and follows the session to other
                     // nodes [MQTT-4.4.0-1]: the PUBREL is what is sent again after a
-                    // reconnect, not the message, which the store can let go now.
+                    // reconnect, not the message, which the store can let go once the record
+                    // is written (or at PUBCOMP, whichever comes first). Until then the entry
+                    // keeps the delivery: if the record cannot be written, a restart sends
+                    // the message again (the client answers a duplicate with PUBREC) instead
+                    // of sending nothing.
                     let record = StoreRequest::Publish {
                         stream: Stream::PubRel,
                         subject: records::pubrel_subject(&s.key.client_id, pid.get()),
                         headers: Vec::new(),
                         payload: bytes::Bytes::new(),
                     };
-                    let delivery = s.outbound.inflight[i].delivery.take();
-                    self.request(record, super::persist::RequestOwner::Background, out);
-                    if let Some(d) = delivery {
-                        self.ack_stored(session, &d, out);
-                    }
+                    let seq = s.outbound.inflight[i]
+                        .delivery
+                        .as_ref()
+                        .and_then(|d| d.msg.seq);
+                    let owner = match seq {
+                        Some(seq) => super::persist::RequestOwner::PubRelRecord {
+                            session,
+                            uid: s.uid,
+                            pid,
+                            seq,
+                        },
+                        None => super::persist::RequestOwner::Background,
+                    };
+                    self.request(record, owner, out);
                 }
             }
             None if version.is_some_and(|v| v.is_v5()) => {
@@ -1241,6 +1254,32 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(&conn) {
             Packet::PubRel(rel).encode(c.version, &mut c.out);
             self.mark_dirty(conn);
+        }
+    }
+
+    /// The PUBREL record of `session`'s flow `pid` is written: stored message `seq`, which the
+    /// flow's entry kept until now, is acknowledged. Nothing is left to do when the flow
+    /// already ended (its PUBCOMP acknowledged the message) or the session is another one.
+    pub(super) fn on_pubrel_recorded(
+        &mut self,
+        session: SessionId,
+        uid: u64,
+        pid: PacketId,
+        seq: u64,
+        out: &mut Outbox,
+    ) {
+        let Some(s) = self.sessions.get_mut(session).filter(|s| s.uid == uid) else {
+            return;
+        };
+        let Some(entry) = s.outbound.inflight.iter_mut().find(|e| {
+            e.pid == pid
+                && e.state == InflightState::PubComp
+                && e.delivery.as_ref().is_some_and(|d| d.msg.seq == Some(seq))
+        }) else {
+            return;
+        };
+        if let Some(d) = entry.delivery.take() {
+            self.ack_stored(session, &d, out);
         }
     }
 

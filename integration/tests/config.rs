@@ -27,6 +27,8 @@ connect_timeout_secs = 5
 takeover_limit = 3
 takeover_window_secs = 60
 max_subscriptions = 7
+max_retained_messages = 3
+max_retained_bytes = 4096
 "#,
     )
     .expect("valid");
@@ -39,6 +41,8 @@ max_subscriptions = 7
     assert_eq!(c.broker.takeover_limit, 3);
     assert_eq!(c.broker.takeover_window.as_secs(), 60);
     assert_eq!(c.broker.max_subscriptions, 7);
+    assert_eq!(c.broker.max_retained_messages, 3);
+    assert_eq!(c.broker.max_retained_bytes, 4096);
 }
 
 #[test]

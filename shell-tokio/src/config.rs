@@ -268,6 +268,8 @@ struct LimitsFile {
     takeover_limit: Option<u32>,
     takeover_window_secs: Option<u64>,
     max_subscriptions: Option<usize>,
+    max_retained_messages: Option<usize>,
+    max_retained_bytes: Option<usize>,
     max_qos: Option<u8>,
     max_client_id_len: Option<usize>,
     max_unsent_bytes: Option<usize>,
@@ -838,6 +840,12 @@ impl ServerConfig {
         }
         if let Some(v) = l.max_subscriptions {
             b.max_subscriptions = v;
+        }
+        if let Some(v) = l.max_retained_messages {
+            b.max_retained_messages = v;
+        }
+        if let Some(v) = l.max_retained_bytes {
+            b.max_retained_bytes = v;
         }
         if let Some(v) = l.max_qos {
             b.max_qos = QoS::from_u8(v).ok_or_else(|| invalid("limits.max_qos", v, "0, 1 or 2"))?;

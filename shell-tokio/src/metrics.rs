@@ -252,6 +252,18 @@ pub fn render(metrics: &Metrics, fleet: bool) -> String {
         count(metrics.retained),
     );
     one(
+        "jetmq_retained_bytes",
+        "gauge",
+        "Payload bytes of the retained messages.",
+        count(metrics.retained_bytes),
+    );
+    one(
+        "jetmq_retained_refused_total",
+        "counter",
+        "Retained messages on new topics refused by the retained-message quota.",
+        s.retained_refused,
+    );
+    one(
         "jetmq_messages_routed_total",
         "counter",
         "Messages routed to subscribers (from clients, wills, NATS).",

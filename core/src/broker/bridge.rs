@@ -337,7 +337,7 @@ impl Broker {
             return;
         };
         if payload.is_empty() {
-            self.retained.remove(&topic);
+            self.unretain(&topic);
             return;
         }
         let qos = published_qos(headers).unwrap_or(QoS::AtMostOnce);

@@ -98,6 +98,15 @@ pub struct BrokerConfig {
     /// (3.1.1: 0x80) for each new filter. 0: no limit. Default 100 000.
     #[serde(default)]
     pub max_subscriptions: usize,
+    /// Most retained messages clients may make the broker keep (it keeps them all in
+    /// memory); a retained PUBLISH on a new topic beyond it is refused with 0x97 Quota
+    /// exceeded (3.1.1: acknowledged and dropped). 0: no limit. Default 1 000 000.
+    #[serde(default)]
+    pub max_retained_messages: usize,
+    /// Most payload bytes of all retained messages together, refused the same way. 0: no
+    /// limit. Default 1 GiB.
+    #[serde(default)]
+    pub max_retained_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -132,6 +141,8 @@ impl Default for BrokerConfig {
             takeover_window: Duration::from_secs(10),
             sys_interval: None,
             max_subscriptions: 100_000,
+            max_retained_messages: 1_000_000,
+            max_retained_bytes: 1 << 30,
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub subscriptions: usize,
     /// Retained messages.
     pub retained: usize,
+    /// Payload bytes of the retained messages.
+    pub retained_bytes: usize,
     /// The counters.
     pub stats: BrokerStats,
 }
@@ -55,6 +57,7 @@ impl Broker {
                 .map(|(_, s)| s.subscriptions.values().count())
                 .sum(),
             retained: self.retained.len(),
+            retained_bytes: self.retained_bytes(),
             stats: self.stats,
         }
     }

@@ -59,6 +59,7 @@ mod permissions;
 mod persist;
 mod publish;
 pub mod retained;
+mod retained_quota;
 mod session;
 mod session_index;
 mod shared;
@@ -123,6 +124,9 @@ pub struct BrokerStats {
     /// Fleet: messages NATS handed to this node for a shared subscription after its last
     /// member here had left (a stored one stays with the other members' consumers).
     pub share_messages_missed: u64,
+    /// Retained messages on new topics refused because the retained-message quota was
+    /// reached (`max_retained_messages`, `max_retained_bytes`).
+    pub retained_refused: u64,
 }
 
 /// Mixed into the seed for the node number.
@@ -182,6 +186,10 @@ pub struct Broker {
     /// Reused list of shared-subscription members matching a message.
     shared_scratch: Vec<(u32, SessionId, session::Subscriber)>,
     retained: RetainedStore<SharedMessage>,
+    /// Payload bytes of `retained`, for its quota.
+    retained_bytes: usize,
+    /// When expired retained messages were last swept out to make room.
+    retained_swept_at: Option<Instant>,
     /// NATS bridge: MQTT subscriptions per NATS subject, and the changes to hand the shell.
     nats_subjects: BTreeMap<bytestring::ByteString, u32>,
     nats_changes: Vec<Action>,
@@ -246,6 +254,8 @@ impl Broker {
             share_groups: Vec::new(),
             shared_scratch: Vec::new(),
             retained: RetainedStore::new(),
+            retained_bytes: 0,
+            retained_swept_at: None,
             nats_subjects: BTreeMap::new(),
             nats_changes,
             timers: BinaryHeap::new(),

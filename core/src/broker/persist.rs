@@ -511,7 +511,7 @@ impl Broker {
             seq: None,
             expires_at,
         };
-        self.retained.insert(&topic, Arc::new(msg));
+        self.retain(&topic, Arc::new(msg));
     }
 
     pub(super) fn restore_message(

@@ -142,7 +142,7 @@ impl Broker {
         }
         let sys = self.is_sys_topic(&topic);
         let now = self.now.instant;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get(&conn) else {
             return;
         };
         if sys || c.grants().is_some_and(|g| !g.may_publish(&topic)) {
@@ -151,6 +151,15 @@ impl Broker {
             self.refuse_publish(conn, p.qos, PubAckReason::NotAuthorized, out);
             return;
         }
+        if p.retain && !self.retained_quota_allows(&topic, p.payload.len(), out) {
+            // No room for another retained message: 0x97, and the message goes nowhere (it
+            // must be retained or not taken at all [MQTT-3.3.1-5]); a QoS 0 one is dropped.
+            self.refuse_publish(conn, p.qos, PubAckReason::QuotaExceeded, out);
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let mut msg = Message {
             topic,
             payload: p.payload,
@@ -631,6 +640,10 @@ impl Broker {
     pub(super) fn publish_will(&mut self, mut msg: Message, out: &mut Outbox) {
         // A will's lifetime starts when it is published.
         msg.expires_at = Self::expiry_deadline(self.now.instant, &msg);
+        if msg.retain && !self.retained_quota_allows(&msg.topic, msg.payload.len(), out) {
+            // Nobody is left to refuse: the will goes out, but is not retained.
+            msg.retain = false;
+        }
         let mut writes = Vec::new();
         if msg.retain {
             writes.push((Write::Other, self.retained_request(&msg)));
@@ -701,7 +714,7 @@ impl Broker {
         // have been overtaken since (it comes on another connection), was.
         if msg.retain && !matches!(scope, RouteScope::Share(_)) {
             if msg.payload.is_empty() {
-                self.retained.remove(&msg.topic);
+                self.unretain(&msg.topic);
             } else {
                 let mut stored = msg.clone();
                 stored.publisher = None;
@@ -710,7 +723,7 @@ impl Broker {
                 if let Ok(topic) = TopicName::new(super::detach(msg.topic.as_str())) {
                     stored.topic = topic;
                 }
-                self.retained.insert(&msg.topic, Arc::new(stored));
+                self.retain(&msg.topic, Arc::new(stored));
             }
         }
         // Reuse the allocation of a finished message nobody holds any more.

@@ -94,6 +94,15 @@ impl<V> RetainedStore<V> {
         Some(value)
     }
 
+    /// Calls `f` with every retained message, `$` topics included, in no particular order.
+    pub fn for_each(&self, mut f: impl FnMut(&TopicName, &V)) {
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            node.visit(&mut f);
+            stack.extend(node.children.values());
+        }
+    }
+
     /// Calls `f` with every retained message whose topic `filter` matches, in the order described
     /// on [`RetainedStore`].
     ///

@@ -1,0 +1,103 @@
+//! The retained-message quota: the most retained messages and payload bytes clients may make
+//! the broker keep ([`BrokerConfig::max_retained_messages`](super::BrokerConfig),
+//! [`BrokerConfig::max_retained_bytes`](super::BrokerConfig)), and the bookkeeping of every
+//! change to the retained set that the quota counts.
+//!
+//! The quota is checked where a client publishes: a retained message on a new topic beyond it
+//! is refused, while replacing or deleting a retained message always works. Retained messages
+//! read back from the store or set through another node of a fleet are always kept, so every
+//! node of a fleet holds the same set and counts the fleet's messages against the same quota
+//! (messages still being written when the count is taken can take it a little over).
+
+use std::time::Duration;
+
+use super::message::SharedMessage;
+use super::persist::RequestOwner;
+use super::Broker;
+use crate::broker::io::Outbox;
+use crate::js::{records, StoreRequest, Stream};
+use crate::topic::{subject, TopicName};
+
+/// The shortest time between two sweeps of expired retained messages, which walk them all.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Broker {
+    /// Retains `msg` on `topic`, in place of the message retained there before.
+    pub(super) fn retain(&mut self, topic: &TopicName, msg: SharedMessage) {
+        let added = msg.payload.len();
+        if let Some(old) = self.retained.insert(topic, msg) {
+            self.retained_bytes -= old.payload.len();
+        }
+        self.retained_bytes += added;
+    }
+
+    /// Forgets the message retained on `topic`, if any.
+    pub(super) fn unretain(&mut self, topic: &TopicName) {
+        if let Some(old) = self.retained.remove(topic) {
+            self.retained_bytes -= old.payload.len();
+        }
+    }
+
+    /// Payload bytes of the retained messages.
+    pub(super) fn retained_bytes(&self) -> usize {
+        self.retained_bytes
+    }
+
+    /// Whether a client may retain a message of `len` payload bytes on `topic`: deleting
+    /// (`len` 0) and replacing always; a new topic only within the quota. A refusal first
+    /// lets go of expired retained messages (at most once a second) and asks again.
+    pub(super) fn retained_quota_allows(
+        &mut self,
+        topic: &TopicName,
+        len: usize,
+        out: &mut Outbox,
+    ) -> bool {
+        if len == 0 || self.within_retained_quota(topic, len) {
+            return true;
+        }
+        let now = self.now.instant;
+        let due = self
+            .retained_swept_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_INTERVAL);
+        if due {
+            self.retained_swept_at = Some(now);
+            self.sweep_expired_retained(out);
+            if self.within_retained_quota(topic, len) {
+                return true;
+            }
+        }
+        self.stats.retained_refused += 1;
+        false
+    }
+
+    fn within_retained_quota(&self, topic: &TopicName, len: usize) -> bool {
+        let replaced = self.retained.get(topic).map(|m| m.payload.len());
+        let most = self.config.max_retained_messages;
+        let count_ok = most == 0 || replaced.is_some() || self.retained.len() < most;
+        let most_bytes = self.config.max_retained_bytes;
+        let bytes_ok = most_bytes == 0
+            || (self.retained_bytes - replaced.unwrap_or(0)).saturating_add(len) <= most_bytes;
+        count_ok && bytes_ok
+    }
+
+    /// Drops the retained messages whose Message Expiry Interval has run out (they are never
+    /// delivered again) from memory and from the store.
+    fn sweep_expired_retained(&mut self, out: &mut Outbox) {
+        let now = self.now.instant;
+        let mut expired = Vec::new();
+        self.retained.for_each(|topic, msg| {
+            if msg.expires_at.is_some_and(|at| at <= now) {
+                expired.push(topic.clone());
+            }
+        });
+        for topic in expired {
+            self.unretain(&topic);
+            let subj = subject::topic_to_subject(&topic);
+            let request = StoreRequest::Purge {
+                stream: Stream::Retained,
+                subject: records::prefixed_subject(records::RETAINED_PREFIX, &subj),
+            };
+            self.request(request, RequestOwner::Background, out);
+        }
+    }
+}

@@ -181,3 +181,19 @@ fn messages_read_back_from_the_store_are_all_kept() {
     );
     assert_eq!(retain(&mut h2, p2, 2, "a", "y"), PubAckReason::Success);
 }
+
+#[test]
+fn the_brokers_own_statistics_are_not_counted() {
+    let mut h = Harness::new(BrokerConfig {
+        sys_interval: Some(Duration::from_secs(10)),
+        ..quota(1, 0)
+    });
+    let (p, _) = h.connect_ok(connect(V5, "p", true));
+    h.advance(Duration::from_secs(11));
+    let statistics = h.broker.retained_count();
+    assert!(statistics > 1, "a $SYS round retained its figures");
+    assert_eq!(h.broker.metrics().retained_bytes, 0);
+    assert_eq!(retain(&mut h, p, 1, "a", "x"), PubAckReason::Success);
+    assert_eq!(retain(&mut h, p, 2, "b", "x"), PubAckReason::QuotaExceeded);
+    assert_eq!(h.broker.retained_count(), statistics + 1);
+}

@@ -81,6 +81,8 @@ pub fn broker_sequence(data: &[u8]) {
         max_queued_messages: 16,
         fanout_budget: 4,
         max_unsent_bytes: 512,
+        max_retained_messages: 4,
+        max_retained_bytes: 256,
         ..BrokerConfig::default()
     };
     let mut broker = Broker::new(config, 1, Now::default());

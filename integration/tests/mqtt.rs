@@ -363,11 +363,15 @@ async fn sys_statistics_reach_a_sys_subscriber(shell: Shell) {
 }
 
 /// `GET /metrics` on `[metrics] listen` answers in Prometheus' text format with the broker's
-/// figures; other paths get 404.
+/// figures (here also the retained-message quota at work); other paths get 404.
 async fn prometheus_metrics_are_served(shell: Shell) {
-    let (server, port) = common::serve(shell, "[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    let (server, port) = common::serve(
+        shell,
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_retained_messages = 1\n",
+    )
+    .await;
     let metrics = server.metrics_addr.expect("a metrics address");
-    let _sub = connect(options("watcher", port)).await;
+    let sub = connect(options("watcher", port)).await;
     let get = |path: &'static str| async move {
         let mut http = TcpStream::connect(metrics).await.expect("connects");
         http.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -395,6 +399,34 @@ async fn prometheus_metrics_are_served(shell: Shell) {
         "{response}"
     );
     assert!(get("/").await.starts_with("HTTP/1.1 404"));
+
+    // Two retained messages on new topics with room for one: the second is refused.
+    for (topic, payload) in [("r/1", "four"), ("r/2", "five5")] {
+        sub.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await
+            .expect("publish");
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let response = get("/metrics").await;
+        if response.contains("\njetmq_retained_refused_total 1\n") {
+            assert!(
+                response.contains("\njetmq_retained_messages 1\n"),
+                "{response}"
+            );
+            assert!(
+                response.contains("\njetmq_retained_bytes 4\n"),
+                "{response}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refusal never showed: {response}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.shutdown().await.expect("clean shutdown");
 }
 

@@ -186,8 +186,10 @@ pub struct Broker {
     /// Reused list of shared-subscription members matching a message.
     shared_scratch: Vec<(u32, SessionId, session::Subscriber)>,
     retained: RetainedStore<SharedMessage>,
-    /// Payload bytes of `retained`, for its quota.
+    /// Payload bytes of `retained`, for its quota (`$SYS/broker/` statistics aside).
     retained_bytes: usize,
+    /// How many of `retained` are the broker's own `$SYS/broker/` statistics.
+    retained_sys: usize,
     /// When expired retained messages were last swept out to make room.
     retained_swept_at: Option<Instant>,
     /// NATS bridge: MQTT subscriptions per NATS subject, and the changes to hand the shell.
@@ -255,6 +257,7 @@ impl Broker {
             shared_scratch: Vec::new(),
             retained: RetainedStore::new(),
             retained_bytes: 0,
+            retained_sys: 0,
             retained_swept_at: None,
             nats_subjects: BTreeMap::new(),
             nats_changes,

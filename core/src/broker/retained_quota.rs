@@ -7,7 +7,8 @@
 //! is refused, while replacing or deleting a retained message always works. Retained messages
 //! read back from the store or set through another node of a fleet are always kept, so every
 //! node of a fleet holds the same set and counts the fleet's messages against the same quota
-//! (messages still being written when the count is taken can take it a little over).
+//! (messages still being written when the count is taken can take it a little over). The
+//! broker's own `$SYS/broker/` statistics are not counted.
 
 use std::time::Duration;
 
@@ -25,7 +26,12 @@ impl Broker {
     /// Retains `msg` on `topic`, in place of the message retained there before.
     pub(super) fn retain(&mut self, topic: &TopicName, msg: SharedMessage) {
         let added = msg.payload.len();
-        if let Some(old) = self.retained.insert(topic, msg) {
+        let old = self.retained.insert(topic, msg);
+        if self.is_sys_topic(topic) {
+            self.retained_sys += usize::from(old.is_none());
+            return;
+        }
+        if let Some(old) = old {
             self.retained_bytes -= old.payload.len();
         }
         self.retained_bytes += added;
@@ -33,12 +39,17 @@ impl Broker {
 
     /// Forgets the message retained on `topic`, if any.
     pub(super) fn unretain(&mut self, topic: &TopicName) {
-        if let Some(old) = self.retained.remove(topic) {
+        let Some(old) = self.retained.remove(topic) else {
+            return;
+        };
+        if self.is_sys_topic(topic) {
+            self.retained_sys -= 1;
+        } else {
             self.retained_bytes -= old.payload.len();
         }
     }
 
-    /// Payload bytes of the retained messages.
+    /// Payload bytes of the retained messages the quota counts.
     pub(super) fn retained_bytes(&self) -> usize {
         self.retained_bytes
     }
@@ -73,7 +84,8 @@ impl Broker {
     fn within_retained_quota(&self, topic: &TopicName, len: usize) -> bool {
         let replaced = self.retained.get(topic).map(|m| m.payload.len());
         let most = self.config.max_retained_messages;
-        let count_ok = most == 0 || replaced.is_some() || self.retained.len() < most;
+        let counted = self.retained.len() - self.retained_sys;
+        let count_ok = most == 0 || replaced.is_some() || counted < most;
         let most_bytes = self.config.max_retained_bytes;
         let bytes_ok = most_bytes == 0
             || (self.retained_bytes - replaced.unwrap_or(0)).saturating_add(len) <= most_bytes;

@@ -217,6 +217,99 @@ fn a_persistent_session_resumes_on_the_other_node_with_its_queued_messages() {
     assert!(online(&f.b, "s"));
 }
 
+/// A message stored for a session that was just loaded on node b, whose live copy b missed
+/// (its NATS subscription had not reached the server yet), is read from the consumer a
+/// little later; messages the session holds or already released are not delivered again.
+#[test]
+fn a_live_copy_missed_right_after_a_resume_is_caught_up_from_the_consumer() {
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    f.a.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    f.a.input(Input::Closed { conn: s });
+    let (s2, present) = f.on(Node::B).connect_ok(connect(V3, "s", false));
+    assert!(present);
+    f.carry(Node::B);
+    f.b.nats.clear();
+
+    // Through a: one message whose live copy b misses, then one it gets live.
+    let (p, _) = f.on(Node::A).connect_ok(connect(V3, "p", true));
+    let q1 = |n| PublishQos::AtLeastOnce(harness::pid(n));
+    f.a.send(p, &publish("t/missed", "1", q1(1), false));
+    f.a.nats.clear();
+    f.a.send(p, &publish("t/live", "2", q1(2), false));
+    f.carry(Node::A);
+    f.on(Node::B);
+    let got = f.b.publishes(s2);
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["t/live"],
+        "only the live copy so far"
+    );
+
+    // The catch-up read finds the missed one; the live one, in flight, is not sent again.
+    f.advance(std::time::Duration::from_secs(1));
+    let got = f.b.packets(s2);
+    let topics: Vec<_> = got
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(m) => Some(m.topic.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(topics, ["t/missed"], "{got:?}");
+
+    // Both acknowledged: the second catch-up read finds nothing, and the store is empty.
+    for m in f.b.broker.sessions().filter(|i| i.key.client_id == "s") {
+        assert_eq!(m.inflight, 2, "{m:?}");
+    }
+    for pid in [1, 2] {
+        f.b.send(
+            s2,
+            &Packet::PubAck(jetmq_core::codec::PubAck::new(harness::pid(pid))),
+        );
+    }
+    f.advance(std::time::Duration::from_secs(4));
+    assert!(f.b.publishes(s2).is_empty(), "nothing twice");
+    assert!(f.b.store.log.is_empty(), "released: {:?}", f.b.store.log);
+}
+
+/// A message stored before a resume on node b, whose live copy reaches b only after the
+/// session had it from its consumer (and acknowledged it), is not delivered twice.
+#[test]
+fn a_late_live_copy_of_a_message_had_from_the_load_is_dropped() {
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    f.a.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    f.a.input(Input::Closed { conn: s });
+    let (p, _) = f.a.connect_ok(connect(V3, "p", true));
+    f.a.send(
+        p,
+        &publish(
+            "t/early",
+            "1",
+            PublishQos::AtLeastOnce(harness::pid(1)),
+            false,
+        ),
+    );
+    // a's live copy is still on its way when the client resumes on b.
+    let late = std::mem::take(&mut f.a.nats);
+    let (s2, present) = f.on(Node::B).connect_ok(connect(V3, "s", false));
+    assert!(present);
+    let got = f.b.publishes(s2);
+    assert_eq!(got.len(), 1, "{got:?}");
+    f.b.send(
+        s2,
+        &Packet::PubAck(jetmq_core::codec::PubAck::new(harness::pid(1))),
+    );
+    f.a.nats = late;
+    let subjects = f.carry(Node::A);
+    assert!(
+        subjects.iter().any(|s| s == "t.early"),
+        "the live copy went out: {subjects:?}"
+    );
+    assert!(f.b.publishes(s2).is_empty(), "not delivered twice");
+}
+
 #[test]
 fn a_connect_on_one_node_closes_the_connection_on_the_other() {
     let mut f = Fleet::new();

@@ -538,6 +538,12 @@ impl Broker {
                 s.inbound_qos2.extend(inbound);
             }
             self.restore_pubrels(id, outbound);
+            let loaded = pending
+                .iter()
+                .filter(|m| m.stream == Stream::Messages)
+                .map(|m| m.seq)
+                .collect();
+            self.schedule_catch_up(id, loaded);
         }
         self.bind(conn, connect, key, assigned, stamp, out);
         self.resume_after_connect(conn, out);

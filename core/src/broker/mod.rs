@@ -49,6 +49,7 @@
 
 mod auth;
 mod bridge;
+mod catch_up;
 mod config;
 mod connection;
 mod io;
@@ -147,6 +148,9 @@ enum Timer {
     Reannounce,
     /// The next round of `$SYS/broker/` statistics.
     Sys,
+    /// A catch-up read of a fleet session's consumer (with the session's uid; true for the
+    /// last read).
+    CatchUp(SessionId, u64, bool),
 }
 
 /// The broker: one deterministic state machine for every connection and session.
@@ -186,6 +190,8 @@ pub struct Broker {
     /// Reused list of shared-subscription members matching a message.
     shared_scratch: Vec<(u32, SessionId, session::Subscriber)>,
     retained: RetainedStore<SharedMessage>,
+    /// Fleet: catch-up reads of sessions' consumers in flight.
+    catch_ups: BTreeMap<SessionId, catch_up::CatchUp>,
     /// Payload bytes of `retained`, for its quota (`$SYS/broker/` statistics aside).
     retained_bytes: usize,
     /// How many of `retained` are the broker's own `$SYS/broker/` statistics.
@@ -256,6 +262,7 @@ impl Broker {
             share_groups: Vec::new(),
             shared_scratch: Vec::new(),
             retained: RetainedStore::new(),
+            catch_ups: BTreeMap::new(),
             retained_bytes: 0,
             retained_sys: 0,
             retained_swept_at: None,
@@ -428,6 +435,9 @@ impl Broker {
                 Timer::Request(id) => self.on_request_timeout(id, out),
                 Timer::Reannounce => self.announce_connected(out),
                 Timer::Sys => self.on_sys_timer(),
+                Timer::CatchUp(session, uid, last) => {
+                    self.on_catch_up_timer(session, uid, last, out);
+                }
             }
         }
     }

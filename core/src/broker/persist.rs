@@ -60,6 +60,8 @@ pub(crate) enum RequestOwner {
         pid: PacketId,
         seq: u64,
     },
+    /// A catch-up read of a fleet session's consumer.
+    CatchUp { session: SessionId },
     /// Nobody: a failure is reported and counted.
     Background,
 }
@@ -113,6 +115,10 @@ impl Broker {
                 if reply.is_ok() {
                     self.on_pubrel_recorded(session, uid, pid, seq, out);
                 }
+                return;
+            }
+            RequestOwner::CatchUp { session } => {
+                self.on_caught_up(session, reply, out);
                 return;
             }
             RequestOwner::Background => return,

@@ -900,6 +900,12 @@ impl Broker {
     /// Hands one message to one session: sent now, queued behind the window, or dropped
     /// (counted) when it cannot be kept.
     pub(super) fn deliver(&mut self, session: SessionId, d: Delivery, out: &mut Outbox) {
+        if let Some(seq) = d.msg.seq.filter(|_| !self.catch_ups.is_empty()) {
+            if self.has_had(session, seq) {
+                // A late live copy of a message the session had from its load.
+                return;
+            }
+        }
         let Some(s) = self.sessions.get(session) else {
             return;
         };
@@ -1366,6 +1372,7 @@ impl Broker {
         let Some(seq) = d.msg.seq else {
             return;
         };
+        self.note_released(session, seq);
         match &d.release {
             Some(consumer) => {
                 let consumer = ByteString::clone(consumer);
@@ -1388,6 +1395,7 @@ impl Broker {
             return;
         }
         let consumer = s.consumer();
+        self.note_released(session, seq);
         self.request(
             StoreRequest::Ack { consumer, seq },
             super::persist::RequestOwner::Background,

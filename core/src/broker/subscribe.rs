@@ -179,6 +179,7 @@ impl Broker {
     ) {
         let persistent = self.sessions.get(session).is_some_and(|s| s.persistent);
         let writes = if persistent && changed {
+            self.schedule_catch_up(session, std::collections::BTreeSet::new());
             self.session_writes(session)
         } else {
             Vec::new()

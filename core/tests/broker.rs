@@ -736,13 +736,11 @@ fn a_restart_restores_sessions_retained_and_queued_messages() {
     assert_eq!(h2.publishes(s2).len(), 1);
 }
 
-/// An outbound QoS 2 flow of a persistent session (PUBREC received, PUBREL sent) survives a
-/// restart as PUBREL state: the client's reconnect gets the PUBREL again with the same packet
-/// identifier [MQTT-4.4.0-1], and not the message a second time (which, under a new packet
-/// identifier, the client would take for a new one). PUBCOMP then ends it in the store too.
-#[test]
-fn an_outbound_qos2_flow_survives_a_restart_as_its_pubrel() {
-    let mut h = h();
+/// A persistent session "s" subscribed to `t/#` at QoS 2 and a QoS 2 message published to it:
+/// returns the subscriber's connection and the packet identifier it got the message with.
+fn outbound_qos2_delivery(
+    h: &mut Harness,
+) -> (jetmq_core::broker::ConnId, jetmq_core::codec::PacketId) {
     let (s, _) = h.connect_ok(connect(V3, "s", false));
     h.subscribe_ok(s, 1, "t/#", QoS::ExactlyOnce);
     let (p, _) = h.connect_ok(connect(V3, "p", true));
@@ -752,7 +750,17 @@ fn an_outbound_qos2_flow_survives_a_restart_as_its_pubrel() {
     let Some(Packet::Publish(m)) = delivered else {
         panic!("expected the PUBLISH, got {delivered:?}");
     };
-    let id = m.qos.packet_id().expect("QoS 2");
+    (s, m.qos.packet_id().expect("QoS 2"))
+}
+
+/// An outbound QoS 2 flow of a persistent session (PUBREC received, PUBREL sent) survives a
+/// restart as PUBREL state: the client's reconnect gets the PUBREL again with the same packet
+/// identifier [MQTT-4.4.0-1], and not the message a second time (which, under a new packet
+/// identifier, the client would take for a new one). PUBCOMP then ends it in the store too.
+#[test]
+fn an_outbound_qos2_flow_survives_a_restart_as_its_pubrel() {
+    let mut h = h();
+    let (s, id) = outbound_qos2_delivery(&mut h);
     h.send(s, &Packet::PubRec(Ack::new(id)));
     assert!(matches!(h.next_packet(s), Some(Packet::PubRel(a)) if a.packet_id == id));
     // The broker stops before the PUBCOMP arrives.
@@ -786,15 +794,7 @@ fn an_outbound_qos2_flow_survives_a_restart_as_its_pubrel() {
 fn a_failed_pubrel_record_keeps_the_message_until_pubcomp() {
     use jetmq_core::js::{StoreRequest, Stream};
     let mut h = h();
-    let (s, _) = h.connect_ok(connect(V3, "s", false));
-    h.subscribe_ok(s, 1, "t/#", QoS::ExactlyOnce);
-    let (p, _) = h.connect_ok(connect(V3, "p", true));
-    h.send(p, &publish("t/1", "exactly once", q2(1), false));
-    h.send(p, &Packet::PubRel(Ack::new(pid(1))));
-    let Some(Packet::Publish(m)) = h.next_packet(s) else {
-        panic!("expected the PUBLISH");
-    };
-    let id = m.qos.packet_id().expect("QoS 2");
+    let (s, id) = outbound_qos2_delivery(&mut h);
     h.auto_store = false;
     h.send(s, &Packet::PubRec(Ack::new(id)));
     assert!(matches!(h.next_packet(s), Some(Packet::PubRel(a)) if a.packet_id == id));
@@ -846,15 +846,7 @@ fn a_failed_pubrel_record_keeps_the_message_until_pubcomp() {
 fn a_written_pubrel_record_releases_the_message() {
     use jetmq_core::js::{StoreRequest, Stream};
     let mut h = h();
-    let (s, _) = h.connect_ok(connect(V3, "s", false));
-    h.subscribe_ok(s, 1, "t/#", QoS::ExactlyOnce);
-    let (p, _) = h.connect_ok(connect(V3, "p", true));
-    h.send(p, &publish("t/1", "exactly once", q2(1), false));
-    h.send(p, &Packet::PubRel(Ack::new(pid(1))));
-    let Some(Packet::Publish(m)) = h.next_packet(s) else {
-        panic!("expected the PUBLISH");
-    };
-    let id = m.qos.packet_id().expect("QoS 2");
+    let (s, id) = outbound_qos2_delivery(&mut h);
     h.auto_store = false;
     h.send(s, &Packet::PubRec(Ack::new(id)));
     assert_eq!(h.held.len(), 1);

@@ -273,6 +273,38 @@ fn a_live_copy_missed_right_after_a_resume_is_caught_up_from_the_consumer() {
     assert!(f.b.store.log.is_empty(), "released: {:?}", f.b.store.log);
 }
 
+/// The same after a subscription change: a message stored for the new filter whose live copy
+/// b missed comes from the consumer a little later.
+#[test]
+fn a_live_copy_missed_after_a_new_subscription_is_caught_up_from_the_consumer() {
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::B).connect_ok(connect(V3, "s", false));
+    f.b.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    f.advance(std::time::Duration::from_secs(5));
+    f.b.subscribe_ok(s, 2, "u/#", QoS::AtLeastOnce);
+    f.carry(Node::B);
+    let (p, _) = f.on(Node::A).connect_ok(connect(V3, "p", true));
+    f.a.send(
+        p,
+        &publish(
+            "u/1",
+            "new",
+            PublishQos::AtLeastOnce(harness::pid(1)),
+            false,
+        ),
+    );
+    f.a.nats.clear();
+    f.on(Node::B);
+    assert!(f.b.publishes(s).is_empty());
+    f.advance(std::time::Duration::from_secs(1));
+    let got = f.b.publishes(s);
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["u/1"],
+        "{got:?}"
+    );
+}
+
 /// A message stored before a resume on node b, whose live copy reaches b only after the
 /// session had it from its consumer (and acknowledged it), is not delivered twice.
 #[test]

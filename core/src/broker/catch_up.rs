@@ -86,13 +86,25 @@ impl Broker {
         last: bool,
         out: &mut Outbox,
     ) {
-        let Some(s) = self.sessions.get(session).filter(|s| s.uid == uid) else {
+        let Some(s) = self
+            .sessions
+            .get(session)
+            .filter(|s| s.uid == uid && s.persistent)
+        else {
             return;
         };
         let consumer = s.consumer();
-        let Some(c) = self.catch_ups.get_mut(&session).filter(|c| c.uid == uid) else {
+        // A later schedule's timers find the catch-up an earlier one's last read ended.
+        let c = self.catch_ups.entry(session).or_insert_with(|| CatchUp {
+            uid,
+            loaded: BTreeSet::new(),
+            reading: false,
+            last: false,
+            released: Vec::new(),
+        });
+        if c.uid != uid {
             return;
-        };
+        }
         c.last |= last;
         if c.reading {
             return;
@@ -115,14 +127,10 @@ impl Broker {
     /// Whether a live copy of stored message `seq` would be a second copy for `session`,
     /// which is catching up: it holds the message, or had it from its load.
     pub(super) fn has_had(&self, session: SessionId, seq: u64) -> bool {
-        let Some(c) = self.catch_ups.get(&session) else {
+        let (Some(c), Some(s)) = (self.catch_ups.get(&session), self.sessions.get(session)) else {
             return false;
         };
-        c.loaded.contains(&seq)
-            || self
-                .sessions
-                .get(session)
-                .is_some_and(|s| s.outbound.holds(seq))
+        c.uid == s.uid && (c.loaded.contains(&seq) || s.outbound.holds(seq))
     }
 
     /// The answer to a catch-up read: the messages the session has not had are queued for it.

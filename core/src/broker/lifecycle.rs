@@ -1033,6 +1033,7 @@ impl Broker {
         self.hand_over_shared(session, true, out);
         let s = self.sessions.try_remove(session)?;
         self.by_key.remove(&s.key, session);
+        self.catch_ups.remove(&session);
         for entry in s.subscriptions.values() {
             self.unindex_subscription(session, entry);
         }

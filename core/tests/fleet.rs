@@ -305,6 +305,53 @@ fn a_live_copy_missed_after_a_new_subscription_is_caught_up_from_the_consumer() 
     );
 }
 
+/// A session that went offline right after its load is not read again: a read hands the
+/// consumer's messages to the reading node until they are acknowledged, so a client resuming
+/// on another node would wait for them. Its next load (here, on node a) has them at once.
+#[test]
+fn an_offline_session_is_not_caught_up() {
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    f.a.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    f.a.input(Input::Closed { conn: s });
+    let (s2, present) = f.on(Node::B).connect_ok(connect(V3, "s", false));
+    assert!(present);
+    f.b.input(Input::Closed { conn: s2 });
+    f.carry(Node::B);
+    let (p, _) = f.on(Node::A).connect_ok(connect(V3, "p", true));
+    f.a.send(
+        p,
+        &publish(
+            "t/1",
+            "stored",
+            PublishQos::AtLeastOnce(harness::pid(1)),
+            false,
+        ),
+    );
+    f.a.nats.clear();
+
+    // Both catch-up timers pass on b with the client away: no read of its consumer.
+    f.on(Node::B).auto_store = false;
+    f.advance(std::time::Duration::from_secs(5));
+    let reads: Vec<_> = f
+        .b
+        .held
+        .iter()
+        .filter(|(_, request, _)| matches!(request, jetmq_core::js::StoreRequest::Pending { .. }))
+        .collect();
+    assert!(reads.is_empty(), "{reads:?}");
+    f.b.complete_all_held();
+
+    let (s3, present) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    assert!(present);
+    let got = f.a.publishes(s3);
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["t/1"],
+        "{got:?}"
+    );
+}
+
 /// A message stored before a resume on node b, whose live copy reaches b only after the
 /// session had it from its consumer (and acknowledged it), is not delivered twice.
 #[test]

@@ -78,7 +78,9 @@ impl Broker {
         }
     }
 
-    /// A catch-up read is due: the session's consumer is read unless a read is still out.
+    /// A catch-up read is due: the session's consumer is read unless a read is still out, or
+    /// the session is offline (a read hands the consumer's messages to this node until they
+    /// are acknowledged, so a session that may resume elsewhere is left to its next load).
     pub(super) fn on_catch_up_timer(
         &mut self,
         session: SessionId,
@@ -93,6 +95,17 @@ impl Broker {
         else {
             return;
         };
+        if s.conn.is_none() {
+            // No read now; the last timer ends the catch-up (at the answer of a read out).
+            match self.catch_ups.get_mut(&session) {
+                Some(c) if last && c.reading => c.last = true,
+                Some(_) if last => {
+                    self.catch_ups.remove(&session);
+                }
+                _ => {}
+            }
+            return;
+        }
         let consumer = s.consumer();
         // A later schedule's timers find the catch-up an earlier one's last read ended.
         let c = self.catch_ups.entry(session).or_insert_with(|| CatchUp {

@@ -352,6 +352,78 @@ fn an_offline_session_is_not_caught_up() {
     );
 }
 
+/// The consumers node `h` gave back its reads of (`Release`) since its store requests were
+/// held; the held requests are then completed and the store answers at once again.
+fn releases(h: &mut Harness) -> Vec<String> {
+    let released = h
+        .held
+        .iter()
+        .filter_map(|(_, request, _)| match request {
+            jetmq_core::js::StoreRequest::Release { consumer } => Some(consumer.to_string()),
+            _ => None,
+        })
+        .collect();
+    h.complete_all_held();
+    h.auto_store = true;
+    released
+}
+
+/// What a node's consumer reads handed it for a session (JetStream keeps it from other readers
+/// until acknowledged, or for the ack wait) is given back whenever the session may go on
+/// elsewhere: its client leaves, another node takes it over, the node shuts down. Not when
+/// the session goes on here, nor for a clean session.
+#[test]
+fn a_node_gives_back_its_consumer_reads_when_the_session_may_move() {
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    f.a.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    f.a.auto_store = false;
+    f.a.input(Input::Closed { conn: s });
+    let consumer = releases(&mut f.a);
+    assert_eq!(consumer.len(), 1, "the client left: {consumer:?}");
+
+    // A takeover on the same node keeps the session here.
+    let (s2, present) = f.a.connect_ok(connect(V3, "s", false));
+    assert!(present);
+    f.a.auto_store = false;
+    let (_s3, present) = f.a.connect_ok(connect(V3, "s", false));
+    assert!(present);
+    assert_eq!(f.a.closed(s2), Some(CloseReason::SessionTakenOver));
+    assert_eq!(releases(&mut f.a), Vec::<String>::new());
+    f.carry(Node::A);
+
+    // Another node takes the session over: a's connection closes, and a gives back.
+    let (_s4, present) = f.on(Node::B).connect_ok(connect(V3, "s", false));
+    assert!(present);
+    f.a.auto_store = false;
+    f.carry(Node::B);
+    assert!(!online(&f.a, "s"));
+    assert_eq!(releases(&mut f.a), consumer, "taken over elsewhere");
+
+    // A clean session has nothing stored to give back.
+    let (c, _) = f.on(Node::B).connect_ok(connect(V3, "clean", true));
+    f.b.subscribe_ok(c, 1, "t/#", QoS::AtLeastOnce);
+    f.b.auto_store = false;
+    f.b.input(Input::Closed { conn: c });
+    assert_eq!(releases(&mut f.b), Vec::<String>::new());
+
+    // The node shuts down with the client connected.
+    f.b.auto_store = false;
+    f.b.input(Input::Shutdown);
+    assert_eq!(releases(&mut f.b), consumer, "shut down");
+}
+
+/// Outside a fleet, a session's messages are read by this node alone: nothing is given back.
+#[test]
+fn a_single_node_does_not_give_back_consumer_reads() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    h.auto_store = false;
+    h.input(Input::Closed { conn: s });
+    assert_eq!(releases(&mut h), Vec::<String>::new());
+}
+
 /// A message stored before a resume on node b, whose live copy reaches b only after the
 /// session had it from its consumer (and acknowledged it), is not delivered twice.
 #[test]

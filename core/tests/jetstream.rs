@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use jetmq_core::js::jetstream::{JetStream, JetStreamConfig};
-use jetmq_core::js::{RequestId, StoreRequest, Stream};
+use jetmq_core::js::{RequestId, StoreReply, StoreRequest, Stream};
 use jetmq_core::nats::{ConnectOptions, Headers, Message, NatsClient};
 use proptest::prelude::*;
 
@@ -18,7 +18,7 @@ const INBOX_SID: u64 = 1;
 
 fn request(kind: u8, n: u64) -> StoreRequest {
     let consumer = format!("c{}", n % 3);
-    match kind % 8 {
+    match kind % 9 {
         0 => StoreRequest::Publish {
             stream: Stream::Messages,
             subject: format!("$MQTT.msgs.t{}", n % 5).into(),
@@ -49,8 +49,11 @@ fn request(kind: u8, n: u64) -> StoreRequest {
             stream: Stream::Messages,
             seq: n % 20,
         },
-        _ => StoreRequest::DeleteConsumer {
+        7 => StoreRequest::DeleteConsumer {
             name: consumer.into(),
+        },
+        _ => StoreRequest::Release {
+            consumer: consumer.into(),
         },
     }
 }
@@ -93,6 +96,110 @@ fn reply(kind: u8, token: u64, n: u64) -> Message {
     }
 }
 
+/// A client connected to a server that sends headers.
+fn connected() -> NatsClient {
+    let mut nats = NatsClient::new(ConnectOptions::default(), 1 << 20);
+    nats.connection_started();
+    let mut info = bytes::BytesMut::from(&b"INFO {\"server_id\":\"t\",\"headers\":true}\r\n"[..]);
+    nats.received(&mut info, &mut Vec::new()).expect("INFO");
+    assert!(nats.is_connected());
+    nats
+}
+
+/// A connected client and an executor whose five streams exist.
+fn ready() -> (NatsClient, JetStream) {
+    let mut nats = connected();
+    let mut js = JetStream::new(JetStreamConfig::new(INBOX));
+    js.start(&mut nats);
+    for token in 1..=5 {
+        js.on_message(&reply(0, token, 0), &mut nats);
+    }
+    assert!(js.is_ready());
+    (nats, js)
+}
+
+/// A message consumer `c0` hands out by a pull: stream sequence `seq`.
+fn pulled(seq: u64) -> Message {
+    Message {
+        subject: "$MQTT.msgs.t".into(),
+        sid: INBOX_SID,
+        reply: Some(format!("$JS.ACK.$MQTT_msgs.c0.1.{seq}.{seq}.0.0").into()),
+        headers: None,
+        payload: Bytes::from_static(b"m"),
+    }
+}
+
+fn output(nats: &mut NatsClient) -> String {
+    String::from_utf8_lossy(&nats.take_output()).into_owned()
+}
+
+#[test]
+fn release_gives_back_what_was_handed_out_here() {
+    let (mut nats, mut js) = ready();
+    output(&mut nats);
+    let pending = StoreRequest::Pending {
+        consumer: "c0".into(),
+        limit: 2,
+    };
+    js.submit(RequestId(1), pending.clone(), &mut nats);
+    assert!(output(&mut nats).contains("CONSUMER.MSG.NEXT.$MQTT_msgs.c0"));
+    js.on_message(&pulled(7), &mut nats);
+    js.on_message(&pulled(9), &mut nats);
+    let finished = js.take_finished();
+    assert!(
+        matches!(&finished[..], [(RequestId(1), Ok(StoreReply::Messages(m)))] if m.len() == 2),
+        "{finished:?}"
+    );
+
+    js.submit(
+        RequestId(2),
+        StoreRequest::Release {
+            consumer: "c0".into(),
+        },
+        &mut nats,
+    );
+    // Both deliveries are given back, then a request whose reply says the server read them.
+    let sent = output(&mut nats);
+    let naks: Vec<&str> = sent.lines().filter(|l| l.starts_with("-NAK")).collect();
+    assert_eq!(naks.len(), 2, "{sent}");
+    assert!(
+        sent.contains("PUB $JS.ACK.$MQTT_msgs.c0.1.7.7.0.0 4"),
+        "{sent}"
+    );
+    assert!(
+        sent.contains("PUB $JS.ACK.$MQTT_msgs.c0.1.9.9.0.0 4"),
+        "{sent}"
+    );
+    let info = sent.find("$JS.API.INFO").expect("a request after the NAKs");
+    assert!(info > sent.rfind("-NAK").unwrap_or(0), "{sent}");
+    assert!(
+        js.take_finished().is_empty(),
+        "answered before the server read the NAKs"
+    );
+    js.on_message(&reply(0, 7, 0), &mut nats);
+    let finished = js.take_finished();
+    assert!(
+        matches!(&finished[..], [(RequestId(2), Ok(StoreReply::Done))]),
+        "{finished:?}"
+    );
+
+    // Nothing is held any more: the next read pulls, and a second release has nothing to do.
+    js.submit(RequestId(3), pending, &mut nats);
+    assert!(output(&mut nats).contains("CONSUMER.MSG.NEXT.$MQTT_msgs.c0"));
+    js.submit(
+        RequestId(4),
+        StoreRequest::Release {
+            consumer: "c1".into(),
+        },
+        &mut nats,
+    );
+    let finished = js.take_finished();
+    assert!(
+        matches!(&finished[..], [(RequestId(4), Ok(StoreReply::Done))]),
+        "{finished:?}"
+    );
+}
+
 proptest! {
     #[test]
     fn any_replies_never_panic_and_every_request_finishes_once(
@@ -100,11 +207,7 @@ proptest! {
         steps in prop::collection::vec((any::<bool>(), any::<u8>(), 0u64..40, any::<u64>()), 0..120),
         time_out in any::<bool>(),
     ) {
-        let mut nats = NatsClient::new(ConnectOptions::default(), 1 << 20);
-        nats.connection_started();
-        let mut info = bytes::BytesMut::from(&b"INFO {\"server_id\":\"t\",\"headers\":true}\r\n"[..]);
-        nats.received(&mut info, &mut Vec::new()).expect("INFO");
-        prop_assert!(nats.is_connected());
+        let mut nats = connected();
         let mut js = JetStream::new(JetStreamConfig::new(INBOX));
         js.start(&mut nats);
         if ready_first {

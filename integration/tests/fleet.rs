@@ -103,6 +103,67 @@ async fn a_fleet_of_two_nodes_on_one_nats_server() {
     b.shutdown().await.expect("clean stop");
 }
 
+/// What a node's consumer reads handed it for a session (JetStream keeps such messages from
+/// other readers until they are acknowledged, or its ack wait of 30 s has passed) is released
+/// when the session's client leaves: resumed on another node, the session gets it at once.
+#[tokio::test]
+async fn messages_handed_to_a_node_are_released_when_its_client_leaves() {
+    let dir = TempDir::new("fleet-release");
+    let nats = NatsServer::with_jetstream(free_port(), &dir.0);
+    let (a, port_a) = node(Shell::Tokio, &nats.url()).await;
+    let (b, port_b) = node(Shell::Mio, &nats.url()).await;
+
+    let mut s = client("release-s", port_a, false).await;
+    s.subscribe("jobs/#", QoS::AtLeastOnce).await;
+    drop(s);
+    let mut p = client("release-p", port_a, true).await;
+    for i in 0..3 {
+        p.publish(&format!("jobs/{i}"), QoS::AtLeastOnce, false, "queued")
+            .await;
+    }
+
+    // Back on a, the client acknowledges the first message only: a reads the consumer to
+    // acknowledge it, and is handed the other two as well.
+    let mut o = MqttOptions::new("release-s", "127.0.0.1", port_a);
+    o.set_clean_session(false);
+    o.set_manual_acks(true);
+    let mut s = timeout(DEADLINE, common::client::connect(o))
+        .await
+        .expect("CONNACK in time")
+        .expect("CONNACK accepting the client");
+    let mut topics = Vec::new();
+    for _ in 0..3 {
+        let m = s.next().await;
+        topics.push(m.topic.clone());
+        if topics.len() == 1 {
+            s.client.ack(&m).await.expect("ack");
+        }
+    }
+    topics.sort();
+    assert_eq!(topics, ["jobs/0", "jobs/1", "jobs/2"]);
+    // Its own acknowledged publish after the ack: a has read the consumer by then.
+    s.publish("elsewhere", QoS::AtLeastOnce, false, "x").await;
+    drop(s);
+
+    // On b, well within the ack wait: the two unacknowledged messages.
+    let mut s = client("release-s", port_b, false).await;
+    assert!(s.session_present, "node b read the session from JetStream");
+    let mut topics = Vec::new();
+    while topics.len() < 2 {
+        let m = s.next().await;
+        if m.topic != "jobs/0" {
+            topics.push(m.topic.clone());
+        }
+    }
+    topics.sort();
+    assert_eq!(topics, ["jobs/1", "jobs/2"]);
+
+    drop(s);
+    drop(p);
+    a.shutdown().await.expect("clean stop");
+    b.shutdown().await.expect("clean stop");
+}
+
 /// Connects until the CONNACK accepts with a session present (a cluster that is electing a
 /// stream leader makes jetmq refuse with "server unavailable" meanwhile).
 async fn resume(id: &str, port: u16) -> Client {

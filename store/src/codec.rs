@@ -220,7 +220,10 @@ pub(crate) fn log_request(out: &mut Vec<u8>, request: &StoreRequest) -> bool {
             out.push(stream_key(*stream));
             out.extend_from_slice(&seq.to_le_bytes());
         }
-        StoreRequest::GetLast { .. } | StoreRequest::List { .. } | StoreRequest::Pending { .. } => {
+        StoreRequest::GetLast { .. }
+        | StoreRequest::List { .. }
+        | StoreRequest::Pending { .. }
+        | StoreRequest::Release { .. } => {
             return false;
         }
     }

@@ -89,6 +89,10 @@ pub const CASES: &[Case] = &[
         run: pending_limit_order_and_redelivery,
     },
     Case {
+        name: "release_hands_the_messages_out_again",
+        run: release_hands_the_messages_out_again,
+    },
+    Case {
         name: "delete_and_purge_on_the_messages_stream",
         run: delete_and_purge_on_the_messages_stream,
     },
@@ -582,6 +586,62 @@ pub fn pending_limit_order_and_redelivery(exec: Executor<'_>, ns: &str) {
         (&m.subject, &m.payload[..], &m.pending_for),
         (&msgs(ns, "s0"), &b"m"[..], &vec![c.clone()])
     );
+    done(exec, StoreRequest::DeleteConsumer { name: c });
+}
+
+/// After `Release`, a consumer's unacknowledged messages are handed out again (a backend that
+/// held them for this reader gives them back; one that never holds them has nothing to do).
+/// A backend may take a moment to hand out what was given back: asked until a deadline.
+pub fn release_hands_the_messages_out_again(exec: Executor<'_>, ns: &str) {
+    let c = consumer(ns, "c");
+    upsert(exec, &c, &[msgs(ns, ">")]);
+    let all: Vec<u64> = (0..3)
+        .map(|i| publish(exec, Stream::Messages, &msgs(ns, &format!("s{i}")), "m"))
+        .collect();
+    assert_eq!(seqs(&pending(exec, &c, 10)), all);
+    done(
+        exec,
+        StoreRequest::Release {
+            consumer: c.clone(),
+        },
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = seqs(&pending(exec, &c, 10));
+        if again == all {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the release: {again:?}, not {all:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ack(exec, &c, all[0]);
+    done(
+        exec,
+        StoreRequest::Release {
+            consumer: c.clone(),
+        },
+    );
+    // A release with nothing held, and of a consumer that does not exist, is fine.
+    done(
+        exec,
+        StoreRequest::Release {
+            consumer: c.clone(),
+        },
+    );
+    done(
+        exec,
+        StoreRequest::Release {
+            consumer: consumer(ns, "none"),
+        },
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seqs(&pending(exec, &c, 10)) != all[1..] {
+        assert!(std::time::Instant::now() < deadline, "the ack was kept");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     done(exec, StoreRequest::DeleteConsumer { name: c });
 }
 

@@ -561,6 +561,8 @@ impl State {
             R::Pending { consumer, limit } => {
                 StoreReply::Messages(self.pending(t, consumer, *limit)?)
             }
+            // `Pending` hands every unacknowledged message to every reader: nothing is held.
+            R::Release { .. } => StoreReply::Done,
         })
     }
 }
@@ -595,7 +597,7 @@ pub(crate) fn writes(request: &jetmq_core::js::StoreRequest) -> bool {
     use jetmq_core::js::StoreRequest as R;
     !matches!(
         request,
-        R::GetLast { .. } | R::List { .. } | R::Pending { .. }
+        R::GetLast { .. } | R::List { .. } | R::Pending { .. } | R::Release { .. }
     )
 }
 

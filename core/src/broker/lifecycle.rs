@@ -854,6 +854,26 @@ impl Broker {
             // The new connection decides what becomes of the session.
             Ending::TakenOver { .. } | Ending::Shutdown => {}
         }
+        if persistent && matches!(ending, Ending::Normal | Ending::Shutdown) {
+            self.release_consumer(session, out);
+        }
+    }
+
+    /// A fleet node gives back what `session`'s consumer handed it and the client did not
+    /// acknowledge: the session may resume on another node, which is then handed it at once
+    /// rather than after the consumer's ack wait. (What the session holds here stays; should
+    /// it resume here, its acknowledgements read the consumer again.)
+    fn release_consumer(&mut self, session: SessionId, out: &mut Outbox) {
+        if !(self.config.fleet && self.config.nats_bridge) {
+            return;
+        }
+        let Some(s) = self.sessions.get(session).filter(|s| s.persistent) else {
+            return;
+        };
+        let request = StoreRequest::Release {
+            consumer: s.consumer(),
+        };
+        self.request(request, RequestOwner::Background, out);
     }
 
     pub(super) fn on_conn_timer(
@@ -1058,6 +1078,7 @@ impl Broker {
                 out,
             );
         }
+        self.release_consumer(session, out);
         self.remove_session(session, out);
     }
 

@@ -147,6 +147,8 @@ impl MemoryStore {
                     .filter(|m| m.subject.starts_with(prefix.as_ref() as &str))
                     .collect(),
             )),
+            // Every reader is handed every unacknowledged message: nothing is held back.
+            StoreRequest::Release { .. } => Ok(StoreReply::Done),
             StoreRequest::Pending { consumer, limit } => {
                 let Some((_, pending)) = self.consumers.get(consumer) else {
                     return Ok(StoreReply::Messages(Vec::new()));

@@ -156,6 +156,15 @@ pub enum StoreRequest {
         /// The most messages to return.
         limit: usize,
     },
+    /// Gives back what this store connection was handed of a consumer's messages and has not
+    /// acknowledged, so that another reader of the consumer (a fleet node the session resumes
+    /// on) is handed them at once rather than after the ack wait. A store that hands every
+    /// unacknowledged message to every reader has nothing to do. Replied with
+    /// [`StoreReply::Done`].
+    Release {
+        /// The durable name.
+        consumer: ByteString,
+    },
 }
 
 /// A successful reply.

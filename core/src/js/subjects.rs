@@ -100,9 +100,9 @@ pub fn validate(request: &StoreRequest) -> Result<(), String> {
             filters.iter().try_for_each(|f| check_filter(f))
         }
         StoreRequest::DeleteConsumer { name } => check_consumer_name(name),
-        StoreRequest::Ack { consumer, .. } | StoreRequest::Pending { consumer, .. } => {
-            check_consumer_name(consumer)
-        }
+        StoreRequest::Ack { consumer, .. }
+        | StoreRequest::Pending { consumer, .. }
+        | StoreRequest::Release { consumer } => check_consumer_name(consumer),
     }
 }
 

@@ -14,7 +14,8 @@
 //!   more (`CONSUMER.MSG.NEXT`, no wait). `Ack` acknowledges through the delivery's
 //!   `$JS.ACK.` subject (without waiting for a confirmation, as the NATS server's MQTT does);
 //!   a message not handed out yet is pulled first, since JetStream acknowledges deliveries,
-//!   not sequences.
+//!   not sequences. `Release` gives what the executor holds back with `-NAK`, for another
+//!   node to pull at once.
 //!
 //! A new executor (a restarted broker) is not handed again what an earlier one was handed
 //! and did not acknowledge until the consumer's ack wait has passed: that is JetStream's
@@ -581,6 +582,13 @@ impl JetStream {
                     self.ack(nats, id, consumer, seq);
                 }
             }
+            StoreRequest::Release { consumer } => {
+                if let Some((_, waiting)) = self.pulling.get_mut(&consumer) {
+                    waiting.push_back((id, StoreRequest::Release { consumer }));
+                } else {
+                    self.release(nats, id, &consumer);
+                }
+            }
             StoreRequest::Pending { consumer, limit } => {
                 if let Some((_, waiting)) = self.pulling.get_mut(&consumer) {
                     waiting.push_back((id, StoreRequest::Pending { consumer, limit }));
@@ -662,6 +670,36 @@ impl JetStream {
             return;
         }
         self.pull(nats, id, consumer, want, AfterPull::Ack { seq });
+    }
+
+    /// Gives back (`-NAK`: JetStream hands them out again at once) what `consumer` handed out
+    /// here and was not acknowledged. Answered once the NATS server has read the NAKs (the
+    /// reply to a request sent after them), so a broker stopping after the answer has not
+    /// dropped them with its connection.
+    fn release(&mut self, nats: &mut NatsClient, id: RequestId, consumer: &ByteString) {
+        let handed = self.handed.remove(consumer).unwrap_or_default();
+        if handed.is_empty() {
+            self.finished.push((id, Ok(StoreReply::Done)));
+            return;
+        }
+        for h in handed.values() {
+            if nats.publish(&h.ack, None, None, b"-NAK").is_err() {
+                // What was not given back is handed out again after the ack wait.
+                self.finished.push((
+                    id,
+                    Err(StoreError::Unavailable(
+                        "the NATS send buffer is full".into(),
+                    )),
+                ));
+                return;
+            }
+        }
+        let subject = self.config.api.subject("INFO");
+        let op = Op::Request {
+            id,
+            expect: Expect::Done,
+        };
+        self.send(nats, &subject, None, b"", op);
     }
 
     fn pull(

@@ -11,7 +11,9 @@ mod harness;
 use harness::{connect, publish, Harness};
 use jetmq_core::broker::{Action, BrokerConfig, CloseReason, ConnId, Input};
 use jetmq_core::codec::{Packet, ProtocolVersion, PublishQos, QoS};
+use jetmq_core::js::records::{self, SessionRecord};
 use jetmq_core::js::subjects::subject_matches;
+use jetmq_core::js::{StoreReply, StoreRequest, Stream};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -422,6 +424,92 @@ fn a_single_node_does_not_give_back_consumer_reads() {
     h.auto_store = false;
     h.input(Input::Closed { conn: s });
     assert_eq!(releases(&mut h), Vec::<String>::new());
+}
+
+/// The session record of `client_id` in `store`, if there is one.
+fn stored_record(
+    store: &mut jetmq_core::js::memory::MemoryStore,
+    client_id: &str,
+) -> Option<SessionRecord> {
+    let reply = store.execute(&StoreRequest::GetLast {
+        stream: Stream::Sessions,
+        subject: records::session_subject(client_id),
+    });
+    match reply {
+        Ok(StoreReply::Message(Some(m))) => {
+            Some(SessionRecord::from_json(&m.payload).expect("a record"))
+        }
+        _ => None,
+    }
+}
+
+/// The connect stamp of the session record of `client_id` in `store`.
+fn stored_stamp(store: &mut jetmq_core::js::memory::MemoryStore, client_id: &str) -> Option<u64> {
+    stored_record(store, client_id).map(|r| r.jetmq.stamp)
+}
+
+/// The client resumes on node b while node a still has its old connection (b's connect
+/// notice has not reached a); then a sees that connection end. Whether a reads the stored
+/// record before or after b wrote its own, a's record never replaces b's (a's write is
+/// conditional on the record it read), and a forgets its copy.
+#[test]
+fn the_node_a_client_left_never_writes_its_record_over_a_newer_one() {
+    for b_writes_first in [true, false] {
+        let mut f = Fleet::new();
+        let (s, _) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+        f.a.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+        f.carry(Node::A);
+        let a_stamp = stored_stamp(&mut f.a.store, "s");
+        assert!(a_stamp.is_some());
+
+        if !b_writes_first {
+            // a reads the record (its own) before b's connect; the answer comes after it.
+            f.a.auto_store = false;
+            f.a.input(Input::Closed { conn: s });
+        }
+        let (s2, present) = f.on(Node::B).connect_ok(connect(V3, "s", false));
+        assert!(present);
+        f.b.nats.clear();
+        let b_stamp = stored_stamp(&mut f.b.store, "s");
+        assert!(b_stamp > a_stamp, "{b_stamp:?} after {a_stamp:?}");
+
+        f.on(Node::A);
+        if b_writes_first {
+            f.a.input(Input::Closed { conn: s });
+        } else {
+            f.a.complete_all_held();
+            f.a.auto_store = true;
+        }
+        assert_eq!(
+            stored_stamp(&mut f.a.store, "s"),
+            b_stamp,
+            "b's record stays (b wrote first: {b_writes_first})"
+        );
+        assert!(
+            f.a.broker.sessions().all(|i| i.key.client_id != "s"),
+            "a forgot its copy"
+        );
+        assert!(f
+            .a
+            .notices
+            .iter()
+            .all(|n| !matches!(n, jetmq_core::broker::Notice::StoreFailed(_))));
+        assert!(online(&f.b, "s"));
+        assert_eq!(f.b.closed(s2), None);
+    }
+}
+
+/// With no other node involved, a client that leaves has its record written (conditionally
+/// on the record read, which is its own) with the time it went offline.
+#[test]
+fn a_client_that_leaves_has_its_record_written() {
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    f.a.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    f.a.input(Input::Closed { conn: s });
+    let record = stored_record(&mut f.a.store, "s").expect("a record");
+    assert!(record.jetmq.disconnected_at.is_some(), "{record:?}");
+    assert!(f.a.broker.sessions().any(|i| i.key.client_id == "s"));
 }
 
 /// A message stored before a resume on node b, whose live copy reaches b only after the

@@ -4,9 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use jetmq::jetstream::JetStreamBackend;
 use jetmq::nats_config::NatsConfig;
-use jetmq_core::js::{StoreReply, StoreRequest, Stream};
+use jetmq_core::js::memory::MemoryStore;
+use jetmq_core::js::{
+    Header, StoreError, StoreReply, StoreRequest, Stream, EXPECTED_LAST_SUBJECT_SEQUENCE,
+};
 use jetmq_store::contract;
 use rumqttc::QoS;
 use tokio::time::timeout;
@@ -32,6 +36,57 @@ fn store_contract_on_jetstream() {
     // A second backend (a restarted broker) finds the streams and shares them.
     let again = JetStreamBackend::connect(&nats_config(&server), "contract").expect("connect");
     contract::run_all(&|r| again.execute(r), "b");
+}
+
+/// Writes on `exec` conditional on the subject's last sequence, as fleet nodes write session
+/// records: refused unless the subject's message is still the one expected (0: none).
+fn conditional_writes(exec: &dyn Fn(StoreRequest) -> Result<StoreReply, StoreError>) {
+    let write = |expected: u64| {
+        exec(StoreRequest::Publish {
+            stream: Stream::Sessions,
+            subject: "$MQTT.sess.conditional".into(),
+            headers: vec![Header {
+                name: EXPECTED_LAST_SUBJECT_SEQUENCE,
+                value: expected.to_string().into(),
+            }],
+            payload: Bytes::from_static(b"{}"),
+        })
+    };
+    let Ok(StoreReply::Stored { seq: first }) = write(0) else {
+        panic!("a first record expecting none");
+    };
+    assert!(
+        matches!(write(0), Err(StoreError::Rejected(_))),
+        "there is one now"
+    );
+    let Ok(StoreReply::Stored { seq: second }) = write(first) else {
+        panic!("over the record read");
+    };
+    assert!(second > first);
+    assert!(
+        matches!(write(first), Err(StoreError::Rejected(_))),
+        "another write came between"
+    );
+    let last = exec(StoreRequest::GetLast {
+        stream: Stream::Sessions,
+        subject: "$MQTT.sess.conditional".into(),
+    });
+    assert!(
+        matches!(&last, Ok(StoreReply::Message(Some(m))) if m.seq == second),
+        "{last:?}"
+    );
+}
+
+/// JetStream and the memory store the fleet tests share between nodes agree on conditional
+/// writes.
+#[test]
+fn conditional_record_writes_on_jetstream_and_in_memory() {
+    let dir = TempDir::new("js-conditional");
+    let server = NatsServer::with_jetstream(free_port(), &dir.0);
+    let backend = JetStreamBackend::connect(&nats_config(&server), "conditional").expect("connect");
+    conditional_writes(&|r| backend.execute(r));
+    let memory = std::cell::RefCell::new(MemoryStore::default());
+    conditional_writes(&|r| memory.borrow_mut().execute(&r));
 }
 
 /// jetmq on `shell` keeping its state in the JetStream of `nats`.

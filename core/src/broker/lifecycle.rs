@@ -846,10 +846,10 @@ impl Broker {
                 }
                 // The record learns when the session went offline (so its expiry also runs
                 // while the broker is down) and any expiry the DISCONNECT changed.
-                self.save_session_record(session, out);
+                self.save_offline_record(session, out);
             }
             Ending::Shutdown if persistent && expiry.is_some() => {
-                self.save_session_record(session, out);
+                self.save_offline_record(session, out);
             }
             // The new connection decides what becomes of the session.
             Ending::TakenOver { .. } | Ending::Shutdown => {}
@@ -1049,7 +1049,11 @@ impl Broker {
     }
 
     /// Takes a session out of memory (its subscriptions too) and returns it.
-    fn remove_session(&mut self, session: SessionId, out: &mut Outbox) -> Option<Session> {
+    pub(super) fn remove_session(
+        &mut self,
+        session: SessionId,
+        out: &mut Outbox,
+    ) -> Option<Session> {
         self.hand_over_shared(session, true, out);
         let s = self.sessions.try_remove(session)?;
         self.by_key.remove(&s.key, session);
@@ -1139,7 +1143,7 @@ const TAKEOVER_HOLD: Duration = Duration::from_secs(1);
 
 /// The connect stamp a stored session record holds (0 when it has none, as in records the NATS
 /// server's MQTT support wrote).
-fn record_stamp(record: &crate::js::StoredMessage) -> u64 {
+pub(super) fn record_stamp(record: &crate::js::StoredMessage) -> u64 {
     records::SessionRecord::from_json(&record.payload).map_or(0, |r| r.jetmq.stamp)
 }
 

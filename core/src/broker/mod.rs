@@ -56,6 +56,7 @@ mod io;
 mod lifecycle;
 mod message;
 mod metrics;
+mod offline_record;
 mod permissions;
 mod persist;
 mod publish;

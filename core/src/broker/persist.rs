@@ -10,6 +10,7 @@ use bytestring::ByteString;
 
 use super::io::{Action, ConnId, Notice, Outbox};
 use super::message::Message;
+use super::offline_record::RECORD_ATTEMPTS;
 use super::session::{
     Delivery, Inflight, InflightState, Session, SessionId, SessionKey, SubscriptionEntry,
     DEFAULT_ACCOUNT,
@@ -62,6 +63,19 @@ pub(crate) enum RequestOwner {
     },
     /// A catch-up read of a fleet session's consumer.
     CatchUp { session: SessionId },
+    /// The read of a fleet session's stored record before its client-left record is written
+    /// over it (attempt `attempt`; `uid` tells the session from a later one in its slot).
+    RecordCheck {
+        session: SessionId,
+        uid: u64,
+        attempt: u8,
+    },
+    /// The conditional write of a fleet session's client-left record.
+    RecordWrite {
+        session: SessionId,
+        uid: u64,
+        attempt: u8,
+    },
     /// Nobody: a failure is reported and counted.
     Background,
 }
@@ -88,7 +102,14 @@ impl Broker {
             out.push(Action::Notice(Notice::UnknownRequest(id)));
             return;
         };
-        if let Err(err) = &reply {
+        // A conditional record write refused because another write came first is tried
+        // again, not a failure.
+        let retried = matches!(
+            (&owner, &reply),
+            (RequestOwner::RecordWrite { attempt, .. }, Err(StoreError::Rejected(_)))
+                if *attempt < RECORD_ATTEMPTS
+        );
+        if let (Err(err), false) = (&reply, retried) {
             self.stats.store_failures += 1;
             out.push(Action::Notice(Notice::StoreFailed(err.clone())));
         }
@@ -119,6 +140,22 @@ impl Broker {
             }
             RequestOwner::CatchUp { session } => {
                 self.on_caught_up(session, reply, out);
+                return;
+            }
+            RequestOwner::RecordCheck {
+                session,
+                uid,
+                attempt,
+            } => {
+                self.on_record_checked(session, (uid, attempt), reply, out);
+                return;
+            }
+            RequestOwner::RecordWrite {
+                session,
+                uid,
+                attempt,
+            } => {
+                self.on_record_written(session, (uid, attempt), &reply, out);
                 return;
             }
             RequestOwner::Background => return,
@@ -184,7 +221,7 @@ impl Broker {
     }
 
     /// The write that stores a persistent session's record.
-    fn record_request(&self, session: SessionId) -> Option<StoreRequest> {
+    pub(super) fn record_request(&self, session: SessionId) -> Option<StoreRequest> {
         let s = self.sessions.get(session)?;
         let record = self.session_record(session)?;
         Some(StoreRequest::Publish {
@@ -246,7 +283,8 @@ impl Broker {
     }
 
     /// Rewrites a persistent session's record alone (its consumer is unchanged), in the
-    /// background: when its connection ended.
+    /// background: when its connection ended (a single node's; see
+    /// [`save_offline_record`](Self::save_offline_record)).
     pub(super) fn save_session_record(&mut self, session: SessionId, out: &mut Outbox) {
         if let Some(req) = self.record_request(session) {
             self.request(req, RequestOwner::Background, out);

@@ -8,7 +8,9 @@ use bytestring::ByteString;
 
 use super::filter_index::FilterIndex;
 use super::subjects::validate;
-use super::{StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
+use super::{
+    StoreError, StoreReply, StoreRequest, StoredMessage, Stream, EXPECTED_LAST_SUBJECT_SEQUENCE,
+};
 
 /// One message held by the [`MemoryStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,17 @@ impl MemoryStore {
                 headers,
                 payload,
             } => {
+                if let Some(expected) = headers
+                    .iter()
+                    .find(|h| h.name == EXPECTED_LAST_SUBJECT_SEQUENCE)
+                {
+                    let last = self.last_of(*stream, subject).map_or(0, |m| m.seq);
+                    if expected.value.parse::<u64>() != Ok(last) {
+                        return Err(StoreError::Rejected(
+                            format!("wrong last sequence: {last}").into(),
+                        ));
+                    }
+                }
                 self.next_seq += 1;
                 let msg = MemoryMessage {
                     seq: self.next_seq,
@@ -125,14 +138,10 @@ impl MemoryStore {
                 self.drop_uninteresting();
                 Ok(StoreReply::Done)
             }
-            StoreRequest::GetLast { stream, subject } => {
-                let found = if stream.one_per_subject() {
-                    self.kv.get(&(*stream, subject.clone()))
-                } else {
-                    self.log.values().rev().find(|m| m.subject == *subject)
-                };
-                Ok(StoreReply::Message(found.map(|m| self.stored(*stream, m))))
-            }
+            StoreRequest::GetLast { stream, subject } => Ok(StoreReply::Message(
+                self.last_of(*stream, subject)
+                    .map(|m| self.stored(*stream, m)),
+            )),
             StoreRequest::Delete { stream, seq } => {
                 if stream.one_per_subject() {
                     self.kv.retain(|(s, _), m| !(s == stream && m.seq == *seq));
@@ -162,6 +171,15 @@ impl MemoryStore {
                         .collect(),
                 ))
             }
+        }
+    }
+
+    /// A subject's last message.
+    fn last_of(&self, stream: Stream, subject: &ByteString) -> Option<&MemoryMessage> {
+        if stream.one_per_subject() {
+            self.kv.get(&(stream, subject.clone()))
+        } else {
+            self.log.values().rev().find(|m| m.subject == *subject)
         }
     }
 

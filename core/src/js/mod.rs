@@ -69,6 +69,13 @@ impl Stream {
     }
 }
 
+/// The header that makes a [`StoreRequest::Publish`] on a one-per-subject stream conditional,
+/// as JetStream has it: the write is refused ([`StoreError::Rejected`]) unless the subject's
+/// current message has this stream sequence (`0`: the subject has none). Fleet nodes write
+/// records with it; JetStream and the [`memory::MemoryStore`] (the fleet tests' shared store)
+/// check it, the embedded store (never shared by two brokers) keeps it as a plain header.
+pub const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+
 /// A NATS-style message header: name and value, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Header {

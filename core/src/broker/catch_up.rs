@@ -88,11 +88,7 @@ impl Broker {
         last: bool,
         out: &mut Outbox,
     ) {
-        let Some(s) = self
-            .sessions
-            .get(session)
-            .filter(|s| s.uid == uid && s.persistent)
-        else {
+        let Some(s) = self.persistent_session(session, uid) else {
             return;
         };
         if s.conn.is_none() {

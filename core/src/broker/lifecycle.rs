@@ -10,7 +10,7 @@ use bytestring::ByteString;
 use super::connection::{Connection, Loading, Phase, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
-use super::persist::RequestOwner;
+use super::persist::{session_record_read, RequestOwner};
 use super::session::{InflightState, PendingWill, Session, SessionId, SessionKey, DEFAULT_ACCOUNT};
 use super::topic_alias::OutboundAliases;
 use super::{Broker, Timer};
@@ -387,10 +387,7 @@ impl Broker {
                 .map_or(default_deadline, |(deadline, _)| deadline),
         };
         let requests = [
-            StoreRequest::GetLast {
-                stream: Stream::Sessions,
-                subject: records::session_subject(&key.client_id),
-            },
+            session_record_read(&key.client_id),
             StoreRequest::Pending {
                 consumer: records::consumer_name(&key.client_id),
                 limit: self.config.max_queued_messages,
@@ -980,10 +977,7 @@ impl Broker {
         if self.config.fleet && s.persistent {
             // Another node may have connected the client since (a connect notice missed while
             // NATS was away): the stored record says.
-            let request = StoreRequest::GetLast {
-                stream: Stream::Sessions,
-                subject: records::session_subject(&s.key.client_id),
-            };
+            let request = session_record_read(&s.key.client_id);
             let owner = RequestOwner::Expiry {
                 session,
                 uid: s.uid,

@@ -9,12 +9,10 @@
 
 use super::io::Outbox;
 use super::lifecycle::record_stamp;
-use super::persist::RequestOwner;
+use super::persist::{session_record_read, RequestOwner};
 use super::session::SessionId;
 use super::Broker;
-use crate::js::{
-    records, Header, StoreError, StoreReply, StoreRequest, Stream, EXPECTED_LAST_SUBJECT_SEQUENCE,
-};
+use crate::js::{Header, StoreError, StoreReply, StoreRequest, EXPECTED_LAST_SUBJECT_SEQUENCE};
 
 /// How many times the record is read and written before the node gives up (each retry
 /// means another write came between the read and the write).
@@ -36,10 +34,7 @@ impl Broker {
         let Some(s) = self.sessions.get(session) else {
             return;
         };
-        let request = StoreRequest::GetLast {
-            stream: Stream::Sessions,
-            subject: records::session_subject(&s.key.client_id),
-        };
+        let request = session_record_read(&s.key.client_id);
         let owner = RequestOwner::RecordCheck {
             session,
             uid: s.uid,
@@ -58,11 +53,7 @@ impl Broker {
         reply: Result<StoreReply, StoreError>,
         out: &mut Outbox,
     ) {
-        let Some(s) = self
-            .sessions
-            .get(session)
-            .filter(|s| s.uid == uid && s.persistent)
-        else {
+        let Some(s) = self.persistent_session(session, uid) else {
             return;
         };
         // A failed read was reported; the record stays as it was.

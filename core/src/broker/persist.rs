@@ -282,6 +282,14 @@ impl Broker {
         }
     }
 
+    /// The persistent session in slot `session`, if it is still the one numbered `uid`.
+    pub(super) fn persistent_session(&self, session: SessionId, uid: u64) -> Option<&Session> {
+        self.sessions
+            .get(session)
+            .map(|s| &**s)
+            .filter(|s| s.uid == uid && s.persistent)
+    }
+
     /// Rewrites a persistent session's record alone (its consumer is unchanged), in the
     /// background: when its connection ended (a single node's; see
     /// [`save_offline_record`](Self::save_offline_record)).
@@ -683,4 +691,12 @@ fn qos2_purges(s: &Session) -> Vec<StoreRequest> {
             subject: records::pubrel_subject(&s.key.client_id, e.pid.get()),
         });
     inbound.chain(outbound).collect()
+}
+
+/// The read of `client_id`'s stored session record.
+pub(super) fn session_record_read(client_id: &str) -> StoreRequest {
+    StoreRequest::GetLast {
+        stream: Stream::Sessions,
+        subject: records::session_subject(client_id),
+    }
 }

@@ -499,6 +499,46 @@ fn the_node_a_client_left_never_writes_its_record_over_a_newer_one() {
     }
 }
 
+/// Two connects of one client id through two nodes at once (two clients sharing it): node b
+/// read the record for its load, then the later connect through node a wrote its record, then
+/// b's load ended. b's record does not replace a's, and a's connection is the one left.
+#[test]
+fn a_resume_does_not_write_its_record_over_a_later_connects() {
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    f.a.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    f.a.input(Input::Closed { conn: s });
+    f.carry(Node::A);
+
+    // b reads the record; its answers come later.
+    f.on(Node::B).auto_store = false;
+    let on_b = f.b.connect(connect(V3, "s", false));
+    f.carry(Node::B);
+    let (on_a, present) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    assert!(present);
+    let a_stamp = stored_stamp(&mut f.a.store, "s");
+
+    f.on(Node::B);
+    f.b.complete_all_held();
+    f.b.auto_store = true;
+    assert_eq!(
+        stored_stamp(&mut f.b.store, "s"),
+        a_stamp,
+        "a's record stays"
+    );
+    assert!(f
+        .b
+        .notices
+        .iter()
+        .all(|n| !matches!(n, jetmq_core::broker::Notice::StoreFailed(_))));
+    // a's connect notice reaches b: b's connection closes, a's stays.
+    f.carry(Node::A);
+    assert_eq!(f.b.closed(on_b), Some(CloseReason::SessionTakenOver));
+    assert!(online(&f.a, "s"));
+    assert_eq!(f.a.closed(on_a), None);
+    assert_eq!(stored_stamp(&mut f.b.store, "s"), a_stamp);
+}
+
 /// With no other node involved, a client that leaves has its record written (conditionally
 /// on the record read, which is its own) with the time it went offline.
 #[test]

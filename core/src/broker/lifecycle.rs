@@ -359,7 +359,7 @@ impl Broker {
         if self.config.fleet && !connect.clean_start && !connected_here {
             self.load_session(conn, connect, key, assigned, stamp, out);
         } else {
-            self.bind(conn, connect, key, assigned, stamp, out);
+            self.bind(conn, connect, key, assigned, (stamp, None), out);
         }
     }
 
@@ -481,6 +481,8 @@ impl Broker {
             );
             return;
         }
+        // The record this connect's record is written over (0: there was none).
+        let read_seq = record.as_ref().map_or(0, |r| r.seq);
         if let Some(record) = &record {
             let stored = record_stamp(record);
             self.connect_clock = self.connect_clock.max(stored);
@@ -542,18 +544,20 @@ impl Broker {
                 .collect();
             self.schedule_catch_up(id, loaded);
         }
-        self.bind(conn, connect, key, assigned, stamp, out);
+        self.bind(conn, connect, key, assigned, (stamp, Some(read_seq)), out);
         self.resume_after_connect(conn, out);
     }
 
     /// Binds an accepted CONNECT to its session (new, resumed or taken over) and sends CONNACK.
+    /// `stamp` orders the connect; `read_seq` is the stored record a fleet load read, which the
+    /// session's record is written over.
     fn bind(
         &mut self,
         conn: ConnId,
         connect: Box<Connect>,
         key: SessionKey,
         assigned: bool,
-        stamp: u64,
+        (stamp, read_seq): (u64, Option<u64>),
         out: &mut Outbox,
     ) {
         let version = connect.protocol;
@@ -613,7 +617,7 @@ impl Broker {
             self.drop_unpermitted_subscriptions(conn, session);
         }
         if persistent || was_persistent {
-            self.save_session(session, out);
+            self.save_session(session, read_seq, out);
         }
 
         let Some(c) = self.conns.get_mut(&conn) else {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 
+use super::fleet_record::RECORD_ATTEMPTS;
 use super::io::{Action, ConnId, Notice, Outbox};
 use super::message::Message;
-use super::offline_record::RECORD_ATTEMPTS;
 use super::session::{
     Delivery, Inflight, InflightState, Session, SessionId, SessionKey, SubscriptionEntry,
     DEFAULT_ACCOUNT,
@@ -256,13 +256,24 @@ impl Broker {
     }
 
     /// Stores a session's record and consumer in the background (at CONNECT), or forgets them
-    /// when the session stopped being persistent.
-    pub(super) fn save_session(&mut self, session: SessionId, out: &mut Outbox) {
+    /// when the session stopped being persistent. On a fleet node, a record read at the load
+    /// (`read_seq`) is replaced only if it is still the last (see `fleet_record`).
+    pub(super) fn save_session(
+        &mut self,
+        session: SessionId,
+        read_seq: Option<u64>,
+        out: &mut Outbox,
+    ) {
         let Some(s) = self.sessions.get(session) else {
             return;
         };
         let writes = if s.persistent {
-            self.session_writes(session)
+            let mut writes = self.session_writes(session);
+            if let Some(seq) = read_seq.filter(|_| self.config.fleet) {
+                writes.retain(|w| !matches!(w, StoreRequest::Publish { .. }));
+                self.write_record_over(session, seq, 1, out);
+            }
+            writes
         } else {
             // Its stored QoS 2 state goes too: from now on it lives in memory only.
             let qos2 = qos2_purges(s);

@@ -1,11 +1,17 @@
-//! The record a fleet node writes when a persistent session's client leaves it (or the node
-//! stops). Another node may have connected the client a moment before (its connect notice
-//! still on the way, or lost while NATS was away) and written its own record: a plain write
-//! would put this node's older view over it, and a later load, restart or expiry check would
-//! trust that. So the record is read first: when it holds a later connect's stamp, the session
-//! went on elsewhere and this node only forgets its copy; otherwise this node's record is
-//! written on condition that the record read is still the last
-//! ([`EXPECTED_LAST_SUBJECT_SEQUENCE`]), and read again when another write came between.
+//! How a fleet node writes a session's record without replacing one another node wrote since.
+//! A client may move between nodes faster than their connect notices travel (or while one
+//! node's NATS connection is away), and a plain write would then put an older view of the
+//! session over the newer one, which a later load, restart or expiry check would trust. Two
+//! writes are therefore made on condition that the record a node read is still the last
+//! ([`EXPECTED_LAST_SUBJECT_SEQUENCE`]):
+//! - the record written when a resumed session is bound, over the record its load read;
+//! - the record written when the client leaves the node (or the node stops), over a record
+//!   read just before.
+//!
+//! When another write came between, the record is read again: a later connect's stamp in it
+//! means the session went on elsewhere, and this node writes nothing (and forgets its copy if
+//! its client is gone); otherwise its record is written over the one read, a few times at
+//! most.
 
 use super::io::Outbox;
 use super::lifecycle::record_stamp;
@@ -14,13 +20,13 @@ use super::session::SessionId;
 use super::Broker;
 use crate::js::{Header, StoreError, StoreReply, StoreRequest, EXPECTED_LAST_SUBJECT_SEQUENCE};
 
-/// How many times the record is read and written before the node gives up (each retry
-/// means another write came between the read and the write).
+/// How many times the record is written before the node gives up (each retry means another
+/// write came between a read and the write).
 pub(super) const RECORD_ATTEMPTS: u8 = 3;
 
 impl Broker {
     /// Writes `session`'s record now that its client left: on a fleet node only over the
-    /// record it read, plainly otherwise (no other broker writes it).
+    /// record it reads first, plainly otherwise (no other broker writes it).
     pub(super) fn save_offline_record(&mut self, session: SessionId, out: &mut Outbox) {
         if self.config.fleet {
             self.check_record(session, 1, out);
@@ -29,7 +35,7 @@ impl Broker {
         }
     }
 
-    /// Reads the stored record of `session` (attempt `attempt`).
+    /// Reads the stored record of `session` before write attempt `attempt`.
     fn check_record(&mut self, session: SessionId, attempt: u8, out: &mut Outbox) {
         let Some(s) = self.sessions.get(session) else {
             return;
@@ -44,7 +50,7 @@ impl Broker {
     }
 
     /// The stored record was read: a later connect's record means the client went on through
-    /// another node (the copy here is forgotten unless its client came back meanwhile);
+    /// another node (the copy here is forgotten unless its client is connected here);
     /// otherwise this node's record replaces it, on condition that it is still the last.
     pub(super) fn on_record_checked(
         &mut self,
@@ -67,6 +73,21 @@ impl Broker {
             }
             return;
         }
+        self.write_record_over(session, seq, attempt, out);
+    }
+
+    /// Writes `session`'s record on condition that the subject's last record is still `seq`
+    /// (0: none), as write attempt `attempt`.
+    pub(super) fn write_record_over(
+        &mut self,
+        session: SessionId,
+        seq: u64,
+        attempt: u8,
+        out: &mut Outbox,
+    ) {
+        let Some(uid) = self.sessions.get(session).map(|s| s.uid) else {
+            return;
+        };
         let Some(StoreRequest::Publish {
             stream,
             subject,

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use jetmq::jetstream::JetStreamBackend;
 use jetmq::nats_config::NatsConfig;
+use jetmq_core::js::records::{self, SessionRecord};
+use jetmq_core::js::{StoreReply, StoreRequest, Stream};
 use rumqttc::{MqttOptions, QoS};
 use tokio::time::{timeout, Instant};
 
@@ -160,6 +162,75 @@ async fn messages_handed_to_a_node_are_released_when_its_client_leaves() {
 
     drop(s);
     drop(p);
+    a.shutdown().await.expect("clean stop");
+    b.shutdown().await.expect("clean stop");
+}
+
+/// The session record of `client_id` as JetStream holds it, once `ready` says it is the one
+/// awaited (the nodes write records in the background).
+async fn record_when(
+    store: &Arc<JetStreamBackend>,
+    client_id: &str,
+    ready: impl Fn(&SessionRecord) -> bool,
+) -> SessionRecord {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let request = StoreRequest::GetLast {
+            stream: Stream::Sessions,
+            subject: records::session_subject(client_id),
+        };
+        // The backend waits for its answer: off the runtime the nodes run on.
+        let reader = Arc::clone(store);
+        let reply = tokio::task::spawn_blocking(move || reader.execute(request))
+            .await
+            .expect("the read ran");
+        let record = match reply {
+            Ok(StoreReply::Message(Some(m))) => SessionRecord::from_json(&m.payload),
+            _ => None,
+        };
+        if let Some(r) = record.filter(|r| ready(r)) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the record of {client_id} never became the one awaited"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The records the nodes write on condition that the record they read is still the last
+/// (when a resumed session is bound, when its client leaves) are taken by JetStream: the
+/// record follows the client through both nodes.
+#[tokio::test]
+async fn session_records_follow_the_client_through_the_nodes() {
+    let dir = TempDir::new("fleet-records");
+    let nats = NatsServer::with_jetstream(free_port(), &dir.0);
+    let (a, port_a) = node(Shell::Tokio, &nats.url()).await;
+    let (b, port_b) = node(Shell::Mio, &nats.url()).await;
+    let config = NatsConfig::from_url(&nats.url(), "test").expect("a NATS URL");
+    let store = Arc::new(JetStreamBackend::connect(&config, "reader").expect("connect"));
+
+    let mut s = client("records-s", port_a, false).await;
+    s.subscribe("x/#", QoS::AtLeastOnce).await;
+    drop(s);
+    let left_a = record_when(&store, "records-s", |r| r.jetmq.disconnected_at.is_some()).await;
+    assert!(left_a.jetmq.subs.contains_key("x/#"), "{left_a:?}");
+
+    let mut s = client("records-s", port_b, false).await;
+    assert!(s.session_present);
+    let bound_b = record_when(&store, "records-s", |r| r.jetmq.stamp > left_a.jetmq.stamp).await;
+    assert_eq!(bound_b.jetmq.disconnected_at, None, "written at the resume");
+    s.subscribe("y/#", QoS::AtLeastOnce).await;
+    drop(s);
+    let left_b = record_when(&store, "records-s", |r| r.jetmq.disconnected_at.is_some()).await;
+    assert_eq!(left_b.jetmq.stamp, bound_b.jetmq.stamp);
+    assert!(
+        left_b.jetmq.subs.contains_key("x/#") && left_b.jetmq.subs.contains_key("y/#"),
+        "{left_b:?}"
+    );
+
+    store.stop();
     a.shutdown().await.expect("clean stop");
     b.shutdown().await.expect("clean stop");
 }

@@ -4,7 +4,8 @@
 //! a connect on one node closes the client's connection on the other, retained messages and
 //! stored QoS 1 messages cross over live and are acknowledged for the sessions they reach.
 //! A property test runs random connects, closes and lost or delayed notices through both
-//! nodes: once NATS has settled, each client has exactly its latest connection left.
+//! nodes: once NATS has settled, each client has exactly its latest connection left, and the
+//! stored session record is its latest connect's.
 
 mod harness;
 
@@ -1221,6 +1222,7 @@ struct Made {
     id: u8,
     conn: ConnId,
     order: (u64, u64),
+    persistent: bool,
     closed_by_client: bool,
 }
 
@@ -1244,7 +1246,8 @@ proptest! {
     /// Whatever the interleaving of connects, closes, delays and lost notices, once both
     /// nodes' NATS connections are (again) up and their notices have gone round, every client
     /// has at most one connection left, and it is its latest connect (unless the client
-    /// closed that one itself).
+    /// closed that one itself); the stored record is the latest connect's when all of the
+    /// client's connects were persistent.
     #[test]
     fn each_client_keeps_exactly_its_latest_connection(
         steps in prop::collection::vec(step(), 1..40),
@@ -1261,7 +1264,7 @@ proptest! {
                     let order = last_connect_order(&h.nats[before..]);
                     prop_assert!(order.is_some(), "every connect is announced");
                     if let Some(order) = order {
-                        made.push(Made { on_b, id, conn, order, closed_by_client: false });
+                        made.push(Made { on_b, id, conn, order, persistent, closed_by_client: false });
                     }
                 }
                 Step::Close { on_b, id } => {
@@ -1307,6 +1310,12 @@ proptest! {
                     prop_assert_eq!(open.len(), 1, "client {}: its latest connection was closed", id);
                     prop_assert_eq!(open[0].conn, latest.conn);
                     prop_assert_eq!(open[0].on_b, latest.on_b);
+                }
+                // The stored record is the latest connect's: no older view is written over it
+                // (a clean start's purge is a plain write, README: left out).
+                if made.iter().filter(|m| m.id == id).all(|m| m.persistent) {
+                    let stamp = stored_stamp(&mut f.on(Node::A).store, &format!("c{id}"));
+                    prop_assert_eq!(stamp, Some(latest.order.0), "client {}'s record", id);
                 }
             }
         }

@@ -1,12 +1,11 @@
 //! How a fleet node writes a session's record without replacing one another node wrote since.
 //! A client may move between nodes faster than their connect notices travel (or while one
 //! node's NATS connection is away), and a plain write would then put an older view of the
-//! session over the newer one, which a later load, restart or expiry check would trust. Two
-//! writes are therefore made on condition that the record a node read is still the last
-//! ([`EXPECTED_LAST_SUBJECT_SEQUENCE`]):
-//! - the record written when a resumed session is bound, over the record its load read;
-//! - the record written when the client leaves the node (or the node stops), over a record
-//!   read just before.
+//! session over the newer one, which a later load, restart or expiry check would trust. The
+//! records written when a connect is bound and when its client leaves the node (or the node
+//! stops) are therefore written on condition that the record the node read is still the last
+//! ([`EXPECTED_LAST_SUBJECT_SEQUENCE`]): a resume's over the record its load read, the others
+//! over a record read just before.
 //!
 //! When another write came between, the record is read again: a later connect's stamp in it
 //! means the session went on elsewhere, and this node writes nothing (and forgets its copy if
@@ -36,7 +35,7 @@ impl Broker {
     }
 
     /// Reads the stored record of `session` before write attempt `attempt`.
-    fn check_record(&mut self, session: SessionId, attempt: u8, out: &mut Outbox) {
+    pub(super) fn check_record(&mut self, session: SessionId, attempt: u8, out: &mut Outbox) {
         let Some(s) = self.sessions.get(session) else {
             return;
         };

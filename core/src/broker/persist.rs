@@ -256,8 +256,9 @@ impl Broker {
     }
 
     /// Stores a session's record and consumer in the background (at CONNECT), or forgets them
-    /// when the session stopped being persistent. On a fleet node, a record read at the load
-    /// (`read_seq`) is replaced only if it is still the last (see `fleet_record`).
+    /// when the session stopped being persistent. On a fleet node the record is written over
+    /// the one read (at the load, `read_seq`, or just before) only if that is still the last
+    /// (see `fleet_record`).
     pub(super) fn save_session(
         &mut self,
         session: SessionId,
@@ -269,9 +270,12 @@ impl Broker {
         };
         let writes = if s.persistent {
             let mut writes = self.session_writes(session);
-            if let Some(seq) = read_seq.filter(|_| self.config.fleet) {
+            if self.config.fleet {
                 writes.retain(|w| !matches!(w, StoreRequest::Publish { .. }));
-                self.write_record_over(session, seq, 1, out);
+                match read_seq {
+                    Some(seq) => self.write_record_over(session, seq, 1, out),
+                    None => self.check_record(session, 1, out),
+                }
             }
             writes
         } else {

@@ -540,6 +540,101 @@ fn a_resume_does_not_write_its_record_over_a_later_connects() {
     assert_eq!(stored_stamp(&mut f.b.store, "s"), a_stamp);
 }
 
+/// A clean start through a node that does not hold the session ends the session everywhere:
+/// its record, its consumer and its QoS 2 state leave the store, so a later resume through
+/// any node starts afresh (and a new QoS 2 publish reusing an old packet identifier is a new
+/// message, not a duplicate).
+#[test]
+fn a_clean_start_through_another_node_ends_the_stored_session() {
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    f.a.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    // A QoS 2 publish whose PUBREL never comes: its packet identifier is stored as received.
+    f.a.send(
+        s,
+        &publish(
+            "u/x",
+            "old",
+            PublishQos::ExactlyOnce(harness::pid(7)),
+            false,
+        ),
+    );
+    assert!(matches!(f.a.next_packet(s), Some(Packet::PubRec(_))));
+    f.a.input(Input::Closed { conn: s });
+    f.carry(Node::A);
+
+    let (s2, present) = f.on(Node::B).connect_ok(connect(V3, "s", true));
+    assert!(!present);
+    f.carry(Node::B);
+    assert!(f.a.broker.sessions().all(|i| i.key.client_id != "s"));
+    f.b.input(Input::Closed { conn: s2 });
+    assert!(
+        stored_record(&mut f.b.store, "s").is_none(),
+        "the record is gone"
+    );
+    let consumer = f.b.store.execute(&StoreRequest::Pending {
+        consumer: records::consumer_name("s"),
+        limit: 10,
+    });
+    assert!(
+        matches!(&consumer, Ok(StoreReply::Messages(m)) if m.is_empty()),
+        "{consumer:?}"
+    );
+
+    // Resumed through a: nothing of the old session, and pid 7 starts a new flow.
+    let (s3, present) = f.on(Node::A).connect_ok(connect(V3, "s", false));
+    assert!(!present, "the clean start ended the session");
+    let (sub, _) = f.a.connect_ok(connect(V3, "sub", true));
+    f.a.subscribe_ok(sub, 1, "u/#", QoS::ExactlyOnce);
+    f.a.send(
+        s3,
+        &publish(
+            "u/x",
+            "new",
+            PublishQos::ExactlyOnce(harness::pid(7)),
+            false,
+        ),
+    );
+    assert!(matches!(f.a.next_packet(s3), Some(Packet::PubRec(_))));
+    f.a.send(
+        s3,
+        &Packet::PubRel(jetmq_core::codec::PubRel::new(harness::pid(7))),
+    );
+    let got = f.a.publishes(sub);
+    assert_eq!(
+        got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
+        ["new"],
+        "{got:?}"
+    );
+}
+
+/// A clean start needs nothing from the store: when its reads fail (NATS away), the client
+/// connects all the same; a resume is refused (server unavailable) instead.
+#[test]
+fn a_clean_start_connects_while_the_store_cannot_be_read() {
+    let mut f = Fleet::new();
+    let fail = || Some(jetmq_core::js::StoreError::Unavailable("NATS away".into()));
+    f.on(Node::A).auto_store = false;
+    let clean = f.a.connect(connect(V3, "clean", true));
+    assert!(!f.a.held.is_empty(), "the clean start reads the store");
+    while !f.a.held.is_empty() {
+        f.a.complete_held(0, fail());
+    }
+    assert!(
+        matches!(f.a.next_packet(clean), Some(Packet::ConnAck(a)) if a.reason == jetmq_core::codec::ConnectReason::Success),
+        "accepted"
+    );
+
+    let resume = f.a.connect(connect(V3, "resume", false));
+    while !f.a.held.is_empty() {
+        f.a.complete_held(0, fail());
+    }
+    assert!(
+        matches!(f.a.next_packet(resume), Some(Packet::ConnAck(a)) if a.reason == jetmq_core::codec::ConnectReason::ServerUnavailable),
+        "refused"
+    );
+}
+
 /// With no other node involved, a client that leaves has its record written (conditionally
 /// on the record read, which is its own) with the time it went offline.
 #[test]

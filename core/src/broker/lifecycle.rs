@@ -356,17 +356,19 @@ impl Broker {
             .session_id(&key)
             .and_then(|s| self.sessions.get(s))
             .is_some_and(|s| s.conn.is_some());
-        if self.config.fleet && !connect.clean_start && !connected_here {
+        if self.config.fleet && !connected_here {
+            // A clean start reads what it ends: the session may be stored by another node.
             self.load_session(conn, connect, key, assigned, stamp, out);
         } else {
             self.bind(conn, connect, key, assigned, (stamp, None), out);
         }
     }
 
-    /// Reads a session to resume from the store: its record, what its consumer holds and its
-    /// QoS 2 state in both directions. The record is read even when the session is in memory: a connect
-    /// through another node that this node did not hear of makes the copy here stale. The
-    /// connection waits in [`Phase::Loading`].
+    /// Reads a session to resume (or, for a clean start, to end) from the store: its record,
+    /// what its consumer holds (not for a clean start) and its QoS 2 state in both directions.
+    /// The record is read even when the session is in memory: a connect through another node
+    /// that this node did not hear of makes the copy here stale. The connection waits in
+    /// [`Phase::Loading`].
     fn load_session(
         &mut self,
         conn: ConnId,
@@ -386,6 +388,7 @@ impl Broker {
                 .connect_wait()
                 .map_or(default_deadline, |(deadline, _)| deadline),
         };
+        let clean_start = connect.clean_start;
         let requests = [
             session_record_read(&key.client_id),
             StoreRequest::Pending {
@@ -414,6 +417,11 @@ impl Broker {
                 .into(),
             },
         ];
+        // A clean start has no use for the consumer's messages (the consumer is deleted).
+        let requests: Vec<StoreRequest> = requests
+            .into_iter()
+            .filter(|r| !(clean_start && matches!(r, StoreRequest::Pending { .. })))
+            .collect();
         self.loading.insert(key.clone(), conn);
         c.phase = Phase::Loading(Box::new(Loading {
             deadline,
@@ -472,7 +480,9 @@ impl Broker {
         if self.loading.get(&key) == Some(&conn) {
             self.loading.remove(&key);
         }
-        if failed {
+        // A clean start needs nothing from the store: while it cannot be read (NATS away),
+        // clients still connect (QoS 0 keeps flowing), and a stored session is left as it is.
+        if failed && !connect.clean_start {
             self.refuse(
                 conn,
                 connect.protocol,
@@ -500,6 +510,13 @@ impl Broker {
                     self.remove_session(id, out);
                 }
             }
+        }
+        if connect.clean_start {
+            // A copy of the session here ends in `bind`; what the store holds ends now.
+            self.end_stored_session(&key, record.as_ref(), &pending, out);
+            self.bind(conn, connect, key, assigned, (stamp, Some(read_seq)), out);
+            self.resume_after_connect(conn, out);
+            return;
         }
         let mut by_consumer = BTreeMap::new();
         let mut by_hash16 = BTreeMap::new();
@@ -546,6 +563,44 @@ impl Broker {
         }
         self.bind(conn, connect, key, assigned, (stamp, Some(read_seq)), out);
         self.resume_after_connect(conn, out);
+    }
+
+    /// A clean start through a fleet node ends the stored session it read: the record and QoS 2
+    /// state read are deleted by sequence (so a later connect's writes stay) and the consumer
+    /// with them (its messages were for the session that ends).
+    fn end_stored_session(
+        &mut self,
+        key: &SessionKey,
+        record: Option<&crate::js::StoredMessage>,
+        loaded: &[crate::js::StoredMessage],
+        out: &mut Outbox,
+    ) {
+        let hash16 = records::client_hash16(&key.client_id);
+        let ours = |m: &crate::js::StoredMessage, prefix: &str| {
+            records::split_hash_and_packet_id(&m.subject, prefix)
+                .is_some_and(|(hash, _)| hash == hash16)
+        };
+        let qos2 = loaded.iter().filter(|m| match m.stream {
+            Stream::Qos2In => ours(m, records::QOS2_PREFIX),
+            Stream::PubRel => ours(m, records::PUBREL_PREFIX),
+            _ => false,
+        });
+        let mut ends: Vec<StoreRequest> = record
+            .into_iter()
+            .chain(qos2)
+            .map(|m| StoreRequest::Delete {
+                stream: m.stream,
+                seq: m.seq,
+            })
+            .collect();
+        if record.is_some() {
+            ends.push(StoreRequest::DeleteConsumer {
+                name: records::consumer_name(&key.client_id),
+            });
+        }
+        for request in ends {
+            self.request(request, RequestOwner::Background, out);
+        }
     }
 
     /// Binds an accepted CONNECT to its session (new, resumed or taken over) and sends CONNACK.

@@ -63,14 +63,14 @@ pub(crate) enum RequestOwner {
     },
     /// A catch-up read of a fleet session's consumer.
     CatchUp { session: SessionId },
-    /// The read of a fleet session's stored record before its client-left record is written
-    /// over it (attempt `attempt`; `uid` tells the session from a later one in its slot).
+    /// The read of a fleet session's stored record before this node's record is written over
+    /// it (attempt `attempt`; `uid` tells the session from a later one in its slot).
     RecordCheck {
         session: SessionId,
         uid: u64,
         attempt: u8,
     },
-    /// The conditional write of a fleet session's client-left record.
+    /// The conditional write of a fleet session's record (see `fleet_record`).
     RecordWrite {
         session: SessionId,
         uid: u64,

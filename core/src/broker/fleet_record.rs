@@ -4,7 +4,7 @@
 //! session over the newer one, which a later load, restart or expiry check would trust. The
 //! records written when a connect is bound and when its client leaves the node (or the node
 //! stops) are therefore written on condition that the record the node read is still the last
-//! ([`EXPECTED_LAST_SUBJECT_SEQUENCE`]): a resume's over the record its load read, the others
+//! ([`EXPECTED_LAST_SUBJECT_SEQUENCE`](crate::js::EXPECTED_LAST_SUBJECT_SEQUENCE)): a resume's over the record its load read, the others
 //! over a record read just before.
 //!
 //! When another write came between, the record is read again: a later connect's stamp in it
@@ -17,11 +17,17 @@ use super::lifecycle::record_stamp;
 use super::persist::{session_record_read, RequestOwner};
 use super::session::SessionId;
 use super::Broker;
-use crate::js::{Header, StoreError, StoreReply, StoreRequest, EXPECTED_LAST_SUBJECT_SEQUENCE};
+use crate::js::{StoreError, StoreReply};
 
 /// How many times the record is written before the node gives up (each retry means another
 /// write came between a read and the write).
-pub(super) const RECORD_ATTEMPTS: u8 = 3;
+const RECORD_ATTEMPTS: u8 = 3;
+
+/// Whether write attempt `attempt`, answered `reply`, is read and written again: it was
+/// refused (another write came first) and attempts are left. Such a refusal is no failure.
+pub(super) fn retries_record_write(attempt: u8, reply: &Result<StoreReply, StoreError>) -> bool {
+    matches!(reply, Err(StoreError::Rejected(_))) && attempt < RECORD_ATTEMPTS
+}
 
 impl Broker {
     /// Writes `session`'s record now that its client left: on a fleet node only over the
@@ -87,24 +93,8 @@ impl Broker {
         let Some(uid) = self.sessions.get(session).map(|s| s.uid) else {
             return;
         };
-        let Some(StoreRequest::Publish {
-            stream,
-            subject,
-            mut headers,
-            payload,
-        }) = self.record_request(session)
-        else {
+        let Some(request) = self.record_request(session, Some(seq)) else {
             return;
-        };
-        headers.push(Header {
-            name: EXPECTED_LAST_SUBJECT_SEQUENCE,
-            value: seq.to_string().into(),
-        });
-        let request = StoreRequest::Publish {
-            stream,
-            subject,
-            headers,
-            payload,
         };
         let owner = RequestOwner::RecordWrite {
             session,
@@ -123,7 +113,7 @@ impl Broker {
         reply: &Result<StoreReply, StoreError>,
         out: &mut Outbox,
     ) {
-        let again = matches!(reply, Err(StoreError::Rejected(_))) && attempt < RECORD_ATTEMPTS;
+        let again = retries_record_write(attempt, reply);
         if again && self.sessions.get(session).is_some_and(|s| s.uid == uid) {
             self.check_record(session, attempt + 1, out);
         }

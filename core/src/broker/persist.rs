@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 
-use super::fleet_record::RECORD_ATTEMPTS;
+use super::fleet_record::retries_record_write;
 use super::io::{Action, ConnId, Notice, Outbox};
 use super::message::Message;
 use super::session::{
@@ -20,7 +20,10 @@ use crate::codec::{
     PacketId, ProtocolVersion, PublishProperties, QoS, RetainHandling, SubscriptionOptions,
 };
 use crate::js::records::{self, SessionRecord, SubscriptionRecord};
-use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
+use crate::js::{
+    Header, RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream,
+    EXPECTED_LAST_SUBJECT_SEQUENCE,
+};
 use crate::time::{Instant, WallClock};
 use crate::topic::{subject, TopicName};
 
@@ -104,11 +107,8 @@ impl Broker {
         };
         // A conditional record write refused because another write came first is tried
         // again, not a failure.
-        let retried = matches!(
-            (&owner, &reply),
-            (RequestOwner::RecordWrite { attempt, .. }, Err(StoreError::Rejected(_)))
-                if *attempt < RECORD_ATTEMPTS
-        );
+        let retried = matches!(&owner, RequestOwner::RecordWrite { attempt, .. }
+            if retries_record_write(*attempt, &reply));
         if let (Err(err), false) = (&reply, retried) {
             self.stats.store_failures += 1;
             out.push(Action::Notice(Notice::StoreFailed(err.clone())));
@@ -220,25 +220,33 @@ impl Broker {
         Some(record)
     }
 
-    /// The write that stores a persistent session's record.
-    pub(super) fn record_request(&self, session: SessionId) -> Option<StoreRequest> {
+    /// The write that stores a persistent session's record; with `expected`, only if the
+    /// subject's last record is still that one (see `fleet_record`).
+    pub(super) fn record_request(
+        &self,
+        session: SessionId,
+        expected: Option<u64>,
+    ) -> Option<StoreRequest> {
         let s = self.sessions.get(session)?;
         let record = self.session_record(session)?;
+        let headers = expected
+            .map(|seq| Header {
+                name: EXPECTED_LAST_SUBJECT_SEQUENCE,
+                value: seq.to_string().into(),
+            })
+            .into_iter()
+            .collect();
         Some(StoreRequest::Publish {
             stream: Stream::Sessions,
             subject: records::session_subject(&s.key.client_id),
-            headers: Vec::new(),
+            headers,
             payload: record.to_json().into(),
         })
     }
 
-    /// The writes that make a persistent session's current state durable: its record and its
-    /// consumer's filter subjects.
-    pub(super) fn session_writes(&self, session: SessionId) -> Vec<StoreRequest> {
-        let (Some(s), Some(record)) = (self.sessions.get(session), self.record_request(session))
-        else {
-            return Vec::new();
-        };
+    /// The write that gives a session's consumer its QoS ≥ 1 filter subjects.
+    fn consumer_upsert(&self, session: SessionId) -> Option<StoreRequest> {
+        let s = self.sessions.get(session)?;
         let filters = s
             .subscriptions
             .values()
@@ -246,13 +254,22 @@ impl Broker {
             .flat_map(|e| subject::filter_subjects(&e.filter))
             .map(|subj| records::prefixed_subject(records::MESSAGES_PREFIX, &subj))
             .collect();
-        vec![
-            record,
-            StoreRequest::UpsertConsumer {
-                name: s.consumer(),
-                filters,
-            },
-        ]
+        Some(StoreRequest::UpsertConsumer {
+            name: s.consumer(),
+            filters,
+        })
+    }
+
+    /// The writes that make a persistent session's current state durable: its record and its
+    /// consumer's filter subjects.
+    pub(super) fn session_writes(&self, session: SessionId) -> Vec<StoreRequest> {
+        match (
+            self.record_request(session, None),
+            self.consumer_upsert(session),
+        ) {
+            (Some(record), Some(upsert)) => vec![record, upsert],
+            _ => Vec::new(),
+        }
     }
 
     /// Stores a session's record and consumer in the background (at CONNECT), or forgets them
@@ -268,16 +285,14 @@ impl Broker {
         let Some(s) = self.sessions.get(session) else {
             return;
         };
-        let writes = if s.persistent {
-            let mut writes = self.session_writes(session);
-            if self.config.fleet {
-                writes.retain(|w| !matches!(w, StoreRequest::Publish { .. }));
-                match read_seq {
-                    Some(seq) => self.write_record_over(session, seq, 1, out),
-                    None => self.check_record(session, 1, out),
-                }
+        let writes = if s.persistent && self.config.fleet {
+            match read_seq {
+                Some(seq) => self.write_record_over(session, seq, 1, out),
+                None => self.check_record(session, 1, out),
             }
-            writes
+            self.consumer_upsert(session).into_iter().collect()
+        } else if s.persistent {
+            self.session_writes(session)
         } else {
             // Its stored QoS 2 state goes too: from now on it lives in memory only.
             let qos2 = qos2_purges(s);
@@ -309,7 +324,7 @@ impl Broker {
     /// background: when its connection ended (a single node's; see
     /// [`save_offline_record`](Self::save_offline_record)).
     pub(super) fn save_session_record(&mut self, session: SessionId, out: &mut Outbox) {
-        if let Some(req) = self.record_request(session) {
+        if let Some(req) = self.record_request(session, None) {
             self.request(req, RequestOwner::Background, out);
         }
     }

@@ -6,7 +6,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::{connect, pid, publish, subscribe, Harness};
-use jetmq_core::broker::{AuthDecision, BrokerConfig, CloseReason, Input, Notice};
+use jetmq_core::broker::{AuthDecision, BrokerConfig, CloseReason, Input};
 use jetmq_core::codec::{
     Ack, ConnectReason, Disconnect, DisconnectReason, LastWill, Packet, ProtocolVersion,
     PubAckReason, PublishQos, QoS, SubAckReason, UnsubAckReason, Unsubscribe,
@@ -501,8 +501,8 @@ fn persistent_session_queues_qos1_while_offline() {
     h.send(p, &publish("t/0", "q0", PublishQos::AtMostOnce, false));
     assert_eq!(
         h.broker.session_backlog("s"),
-        Some((0, 1, 2)),
-        "QoS 0 is not queued offline"
+        Some((0, 1, 5)),
+        "QoS 0 is not queued offline (one queued: topic and payload, 5 bytes)"
     );
     let (s2, present) = h.connect_ok(connect(V3, "s", false));
     assert!(present);
@@ -554,7 +554,8 @@ fn inflight_window_queues_and_skips_ids_in_flight() {
         })
         .collect();
     assert_eq!(ids, vec![1, 2]);
-    assert_eq!(h.broker.session_backlog("s"), Some((2, 3, 3)));
+    // Three queued: 1 topic byte and 1 payload byte each.
+    assert_eq!(h.broker.session_backlog("s"), Some((2, 3, 6)));
     h.send(s, &Packet::PubAck(Ack::new(pid(2))));
     let next: Vec<u16> = h
         .packets(s)
@@ -565,29 +566,6 @@ fn inflight_window_queues_and_skips_ids_in_flight() {
         })
         .collect();
     assert_eq!(next, vec![3], "the next id after the last one handed out");
-}
-
-#[test]
-fn queue_overflow_is_counted_and_reported() {
-    let mut h = Harness::new(BrokerConfig {
-        max_queued_messages: 2,
-        ..BrokerConfig::default()
-    });
-    let (s, _) = h.connect_ok(connect(V3, "s", false));
-    h.subscribe_ok(s, 1, "t", QoS::AtLeastOnce);
-    h.input(Input::Closed { conn: s });
-    let (p, _) = h.connect_ok(connect(V3, "p", true));
-    for i in 1..=4 {
-        h.send(p, &publish("t", "x", q1(i), false));
-    }
-    assert_eq!(h.broker.stats().dropped_queue_full, 2);
-    assert_eq!(
-        h.notices
-            .iter()
-            .filter(|n| matches!(n, Notice::QueueOverflow { .. }))
-            .count(),
-        2
-    );
 }
 
 #[test]
@@ -1079,7 +1057,7 @@ fn the_clients_receive_maximum_limits_messages_in_flight() {
         h.send(p, &publish("t", &i.to_string(), q1(i), false));
     }
     assert_eq!(h.publishes(s).len(), 1);
-    assert_eq!(h.broker.session_backlog("small"), Some((1, 2, 2)));
+    assert_eq!(h.broker.session_backlog("small"), Some((1, 2, 4)));
     h.send(s, &Packet::PubAck(Ack::new(pid(1))));
     assert_eq!(
         h.publishes(s).len(),
@@ -1449,8 +1427,8 @@ fn shared_subscriptions_of_persistent_sessions_survive_a_restart() {
     h.send(p, &publish("t", "queued", q1(1), false));
     assert_eq!(
         h.broker.session_backlog("member"),
-        Some((0, 1, 6)),
-        "an offline persistent member gets it queued"
+        Some((0, 1, 7)),
+        "an offline persistent member gets it queued (topic and payload, 7 bytes)"
     );
     let records = h.store.records();
     let mut h2 = Harness::new(BrokerConfig::default());

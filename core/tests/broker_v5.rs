@@ -144,6 +144,39 @@ fn session_expiry_is_capped_and_the_client_told() {
 }
 
 #[test]
+fn an_earlier_sessions_expiry_timer_never_ends_a_later_session_of_the_same_client() {
+    // Connect with expiry 5 s and leave at T0; at T0+4 s connect with Clean Start and expiry
+    // 5 s and leave; at T0+6 s resume: the second session (ending at T0+9 s) is there. The
+    // first session's timer (due at T0+5 s) named its table slot, which the second reused.
+    let mut h = h();
+    let first = h.connect(v5_with_expiry("c", Some(5)));
+    h.packets(first);
+    h.send(
+        first,
+        &Packet::Disconnect(Box::new(jetmq_core::codec::Disconnect::new(
+            DisconnectReason::NormalDisconnection,
+        ))),
+    );
+    h.advance(Duration::from_secs(4));
+    let mut clean = v5_with_expiry("c", Some(5));
+    clean.clean_start = true;
+    let (second, present) = h.connect_ok(clean);
+    assert!(!present);
+    h.send(
+        second,
+        &Packet::Disconnect(Box::new(jetmq_core::codec::Disconnect::new(
+            DisconnectReason::NormalDisconnection,
+        ))),
+    );
+    h.advance(Duration::from_secs(2));
+    let (_, present) = h.connect_ok(v5_with_expiry("c", Some(5)));
+    assert!(
+        present,
+        "the second session outlives the first one's expiry"
+    );
+}
+
+#[test]
 fn persistent_311_sessions_expire_at_the_server_maximum() {
     let mut h = Harness::new(expiry_config(100));
     let (c, _) = h.connect_ok(connect(V3, "old", false));

@@ -46,6 +46,29 @@ max_retained_bytes = 4096
 }
 
 #[test]
+fn overload_limits_are_read_and_lossless_is_the_default() {
+    use jetmq_core::broker::Overflow;
+    let c = apply("").expect("valid");
+    assert_eq!(c.broker.overflow, Overflow::Lossless);
+    let c = apply(
+        r#"
+[limits]
+overflow = "drop"
+max_queued_messages = 10
+max_queued_bytes = 2048
+max_total_queued_bytes = 4096
+slow_consumer_timeout_secs = 5
+"#,
+    )
+    .expect("valid");
+    assert_eq!(c.broker.overflow, Overflow::Drop);
+    assert_eq!(c.broker.max_queued_messages, 10);
+    assert_eq!(c.broker.max_queued_bytes, 2048);
+    assert_eq!(c.broker.max_total_queued_bytes, 4096);
+    assert_eq!(c.broker.slow_consumer_timeout, Duration::from_secs(5));
+}
+
+#[test]
 fn sys_statistics_default_to_every_ten_seconds_and_can_be_turned_off() {
     let c = apply("").expect("valid");
     assert_eq!(c.broker.sys_interval, Some(Duration::from_secs(10)));
@@ -67,6 +90,24 @@ fn unknown_keys_are_refused() {
 fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
     for (text, key, value, allowed) in [
         ("[limits]\nmax_qos = 3", "limits.max_qos", "3", "0, 1 or 2"),
+        (
+            "[limits]\noverflow = \"spill\"",
+            "limits.overflow",
+            "spill",
+            "\"lossless\" or \"drop\"",
+        ),
+        (
+            "[limits]\nmax_queued_messages = 0",
+            "limits.max_queued_messages",
+            "0",
+            "1 or more",
+        ),
+        (
+            "[limits]\nslow_consumer_timeout_secs = 0",
+            "limits.slow_consumer_timeout_secs",
+            "0",
+            "1 to 3600",
+        ),
         (
             "[limits]\nmax_inflight = 0",
             "limits.max_inflight",

@@ -273,6 +273,42 @@ struct LimitsFile {
     max_qos: Option<u8>,
     max_client_id_len: Option<usize>,
     max_unsent_bytes: Option<usize>,
+    overflow: Option<String>,
+    max_total_queued_bytes: Option<usize>,
+    slow_consumer_timeout_secs: Option<u64>,
+}
+
+impl LimitsFile {
+    /// Applies what a slow subscriber may cost: its queue, all queues together, what happens
+    /// beyond them, and how long it may hold publishers back.
+    fn apply_overload(&self, b: &mut BrokerConfig) -> Result<(), ConfigError> {
+        if let Some(v) = self.max_queued_messages {
+            if v == 0 {
+                return Err(invalid("limits.max_queued_messages", v, "1 or more"));
+            }
+            b.max_queued_messages = v;
+        }
+        if let Some(v) = self.max_queued_bytes {
+            if v < 1024 {
+                return Err(invalid("limits.max_queued_bytes", v, "1024 bytes or more"));
+            }
+            b.max_queued_bytes = v;
+        }
+        if let Some(v) = &self.overflow {
+            b.overflow = match v.as_str() {
+                "lossless" => jetmq_core::broker::Overflow::Lossless,
+                "drop" => jetmq_core::broker::Overflow::Drop,
+                _ => return Err(invalid("limits.overflow", v, "\"lossless\" or \"drop\"")),
+            };
+        }
+        if let Some(v) = self.max_total_queued_bytes {
+            b.max_total_queued_bytes = v;
+        }
+        if let Some(v) = self.slow_consumer_timeout_secs {
+            b.slow_consumer_timeout = up_to_an_hour("limits.slow_consumer_timeout_secs", v)?;
+        }
+        Ok(())
+    }
 }
 
 /// The `[store]` table of the configuration file.
@@ -794,12 +830,7 @@ impl ServerConfig {
             }
             b.receive_maximum = v;
         }
-        if let Some(v) = l.max_queued_messages {
-            b.max_queued_messages = v;
-        }
-        if let Some(v) = l.max_queued_bytes {
-            b.max_queued_bytes = v;
-        }
+        l.apply_overload(b)?;
         if let Some(v) = l.max_keep_alive {
             b.max_keep_alive = v;
         }

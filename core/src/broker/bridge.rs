@@ -280,7 +280,7 @@ impl Broker {
             return;
         }
         if let Some(msg) = self.message_from_nats(subject, headers, payload) {
-            self.route(msg);
+            self.route(msg, None);
         }
     }
 

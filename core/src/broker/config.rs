@@ -26,14 +26,26 @@ pub struct BrokerConfig {
     /// Most QoS 1/2 publishes a client may have unacknowledged towards the broker (advertised
     /// to v5 clients as Receive Maximum). Default 64.
     pub receive_maximum: u16,
-    /// Most messages queued for one session behind its in-flight window. Default 1000.
+    /// Most messages queued for one session behind its in-flight window; what happens to a
+    /// QoS 1/2 message beyond it is `overflow`'s choice. Default 1000.
     pub max_queued_messages: usize,
-    /// Most payload bytes queued for one session. Default 64 MiB.
+    /// Most bytes (payload, topic and properties) queued for one session. Default 64 MiB.
     pub max_queued_bytes: usize,
+    /// What a session whose queue is full does with a further QoS 1/2 message: keep it
+    /// without loss (the default) or drop it, counted. See [`Overflow`].
+    #[serde(default)]
+    pub overflow: Overflow,
+    /// Most bytes queued for all sessions together: beyond it, in [`Overflow::Lossless`],
+    /// publishers are held back as when one session's queue is full, so memory stays bounded
+    /// with any number of slow subscribers. 0: no limit. Default 512 MiB.
+    #[serde(default)]
+    pub max_total_queued_bytes: usize,
     /// Bytes sent to a connection but not yet written to its socket above which it is a slow
     /// consumer: it stops receiving QoS 0 messages. Default 4 MiB.
     pub max_unsent_bytes: usize,
-    /// How long a connection may stay a slow consumer before it is closed. Default 30 s.
+    /// How long a connection may stay a slow consumer (over `max_unsent_bytes`, or holding
+    /// publishers back while it acknowledges nothing) before it is closed with DISCONNECT
+    /// 0x97. Default 30 s.
     pub slow_consumer_timeout: Duration,
     /// Deliveries made per call to `handle` before the core asks to be called again with
     /// `Input::Continue`. Default 10 000.
@@ -120,6 +132,8 @@ impl Default for BrokerConfig {
             receive_maximum: 64,
             max_queued_messages: 1000,
             max_queued_bytes: 64 * 1024 * 1024,
+            overflow: Overflow::Lossless,
+            max_total_queued_bytes: 512 * 1024 * 1024,
             max_unsent_bytes: 4 * 1024 * 1024,
             slow_consumer_timeout: Duration::from_secs(30),
             fanout_budget: 10_000,
@@ -155,4 +169,20 @@ pub struct Redirect {
     /// Whether the move is permanent (0x9D Server moved) rather than temporary (0x9C Use
     /// another server).
     pub permanent: bool,
+}
+
+/// What a session whose queue is full (`max_queued_messages`, `max_queued_bytes`) does with a
+/// further QoS 1/2 message. QoS 0 messages for a slow consumer are dropped (counted) either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overflow {
+    /// Nothing acknowledged is lost. A persistent session's stored messages stay in its
+    /// consumer and are read back as the queue drains (spilled to the store); any other
+    /// message is kept and the publishers sending to the session stop being read until its
+    /// queue is down to half (TCP pushes back on them). A subscriber that acknowledges
+    /// nothing for `slow_consumer_timeout` meanwhile is disconnected as a slow consumer.
+    #[default]
+    Lossless,
+    /// The message is dropped for that session, counted in `dropped_queue_full` and
+    /// reported as a `QueueOverflow` notice (mosquitto's `max_queued_messages` semantics).
+    Drop,
 }

@@ -232,6 +232,9 @@ pub(crate) struct Connection {
     pub(crate) pipeline: Pipeline,
     /// Whether the shell was told to stop reading.
     pub(crate) read_paused: bool,
+    /// How many overloaded sessions (or the total queue limit) hold this publisher back; it
+    /// is not read while any does (see `overflow.rs`).
+    pub(crate) held_by: u16,
     /// The will, published if the connection ends without a normal DISCONNECT.
     pub(crate) will: Option<Box<Will>>,
     /// Topic aliases and enhanced authentication, made when first used.
@@ -312,6 +315,7 @@ impl Connection {
             receive_in_flight: 0,
             pipeline: Pipeline::default(),
             read_paused: false,
+            held_by: 0,
             will: None,
             extensions: None,
             problem_info: true,
@@ -329,5 +333,15 @@ impl Connection {
     /// Whether the connection is still taking input.
     pub(crate) fn is_open(&self) -> bool {
         !matches!(self.phase, Phase::Closing)
+    }
+
+    /// Whether nothing keeps its reading paused: no CONNECT waiting, fewer than `limit`
+    /// packets waiting for store writes, and no overloaded session holding it back.
+    pub(crate) fn may_read(&self, limit: usize) -> bool {
+        let waiting = matches!(
+            self.phase,
+            Phase::Authenticating(_) | Phase::Loading(_) | Phase::Held { .. }
+        );
+        !waiting && self.held_by == 0 && self.pipeline.entries.len() < limit
     }
 }

@@ -11,7 +11,9 @@ use super::connection::{Connection, Loading, Phase, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
 use super::persist::{session_record_read, RequestOwner};
-use super::session::{InflightState, PendingWill, Session, SessionId, SessionKey, DEFAULT_ACCOUNT};
+use super::session::{
+    InflightState, PendingWill, Session, SessionId, SessionKey, SessionRef, DEFAULT_ACCOUNT,
+};
 use super::topic_alias::OutboundAliases;
 use super::{Broker, Timer};
 use crate::codec::{
@@ -68,11 +70,7 @@ impl Broker {
     pub(super) fn resume_after_connect(&mut self, conn: ConnId, out: &mut Outbox) {
         let limit = self.config.max_pending_per_connection / 2;
         if let Some(c) = self.conns.get_mut(&conn) {
-            let waiting = matches!(
-                c.phase,
-                Phase::Authenticating(_) | Phase::Loading(_) | Phase::Held { .. }
-            );
-            if c.read_paused && !waiting && c.pipeline.entries.len() < limit {
+            if c.read_paused && c.may_read(limit) {
                 c.read_paused = false;
                 out.push(Action::ResumeRead { conn });
             }
@@ -534,7 +532,7 @@ impl Broker {
             by_consumer.insert(s.consumer(), id);
         }
         for message in pending.iter().filter(|m| m.stream == Stream::Messages) {
-            self.restore_message(message, &by_consumer, out);
+            self.restore_message(message, &by_consumer, true, out);
         }
         // The session's QoS 2 state, by packet identifier.
         let hash16 = records::client_hash16(&key.client_id);
@@ -872,6 +870,11 @@ impl Broker {
         s.disconnected_at = Some(self.now.wall);
         let persistent = s.persistent;
         let expiry = s.expiry;
+        // Offline, it would never drain: whom it held back goes on.
+        self.release_held(session);
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
         if let Some(will) = will {
             let delayed = persistent && !will.delay.is_zero();
             match ending {
@@ -885,7 +888,11 @@ impl Broker {
                         will: *will,
                         generation,
                     }));
-                    self.schedule(at, Timer::Will(session, generation));
+                    let r = SessionRef {
+                        slot: session,
+                        uid: s.uid,
+                    };
+                    self.schedule(at, Timer::Will(r, generation));
                 }
                 Ending::Shutdown => {}
                 _ => self.publish_will(will.message, out),
@@ -896,9 +903,10 @@ impl Broker {
             Ending::Normal => {
                 self.hand_over_shared(session, false, out);
                 if let (Some(expiry), Some(s)) = (expiry, self.sessions.get(session)) {
-                    let generation = s.generation;
+                    let (generation, uid) = (s.generation, s.uid);
                     let at = self.now.instant.saturating_add(expiry);
-                    self.schedule(at, Timer::Expiry(session, generation));
+                    let r = SessionRef { slot: session, uid };
+                    self.schedule(at, Timer::Expiry(r, generation));
                 }
                 // The record learns when the session went offline (so its expiry also runs
                 // while the broker is down) and any expiry the DISCONNECT changed.
@@ -965,12 +973,26 @@ impl Broker {
                 }
                 earliest(deadline);
             }
-            Phase::Connected { .. } => {
+            Phase::Connected { session } => {
                 if let Some(ka) = c.keep_alive {
                     let deadline = c.last_activity.saturating_add(ka);
                     if now >= deadline {
                         self.send_disconnect(conn, DisconnectReason::KeepAliveTimeout);
                         self.close(conn, CloseReason::KeepAliveTimeout, true, out);
+                        return;
+                    }
+                    earliest(deadline);
+                }
+                // A subscriber holding publishers back must keep acknowledging.
+                let stall = self
+                    .sessions
+                    .get(session)
+                    .and_then(|s| s.outbound.overload.as_deref())
+                    .and_then(|o| o.stall_deadline(slow_timeout));
+                if let Some(deadline) = stall {
+                    if now >= deadline {
+                        self.send_disconnect(conn, DisconnectReason::QuotaExceeded);
+                        self.close(conn, CloseReason::SlowConsumer, true, out);
                         return;
                     }
                     earliest(deadline);
@@ -1073,7 +1095,11 @@ impl Broker {
             Ok(_) => self.expire_session(session, out),
             Err(_) => {
                 let at = self.now.instant.saturating_add(self.config.store_timeout);
-                self.schedule(at, Timer::Expiry(session, s.generation));
+                let r = SessionRef {
+                    slot: session,
+                    uid: s.uid,
+                };
+                self.schedule(at, Timer::Expiry(r, s.generation));
             }
         }
     }
@@ -1108,7 +1134,10 @@ impl Broker {
         out: &mut Outbox,
     ) -> Option<Session> {
         self.hand_over_shared(session, true, out);
+        self.release_held(session);
         let s = self.sessions.try_remove(session)?;
+        self.queued_total = self.queued_total.saturating_sub(s.outbound.queued_bytes);
+        self.release_held_for_total();
         self.by_key.remove(&s.key, session);
         self.catch_ups.remove(&session);
         for entry in s.subscriptions.values() {

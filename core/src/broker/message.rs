@@ -30,6 +30,17 @@ pub struct Message {
     pub expires_at: Option<crate::time::Instant>,
 }
 
+impl Message {
+    /// The bytes the broker keeps for this message: payload, topic and properties, which
+    /// every quota on kept messages counts (a small payload can carry large properties).
+    #[must_use]
+    pub fn kept_bytes(&self) -> usize {
+        self.payload.len()
+            + self.topic.as_str().len()
+            + self.properties.as_ref().map_or(0, |p| p.wire_len())
+    }
+}
+
 /// A shared message.
 pub type SharedMessage = Arc<Message>;
 

@@ -57,6 +57,7 @@ mod io;
 mod lifecycle;
 mod message;
 mod metrics;
+mod overflow;
 mod permissions;
 mod persist;
 mod publish;
@@ -77,7 +78,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use slab::Slab;
 
-pub use config::{BrokerConfig, Redirect};
+pub use config::{BrokerConfig, Overflow, Redirect};
 pub use io::{
     Action, AuthDecision, AuthRequest, AuthStage, CloseReason, ConnId, ConnInfo, Input,
     ListenerKind, Notice, Outbox,
@@ -91,7 +92,7 @@ use connection::{Connection, Pipeline};
 use persist::RequestOwner;
 use publish::{FanoutJob, Target};
 use retained::RetainedStore;
-use session::{Session, SessionId};
+use session::{Session, SessionId, SessionRef};
 use subscriptions::SubscriptionTree;
 
 use crate::js::{RequestId, StoredMessage};
@@ -129,6 +130,12 @@ pub struct BrokerStats {
     /// Retained messages on new topics refused because the retained-message quota was
     /// reached (`max_retained_messages`, `max_retained_bytes`).
     pub retained_refused: u64,
+    /// Stored messages for a session at its queue limit left in its consumer, to be read back
+    /// as it drains ([`Overflow::Lossless`]).
+    pub spilled: u64,
+    /// Times a publisher stopped being read because a session it sent to (or all queues
+    /// together) was at its limit ([`Overflow::Lossless`]).
+    pub publishers_held: u64,
 }
 
 /// Mixed into the seed for the node number.
@@ -140,9 +147,9 @@ enum Timer {
     /// A connection's connect timeout, keep-alive or slow-consumer limit.
     Conn(ConnId),
     /// A delayed will of a session (with the session's generation when it was set).
-    Will(SessionId, u64),
-    /// A session's expiry.
-    Expiry(SessionId, u64),
+    Will(SessionRef, u64),
+    /// A session's expiry (with the session's generation when it went offline).
+    Expiry(SessionRef, u64),
     /// A store request's timeout.
     Request(RequestId),
     /// A fleet node announces its connected clients once more after NATS came back.
@@ -214,6 +221,12 @@ pub struct Broker {
     spare_messages: Vec<SharedMessage>,
     /// Deliveries left in this call's budget.
     budget: usize,
+    /// Bytes queued for all sessions together (see `overflow.rs`).
+    queued_total: usize,
+    /// Publishers not read until all queues together are under `max_total_queued_bytes`.
+    held_for_total: Vec<ConnId>,
+    /// Publishers let go during this call, read again at its end.
+    resume_soon: Vec<ConnId>,
     /// Publishes the broker makes itself (wills), waiting for store writes.
     system: Pipeline,
     /// Connections with bytes to send at the end of this call.
@@ -277,6 +290,9 @@ impl Broker {
             spare_targets: Vec::new(),
             spare_messages: Vec::new(),
             budget: 0,
+            queued_total: 0,
+            held_for_total: Vec::new(),
+            resume_soon: Vec::new(),
             system: Pipeline::default(),
             dirty: Vec::new(),
             restoring: None,
@@ -318,6 +334,18 @@ impl Broker {
         self.retained.len()
     }
 
+    /// How a timer names `session`.
+    fn session_ref(&self, session: SessionId) -> Option<SessionRef> {
+        let uid = self.sessions.get(session)?.uid;
+        Some(SessionRef { slot: session, uid })
+    }
+
+    /// The session a timer named, if it still exists (and is not a later one in its slot).
+    fn resolve(&self, r: SessionRef) -> Option<SessionId> {
+        let s = self.sessions.get(r.slot)?;
+        (s.uid == r.uid).then_some(r.slot)
+    }
+
     /// The session that holds `key`, if one does.
     fn session_id(&self, key: &SessionKey) -> Option<SessionId> {
         self.by_key.get(key, &self.sessions)
@@ -335,7 +363,7 @@ impl Broker {
     }
 
     /// Messages queued and in flight for the session of `client_id` in the default account,
-    /// for tests and admin tools: `(in flight, queued, queued payload bytes)`.
+    /// for tests and admin tools: `(in flight, queued, queued bytes)` (topic, properties and payload).
     #[must_use]
     pub fn session_backlog(&self, client_id: &str) -> Option<(usize, usize, usize)> {
         let key = SessionKey {
@@ -395,6 +423,7 @@ impl Broker {
             } => self.on_nats_queue_message(&queue, &subject, &headers, payload, out),
             Input::NatsConnected => self.on_nats_connected(out),
         }
+        self.resume_released(out);
         self.run_fanout(out);
         self.flush_bridge(out);
         self.flush(out);
@@ -429,9 +458,15 @@ impl Broker {
             self.timers.pop();
             match timer {
                 Timer::Conn(conn) => self.on_conn_timer(conn, at, out),
-                Timer::Will(session, generation) => self.on_will_timer(session, generation, out),
+                Timer::Will(session, generation) => {
+                    if let Some(session) = self.resolve(session) {
+                        self.on_will_timer(session, generation, out);
+                    }
+                }
                 Timer::Expiry(session, generation) => {
-                    self.on_expiry_timer(session, generation, out);
+                    if let Some(session) = self.resolve(session) {
+                        self.on_expiry_timer(session, generation, out);
+                    }
                 }
                 Timer::Request(id) => self.on_request_timeout(id, out),
                 Timer::Reannounce => self.announce_connected(out),
@@ -504,11 +539,16 @@ impl Broker {
             return;
         };
         c.unsent = c.unsent.saturating_sub(bytes);
-        if c.unsent <= max {
+        let session = c.session();
+        let caught_up = c.unsent <= max;
+        if caught_up {
             c.slow_since = None;
-            if let Some(session) = c.session() {
-                self.fill_window(session, out);
-            }
+        }
+        if let Some(session) = session.filter(|_| bytes > 0) {
+            self.note_progress(session);
+        }
+        if let Some(session) = session.filter(|_| caught_up) {
+            self.fill_window(session, out);
         }
     }
 }

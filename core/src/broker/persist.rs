@@ -66,6 +66,13 @@ pub(crate) enum RequestOwner {
     },
     /// A catch-up read of a fleet session's consumer.
     CatchUp { session: SessionId },
+    /// A read of what a session spilled to its consumer (see `overflow.rs`), asking for
+    /// `limit` messages (`uid` tells the session from a later one in its slot).
+    Spill {
+        session: SessionId,
+        uid: u64,
+        limit: usize,
+    },
     /// The read of a fleet session's stored record before this node's record is written over
     /// it (attempt `attempt`; `uid` tells the session from a later one in its slot).
     RecordCheck {
@@ -140,6 +147,14 @@ impl Broker {
             }
             RequestOwner::CatchUp { session } => {
                 self.on_caught_up(session, reply, out);
+                return;
+            }
+            RequestOwner::Spill {
+                session,
+                uid,
+                limit,
+            } => {
+                self.on_spill_read(session, (uid, limit), reply, out);
                 return;
             }
             RequestOwner::RecordCheck {
@@ -378,7 +393,7 @@ impl Broker {
             let ok = match record.stream {
                 Stream::Sessions => self.restore_session(&record, &mut by_consumer, &mut by_hash16),
                 Stream::Retained => self.restore_retained(&record, out),
-                Stream::Messages => self.restore_message(&record, &by_consumer, out),
+                Stream::Messages => self.restore_message(&record, &by_consumer, true, out),
                 Stream::Qos2In | Stream::PubRel => self.restore_qos2(&record, &by_hash16),
             };
             if !ok {
@@ -417,7 +432,9 @@ impl Broker {
                 self.discard_session(id, out);
             } else {
                 let at = self.now.instant.saturating_add(left);
-                self.schedule(at, Timer::Expiry(id, generation));
+                if let Some(r) = self.session_ref(id) {
+                    self.schedule(at, Timer::Expiry(r, generation));
+                }
             }
         }
     }
@@ -596,10 +613,14 @@ impl Broker {
         self.retain(&topic, Arc::new(msg));
     }
 
+    /// Queues a stored message for the sessions whose consumers handed it out (and do not
+    /// hold it already); `dup` when it may have been sent before (restored, loaded), not for
+    /// a message read back from a spill. False when the record is no stored message.
     pub(super) fn restore_message(
         &mut self,
         record: &StoredMessage,
         by_consumer: &BTreeMap<ByteString, SessionId>,
+        dup: bool,
         out: &mut Outbox,
     ) -> bool {
         let Some(subj) = record.subject.strip_prefix(records::MESSAGES_PREFIX) else {
@@ -666,11 +687,12 @@ impl Broker {
                 msg: Arc::clone(&msg),
                 qos: qos.min(granted),
                 retain: false,
-                dup: true,
+                dup,
                 subscription_ids,
                 share: None,
                 release: None,
             };
+            self.queued_total += d.msg.kept_bytes();
             let _ = s.outbound.push_queued(d, usize::MAX, usize::MAX);
         }
         true

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytestring::ByteString;
 
 use super::connection::{Pending, Phase, Pipeline, Reply, Work};
-use super::io::{Action, CloseReason, ConnId, Notice, Outbox};
+use super::io::{Action, CloseReason, ConnId, Outbox};
 use super::message::{Message, SharedMessage};
 use super::persist::Write;
 use super::session::{Delivery, Inflight, InflightState, SessionId, SubscriptionIds};
@@ -68,6 +68,9 @@ pub(crate) struct FanoutJob {
     /// Computed when the job reaches the front of the queue.
     pub(crate) targets: Option<Vec<Target>>,
     pub(crate) next: usize,
+    /// The connection it was published on, held back if a session it goes to is at its
+    /// limit (see `overflow.rs`).
+    pub(crate) from: Option<ConnId>,
 }
 
 impl Broker {
@@ -480,9 +483,9 @@ impl Broker {
         let Some(id) = conn else {
             return;
         };
+        let limit = self.config.max_pending_per_connection / 2;
         let resume = self.conns.get_mut(&id).is_some_and(|c| {
-            let resume = c.read_paused
-                && c.pipeline.entries.len() < self.config.max_pending_per_connection / 2;
+            let resume = c.read_paused && c.may_read(limit);
             if resume {
                 c.read_paused = false;
             }
@@ -511,7 +514,7 @@ impl Broker {
                 msg.seq = seq;
                 if route {
                     self.bridge_publish(&msg, out);
-                    self.route(msg);
+                    self.route(msg, conn);
                     // Deliver now, so a read of many publishes does not hold them all.
                     self.run_fanout(out);
                 }
@@ -698,17 +701,19 @@ impl Broker {
 
     /// Queues a message for delivery to every matching session (in a fleet, shared
     /// subscriptions aside: their messages come through NATS queue groups).
-    pub(super) fn route(&mut self, msg: Message) {
+    /// `from` is the connection it was published on, if any.
+    pub(super) fn route(&mut self, msg: Message, from: Option<ConnId>) {
         let scope = if self.config.nats_bridge && self.config.fleet {
             RouteScope::Plain
         } else {
             RouteScope::All
         };
-        self.route_to(msg, scope);
+        self.route_to(msg, scope, from);
     }
 
-    /// Queues a message for delivery to the matching sessions `scope` covers.
-    pub(super) fn route_to(&mut self, msg: Message, scope: RouteScope) {
+    /// Queues a message for delivery to the matching sessions `scope` covers; `from` is the
+    /// connection it was published on, if any.
+    pub(super) fn route_to(&mut self, msg: Message, scope: RouteScope, from: Option<ConnId>) {
         self.stats.messages_routed += 1;
         // A queue group's copy is not the retained message's news: the live copy, which may
         // have been overtaken since (it comes on another connection), was.
@@ -742,6 +747,7 @@ impl Broker {
             scope,
             targets: None,
             next: 0,
+            from,
         });
     }
 
@@ -780,7 +786,7 @@ impl Broker {
                 let (session, subscription_ids) =
                     (t.session, std::mem::take(&mut t.subscription_ids));
                 let share = t.share;
-                self.deliver(
+                self.deliver_from(
                     session,
                     Delivery {
                         msg: Arc::clone(&job.msg),
@@ -791,6 +797,7 @@ impl Broker {
                         share,
                         release: None,
                     },
+                    job.from,
                     out,
                 );
             }
@@ -900,6 +907,18 @@ impl Broker {
     /// Hands one message to one session: sent now, queued behind the window, or dropped
     /// (counted) when it cannot be kept.
     pub(super) fn deliver(&mut self, session: SessionId, d: Delivery, out: &mut Outbox) {
+        self.deliver_from(session, d, None, out);
+    }
+
+    /// [`deliver`](Self::deliver) of a message published on connection `from`, which is held
+    /// back if the session cannot keep up (see `overflow.rs`).
+    pub(super) fn deliver_from(
+        &mut self,
+        session: SessionId,
+        d: Delivery,
+        from: Option<ConnId>,
+        out: &mut Outbox,
+    ) {
         if let Some(seq) = d.msg.seq.filter(|_| !self.catch_ups.is_empty()) {
             if self.has_had(session, seq) {
                 // A late live copy of a message the session had from its load.
@@ -911,43 +930,33 @@ impl Broker {
         };
         let Some(conn) = s.conn else {
             if s.persistent && d.qos != QoS::AtMostOnce {
-                self.enqueue(session, d, out);
+                self.enqueue(session, d, from, out);
             }
             return;
         };
         let queue_empty = s.outbound.queue.is_empty();
         let inflight = s.outbound.inflight.len();
+        let spilled = s
+            .outbound
+            .overload
+            .as_deref()
+            .is_some_and(super::overflow::Overload::spilled);
         if d.qos == QoS::AtMostOnce {
-            if self.is_slow(conn) {
+            if self.is_slow(conn) || spilled {
+                // Spilled messages come first: a QoS 0 one would overtake them.
                 self.stats.dropped_slow_consumer += 1;
             } else if queue_empty {
                 self.write_publish(conn, &d, PublishQos::AtMostOnce, out);
             } else {
                 // Behind queued QoS 1/2 messages, so a topic's order holds across QoS levels.
-                self.enqueue(session, d, out);
+                self.enqueue(session, d, from, out);
             }
             return;
         }
-        if queue_empty && inflight < self.window(conn) && !self.is_slow(conn) {
+        if queue_empty && !spilled && inflight < self.window(conn) && !self.is_slow(conn) {
             self.send_new(session, conn, d, out);
         } else {
-            self.enqueue(session, d, out);
-        }
-    }
-
-    fn enqueue(&mut self, session: SessionId, d: Delivery, out: &mut Outbox) {
-        let (max_messages, max_bytes) = (
-            self.config.max_queued_messages,
-            self.config.max_queued_bytes,
-        );
-        let Some(s) = self.sessions.get_mut(session) else {
-            return;
-        };
-        if let Err(d) = s.outbound.push_queued(d, max_messages, max_bytes) {
-            self.stats.dropped_queue_full += 1;
-            let client_id = s.key.client_id.clone();
-            self.ack_stored(session, &d, out);
-            out.push(Action::Notice(Notice::QueueOverflow { client_id }));
+            self.enqueue(session, d, from, out);
         }
     }
 
@@ -965,6 +974,7 @@ impl Broker {
         };
         let Some(pid) = s.outbound.allocate_pid() else {
             // All identifiers in use: keep it queued.
+            self.queued_total += d.msg.kept_bytes();
             let _ = s.outbound.push_queued(d, usize::MAX, usize::MAX);
             return;
         };
@@ -1107,28 +1117,34 @@ impl Broker {
             return;
         };
         let window = self.window(conn);
+        let mut sent = false;
         loop {
             if self.is_slow(conn) {
-                return;
+                break;
             }
             let Some(s) = self.sessions.get_mut(session) else {
                 return;
             };
             let Some(front) = s.outbound.queue.front() else {
-                return;
+                break;
             };
             let qos0 = front.qos == QoS::AtMostOnce;
             if !qos0 && s.outbound.inflight.len() >= window {
-                return;
+                break;
             }
             let Some(d) = s.outbound.pop_queued() else {
-                return;
+                break;
             };
+            self.queued_total = self.queued_total.saturating_sub(d.msg.kept_bytes());
+            sent = true;
             if qos0 {
                 self.write_publish(conn, &d, PublishQos::AtMostOnce, out);
             } else {
                 self.send_new(session, conn, d, out);
             }
+        }
+        if sent {
+            self.after_drain(session, out);
         }
     }
 
@@ -1168,6 +1184,8 @@ impl Broker {
             }
         }
         self.fill_window(session, out);
+        // What it spilled while offline is read back now.
+        self.after_drain(session, out);
     }
 
     /// Ends an outbound flow that is in `state`; acknowledgements for other identifiers are
@@ -1203,7 +1221,9 @@ impl Broker {
         if let Some(d) = entry.and_then(|e| e.delivery) {
             self.ack_stored(session, &d, out);
         }
+        self.note_progress(session);
         self.fill_window(session, out);
+        self.after_drain(session, out);
     }
 
     pub(super) fn on_pubrec(

@@ -13,8 +13,19 @@ use crate::codec::{PacketId, ProtocolVersion, QoS, SubscriptionOptions};
 use crate::time::WallClock;
 use crate::topic::TopicFilter;
 
-/// Index of a session in the broker's session table.
+/// Index of a session in the broker's session table. A slot is reused once its session
+/// ends: what outlives a call (a timer, a store request) names a [`SessionRef`] instead.
 pub(crate) type SessionId = usize;
+
+/// A session as a timer remembers it: its slot and its uid (never reused), so that a later
+/// session in the same slot is never taken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SessionRef {
+    /// Where it is in the session table.
+    pub(crate) slot: SessionId,
+    /// Which incarnation of that slot it is.
+    pub(crate) uid: u64,
+}
 
 /// What identifies a session: the account (tenant) and the client identifier.
 #[derive(
@@ -157,8 +168,11 @@ pub(crate) struct Outbound {
     pub(crate) inflight: VecDeque<Inflight>,
     /// Messages waiting for room in the window.
     pub(crate) queue: VecDeque<Delivery>,
-    /// Payload bytes in `queue`.
+    /// Bytes ([`Message::kept_bytes`](super::Message::kept_bytes)) in `queue`.
     pub(crate) queued_bytes: usize,
+    /// What the session spilled and whom it holds back while it cannot keep up; `None`
+    /// while it keeps up (see `overflow.rs`).
+    pub(crate) overload: Option<Box<super::overflow::Overload>>,
     /// The last packet identifier handed out.
     last_pid: u16,
 }
@@ -201,7 +215,7 @@ impl Outbound {
     /// Takes a delivery off the front of the queue.
     pub(crate) fn pop_queued(&mut self) -> Option<Delivery> {
         let d = self.queue.pop_front()?;
-        self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.payload.len());
+        self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.kept_bytes());
         Some(d)
     }
 
@@ -212,7 +226,7 @@ impl Outbound {
         max_messages: usize,
         max_bytes: usize,
     ) -> Result<(), Delivery> {
-        let len = d.msg.payload.len();
+        let len = d.msg.kept_bytes();
         if self.queue.len() >= max_messages || self.queued_bytes + len > max_bytes {
             return Err(d);
         }

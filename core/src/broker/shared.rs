@@ -201,6 +201,7 @@ impl Broker {
         let mut kept = std::collections::VecDeque::new();
         while let Some(d) = s.outbound.pop_queued() {
             if flags.next() == Some(true) {
+                self.queued_total = self.queued_total.saturating_sub(d.msg.kept_bytes());
                 moving.push(d);
             } else {
                 kept.push_back(d);

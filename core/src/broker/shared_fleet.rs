@@ -126,7 +126,7 @@ impl Broker {
                 return;
             };
             if !self.share_members(share, &msg.topic).is_empty() {
-                self.route_to(msg, RouteScope::Share(share));
+                self.route_to(msg, RouteScope::Share(share), None);
                 return;
             }
             // This node's last member left while NATS still counted it in: passed on again,
@@ -163,7 +163,7 @@ impl Broker {
                 payload: Bytes::new(),
             });
         }
-        self.route_to(msg, RouteScope::Share(share));
+        self.route_to(msg, RouteScope::Share(share), None);
     }
 
     /// Fleet: hands a message of shared subscription `share` whose member here ended, with

@@ -69,7 +69,7 @@ impl Broker {
                 expires_at: None,
             };
             // Local only, and not through the publish path: nothing is stored or bridged.
-            self.route_to(msg, RouteScope::All);
+            self.route_to(msg, RouteScope::All, None);
         }
         self.schedule_sys();
     }

@@ -723,6 +723,13 @@ impl PublishProperties {
         subscription_identifiers: Vec::new(),
         content_type: None,
     };
+
+    /// The bytes these properties take in a PUBLISH (Property Length prefix included): what
+    /// a broker keeping the message keeps of them, for its quotas.
+    #[must_use]
+    pub fn wire_len(&self) -> usize {
+        PropertySet::encoded_len(self)
+    }
 }
 
 impl PropertySet for PublishProperties {

@@ -1,0 +1,502 @@
+//! Overload without loss: what happens when a session's queue is full
+//! (`max_queued_messages`, `max_queued_bytes`) or all queues together are at
+//! `max_total_queued_bytes`, and a QoS 1/2 message arrives for it.
+//!
+//! With [`Overflow::Lossless`] (the default), in this order:
+//! 1. **Spill**: a persistent session's stored message stays in the session's consumer (the
+//!    store keeps it, as JetStream keeps the NATS server's) instead of in memory, and every
+//!    later stored message for the session follows it there, so the session's order holds.
+//!    When the queue has drained to half, the consumer is read back (what the session does
+//!    not hold already, oldest first) and the session leaves the spilled state once a read
+//!    comes back short. Fast subscribers of the same topics keep their pace meanwhile.
+//! 2. **Hold publishers back**: any other message is kept in the queue beyond its limit, and
+//!    the publisher it came from is no longer read (the shell stops reading its socket, so
+//!    TCP pushes back) until every queue it was held for has drained to half. How far past
+//!    the limit a queue can grow is bounded by what the held publishers had already sent:
+//!    `max_pending_per_connection` packets and one read buffer each.
+//!    Messages with no publisher to hold back (from NATS, wills) are kept up to twice the
+//!    limit and dropped beyond it, counted.
+//! 3. **Slow consumers end**: a subscriber that holds publishers back and acknowledges nothing
+//!    (and whose connection writes nothing) for `slow_consumer_timeout` is disconnected (v5:
+//!    DISCONNECT 0x97 Quota exceeded). A clean session then ends and its messages are no longer
+//!    owed; a persistent one keeps its stored messages for its next connection.
+//!
+//! An offline persistent session spills its stored messages and holds nobody back (it would
+//! never drain); anything else for it beyond the limit is dropped, counted.
+//!
+//! With [`Overflow::Drop`] the message is dropped for that session, counted in
+//! `dropped_queue_full` and reported as a `QueueOverflow` notice.
+//!
+//! QoS 0 messages are never held for: beyond the limit (or for a session that spilled, whose
+//! order they would break) they are dropped, counted, in either mode.
+
+use super::config::Overflow;
+use super::io::{Action, ConnId, Notice, Outbox};
+use super::persist::RequestOwner;
+use super::session::{Delivery, SessionId};
+use super::Broker;
+use crate::codec::QoS;
+use crate::js::{StoreError, StoreReply, StoreRequest, Stream};
+use crate::time::Instant;
+
+/// A session that could not keep up: what it spilled and whom it holds back. Boxed in the
+/// session's outbound state only while the session is overloaded.
+#[derive(Debug)]
+pub(crate) struct Overload {
+    /// Publishers not read until this session's queue drains to half.
+    held: Vec<ConnId>,
+    /// Stored messages for the session are in its consumer only (spilled).
+    spilled: bool,
+    /// A read of the consumer is out.
+    reading: bool,
+    /// A message was spilled after the read went out: the read's answer is not the end.
+    spilled_since_read: bool,
+    /// Stored messages the session released while a read was out (the read may return them).
+    released: Vec<u64>,
+    /// When the session last acknowledged a message or its connection wrote bytes.
+    last_progress: Instant,
+}
+
+impl Overload {
+    fn new(now: Instant) -> Self {
+        Self {
+            held: Vec::new(),
+            spilled: false,
+            reading: false,
+            spilled_since_read: false,
+            released: Vec::new(),
+            last_progress: now,
+        }
+    }
+
+    /// Whether this session's stored messages are being kept in its consumer only.
+    pub(crate) fn spilled(&self) -> bool {
+        self.spilled
+    }
+
+    /// Whether nothing is left to remember.
+    fn is_idle(&self) -> bool {
+        !self.spilled && !self.reading && self.held.is_empty()
+    }
+
+    /// When a subscriber holding publishers back counts as a slow consumer, if it holds any.
+    pub(crate) fn stall_deadline(&self, timeout: std::time::Duration) -> Option<Instant> {
+        (!self.held.is_empty()).then(|| self.last_progress.saturating_add(timeout))
+    }
+}
+
+/// What became of a QoS 1/2 message for a session at its limit.
+enum Outcome {
+    /// Left in the session's consumer, to be read back.
+    Spilled,
+    /// Kept in the queue beyond the limit; hold this publisher back.
+    Kept(Option<ConnId>),
+    /// Dropped for the session (counted).
+    Dropped,
+}
+
+/// Whether a session's queue is at or over its limits.
+fn at_limit(queued: usize, bytes: usize, max_messages: usize, max_bytes: usize) -> bool {
+    queued >= max_messages || bytes >= max_bytes
+}
+
+impl Broker {
+    /// Whether `d` is one of `session`'s stored messages that its own consumer holds until it
+    /// is acknowledged, so it can be left there and read back later.
+    fn spillable(&self, session: SessionId, d: &Delivery) -> bool {
+        d.qos != QoS::AtMostOnce
+            && d.msg.seq.is_some()
+            && d.release.is_none()
+            && d.share.is_none()
+            && self.sessions.get(session).is_some_and(|s| s.persistent)
+    }
+
+    /// Whether a delivery to `session` must go to its consumer rather than to memory: the
+    /// session spilled before, and what it spilled comes first.
+    pub(super) fn follows_spill(&self, session: SessionId, d: &Delivery) -> bool {
+        self.sessions
+            .get(session)
+            .and_then(|s| s.outbound.overload.as_deref())
+            .is_some_and(Overload::spilled)
+            && self.spillable(session, d)
+    }
+
+    /// Whether all queues together are over `max_total_queued_bytes`.
+    fn over_total(&self) -> bool {
+        let max = self.config.max_total_queued_bytes;
+        max != 0 && self.queued_total > max
+    }
+
+    /// Queues a delivery for `session` behind its window; at the queue's limits, the
+    /// configured [`Overflow`] decides. `from` is the connection the message came from.
+    pub(super) fn enqueue(
+        &mut self,
+        session: SessionId,
+        d: Delivery,
+        from: Option<ConnId>,
+        out: &mut Outbox,
+    ) {
+        if self.follows_spill(session, &d) {
+            self.spill(session, out);
+            return;
+        }
+        let (max_messages, max_bytes) = (
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        );
+        let lossless = self.config.overflow == Overflow::Lossless;
+        let over_total = lossless && self.over_total();
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let size = d.msg.kept_bytes();
+        let full = at_limit(
+            s.outbound.queue.len(),
+            s.outbound.queued_bytes.saturating_add(size),
+            max_messages,
+            max_bytes.saturating_add(1),
+        );
+        if !full && !over_total {
+            s.outbound.push_queued(d, usize::MAX, usize::MAX).ok();
+            self.queued_total += size;
+            return;
+        }
+        let outcome = if !lossless || d.qos == QoS::AtMostOnce {
+            Outcome::Dropped
+        } else if self.spillable(session, &d) {
+            Outcome::Spilled
+        } else {
+            self.keep_beyond_limit(session, from)
+        };
+        match outcome {
+            Outcome::Spilled => self.spill(session, out),
+            Outcome::Kept(hold) => {
+                if let Some(s) = self.sessions.get_mut(session) {
+                    s.outbound.push_queued(d, usize::MAX, usize::MAX).ok();
+                    self.queued_total += size;
+                }
+                if let Some(publisher) = hold {
+                    self.hold_publisher(session, publisher, full, out);
+                }
+            }
+            Outcome::Dropped => self.drop_queue_full(session, &d, out),
+        }
+    }
+
+    /// For a message at the limit that cannot be spilled: whether it is kept (and whom to
+    /// hold back), or dropped because nobody can be held back for it.
+    fn keep_beyond_limit(&self, session: SessionId, from: Option<ConnId>) -> Outcome {
+        let Some(s) = self.sessions.get(session) else {
+            return Outcome::Dropped;
+        };
+        let Some(own) = s.conn else {
+            // Offline: it would never drain, so it holds nobody back.
+            return Outcome::Dropped;
+        };
+        match from.filter(|p| *p != own && self.conns.contains_key(p)) {
+            Some(publisher) => Outcome::Kept(Some(publisher)),
+            // Its own publishes (holding it back would stop its acknowledgements too), or
+            // a message from NATS or a will: kept up to twice the limit.
+            None => {
+                let cap = self.config.max_queued_messages.saturating_mul(2);
+                let cap_bytes = self.config.max_queued_bytes.saturating_mul(2);
+                if at_limit(
+                    s.outbound.queue.len(),
+                    s.outbound.queued_bytes,
+                    cap,
+                    cap_bytes,
+                ) {
+                    Outcome::Dropped
+                } else {
+                    Outcome::Kept(None)
+                }
+            }
+        }
+    }
+
+    /// Drops `d` for `session` (the queue is full), counted and reported; its stored copy is
+    /// released, or the store would keep it for the session forever.
+    fn drop_queue_full(&mut self, session: SessionId, d: &Delivery, out: &mut Outbox) {
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        let client_id = s.key.client_id.clone();
+        if d.qos == QoS::AtMostOnce {
+            self.stats.dropped_slow_consumer += 1;
+            return;
+        }
+        self.stats.dropped_queue_full += 1;
+        self.ack_stored(session, d, out);
+        out.push(Action::Notice(Notice::QueueOverflow { client_id }));
+    }
+
+    /// The session's overload state, made when first needed.
+    fn overload_mut(&mut self, session: SessionId) -> Option<&mut Overload> {
+        let now = self.now.instant;
+        let s = self.sessions.get_mut(session)?;
+        Some(
+            s.outbound
+                .overload
+                .get_or_insert_with(|| Box::new(Overload::new(now))),
+        )
+    }
+
+    /// Leaves a stored message in `session`'s consumer: it is read back as the queue drains.
+    fn spill(&mut self, session: SessionId, out: &mut Outbox) {
+        self.stats.spilled += 1;
+        let Some(o) = self.overload_mut(session) else {
+            return;
+        };
+        o.spilled = true;
+        if o.reading {
+            o.spilled_since_read = true;
+        }
+        self.read_spill_if_room(session, out);
+    }
+
+    /// Stops reading `publisher` until `session`'s queue drains to half (or, for a session
+    /// within its own limits, until all queues together are under theirs).
+    fn hold_publisher(
+        &mut self,
+        session: SessionId,
+        publisher: ConnId,
+        session_full: bool,
+        out: &mut Outbox,
+    ) {
+        let newly = if session_full {
+            let Some(o) = self.overload_mut(session) else {
+                return;
+            };
+            if o.held.contains(&publisher) {
+                false
+            } else {
+                o.held.push(publisher);
+                true
+            }
+        } else if self.held_for_total.contains(&publisher) {
+            false
+        } else {
+            self.held_for_total.push(publisher);
+            true
+        };
+        if !newly {
+            return;
+        }
+        self.stats.publishers_held += 1;
+        if let Some(c) = self.conns.get_mut(&publisher) {
+            c.held_by += 1;
+            if !c.read_paused {
+                c.read_paused = true;
+                out.push(Action::PauseRead { conn: publisher });
+            }
+        }
+        // The subscriber has `slow_consumer_timeout` to make progress from now on.
+        let subscriber = self.sessions.get(session).and_then(|s| s.conn);
+        if let (true, Some(conn)) = (session_full, subscriber) {
+            let at = self
+                .now
+                .instant
+                .saturating_add(self.config.slow_consumer_timeout);
+            self.schedule_conn(conn, at);
+        }
+    }
+
+    /// Notes that `session` made progress: it acknowledged a message, or its connection wrote.
+    pub(super) fn note_progress(&mut self, session: SessionId) {
+        let now = self.now.instant;
+        if let Some(o) = self
+            .sessions
+            .get_mut(session)
+            .and_then(|s| s.outbound.overload.as_deref_mut())
+        {
+            o.last_progress = now;
+        }
+    }
+
+    /// After `session`'s queue shrank: reads its spill back when there is room, and lets the
+    /// publishers it held go once the queue is down to half.
+    pub(super) fn after_drain(&mut self, session: SessionId, out: &mut Outbox) {
+        self.read_spill_if_room(session, out);
+        let (max_messages, max_bytes) = (
+            self.config.max_queued_messages / 2,
+            self.config.max_queued_bytes / 2,
+        );
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let drained = !at_limit(
+            s.outbound.queue.len(),
+            s.outbound.queued_bytes,
+            max_messages.max(1),
+            max_bytes.max(1),
+        );
+        if drained {
+            self.release_held(session);
+        }
+        self.release_held_for_total();
+    }
+
+    /// Lets go of every publisher `session` held back (its queue drained, or it went offline
+    /// or away).
+    pub(super) fn release_held(&mut self, session: SessionId) {
+        let Some(o) = self
+            .sessions
+            .get_mut(session)
+            .and_then(|s| s.outbound.overload.as_deref_mut())
+        else {
+            return;
+        };
+        let held = std::mem::take(&mut o.held);
+        if o.is_idle() {
+            if let Some(s) = self.sessions.get_mut(session) {
+                s.outbound.overload = None;
+            }
+        }
+        for publisher in held {
+            self.unhold(publisher);
+        }
+    }
+
+    /// Lets go of the publishers held for the total limit once all queues are at three
+    /// quarters of it.
+    pub(super) fn release_held_for_total(&mut self) {
+        let max = self.config.max_total_queued_bytes;
+        if self.held_for_total.is_empty() || self.queued_total > max / 4 * 3 {
+            return;
+        }
+        for publisher in std::mem::take(&mut self.held_for_total) {
+            self.unhold(publisher);
+        }
+    }
+
+    fn unhold(&mut self, publisher: ConnId) {
+        if let Some(c) = self.conns.get_mut(&publisher) {
+            c.held_by = c.held_by.saturating_sub(1);
+            if c.held_by == 0 {
+                self.resume_soon.push(publisher);
+            }
+        }
+    }
+
+    /// At the end of a call: reads again from the publishers let go during it, unless another
+    /// reason to pause them stands.
+    pub(super) fn resume_released(&mut self, out: &mut Outbox) {
+        while let Some(conn) = self.resume_soon.pop() {
+            let limit = self.config.max_pending_per_connection / 2;
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            if c.read_paused && c.may_read(limit) {
+                c.read_paused = false;
+                out.push(Action::ResumeRead { conn });
+                self.process_inbuf(conn, out);
+            }
+        }
+    }
+
+    /// Reads `session`'s spilled messages back from its consumer when it is online, spilled,
+    /// not reading already, and its queue is at half its limit or less.
+    fn read_spill_if_room(&mut self, session: SessionId, out: &mut Outbox) {
+        let max = self.config.max_queued_messages;
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let ready = s.conn.is_some() && s.outbound.queue.len() <= max / 2;
+        let wanted = s
+            .outbound
+            .overload
+            .as_deref()
+            .is_some_and(|o| o.spilled && !o.reading);
+        if !ready || !wanted {
+            return;
+        }
+        // The consumer hands out what the session holds first (unacknowledged), then what it
+        // spilled.
+        let held = s.outbound.inflight.len() + s.outbound.queue.len();
+        let limit = held + max.saturating_sub(s.outbound.queue.len()).max(1);
+        let (consumer, uid) = (s.consumer(), s.uid);
+        if let Some(o) = s.outbound.overload.as_deref_mut() {
+            o.reading = true;
+            o.spilled_since_read = false;
+        }
+        let owner = RequestOwner::Spill {
+            session,
+            uid,
+            limit,
+        };
+        self.request(StoreRequest::Pending { consumer, limit }, owner, out);
+    }
+
+    /// Notes that `session` released stored message `seq` while a read of its spill is out.
+    pub(super) fn note_spill_release(&mut self, session: SessionId, seq: u64) {
+        if let Some(o) = self
+            .sessions
+            .get_mut(session)
+            .and_then(|s| s.outbound.overload.as_deref_mut())
+            .filter(|o| o.reading)
+        {
+            o.released.push(seq);
+        }
+    }
+
+    /// The answer to a read of `session`'s spill: what it does not hold is queued (as never
+    /// sent before), and a short answer with nothing spilled meanwhile ends the spill.
+    pub(super) fn on_spill_read(
+        &mut self,
+        session: SessionId,
+        (uid, limit): (u64, usize),
+        reply: Result<StoreReply, StoreError>,
+        out: &mut Outbox,
+    ) {
+        let Some(s) = self.sessions.get_mut(session).filter(|s| s.uid == uid) else {
+            return;
+        };
+        let Some(o) = s.outbound.overload.as_deref_mut() else {
+            return;
+        };
+        o.reading = false;
+        let released = std::mem::take(&mut o.released);
+        let Ok(StoreReply::Messages(messages)) = reply else {
+            // Tried again when the session next drains or spills.
+            return;
+        };
+        let short = messages.len() < limit;
+        if short && !o.spilled_since_read {
+            o.spilled = false;
+        }
+        let consumer = s.consumer();
+        let by_consumer = std::iter::once((consumer, session)).collect();
+        let mut fresh = 0usize;
+        for m in messages
+            .iter()
+            .filter(|m| m.stream == Stream::Messages && !released.contains(&m.seq))
+        {
+            let before = self
+                .sessions
+                .get(session)
+                .map_or(0, |s| s.outbound.queue.len());
+            self.restore_message(m, &by_consumer, false, out);
+            let after = self
+                .sessions
+                .get(session)
+                .map_or(0, |s| s.outbound.queue.len());
+            fresh += after.saturating_sub(before);
+        }
+        if let Some(s) = self.sessions.get_mut(session) {
+            if s.outbound
+                .overload
+                .as_deref()
+                .is_some_and(Overload::is_idle)
+            {
+                s.outbound.overload = None;
+            }
+        }
+        self.fill_window(session, out);
+        if fresh == 0 {
+            // Nothing new (the consumer's window is full of what the session holds): the
+            // next acknowledgement or spill reads again.
+            return;
+        }
+        self.read_spill_if_room(session, out);
+    }
+}

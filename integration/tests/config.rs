@@ -69,6 +69,35 @@ slow_consumer_timeout_secs = 5
 }
 
 #[test]
+fn the_bridges_allow_and_deny_lists_are_read_and_checked() {
+    let c = apply(
+        r#"
+[nats]
+url = "nats://127.0.0.1:4222"
+bridge_publish = { allow = ["app.>"], deny = ["app.secret.>"] }
+[nats.bridge_subscribe]
+allow = ["app.*", "metrics.>"]
+"#,
+    )
+    .expect("valid");
+    let bridge = &c.broker.bridge;
+    assert_eq!(bridge.publish.allow, ["app.>"]);
+    assert_eq!(bridge.publish.deny, ["app.secret.>"]);
+    assert_eq!(bridge.subscribe.allow, ["app.*", "metrics.>"]);
+    assert!(bridge.subscribe.deny.is_empty());
+    for bad in ["a..b", "a.>.b", "a b", "a*", ""] {
+        let text = format!(
+            "[nats]\nurl = \"nats://127.0.0.1:4222\"\nbridge_publish = {{ deny = [\"{bad}\"] }}"
+        );
+        let e = apply(&text).expect_err(bad);
+        assert!(
+            e.contains("nats.bridge_publish.deny") && e.contains("NATS subjects"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn sys_statistics_default_to_every_ten_seconds_and_can_be_turned_off() {
     let c = apply("").expect("valid");
     assert_eq!(c.broker.sys_interval, Some(Duration::from_secs(10)));

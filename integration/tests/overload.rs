@@ -85,7 +85,10 @@ async fn receive_all(mut s: RawClient, pause: Duration) -> Vec<u16> {
                 }
             }
             Some(_) => {}
-            None => panic!("the broker closed the subscriber after {} messages", got.len()),
+            None => panic!(
+                "the broker closed the subscriber after {} messages",
+                got.len()
+            ),
         }
     }
     got
@@ -96,9 +99,12 @@ fn in_order() -> Vec<u16> {
 }
 
 async fn a_slow_clean_subscriber_gets_every_acknowledged_message(shell: Shell) {
-    let (server, port) =
-        common::serve_with(shell, SMALL_QUEUES, std::sync::Arc::new(MemoryBackend::default()))
-            .await;
+    let (server, port) = common::serve_with(
+        shell,
+        SMALL_QUEUES,
+        std::sync::Arc::new(MemoryBackend::default()),
+    )
+    .await;
     let mut slow = client(port, "slow", true).await;
     subscribe(&mut slow, QoS::AtLeastOnce).await;
     let publisher = client(port, "pub", true).await;
@@ -114,9 +120,12 @@ async fn a_slow_clean_subscriber_gets_every_acknowledged_message(shell: Shell) {
 }
 
 async fn a_slow_persistent_subscriber_spills_while_a_fast_one_keeps_up(shell: Shell) {
-    let (server, port) =
-        common::serve_with(shell, SMALL_QUEUES, std::sync::Arc::new(MemoryBackend::default()))
-            .await;
+    let (server, port) = common::serve_with(
+        shell,
+        SMALL_QUEUES,
+        std::sync::Arc::new(MemoryBackend::default()),
+    )
+    .await;
     let mut slow = client(port, "slow", false).await;
     subscribe(&mut slow, QoS::AtLeastOnce).await;
     let mut fast = client(port, "fast", true).await;

@@ -780,6 +780,7 @@ impl ServerConfig {
             };
         }
         if let Some(nats) = file.nats {
+            self.broker.bridge = nats.bridge_policy()?;
             if let Some(nats) = nats.into_config()? {
                 self.broker.nats_bridge = true;
                 self.broker.fleet = nats.jetstream;

@@ -1,6 +1,7 @@
 //! The `[nats]` configuration: the NATS server jetmq bridges subjects with and, unless told
 //! otherwise, keeps its state in (JetStream), with the options of that use.
 
+use jetmq_core::broker::bridge_policy::{BridgePolicy, SubjectRules};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -236,9 +237,79 @@ pub(crate) struct NatsFile {
     ack_wait_secs: Option<u64>,
     max_ack_pending: Option<usize>,
     api_timeout_secs: Option<u64>,
+    bridge_publish: Option<SubjectRulesFile>,
+    bridge_subscribe: Option<SubjectRulesFile>,
+}
+
+/// `[nats.bridge_publish]` and `[nats.bridge_subscribe]`: allow and deny lists of NATS
+/// subjects the bridge carries (system subjects stay closed whatever they say).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubjectRulesFile {
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
+}
+
+impl SubjectRulesFile {
+    fn rules(&self, key: &str) -> Result<SubjectRules, ConfigError> {
+        let patterns = |list: &Option<Vec<String>>, which: &str| {
+            list.iter()
+                .flatten()
+                .map(|p| {
+                    if valid_subject_pattern(p) {
+                        Ok(p.as_str().into())
+                    } else {
+                        Err(invalid(
+                            &format!("{key}.{which}"),
+                            p,
+                            "NATS subjects: dot-separated tokens, `*` for one token, `>` last",
+                        ))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(SubjectRules {
+            allow: patterns(&self.allow, "allow")?,
+            deny: patterns(&self.deny, "deny")?,
+        })
+    }
+}
+
+/// Whether `p` is a NATS subject or subscription pattern: non-empty tokens without white
+/// space, `*` and `>` as whole tokens, `>` only last.
+fn valid_subject_pattern(p: &str) -> bool {
+    let tokens: Vec<&str> = p.split('.').collect();
+    tokens.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && !t.contains(char::is_whitespace)
+            && (*t == "*" || *t == ">" || !t.contains(['*', '>']))
+            && (*t != ">" || i + 1 == tokens.len())
+    })
 }
 
 impl NatsFile {
+    /// Which subjects the bridge carries, from `bridge_publish` and `bridge_subscribe`.
+    ///
+    /// # Errors
+    ///
+    /// A pattern is no NATS subject.
+    pub(crate) fn bridge_policy(&self) -> Result<BridgePolicy, ConfigError> {
+        Ok(BridgePolicy {
+            publish: self
+                .bridge_publish
+                .as_ref()
+                .map_or(Ok(SubjectRules::default()), |r| {
+                    r.rules("nats.bridge_publish")
+                })?,
+            subscribe: self
+                .bridge_subscribe
+                .as_ref()
+                .map_or(Ok(SubjectRules::default()), |r| {
+                    r.rules("nats.bridge_subscribe")
+                })?,
+        })
+    }
+
     /// The configuration the table describes; `None` without a URL.
     ///
     /// # Errors

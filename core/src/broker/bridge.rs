@@ -67,7 +67,7 @@ impl Broker {
             return;
         }
         let filter = &entry.filter;
-        for subject in subject::filter_subjects(filter).map(ByteString::from) {
+        for subject in bridged_subjects(filter) {
             let count = self.nats_subjects.entry(subject.clone()).or_insert(0);
             *count += 1;
             if *count == 1 {
@@ -86,7 +86,7 @@ impl Broker {
             return;
         }
         let filter = &entry.filter;
-        for subject in subject::filter_subjects(filter).map(ByteString::from) {
+        for subject in bridged_subjects(filter) {
             let gone = match self.nats_subjects.get_mut(&subject) {
                 Some(count) => {
                     *count -= 1;
@@ -114,7 +114,8 @@ impl Broker {
             return;
         }
         let subject = subject::topic_to_subject(&msg.topic);
-        if subject.starts_with(RESERVED) {
+        if !self.config.bridge.publish.allows_subject(&subject) {
+            // Never a system subject (wills are not checked at publish time).
             return;
         }
         let headers = self.live_copy_headers(msg);
@@ -294,6 +295,10 @@ impl Broker {
         headers: &[(ByteString, ByteString)],
         payload: Bytes,
     ) -> Option<Message> {
+        if !self.config.bridge.subscribe.allows_subject(subject) {
+            self.stats.bridge_refused += 1;
+            return None;
+        }
         let Ok(topic) = subject::subject_to_topic_name(subject) else {
             self.stats.unknown_inputs += 1;
             return None;
@@ -412,6 +417,14 @@ impl Broker {
             self.drop_taken_over(session, out);
         }
     }
+}
+
+/// The NATS subjects a subscription to `filter` is bridged through: its subjects but those
+/// that can only be system subjects (a `$SYS/` filter stays an MQTT one).
+fn bridged_subjects(filter: &crate::topic::TopicFilter) -> impl Iterator<Item = ByteString> {
+    subject::filter_subjects(filter)
+        .filter(|s| !super::bridge_policy::is_system_pattern(s))
+        .map(ByteString::from)
 }
 
 /// A `Jetmq-Connect` value: the connect's stamp and its node's number.

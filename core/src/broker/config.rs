@@ -79,6 +79,11 @@ pub struct BrokerConfig {
     /// Bridge MQTT and NATS subjects ([`Action::NatsPublish`](super::Action::NatsPublish) and
     /// friends): the shell has a NATS connection. Default false.
     pub nats_bridge: bool,
+    /// Which NATS subjects the bridge carries (see
+    /// [`bridge_policy`](super::bridge_policy)); system subjects never. Default: every
+    /// application subject.
+    #[serde(default)]
+    pub bridge: super::bridge_policy::BridgePolicy,
     /// Other jetmq nodes share the store (JetStream) and the NATS subjects: every QoS 1/2
     /// message is stored (a persistent session elsewhere may want it), a persistent session
     /// is loaded from the store when its client connects, and each CONNECT is announced on
@@ -151,6 +156,7 @@ impl Default for BrokerConfig {
             redirect: None,
             nats_bridge: false,
             fleet: false,
+            bridge: super::bridge_policy::BridgePolicy::default(),
             takeover_limit: 10,
             takeover_window: Duration::from_secs(10),
             sys_interval: None,

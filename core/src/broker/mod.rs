@@ -49,6 +49,7 @@
 
 mod auth;
 mod bridge;
+pub mod bridge_policy;
 mod catch_up;
 mod config;
 mod connection;
@@ -133,6 +134,9 @@ pub struct BrokerStats {
     /// Stored messages for a session at its queue limit left in its consumer, to be read back
     /// as it drains ([`Overflow::Lossless`]).
     pub spilled: u64,
+    /// NATS messages on subjects the bridge does not carry (system subjects, or outside
+    /// `bridge`'s rules), dropped before they reach any MQTT subscriber.
+    pub bridge_refused: u64,
     /// Times a publisher stopped being read because a session it sent to (or all queues
     /// together) was at its limit ([`Overflow::Lossless`]).
     pub publishers_held: u64,

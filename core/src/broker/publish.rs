@@ -143,14 +143,15 @@ impl Broker {
             }
             return;
         }
-        let sys = self.is_sys_topic(&topic);
+        let reserved = Self::is_reserved_for_the_broker(&topic) || !self.bridge_carries(&topic);
         let now = self.now.instant;
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if sys || c.grants().is_some_and(|g| !g.may_publish(&topic)) {
-            // Not the client's to publish (or the broker's own statistics): 0x87; a QoS 0
-            // publish is dropped.
+        if reserved || c.grants().is_some_and(|g| !g.may_publish(&topic)) {
+            // Not the client's to publish (the broker's own `$SYS/`, a subject of NATS or
+            // jetmq in NATS mode, or outside its permissions): 0x87; a QoS 0 publish is
+            // dropped.
             self.refuse_publish(conn, p.qos, PubAckReason::NotAuthorized, out);
             return;
         }
@@ -281,6 +282,17 @@ impl Broker {
             }
         }
         self.drain_pipeline(Some(conn), out);
+    }
+
+    /// Whether a publish on `topic` may be taken: without the NATS bridge always, with it
+    /// only on a subject the bridge carries (see `bridge_policy`).
+    fn bridge_carries(&self, topic: &TopicName) -> bool {
+        !self.config.nats_bridge
+            || self
+                .config
+                .bridge
+                .publish
+                .allows_subject(&crate::topic::subject::topic_to_subject(topic))
     }
 
     /// Whether a persistent session with a QoS ≥ 1 subscription would receive a message on

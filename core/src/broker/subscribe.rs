@@ -16,6 +16,21 @@ use crate::codec::{
 use crate::topic::{Subscription, TopicFilter};
 
 impl Broker {
+    /// Whether a subscription to `filter` may be made: without the NATS bridge always; with
+    /// it, a `$SYS/` filter (the broker's statistics, never bridged) or one some open subject
+    /// of the bridge matches (see `bridge_policy`).
+    fn bridge_may_subscribe(&self, filter: &TopicFilter) -> bool {
+        if !self.config.nats_bridge {
+            return true;
+        }
+        let f = filter.as_str();
+        if f == "$SYS" || f.starts_with("$SYS/") {
+            return true;
+        }
+        let rules = &self.config.bridge.subscribe;
+        crate::topic::subject::filter_subjects(filter).any(|s| rules.allows_pattern(&s))
+    }
+
     pub(super) fn on_subscribe(
         &mut self,
         conn: ConnId,
@@ -43,11 +58,12 @@ impl Broker {
                 self.protocol_error(conn, DisconnectReason::ProtocolError, out);
                 return;
             }
-            let denied = self
-                .conns
-                .get(&conn)
-                .and_then(|c| c.grants())
-                .is_some_and(|g| !g.may_subscribe(&filter));
+            let denied = !self.bridge_may_subscribe(&filter)
+                || self
+                    .conns
+                    .get(&conn)
+                    .and_then(|c| c.grants())
+                    .is_some_and(|g| !g.may_subscribe(&filter));
             if denied {
                 reasons.push(SubAckReason::NotAuthorized);
                 continue;

@@ -142,6 +142,9 @@ fn release_gives_back_what_was_handed_out_here() {
         limit: 2,
     };
     js.submit(RequestId(1), pending.clone(), &mut nats);
+    // A consumer not seen here yet: its info first (token 6), then the pull.
+    assert!(output(&mut nats).contains("CONSUMER.INFO.$MQTT_msgs.c0"));
+    js.on_message(&reply(0, 6, 0), &mut nats);
     assert!(output(&mut nats).contains("CONSUMER.MSG.NEXT.$MQTT_msgs.c0"));
     js.on_message(&pulled(7), &mut nats);
     js.on_message(&pulled(9), &mut nats);
@@ -176,7 +179,7 @@ fn release_gives_back_what_was_handed_out_here() {
         js.take_finished().is_empty(),
         "answered before the server read the NAKs"
     );
-    js.on_message(&reply(0, 7, 0), &mut nats);
+    js.on_message(&reply(0, 8, 0), &mut nats);
     let finished = js.take_finished();
     assert!(
         matches!(&finished[..], [(RequestId(2), Ok(StoreReply::Done))]),
@@ -198,6 +201,39 @@ fn release_gives_back_what_was_handed_out_here() {
         matches!(&finished[..], [(RequestId(4), Ok(StoreReply::Done))]),
         "{finished:?}"
     );
+}
+
+#[test]
+fn a_missing_consumer_is_found_missing_without_waiting_for_no_responders() {
+    // With a `>` subscriber anywhere in the account (an MQTT client's `#` through the bridge),
+    // NATS never says "no responders" to a pull from a consumer that does not exist: the
+    // executor asks for the consumer's info (answered by JetStream itself) first.
+    let (mut nats, mut js) = ready();
+    output(&mut nats);
+    js.submit(
+        RequestId(1),
+        StoreRequest::Pending {
+            consumer: "c0".into(),
+            limit: 5,
+        },
+        &mut nats,
+    );
+    let sent = output(&mut nats);
+    assert!(sent.contains("CONSUMER.INFO.$MQTT_msgs.c0"), "{sent}");
+    assert!(!sent.contains("MSG.NEXT"), "{sent}");
+    let missing = Message {
+        payload: Bytes::from_static(
+            br#"{"error":{"code":404,"err_code":10014,"description":"consumer not found"}}"#,
+        ),
+        ..reply(0, 6, 0)
+    };
+    js.on_message(&missing, &mut nats);
+    let finished = js.take_finished();
+    assert!(
+        matches!(&finished[..], [(RequestId(1), Ok(StoreReply::Messages(m)))] if m.is_empty()),
+        "{finished:?}"
+    );
+    assert!(!output(&mut nats).contains("MSG.NEXT"));
 }
 
 proptest! {

@@ -281,6 +281,24 @@ pub fn render(metrics: &Metrics, fleet: bool) -> String {
         "Store requests that failed or timed out.",
         s.store_failures,
     );
+    one(
+        "jetmq_overflow_spilled_total",
+        "counter",
+        "Stored messages for a session at its queue limit left in its consumer, read back later.",
+        s.spilled,
+    );
+    one(
+        "jetmq_overflow_publishers_held_total",
+        "counter",
+        "Times a publisher stopped being read because a session it sent to was at its limit.",
+        s.publishers_held,
+    );
+    one(
+        "jetmq_bridge_refused_total",
+        "counter",
+        "NATS messages on subjects the bridge does not carry, dropped.",
+        s.bridge_refused,
+    );
     let _ = writeln!(
         out,
         "# HELP jetmq_publish_dropped_total Messages dropped for a subscriber, by reason.\n\

@@ -23,7 +23,7 @@
 
 pub mod api;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -179,6 +179,9 @@ struct Pull {
     after: AfterPull,
     /// Whether this is the second, waiting pull.
     patient: bool,
+    /// Whether the consumer's existence is being checked before the first pull (see
+    /// `known_consumers`).
+    first: bool,
 }
 
 /// Where setting the streams up stands.
@@ -211,6 +214,11 @@ pub struct JetStream {
     /// for it to end. Pulled messages arrive under their own subject, so one pull at a time
     /// per consumer tells whose they are.
     pulling: BTreeMap<ByteString, (u64, VecDeque<(RequestId, StoreRequest)>)>,
+    /// Consumers seen to exist (one answered a pull, or its info was read). A pull from any
+    /// other is preceded by a look at its info: a missing consumer's pull is answered only by
+    /// NATS's "no responders", which never comes while something else subscribes to the
+    /// subject (a `>` subscriber anywhere in the account), so it would wait until timed out.
+    known_consumers: BTreeSet<ByteString>,
     /// The inbox subscription's number.
     inbox_sid: Option<u64>,
     /// The set-up round: replies of an earlier one are ignored.
@@ -231,6 +239,7 @@ impl JetStream {
             next_token: 0,
             handed: BTreeMap::new(),
             pulling: BTreeMap::new(),
+            known_consumers: BTreeSet::new(),
             inbox_sid: None,
             round: 0,
             finished: Vec::new(),
@@ -360,13 +369,19 @@ impl JetStream {
             }
             Op::List(listing) => self.on_listed(listing, msg, nats),
             Op::Pull(pull) => self.on_pulled(token, pull, msg, nats),
-            Op::PullCheck(pull) => {
+            Op::PullCheck(mut pull) => {
+                let reply = parse_reply(msg);
                 let gone = matches!(
-                    parse_reply(msg),
-                    Ok(Reply { error: Some(e), .. }) if e.is_missing_consumer()
+                    reply,
+                    Ok(Reply { error: Some(ref e), .. }) if e.is_missing_consumer()
                 );
+                let exists = matches!(reply, Ok(Reply { error: None, .. }));
                 if gone {
                     self.end_pull(pull, false, nats);
+                } else if exists && pull.first {
+                    pull.first = false;
+                    self.known_consumers.insert(pull.consumer.clone());
+                    self.send_pull(nats, pull);
                 } else {
                     self.finished.push((
                         pull.id,
@@ -412,6 +427,8 @@ impl JetStream {
                     self.finished.push((id, Err(StoreError::Timeout)));
                 }
                 Op::Pull(pull) | Op::PullCheck(pull) => {
+                    // A pull that was never answered may be one of a consumer gone meanwhile.
+                    self.known_consumers.remove(&pull.consumer);
                     self.finished.push((pull.id, Err(StoreError::Timeout)));
                     self.end_pull_waiting(&pull.consumer, nats);
                 }
@@ -483,6 +500,7 @@ impl JetStream {
     /// Deletes a consumer (the API wants an empty body), forgetting what it handed out.
     fn delete_consumer(&mut self, nats: &mut NatsClient, id: RequestId, name: &ByteString) {
         self.handed.remove(name);
+        self.known_consumers.remove(name);
         let subject = self.config.api.subject(&format!(
             "CONSUMER.DELETE.{}.{name}",
             Stream::Messages.name()
@@ -714,6 +732,7 @@ impl JetStream {
             self.after_pull(nats, id, consumer, after, false);
             return;
         }
+        let first = !self.known_consumers.contains(&consumer);
         let pull = Pull {
             id,
             consumer,
@@ -721,8 +740,35 @@ impl JetStream {
             received: 0,
             after,
             patient: false,
+            first,
         };
-        self.send_pull(nats, pull);
+        if first {
+            self.check_consumer(nats, pull);
+        } else {
+            self.send_pull(nats, pull);
+        }
+    }
+
+    /// Reads the pull's consumer's info (answered by JetStream itself, present or not) before
+    /// the pull, or after a pull that "no responders" answered.
+    fn check_consumer(&mut self, nats: &mut NatsClient, pull: Pull) {
+        let subject = self.config.api.subject(&format!(
+            "CONSUMER.INFO.{}.{}",
+            Stream::Messages.name(),
+            pull.consumer
+        ));
+        let consumer = pull.consumer.clone();
+        let token = self.send(nats, &subject, None, b"", Op::PullCheck(pull));
+        if self.ops.contains_key(&token) {
+            let waiting = self
+                .pulling
+                .remove(&consumer)
+                .map(|(_, w)| w)
+                .unwrap_or_default();
+            self.pulling.insert(consumer, (token, waiting));
+        } else {
+            self.end_pull_waiting(&consumer, nats);
+        }
     }
 
     /// Asks the consumer for the pull's batch: at once, or (patient) waiting a moment.
@@ -783,19 +829,11 @@ impl JetStream {
         }
         if status == Some(503) && pull.received == 0 {
             // No responders: the consumer is gone, or its leader is being elected.
-            let subject = self.config.api.subject(&format!(
-                "CONSUMER.INFO.{}.{}",
-                Stream::Messages.name(),
-                pull.consumer
-            ));
-            let consumer = pull.consumer.clone();
-            let token = self.send(nats, &subject, None, b"", Op::PullCheck(pull));
-            match self.pulling.get_mut(&consumer) {
-                Some(entry) if self.ops.contains_key(&token) => entry.0 = token,
-                _ => self.end_pull_waiting(&consumer, nats),
-            }
+            self.known_consumers.remove(&pull.consumer);
+            self.check_consumer(nats, pull);
             return;
         }
+        self.known_consumers.insert(pull.consumer.clone());
         if status == Some(404) && pull.received == 0 && !pull.patient {
             pull.patient = true;
             self.send_pull(nats, pull);

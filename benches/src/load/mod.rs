@@ -1,9 +1,13 @@
 //! `jetmq-bench`, the load generator: raw MQTT over tokio against any broker, in the
 //! scenarios users compare brokers by — one to one, fan-in, fan-out, QoS 0/1/2, payload sizes,
 //! persistent sessions, idle connections — closed loop (as fast as the flows allow) or open
-//! loop (a fixed offered rate), with throughput and latency percentiles.
+//! loop (a fixed offered rate), with throughput and latency percentiles; and two overload
+//! scenarios: subscribers that decode every packet as a client library does
+//! ([`decoding`], [`Scenario::decoding`]) and a slow subscriber beside fast ones ([`slow`]).
 
 pub mod client;
+pub mod decoding;
+pub mod slow;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use client::{Client, Seen};
+use decoding::DecodingClient;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -37,6 +42,10 @@ pub struct Scenario {
     pub window: usize,
     /// Subscribers use persistent sessions.
     pub persistent: bool,
+    /// Subscribers read as an ordinary client library does ([`DecodingClient`]: every packet
+    /// decoded whole into an owned message, every acknowledgement its own write) instead of
+    /// [`Client`]'s fast reader.
+    pub decoding: bool,
     /// Print progress every second on standard error.
     pub progress: bool,
 }
@@ -46,16 +55,31 @@ pub struct Scenario {
 pub struct Report {
     /// Messages published.
     pub published: u64,
+    /// QoS 1/2 publishes the broker acknowledged (PUBACK, or PUBCOMP for QoS 2); for QoS 0,
+    /// the messages published.
+    pub acknowledged: u64,
     /// Messages received over all subscribers.
     pub received: u64,
-    /// Deliveries per second over all subscribers.
+    /// Deliveries per second over all subscribers, over [`Report::delivery_s`].
     pub deliveries_per_sec: f64,
+    /// Seconds from the start of publishing to the last delivery, or the publishing time if
+    /// longer: a broker that buffers a backlog is measured by when its subscribers got it.
+    pub delivery_s: f64,
     /// Publishes per second.
     pub publishes_per_sec: f64,
     /// Latency percentiles in microseconds: p50, p99, p99.9, max.
     pub latency_us: [u64; 4],
     /// Deliveries expected but not received by the end (QoS 0 may drop; QoS 1/2 must not).
     pub missing: u64,
+}
+
+impl Report {
+    /// Deliveries lost by a QoS 1/2 run (its `missing`); such a run has no figure. `None` for
+    /// QoS 0, which may drop, and for a run that lost nothing.
+    #[must_use]
+    pub fn lost(&self, qos: QoS) -> Option<u64> {
+        (qos != QoS::AtMostOnce && self.missing > 0).then_some(self.missing)
+    }
 }
 
 /// Most publishes written at once in closed loop.
@@ -81,6 +105,13 @@ pub async fn run(s: &Scenario) -> std::io::Result<Report> {
     let (sub_tx, mut sub_rx) = mpsc::unbounded_channel::<Seen>();
     let mut subs = Vec::new();
     for i in 0..s.subscribers {
+        if s.decoding {
+            let mut c =
+                DecodingClient::connect(s.addr, &format!("bench-sub-{i}"), s.persistent).await?;
+            c.subscribe("bench/+", s.qos).await?;
+            tokio::spawn(read_decoding(c, sub_tx.clone()));
+            continue;
+        }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut c = Client::connect(s.addr, &format!("bench-sub-{i}"), s.persistent, 1, tx).await?;
         c.subscribe("bench/+", s.qos).await?;
@@ -155,14 +186,22 @@ pub async fn run(s: &Scenario) -> std::io::Result<Report> {
             // The last QoS 1/2 flows: every permit of the window back (bounded wait).
             let all = u32::try_from(window).unwrap_or(u32::MAX);
             let _ = tokio::time::timeout(Duration::from_secs(10), c.window.acquire_many(all)).await;
-            sent
+            // Publishes still in flight: the window's permits not given back.
+            let in_flight = if qos == QoS::AtMostOnce {
+                0
+            } else {
+                window.saturating_sub(c.window.available_permits()) as u64
+            };
+            (sent, sent.saturating_sub(in_flight))
         }));
     }
     let mut hist = hdrhistogram::Histogram::<u64>::new(3).map_err(std::io::Error::other)?;
     let mut received = 0u64;
     let started = Instant::now();
+    let mut last_delivery = started;
     let mut last_progress = Instant::now();
     let mut published = 0u64;
+    let mut acknowledged = 0u64;
     let mut pending = tasks;
     // Receive until the publishers are done and deliveries stop coming for a moment.
     loop {
@@ -174,6 +213,7 @@ pub async fn run(s: &Scenario) -> std::io::Result<Report> {
         match tokio::time::timeout(wait, sub_rx.recv()).await {
             Ok(Some(Seen::Deliveries(stamps))) => {
                 received += stamps.len() as u64;
+                last_delivery = Instant::now();
                 let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 for sent in stamps {
                     let _ = hist.record(now.saturating_sub(sent) / 1000);
@@ -186,7 +226,9 @@ pub async fn run(s: &Scenario) -> std::io::Result<Report> {
         }
         if !pending.is_empty() && pending.iter().all(tokio::task::JoinHandle::is_finished) {
             for t in pending.drain(..) {
-                published += t.await.unwrap_or(0);
+                let (sent, acked) = t.await.unwrap_or((0, 0));
+                published += sent;
+                acknowledged += acked;
             }
         }
         if s.progress && last_progress.elapsed() >= Duration::from_secs(1) {
@@ -199,12 +241,19 @@ pub async fn run(s: &Scenario) -> std::io::Result<Report> {
         }
     }
     let elapsed = s.duration.as_secs_f64().max(1e-9);
+    let delivery_s = elapsed.max(
+        last_delivery
+            .saturating_duration_since(deadline - s.duration)
+            .as_secs_f64(),
+    );
     let expected = published * s.subscribers as u64;
     drop(subs);
     Ok(Report {
         published,
+        acknowledged,
         received,
-        deliveries_per_sec: received as f64 / elapsed,
+        deliveries_per_sec: received as f64 / delivery_s,
+        delivery_s,
         publishes_per_sec: published as f64 / elapsed,
         latency_us: [
             hist.value_at_quantile(0.5),
@@ -214,6 +263,21 @@ pub async fn run(s: &Scenario) -> std::io::Result<Report> {
         ],
         missing: expected.saturating_sub(received),
     })
+}
+
+/// Reads deliveries with a [`DecodingClient`], acknowledging each one as it is read, and
+/// reports each one's send time to `events`, one message at a time, as a client library hands
+/// messages to its application.
+async fn read_decoding(mut c: DecodingClient, events: mpsc::UnboundedSender<Seen>) {
+    while let Ok(Some(m)) = c.next_message().await {
+        if c.acknowledge(&m).await.is_err() {
+            break;
+        }
+        if events.send(Seen::Deliveries(vec![m.stamp()])).is_err() {
+            return;
+        }
+    }
+    let _ = events.send(Seen::Closed);
 }
 
 /// The broker's resident memory in KiB, from `/proc/<pid>/status`.

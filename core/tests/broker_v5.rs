@@ -856,3 +856,25 @@ fn a_session_that_asks_for_no_expiry_keeps_it_when_the_server_allows() {
     let (_, present) = h.connect_ok(v5_with_expiry("forever", Some(u32::MAX)));
     assert!(present, "still there ten years later");
 }
+
+#[test]
+fn a_client_id_whose_record_subject_is_taken_is_refused() {
+    // The NATS server's 8-character hash is the same for these two: their session records
+    // would share a subject, and the second would overwrite the first's stored session.
+    let (first, second) = ("cid-03579431", "cid-09191235");
+    let mut h = h();
+    let (s, _) = h.connect_ok(v5_with_expiry(first, Some(600)));
+    h.input(Input::Closed { conn: s });
+    let c = h.connect(v5_with_expiry(second, Some(600)));
+    assert!(
+        matches!(h.next_packet(c), Some(Packet::ConnAck(a)) if a.reason == jetmq_core::codec::ConnectReason::ClientIdentifierNotValid)
+    );
+    // A clean session of the first ends its stored one: the second is welcome then.
+    let mut clean = v5_with_expiry(first, None);
+    clean.clean_start = true;
+    let (s, present) = h.connect_ok(clean);
+    assert!(!present);
+    h.input(Input::Closed { conn: s });
+    let (_, present) = h.connect_ok(v5_with_expiry(second, Some(600)));
+    assert!(!present);
+}

@@ -1828,3 +1828,41 @@ proptest! {
         }
     }
 }
+
+/// Two client identifiers whose session records share a subject (the NATS server's 8-character
+/// hash collides for these two): the second is refused through any node, as the NATS server
+/// refuses it, and the first one's stored session stays whole.
+#[test]
+fn a_client_id_whose_record_subject_is_taken_is_refused_on_every_node() {
+    let (first, second) = ("cid-03579431", "cid-09191235");
+    assert_eq!(records::client_hash(first), records::client_hash(second));
+    let mut f = Fleet::new();
+    let (s, _) = f.on(Node::A).connect_ok(connect(V3, first, false));
+    f.a.subscribe_ok(s, 1, "t/#", QoS::AtLeastOnce);
+    f.a.input(Input::Closed { conn: s });
+    for node in [Node::A, Node::B] {
+        // 3.1.1: return code 2 (identifier rejected); 5.0: 0x85.
+        for version in [V3, ProtocolVersion::V5] {
+            let h = f.on(node);
+            let c = h.connect(connect(version, second, false));
+            match h.next_packet(c) {
+                Some(Packet::ConnAck(ack)) => {
+                    assert_eq!(
+                        ack.reason,
+                        jetmq_core::codec::ConnectReason::ClientIdentifierNotValid,
+                        "{node:?} {version:?}"
+                    );
+                }
+                other => panic!("{node:?}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+    // The first client's session is intact, through the other node too.
+    let (s2, present) = f.on(Node::B).connect_ok(connect(V3, first, false));
+    assert!(present);
+    f.b.input(Input::Closed { conn: s2 });
+    assert_eq!(
+        stored_record(&mut f.b.store, first).map(|r| r.id),
+        Some(first.to_string())
+    );
+}

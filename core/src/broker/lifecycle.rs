@@ -348,6 +348,13 @@ impl Broker {
             }
             return;
         }
+        if self.shares_a_record(&key) {
+            // Its record's subject is another client's (a hash collision): refused as the
+            // NATS server refuses it, or one would overwrite the other's stored session.
+            let version = connect.protocol;
+            self.refuse(conn, version, ConnectReason::ClientIdentifierNotValid, out);
+            return;
+        }
         let stamp = self.connect_stamp();
         self.announce_connect(&key, stamp, out);
         let connected_here = self
@@ -360,6 +367,14 @@ impl Broker {
         } else {
             self.bind(conn, connect, key, assigned, (stamp, None), out);
         }
+    }
+
+    /// Whether a persistent session of another client identifier has the record subject
+    /// `key`'s session would have.
+    fn shares_a_record(&self, key: &SessionKey) -> bool {
+        self.by_key
+            .sharing_record(key, &self.sessions)
+            .any(|id| self.sessions.get(id).is_some_and(|s| s.persistent))
     }
 
     /// Reads a session to resume (or, for a clean start, to end) from the store: its record,
@@ -487,6 +502,17 @@ impl Broker {
                 ConnectReason::ServerUnavailable,
                 out,
             );
+            return;
+        }
+        let foreign = record.as_ref().is_some_and(|r| {
+            records::SessionRecord::from_json(&r.payload)
+                .is_some_and(|stored| stored.id != key.client_id.as_ref())
+        });
+        if foreign {
+            // Another client's record under the same hash: refused as the NATS server
+            // refuses it (its session must be neither resumed nor ended by this one).
+            let version = connect.protocol;
+            self.refuse(conn, version, ConnectReason::ClientIdentifierNotValid, out);
             return;
         }
         // The record this connect's record is written over (0: there was none).

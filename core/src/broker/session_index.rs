@@ -1,7 +1,6 @@
 //! The broker's sessions by key (account and client identifier).
 
 use std::collections::BTreeSet;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 use slab::Slab;
 
@@ -10,14 +9,21 @@ use super::session::{Session, SessionId, SessionKey};
 /// Which session holds a key, as `(hash of the key, session)` pairs in a B-tree set: 16 bytes
 /// per session, where a map keyed by the key itself kept a second copy of it (a 72-byte entry,
 /// plus a reference-count allocation for each copied string). Lookups compare the session's
-/// own key, so a hash collision costs a comparison, never a wrong answer, and the hash
-/// function affects only the layout, never what the broker does.
+/// own key, so a hash collision costs a comparison, never a wrong answer. The hash is the one
+/// session records are named by (`$MQTT.sess.<8-character hash>`, the NATS server's), so the
+/// sessions whose records would share a subject are found together
+/// ([`SessionIndex::sharing_record`]).
 #[derive(Debug, Default)]
 pub(crate) struct SessionIndex(BTreeSet<(u64, SessionId)>);
 
-/// A hasher with fixed keys: the same key hashes the same in every run.
+/// The 8-character client-identifier hash of the session's record subject, as a number.
 fn key_hash(key: &SessionKey) -> u64 {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+    let hash = crate::js::records::client_hash(&key.client_id);
+    let mut bytes = [0u8; 8];
+    for (b, h) in bytes.iter_mut().zip(hash.bytes()) {
+        *b = h;
+    }
+    u64::from_le_bytes(bytes)
 }
 
 impl SessionIndex {
@@ -28,6 +34,24 @@ impl SessionIndex {
             .range((hash, SessionId::MIN)..=(hash, SessionId::MAX))
             .map(|&(_, id)| id)
             .find(|&id| sessions.get(id).is_some_and(|s| s.key == *key))
+    }
+
+    /// Sessions of other client identifiers whose records would have the subject `key`'s has
+    /// (a hash collision).
+    pub(crate) fn sharing_record<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        sessions: &'a Slab<Box<Session>>,
+    ) -> impl Iterator<Item = SessionId> + 'a {
+        let hash = key_hash(key);
+        self.0
+            .range((hash, SessionId::MIN)..=(hash, SessionId::MAX))
+            .map(|&(_, id)| id)
+            .filter(move |&id| {
+                sessions
+                    .get(id)
+                    .is_some_and(|s| s.key.client_id != key.client_id)
+            })
     }
 
     /// Records that session `id` holds `key` (which no other session holds).
@@ -76,6 +100,23 @@ mod tests {
         index.remove(&key("b"), b);
         assert_eq!(index.get(&key("b"), &sessions), None);
         assert_eq!(index.ids().count(), 2);
+    }
+
+    #[test]
+    fn sessions_whose_records_would_share_a_subject_are_found() {
+        // A known collision of the NATS server's 8-character hash.
+        let (a, b) = (key("cid-03579431"), key("cid-09191235"));
+        let mut sessions = Slab::new();
+        let mut index = SessionIndex::default();
+        let id = sessions.insert(Box::new(Session::new(a.clone(), ProtocolVersion::V5, 1)));
+        index.insert(&a, id);
+        assert_eq!(
+            index.sharing_record(&b, &sessions).collect::<Vec<_>>(),
+            [id]
+        );
+        assert_eq!(index.sharing_record(&a, &sessions).count(), 0, "not itself");
+        assert_eq!(index.sharing_record(&key("other"), &sessions).count(), 0);
+        assert_eq!(index.get(&b, &sessions), None);
     }
 
     #[test]

@@ -1524,3 +1524,25 @@ fn messages_stored_for_a_new_subscription_keep_their_publishers_order_across_a_r
     let got: Vec<String> = h2.publishes(s2).into_iter().map(|m| m.1).collect();
     assert_eq!(got, ["first", "second"]);
 }
+
+#[test]
+fn a_retained_delete_on_a_topic_with_nats_wildcard_characters_deletes_that_topic_alone() {
+    // `*` and `>` are ordinary characters in MQTT topics; the subjects the store keys retained
+    // messages by must not read them as wildcards.
+    let mut h = h();
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    for (i, topic) in ["a/b", ">", "a/*", "*"].into_iter().enumerate() {
+        let id = u16::try_from(i + 1).expect("few");
+        h.send(p, &publish(topic, "kept", q1(id), true));
+    }
+    h.send(p, &publish(">", "", q1(10), true));
+    h.send(p, &publish("*", "", q1(11), true));
+    assert_eq!(h.broker.retained_count(), 2);
+    let mut h2 = restarted(&mut h);
+    assert_eq!(h2.broker.retained_count(), 2, "the store kept a/b and a/*");
+    let (s, _) = h2.connect_ok(connect(V3, "s", true));
+    h2.subscribe_ok(s, 1, "#", QoS::AtLeastOnce);
+    let mut topics: Vec<String> = h2.publishes(s).into_iter().map(|p| p.0).collect();
+    topics.sort();
+    assert_eq!(topics, ["a/*", "a/b"]);
+}

@@ -92,24 +92,48 @@ fn mqtt_3_1_1_publishers_are_acknowledged_and_qos_0_is_dropped() {
 }
 
 #[test]
-fn the_byte_quota_counts_payloads_and_replacements() {
-    let mut h = Harness::new(quota(0, 10));
+fn the_byte_quota_counts_what_is_kept_and_replacements() {
+    // Topic and payload bytes (one-byte topics here), properties too.
+    let mut h = Harness::new(quota(0, 12));
     let (p, _) = h.connect_ok(connect(V5, "p", true));
-    assert_eq!(retain(&mut h, p, 1, "a", "123456"), PubAckReason::Success);
+    assert_eq!(retain(&mut h, p, 1, "a", "12345"), PubAckReason::Success);
     assert_eq!(h.broker.metrics().retained_bytes, 6);
     assert_eq!(
-        retain(&mut h, p, 2, "b", "12345"),
+        retain(&mut h, p, 2, "b", "123456"),
         PubAckReason::QuotaExceeded,
-        "6 + 5 > 10"
+        "6 + 7 > 12"
     );
-    assert_eq!(retain(&mut h, p, 3, "b", "1234"), PubAckReason::Success);
-    assert_eq!(h.broker.metrics().retained_bytes, 10);
+    assert_eq!(retain(&mut h, p, 3, "b", "12345"), PubAckReason::Success);
+    assert_eq!(h.broker.metrics().retained_bytes, 12);
     // A replacement counts its own size instead of the old one's.
     assert_eq!(retain(&mut h, p, 4, "a", "1"), PubAckReason::Success);
-    assert_eq!(h.broker.metrics().retained_bytes, 5);
-    assert_eq!(retain(&mut h, p, 5, "c", "12345"), PubAckReason::Success);
+    assert_eq!(h.broker.metrics().retained_bytes, 8);
+    assert_eq!(retain(&mut h, p, 5, "c", "123"), PubAckReason::Success);
     assert_eq!(retain(&mut h, p, 6, "a", ""), PubAckReason::Success);
-    assert_eq!(h.broker.metrics().retained_bytes, 9);
+    assert_eq!(h.broker.metrics().retained_bytes, 10);
+}
+
+#[test]
+fn user_properties_count_against_the_byte_quota() {
+    // A one-byte payload with a large user property keeps far more than one byte.
+    let mut h = Harness::new(quota(0, 1000));
+    let (p, _) = h.connect_ok(connect(V5, "p", true));
+    let mut big = publish("a", "x", PublishQos::AtLeastOnce(pid(1)), true);
+    if let Packet::Publish(m) = &mut big {
+        m.properties_mut()
+            .user_properties
+            .push(jetmq_core::codec::UserProperty {
+                name: "n".into(),
+                value: "v".repeat(2000).into(),
+            });
+    }
+    h.send(p, &big);
+    let reason = h.packets(p).into_iter().find_map(|p| match p {
+        Packet::PubAck(a) => Some(a.reason),
+        _ => None,
+    });
+    assert_eq!(reason, Some(PubAckReason::QuotaExceeded));
+    assert_eq!(h.broker.retained_count(), 0);
 }
 
 #[test]
@@ -173,7 +197,11 @@ fn messages_read_back_from_the_store_are_all_kept() {
     }
     h2.input(Input::RestoreComplete);
     assert_eq!(h2.broker.retained_count(), 3);
-    assert_eq!(h2.broker.metrics().retained_bytes, 3);
+    assert_eq!(
+        h2.broker.metrics().retained_bytes,
+        6,
+        "topic and payload, 2 bytes each"
+    );
     let (p2, _) = h2.connect_ok(connect(V5, "p", true));
     assert_eq!(
         retain(&mut h2, p2, 1, "d", "x"),

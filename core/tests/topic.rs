@@ -448,13 +448,17 @@ fn reverse_rule_consequences() {
 }
 
 #[test]
-fn nats_wildcard_quirks() {
-    // NATS wildcard characters are not escaped.
-    assert_eq!(filter_to_subject(&filter("foo/*/bar")), "foo.*.bar");
-    assert_eq!(filter_to_subject(&filter("foo/>")), "foo.>");
-    assert_eq!(filter_to_subject(&filter("foo*/bar")), "foo*.bar");
-    assert_eq!(topic_to_subject(&name("foo/*")), "foo.*");
-    assert_eq!(topic_to_subject(&name("foo/>")), "foo.>");
+fn nats_wildcard_characters_are_escaped() {
+    // `*` and `>` are ordinary characters in MQTT: a subject built from a topic or filter never
+    // holds them as wildcards (a retained delete of `>` must address `>` alone).
+    assert_eq!(filter_to_subject(&filter("foo/*/bar")), "foo./2A.bar");
+    assert_eq!(filter_to_subject(&filter("foo/>")), "foo./3E");
+    assert_eq!(filter_to_subject(&filter("foo*/bar")), "foo/2A.bar");
+    assert_eq!(topic_to_subject(&name("foo/*")), "foo./2A");
+    assert_eq!(topic_to_subject(&name(">")), "/3E");
+    assert_eq!(topic_to_subject(&name("a/*")), "a./2A");
+    assert_eq!(subject_to_topic("a./2A"), "a/*");
+    assert_eq!(subject_to_filter("a./2A.*.>"), "a/*/+/#");
     // The raw converter does not validate wildcard placement.
     assert_eq!(mqtt_to_subject("foo#"), "foo>");
     assert_eq!(mqtt_to_subject("foo/#/bar"), "foo.>.bar");
@@ -470,7 +474,7 @@ fn conversion_borrows_when_unchanged() {
     assert!(matches!(topic_to_subject(&name("$SYS")), Cow::Borrowed(_)));
     assert!(matches!(topic_to_subject(&name("a/b")), Cow::Owned(_)));
     assert!(matches!(subject_to_topic("foo"), Cow::Borrowed("foo")));
-    assert!(matches!(subject_to_filter("foo*"), Cow::Borrowed("foo*")));
+    assert!(matches!(subject_to_filter("foo"), Cow::Borrowed("foo")));
 }
 
 #[test]
@@ -493,11 +497,12 @@ fn parent_subject_rule() {
 
 #[test]
 fn reserved_subject_filters() {
-    for f in ["#", "+", "+/a", "+/#", "*", "*/a"] {
+    for f in ["#", "+", "+/a", "+/#"] {
         let subject = filter_subject(f);
         assert!(is_reserved_subject_filter(&subject), "{f}");
     }
-    for f in ["a/+", "a/#", "$SYS/#", "*a", "a/*", "/+", "/#"] {
+    // A literal `*` is no wildcard.
+    for f in ["a/+", "a/#", "$SYS/#", "*a", "a/*", "/+", "/#", "*", "*/a"] {
         let subject = filter_subject(f);
         assert!(!is_reserved_subject_filter(&subject), "{f}");
     }
@@ -742,8 +747,6 @@ proptest! {
     #[test]
     fn filter_subject_round_trip(text in arb_filter_string()) {
         let Ok(f) = TopicFilter::new(text) else { return Ok(()) };
-        // A literal `*` or `>` level reads back as a wildcard (documented), so skip those.
-        prop_assume!(!f.levels().any(|level| level == "*" || level == ">"));
         let subject = filter_to_subject(&f);
         prop_assert_eq!(subject_to_filter(&subject), f.as_str());
         prop_assert!(subject.split('.').all(|token| !token.is_empty()));

@@ -254,7 +254,7 @@ pub fn render(metrics: &Metrics, fleet: bool) -> String {
     one(
         "jetmq_retained_bytes",
         "gauge",
-        "Payload bytes of the retained messages ($SYS/broker/ statistics aside).",
+        "Bytes kept for the retained messages: topic, properties, payload ($SYS/broker/ aside).",
         count(metrics.retained_bytes),
     );
     one(

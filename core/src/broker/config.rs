@@ -120,8 +120,8 @@ pub struct BrokerConfig {
     /// exceeded (3.1.1: acknowledged and dropped). 0: no limit. Default 1 000 000.
     #[serde(default)]
     pub max_retained_messages: usize,
-    /// Most payload bytes of all retained messages together, refused the same way. 0: no
-    /// limit. Default 1 GiB.
+    /// Most bytes of all retained messages together (topic, properties and payload: what is
+    /// kept), refused the same way. 0: no limit. Default 1 GiB.
     #[serde(default)]
     pub max_retained_bytes: usize,
 }

@@ -18,7 +18,8 @@ pub struct Metrics {
     pub subscriptions: usize,
     /// Retained messages.
     pub retained: usize,
-    /// Payload bytes of the retained messages (`$SYS/broker/` statistics aside).
+    /// Bytes kept for the retained messages: topic, properties and payload (`$SYS/broker/`
+    /// statistics aside).
     pub retained_bytes: usize,
     /// The counters.
     pub stats: BrokerStats,

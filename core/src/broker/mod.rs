@@ -204,7 +204,8 @@ pub struct Broker {
     retained: RetainedStore<SharedMessage>,
     /// Fleet: catch-up reads of sessions' consumers in flight.
     catch_ups: BTreeMap<SessionId, catch_up::CatchUp>,
-    /// Payload bytes of `retained`, for its quota (`$SYS/broker/` statistics aside).
+    /// Bytes kept for `retained` (topic, properties, payload), for its quota (`$SYS/broker/`
+    /// statistics aside).
     retained_bytes: usize,
     /// How many of `retained` are the broker's own `$SYS/broker/` statistics.
     retained_sys: usize,

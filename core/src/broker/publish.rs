@@ -155,7 +155,12 @@ impl Broker {
             self.refuse_publish(conn, p.qos, PubAckReason::NotAuthorized, out);
             return;
         }
-        if p.retain && !self.retained_quota_allows(&topic, p.payload.len(), out) {
+        let kept = (!p.payload.is_empty()).then(|| {
+            p.payload.len()
+                + topic.as_str().len()
+                + p.properties.as_ref().map_or(0, |props| props.wire_len())
+        });
+        if p.retain && !self.retained_quota_allows(&topic, kept, out) {
             // No room for another retained message: 0x97, and the message goes nowhere (it
             // must be retained or not taken at all [MQTT-3.3.1-5]); a QoS 0 one is dropped.
             self.refuse_publish(conn, p.qos, PubAckReason::QuotaExceeded, out);
@@ -655,7 +660,8 @@ impl Broker {
     pub(super) fn publish_will(&mut self, mut msg: Message, out: &mut Outbox) {
         // A will's lifetime starts when it is published.
         msg.expires_at = Self::expiry_deadline(self.now.instant, &msg);
-        if msg.retain && !self.retained_quota_allows(&msg.topic, msg.payload.len(), out) {
+        let kept = (!msg.payload.is_empty()).then(|| msg.kept_bytes());
+        if msg.retain && !self.retained_quota_allows(&msg.topic, kept, out) {
             // Nobody is left to refuse: the will goes out, but is not retained.
             msg.retain = false;
         }

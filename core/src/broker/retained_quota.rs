@@ -1,4 +1,5 @@
-//! The retained-message quota: the most retained messages and payload bytes clients may make
+//! The retained-message quota: the most retained messages and bytes (topic, properties and
+//! payload: what is kept, see [`Message::kept_bytes`](super::Message::kept_bytes)) clients may make
 //! the broker keep ([`BrokerConfig::max_retained_messages`](super::BrokerConfig),
 //! [`BrokerConfig::max_retained_bytes`](super::BrokerConfig)), and the bookkeeping of every
 //! change to the retained set that the quota counts.
@@ -25,14 +26,14 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 impl Broker {
     /// Retains `msg` on `topic`, in place of the message retained there before.
     pub(super) fn retain(&mut self, topic: &TopicName, msg: SharedMessage) {
-        let added = msg.payload.len();
+        let added = msg.kept_bytes();
         let old = self.retained.insert(topic, msg);
         if self.is_sys_topic(topic) {
             self.retained_sys += usize::from(old.is_none());
             return;
         }
         if let Some(old) = old {
-            self.retained_bytes -= old.payload.len();
+            self.retained_bytes -= old.kept_bytes();
         }
         self.retained_bytes += added;
     }
@@ -45,7 +46,7 @@ impl Broker {
         if self.is_sys_topic(topic) {
             self.retained_sys -= 1;
         } else {
-            self.retained_bytes -= old.payload.len();
+            self.retained_bytes -= old.kept_bytes();
         }
     }
 
@@ -54,16 +55,20 @@ impl Broker {
         self.retained_bytes
     }
 
-    /// Whether a client may retain a message of `len` payload bytes on `topic`: deleting
-    /// (`len` 0) and replacing always; a new topic only within the quota. A refusal first
-    /// lets go of expired retained messages (at most once a second) and asks again.
+    /// Whether a client may retain a message that keeps `kept` bytes on `topic` (`None`: an
+    /// empty payload, which deletes): deleting always, replacing or adding only within the
+    /// quota. A refusal first lets go of expired retained messages (at most once a second) and
+    /// asks again.
     pub(super) fn retained_quota_allows(
         &mut self,
         topic: &TopicName,
-        len: usize,
+        kept: Option<usize>,
         out: &mut Outbox,
     ) -> bool {
-        if len == 0 || self.within_retained_quota(topic, len) {
+        let Some(len) = kept else {
+            return true;
+        };
+        if self.within_retained_quota(topic, len) {
             return true;
         }
         let now = self.now.instant;
@@ -82,7 +87,7 @@ impl Broker {
     }
 
     fn within_retained_quota(&self, topic: &TopicName, len: usize) -> bool {
-        let replaced = self.retained.get(topic).map(|m| m.payload.len());
+        let replaced = self.retained.get(topic).map(|m| m.kept_bytes());
         let most = self.config.max_retained_messages;
         let counted = self.retained.len() - self.retained_sys;
         let count_ok = most == 0 || replaced.is_some() || counted < most;

@@ -7,9 +7,12 @@
 //!
 //! - an empty level becomes the token `/`;
 //! - inside a level, `.` becomes `//`, `+` becomes `*` and `#` becomes `>`;
-//! - the characters listed under *Escape* below become `/` plus two hex digits;
-//! - everything else, `*` and `>` included, is copied unchanged (so an MQTT `*` or `>` level acts
-//!   as a NATS wildcard in a filter, exactly as on the NATS server).
+//! - the characters listed under *Escape* below become `/` plus two hex digits, `*` and `>`
+//!   among them: in MQTT they are ordinary characters, and a subject built from a client's topic
+//!   must never be a NATS wildcard (a retained delete of the topic `>` would purge every
+//!   retained message; the NATS server copies them, so there an MQTT `*` level acts as a
+//!   wildcard);
+//! - everything else is copied unchanged.
 //!
 //! For example `/foo/bar/` → `/.foo.bar./`, `foo.bar/baz` → `foo//bar.baz`, `foo//+//bar` →
 //! `foo./.*./.bar` and `a/#` → `a.>`. The subject never contains an empty token. Escaping can at most
@@ -29,13 +32,14 @@
 //! # Escape
 //!
 //! The NATS server refuses MQTT topics containing space, tab, LF, CR, FF or DEL, and other C0
-//! control characters cannot safely travel in a NATS subject. jetmq maps them instead of refusing
-//! them:
+//! control characters cannot safely travel in a NATS subject; `*` and `>` are NATS's wildcards.
+//! jetmq maps them instead of refusing or copying them:
 //!
-//! > A byte `b` in U+0001–U+0020 (the C0 controls and space) or U+007F (DEL) is written as `/`
-//! > followed by two uppercase hex digits of `b`: space → `/20`, tab → `/09`, DEL → `/7F`. On the way
-//! > back, `/` followed by two uppercase hex digits that name a byte in that set becomes the byte;
-//! > the pairs `//` and `/.` are recognised first, scanning left to right.
+//! > A byte `b` in U+0001–U+0020 (the C0 controls and space), U+007F (DEL), `*` or `>` is written
+//! > as `/` followed by two uppercase hex digits of `b`: space → `/20`, tab → `/09`, DEL → `/7F`,
+//! > `*` → `/2A`, `>` → `/3E`. On the way back, `/` followed by two uppercase hex digits that name
+//! > a byte in that set becomes the byte; the pairs `//` and `/.` are recognised first, scanning
+//! > left to right.
 //!
 //! The escape is unambiguous. Reading left to right, every `/` the MQTT → NATS rule writes starts
 //! one of three units: `//` (a dot), a whole `/` token (an empty level, always followed by `.` or
@@ -43,11 +47,12 @@
 //! digit) differ, so the NATS → MQTT scan always recognises the unit that was written, and the
 //! round trip MQTT → NATS → MQTT is the identity for every valid topic name.
 //!
-//! Every topic the NATS server accepts and that has no C0 control character maps exactly as on the
-//! NATS server, so NATS clients and jetmq clients see the same messages. Two differences remain:
-//! the NATS server copies C0 controls other than tab, LF, FF and CR into the subject unchanged,
-//! where jetmq escapes them; and a NATS client publishing on a subject such as `a/20b` reaches
-//! jetmq clients as `a b` but NATS server MQTT clients as `a20b`.
+//! Every topic the NATS server accepts and that has no C0 control character, `*` or `>` maps
+//! exactly as on the NATS server, so NATS clients and jetmq clients see the same messages. Three
+//! differences remain: the NATS server copies C0 controls other than tab, LF, FF and CR into the
+//! subject unchanged, where jetmq escapes them; it copies `*` and `>` (a wildcard in a subject
+//! built from a topic name), where jetmq escapes them; and a NATS client publishing on a subject
+//! such as `a/20b` reaches jetmq clients as `a b` but NATS server MQTT clients as `a20b`.
 
 use std::borrow::Cow;
 
@@ -158,24 +163,23 @@ pub fn subject_to_topic_name(subject: &str) -> Result<TopicName, TopicError> {
 /// Converts a NATS subscription subject back to an MQTT filter string; borrows when nothing
 /// changes.
 ///
-/// Like [`subject_to_topic`], and then a whole level `*` becomes `+` and a whole level `>` becomes
-/// `#`. This inverts [`filter_to_subject`] for every filter that has no level that is exactly `*`
-/// or `>` (such levels turn into `+` and `#`, as they act as wildcards in NATS).
+/// Token by token: a token `*` becomes `+`, a token `>` becomes `#`, and any other is read as
+/// [`subject_to_topic`] reads it (an escaped `*` or `>` stays a literal character). This inverts
+/// [`filter_to_subject`] for every filter.
 pub fn subject_to_filter(subject: &str) -> Cow<'_, str> {
-    let topic = subject_to_topic(subject);
-    if !topic.split('/').any(|level| level == "*" || level == ">") {
-        return topic;
+    if !subject.contains(['.', '/']) && subject != "*" && subject != ">" {
+        return Cow::Borrowed(subject);
     }
-    let mut out = String::with_capacity(topic.len());
-    for (index, level) in topic.split('/').enumerate() {
+    let mut out = String::with_capacity(subject.len());
+    for (index, token) in subject.split('.').enumerate() {
         if index > 0 {
             out.push('/');
         }
-        out.push_str(match level {
-            "*" => "+",
-            ">" => "#",
-            other => other,
-        });
+        match token {
+            "*" => out.push('+'),
+            ">" => out.push('#'),
+            other => out.push_str(&subject_to_topic(other)),
+        }
     }
     Cow::Owned(out)
 }
@@ -201,7 +205,7 @@ pub fn is_reserved_subject_filter(subject: &str) -> bool {
 
 /// Whether `byte` is written as an escape: C0 controls except NUL, space and DEL.
 fn is_escaped(byte: u8) -> bool {
-    matches!(byte, 0x01..=0x20 | 0x7F)
+    matches!(byte, 0x01..=0x20 | 0x7F | b'*' | b'>')
 }
 
 /// Whether `byte` makes [`mqtt_to_subject`] change the string.
@@ -247,7 +251,7 @@ mod tests {
 
     #[test]
     fn hex_round_trip() {
-        for byte in (0x01..=0x20).chain([0x7F]) {
+        for byte in (0x01..=0x20).chain([0x7F, b'*', b'>']) {
             let mut out = String::new();
             push_escape(&mut out, byte);
             let mut chars = out.chars().skip(1);

@@ -1546,3 +1546,118 @@ fn a_retained_delete_on_a_topic_with_nats_wildcard_characters_deletes_that_topic
     topics.sort();
     assert_eq!(topics, ["a/*", "a/b"]);
 }
+
+mod ownership {
+    //! A session belongs to the authenticated user that made it: another user connecting with
+    //! its client identifier is refused (v5 0x87, 3.1.1 code 5) instead of resuming it (and
+    //! reading its queued messages) or taking its connection over.
+
+    use super::*;
+    use jetmq_core::broker::ConnId;
+
+    fn authenticating() -> Harness {
+        Harness::new(BrokerConfig {
+            authenticate: true,
+            ..BrokerConfig::default()
+        })
+    }
+
+    /// Connects `client_id` as `user` (the shell accepts everyone) and returns the CONNACK.
+    fn connect_as(
+        h: &mut Harness,
+        version: ProtocolVersion,
+        client_id: &str,
+        user: Option<&str>,
+    ) -> (ConnId, ConnectReason, bool) {
+        let mut c = connect(version, client_id, false);
+        if version == V5 {
+            c.properties.session_expiry_interval = Some(600);
+        }
+        c.username = user.map(Into::into);
+        let conn = h.connect(c);
+        h.input(Input::Authenticated {
+            conn,
+            decision: AuthDecision::Allow {
+                account: None,
+                permissions: None,
+            },
+        });
+        match h.next_packet(conn) {
+            Some(Packet::ConnAck(a)) => (conn, a.reason, a.session_present),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn another_user_cannot_resume_or_take_over_a_session() {
+        let mut h = authenticating();
+        let (alice, reason, _) = connect_as(&mut h, V3, "device-1", Some("alice"));
+        assert_eq!(reason, ConnectReason::Success);
+        h.subscribe_ok(alice, 1, "t", QoS::AtLeastOnce);
+        // Online: bob cannot take alice's connection over.
+        for version in [V3, V5] {
+            let (_, reason, _) = connect_as(&mut h, version, "device-1", Some("bob"));
+            assert_eq!(reason, ConnectReason::NotAuthorized, "{version:?}");
+        }
+        assert_eq!(h.closed(alice), None, "alice stays connected");
+        h.input(Input::Closed { conn: alice });
+        let (p, _, _) = connect_as(&mut h, V3, "p", Some("carol"));
+        h.send(p, &publish("t", "for alice", q1(1), false));
+        // Offline: bob cannot resume it (and read its queued message), nor can an anonymous
+        // client.
+        for user in [Some("bob"), None] {
+            let (_, reason, _) = connect_as(&mut h, V3, "device-1", user);
+            assert_eq!(reason, ConnectReason::NotAuthorized, "{user:?}");
+        }
+        // Alice can, after a restart too.
+        let (a2, reason, present) = connect_as(&mut h, V3, "device-1", Some("alice"));
+        assert_eq!((reason, present), (ConnectReason::Success, true));
+        assert_eq!(h.publishes(a2).len(), 1);
+        h.input(Input::Closed { conn: a2 });
+        let records = h.store.records();
+        let mut h2 = authenticating();
+        h2.store = std::mem::take(&mut h.store);
+        for r in records {
+            h2.input(Input::Restored(r));
+        }
+        h2.input(Input::RestoreComplete);
+        let (_, reason, _) = connect_as(&mut h2, V3, "device-1", Some("bob"));
+        assert_eq!(reason, ConnectReason::NotAuthorized, "after a restart");
+        let (_, reason, present) = connect_as(&mut h2, V3, "device-1", Some("alice"));
+        assert_eq!((reason, present), (ConnectReason::Success, true));
+    }
+
+    #[test]
+    fn refused_connects_do_not_count_towards_the_owners_takeover_limit() {
+        let mut h = Harness::new(BrokerConfig {
+            authenticate: true,
+            takeover_limit: 2,
+            ..BrokerConfig::default()
+        });
+        let (alice, _, _) = connect_as(&mut h, V3, "device-1", Some("alice"));
+        for _ in 0..10 {
+            let (_, reason, _) = connect_as(&mut h, V3, "device-1", Some("mallory"));
+            assert_eq!(reason, ConnectReason::NotAuthorized);
+        }
+        assert_eq!(h.closed(alice), None);
+        let (_, reason, _) = connect_as(&mut h, V3, "device-1", Some("alice"));
+        assert_eq!(
+            reason,
+            ConnectReason::Success,
+            "the owner is not locked out"
+        );
+    }
+
+    #[test]
+    fn without_authentication_user_names_are_only_claims_and_own_nothing() {
+        let mut h = h();
+        let mut c = connect(V3, "device-1", false);
+        c.username = Some("alice".into());
+        let (s, _) = h.connect_ok(c);
+        h.input(Input::Closed { conn: s });
+        let mut c = connect(V3, "device-1", false);
+        c.username = Some("bob".into());
+        let (_, present) = h.connect_ok(c);
+        assert!(present);
+    }
+}

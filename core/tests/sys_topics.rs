@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{connect, publish, Harness};
+use harness::{connect, pid, publish, Harness};
 use jetmq_core::broker::{Action, BrokerConfig};
 use jetmq_core::codec::{Packet, ProtocolVersion, PubAckReason, PublishQos, QoS};
 
@@ -137,15 +137,17 @@ fn clients_cannot_publish_the_brokers_statistics() {
         );
         assert_eq!(h.closed(p), None, "the connection stays");
     }
-    // Elsewhere under `$SYS/` is the clients' own.
+    // Nowhere under `$SYS/` is the clients': a message there would pass for the broker's.
     let (p, _) = h.connect_ok(connect(V5, "p2", true));
     h.send(
         p,
-        &publish("$SYS/other", "ok", PublishQos::AtMostOnce, false),
+        &publish("$SYS/other", "no", PublishQos::AtLeastOnce(pid(9)), false),
+    );
+    assert!(
+        matches!(h.next_packet(p), Some(Packet::PubAck(a)) if a.reason == PubAckReason::NotAuthorized)
     );
     let got = h.publishes(sys);
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].0, "$SYS/other");
+    assert!(got.iter().all(|m| m.0 != "$SYS/other"), "{got:?}");
 }
 
 #[test]

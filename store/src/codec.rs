@@ -221,6 +221,7 @@ pub(crate) fn log_request(out: &mut Vec<u8>, request: &StoreRequest) -> bool {
             out.extend_from_slice(&seq.to_le_bytes());
         }
         StoreRequest::GetLast { .. }
+        | StoreRequest::Get { .. }
         | StoreRequest::List { .. }
         | StoreRequest::Pending { .. }
         | StoreRequest::Release { .. } => {

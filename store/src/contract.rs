@@ -49,6 +49,10 @@ pub const CASES: &[Case] = &[
         run: purge_removes_one_subject,
     },
     Case {
+        name: "get_by_sequence",
+        run: get_by_sequence,
+    },
+    Case {
         name: "delete_by_sequence",
         run: delete_by_sequence,
     },
@@ -303,6 +307,34 @@ pub fn get_last(exec: Executor<'_>, ns: &str) {
         get_last_of(exec, Stream::Retained, &retained(ns, "x.y")),
         None
     );
+}
+
+/// `Get` reads one message of the messages stream by sequence (a spilled message read back),
+/// or none once it is gone.
+pub fn get_by_sequence(exec: Executor<'_>, ns: &str) {
+    let subject = msgs(ns, "g");
+    let c = consumer(ns, "g");
+    upsert(exec, &c, std::slice::from_ref(&subject));
+    let first = publish(exec, Stream::Messages, &subject, "one");
+    let second = publish(exec, Stream::Messages, &subject, "two");
+    let get = |seq| match exec(StoreRequest::Get {
+        stream: Stream::Messages,
+        seq,
+    }) {
+        Ok(StoreReply::Message(m)) => m,
+        other => panic!("get {seq}: {other:?}"),
+    };
+    let m = get(second).expect("stored");
+    assert_eq!(
+        (m.stream, &m.subject, m.seq, &m.payload[..]),
+        (Stream::Messages, &subject, second, &b"two"[..])
+    );
+    assert_eq!(get(first).map(|m| m.payload), Some("one".into()));
+    ack(exec, &c, first);
+    assert_eq!(get(first), None, "acknowledged by its only consumer: gone");
+    assert_eq!(get(second + 1_000_000), None);
+    ack(exec, &c, second);
+    done(exec, StoreRequest::DeleteConsumer { name: c });
 }
 
 /// `Purge` removes every message of one subject and nothing else.

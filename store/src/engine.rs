@@ -553,6 +553,7 @@ impl State {
             R::GetLast { stream, subject } => {
                 StoreReply::Message(self.get_last(t, *stream, subject)?)
             }
+            R::Get { stream, seq } => StoreReply::Message(self.read(t, *stream, *seq)?),
             R::Delete { stream, seq } => {
                 self.remove_message(t, *stream, *seq)?;
                 StoreReply::Done
@@ -597,7 +598,7 @@ pub(crate) fn writes(request: &jetmq_core::js::StoreRequest) -> bool {
     use jetmq_core::js::StoreRequest as R;
     !matches!(
         request,
-        R::GetLast { .. } | R::List { .. } | R::Pending { .. } | R::Release { .. }
+        R::GetLast { .. } | R::Get { .. } | R::List { .. } | R::Pending { .. } | R::Release { .. }
     )
 }
 

@@ -127,12 +127,10 @@ impl Broker {
     }
 
     /// Notes that `session` released stored message `seq`, for a catch-up read out.
-    /// (and for a read of its spill, see `overflow.rs`).
     pub(super) fn note_released(&mut self, session: SessionId, seq: u64) {
         if let Some(c) = self.catch_ups.get_mut(&session).filter(|c| c.reading) {
             c.released.push(seq);
         }
-        self.note_spill_release(session, seq);
     }
 
     /// Whether a live copy of stored message `seq` would be a second copy for `session`,

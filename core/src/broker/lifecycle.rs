@@ -348,6 +348,14 @@ impl Broker {
             }
             return;
         }
+        let owner = self.owner_of(&connect);
+        if self.owned_by_another(&key, owner.as_ref()) {
+            // Another user's session: neither resumed nor taken over (nor counted towards its
+            // owner's takeover limit).
+            let version = connect.protocol;
+            self.refuse(conn, version, ConnectReason::NotAuthorized, out);
+            return;
+        }
         if self.shares_a_record(&key) {
             // Its record's subject is another client's (a hash collision): refused as the
             // NATS server refuses it, or one would overwrite the other's stored session.
@@ -367,6 +375,22 @@ impl Broker {
         } else {
             self.bind(conn, connect, key, assigned, (stamp, None), out);
         }
+    }
+
+    /// The user a CONNECT's session belongs to: its authenticated user name (`None` without
+    /// authentication, where user names are only claims, and for anonymous clients).
+    fn owner_of(&self, connect: &Connect) -> Option<ByteString> {
+        self.config
+            .authenticate
+            .then(|| connect.username.clone())
+            .flatten()
+    }
+
+    /// Whether `key`'s session (here) belongs to a user other than `owner`.
+    fn owned_by_another(&self, key: &SessionKey, owner: Option<&ByteString>) -> bool {
+        self.session_id(key)
+            .and_then(|id| self.sessions.get(id))
+            .is_some_and(|s| s.owner.as_deref() != owner)
     }
 
     /// Whether a persistent session of another client identifier has the record subject
@@ -504,15 +528,24 @@ impl Broker {
             );
             return;
         }
-        let foreign = record.as_ref().is_some_and(|r| {
-            records::SessionRecord::from_json(&r.payload)
-                .is_some_and(|stored| stored.id != key.client_id.as_ref())
-        });
-        if foreign {
+        let stored = record
+            .as_ref()
+            .and_then(|r| records::SessionRecord::from_json(&r.payload));
+        let owner = self.owner_of(&connect);
+        let refusal = match stored {
             // Another client's record under the same hash: refused as the NATS server
             // refuses it (its session must be neither resumed nor ended by this one).
-            let version = connect.protocol;
-            self.refuse(conn, version, ConnectReason::ClientIdentifierNotValid, out);
+            Some(s) if s.id != key.client_id.as_ref() => {
+                Some(ConnectReason::ClientIdentifierNotValid)
+            }
+            // Another user's session (a record the NATS server wrote names no owner).
+            Some(s) if s.jetmq.level != 0 && s.jetmq.owner.as_deref() != owner.as_deref() => {
+                Some(ConnectReason::NotAuthorized)
+            }
+            _ => None,
+        };
+        if let Some(reason) = refusal {
+            self.refuse(conn, connect.protocol, reason, out);
             return;
         }
         // The record this connect's record is written over (0: there was none).
@@ -682,9 +715,13 @@ impl Broker {
             }
             None => self.new_session(key, version),
         };
+        let owner = self.owner_of(&connect);
         let Some(s) = self.sessions.get_mut(session) else {
             return;
         };
+        if !session_present {
+            s.owner = owner.map(Box::new);
+        }
         s.conn = Some(conn);
         s.connect_stamp = stamp;
         s.disconnected_at = None;
@@ -818,7 +855,13 @@ impl Broker {
                 self.protocol_error(conn, DisconnectReason::ProtocolError, out);
                 return;
             }
+            let was_persistent = s.persistent;
             (s.persistent, s.expiry) = session_expiry(expiry.min(self.config.max_session_expiry));
+            if was_persistent && !s.persistent {
+                // It ends with this connection now: what the store keeps of it goes, or a
+                // restart would bring it back.
+                self.save_session(session, None, out);
+            }
         }
         // [MQTT-3.14.4-3]: a normal DISCONNECT discards the will; 0x04 keeps it.
         let publish_will = d.reason == DisconnectReason::DisconnectWithWillMessage;

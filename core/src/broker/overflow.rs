@@ -3,19 +3,24 @@
 //! `max_total_queued_bytes`, and a QoS 1/2 message arrives for it.
 //!
 //! With [`Overflow::Lossless`] (the default), in this order:
-//! 1. **Spill**: a persistent session's stored message stays in the session's consumer (the
-//!    store keeps it, as JetStream keeps the NATS server's) instead of in memory, and every
-//!    later stored message for the session follows it there, so the session's order holds.
-//!    When the queue has drained to half, the consumer is read back (what the session does
-//!    not hold already, oldest first) and the session leaves the spilled state once a read
-//!    comes back short. Fast subscribers of the same topics keep their pace meanwhile.
+//! 1. **Spill**: a persistent session's stored message stays in the store (its consumer keeps
+//!    it, as JetStream keeps the NATS server's) instead of in memory: the session remembers
+//!    only its sequence (8 bytes), and every later stored message for the session follows it
+//!    there, so the session's order holds. When the queue has drained to half, the spilled
+//!    messages are read back by sequence, in the order they were routed, as many as the queue
+//!    has room for. Reading exactly what was spilled, rather than whatever the consumer holds,
+//!    never hands the session a message twice (one it acknowledged whose acknowledgement the
+//!    store has not applied, one stored but not yet routed, which comes live later). Fast
+//!    subscribers of the same topics keep their pace meanwhile.
 //! 2. **Hold publishers back**: any other message is kept in the queue beyond its limit, and
 //!    the publisher it came from is no longer read (the shell stops reading its socket, so
 //!    TCP pushes back) until every queue it was held for has drained to half. How far past
 //!    the limit a queue can grow is bounded by what the held publishers had already sent:
 //!    `max_pending_per_connection` packets and one read buffer each.
 //!    Messages with no publisher to hold back (from NATS, wills) are kept up to twice the
-//!    limit and dropped beyond it, counted.
+//!    limit and dropped beyond it, counted. A client's messages to its own subscriptions are
+//!    kept within `max_total_queued_bytes` (holding it back would stop its acknowledgements),
+//!    and past that it is held back too.
 //! 3. **Slow consumers end**: a subscriber that holds publishers back and acknowledges nothing
 //!    (and whose connection writes nothing) for `slow_consumer_timeout` is disconnected (v5:
 //!    DISCONNECT 0x97 Quota exceeded). A clean session then ends and its messages are no longer
@@ -30,13 +35,15 @@
 //! QoS 0 messages are never held for: beyond the limit (or for a session that spilled, whose
 //! order they would break) they are dropped, counted, in either mode.
 
+use std::collections::{BTreeMap, VecDeque};
+
 use super::config::Overflow;
 use super::io::{Action, ConnId, Notice, Outbox};
 use super::persist::RequestOwner;
 use super::session::{Delivery, SessionId};
 use super::Broker;
 use crate::codec::QoS;
-use crate::js::{StoreError, StoreReply, StoreRequest, Stream};
+use crate::js::{StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
 use crate::time::Instant;
 
 /// A session that could not keep up: what it spilled and whom it holds back. Boxed in the
@@ -45,38 +52,43 @@ use crate::time::Instant;
 pub(crate) struct Overload {
     /// Publishers not read until this session's queue drains to half.
     held: Vec<ConnId>,
-    /// Stored messages for the session are in its consumer only (spilled).
-    spilled: bool,
-    /// A read of the consumer is out.
-    reading: bool,
-    /// A message was spilled after the read went out: the read's answer is not the end.
-    spilled_since_read: bool,
-    /// Stored messages the session released while a read was out (the read may return them).
-    released: Vec<u64>,
+    /// The stored messages left in the store for the session, by sequence, in the order they
+    /// were routed to it.
+    spilled: VecDeque<u64>,
+    /// The read of the first spilled messages that is out.
+    reading: Option<SpillRead>,
     /// When the session last acknowledged a message or its connection wrote bytes.
     last_progress: Instant,
+}
+
+/// A read of the first `asked` spilled messages of a session, one request each.
+#[derive(Debug)]
+struct SpillRead {
+    asked: usize,
+    /// Replies still to come.
+    waiting: usize,
+    /// What came back by sequence: the message, or `None` when the store has it no more.
+    got: BTreeMap<u64, Option<StoredMessage>>,
 }
 
 impl Overload {
     fn new(now: Instant) -> Self {
         Self {
             held: Vec::new(),
-            spilled: false,
-            reading: false,
-            spilled_since_read: false,
-            released: Vec::new(),
+            spilled: VecDeque::new(),
+            reading: None,
             last_progress: now,
         }
     }
 
     /// Whether this session's stored messages are being kept in its consumer only.
     pub(crate) fn spilled(&self) -> bool {
-        self.spilled
+        !self.spilled.is_empty()
     }
 
     /// Whether nothing is left to remember.
     fn is_idle(&self) -> bool {
-        !self.spilled && !self.reading && self.held.is_empty()
+        self.spilled.is_empty() && self.reading.is_none() && self.held.is_empty()
     }
 
     /// When a subscriber holding publishers back counts as a slow consumer, if it holds any.
@@ -137,7 +149,7 @@ impl Broker {
         out: &mut Outbox,
     ) {
         if self.follows_spill(session, &d) {
-            self.spill(session, out);
+            self.spill(session, &d, out);
             return;
         }
         let (max_messages, max_bytes) = (
@@ -169,7 +181,7 @@ impl Broker {
             self.keep_beyond_limit(session, from)
         };
         match outcome {
-            Outcome::Spilled => self.spill(session, out),
+            Outcome::Spilled => self.spill(session, &d, out),
             Outcome::Kept(hold) => {
                 if let Some(s) = self.sessions.get_mut(session) {
                     s.outbound.push_queued(d, usize::MAX, usize::MAX).ok();
@@ -193,10 +205,16 @@ impl Broker {
             // Offline: it would never drain, so it holds nobody back.
             return Outcome::Dropped;
         };
-        match from.filter(|p| *p != own && self.conns.contains_key(p)) {
-            Some(publisher) => Outcome::Kept(Some(publisher)),
-            // Its own publishes (holding it back would stop its acknowledgements too), or
-            // a message from NATS or a will: kept up to twice the limit.
+        let from = from.filter(|p| self.conns.contains_key(p));
+        match from {
+            Some(publisher) if publisher != own => Outcome::Kept(Some(publisher)),
+            // Its own publishes: holding it back would stop its acknowledgements too, so they
+            // are kept within the limit of all queues together, and past that it is held
+            // back all the same (a slow consumer then, if it cannot drain).
+            Some(publisher) if self.over_total() => Outcome::Kept(Some(publisher)),
+            Some(_) => Outcome::Kept(None),
+            // A message from NATS or a will: nobody to hold back; kept up to twice the
+            // session's limit.
             None => {
                 let cap = self.config.max_queued_messages.saturating_mul(2);
                 let cap_bytes = self.config.max_queued_bytes.saturating_mul(2);
@@ -241,16 +259,17 @@ impl Broker {
         )
     }
 
-    /// Leaves a stored message in `session`'s consumer: it is read back as the queue drains.
-    fn spill(&mut self, session: SessionId, out: &mut Outbox) {
+    /// Leaves stored message `d` in the store for `session`: it is read back as the queue
+    /// drains.
+    fn spill(&mut self, session: SessionId, d: &Delivery, out: &mut Outbox) {
+        let Some(seq) = d.msg.seq else {
+            return;
+        };
         self.stats.spilled += 1;
         let Some(o) = self.overload_mut(session) else {
             return;
         };
-        o.spilled = true;
-        if o.reading {
-            o.spilled_since_read = true;
-        }
+        o.spilled.push_back(seq);
         self.read_spill_if_room(session, out);
     }
 
@@ -394,93 +413,86 @@ impl Broker {
         }
     }
 
-    /// Reads `session`'s spilled messages back from its consumer when it is online, spilled,
-    /// not reading already, and its queue is at half its limit or less.
+    /// Reads `session`'s first spilled messages back when it is online, no read is out, and
+    /// its queue is at half its limit or less: as many as the queue has room for.
     fn read_spill_if_room(&mut self, session: SessionId, out: &mut Outbox) {
         let max = self.config.max_queued_messages;
         let Some(s) = self.sessions.get_mut(session) else {
             return;
         };
-        let ready = s.conn.is_some() && s.outbound.queue.len() <= max / 2;
-        let wanted = s
-            .outbound
-            .overload
-            .as_deref()
-            .is_some_and(|o| o.spilled && !o.reading);
-        if !ready || !wanted {
+        let queued = s.outbound.queue.len();
+        let uid = s.uid;
+        let online = s.conn.is_some();
+        let Some(o) = s.outbound.overload.as_deref_mut() else {
+            return;
+        };
+        if !online || queued > max / 2 || o.reading.is_some() || o.spilled.is_empty() {
             return;
         }
-        // The consumer hands out what the session holds first (unacknowledged), then what it
-        // spilled.
-        let held = s.outbound.inflight.len() + s.outbound.queue.len();
-        let limit = held + max.saturating_sub(s.outbound.queue.len()).max(1);
-        let (consumer, uid) = (s.consumer(), s.uid);
-        if let Some(o) = s.outbound.overload.as_deref_mut() {
-            o.reading = true;
-            o.spilled_since_read = false;
-        }
-        let owner = RequestOwner::Spill {
-            session,
-            uid,
-            limit,
-        };
-        self.request(StoreRequest::Pending { consumer, limit }, owner, out);
-    }
-
-    /// Notes that `session` released stored message `seq` while a read of its spill is out.
-    pub(super) fn note_spill_release(&mut self, session: SessionId, seq: u64) {
-        if let Some(o) = self
-            .sessions
-            .get_mut(session)
-            .and_then(|s| s.outbound.overload.as_deref_mut())
-            .filter(|o| o.reading)
-        {
-            o.released.push(seq);
+        let asked = max.saturating_sub(queued).clamp(1, o.spilled.len());
+        o.reading = Some(SpillRead {
+            asked,
+            waiting: asked,
+            got: BTreeMap::new(),
+        });
+        let seqs: Vec<u64> = o.spilled.iter().take(asked).copied().collect();
+        for seq in seqs {
+            let request = StoreRequest::Get {
+                stream: Stream::Messages,
+                seq,
+            };
+            self.request(request, RequestOwner::Spill { session, uid, seq }, out);
         }
     }
 
-    /// The answer to a read of `session`'s spill: what it does not hold is queued (as never
-    /// sent before), and a short answer with nothing spilled meanwhile ends the spill.
+    /// One answer of a read of `session`'s spill. Once all are in, the spilled messages are
+    /// queued in the order they were spilled, up to the first whose read failed (read again
+    /// later); a message the store no longer has (expired, or its consumer gone) is skipped.
     pub(super) fn on_spill_read(
         &mut self,
         session: SessionId,
-        (uid, limit): (u64, usize),
+        (uid, seq): (u64, u64),
         reply: Result<StoreReply, StoreError>,
         out: &mut Outbox,
     ) {
         let Some(s) = self.sessions.get_mut(session).filter(|s| s.uid == uid) else {
             return;
         };
+        let consumer = s.consumer();
         let Some(o) = s.outbound.overload.as_deref_mut() else {
             return;
         };
-        o.reading = false;
-        let released = std::mem::take(&mut o.released);
-        let Ok(StoreReply::Messages(messages)) = reply else {
-            // Tried again when the session next drains or spills.
+        let Some(read) = o.reading.as_mut() else {
             return;
         };
-        let short = messages.len() < limit;
-        if short && !o.spilled_since_read {
-            o.spilled = false;
+        read.waiting = read.waiting.saturating_sub(1);
+        if let Ok(StoreReply::Message(m)) = reply {
+            read.got.insert(seq, m);
         }
-        let consumer = s.consumer();
-        let by_consumer = std::iter::once((consumer, session)).collect();
-        let mut fresh = 0usize;
-        for m in messages
-            .iter()
-            .filter(|m| m.stream == Stream::Messages && !released.contains(&m.seq))
-        {
-            let before = self
-                .sessions
-                .get(session)
-                .map_or(0, |s| s.outbound.queue.len());
-            self.restore_message(m, &by_consumer, false, out);
-            let after = self
-                .sessions
-                .get(session)
-                .map_or(0, |s| s.outbound.queue.len());
-            fresh += after.saturating_sub(before);
+        if read.waiting > 0 {
+            return;
+        }
+        let Some(mut read) = o.reading.take() else {
+            return;
+        };
+        let mut ready = Vec::new();
+        for _ in 0..read.asked {
+            let Some(front) = o.spilled.front().copied() else {
+                break;
+            };
+            match read.got.remove(&front) {
+                Some(found) => {
+                    o.spilled.pop_front();
+                    ready.extend(found);
+                }
+                // Its read failed: it and what follows wait for the next read.
+                None => break,
+            }
+        }
+        let by_consumer = std::iter::once((consumer.clone(), session)).collect();
+        for mut record in ready {
+            record.pending_for = vec![consumer.clone()];
+            self.restore_message(&record, &by_consumer, false, out);
         }
         if let Some(s) = self.sessions.get_mut(session) {
             if s.outbound
@@ -492,11 +504,6 @@ impl Broker {
             }
         }
         self.fill_window(session, out);
-        if fresh == 0 {
-            // Nothing new (the consumer's window is full of what the session holds): the
-            // next acknowledgement or spill reads again.
-            return;
-        }
         self.read_spill_if_room(session, out);
     }
 }

@@ -66,12 +66,12 @@ pub(crate) enum RequestOwner {
     },
     /// A catch-up read of a fleet session's consumer.
     CatchUp { session: SessionId },
-    /// A read of what a session spilled to its consumer (see `overflow.rs`), asking for
-    /// `limit` messages (`uid` tells the session from a later one in its slot).
+    /// A read of a message a session spilled (see `overflow.rs`): stored message `seq`
+    /// (`uid` tells the session from a later one in its slot).
     Spill {
         session: SessionId,
         uid: u64,
-        limit: usize,
+        seq: u64,
     },
     /// The read of a fleet session's stored record before this node's record is written over
     /// it (attempt `attempt`; `uid` tells the session from a later one in its slot).
@@ -149,12 +149,8 @@ impl Broker {
                 self.on_caught_up(session, reply, out);
                 return;
             }
-            RequestOwner::Spill {
-                session,
-                uid,
-                limit,
-            } => {
-                self.on_spill_read(session, (uid, limit), reply, out);
+            RequestOwner::Spill { session, uid, seq } => {
+                self.on_spill_read(session, (uid, seq), reply, out);
                 return;
             }
             RequestOwner::RecordCheck {
@@ -211,6 +207,7 @@ impl Broker {
         record.jetmq.level = s.version as u8;
         record.jetmq.disconnected_at = s.disconnected_at.map(WallClock::as_unix_millis);
         record.jetmq.stamp = s.connect_stamp;
+        record.jetmq.owner = s.owner.as_deref().map(ToString::to_string);
         record.jetmq.expiry = s
             .expiry
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
@@ -402,6 +399,7 @@ impl Broker {
                 }));
             }
         }
+        self.note_crash_time_as_disconnect(out);
         // Restored sessions are offline: the time since their connection ended counts
         // against their expiry (from now if that time was never written).
         let now = self.now.wall.as_unix_millis();
@@ -439,6 +437,29 @@ impl Broker {
         }
     }
 
+    /// A single node's restored session that has no disconnect time was connected when the
+    /// broker stopped without writing it (a crash): its connection ended then, and the record
+    /// learns it now, or every later restart would grant its whole expiry again. (In a fleet
+    /// such a session may be connected through another node: left as it is.)
+    fn note_crash_time_as_disconnect(&mut self, out: &mut Outbox) {
+        if self.config.fleet {
+            return;
+        }
+        let wall = self.now.wall;
+        let ended: Vec<SessionId> = self
+            .sessions
+            .iter_mut()
+            .filter(|(_, s)| s.persistent && s.expiry.is_some() && s.disconnected_at.is_none())
+            .map(|(id, s)| {
+                s.disconnected_at = Some(wall);
+                id
+            })
+            .collect();
+        for id in ended {
+            self.save_session_record(id, out);
+        }
+    }
+
     pub(super) fn restore_session(
         &mut self,
         record: &StoredMessage,
@@ -466,9 +487,9 @@ impl Broker {
         };
         self.session_uids += 1;
         self.by_key.insert(&key, self.sessions.vacant_key());
-        let id = self
-            .sessions
-            .insert(Box::new(Session::new(key, version, self.session_uids)));
+        let mut session = Box::new(Session::new(key, version, self.session_uids));
+        session.owner = rec.jetmq.owner.clone().map(|o| Box::new(o.into()));
+        let id = self.sessions.insert(session);
         let mut subs: Vec<(ByteString, SubscriptionEntry)> = Vec::new();
         if rec.jetmq.subs.is_empty() {
             // A record written by the NATS server: filters are NATS subjects.

@@ -248,6 +248,9 @@ pub(crate) struct PendingWill {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) key: SessionKey,
+    /// The authenticated user that made it (`None`: anonymous, or no authentication); only
+    /// that user may connect with its client identifier.
+    pub(crate) owner: Option<Box<ByteString>>,
     /// The connection bound to it, if the client is online.
     pub(crate) conn: Option<ConnId>,
     /// The protocol version of the last connection.
@@ -287,6 +290,7 @@ impl Session {
     pub(crate) fn new(key: SessionKey, version: ProtocolVersion, uid: u64) -> Self {
         Self {
             key,
+            owner: None,
             conn: None,
             version,
             persistent: false,

@@ -142,6 +142,17 @@ impl MemoryStore {
                 self.last_of(*stream, subject)
                     .map(|m| self.stored(*stream, m)),
             )),
+            StoreRequest::Get { stream, seq } => {
+                let found = if stream.one_per_subject() {
+                    self.kv
+                        .iter()
+                        .find(|((s, _), m)| s == stream && m.seq == *seq)
+                        .map(|(_, m)| m)
+                } else {
+                    self.log.get(seq)
+                };
+                Ok(StoreReply::Message(found.map(|m| self.stored(*stream, m))))
+            }
             StoreRequest::Delete { stream, seq } => {
                 if stream.one_per_subject() {
                     self.kv.retain(|(s, _), m| !(s == stream && m.seq == *seq));

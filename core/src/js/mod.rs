@@ -137,6 +137,14 @@ pub enum StoreRequest {
         /// The subject.
         subject: ByteString,
     },
+    /// One message by sequence (a spilled message read back). Replied with
+    /// [`StoreReply::Message`]: `None` when the stream has no such message.
+    Get {
+        /// The stream.
+        stream: Stream,
+        /// Its sequence.
+        seq: u64,
+    },
     /// Remove one message by sequence. Replied with [`StoreReply::Done`] (also when there was
     /// no such message).
     Delete {

@@ -169,6 +169,10 @@ pub struct JetmqSessionFields {
     /// Protocol level of the last connection (4 or 5).
     #[serde(default)]
     pub level: u8,
+    /// The authenticated user that made the session; absent for anonymous clients and
+    /// brokers without authentication. A CONNECT of another user with the client id is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Options of each subscription, by MQTT topic filter.
     #[serde(default)]
     pub subs: BTreeMap<String, SubscriptionRecord>,

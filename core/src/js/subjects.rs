@@ -94,7 +94,7 @@ pub fn validate(request: &StoreRequest) -> Result<(), String> {
         | StoreRequest::Purge { subject, .. }
         | StoreRequest::GetLast { subject, .. } => check_subject(subject),
         StoreRequest::List { prefix, .. } => check_list_prefix(prefix),
-        StoreRequest::Delete { .. } => Ok(()),
+        StoreRequest::Delete { .. } | StoreRequest::Get { .. } => Ok(()),
         StoreRequest::UpsertConsumer { name, filters } => {
             check_consumer_name(name)?;
             filters.iter().try_for_each(|f| check_filter(f))

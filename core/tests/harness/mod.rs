@@ -28,6 +28,28 @@ pub struct ClientView {
     pub received: VecDeque<Packet>,
     pub closed: Option<CloseReason>,
     pub decode_error: Option<String>,
+    /// Bytes the broker sent to this client, in all.
+    pub sent_bytes: usize,
+    /// Bytes sent and not yet read, for a client that reads its socket at its own pace (see
+    /// [`Harness::hold_reads`] and [`Harness::read`]).
+    pub unread: BytesMut,
+    hold_reads: bool,
+}
+
+impl ClientView {
+    /// Decodes the packets complete in what was read.
+    fn decode(&mut self) {
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(p)) => self.received.push_back(p),
+                Ok(None) => break,
+                Err(e) => {
+                    self.decode_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// The broker with virtual clients, clock and store.
@@ -51,6 +73,9 @@ pub struct Harness {
     pub wants_continue: bool,
     /// Every input since `start_recording`, in the replay format.
     pub recording: Option<Vec<u8>>,
+    /// Connections opened while this is set leave what the broker sends them unread until
+    /// [`read`](Self::read) (default: every byte is read and decoded at once).
+    pub hold_reads: bool,
     next_conn: u64,
 }
 
@@ -115,6 +140,7 @@ impl Harness {
             nats: Vec::new(),
             wants_continue: false,
             recording: None,
+            hold_reads: false,
             next_conn: 0,
         }
     }
@@ -176,16 +202,12 @@ impl Harness {
                     Action::Send { conn, bytes } => {
                         if let Some(c) = self.clients.get_mut(&conn) {
                             assert!(c.closed.is_none(), "bytes sent after close to {conn:?}");
-                            c.buf.extend_from_slice(&bytes);
-                            loop {
-                                match c.decoder.decode(&mut c.buf) {
-                                    Ok(Some(p)) => c.received.push_back(p),
-                                    Ok(None) => break,
-                                    Err(e) => {
-                                        c.decode_error = Some(e.to_string());
-                                        break;
-                                    }
-                                }
+                            c.sent_bytes += bytes.len();
+                            if c.hold_reads {
+                                c.unread.extend_from_slice(&bytes);
+                            } else {
+                                c.buf.extend_from_slice(&bytes);
+                                c.decode();
                             }
                         }
                     }
@@ -195,9 +217,15 @@ impl Harness {
                         }
                     }
                     Action::PauseRead { conn } => {
+                        if std::env::var_os("JETMQ_SIM_TRACE").is_some() {
+                            eprintln!("  broker pauses {conn:?}");
+                        }
                         self.paused.insert(conn);
                     }
                     Action::ResumeRead { conn } => {
+                        if std::env::var_os("JETMQ_SIM_TRACE").is_some() {
+                            eprintln!("  broker resumes {conn:?}");
+                        }
                         self.paused.remove(&conn);
                     }
                     Action::Authenticate(req) => self.auth_requests.push(*req),
@@ -258,6 +286,9 @@ impl Harness {
                 received: VecDeque::new(),
                 closed: None,
                 decode_error: None,
+                sent_bytes: 0,
+                unread: BytesMut::new(),
+                hold_reads: self.hold_reads,
             },
         );
         self.input(Input::Accepted {
@@ -303,6 +334,21 @@ impl Harness {
             conn,
             data: BytesMut::from(bytes),
         });
+    }
+
+    /// A client that holds its reads reads up to `max` of the bytes sent to it, and decodes
+    /// them; returns how many it read.
+    pub fn read(&mut self, conn: ConnId, max: usize) -> usize {
+        let Some(c) = self.clients.get_mut(&conn) else {
+            return 0;
+        };
+        let n = max.min(c.unread.len());
+        if n > 0 {
+            let bytes = c.unread.split_to(n);
+            c.buf.extend_from_slice(&bytes);
+            c.decode();
+        }
+        n
     }
 
     /// The next packet a client received.

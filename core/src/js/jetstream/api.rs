@@ -138,7 +138,7 @@ pub struct MsgGet<'a> {
     /// The first message at or after `seq` matching this filter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_by_subj: Option<&'a str>,
-    /// Where `next_by_subj` starts.
+    /// Where `next_by_subj` starts; alone, the message with this sequence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
 }

@@ -565,6 +565,14 @@ impl JetStream {
                 };
                 self.api_request(nats, &rest, &body, id, Expect::Message(stream));
             }
+            StoreRequest::Get { stream, seq } => {
+                let rest = format!("STREAM.MSG.GET.{}", stream.name());
+                let body = MsgGet {
+                    seq: Some(seq),
+                    ..MsgGet::default()
+                };
+                self.api_request(nats, &rest, &body, id, Expect::Message(stream));
+            }
             StoreRequest::List { stream, prefix } => {
                 let listing = Listing {
                     id,

@@ -576,6 +576,7 @@ fn two_listeners_on_one_address_are_refused() {
     c.listeners.push(ListenerConfig {
         address: "127.0.0.1:9000".parse().expect("address"),
         transport: Transport::Tcp,
+        allowed_origins: None,
     });
     c.listen.clear();
     c.check().expect("no clash");

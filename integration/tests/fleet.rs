@@ -15,7 +15,7 @@ use tokio::time::{timeout, Instant};
 
 mod common;
 use common::client::{client, Client, DEADLINE};
-use common::nats_server::{free_port, free_ports, NatsServer};
+use common::nats_server::{free_port, free_ports, jetmq_url, NatsServer};
 use common::{Server, Shell, TempDir};
 
 /// A jetmq node of the fleet on `shell`, on the NATS server at `url`.
@@ -331,9 +331,9 @@ impl Cluster {
         )
     }
 
-    /// Node `i`'s client URL.
+    /// Node `i`'s client URL (as jetmq's NATS user).
     fn url(&self, i: usize) -> String {
-        format!("nats://127.0.0.1:{}", self.ports[i])
+        jetmq_url(self.ports[i])
     }
 
     /// The NATS settings for `urls` with streams of `replicas` replicas.

@@ -17,7 +17,9 @@ use tokio::time::timeout;
 
 mod common;
 use common::client::{client, DEADLINE};
-use common::nats_server::{free_port, probe, until_answered, NatsServer};
+use common::nats_server::{
+    free_port, jetmq_permissions, permissions_block, probe, until_answered, NatsServer,
+};
 use common::{Shell, TempDir};
 
 fn nats_config(server: &NatsServer) -> NatsConfig {
@@ -284,8 +286,9 @@ for_each_shell!(
 );
 
 /// The `[nats]` options that reach the server: user and password (in the URL and as keys), a
-/// token, and a JetStream domain (the API under `$JS.<domain>.API`). Wrong credentials are
-/// refused (no request is answered); the right ones work.
+/// token, and a JetStream domain (the API under `$JS.<domain>.API`, which the documented
+/// permissions name for that domain). Wrong credentials are refused (no request is
+/// answered); the right ones work.
 #[test]
 fn credentials_token_and_domain_against_a_real_server() {
     let config = |toml: &str| {
@@ -297,11 +300,18 @@ fn credentials_token_and_domain_against_a_real_server() {
     };
     let dir = TempDir::new("js-creds");
     let port = free_port();
+    // jetmq's user has the documented permissions for a domain: the API under both
+    // prefixes (the server of the domain checks after mapping `$JS.hub.API` to `$JS.API`).
+    let (mut publish, subscribe) = jetmq_permissions("$JS.hub.API", &[]);
+    publish.extend(jetmq_permissions("$JS.API", &[]).0);
     let _nats = NatsServer::with_settings(
         port,
         &dir.0,
         "domain: hub",
-        "authorization { user: jetmq, password: s3cret }",
+        &format!(
+            "authorization {{ users: [ {{ user: jetmq, password: s3cret, {} }} ] }}",
+            permissions_block(&publish, &subscribe)
+        ),
     );
     let good = [
         format!("[nats]\nurl = \"nats://jetmq:s3cret@127.0.0.1:{port}\"\ndomain = \"hub\"\n"),

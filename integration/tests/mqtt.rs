@@ -416,7 +416,8 @@ async fn prometheus_metrics_are_served(shell: Shell) {
                 "{response}"
             );
             assert!(
-                response.contains("\njetmq_retained_bytes 4\n"),
+                // Topic "r/1" and payload "four": 3 + 4 bytes kept.
+                response.contains("\njetmq_retained_bytes 7\n"),
                 "{response}"
             );
             break;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use jetmq_core::nats::{ConnectOptions, Event, Message, NatsClient};
+use jetmq_core::nats::{Event, Message, NatsClient};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 mod common;
-use common::nats_server::{free_port, NatsServer};
+use common::nats_server::{admin_options, free_port, NatsServer};
 use common::Shell;
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -33,13 +33,8 @@ impl Nats {
         let socket = TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect");
-        let mut client = NatsClient::new(
-            ConnectOptions {
-                echo: true,
-                ..ConnectOptions::default()
-            },
-            1 << 20,
-        );
+        // The tests' unrestricted user: jetmq's has only what jetmq needs.
+        let mut client = NatsClient::new(admin_options(), 1 << 20);
         client.connection_started();
         let mut n = Self {
             socket,
@@ -145,7 +140,10 @@ async fn bridge_between_nats_and_mqtt(shell: Shell) {
     let mut nats_server = NatsServer::start(nats_port);
     let (server, port) = common::serve(
         shell,
-        &format!("[nats]\nurl = \"nats://127.0.0.1:{nats_port}\"\njetstream = false\n"),
+        &format!(
+            "[nats]\nurl = \"{}\"\njetstream = false\n",
+            nats_server.url()
+        ),
     )
     .await;
 

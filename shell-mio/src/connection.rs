@@ -47,11 +47,19 @@ pub(crate) struct Connection {
     pub(crate) closing: bool,
     /// It has bytes to write at the end of this turn (on the server's dirty list).
     pub(crate) dirty: bool,
+    /// Its count among its source address's connections, given back when it is dropped.
+    _address: jetmq::sockets::AddressSlot,
 }
 
 impl Connection {
-    pub(crate) fn new(transport: Transport, info: ConnInfo, handshake_deadline: Instant) -> Self {
+    pub(crate) fn new(
+        transport: Transport,
+        info: ConnInfo,
+        handshake_deadline: Instant,
+        address: jetmq::sockets::AddressSlot,
+    ) -> Self {
         Self {
+            _address: address,
             id: None,
             transport,
             info,

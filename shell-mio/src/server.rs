@@ -4,7 +4,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,8 @@ use bytes::BytesMut;
 use jetmq::config::{ServerConfig, Transport as ListenerTransport};
 use jetmq::record::{self, Recorder};
 use jetmq::store::{StoreBackend, StoreReplies};
-use jetmq_core::broker::{Action, AuthRequest, Broker, ConnId, ConnInfo, Input, Outbox};
+use jetmq::ws_upgrade::Upgrade;
+use jetmq_core::broker::{Action, Broker, ConnId, ConnInfo, Input, Outbox};
 use jetmq_core::time::Now;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
@@ -40,18 +40,19 @@ pub struct Tokens {
 enum Mode {
     Tcp,
     Tls(Arc<rustls::ServerConfig>),
-    Ws(Arc<str>),
-    Wss(Arc<rustls::ServerConfig>, Arc<str>),
+    Ws(Arc<Upgrade>),
+    Wss(Arc<rustls::ServerConfig>, Arc<Upgrade>),
 }
 
 impl Mode {
-    fn new(transport: &ListenerTransport) -> Self {
+    fn new(transport: &ListenerTransport, origins: Option<&[String]>) -> Self {
+        let upgrade = |path: &str| Arc::new(Upgrade::new(path, origins));
         match transport {
             ListenerTransport::Tcp => Self::Tcp,
             ListenerTransport::Tls(tls) => Self::Tls(tls.server_config()),
-            ListenerTransport::WebSocket { path } => Self::Ws(path.as_str().into()),
+            ListenerTransport::WebSocket { path } => Self::Ws(upgrade(path)),
             ListenerTransport::SecureWebSocket { path, tls } => {
-                Self::Wss(tls.server_config(), path.as_str().into())
+                Self::Wss(tls.server_config(), upgrade(path))
             }
         }
     }
@@ -117,7 +118,11 @@ pub struct MioServer {
     replies: StoreReplies,
     /// Inputs finished off the loop's thread.
     completions: InputQueue,
-    auth: mpsc::Sender<AuthRequest>,
+    auth: jetmq::auth_pool::AuthPool,
+    /// Connections per source address (`[limits] max_connections_per_address`).
+    per_address: jetmq::sockets::PerAddress,
+    /// TCP keepalive idle time on accepted sockets.
+    keepalive: Option<Duration>,
     pending_store: usize,
     inputs: VecDeque<Input>,
     wants_continue: bool,
@@ -160,15 +165,15 @@ impl MioServer {
         config
             .check()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let all: Vec<(SocketAddr, ListenerTransport)> = config
+        let all: Vec<(SocketAddr, ListenerTransport, Option<&[String]>)> = config
             .listen
             .iter()
-            .map(|a| (*a, ListenerTransport::Tcp))
+            .map(|a| (*a, ListenerTransport::Tcp, None))
             .chain(
                 config
                     .listeners
                     .iter()
-                    .map(|l| (l.address, l.transport.clone())),
+                    .map(|l| (l.address, l.transport.clone(), l.allowed_origins.as_deref())),
             )
             .collect();
         if tokens.count <= all.len() {
@@ -183,7 +188,7 @@ impl MioServer {
         }
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
-        for (i, (addr, transport)) in all.iter().enumerate() {
+        for (i, (addr, transport, origins)) in all.iter().enumerate() {
             let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -198,7 +203,7 @@ impl MioServer {
             local_addrs.push(local);
             listeners.push(Listener {
                 socket,
-                mode: Mode::new(transport),
+                mode: Mode::new(transport, *origins),
             });
         }
         let desk = jetmq::metrics::MetricsDesk::new();
@@ -217,7 +222,7 @@ impl MioServer {
         let nats = jetmq::nats_link::NatsLink::for_config(&config, "jetmq-mio", move |input| {
             c.push(input)
         })?;
-        let auth = completions::auth_thread(config.auth_source(), completions.clone())?;
+        let auth = completions::auth_pool(&config, completions.clone())?;
         let recorder = match &config.record {
             Some(path) => Some(Recorder::create(path, config.seed, &config.broker, now)?),
             None => None,
@@ -241,6 +246,8 @@ impl MioServer {
             replies,
             completions,
             auth,
+            per_address: jetmq::sockets::PerAddress::new(config.max_connections_per_address),
+            keepalive: config.tcp_keepalive,
             pending_store: 0,
             inputs: VecDeque::new(),
             wants_continue: false,
@@ -436,6 +443,10 @@ impl MioServer {
         let mut actions = Vec::new();
         loop {
             while let Some(input) = self.inputs.pop_front() {
+                if let Input::Closed { conn } = &input {
+                    // A check still queued for it is not worth running.
+                    self.auth.cancel(*conn);
+                }
                 let now = self.now();
                 record::handle(
                     &mut self.broker,
@@ -510,9 +521,7 @@ impl MioServer {
                     }
                 }
             }
-            Action::Authenticate(request) => {
-                let _ = self.auth.send(*request);
-            }
+            Action::Authenticate(request) => self.auth.submit(request),
             Action::Store { id, request } => {
                 self.pending_store += 1;
                 self.store.submit(id, request, self.replies.completion());
@@ -549,12 +558,28 @@ impl MioServer {
                 warn!(%peer, "connection refused: max_connections reached");
                 continue;
             }
+            let Some(address) = self.per_address.admit(peer.ip()) else {
+                warn!(%peer, "connection refused: max_connections_per_address reached");
+                continue;
+            };
             let _ = socket.set_nodelay(true);
-            self.open(registry, socket, peer, mode);
+            if let Some(idle) = self.keepalive {
+                if let Err(e) = jetmq::sockets::set_keepalive(&socket, idle) {
+                    debug!(%peer, error = %e, "cannot turn TCP keepalive on");
+                }
+            }
+            self.open(registry, socket, peer, mode, address);
         }
     }
 
-    fn open(&mut self, registry: &Registry, socket: TcpStream, peer: SocketAddr, mode: Mode) {
+    fn open(
+        &mut self,
+        registry: &Registry,
+        socket: TcpStream,
+        peer: SocketAddr,
+        mode: Mode,
+        address: jetmq::sockets::AddressSlot,
+    ) {
         let info = ConnInfo {
             // Boxed (no spare capacity): a `String` with spare room becomes a `Bytes` with a
             // separate reference-count allocation.
@@ -587,7 +612,7 @@ impl MioServer {
         let deadline = Instant::now() + self.handshake_timeout;
         let key = self
             .conns
-            .insert(Connection::new(transport, info, deadline));
+            .insert(Connection::new(transport, info, deadline, address));
         let token = Token(self.tokens.first + self.listeners.len() + key);
         let registered = self
             .conns
@@ -721,6 +746,7 @@ impl MioServer {
         };
         if let Some(id) = c.id {
             self.by_id.remove(&id);
+            self.auth.cancel(id);
         }
         if let Some(s) = c.transport.socket() {
             let _ = registry.deregister(s);

@@ -1,8 +1,8 @@
 //! Authentication: users with Argon2 password hashes (PHC strings, as `jetmq hash-password`
 //! prints them), users with SCRAM-SHA-256 credentials for MQTT 5.0 enhanced authentication
 //! ([`crate::scram`]), and whether clients without a user name are allowed. The broker asks
-//! ([`jetmq_core::broker::Action::Authenticate`]); the check runs on a blocking thread, since
-//! a good password hash is slow on purpose.
+//! ([`jetmq_core::broker::Action::Authenticate`]); the check runs on the authentication pool
+//! ([`crate::auth_pool`]), since a good password hash is slow on purpose.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -60,6 +60,8 @@ pub struct AuthConfig {
     pub permissions: BTreeMap<String, Permissions>,
     /// What clients without a user name may publish and subscribe to (`None`: anything).
     pub anonymous: Option<Permissions>,
+    /// What SCRAM answers unknown users with, made from the users on first use.
+    decoy: std::sync::OnceLock<scram::Decoy>,
 }
 
 impl AuthConfig {
@@ -72,6 +74,28 @@ impl AuthConfig {
             scram: BTreeMap::new(),
             permissions: BTreeMap::new(),
             anonymous: None,
+            decoy: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What SCRAM answers unknown users with: keyed by the configured credentials and
+    /// password hashes, so the same across restarts while they are.
+    fn decoy(&self) -> &scram::Decoy {
+        self.decoy.get_or_init(|| {
+            scram::Decoy::for_credentials(
+                self.scram.values(),
+                self.users.values().map(String::as_bytes),
+            )
+        })
+    }
+
+    /// Whether deciding on `request` needs a check that costs (a password hash, a SCRAM
+    /// step), which runs on the authentication pool; the others are decided at once.
+    #[must_use]
+    pub fn needs_check(&self, request: &AuthRequest) -> bool {
+        match request.method.as_deref() {
+            None => request.username.is_some(),
+            Some(method) => method == scram::METHOD,
         }
     }
 
@@ -108,22 +132,20 @@ impl AuthConfig {
     fn decide_scram(&self, request: &AuthRequest) -> AuthDecision {
         let data = request.data.as_deref().unwrap_or_default();
         let lookup = |user: &str| self.scram.get(user);
+        let decoy = self.decoy();
         let result = match (request.stage, &request.state) {
-            (AuthStage::Continue, Some(state)) => {
-                scram::server_final(data, state, lookup).map(|(last, user)| {
-                    AuthDecision::AllowWith {
-                        account: None,
-                        data: Some(last.into()),
-                        permissions: self.permissions_of(Some(&user)),
-                    }
-                })
-            }
+            (AuthStage::Continue, Some(state)) => scram::server_final(data, state, lookup, decoy)
+                .map(|(last, user)| AuthDecision::AllowWith {
+                    account: None,
+                    data: Some(last.into()),
+                    permissions: self.permissions_of(Some(&user)),
+                }),
             (AuthStage::Connect | AuthStage::Reauthenticate, _) => {
                 let mut nonce = [0u8; 18];
                 rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
                 let nonce =
                     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, nonce);
-                scram::server_first(data, lookup, &nonce).map(|(first, state)| {
+                scram::server_first(data, lookup, decoy, &nonce).map(|(first, state)| {
                     AuthDecision::Continue {
                         data: first.into(),
                         state: state.into(),
@@ -135,9 +157,7 @@ impl AuthConfig {
         result.unwrap_or_else(|e| {
             AuthDecision::Deny(match e {
                 scram::ScramError::Malformed => ConnectReason::NotAuthorized,
-                scram::ScramError::UnknownUser | scram::ScramError::BadProof => {
-                    ConnectReason::BadUserNameOrPassword
-                }
+                scram::ScramError::BadProof => ConnectReason::BadUserNameOrPassword,
             })
         })
     }

@@ -49,6 +49,13 @@ pub struct ServerConfig {
     pub nats: Option<crate::nats_config::NatsConfig>,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// How password and SCRAM checks are bounded: threads, queue, failed-login limits.
+    pub auth_limits: crate::auth_pool::AuthLimits,
+    /// Most simultaneous connections from one source address (0: no limit); more are refused
+    /// at accept.
+    pub max_connections_per_address: usize,
+    /// TCP keepalive idle time on accepted sockets (`None`: off).
+    pub tcp_keepalive: Option<Duration>,
 }
 
 /// A seed from the operating system's random source; should that fail, one derived from the
@@ -86,6 +93,9 @@ impl Default for ServerConfig {
             log_pii: false,
             nats: None,
             metrics: None,
+            auth_limits: crate::auth_pool::AuthLimits::default(),
+            max_connections_per_address: 0,
+            tcp_keepalive: Some(crate::sockets::DEFAULT_TCP_KEEPALIVE),
         }
     }
 }
@@ -105,6 +115,10 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// How connections there carry MQTT.
     pub transport: Transport,
+    /// WebSocket listeners: the origins (`scheme://host[:port]`) whose pages may open
+    /// connections; `None`: only requests without an `Origin` header or from the same host
+    /// (the Origin's host is the Host header's).
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// How a listener carries MQTT.
@@ -247,6 +261,7 @@ struct ListenerFile {
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     path: Option<String>,
+    allowed_origins: Option<Vec<String>>,
 }
 
 /// The `[limits]` table of the configuration file.
@@ -276,6 +291,8 @@ struct LimitsFile {
     overflow: Option<String>,
     max_total_queued_bytes: Option<usize>,
     slow_consumer_timeout_secs: Option<u64>,
+    max_connections_per_address: Option<usize>,
+    tcp_keepalive_secs: Option<u64>,
 }
 
 impl LimitsFile {
@@ -392,6 +409,11 @@ struct AuthFile {
     anonymous_subscribe: Option<Vec<String>>,
     #[serde(default)]
     users: Vec<UserFile>,
+    threads: Option<usize>,
+    queue: Option<usize>,
+    max_failures_per_address: Option<u32>,
+    max_failures_per_user: Option<u32>,
+    failure_window_secs: Option<u64>,
 }
 
 /// Topic permissions from the configuration file: each pattern checked as an MQTT topic
@@ -455,6 +477,35 @@ pub(crate) fn invalid(key: &str, value: impl ToString, allowed: &str) -> ConfigE
         value: value.to_string(),
         allowed: allowed.to_string(),
     }
+}
+
+/// Applies the `[auth]` bounds on password and SCRAM checks.
+fn apply_auth_limits(
+    file: &AuthFile,
+    limits: &mut crate::auth_pool::AuthLimits,
+) -> Result<(), ConfigError> {
+    if let Some(v) = file.threads {
+        if !(1..=64).contains(&v) {
+            return Err(invalid("auth.threads", v, "1 to 64 threads"));
+        }
+        limits.threads = v;
+    }
+    if let Some(v) = file.queue {
+        if !(1..=65_536).contains(&v) {
+            return Err(invalid("auth.queue", v, "1 to 65536 waiting checks"));
+        }
+        limits.queue = v;
+    }
+    if let Some(v) = file.max_failures_per_address {
+        limits.max_failures_per_address = v;
+    }
+    if let Some(v) = file.max_failures_per_user {
+        limits.max_failures_per_user = v;
+    }
+    if let Some(v) = file.failure_window_secs {
+        limits.failure_window = up_to_an_hour("auth.failure_window_secs", v)?;
+    }
+    Ok(())
 }
 
 /// A duration of `secs` seconds for `key`, which allows 1 to 3600.
@@ -533,6 +584,22 @@ fn listener_from_file(i: usize, l: ListenerFile) -> Result<ListenerConfig, Confi
             }
         }
     }
+    if let (false, Some(_)) = (ws, &l.allowed_origins) {
+        return Err(invalid(
+            &key("allowed_origins"),
+            format!("{:?}", l.allowed_origins.unwrap_or_default()),
+            &format!("no allowed_origins on a {kind} listener (only on ws and wss)"),
+        ));
+    }
+    let allowed_origins = l
+        .allowed_origins
+        .map(|origins| {
+            origins
+                .into_iter()
+                .map(|o| crate::ws_upgrade::parse_origin(&key("allowed_origins"), &o))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
     if let (false, Some(path)) = (ws, &l.path) {
         return Err(invalid(
             &key("path"),
@@ -578,7 +645,11 @@ fn listener_from_file(i: usize, l: ListenerFile) -> Result<ListenerConfig, Confi
         (None, Some(path)) => Transport::WebSocket { path },
         (Some(tls), Some(path)) => Transport::SecureWebSocket { path, tls },
     };
-    Ok(ListenerConfig { address, transport })
+    Ok(ListenerConfig {
+        address,
+        transport,
+        allowed_origins,
+    })
 }
 
 /// Whether two listen addresses cannot both be bound: the same port (other than 0, which
@@ -692,6 +763,7 @@ impl ServerConfig {
         if file.mqtt.downgrade_qos2_subscribe == Some(true) {
             self.broker.max_subscription_qos = QoS::AtLeastOnce;
         }
+        apply_auth_limits(&file.auth, &mut self.auth_limits)?;
         if let Some(anonymous) = file.auth.allow_anonymous {
             self.auth.allow_anonymous = anonymous;
         }
@@ -751,6 +823,19 @@ impl ServerConfig {
                         &format!("the output of `jetmq hash-password --scram`: {why}"),
                     )
                 })?;
+                if credential.iterations() < crate::scram::MIN_ITERATIONS {
+                    return Err(invalid(
+                        &key("scram"),
+                        credential.redacted(),
+                        &format!(
+                            "a credential with at least {} iterations (user {:?} has {}); \
+                             make a new one with `jetmq hash-password --scram`",
+                            crate::scram::MIN_ITERATIONS,
+                            user.username,
+                            credential.iterations()
+                        ),
+                    ));
+                }
                 self.auth.scram.insert(user.username.clone(), credential);
             }
         }
@@ -892,6 +977,21 @@ impl ServerConfig {
             }
             b.max_client_id_len = v;
         }
+        if let Some(v) = l.max_connections_per_address {
+            self.max_connections_per_address = v;
+        }
+        match l.tcp_keepalive_secs {
+            None => {}
+            Some(0) => self.tcp_keepalive = None,
+            Some(secs @ 1..=7200) => self.tcp_keepalive = Some(Duration::from_secs(secs)),
+            Some(secs) => {
+                return Err(invalid(
+                    "limits.tcp_keepalive_secs",
+                    secs,
+                    "0 (off) or 1 to 7200 seconds",
+                ))
+            }
+        }
         if let Some(v) = l.max_unsent_bytes {
             if v < 1024 {
                 return Err(invalid("limits.max_unsent_bytes", v, "1024 or more"));
@@ -924,10 +1024,25 @@ pub struct CommandLine {
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
     /// Bridge MQTT topics and NATS subjects through this NATS server (nats://host:port,
-    /// nats://user:password@host:port, or tls://host:port for TLS) and keep sessions, retained
-    /// and queued messages in its JetStream.
+    /// nats://user:password@host:port, nats://token@host:port, or tls://host:port for TLS)
+    /// and keep sessions, retained and queued messages in its JetStream.
     #[arg(long, value_name = "URL", global = true)]
     pub nats: Option<String>,
+    /// Authenticate to NATS with this .creds file (the user JWT and nkey seed nsc writes).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub nats_creds: Option<PathBuf>,
+    /// Authenticate to NATS with the user nkey seed (SU...) in this file.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub nats_nkey: Option<PathBuf>,
+    /// CA certificates (PEM) that signed the NATS server's certificate (asks for TLS).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A TLS client certificate chain (PEM) to present to NATS, with --nats-tls-key.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --nats-tls-cert.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub nats_tls_key: Option<PathBuf>,
 }
 
 impl CommandLine {
@@ -996,12 +1111,12 @@ impl ServerConfig {
             Some(nats) if nats.tls.is_some() => {
                 let urls = crate::nats_config::parse_urls(url, key)?;
                 nats.addresses = urls.addresses;
-                nats.user = urls.user.or(nats.user.take());
+                nats.use_url_credentials(urls.user, urls.token);
             }
             Some(nats) => {
                 let from_url = crate::nats_config::NatsConfig::from_url(url, key)?;
                 nats.addresses = from_url.addresses;
-                nats.user = from_url.user.or(nats.user.take());
+                nats.use_url_credentials(from_url.user, from_url.token);
                 nats.tls = from_url.tls;
             }
             None => self.nats = Some(crate::nats_config::NatsConfig::from_url(url, key)?),
@@ -1041,6 +1156,7 @@ impl ServerConfig {
         if let Some(url) = &cli.nats {
             config.set_nats(url, "--nats")?;
         }
+        crate::nats_config::apply_command_line(&mut config.nats, cli)?;
         config.check()?;
         Ok(config)
     }

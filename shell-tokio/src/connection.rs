@@ -180,18 +180,26 @@ impl Drop for ConnHandle {
 /// One count in the server's number of open connections, given back when the connection's
 /// task ends or is dropped (the count was taken when the socket was accepted).
 #[derive(Debug)]
-pub(crate) struct OpenSlot(Arc<AtomicU64>);
+pub(crate) struct OpenSlot {
+    open: Arc<AtomicU64>,
+    /// Held for its drop: the count of the connection's source address.
+    _address: crate::sockets::AddressSlot,
+}
 
 impl OpenSlot {
-    /// Takes over a count already added to `open`.
-    pub(crate) fn adopt(open: Arc<AtomicU64>) -> Self {
-        Self(open)
+    /// Takes over a count already added to `open`, and the connection's count for its source
+    /// address.
+    pub(crate) fn adopt(open: Arc<AtomicU64>, address: crate::sockets::AddressSlot) -> Self {
+        Self {
+            open,
+            _address: address,
+        }
     }
 }
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -494,7 +502,12 @@ mod tests {
     #[test]
     fn the_open_count_is_given_back_when_the_slot_is_dropped() {
         let open = Arc::new(AtomicU64::new(1));
-        let slot = OpenSlot::adopt(Arc::clone(&open));
+        let slot = OpenSlot::adopt(
+            Arc::clone(&open),
+            crate::sockets::PerAddress::new(0)
+                .admit([127, 0, 0, 1].into())
+                .expect("no limit"),
+        );
         assert_eq!(open.load(Ordering::Relaxed), 1);
         drop(slot);
         assert_eq!(open.load(Ordering::Relaxed), 0);

@@ -17,7 +17,7 @@ use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMess
 use jetmq_core::nats::Event;
 
 use crate::nats_config::NatsConfig;
-use crate::nats_link::{Hooks, Link, Shared};
+use crate::nats_link::{Endpoint, Hooks, Link, Settled, Shared};
 use crate::store::{Completion, StoreBackend, Wake};
 
 /// How often the executor's clock ticks.
@@ -109,16 +109,13 @@ impl JetStreamBackend {
     ///
     /// The connection's thread cannot be started.
     pub fn connect(config: &NatsConfig, name: &str) -> io::Result<Self> {
-        let inbox = format!("_INBOX.jetmq.{:016x}", unique());
         let state = State {
-            js: JetStream::new(config.jetstream_config(inbox)),
+            js: JetStream::new(config.jetstream_config(crate::nats_link::new_inbox())),
             completions: HashMap::new(),
             after_completions: None,
         };
         let link = Link::start(
-            config.addresses.clone(),
-            config.tls.clone(),
-            config.connect_options(name),
+            Endpoint::new(config, name),
             state,
             "jetmq-jetstream",
             JetStreamHooks,
@@ -232,6 +229,10 @@ impl StoreBackend for JetStreamBackend {
     /// Sessions, retained messages and inbound QoS 2 records, then what each session's
     /// consumer hands out (up to its max ack pending).
     fn restore(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        // Credentials the server refuses stop the start-up at once, saying which to fix.
+        if let Settled::Refused(why) = self.link.wait_settled(self.config.api_timeout) {
+            return Err(StoreError::Unavailable(why.into()));
+        }
         let first = self
             .messages(StoreRequest::List {
                 stream: Stream::Sessions,
@@ -292,17 +293,3 @@ impl StoreBackend for JetStreamBackend {
 
 /// How often a long restore says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// A number that differs between processes and between backends of one process.
-fn unique() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_nanos(),
-    );
-    h.finish()
-}

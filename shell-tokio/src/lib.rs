@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod auth_pool;
 pub mod clock;
 pub mod config;
 pub mod inputs;
@@ -30,6 +31,7 @@ pub mod record;
 pub mod scram;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod sockets;
 pub mod store;
 pub mod tls;
 pub mod ws_upgrade;

@@ -1,23 +1,36 @@
 //! A Prometheus endpoint: `GET /metrics` on `[metrics] listen` answers with the broker's
-//! [`Metrics`] in Prometheus' text format. It runs on a thread of its own (so both shells use
-//! it), one request at a time; the broker's loop answers through a [`MetricsDesk`], which it
-//! checks on every turn after the desk woke it.
+//! [`Metrics`] in Prometheus' text format. It runs on threads of its own (so both shells use
+//! it); the broker's loop answers through a [`MetricsDesk`], which it checks on every turn
+//! after the desk woke it.
+//!
+//! Requests are parsed with `httparse` and served concurrently, each on a thread of its own, at
+//! most [`MAX_CONCURRENT`] at once (more are answered 503 at once), and each within
+//! [`REQUEST_DEADLINE`] from its connection to its last byte written (reading it may take at
+//! most [`READ_DEADLINE`]): a slow or silent client holds only its own thread, and only for so
+//! long.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jetmq_core::broker::{Broker, Metrics};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How long a request waits for the broker's loop.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a client may take to send its request, and the most it may send.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send its request line and headers.
+pub const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a whole request may take, from its connection to the last byte of the answer.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(12);
+/// Requests served at once; connections beyond are answered 503 at once.
+pub const MAX_CONCURRENT: usize = 16;
+/// The most a request line and its headers may take.
 const MAX_REQUEST: usize = 8 * 1024;
+/// The most headers a request may have.
+const MAX_HEADERS: usize = 32;
 
 /// Where the endpoint's requests wait for the broker's loop, which answers them.
 pub struct MetricsDesk {
@@ -74,15 +87,15 @@ impl MetricsDesk {
         }
     }
 
-    /// The broker's metrics, once its loop has answered (`None` if it did not in time).
-    fn ask(&self) -> Option<Metrics> {
+    /// The broker's metrics, once its loop has answered (`None` if it did not within `wait`).
+    fn ask(&self, wait: Duration) -> Option<Metrics> {
         let (tx, rx) = mpsc::channel();
         self.waiting.lock().ok()?.push(tx);
         self.asked.store(true, Ordering::Release);
         if let Some(wake) = self.wake.lock().ok()?.as_ref() {
             wake();
         }
-        rx.recv_timeout(ANSWER_TIMEOUT).ok()
+        rx.recv_timeout(wait).ok()
     }
 }
 
@@ -115,14 +128,14 @@ impl MetricsServer {
         let thread = std::thread::Builder::new()
             .name("jetmq-metrics".into())
             .spawn(move || {
+                let active = Arc::new(AtomicUsize::new(0));
                 for stream in listener.incoming() {
                     if stop.load(Ordering::Acquire) {
                         return;
                     }
-                    if let Ok(stream) = stream {
-                        if let Err(e) = respond(stream, &desk, fleet) {
-                            warn!(error = %e, "a metrics request failed");
-                        }
+                    match stream {
+                        Ok(stream) => serve(stream, &desk, fleet, &active),
+                        Err(e) => debug!(error = %e, "a metrics connection failed"),
                     }
                 }
             })?;
@@ -166,34 +179,140 @@ impl Drop for MetricsServer {
     }
 }
 
-/// Answers one HTTP request: the metrics for `GET /metrics`, 404 for other paths, 405 for
-/// other methods.
-fn respond(mut stream: TcpStream, desk: &MetricsDesk, fleet: bool) -> io::Result<()> {
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-    let mut request = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&chunk[..n]);
+/// Serves one connection on a thread of its own, or answers 503 at once when
+/// [`MAX_CONCURRENT`] are being served.
+fn serve(mut stream: TcpStream, desk: &Arc<MetricsDesk>, fleet: bool, active: &Arc<AtomicUsize>) {
+    let started = Instant::now();
+    if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONCURRENT {
+        active.fetch_sub(1, Ordering::AcqRel);
+        // The socket buffer takes this short answer without waiting.
+        let _ = stream.set_nonblocking(true);
+        let _ = write_answer(
+            &mut stream,
+            "503 Service Unavailable",
+            "too many metrics requests at once\n",
+        );
+        return;
     }
-    let line = String::from_utf8_lossy(&request);
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, body) = match (method, path.split('?').next().unwrap_or("")) {
-        ("GET", "/metrics") => match desk.ask() {
-            Some(metrics) => ("200 OK", render(&metrics, fleet)),
-            None => (
-                "503 Service Unavailable",
-                "the broker did not answer in time\n".to_owned(),
-            ),
-        },
-        ("GET", _) => ("404 Not Found", "metrics are at /metrics\n".to_owned()),
-        _ => ("405 Method Not Allowed", "only GET\n".to_owned()),
+    let desk = Arc::clone(desk);
+    let done = Arc::clone(active);
+    let spawned = std::thread::Builder::new()
+        .name("jetmq-metrics-request".into())
+        .spawn(move || {
+            if let Err(e) = respond(stream, &desk, fleet, started) {
+                debug!(error = %e, "a metrics request failed");
+            }
+            done.fetch_sub(1, Ordering::AcqRel);
+        });
+    if let Err(e) = spawned {
+        active.fetch_sub(1, Ordering::AcqRel);
+        warn!(error = %e, "cannot start a thread for a metrics request");
+    }
+}
+
+/// What a request asked for, or why it cannot be answered.
+enum Asked {
+    Get(String),
+    Other,
+    Bad(&'static str, &'static str),
+}
+
+/// Reads the request line and headers within [`READ_DEADLINE`] and parses them.
+fn read_request(stream: &mut TcpStream, started: Instant) -> io::Result<Option<Asked>> {
+    let deadline = started + READ_DEADLINE;
+    let mut request = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Some(Asked::Bad(
+                "408 Request Timeout",
+                "the request took too long\n",
+            )));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(Some(Asked::Bad(
+                    "408 Request Timeout",
+                    "the request took too long\n",
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        request.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&request) {
+            Ok(httparse::Status::Complete(_)) => {
+                let path = parsed.path.unwrap_or_default();
+                return Ok(Some(if parsed.method == Some("GET") {
+                    Asked::Get(path.split('?').next().unwrap_or_default().to_owned())
+                } else {
+                    Asked::Other
+                }));
+            }
+            Ok(httparse::Status::Partial) if request.len() < MAX_REQUEST => {}
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                return Ok(Some(Asked::Bad(
+                    "431 Request Header Fields Too Large",
+                    "the request is too large\n",
+                )))
+            }
+            Err(_) => return Ok(Some(Asked::Bad("400 Bad Request", "not an HTTP request\n"))),
+        }
+    }
+}
+
+/// Answers one HTTP request: the metrics for `GET /metrics`, 404 for other paths, 405 for
+/// other methods, 400, 408 or 431 for requests that are malformed, too slow or too large.
+/// Everything happens within [`REQUEST_DEADLINE`] from `started`.
+fn respond(
+    mut stream: TcpStream,
+    desk: &MetricsDesk,
+    fleet: bool,
+    started: Instant,
+) -> io::Result<()> {
+    let Some(asked) = read_request(&mut stream, started)? else {
+        return Ok(());
     };
+    let deadline = started + REQUEST_DEADLINE;
+    let (status, body) = match asked {
+        Asked::Get(path) if path == "/metrics" => {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(ANSWER_TIMEOUT);
+            match desk.ask(wait) {
+                Some(metrics) => ("200 OK", render(&metrics, fleet)),
+                None => (
+                    "503 Service Unavailable",
+                    "the broker did not answer in time\n".to_owned(),
+                ),
+            }
+        }
+        Asked::Get(_) => ("404 Not Found", "metrics are at /metrics\n".to_owned()),
+        Asked::Other => ("405 Method Not Allowed", "only GET\n".to_owned()),
+        Asked::Bad(status, body) => (status, body.to_owned()),
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request deadline passed",
+        ));
+    }
+    stream.set_write_timeout(Some(left))?;
+    write_answer(&mut stream, status, &body)
+}
+
+fn write_answer(stream: &mut TcpStream, status: &str, body: &str) -> io::Result<()> {
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\

@@ -3,20 +3,24 @@
 //! tokio), reconnecting with backoff when the connection drops. Messages of the broker's
 //! subscriptions come back as `Input::NatsMessage` (and each completed handshake as
 //! `Input::NatsConnected`) through the callback the shell gives.
+//!
+//! At start-up the shells wait a moment for the first connection's outcome: credentials the
+//! NATS server refuses (or a TLS handshake that fails) stop the server with a message naming
+//! the setting to fix, instead of a broker that retries forever in the background.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use bytestring::ByteString;
 use jetmq_core::broker::{Action, Input};
-use jetmq_core::nats::{ConnectOptions, Event, Headers, NatsClient};
+use jetmq_core::nats::{ConnectOptions, Event, Headers, NatsClient, NonceSigner};
 use tracing::{info, warn};
 
-use crate::nats_config::NatsTls;
+use crate::nats_config::{NatsConfig, NatsTls};
 use crate::nats_tls::TlsSession;
 
 /// Longest wait between reconnection attempts.
@@ -25,6 +29,66 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A write to NATS that takes longer drops the connection (and reconnects), so a stalled NATS
 /// server cannot hold the writer thread for long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where and as whom a connection connects.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    /// The servers (`host:port`), tried in turn.
+    pub(crate) addresses: Vec<String>,
+    /// TLS, when configured.
+    pub(crate) tls: Option<NatsTls>,
+    /// What `CONNECT` says.
+    pub(crate) options: ConnectOptions,
+    /// Signs the server's nonce (nkey and `.creds` authentication).
+    pub(crate) signer: Option<Arc<dyn NonceSigner>>,
+    /// The credentials' settings and what to check when the server refuses them.
+    pub(crate) remedy: String,
+}
+
+impl Endpoint {
+    /// The endpoint of `config`, naming the connection `name` on the server.
+    pub(crate) fn new(config: &NatsConfig, name: &str) -> Self {
+        Self {
+            addresses: config.addresses.clone(),
+            tls: config.tls.clone(),
+            options: config.connect_options(name),
+            signer: config.signer(),
+            remedy: config.credentials_remedy(),
+        }
+    }
+}
+
+/// How the first connection attempts went (see [`Link::wait_settled`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// The server accepted the credentials (it answered the handshake's `PING`).
+    Authenticated,
+    /// The server refused the credentials, or the TLS handshake failed: why, naming the
+    /// settings to check.
+    Refused(String),
+    /// No server could be reached (yet): jetmq keeps trying.
+    Unreachable,
+    /// Nothing is known yet.
+    Undecided,
+}
+
+/// Whether a server error is a refusal of the credentials (`Authorization Violation`,
+/// `User Authentication Expired`, ...) rather than of one operation.
+fn is_auth_error(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("authorization violation") || e.contains("authentication")
+}
+
+/// What the connection's threads found out about the credentials.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// The current socket's handshake was answered (the server took the credentials).
+    authenticated: bool,
+    /// The last refusal (of the credentials, or a TLS failure), until a handshake succeeds.
+    refused: Option<String>,
+    /// The last attempt could not reach a server.
+    unreachable: bool,
+}
 
 /// What a connection's threads share: the protocol state, the socket while connected and the
 /// user's state `S` (the bridge's subscriptions, the JetStream executor).
@@ -41,16 +105,21 @@ pub(crate) struct Shared<S> {
     /// The writer thread waits for work (so it needs waking).
     writer_idle: bool,
     stopped: bool,
+    outcome: Outcome,
     pub(crate) state: S,
 }
 
-/// The lock and the two things threads wait for.
+/// The lock and the things threads wait for.
 struct Inner<S> {
     shared: Mutex<Shared<S>>,
     /// Stop requested (ends a reconnection backoff early).
     stopping: Condvar,
     /// Bytes to write, a new socket, or stop: wakes the writer thread.
     writable: Condvar,
+    /// The credentials were accepted or refused, or no server was reachable.
+    settled: Condvar,
+    /// The credentials' settings and what to check when the server refuses them.
+    remedy: String,
 }
 
 /// What a connection does as it comes and goes and as messages arrive.
@@ -82,30 +151,42 @@ impl<S> Clone for Link<S> {
 }
 
 impl<S: Send + 'static> Link<S> {
-    /// Connects to one of `addresses` (and keeps reconnecting, trying them in turn); its
-    /// threads are named after `thread`.
+    /// Connects to one of the endpoint's addresses (and keeps reconnecting, trying them in
+    /// turn); its threads are named after `thread`.
     pub(crate) fn start(
-        addresses: Vec<String>,
-        tls: Option<NatsTls>,
-        options: ConnectOptions,
+        endpoint: Endpoint,
         state: S,
         thread: &str,
         hooks: impl Hooks<S>,
     ) -> io::Result<Self> {
+        let Endpoint {
+            addresses,
+            tls,
+            options,
+            signer,
+            remedy,
+        } = endpoint;
+        let mut client = NatsClient::new(options, 64 * 1024 * 1024);
+        if let Some(signer) = signer {
+            client = client.with_signer(signer);
+        }
         let link = Self {
             inner: Arc::new(Inner {
                 shared: Mutex::new(Shared {
-                    client: NatsClient::new(options, 64 * 1024 * 1024),
+                    client,
                     socket: None,
                     tls: None,
                     tls_wants_write: false,
                     generation: 0,
                     writer_idle: false,
                     stopped: false,
+                    outcome: Outcome::default(),
                     state,
                 }),
                 stopping: Condvar::new(),
                 writable: Condvar::new(),
+                settled: Condvar::new(),
+                remedy,
             }),
         };
         let reading = link.clone();
@@ -132,6 +213,56 @@ impl<S: Send + 'static> Link<S> {
         Some(r)
     }
 
+    /// Waits up to `timeout` for the first connection's outcome: the credentials accepted or
+    /// refused, or no server reachable.
+    pub(crate) fn wait_settled(&self, timeout: Duration) -> Settled {
+        let deadline = Instant::now() + timeout;
+        let Ok(mut s) = self.inner.shared.lock() else {
+            return Settled::Undecided;
+        };
+        loop {
+            if s.outcome.authenticated {
+                return Settled::Authenticated;
+            }
+            if let Some(why) = &s.outcome.refused {
+                return Settled::Refused(why.clone());
+            }
+            if s.outcome.unreachable {
+                return Settled::Unreachable;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || s.stopped {
+                return Settled::Undecided;
+            }
+            s = match self.inner.settled.wait_timeout(s, left) {
+                Ok((s, _)) => s,
+                Err(_) => return Settled::Undecided,
+            };
+        }
+    }
+
+    /// Records what the connection found out, and wakes [`wait_settled`](Self::wait_settled).
+    fn settle(&self, s: &mut Shared<S>, change: impl FnOnce(&mut Outcome)) {
+        change(&mut s.outcome);
+        self.inner.settled.notify_all();
+    }
+
+    /// Records a refusal: `why` (no secret in it), with the credentials' remedy.
+    fn refuse(&self, address: &str, why: &str, credentials: bool) {
+        let message = if credentials {
+            format!(
+                "the NATS server at {address} refused jetmq's credentials ({why}): {}",
+                self.inner.remedy
+            )
+        } else {
+            format!("the connection to the NATS server at {address} failed: {why}")
+        };
+        warn!("{message}");
+        if let Ok(mut s) = self.inner.shared.lock() {
+            self.settle(&mut s, |o| o.refused = Some(message));
+        }
+    }
+
     /// Whether [`stop`](Self::stop) was called.
     pub(crate) fn is_stopped(&self) -> bool {
         self.inner.shared.lock().map_or(true, |s| s.stopped)
@@ -147,6 +278,7 @@ impl<S: Send + 'static> Link<S> {
         }
         self.inner.stopping.notify_all();
         self.inner.writable.notify_all();
+        self.inner.settled.notify_all();
     }
 }
 
@@ -216,6 +348,33 @@ fn write_loop<S>(link: &Link<S>) {
         }
     }
 }
+
+/// A request inbox no one can guess: `_INBOX.` and 22 characters of `[0-9A-Za-z]` from the
+/// operating system's random generator (about 131 bits, as NATS clients' own inboxes).
+/// The executor's replies come on `<inbox>.<n>`.
+#[must_use]
+pub fn new_inbox() -> String {
+    use rand_core::RngCore as _;
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut inbox = String::with_capacity(INBOX_PREFIX.len() + 22);
+    inbox.push_str(INBOX_PREFIX);
+    let mut bytes = [0u8; 64];
+    while inbox.len() < INBOX_PREFIX.len() + 22 {
+        rand_core::OsRng.fill_bytes(&mut bytes);
+        // 248 = 4 * 62: bytes from 248 up would favour the first characters.
+        for b in bytes.iter().filter(|&&b| b < 248) {
+            if inbox.len() == INBOX_PREFIX.len() + 22 {
+                break;
+            }
+            inbox.push(char::from(ALPHABET[usize::from(*b % 62)]));
+        }
+    }
+    inbox
+}
+
+/// What every jetmq request inbox starts with (NATS's usual inbox prefix; the bridge never
+/// carries subjects under it).
+pub const INBOX_PREFIX: &str = "_INBOX.";
 
 /// The bridge's state: subscription numbers by subject.
 #[derive(Default)]
@@ -295,46 +454,26 @@ pub struct NatsLink {
 }
 
 impl NatsLink {
-    /// Connects to one of `addresses` (and keeps reconnecting) on threads of its own, over
-    /// `tls` when given; `deliver` receives the broker inputs the connection produces.
-    ///
-    /// # Errors
-    ///
-    /// The thread cannot be started.
-    pub fn start(
-        addresses: Vec<String>,
-        tls: Option<NatsTls>,
-        options: ConnectOptions,
-        deliver: impl Fn(Input) + Clone + Send + 'static,
-    ) -> io::Result<Self> {
-        Self::start_with_queues(addresses, tls, options, false, deliver)
-    }
-
-    /// [`start`](Self::start), with the fleet's queue connection when `queues` (it takes
+    /// Connects to `config`'s NATS server (and keeps reconnecting) on threads of its own,
+    /// naming the connection `name` there; `deliver` receives the broker inputs the
+    /// connection produces. With `queues`, the fleet's queue connection too (it takes
     /// [`Action::NatsQueueSubscribe`], whose messages come back as
     /// `Input::NatsQueueMessage`).
     ///
     /// # Errors
     ///
     /// A thread cannot be started.
-    pub fn start_with_queues(
-        addresses: Vec<String>,
-        tls: Option<NatsTls>,
-        options: ConnectOptions,
+    pub fn start(
+        config: &NatsConfig,
+        name: &str,
         queues: bool,
         deliver: impl Fn(Input) + Clone + Send + 'static,
     ) -> io::Result<Self> {
         let queues = if queues {
             // It publishes nothing, so it gets everything the bridge's connection publishes.
-            let options = ConnectOptions {
-                name: options.name.as_ref().map(|n| format!("{n}-share")),
-                ..options.clone()
-            };
             let deliver = deliver.clone();
             Some(Link::start(
-                addresses.clone(),
-                tls.clone(),
-                options,
+                Endpoint::new(config, &format!("{name}-share")),
                 QueueState::default(),
                 "jetmq-nats-share",
                 QueueHooks { deliver },
@@ -343,9 +482,7 @@ impl NatsLink {
             None
         };
         let link = Link::start(
-            addresses,
-            tls,
-            options,
+            Endpoint::new(config, name),
             BridgeState::default(),
             "jetmq-nats",
             BridgeHooks { deliver },
@@ -354,11 +491,14 @@ impl NatsLink {
     }
 
     /// The bridge's connection for `config` (named `name` on the NATS server), if it has a
-    /// NATS server.
+    /// NATS server. It waits (up to the API timeout) for the first connection's outcome, so
+    /// that credentials the server refuses stop the server at start-up; an unreachable
+    /// server does not (the connection keeps trying).
     ///
     /// # Errors
     ///
-    /// The thread cannot be started.
+    /// A thread cannot be started; the NATS server refused the credentials, or the TLS
+    /// handshake failed (the message names the settings to check).
     pub fn for_config(
         config: &crate::config::ServerConfig,
         name: &str,
@@ -367,15 +507,12 @@ impl NatsLink {
         let Some(nats) = &config.nats else {
             return Ok(None);
         };
-        let options = nats.connect_options(name);
-        Self::start_with_queues(
-            nats.addresses.clone(),
-            nats.tls.clone(),
-            options,
-            config.broker.fleet,
-            deliver,
-        )
-        .map(Some)
+        let link = Self::start(nats, name, config.broker.fleet, deliver)?;
+        if let Settled::Refused(why) = link.link.wait_settled(nats.api_timeout) {
+            link.stop();
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+        }
+        Ok(Some(link))
     }
 
     /// Carries out a NATS action of the broker; other actions are ignored.
@@ -491,6 +628,8 @@ fn run<S: Send + 'static>(
                     s.socket = Some(writer);
                     s.tls = None;
                     s.generation += 1;
+                    s.outcome.authenticated = false;
+                    s.outcome.unreachable = false;
                     hooks.connected(&mut s);
                 }
                 inner.writable.notify_one();
@@ -508,6 +647,7 @@ fn run<S: Send + 'static>(
                     s.client.connection_lost();
                     s.socket = None;
                     s.tls = None;
+                    s.outcome.authenticated = false;
                     hooks.lost(&mut s);
                     if s.stopped {
                         return;
@@ -515,7 +655,12 @@ fn run<S: Send + 'static>(
                 }
                 warn!(%address, "the NATS connection dropped; reconnecting");
             }
-            Err(e) => warn!(%address, error = %e, "cannot reach NATS; retrying"),
+            Err(e) => {
+                warn!(%address, error = %e, "cannot reach NATS; retrying");
+                if let Ok(mut s) = inner.shared.lock() {
+                    link.settle(&mut s, |o| o.unreachable = true);
+                }
+            }
         }
         // Wait out the backoff, or less when stopped.
         if let Ok(s) = inner.shared.lock() {
@@ -545,7 +690,7 @@ impl Reader<'_> {
         let mut events = Vec::new();
         let mut connected = false;
         if let Some(settings) = self.settings.filter(|t| t.handshake_first) {
-            if !self.start_tls(settings, &[]) {
+            if !self.start_tls(link, settings, &[]) {
                 return false;
             }
         }
@@ -561,7 +706,26 @@ impl Reader<'_> {
                     Ok(d) if !d.closed => tls_wants_write = d.wants_write,
                     Ok(_) => return connected,
                     Err(e) => {
-                        warn!(address = %self.address, error = %e, "TLS error on the NATS connection; reconnecting");
+                        let authenticated = link
+                            .inner
+                            .shared
+                            .lock()
+                            .is_ok_and(|s| s.outcome.authenticated);
+                        if authenticated {
+                            warn!(address = %self.address, error = %e, "TLS error on the NATS connection; reconnecting");
+                        } else {
+                            // The server's verdict on the client certificate comes after the
+                            // client's side of a TLS 1.3 handshake is done.
+                            link.refuse(
+                                self.address,
+                                &format!(
+                                    "TLS: {e}; check nats.tls_cert_file and nats.tls_key_file \
+                                     (a certificate signed by a CA the server's tls ca_file \
+                                     trusts) and nats.tls_ca_file"
+                                ),
+                                false,
+                            );
+                        }
                         return connected;
                     }
                 },
@@ -573,6 +737,13 @@ impl Reader<'_> {
             if let Err(e) = s.client.received(&mut buf, &mut events) {
                 warn!(error = %e, "NATS protocol error; reconnecting");
                 return connected;
+            }
+            // The handshake's PING is answered once the server took the credentials.
+            if !s.outcome.authenticated && events.iter().any(|e| matches!(e, Event::Pong)) {
+                link.settle(&mut s, |o| {
+                    o.authenticated = true;
+                    o.refused = None;
+                });
             }
             let wake = s.writer_idle && s.has_output();
             drop(s);
@@ -589,6 +760,18 @@ impl Reader<'_> {
                 }
                 Event::UpgradeToTls(_) => {
                     upgrade = true;
+                    false
+                }
+                Event::ServerError(e) if is_auth_error(e) => {
+                    link.refuse(self.address, e, true);
+                    false
+                }
+                Event::ServerError(e) if e.contains("Permissions Violation") => {
+                    warn!(
+                        error = %e,
+                        "NATS refused an operation: jetmq's NATS user lacks a permission it \
+                         needs (the README's \"Securing NATS mode\" lists them)"
+                    );
                     false
                 }
                 Event::ServerError(e) => {
@@ -611,18 +794,19 @@ impl Reader<'_> {
 
     /// The server's `INFO` asked for TLS (or jetmq did): the handshake, unless it was done
     /// first, then the protocol's `CONNECT` through it. False if the connection is unusable.
-    fn upgrade<S>(&mut self, link: &Link<S>, buf: &mut BytesMut) -> bool {
+    fn upgrade<S: Send + 'static>(&mut self, link: &Link<S>, buf: &mut BytesMut) -> bool {
         if self.tls.is_none() {
             let Some(settings) = self.settings else {
-                warn!(
-                    address = %self.address,
+                link.refuse(
+                    self.address,
                     "the NATS server requires TLS: use a tls:// URL, or set nats.tls = true \
-                     (with nats.tls_ca_file when its certificate is signed by a private CA)"
+                     (with nats.tls_ca_file when its certificate is signed by a private CA)",
+                    false,
                 );
                 return false;
             };
             let early = buf.split();
-            if !self.start_tls(settings, &early) {
+            if !self.start_tls(link, settings, &early) {
                 return false;
             }
         }
@@ -642,23 +826,57 @@ impl Reader<'_> {
         true
     }
 
-    /// Runs the TLS handshake; false (with the reason logged) if it failed.
-    fn start_tls(&mut self, settings: &NatsTls, early: &[u8]) -> bool {
+    /// Runs the TLS handshake; false (with the reason logged and recorded as a refusal) if
+    /// it failed.
+    fn start_tls<S: Send + 'static>(
+        &mut self,
+        link: &Link<S>,
+        settings: &NatsTls,
+        early: &[u8],
+    ) -> bool {
         match TlsSession::handshake(settings, self.address, &mut self.socket, early) {
             Ok(tls) => {
                 self.tls = Some(tls);
                 true
             }
             Err(e) => {
-                warn!(
-                    address = %self.address,
-                    error = %e,
-                    "the TLS handshake with NATS failed: check nats.tls_ca_file (the CA that \
-                     signed the server's certificate), nats.tls_server_name and the server's \
-                     TLS settings"
+                link.refuse(
+                    self.address,
+                    &format!(
+                        "the TLS handshake failed ({e}): check nats.tls_ca_file (the CA that \
+                         signed the server's certificate), nats.tls_server_name, \
+                         nats.tls_cert_file and nats.tls_key_file, and the server's TLS settings"
+                    ),
+                    false,
                 );
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inboxes_are_random_and_well_formed() {
+        let a = new_inbox();
+        let b = new_inbox();
+        assert_ne!(a, b);
+        for inbox in [&a, &b] {
+            let token = inbox.strip_prefix(INBOX_PREFIX).expect("the prefix");
+            assert_eq!(token.len(), 22, "{inbox}");
+            assert!(token.bytes().all(|c| c.is_ascii_alphanumeric()), "{inbox}");
+        }
+    }
+
+    #[test]
+    fn refusals_of_credentials_are_told_apart() {
+        assert!(is_auth_error("Authorization Violation"));
+        assert!(is_auth_error("User Authentication Expired"));
+        assert!(!is_auth_error(
+            "Permissions Violation for Publish to \"$JS.API.STREAM.DELETE.x\""
+        ));
     }
 }

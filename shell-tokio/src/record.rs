@@ -15,6 +15,8 @@ pub struct Recorder {
 
 impl Recorder {
     /// Creates the recording at `path` for a broker made with `seed`, `config` at `start`.
+    /// A recording holds every input, passwords and payloads included, so on Unix the file is
+    /// readable and writable by its owner only (mode 0600, also when it existed before).
     ///
     /// # Errors
     ///
@@ -25,12 +27,21 @@ impl Recorder {
         config: &jetmq_core::broker::BrokerConfig,
         start: Now,
     ) -> io::Result<Self> {
-        let file = std::fs::File::create(path).map_err(|e| {
+        let failed = |e: io::Error| {
             io::Error::new(
                 e.kind(),
                 format!("cannot create the recording {}: {e}", path.display()),
             )
-        })?;
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path).map_err(failed)?;
+        // An existing file keeps its mode through open: narrow it before writing anything.
+        #[cfg(unix)]
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(failed)?;
         let mut recorder = Self {
             file: std::io::BufWriter::new(file),
             buf: Vec::new(),

@@ -6,6 +6,10 @@
 //! broker answers with AUTH 0x18 carrying `server-first-message`; the client's AUTH 0x18
 //! carries `client-final-message`; CONNACK carries `server-final-message` (`v=...`).
 //! Channel binding is not offered (gs2 header `n,,` or `y,,`).
+//!
+//! Unknown users are not told apart from known ones: they get a challenge with a salt derived
+//! from their name ([`Decoy`]), the same on every attempt, and the exchange fails at its end
+//! exactly as a wrong password does.
 
 use std::fmt;
 
@@ -19,6 +23,10 @@ pub const METHOD: &str = "SCRAM-SHA-256";
 
 /// Iterations `jetmq hash-password --scram` uses (RFC 7677 asks for at least 4096).
 pub const DEFAULT_ITERATIONS: u32 = 4096;
+
+/// The fewest iterations a stored credential may have (RFC 7677 §4); the configuration refuses
+/// credentials with fewer.
+pub const MIN_ITERATIONS: u32 = 4096;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -62,6 +70,22 @@ impl ScramCredential {
             stored_key: Sha256::digest(client_key).into(),
             server_key: hmac(&salted, b"Server Key"),
         }
+    }
+
+    /// The PBKDF2 iteration count.
+    #[must_use]
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    /// The text form without its keys (`SCRAM-SHA-256$<iterations>:<salt>$...`), for messages.
+    #[must_use]
+    pub fn redacted(&self) -> String {
+        format!(
+            "SCRAM-SHA-256${}:{}$...",
+            self.iterations,
+            B64.encode(&self.salt)
+        )
     }
 
     /// Parses the text form.
@@ -114,10 +138,111 @@ impl fmt::Display for ScramCredential {
 pub enum ScramError {
     /// The message does not follow RFC 5802.
     Malformed,
-    /// The user is not known.
-    UnknownUser,
-    /// The proof does not match: wrong password.
+    /// The proof does not match: a wrong password, or a user that is not known (the two are
+    /// not told apart).
     BadProof,
+}
+
+/// What unknown users are answered with: a salt derived from the user name with a secret key
+/// (HMAC-SHA-256), so that the same unknown name gets the same salt every time, as a known one
+/// does, and the iteration count most known users have.
+#[derive(Clone)]
+pub struct Decoy {
+    key: [u8; 32],
+    iterations: u32,
+}
+
+impl fmt::Debug for Decoy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoy")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decoy {
+    /// A decoy keyed by `secret`, answering with `iterations`.
+    #[must_use]
+    pub fn new(secret: &[u8], iterations: u32) -> Self {
+        Self {
+            key: hmac(b"jetmq SCRAM decoy", secret),
+            iterations,
+        }
+    }
+
+    /// The decoy for a server with `credentials` and other secret material (password
+    /// hashes): keyed by all of it, so it stays the same across restarts while the users do,
+    /// and nobody without the configuration can compute it. Without any secret material the
+    /// key is random, drawn once per process.
+    #[must_use]
+    pub fn for_credentials<'a>(
+        credentials: impl IntoIterator<Item = &'a ScramCredential>,
+        other_secrets: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Self {
+        let mut hasher = Sha256::new();
+        let mut counts: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+        let mut any = false;
+        for c in credentials {
+            any = true;
+            hasher.update(c.stored_key);
+            hasher.update(c.server_key);
+            hasher.update(&c.salt);
+            *counts.entry(c.iterations).or_default() += 1;
+        }
+        for secret in other_secrets {
+            any = true;
+            hasher.update((secret.len() as u64).to_le_bytes());
+            hasher.update(secret);
+        }
+        let secret: [u8; 32] = if any {
+            hasher.finalize().into()
+        } else {
+            *process_secret()
+        };
+        // The count most credentials have (the highest of equals); the default without any.
+        let iterations = counts
+            .iter()
+            .max_by_key(|(i, n)| (**n, **i))
+            .map_or(DEFAULT_ITERATIONS, |(i, _)| *i);
+        Self::new(&secret, iterations)
+    }
+
+    /// The credential an unknown `user` seems to have: its salt is real-looking and stable,
+    /// its keys match no password anyone knows.
+    fn credential(&self, user: &str) -> ScramCredential {
+        let salt = hmac(&self.key, user.as_bytes());
+        ScramCredential {
+            iterations: self.iterations,
+            salt: salt[..16].to_vec(),
+            stored_key: hmac(&self.key, b"stored key"),
+            server_key: hmac(&self.key, b"server key"),
+        }
+    }
+}
+
+/// A random key drawn once per process.
+fn process_secret() -> &'static [u8; 32] {
+    static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| {
+        let mut key = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+        key
+    })
+}
+
+/// The user name of a `client-first-message`, if it has one.
+#[must_use]
+pub fn client_first_user(client_first: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(client_first).ok()?;
+    let (_, rest) = text.split_once(',')?;
+    let (_, bare) = rest.split_once(',')?;
+    attribute(bare, 'n').and_then(sasl_name)
+}
+
+/// The user name an exchange's state (from [`server_first`]) is for.
+#[must_use]
+pub fn state_user(state: &[u8]) -> Option<String> {
+    State::decode(state).map(|s| s.username.to_string())
 }
 
 /// What the server remembers between its first and its final message.
@@ -180,14 +305,15 @@ fn sasl_name(name: &str) -> Option<String> {
 
 /// The server's answer to `client-first-message`: `server-first-message` and the state to
 /// hand back with `client-final-message`. `server_nonce` must be fresh and random
-/// (printable ASCII without `,`).
+/// (printable ASCII without `,`). An unknown user gets the `decoy`'s salt and iterations.
 ///
 /// # Errors
 ///
-/// A malformed message or an unknown user.
+/// A malformed message.
 pub fn server_first<'c>(
     client_first: &[u8],
     lookup: impl FnOnce(&str) -> Option<&'c ScramCredential>,
+    decoy: &Decoy,
     server_nonce: &str,
 ) -> Result<(Vec<u8>, Vec<u8>), ScramError> {
     let text = std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed)?;
@@ -209,7 +335,14 @@ pub fn server_first<'c>(
     if client_nonce.is_empty() {
         return Err(ScramError::Malformed);
     }
-    let credential = lookup(&username).ok_or(ScramError::UnknownUser)?;
+    let fake;
+    let credential = match lookup(&username) {
+        Some(c) => c,
+        None => {
+            fake = decoy.credential(&username);
+            &fake
+        }
+    };
     let server_first = format!(
         "r={client_nonce}{server_nonce},s={},i={}",
         B64.encode(&credential.salt),
@@ -226,15 +359,17 @@ pub fn server_first<'c>(
 }
 
 /// Checks `client-final-message` against the state from [`server_first`] and returns
-/// `server-final-message` (`v=...`) and the user name.
+/// `server-final-message` (`v=...`) and the user name. An unknown user is checked against the
+/// `decoy`'s credential, with the same work, and fails as a wrong password does.
 ///
 /// # Errors
 ///
-/// A malformed message, an unknown user or a wrong proof.
+/// A malformed message, or a wrong proof (or an unknown user).
 pub fn server_final<'c>(
     client_final: &[u8],
     state: &[u8],
     lookup: impl FnOnce(&str) -> Option<&'c ScramCredential>,
+    decoy: &Decoy,
 ) -> Result<(Vec<u8>, String), ScramError> {
     let state = State::decode(state).ok_or(ScramError::Malformed)?;
     let text = std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed)?;
@@ -252,7 +387,14 @@ pub fn server_final<'c>(
         .ok()
         .and_then(|v| v.try_into().ok())
         .ok_or(ScramError::Malformed)?;
-    let credential = lookup(state.username).ok_or(ScramError::UnknownUser)?;
+    let fake;
+    let (credential, known) = match lookup(state.username) {
+        Some(c) => (c, true),
+        None => {
+            fake = decoy.credential(state.username);
+            (&fake, false)
+        }
+    };
     let auth_message = format!(
         "{},{},{without_proof}",
         state.client_first_bare, state.server_first
@@ -268,7 +410,7 @@ pub fn server_final<'c>(
         .iter()
         .zip(credential.stored_key)
         .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if differs != 0 {
+    if differs != 0 || !known {
         return Err(ScramError::BadProof);
     }
     let server_signature = hmac(&credential.server_key, auth_message.as_bytes());
@@ -323,6 +465,10 @@ mod tests {
     const CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
     const SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 
+    fn decoy() -> Decoy {
+        Decoy::new(b"test", DEFAULT_ITERATIONS)
+    }
+
     fn pencil() -> ScramCredential {
         let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
         ScramCredential::new(b"pencil", &salt, 4096)
@@ -332,9 +478,10 @@ mod tests {
     fn the_rfc_7677_example_exchange() {
         let cred = pencil();
         let lookup = |u: &str| (u == "user").then_some(&cred);
-        let (first, state) = server_first(CLIENT_FIRST.as_bytes(), lookup, SERVER_NONCE).unwrap();
+        let (first, state) =
+            server_first(CLIENT_FIRST.as_bytes(), lookup, &decoy(), SERVER_NONCE).unwrap();
         assert_eq!(std::str::from_utf8(&first).unwrap(), SERVER_FIRST);
-        let (last, user) = server_final(CLIENT_FINAL.as_bytes(), &state, lookup).unwrap();
+        let (last, user) = server_final(CLIENT_FINAL.as_bytes(), &state, lookup, &decoy()).unwrap();
         assert_eq!(std::str::from_utf8(&last).unwrap(), SERVER_FINAL);
         assert_eq!(user, "user");
         // The client side computes the RFC's proof too.
@@ -348,7 +495,8 @@ mod tests {
     fn a_wrong_password_or_user_fails() {
         let cred = pencil();
         let lookup = |u: &str| (u == "user").then_some(&cred);
-        let (first, state) = server_first(CLIENT_FIRST.as_bytes(), lookup, SERVER_NONCE).unwrap();
+        let (first, state) =
+            server_first(CLIENT_FIRST.as_bytes(), lookup, &decoy(), SERVER_NONCE).unwrap();
         let wrong = client_final(
             b"crayon",
             "n=user,r=rOprNGfwEbeRWgbNEkqO",
@@ -356,13 +504,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            server_final(wrong.as_bytes(), &state, lookup),
+            server_final(wrong.as_bytes(), &state, lookup, &decoy()),
             Err(ScramError::BadProof)
         );
+    }
+
+    /// An unknown user gets a challenge like a known one's (a 16-byte salt, the usual
+    /// iterations), the same salt on every attempt, and fails only at the end, as a wrong
+    /// password does.
+    #[test]
+    fn unknown_users_look_like_known_ones() {
+        let cred = pencil();
+        let lookup = |u: &str| (u == "user").then_some(&cred);
+        let decoy = Decoy::for_credentials([&cred], []);
+        let first = |name: &str, nonce: &str| {
+            let msg = format!("n,,n={name},r=abc");
+            let (first, state) = server_first(msg.as_bytes(), lookup, &decoy, nonce).unwrap();
+            (String::from_utf8(first).unwrap(), state)
+        };
+        let (a, state) = first("nobody", "x");
+        let (b, _) = first("nobody", "y");
+        let salt = |m: &str| attribute(m, 's').map(str::to_string);
+        assert_eq!(salt(&a), salt(&b), "the same salt every time");
+        assert_ne!(salt(&a), salt(&first("somebody", "x").0));
+        assert_eq!(B64.decode(salt(&a).unwrap()).unwrap().len(), 16);
+        assert_eq!(attribute(&a, 'i'), Some("4096"));
+        let last = client_final(b"pencil", "n=nobody,r=abc", &a).unwrap();
         assert_eq!(
-            server_first(b"n,,n=nobody,r=abc", lookup, "x").map(|_| ()),
-            Err(ScramError::UnknownUser)
+            server_final(last.as_bytes(), &state, lookup, &decoy),
+            Err(ScramError::BadProof)
         );
+        // Keyed by the configuration: another set of users, another salt.
+        let other = Decoy::for_credentials([], [&b"a password hash"[..]]);
+        let (c, _) = server_first(b"n,,n=nobody,r=abc", lookup, &other, "x").unwrap();
+        assert_ne!(salt(&a), salt(std::str::from_utf8(&c).unwrap()));
+        assert_eq!(client_first_user(b"n,,n=a=2Cb,r=x").as_deref(), Some("a,b"));
+        assert_eq!(state_user(&state).as_deref(), Some("nobody"));
     }
 
     #[test]
@@ -378,12 +555,13 @@ mod tests {
             b"\xff",
         ] {
             assert_eq!(
-                server_first(bad, lookup, "x").map(|_| ()),
+                server_first(bad, lookup, &decoy(), "x").map(|_| ()),
                 Err(ScramError::Malformed),
                 "{bad:?}"
             );
         }
-        let (_, state) = server_first(CLIENT_FIRST.as_bytes(), lookup, SERVER_NONCE).unwrap();
+        let (_, state) =
+            server_first(CLIENT_FIRST.as_bytes(), lookup, &decoy(), SERVER_NONCE).unwrap();
         for bad in [
             "c=biws,r=other,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
             "c=eSws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
@@ -391,7 +569,7 @@ mod tests {
             "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=short",
         ] {
             assert_eq!(
-                server_final(bad.as_bytes(), &state, lookup).map(|_| ()),
+                server_final(bad.as_bytes(), &state, lookup, &decoy()).map(|_| ()),
                 Err(ScramError::Malformed),
                 "{bad}"
             );

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jetmq_core::broker::{
-    Action, AuthDecision, Broker, ConnId, ConnInfo, Input, ListenerKind, Outbox,
-};
+use jetmq_core::broker::{Action, Broker, ConnId, ConnInfo, Input, ListenerKind, Outbox};
 use jetmq_core::time::{Instant, Now};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +22,7 @@ use crate::connection::{ConnHandle, Connection, Mailbox, OpenSlot};
 use crate::inputs::InputQueue;
 use crate::record::handle;
 use crate::store::{StoreBackend, StoreReplies};
+use crate::ws_upgrade::Upgrade;
 
 /// Inputs waiting for the broker task from connections; when full, their reading waits.
 const INPUT_QUEUE: usize = 1024;
@@ -81,12 +80,17 @@ pub async fn start(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Re
     let all = config
         .listen
         .iter()
-        .map(|addr| (*addr, &Transport::Tcp))
-        .chain(config.listeners.iter().map(|l| (l.address, &l.transport)));
+        .map(|addr| (*addr, &Transport::Tcp, None))
+        .chain(
+            config
+                .listeners
+                .iter()
+                .map(|l| (l.address, &l.transport, l.allowed_origins.as_deref())),
+        );
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();
     let mut described = Vec::new();
-    for (addr, transport) in all {
+    for (addr, transport, origins) in all {
         let socket = TcpListener::bind(addr).await.map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -98,7 +102,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Re
         described.push((local, transport.describe()));
         listeners.push(Listener {
             socket,
-            mode: Mode::new(transport),
+            mode: Mode::new(transport, origins),
             handshake_timeout,
             max_ws_message,
         });
@@ -109,6 +113,13 @@ pub async fn start(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Re
     let restored = store
         .restore()
         .map_err(|e| io::Error::other(format!("cannot read the store: {e}")))?;
+    // The bridge's NATS connection starts here, so that credentials NATS refuses stop the
+    // start-up.
+    let (control_tx, control_rx) = mpsc::unbounded_channel::<Control>();
+    let control = control_tx.clone();
+    let nats = crate::nats_link::NatsLink::for_config(&config, "jetmq", move |input| {
+        let _ = control.send(Control::Input(input));
+    })?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(
         config,
@@ -116,6 +127,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Re
         listeners,
         restored,
         (desk, metrics),
+        (control_tx, control_rx, nats),
         shutdown_rx,
     ));
     for (addr, what) in &described {
@@ -169,6 +181,11 @@ async fn serve(
         Arc<crate::metrics::MetricsDesk>,
         Option<crate::metrics::MetricsServer>,
     ),
+    (control_tx, mut control_rx, nats): (
+        mpsc::UnboundedSender<Control>,
+        mpsc::UnboundedReceiver<Control>,
+        Option<crate::nats_link::NatsLink>,
+    ),
     mut shutdown: oneshot::Receiver<()>,
 ) -> io::Result<()> {
     let clock = Clock {
@@ -186,11 +203,6 @@ async fn serve(
         None => None,
     };
     let (input_tx, mut input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
-    let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Control>();
-    let control = control_tx.clone();
-    let nats = crate::nats_link::NatsLink::for_config(&config, "jetmq", move |input| {
-        let _ = control.send(Control::Input(input));
-    })?;
     let mut out = Outbox::new();
     let count = restored.len();
     for record in restored {
@@ -224,8 +236,12 @@ async fn serve(
         nats: nats.clone(),
         store: Arc::clone(&store),
         replies,
-        auth: config.auth_source(),
-        control: control_tx.clone(),
+        auth: crate::auth_pool::AuthPool::start(config.auth_source(), config.auth_limits, {
+            let control = control_tx.clone();
+            move |input| {
+                let _ = control.send(Control::Input(input));
+            }
+        })?,
         log_pii: config.log_pii,
     };
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
@@ -235,21 +251,22 @@ async fn serve(
         effects.carry_out(action, &mut conns, &mut pending_store);
     }
 
-    let next_conn = Arc::new(AtomicU64::new(1));
-    let open = Arc::new(AtomicU64::new(0));
+    let wiring = Wiring {
+        inputs: input_tx.clone(),
+        control: control_tx.clone(),
+        next_conn: Arc::new(AtomicU64::new(1)),
+        open: Arc::new(AtomicU64::new(0)),
+    };
+    let admission = Admission {
+        max_connections: config.max_connections,
+        per_address: crate::sockets::PerAddress::new(config.max_connections_per_address),
+        keepalive: config.tcp_keepalive,
+    };
     let accept_tasks: Vec<JoinHandle<()>> = listeners
         .into_iter()
-        .map(|listener| {
-            tokio::spawn(accept_loop(
-                listener,
-                input_tx.clone(),
-                control_tx.clone(),
-                Arc::clone(&next_conn),
-                Arc::clone(&open),
-                config.max_connections,
-            ))
-        })
+        .map(|listener| tokio::spawn(accept_loop(listener, wiring.clone(), admission.clone())))
         .collect();
+    drop(wiring);
     drop(input_tx);
 
     let mut stopping: Option<tokio::time::Instant> = None;
@@ -309,6 +326,8 @@ async fn serve(
         match &input {
             Input::Stored { .. } => pending_store = pending_store.saturating_sub(1),
             Input::Closed { conn } => {
+                // A check still queued for it is not worth running.
+                effects.auth.cancel(*conn);
                 // The peer is gone: the broker will not ask to close it, so stop its writer.
                 if let Some(c) = conns.remove(conn) {
                     c.mailbox.close();
@@ -350,8 +369,7 @@ struct Effects {
     nats: Option<crate::nats_link::NatsLink>,
     store: Arc<dyn StoreBackend>,
     replies: StoreReplies,
-    auth: crate::auth::AuthSource,
-    control: mpsc::UnboundedSender<Control>,
+    auth: crate::auth_pool::AuthPool,
     log_pii: bool,
 }
 
@@ -398,6 +416,7 @@ fn execute(
         }
         Action::Close { conn, reason } => {
             debug!(conn = conn.get(), ?reason, "closing connection");
+            effects.auth.cancel(conn);
             if let Some(c) = conns.remove(&conn) {
                 c.mailbox.close();
             }
@@ -412,25 +431,8 @@ fn execute(
                 c.mailbox.set_paused(false);
             }
         }
-        Action::Authenticate(request) => {
-            // Password hashing is slow on purpose: decide on a blocking thread.
-            let auth = effects.auth.current();
-            let control = effects.control.clone();
-            tokio::task::spawn_blocking(move || {
-                let decision = auth.decide(&request);
-                if let AuthDecision::Deny(reason) = &decision {
-                    info!(
-                        conn = request.conn.get(),
-                        ?reason,
-                        "connection refused by authentication"
-                    );
-                }
-                let _ = control.send(Control::Input(Input::Authenticated {
-                    conn: request.conn,
-                    decision,
-                }));
-            });
-        }
+        // Password hashing is slow on purpose: decided on the bounded authentication pool.
+        Action::Authenticate(request) => effects.auth.submit(request),
         Action::Store { id, request } => {
             *pending_store += 1;
             effects
@@ -454,20 +456,21 @@ enum Mode {
     Tcp,
     /// A TLS handshake, then the stream.
     Tls(TlsAcceptor),
-    /// A WebSocket handshake for this path, then binary messages.
-    WebSocket(Arc<str>),
+    /// A WebSocket handshake for this path and these origins, then binary messages.
+    WebSocket(Arc<Upgrade>),
     /// TLS, then WebSocket.
-    SecureWebSocket(TlsAcceptor, Arc<str>),
+    SecureWebSocket(TlsAcceptor, Arc<Upgrade>),
 }
 
 impl Mode {
-    fn new(transport: &Transport) -> Self {
+    fn new(transport: &Transport, origins: Option<&[String]>) -> Self {
+        let upgrade = |path: &str| Arc::new(Upgrade::new(path, origins));
         match transport {
             Transport::Tcp => Self::Tcp,
             Transport::Tls(tls) => Self::Tls(TlsAcceptor::from(tls.server_config())),
-            Transport::WebSocket { path } => Self::WebSocket(path.as_str().into()),
+            Transport::WebSocket { path } => Self::WebSocket(upgrade(path)),
             Transport::SecureWebSocket { path, tls } => {
-                Self::SecureWebSocket(TlsAcceptor::from(tls.server_config()), path.as_str().into())
+                Self::SecureWebSocket(TlsAcceptor::from(tls.server_config()), upgrade(path))
             }
         }
     }
@@ -493,15 +496,22 @@ struct Wiring {
     open: Arc<AtomicU64>,
 }
 
+/// What every accepted socket is checked against and given.
+#[derive(Clone)]
+struct Admission {
+    max_connections: usize,
+    per_address: crate::sockets::PerAddress,
+    keepalive: Option<Duration>,
+}
+
 impl Wiring {
     /// Registers a connection (its handshakes done) with the broker and starts its task.
     /// False when the broker task is gone.
-    fn attach<S>(&self, info: ConnInfo, socket: S) -> bool
+    fn attach<S>(&self, info: ConnInfo, socket: S, open: OpenSlot) -> bool
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Some(conn) = ConnId::new(self.next_conn.fetch_add(1, Ordering::Relaxed)) else {
-            self.open.fetch_sub(1, Ordering::Relaxed);
             return true;
         };
         // One span per connection when info logs are on: what it logs carries its number and
@@ -523,7 +533,6 @@ impl Wiring {
         let report = move |input| {
             let _ = flushed.send(Control::Input(input));
         };
-        let open = OpenSlot::adopt(Arc::clone(&self.open));
         let task = Connection::new(conn, socket, self.inputs.clone(), mailbox, report, open);
         if span.is_disabled() {
             tokio::spawn(task);
@@ -551,24 +560,24 @@ async fn handshake(
     socket: TcpStream,
     peer: SocketAddr,
     wiring: Wiring,
-    limit: Duration,
-    max_ws_message: usize,
+    open: OpenSlot,
+    (limit, max_ws_message): (Duration, usize),
 ) {
     let steps = async {
         match mode {
             Mode::Tcp => {
-                wiring.attach(conn_info(peer, ListenerKind::Tcp, None), socket);
+                wiring.attach(conn_info(peer, ListenerKind::Tcp, None), socket, open);
             }
             Mode::Tls(acceptor) => {
                 let tls = acceptor.accept(socket).await.map_err(|e| e.to_string())?;
                 let identity = crate::tls::client_identity(tls.get_ref().1);
-                wiring.attach(conn_info(peer, ListenerKind::Tls, identity), tls);
+                wiring.attach(conn_info(peer, ListenerKind::Tls, identity), tls, open);
             }
             Mode::WebSocket(path) => {
                 let ws = crate::ws::accept(socket, &path, max_ws_message)
                     .await
                     .map_err(|e| e.to_string())?;
-                wiring.attach(conn_info(peer, ListenerKind::WebSocket, None), ws);
+                wiring.attach(conn_info(peer, ListenerKind::WebSocket, None), ws, open);
             }
             Mode::SecureWebSocket(acceptor, path) => {
                 let tls = acceptor.accept(socket).await.map_err(|e| e.to_string())?;
@@ -577,7 +586,7 @@ async fn handshake(
                     .await
                     .map_err(|e| e.to_string())?;
                 let info = conn_info(peer, ListenerKind::SecureWebSocket, identity);
-                wiring.attach(info, ws);
+                wiring.attach(info, ws, open);
             }
         }
         Ok::<(), String>(())
@@ -587,24 +596,11 @@ async fn handshake(
         Ok(Err(e)) => e,
         Err(_) => format!("no handshake within {limit:?}"),
     };
+    // The slot, if the handshake did not get to use it, was dropped with `steps`.
     debug!(%peer, error = %failure, "handshake failed; connection closed");
-    wiring.open.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn accept_loop(
-    listener: Listener,
-    inputs: mpsc::Sender<Input>,
-    control: mpsc::UnboundedSender<Control>,
-    next_conn: Arc<AtomicU64>,
-    open: Arc<AtomicU64>,
-    max_connections: usize,
-) {
-    let wiring = Wiring {
-        inputs,
-        control,
-        next_conn,
-        open,
-    };
+async fn accept_loop(listener: Listener, wiring: Wiring, admission: Admission) {
     // Handshakes run beside the loop; aborting the loop (at shutdown) drops and aborts them.
     let mut handshakes = JoinSet::new();
     loop {
@@ -620,15 +616,26 @@ async fn accept_loop(
                 continue;
             }
         };
-        if wiring.open.load(Ordering::Relaxed) >= max_connections as u64 {
+        if wiring.open.load(Ordering::Relaxed) >= admission.max_connections as u64 {
             warn!(%peer, "connection refused: max_connections reached");
             drop(socket);
             continue;
         }
+        let Some(address) = admission.per_address.admit(peer.ip()) else {
+            warn!(%peer, "connection refused: max_connections_per_address reached");
+            drop(socket);
+            continue;
+        };
         let _ = socket.set_nodelay(true);
+        if let Some(idle) = admission.keepalive {
+            if let Err(e) = crate::sockets::set_keepalive(&socket, idle) {
+                debug!(%peer, error = %e, "cannot turn TCP keepalive on");
+            }
+        }
         wiring.open.fetch_add(1, Ordering::Relaxed);
+        let open = OpenSlot::adopt(Arc::clone(&wiring.open), address);
         if let Mode::Tcp = listener.mode {
-            if !wiring.attach(conn_info(peer, ListenerKind::Tcp, None), socket) {
+            if !wiring.attach(conn_info(peer, ListenerKind::Tcp, None), socket, open) {
                 return;
             }
         } else {
@@ -637,8 +644,8 @@ async fn accept_loop(
                 socket,
                 peer,
                 wiring.clone(),
-                listener.handshake_timeout,
-                listener.max_ws_message,
+                open,
+                (listener.handshake_timeout, listener.max_ws_message),
             ));
         }
     }

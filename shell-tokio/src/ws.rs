@@ -13,24 +13,27 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-/// Runs the server side of the WebSocket handshake on `stream`, serving only `path`. Messages
+/// Runs the server side of the WebSocket handshake on `stream`, serving only `upgrade`'s path
+/// to the origins it allows. Messages
 /// and frames larger than `max_message` bytes (the broker's maximum packet size: clients send
 /// a packet per message) close the connection instead of being buffered.
 ///
 /// # Errors
 ///
-/// The handshake failed or was refused (wrong path, no `mqtt` subprotocol, not an upgrade).
+/// The handshake failed or was refused (wrong path, origin not allowed, no `mqtt`
+/// subprotocol, not an upgrade).
 #[allow(clippy::result_large_err)] // The callback's error type is tungstenite's.
 pub(crate) async fn accept<S>(
     stream: S,
-    path: &str,
+    upgrade: &crate::ws_upgrade::Upgrade,
     max_message: usize,
 ) -> Result<WsBytes<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let callback =
-        |request: &Request, response: Response| crate::ws_upgrade::check(path, request, response);
+    let callback = |request: &Request, response: Response| {
+        crate::ws_upgrade::check(upgrade, request, response)
+    };
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));

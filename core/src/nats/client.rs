@@ -7,8 +7,13 @@
 //! client's options or the server ask for TLS) the client stops with [`Event::UpgradeToTls`],
 //! the shell runs the TLS handshake on the socket and calls
 //! [`tls_established`](NatsClient::tls_established), and `CONNECT` goes through TLS.
+//!
+//! nkey and JWT authentication sign the nonce of the server's `INFO`: the shell gives the
+//! client a [`NonceSigner`] (the core does no cryptography of its own), and each `CONNECT`
+//! carries the signature of that connection's nonce.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -38,6 +43,23 @@ pub enum Event {
     UpgradeToTls(Box<ServerInfo>),
 }
 
+/// Signs the nonce of the server's `INFO` with the user's nkey, for the `sig` of `CONNECT`
+/// (nkey and JWT authentication). The shell implements it with its cryptography.
+pub trait NonceSigner: Send + Sync {
+    /// The signature of `nonce`, base64url-encoded without padding.
+    fn sign(&self, nonce: &[u8]) -> String;
+}
+
+/// The client's signer, shown by `Debug` without its insides.
+#[derive(Clone)]
+struct Signer(Arc<dyn NonceSigner>);
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NonceSigner")
+    }
+}
+
 /// A publish made while no connection was up, or before the handshake was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
@@ -65,6 +87,7 @@ enum State {
 #[derive(Debug)]
 pub struct NatsClient {
     options: ConnectOptions,
+    signer: Option<Signer>,
     decoder: Decoder,
     state: State,
     info: Option<ServerInfo>,
@@ -82,6 +105,7 @@ impl NatsClient {
     pub fn new(options: ConnectOptions, max_payload: usize) -> Self {
         Self {
             options,
+            signer: None,
             decoder: Decoder::new(max_payload),
             state: State::Disconnected,
             info: None,
@@ -90,6 +114,14 @@ impl NatsClient {
             out: BytesMut::new(),
             pending: BytesMut::new(),
         }
+    }
+
+    /// The client signs the server's nonce with `signer` in every `CONNECT` (nkey and JWT
+    /// authentication; the options carry the `nkey` or the `jwt`).
+    #[must_use]
+    pub fn with_signer(mut self, signer: Arc<dyn NonceSigner>) -> Self {
+        self.signer = Some(Signer(signer));
+        self
     }
 
     /// A new socket is up (the first, or one after a reconnect): the handshake starts again.
@@ -179,7 +211,18 @@ impl NatsClient {
     /// `CONNECT`, every subscription, a `PING` (its `PONG` confirms the server took them),
     /// then the publishes that waited.
     fn handshake(&mut self) {
-        let json = serde_json::to_string(&self.options).unwrap_or_default();
+        let nonce = self.info.as_ref().and_then(|i| i.nonce.as_deref());
+        let json = match (&self.signer, nonce) {
+            (Some(Signer(signer)), Some(nonce)) => {
+                let signed = ConnectOptions {
+                    sig: Some(signer.sign(nonce.as_bytes())),
+                    ..self.options.clone()
+                };
+                serde_json::to_string(&signed)
+            }
+            _ => serde_json::to_string(&self.options),
+        }
+        .unwrap_or_default();
         ClientOp::Connect(&json).encode(&mut self.out);
         for (sid, s) in &self.subs {
             ClientOp::Sub {
@@ -269,5 +312,55 @@ impl NatsClient {
     #[must_use]
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Signs by reversing the nonce, so the test can tell what was signed.
+    struct Reverse;
+
+    impl NonceSigner for Reverse {
+        fn sign(&self, nonce: &[u8]) -> String {
+            nonce.iter().rev().map(|&b| char::from(b)).collect()
+        }
+    }
+
+    fn connect_json(info: &str, signer: bool) -> serde_json::Value {
+        let options = ConnectOptions {
+            nkey: Some("UPUBLIC".into()),
+            ..ConnectOptions::default()
+        };
+        let mut client = NatsClient::new(options, 1 << 20);
+        if signer {
+            client = client.with_signer(Arc::new(Reverse));
+        }
+        client.connection_started();
+        let mut buf = BytesMut::from(format!("INFO {info}\r\n").as_bytes());
+        let mut events = Vec::new();
+        client.received(&mut buf, &mut events).expect("valid INFO");
+        assert!(matches!(events.as_slice(), [Event::Connected(_)]));
+        let out = client.take_output();
+        let line = std::str::from_utf8(&out)
+            .ok()
+            .and_then(|s| s.strip_prefix("CONNECT "))
+            .and_then(|s| s.split("\r\n").next())
+            .expect("CONNECT first");
+        serde_json::from_str(line).expect("CONNECT JSON")
+    }
+
+    #[test]
+    fn the_nonce_is_signed_when_the_server_sends_one() {
+        let json = connect_json(r#"{"server_id":"s","nonce":"abc"}"#, true);
+        assert_eq!(json["sig"], "cba");
+        assert_eq!(json["nkey"], "UPUBLIC");
+        // No nonce (a server without nkey authentication): nothing to sign.
+        let json = connect_json(r#"{"server_id":"s"}"#, true);
+        assert!(json.get("sig").is_none());
+        // No signer: no signature.
+        let json = connect_json(r#"{"server_id":"s","nonce":"abc"}"#, false);
+        assert!(json.get("sig").is_none());
     }
 }

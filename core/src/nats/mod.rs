@@ -7,7 +7,7 @@ pub mod headers;
 pub mod info;
 pub mod proto;
 
-pub use client::{Event, NatsClient};
+pub use client::{Event, NatsClient, NonceSigner};
 pub use headers::Headers;
 pub use info::{ConnectOptions, ServerInfo};
 pub use proto::{ClientOp, Decoder, Message, ProtocolError, ServerOp};

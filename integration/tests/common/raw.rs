@@ -33,6 +33,28 @@ impl RawClient {
         }
     }
 
+    /// Opens a TCP connection to the broker on `port` from the loopback address `source`
+    /// (127.0.0.0/8 on Linux), so tests can stand for several clients' addresses.
+    pub(crate) async fn open_from(port: u16, source: std::net::IpAddr) -> std::io::Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        let stream = socket
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await?;
+        let mut decoder = Decoder::new(Direction::FromServer, 0);
+        decoder.set_version(V5);
+        Ok(Self {
+            stream,
+            decoder,
+            buf: BytesMut::new(),
+        })
+    }
+
+    /// The local address of the connection.
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+
     /// Opens a connection and sends `connect`; returns the client and the broker's answer.
     pub(crate) async fn connect(port: u16, connect: Connect) -> (Self, Option<Packet>) {
         let mut c = Self::open(port).await;

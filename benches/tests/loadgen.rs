@@ -103,6 +103,7 @@ async fn the_slow_subscriber_scenario_counts_every_subscriber() {
         deadline: Duration::from_secs(20),
         broker_pid: Some(std::process::id()),
         progress: false,
+        persistent: false,
     };
     let r = load::slow::run(&s).await.expect("runs");
     assert_eq!(

@@ -142,6 +142,7 @@ async fn run(cli: &Cli, qos: QoS) -> std::io::Result<Outcome> {
             deadline: Duration::from_secs(cli.deadline),
             broker_pid: cli.broker_pid,
             progress: !cli.json,
+            persistent: cli.persistent,
         };
         let report = load::slow::run(&scenario).await?;
         let lost = (report.lost > 0).then(|| slow_loss(&report));

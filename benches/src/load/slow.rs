@@ -2,7 +2,7 @@
 //! topic, as fast as its in-flight window allows, to fast subscribers (the fast reader of
 //! [`super::client`]) and one subscriber that reads and acknowledges at a fixed rate (a
 //! [`DecodingClient`] that takes the next packet off its socket only when its pace allows).
-//! All are clean sessions. It reports what each subscriber received of what the broker
+//! All are clean sessions (persistent ones with `persistent`). It reports what each subscriber received of what the broker
 //! acknowledged to the publisher, and the publisher's rate: a broker that drops for the slow
 //! subscriber shows it in the slow one's count, a broker that holds the publisher back shows it
 //! in the publisher's rate.
@@ -55,6 +55,9 @@ pub struct SlowScenario {
     pub broker_pid: Option<u32>,
     /// Print progress every second on standard error.
     pub progress: bool,
+    /// The subscribers use persistent sessions (a broker may then keep the slow one's backlog
+    /// in its store instead of holding the publisher back).
+    pub persistent: bool,
 }
 
 /// What one subscriber received.
@@ -252,7 +255,8 @@ pub async fn run(s: &SlowScenario) -> std::io::Result<SlowReport> {
     let mut fast = Vec::new();
     for i in 0..s.fast {
         let (tx, mut seen) = mpsc::unbounded_channel();
-        let mut c = Client::connect(s.addr, &format!("bench-fast-{i}"), false, 1, tx).await?;
+        let mut c =
+            Client::connect(s.addr, &format!("bench-fast-{i}"), s.persistent, 1, tx).await?;
         c.subscribe(topic, s.qos).await?;
         loop {
             match seen.recv().await {
@@ -278,7 +282,7 @@ pub async fn run(s: &SlowScenario) -> std::io::Result<SlowReport> {
         });
         fast.push(c);
     }
-    let mut slow = DecodingClient::connect(s.addr, "bench-slow", false).await?;
+    let mut slow = DecodingClient::connect(s.addr, "bench-slow", s.persistent).await?;
     slow.subscribe(topic, s.qos).await?;
     tokio::spawn(read_slowly(slow, s.slow_rate, s.fast, events.clone()));
     drop(events);

@@ -27,7 +27,11 @@ pub struct BrokerConfig {
     /// to v5 clients as Receive Maximum). Default 64.
     pub receive_maximum: u16,
     /// Most messages queued for one session behind its in-flight window; what happens to a
-    /// QoS 1/2 message beyond it is `overflow`'s choice. Default 1000.
+    /// QoS 1/2 message beyond it is `overflow`'s choice. Default 100 000 (chosen by measurement:
+    /// at 1 000 a publisher sending a 20 000-message burst to a slow clean subscriber was held
+    /// to the subscriber's pace after 1 000; at 100 000 a burst passes at full speed while the
+    /// subscriber catches up, and `max_queued_bytes` and `max_total_queued_bytes` still bound
+    /// the memory).
     pub max_queued_messages: usize,
     /// Most bytes (payload, topic and properties) queued for one session. Default 64 MiB.
     pub max_queued_bytes: usize,
@@ -135,7 +139,7 @@ impl Default for BrokerConfig {
             min_keep_alive: 0,
             max_inflight: 64,
             receive_maximum: 64,
-            max_queued_messages: 1000,
+            max_queued_messages: 100_000,
             max_queued_bytes: 64 * 1024 * 1024,
             overflow: Overflow::Lossless,
             max_total_queued_bytes: 512 * 1024 * 1024,

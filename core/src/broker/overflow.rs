@@ -7,8 +7,8 @@
 //!    it, as JetStream keeps the NATS server's) instead of in memory: the session remembers
 //!    only its sequence (8 bytes), and every later stored message for the session follows it
 //!    there, so the session's order holds. When the queue has drained to half, the spilled
-//!    messages are read back by sequence, in the order they were routed, as many as the queue
-//!    has room for. Reading exactly what was spilled, rather than whatever the consumer holds,
+//!    messages are read back by sequence, in the order they were routed, a batch at a time
+//!    while the queue stays at half or less. Reading exactly what was spilled, rather than whatever the consumer holds,
 //!    never hands the session a message twice (one it acknowledged whose acknowledgement the
 //!    store has not applied, one stored but not yet routed, which comes live later). Fast
 //!    subscribers of the same topics keep their pace meanwhile.
@@ -45,6 +45,11 @@ use super::Broker;
 use crate::codec::QoS;
 use crate::js::{StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
 use crate::time::Instant;
+
+/// The most spilled messages read back at once: a read is one store request per message, and
+/// the store serves them in turn with everyone's writes, so a large read would hold up the
+/// publishers' acknowledgements behind it.
+const SPILL_READ_BATCH: usize = 256;
 
 /// A session that could not keep up: what it spilled and whom it holds back. Boxed in the
 /// session's outbound state only while the session is overloaded.
@@ -429,7 +434,10 @@ impl Broker {
         if !online || queued > max / 2 || o.reading.is_some() || o.spilled.is_empty() {
             return;
         }
-        let asked = max.saturating_sub(queued).clamp(1, o.spilled.len());
+        let asked = max
+            .saturating_sub(queued)
+            .clamp(1, o.spilled.len())
+            .min(SPILL_READ_BATCH);
         o.reading = Some(SpillRead {
             asked,
             waiting: asked,

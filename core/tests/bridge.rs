@@ -237,6 +237,13 @@ mod policy {
             h.publishes(local).is_empty(),
             "not delivered in MQTT either"
         );
+        let logged = h
+            .notices
+            .iter()
+            .filter(|n| matches!(n, jetmq_core::broker::Notice::BridgeRefused { .. }))
+            .count();
+        // Each publish, and the `$JS/#` subscription, is logged.
+        assert_eq!(logged, 2 * DANGEROUS_TOPICS.len() + 1);
     }
 
     #[test]

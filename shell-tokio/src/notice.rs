@@ -82,6 +82,11 @@ pub fn log(notice: Notice, log_pii: bool) {
             debug!(conn = conn.get(), %reason, "protocol error; connection closed");
         }
         Notice::SlowConsumerDrop(conn) => debug!(conn = conn.get(), "slow consumer: QoS 0 dropped"),
+        Notice::BridgeRefused { conn, topic } => debug!(
+            conn = conn.get(),
+            topic = pii(&topic, log_pii),
+            "refused: the subject belongs to NATS or jetmq, or lies outside the bridge's rules"
+        ),
         Notice::UnknownConnection(conn) => {
             debug!(conn = conn.get(), "input for an unknown connection")
         }

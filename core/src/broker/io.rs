@@ -257,6 +257,14 @@ pub enum Notice {
     UnknownConnection(ConnId),
     /// A store reply named a request the core is not waiting for.
     UnknownRequest(RequestId),
+    /// In NATS mode, a client's PUBLISH or subscription was refused because its subject
+    /// belongs to NATS or jetmq, or lies outside the bridge's rules (see `bridge_policy`).
+    BridgeRefused {
+        /// The connection.
+        conn: ConnId,
+        /// The topic or filter (personal data: logs redact it by default).
+        topic: ByteString,
+    },
     /// A message for a session was dropped because its queue was full.
     QueueOverflow {
         /// The session's client identifier.

@@ -143,7 +143,14 @@ impl Broker {
             }
             return;
         }
-        let reserved = Self::is_reserved_for_the_broker(&topic) || !self.bridge_carries(&topic);
+        let closed_subject = !self.bridge_carries(&topic);
+        if closed_subject {
+            out.push(Action::Notice(super::io::Notice::BridgeRefused {
+                conn,
+                topic: super::detach(topic.as_str()),
+            }));
+        }
+        let reserved = Self::is_reserved_for_the_broker(&topic) || closed_subject;
         let now = self.now.instant;
         let Some(c) = self.conns.get(&conn) else {
             return;

@@ -4,7 +4,7 @@
 use bytestring::ByteString;
 
 use super::connection::Work;
-use super::io::{ConnId, Outbox};
+use super::io::{Action, ConnId, Outbox};
 use std::num::NonZeroU32;
 
 use super::session::{SessionId, Subscriber, SubscriptionEntry};
@@ -58,7 +58,14 @@ impl Broker {
                 self.protocol_error(conn, DisconnectReason::ProtocolError, out);
                 return;
             }
-            let denied = !self.bridge_may_subscribe(&filter)
+            let closed_subject = !self.bridge_may_subscribe(&filter);
+            if closed_subject {
+                out.push(Action::Notice(super::io::Notice::BridgeRefused {
+                    conn,
+                    topic: text.clone(),
+                }));
+            }
+            let denied = closed_subject
                 || self
                     .conns
                     .get(&conn)

@@ -1,6 +1,6 @@
 //! MQTT clients attacking NATS mode, on a real nats-server with JetStream and a fleet of two
 //! jetmq nodes (one of each shell): while jetmq does its own JetStream work (persistent
-//! sessions resumed across nodes, queued and retained messages), anonymous clients publish to
+//! sessions resumed across nodes, queued and retained messages), anonymous and authenticated (a configured user) clients publish to
 //! and subscribe on every subject that belongs to NATS or jetmq (stream and consumer delete and
 //! purge, stream info, direct gets, system-account requests, inboxes, `$MQTT`, `$JETMQ`, and
 //! wildcards that cover them). Every stream, its messages and consumers are intact afterwards,
@@ -16,7 +16,7 @@ use jetmq::nats_config::NatsConfig;
 use rumqttc::QoS;
 
 mod common;
-use common::client::{client, Client};
+use common::client::{client, connect, Client};
 use common::nats_server::{free_port, NatsServer};
 use common::{Server, Shell, TempDir};
 
@@ -54,9 +54,13 @@ const DANGEROUS_FILTERS: [&str; 10] = [
 async fn node(shell: Shell, url: &str) -> (Server, u16) {
     let config = NatsConfig::from_url(url, "test").expect("a NATS URL");
     let store = JetStreamBackend::connect(&config, "jetmq").expect("connect");
+    // Anonymous clients welcome, and one user: attackers come both ways.
+    let hash = jetmq::auth::hash_password(b"s3cret").expect("hash");
     common::serve_with(
         shell,
-        &format!("[nats]\nurl = \"{url}\"\n"),
+        &format!(
+            "[nats]\nurl = \"{url}\"\n[[auth.users]]\nusername = \"mallory\"\npassword_hash = \"{hash}\"\n"
+        ),
         Arc::new(store),
     )
     .await
@@ -190,7 +194,15 @@ async fn attack(nats: &NatsServer, url: &str) {
     // JetStream work starts, so its inbox replies and records flow while they listen.
     let mut attackers = Vec::new();
     for (i, port) in [port_a, port_b].into_iter().enumerate() {
-        let mut attacker = client(&format!("attacker-{i}"), port, true).await;
+        // On node a an anonymous attacker, on node b an authenticated one.
+        let mut o = rumqttc::MqttOptions::new(format!("attacker-{i}"), "127.0.0.1", port);
+        if i == 1 {
+            o.set_credentials("mallory", "s3cret");
+        }
+        let mut attacker = tokio::time::timeout(common::client::DEADLINE, connect(o))
+            .await
+            .expect("CONNACK in time")
+            .expect("the attacker is let in");
         for filter in DANGEROUS_FILTERS {
             attacker.subscribe(filter, QoS::AtLeastOnce).await;
         }

@@ -1,10 +1,10 @@
-//! MQTT clients attacking NATS mode, on a real nats-server with JetStream and a fleet of two
-//! jetmq nodes (one of each shell): while jetmq does its own JetStream work (persistent
-//! sessions resumed across nodes, queued and retained messages), anonymous and authenticated (a configured user) clients publish to
-//! and subscribe on every subject that belongs to NATS or jetmq (stream and consumer delete and
-//! purge, stream info, direct gets, system-account requests, inboxes, `$MQTT`, `$JETMQ`, and
-//! wildcards that cover them). Every stream, its messages and consumers are intact afterwards,
-//! and no message of NATS's or jetmq's own reached an MQTT client.
+//! MQTT clients attacking NATS mode, on a real nats-server with JetStream and a fleet of two jetmq
+//! nodes (one of each shell): while jetmq does its own JetStream work (persistent sessions resumed
+//! across nodes, queued and retained messages), anonymous and authenticated (a configured user)
+//! clients publish to and subscribe on every subject that belongs to NATS or jetmq (stream and
+//! consumer delete and purge, stream info, direct gets, system-account requests, inboxes, `$MQTT`,
+//! `$JETMQ`, and wildcards that cover them). Every stream, its messages and consumers are intact
+//! afterwards, and no message of NATS's or jetmq's own reached an MQTT client.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

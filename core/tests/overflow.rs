@@ -277,3 +277,29 @@ fn qos0_for_a_full_queue_is_dropped_and_counted_in_lossless_mode_too() {
     assert_eq!(h.broker.stats().dropped_queue_full, 0);
     assert_eq!(h.broker.stats().dropped_slow_consumer, 1);
 }
+
+#[test]
+fn qos0_never_overtakes_spilled_messages() {
+    // A persistent subscriber at QoS 0 and 1 on the same topic: once its QoS 1 messages spill,
+    // a later QoS 0 message of the same publisher is dropped (counted), never sent ahead of them.
+    let mut h = Harness::new(small_queues());
+    let (s, _) = h.connect_ok(connect(V3, "s", false));
+    h.subscribe_ok(s, 1, "t", QoS::AtLeastOnce);
+    let (p, _) = h.connect_ok(connect(V3, "p", true));
+    publish_numbered(&mut h, p, 12);
+    assert!(h.broker.stats().spilled > 0);
+    // The reads of the spill wait: what the session holds in memory drains to nothing while
+    // its spilled messages are still to come.
+    h.auto_store = false;
+    let mut got: Vec<String> = ack_everything(&mut h, s)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(got.len() < 12);
+    h.send(p, &publish("t", "zero", PublishQos::AtMostOnce, false));
+    h.auto_store = true;
+    h.complete_all_held();
+    got.extend(ack_everything(&mut h, s).into_iter().map(|(p, _)| p));
+    assert_eq!(got, numbers(12), "the QoS 0 message did not jump the queue");
+    assert_eq!(h.broker.stats().dropped_slow_consumer, 1);
+}

@@ -923,10 +923,18 @@ impl Broker {
     }
 
     /// The connection a QoS 0 message for `session` is written to at once: online, with
-    /// nothing queued ahead of it.
+    /// nothing queued or spilled ahead of it.
     fn writes_now(&self, session: SessionId) -> Option<ConnId> {
         let s = self.sessions.get(session)?;
-        s.outbound.queue.is_empty().then_some(s.conn).flatten()
+        // Spilled messages are ahead of it too (`deliver` drops it then).
+        let spilled = s
+            .outbound
+            .overload
+            .as_deref()
+            .is_some_and(super::overflow::Overload::spilled);
+        (s.outbound.queue.is_empty() && !spilled)
+            .then_some(s.conn)
+            .flatten()
     }
 
     /// Hands one message to one session: sent now, queued behind the window, or dropped

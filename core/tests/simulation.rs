@@ -428,6 +428,12 @@ impl Sim {
         if std::env::var_os("JETMQ_SIM_TRACE").is_some() {
             eprintln!("  client {i} connects: clean start {clean_start}, expiry {expiry:?}");
         }
+        if c.conn.is_some() {
+            // The new connection takes the old one over: what it had sent unacknowledged was
+            // never accepted (see `leave`).
+            self.store_failed(i);
+        }
+        let c = &self.clients[i];
         let conn = self.h.open(c.version);
         self.flushed.insert(conn, 0);
         let c = &mut self.clients[i];

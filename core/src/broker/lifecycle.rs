@@ -393,6 +393,25 @@ impl Broker {
             .is_some_and(|s| s.owner.as_deref() != owner)
     }
 
+    /// Why a CONNECT cannot use the stored record a load read, if it cannot: the record is
+    /// another client's under the same hash (refused as the NATS server refuses it: its
+    /// session must be neither resumed nor ended by this one), or another user's session (a
+    /// record the NATS server wrote names no owner).
+    fn foreign_record(
+        &self,
+        record: Option<&crate::js::StoredMessage>,
+        key: &SessionKey,
+        connect: &Connect,
+    ) -> Option<ConnectReason> {
+        let stored = records::SessionRecord::from_json(&record?.payload)?;
+        if stored.id != key.client_id.as_ref() {
+            return Some(ConnectReason::ClientIdentifierNotValid);
+        }
+        let owner = self.owner_of(connect);
+        (stored.jetmq.level != 0 && stored.jetmq.owner.as_deref() != owner.as_deref())
+            .then_some(ConnectReason::NotAuthorized)
+    }
+
     /// Whether a persistent session of another client identifier has the record subject
     /// `key`'s session would have.
     fn shares_a_record(&self, key: &SessionKey) -> bool {
@@ -528,23 +547,7 @@ impl Broker {
             );
             return;
         }
-        let stored = record
-            .as_ref()
-            .and_then(|r| records::SessionRecord::from_json(&r.payload));
-        let owner = self.owner_of(&connect);
-        let refusal = match stored {
-            // Another client's record under the same hash: refused as the NATS server
-            // refuses it (its session must be neither resumed nor ended by this one).
-            Some(s) if s.id != key.client_id.as_ref() => {
-                Some(ConnectReason::ClientIdentifierNotValid)
-            }
-            // Another user's session (a record the NATS server wrote names no owner).
-            Some(s) if s.jetmq.level != 0 && s.jetmq.owner.as_deref() != owner.as_deref() => {
-                Some(ConnectReason::NotAuthorized)
-            }
-            _ => None,
-        };
-        if let Some(reason) = refusal {
+        if let Some(reason) = self.foreign_record(record.as_ref(), &key, &connect) {
             self.refuse(conn, connect.protocol, reason, out);
             return;
         }

@@ -767,6 +767,12 @@ impl JetStream {
         ));
         let consumer = pull.consumer.clone();
         let token = self.send(nats, &subject, None, b"", Op::PullCheck(pull));
+        self.track_pull(nats, consumer, token);
+    }
+
+    /// Makes request `token` the consumer's pull in flight (what waits for the pull keeps
+    /// waiting), or, when it could not be sent, carries out what waited.
+    fn track_pull(&mut self, nats: &mut NatsClient, consumer: ByteString, token: u64) {
         if self.ops.contains_key(&token) {
             let waiting = self
                 .pulling
@@ -796,16 +802,7 @@ impl JetStream {
         .unwrap_or_default();
         let consumer = pull.consumer.clone();
         let token = self.send(nats, &subject, None, &body, Op::Pull(pull));
-        if self.ops.contains_key(&token) {
-            let waiting = self
-                .pulling
-                .remove(&consumer)
-                .map(|(_, w)| w)
-                .unwrap_or_default();
-            self.pulling.insert(consumer, (token, waiting));
-        } else {
-            self.end_pull_waiting(&consumer, nats);
-        }
+        self.track_pull(nats, consumer, token);
     }
 
     fn on_pulled(&mut self, token: u64, mut pull: Pull, msg: &Message, nats: &mut NatsClient) {

@@ -719,11 +719,11 @@ impl Sim {
             for packet in packets {
                 self.on_packet(i, packet);
             }
-            if let Some(reason) = self.h.closed(conn) {
-                if reason == CloseReason::StoreFailure {
-                    // A 3.1.1 publisher learns of a failed write so.
-                    self.store_failed(i);
-                }
+            if self.h.closed(conn).is_some() {
+                // The broker closed it (a 3.1.1 publisher learns of a failed write so, and
+                // keep-alive, slow consumers, takeovers end connections too): what it had sent
+                // unacknowledged was never accepted (see `leave`).
+                self.store_failed(i);
                 self.lose_connection(i);
             }
         }

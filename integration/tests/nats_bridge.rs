@@ -6,84 +6,20 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
-use jetmq_core::nats::{Event, Message, NatsClient};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 mod common;
+use common::nats_client::Peer;
 use common::nats_server::{admin_options, free_port, NatsServer};
 use common::Shell;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
-/// A plain NATS client: the core's protocol state machine over a socket.
-struct Nats {
-    socket: TcpStream,
-    client: NatsClient,
-    buf: BytesMut,
-    events: Vec<Event>,
-}
-
-impl Nats {
-    async fn connect(port: u16) -> Self {
-        let socket = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        // The tests' unrestricted user: jetmq's has only what jetmq needs.
-        let mut client = NatsClient::new(admin_options(), 1 << 20);
-        client.connection_started();
-        let mut n = Self {
-            socket,
-            client,
-            buf: BytesMut::new(),
-            events: Vec::new(),
-        };
-        n.until(|e| matches!(e, Event::Connected(_))).await;
-        // The handshake's PING: its PONG must not be taken for a later one's.
-        n.until(|e| matches!(e, Event::Pong)).await;
-        n
-    }
-
-    async fn flush(&mut self) {
-        let out = self.client.take_output();
-        self.socket.write_all(&out).await.expect("write");
-    }
-
-    /// Reads until an event matching `want` arrives, and returns it.
-    async fn until(&mut self, want: impl Fn(&Event) -> bool) -> Event {
-        loop {
-            if let Some(i) = self.events.iter().position(&want) {
-                return self.events.remove(i);
-            }
-            self.flush().await;
-            let n = timeout(DEADLINE, self.socket.read_buf(&mut self.buf))
-                .await
-                .expect("NATS answers in time")
-                .expect("read");
-            assert!(n > 0, "NATS closed the connection");
-            self.client
-                .received(&mut self.buf, &mut self.events)
-                .expect("valid protocol");
-        }
-    }
-
-    /// Subscribes, then a PING round trip, so the server has the subscription.
-    async fn subscribe(&mut self, subject: &str) {
-        self.client.subscribe(subject, None);
-        self.client.ping();
-        self.until(|e| matches!(e, Event::Pong)).await;
-    }
-
-    async fn next_message(&mut self) -> Message {
-        match self.until(|e| matches!(e, Event::Message(_))).await {
-            Event::Message(m) => m,
-            _ => unreachable!(),
-        }
-    }
+/// A plain NATS client as the tests' unrestricted user (jetmq's has only what jetmq needs).
+async fn nats_client(port: u16) -> Peer {
+    Peer::connect(port, admin_options(), None).await
 }
 
 /// An MQTT 3.1.1 client whose incoming publishes arrive on a channel.
@@ -114,7 +50,7 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<rumqttc::Publish>) -> rumqttc::Pu
 /// Publishes from NATS until the MQTT side has it (the broker's NATS subscription follows the
 /// MQTT SUBACK asynchronously), and returns what arrived.
 async fn nats_to_mqtt(
-    nats: &mut Nats,
+    nats: &mut Peer,
     subject: &str,
     payload: &[u8],
     rx: &mut mpsc::UnboundedReceiver<rumqttc::Publish>,
@@ -152,7 +88,7 @@ async fn bridge_between_nats_and_mqtt(shell: Shell) {
     sub.subscribe("sensors/#", QoS::AtLeastOnce)
         .await
         .expect("subscribe");
-    let mut nats = Nats::connect(nats_port).await;
+    let mut nats = nats_client(nats_port).await;
     let got = nats_to_mqtt(&mut nats, "sensors.kitchen", b"21.5", &mut sub_rx).await;
     assert_eq!(
         (got.topic.as_str(), &got.payload[..]),
@@ -225,7 +161,7 @@ async fn bridge_between_nats_and_mqtt(shell: Shell) {
         }
     }
     nats_server = NatsServer::start(nats_port);
-    let mut nats = Nats::connect(nats_port).await;
+    let mut nats = nats_client(nats_port).await;
     let got = nats_to_mqtt(&mut nats, "sensors.after", b"back", &mut sub_rx).await;
     assert_eq!(got.topic, "sensors/after");
 

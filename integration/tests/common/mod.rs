@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test crate uses its own part of this.
 
 pub(crate) mod client;
+pub(crate) mod nats_client;
 pub(crate) mod nats_server;
 pub(crate) mod raw;
 

@@ -46,6 +46,37 @@ max_retained_bytes = 4096
 }
 
 #[test]
+fn bounds_on_what_a_client_may_keep_are_read_with_their_defaults() {
+    let c = apply("").expect("valid");
+    assert_eq!(c.broker.max_user_properties, 64);
+    assert_eq!(c.broker.max_user_property_bytes, 16 * 1024);
+    assert_eq!(c.broker.max_sessions, 1_000_000);
+    assert_eq!(c.broker.max_sessions_per_user, 0);
+    assert_eq!(c.broker.max_idle, Some(Duration::from_secs(7200)));
+    assert!(!c.broker.client_id_from_username);
+    let c = apply(
+        r#"
+[limits]
+max_user_properties = 3
+max_user_property_bytes = 100
+max_sessions = 10
+max_sessions_per_user = 2
+max_idle_secs = 0
+
+[auth]
+client_id_from = "username"
+"#,
+    )
+    .expect("valid");
+    assert_eq!(c.broker.max_user_properties, 3);
+    assert_eq!(c.broker.max_user_property_bytes, 100);
+    assert_eq!(c.broker.max_sessions, 10);
+    assert_eq!(c.broker.max_sessions_per_user, 2);
+    assert_eq!(c.broker.max_idle, None, "0: no limit");
+    assert!(c.broker.client_id_from_username);
+}
+
+#[test]
 fn overload_limits_are_read_and_lossless_is_the_default() {
     use jetmq_core::broker::Overflow;
     let c = apply("").expect("valid");
@@ -119,6 +150,18 @@ fn unknown_keys_are_refused() {
 fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
     for (text, key, value, allowed) in [
         ("[limits]\nmax_qos = 3", "limits.max_qos", "3", "0, 1 or 2"),
+        (
+            "[limits]\nmax_idle_secs = 604801",
+            "limits.max_idle_secs",
+            "604801",
+            "0 (no limit) or 1 to 604800",
+        ),
+        (
+            "[auth]\nclient_id_from = \"name\"",
+            "auth.client_id_from",
+            "name",
+            "\"client\" or \"username\"",
+        ),
         (
             "[limits]\noverflow = \"spill\"",
             "limits.overflow",

@@ -293,6 +293,11 @@ struct LimitsFile {
     slow_consumer_timeout_secs: Option<u64>,
     max_connections_per_address: Option<usize>,
     tcp_keepalive_secs: Option<u64>,
+    max_user_properties: Option<usize>,
+    max_user_property_bytes: Option<usize>,
+    max_sessions: Option<usize>,
+    max_sessions_per_user: Option<usize>,
+    max_idle_secs: Option<u64>,
 }
 
 impl LimitsFile {
@@ -323,6 +328,36 @@ impl LimitsFile {
         }
         if let Some(v) = self.slow_consumer_timeout_secs {
             b.slow_consumer_timeout = up_to_an_hour("limits.slow_consumer_timeout_secs", v)?;
+        }
+        Ok(())
+    }
+
+    /// Applies what one client may make the broker keep: user properties per message,
+    /// sessions in all and per user, and how long a connection without keep-alive may idle.
+    fn apply_state_bounds(&self, b: &mut BrokerConfig) -> Result<(), ConfigError> {
+        if let Some(v) = self.max_user_properties {
+            b.max_user_properties = v;
+        }
+        if let Some(v) = self.max_user_property_bytes {
+            b.max_user_property_bytes = v;
+        }
+        if let Some(v) = self.max_sessions {
+            b.max_sessions = v;
+        }
+        if let Some(v) = self.max_sessions_per_user {
+            b.max_sessions_per_user = v;
+        }
+        match self.max_idle_secs {
+            None => {}
+            Some(0) => b.max_idle = None,
+            Some(secs @ 1..=604_800) => b.max_idle = Some(Duration::from_secs(secs)),
+            Some(secs) => {
+                return Err(invalid(
+                    "limits.max_idle_secs",
+                    secs,
+                    "0 (no limit) or 1 to 604800 seconds (7 days)",
+                ))
+            }
         }
         Ok(())
     }
@@ -414,6 +449,7 @@ struct AuthFile {
     max_failures_per_address: Option<u32>,
     max_failures_per_user: Option<u32>,
     failure_window_secs: Option<u64>,
+    client_id_from: Option<String>,
 }
 
 /// Topic permissions from the configuration file: each pattern checked as an MQTT topic
@@ -767,6 +803,19 @@ impl ServerConfig {
         if let Some(anonymous) = file.auth.allow_anonymous {
             self.auth.allow_anonymous = anonymous;
         }
+        if let Some(from) = &file.auth.client_id_from {
+            self.broker.client_id_from_username = match from.as_str() {
+                "client" => false,
+                "username" => true,
+                _ => {
+                    return Err(invalid(
+                        "auth.client_id_from",
+                        from,
+                        "\"client\" or \"username\"",
+                    ))
+                }
+            };
+        }
         self.auth.anonymous = permissions(
             ("auth.anonymous_publish", file.auth.anonymous_publish),
             ("auth.anonymous_subscribe", file.auth.anonymous_subscribe),
@@ -917,6 +966,7 @@ impl ServerConfig {
             b.receive_maximum = v;
         }
         l.apply_overload(b)?;
+        l.apply_state_bounds(b)?;
         if let Some(v) = l.max_keep_alive {
             b.max_keep_alive = v;
         }

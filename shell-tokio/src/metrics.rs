@@ -418,6 +418,18 @@ pub fn render(metrics: &Metrics, fleet: bool) -> String {
         "NATS messages on subjects the bridge does not carry, dropped.",
         s.bridge_refused,
     );
+    one(
+        "jetmq_oversized_properties_total",
+        "counter",
+        "PUBLISHes and wills refused for carrying too many user properties.",
+        s.oversized_properties,
+    );
+    one(
+        "jetmq_sessions_refused_total",
+        "counter",
+        "CONNECTs refused because a new session would exceed max_sessions or max_sessions_per_user.",
+        s.sessions_refused,
+    );
     let _ = writeln!(
         out,
         "# HELP jetmq_publish_dropped_total Messages dropped for a subscriber, by reason.\n\

@@ -128,6 +128,38 @@ pub struct BrokerConfig {
     /// kept), refused the same way. 0: no limit. Default 1 GiB.
     #[serde(default)]
     pub max_retained_bytes: usize,
+    /// Most user properties one message (a PUBLISH or a will) may carry: what the broker would
+    /// keep for it. A PUBLISH with more is refused with 0x97 Quota exceeded (QoS 0: dropped,
+    /// counted), a CONNECT whose will has more with CONNACK 0x97 (3.1.1 cannot carry
+    /// properties). 0: no limit. Default 64.
+    #[serde(default)]
+    pub max_user_properties: usize,
+    /// Most bytes of user properties (names and values) one message may carry, refused the
+    /// same way. 0: no limit. Default 16 KiB.
+    #[serde(default)]
+    pub max_user_property_bytes: usize,
+    /// Most sessions (online, and persistent ones offline) the broker holds; a CONNECT that
+    /// would make a new one beyond it is refused with CONNACK 0x97 Quota exceeded (3.1.1:
+    /// server unavailable), while resuming or replacing an existing session still works.
+    /// On a fleet node it counts the sessions held on that node. 0: no limit. Default
+    /// 1 000 000.
+    #[serde(default)]
+    pub max_sessions: usize,
+    /// Most sessions one authenticated user may hold, refused the same way (anonymous
+    /// clients are not counted here: `max_sessions` bounds them). 0: no limit. Default 0.
+    #[serde(default)]
+    pub max_sessions_per_user: usize,
+    /// Longest a connection whose client asked for no keep-alive (0) may stay without sending
+    /// anything; it is then closed as on a keep-alive timeout (DISCONNECT 0x8D for 5.0). A
+    /// keep-alive of 0 would otherwise let a connection hold its resources forever.
+    /// `None`: no limit. Default 2 hours.
+    #[serde(default)]
+    pub max_idle: Option<Duration>,
+    /// Use the authenticated user name as the client identifier, whatever the CONNECT says
+    /// (mosquitto's `use_username_as_clientid`): one session per user, and no client can
+    /// take another's identifier. Clients without a user name keep theirs. Default false.
+    #[serde(default)]
+    pub client_id_from_username: bool,
 }
 
 impl Default for BrokerConfig {
@@ -167,7 +199,28 @@ impl Default for BrokerConfig {
             max_subscriptions: 100_000,
             max_retained_messages: 1_000_000,
             max_retained_bytes: 1 << 30,
+            max_user_properties: 64,
+            max_user_property_bytes: 16 * 1024,
+            max_sessions: 1_000_000,
+            max_sessions_per_user: 0,
+            max_idle: Some(Duration::from_secs(2 * 3600)),
+            client_id_from_username: false,
         }
+    }
+}
+
+impl BrokerConfig {
+    /// Whether a message's user properties are within `max_user_properties` and
+    /// `max_user_property_bytes`.
+    #[must_use]
+    pub fn user_properties_fit(&self, properties: &[crate::codec::UserProperty]) -> bool {
+        let count_ok =
+            self.max_user_properties == 0 || properties.len() <= self.max_user_properties;
+        let bytes: usize = properties
+            .iter()
+            .map(|p| p.name.len() + p.value.len())
+            .sum();
+        count_ok && (self.max_user_property_bytes == 0 || bytes <= self.max_user_property_bytes)
     }
 }
 

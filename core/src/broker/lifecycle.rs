@@ -95,6 +95,16 @@ impl Broker {
             {
                 return;
             }
+            let first = c.inbuf.first().copied();
+            if matches!(c.phase, Phase::AwaitingConnect { .. })
+                && first.is_some_and(|b| b != CONNECT_BYTE)
+            {
+                // [MQTT-3.1.0-1]: the first packet must be a CONNECT; anything else is refused
+                // from its first byte, before its body is buffered.
+                let reason = DisconnectReason::ProtocolError;
+                self.close(conn, CloseReason::ProtocolViolation(reason), false, out);
+                return;
+            }
             match c.decoder.decode(&mut c.inbuf) {
                 Ok(None) => {
                     if c.inbuf.is_empty() {
@@ -287,6 +297,14 @@ impl Broker {
                 self.refuse(conn, version, ConnectReason::TopicNameInvalid, out);
                 return;
             }
+            if !self
+                .config
+                .user_properties_fit(&will.properties.user_properties)
+            {
+                self.stats.oversized_properties += 1;
+                self.refuse(conn, version, ConnectReason::QuotaExceeded, out);
+                return;
+            }
             let utf8 =
                 will.properties.payload_format_indicator == Some(crate::codec::PayloadFormat::Utf8);
             if utf8 && std::str::from_utf8(&will.payload).is_err() {
@@ -295,8 +313,9 @@ impl Broker {
                 return;
             }
         }
-        let mut client_id = connect.client_id.clone();
-        let mut assigned = false;
+        let mut client_id = self.client_id_of(&connect);
+        // A v5 client that sent none learns the identifier it got (Assigned Client Identifier).
+        let mut assigned = !client_id.is_empty() && connect.client_id.is_empty();
         if client_id.is_empty() {
             if !version.is_v5() && !connect.clean_start {
                 // [MQTT-3.1.3-8]: an empty id needs a clean session in 3.1.1.
@@ -322,6 +341,15 @@ impl Broker {
             ByteString::from_static(DEFAULT_ACCOUNT),
             out,
         );
+    }
+
+    /// The client identifier a CONNECT's session goes by: its user name with
+    /// `client_id_from_username` (when it has one), else the one it sent (maybe empty).
+    fn client_id_of(&self, connect: &Connect) -> ByteString {
+        match &connect.username {
+            Some(user) if self.config.client_id_from_username && !user.is_empty() => user.clone(),
+            _ => connect.client_id.clone(),
+        }
     }
 
     /// An accepted CONNECT: in a fleet, the other nodes hear of it, and a session to resume
@@ -354,6 +382,18 @@ impl Broker {
             // owner's takeover limit).
             let version = connect.protocol;
             self.refuse(conn, version, ConnectReason::NotAuthorized, out);
+            return;
+        }
+        let new_here = self.session_id(&key).is_none();
+        if new_here
+            && !self
+                .session_quota
+                .admits(&self.config, self.sessions.len(), owner.as_ref())
+        {
+            // No room for another session (resuming or replacing one still works).
+            self.stats.sessions_refused += 1;
+            let version = connect.protocol;
+            self.refuse(conn, version, ConnectReason::QuotaExceeded, out);
             return;
         }
         if self.shares_a_record(&key) {
@@ -723,6 +763,7 @@ impl Broker {
             return;
         };
         if !session_present {
+            self.session_quota.add(owner.as_ref());
             s.owner = owner.map(Box::new);
         }
         s.conn = Some(conn);
@@ -798,8 +839,11 @@ impl Broker {
             keep_alive = min;
             server_keep_alive = Some(min);
         }
-        c.keep_alive =
-            (keep_alive != 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        // No keep-alive (0) still ends a connection silent for longer than `max_idle`.
+        c.keep_alive = match keep_alive {
+            0 => self.config.max_idle,
+            secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
+        };
 
         let mut ack = ConnAck::new(ConnectReason::Success, session_present);
         if version.is_v5() {
@@ -1208,6 +1252,7 @@ impl Broker {
         self.hand_over_shared(session, true, out);
         self.release_held(session);
         let s = self.sessions.try_remove(session)?;
+        self.session_quota.remove(s.owner.as_deref());
         self.queued_total = self.queued_total.saturating_sub(s.outbound.queued_bytes);
         self.release_held_for_total();
         self.by_key.remove(&s.key, session);
@@ -1286,6 +1331,9 @@ impl Broker {
         }
     }
 }
+
+/// The first byte of every CONNECT: packet type 1, no flags.
+const CONNECT_BYTE: u8 = 0x10;
 
 /// Bytes kept from a client whose CONNECT waits (for authentication, its session or flapping
 /// protection) before its connection is no longer read until the wait ends.

@@ -66,6 +66,7 @@ pub mod retained;
 mod retained_quota;
 mod session;
 mod session_index;
+mod session_quota;
 mod shared;
 mod shared_fleet;
 mod subscribe;
@@ -140,6 +141,12 @@ pub struct BrokerStats {
     /// Times a publisher stopped being read because a session it sent to (or all queues
     /// together) was at its limit ([`Overflow::Lossless`]).
     pub publishers_held: u64,
+    /// PUBLISHes and wills refused for carrying more user properties than
+    /// `max_user_properties` / `max_user_property_bytes` allow.
+    pub oversized_properties: u64,
+    /// CONNECTs refused because a new session would exceed `max_sessions` or
+    /// `max_sessions_per_user`.
+    pub sessions_refused: u64,
 }
 
 /// Mixed into the seed for the node number.
@@ -189,6 +196,8 @@ pub struct Broker {
     /// Boxed, so the slab's spare capacity costs a pointer per slot, not a session.
     sessions: Slab<Box<Session>>,
     by_key: session_index::SessionIndex,
+    /// Sessions per user, for `max_sessions_per_user`.
+    session_quota: session_quota::SessionQuota,
     /// The last session number handed out.
     session_uids: u64,
     subscriptions: SubscriptionTree<SessionId, session::Subscriber>,
@@ -273,6 +282,7 @@ impl Broker {
             conns: BTreeMap::new(),
             sessions: Slab::new(),
             by_key: session_index::SessionIndex::default(),
+            session_quota: session_quota::SessionQuota::default(),
             session_uids: 0,
             subscriptions: SubscriptionTree::new(),
             shared: SubscriptionTree::new(),

@@ -489,6 +489,7 @@ impl Broker {
         self.by_key.insert(&key, self.sessions.vacant_key());
         let mut session = Box::new(Session::new(key, version, self.session_uids));
         session.owner = rec.jetmq.owner.clone().map(|o| Box::new(o.into()));
+        self.session_quota.add(session.owner.as_deref());
         let id = self.sessions.insert(session);
         let mut subs: Vec<(ByteString, SubscriptionEntry)> = Vec::new();
         if rec.jetmq.subs.is_empty() {

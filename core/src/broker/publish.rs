@@ -143,6 +143,16 @@ impl Broker {
             }
             return;
         }
+        let user_properties = p
+            .properties
+            .as_ref()
+            .map_or(&[][..], |props| &props.user_properties);
+        if !self.config.user_properties_fit(user_properties) {
+            // More user properties than one message may carry: 0x97; a QoS 0 one is dropped.
+            self.stats.oversized_properties += 1;
+            self.refuse_publish(conn, p.qos, PubAckReason::QuotaExceeded, out);
+            return;
+        }
         let closed_subject = !self.bridge_carries(&topic);
         if closed_subject {
             out.push(Action::Notice(super::io::Notice::BridgeRefused {

@@ -314,6 +314,8 @@ impl Session {
 pub struct SessionInfo {
     /// Account and client identifier.
     pub key: SessionKey,
+    /// The authenticated user it belongs to (`None`: anonymous, or no authentication).
+    pub owner: Option<ByteString>,
     /// The protocol version of its last connection.
     pub protocol: ProtocolVersion,
     /// Whether a client is connected to it.
@@ -338,6 +340,7 @@ impl Session {
     pub(crate) fn info(&self) -> SessionInfo {
         SessionInfo {
             key: self.key.clone(),
+            owner: self.owner.as_deref().cloned(),
             protocol: self.version,
             online: self.conn.is_some(),
             persistent: self.persistent,

@@ -83,6 +83,14 @@ pub fn broker_sequence(data: &[u8]) {
         max_unsent_bytes: 512,
         max_retained_messages: 4,
         max_retained_bytes: 256,
+        // Small client bounds, so the fuzzer reaches them (client_bounds.rs holds the property).
+        max_subscriptions: 8,
+        max_user_properties: 2,
+        max_user_property_bytes: 64,
+        max_sessions: 4,
+        max_sessions_per_user: 2,
+        max_idle: Some(Duration::from_secs(5)),
+        client_id_from_username: data.first().is_some_and(|b| b & 16 == 16),
         ..BrokerConfig::default()
     };
     let mut broker = Broker::new(config, 1, Now::default());

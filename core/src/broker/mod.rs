@@ -70,6 +70,7 @@ mod session_quota;
 mod shared;
 mod shared_fleet;
 mod subscribe;
+mod subscription_save;
 pub mod subscriptions;
 mod sys_topics;
 mod takeovers;
@@ -213,6 +214,9 @@ pub struct Broker {
     retained: RetainedStore<SharedMessage>,
     /// Fleet: catch-up reads of sessions' consumers in flight.
     catch_ups: BTreeMap<SessionId, catch_up::CatchUp>,
+    /// Persistent sessions' subscription saves in flight, with the acknowledgements waiting
+    /// for them or for the next (see `subscription_save`).
+    subscription_saves: BTreeMap<SessionRef, subscription_save::SubscriptionSave>,
     /// Bytes kept for `retained` (topic, properties, payload), for its quota (`$SYS/broker/`
     /// statistics aside).
     retained_bytes: usize,
@@ -292,6 +296,7 @@ impl Broker {
             shared_scratch: Vec::new(),
             retained: RetainedStore::new(),
             catch_ups: BTreeMap::new(),
+            subscription_saves: BTreeMap::new(),
             retained_bytes: 0,
             retained_sys: 0,
             retained_swept_at: None,

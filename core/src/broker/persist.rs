@@ -86,6 +86,9 @@ pub(crate) enum RequestOwner {
         uid: u64,
         attempt: u8,
     },
+    /// A write of a persistent session's subscription save (see `subscription_save`); `uid`
+    /// tells the session from a later one in its slot.
+    SubscriptionSave { session: SessionId, uid: u64 },
     /// Nobody: a failure is reported and counted.
     Background,
 }
@@ -167,6 +170,10 @@ impl Broker {
                 attempt,
             } => {
                 self.on_record_written(session, (uid, attempt), &reply, out);
+                return;
+            }
+            RequestOwner::SubscriptionSave { session, uid } => {
+                self.on_subscriptions_saved(session, uid, reply.is_ok(), out);
                 return;
             }
             RequestOwner::Background => return,

@@ -190,7 +190,8 @@ impl Broker {
     }
 
     /// Sends `ack` once a persistent session's new subscriptions are stored (its record and
-    /// its consumer's filters), then the retained messages.
+    /// its consumer's filters, by a save that includes this change: see `subscription_save`),
+    /// then the retained messages.
     fn acknowledge_subscription_change(
         &mut self,
         conn: ConnId,
@@ -200,13 +201,7 @@ impl Broker {
         retained: Vec<(TopicFilter, QoS, Option<NonZeroU32>)>,
         out: &mut Outbox,
     ) {
-        let persistent = self.sessions.get(session).is_some_and(|s| s.persistent);
-        let writes = if persistent && changed {
-            self.schedule_catch_up(session, std::collections::BTreeSet::new());
-            self.session_writes(session)
-        } else {
-            Vec::new()
-        };
+        let save = changed && self.sessions.get(session).is_some_and(|s| s.persistent);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -215,18 +210,10 @@ impl Broker {
                 packet: ack,
                 retained,
             },
-            u32::try_from(writes.len()).unwrap_or(u32::MAX),
+            u32::from(save),
         );
-        for req in writes {
-            self.request(
-                req,
-                super::persist::RequestOwner::Pipeline {
-                    conn: Some(conn),
-                    token,
-                    kind: super::persist::Write::Other,
-                },
-                out,
-            );
+        if save {
+            self.save_subscriptions(session, (conn, token), out);
         }
         self.drain_pipeline(Some(conn), out);
         // Subscription changes are rare: once done, the room their entry took is given back

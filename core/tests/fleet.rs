@@ -1615,6 +1615,42 @@ fn the_last_member_on_a_node_leaves_the_queue_group() {
     );
 }
 
+/// A shared subscription's group freed with its last member on a node (by UNSUBSCRIBE) and
+/// made again by a new member joins the queue group again, and its members get the messages
+/// NATS hands the node.
+#[test]
+fn a_group_made_again_on_a_node_joins_its_queue_group_again() {
+    let mut f = Fleet::new();
+    let (m, _) = f.on(Node::A).connect_ok(connect(V3, "m", true));
+    f.a.subscribe_ok(m, 1, "$share/g/jobs/#", QoS::AtMostOnce);
+    f.take_queue_changes();
+    let subs = queue_subs_of(&f, Node::A);
+    assert_eq!(subs.len(), 3, "jobs, jobs.> and handovers: {subs:?}");
+    f.a.send(
+        m,
+        &Packet::Unsubscribe(jetmq_core::codec::Unsubscribe {
+            packet_id: harness::pid(2),
+            properties: Default::default(),
+            filters: vec!["$share/g/jobs/#".into()],
+        }),
+    );
+    f.take_queue_changes();
+    assert!(queue_subs_of(&f, Node::A).is_empty());
+    assert_eq!(f.a.broker.metrics().share_groups, 0);
+    let (n, _) = f.a.connect_ok(connect(V3, "n", true));
+    f.a.subscribe_ok(n, 1, "$share/g/jobs/#", QoS::AtMostOnce);
+    f.take_queue_changes();
+    assert_eq!(queue_subs_of(&f, Node::A), subs, "the same queue group");
+    f.a.input(Input::NatsQueueMessage {
+        queue: subs[0].0.clone().into(),
+        subject: "jobs.1".into(),
+        headers: Vec::new(),
+        payload: bytes::Bytes::from_static(b"job"),
+    });
+    assert_eq!(f.a.publishes(n).len(), 1);
+    assert!(f.a.publishes(m).is_empty());
+}
+
 /// A queue group's copy of a retained message comes on another NATS connection than the live
 /// copy and may arrive after a newer retained message: it reaches its member but leaves the
 /// retained message alone.

@@ -365,6 +365,12 @@ pub fn render(metrics: &Metrics, fleet: bool) -> String {
         count(metrics.subscriptions),
     );
     one(
+        "jetmq_share_groups",
+        "gauge",
+        "Shared subscriptions ($share/group/filter) with at least one member on this node.",
+        count(metrics.share_groups),
+    );
+    one(
         "jetmq_retained_messages",
         "gauge",
         "Retained messages.",

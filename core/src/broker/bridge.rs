@@ -57,13 +57,10 @@ const STAMPS_PER_MILLI: u64 = 1 << 12;
 
 impl Broker {
     /// Counts a new MQTT subscription's subjects; a subject's first one subscribes on NATS.
-    /// In a fleet, a shared subscription's member counts towards its queue group instead.
+    /// In a fleet, a shared subscription's members count towards its queue group instead
+    /// (see `shared_fleet.rs`).
     pub(super) fn bridge_subscribed(&mut self, entry: &SubscriptionEntry) {
-        if !self.config.nats_bridge {
-            return;
-        }
-        if let (Some(share), true) = (entry.share, self.config.fleet) {
-            self.share_member_added(share);
+        if !self.config.nats_bridge || (entry.share.is_some() && self.config.fleet) {
             return;
         }
         let filter = &entry.filter;
@@ -78,11 +75,7 @@ impl Broker {
 
     /// Uncounts a removed MQTT subscription's subjects; a subject's last one unsubscribes.
     pub(super) fn bridge_unsubscribed(&mut self, entry: &SubscriptionEntry) {
-        if !self.config.nats_bridge {
-            return;
-        }
-        if let (Some(share), true) = (entry.share, self.config.fleet) {
-            self.share_member_removed(share);
+        if !self.config.nats_bridge || (entry.share.is_some() && self.config.fleet) {
             return;
         }
         let filter = &entry.filter;

@@ -16,6 +16,9 @@ pub struct Metrics {
     pub connections: usize,
     /// Subscriptions of all sessions.
     pub subscriptions: usize,
+    /// Shared subscriptions (`$share/{group}/{filter}`) with at least one member here; a group
+    /// is freed with its last member.
+    pub share_groups: usize,
     /// Retained messages.
     pub retained: usize,
     /// Bytes kept for the retained messages: topic, properties and payload (`$SYS/broker/`
@@ -57,6 +60,7 @@ impl Broker {
                 .iter()
                 .map(|(_, s)| s.subscriptions.values().count())
                 .sum(),
+            share_groups: self.shares.len(),
             retained: self.retained.len(),
             retained_bytes: self.retained_bytes(),
             stats: self.stats,

@@ -96,6 +96,7 @@ use persist::RequestOwner;
 use publish::{FanoutJob, Target};
 use retained::RetainedStore;
 use session::{Session, SessionId, SessionRef};
+use shared::ShareId;
 use subscriptions::SubscriptionTree;
 
 use crate::js::{RequestId, StoredMessage};
@@ -203,14 +204,11 @@ pub struct Broker {
     session_uids: u64,
     subscriptions: SubscriptionTree<SessionId, session::Subscriber>,
     /// Shared subscriptions, keyed by (shared subscription number, member session).
-    shared: SubscriptionTree<(u32, SessionId), session::Subscriber>,
-    /// Shared subscription numbers by (group, filter), and by NATS queue group name.
-    shares: BTreeMap<(bytestring::ByteString, bytestring::ByteString), u32>,
-    share_queues: BTreeMap<bytestring::ByteString, u32>,
-    /// The shared subscriptions, by number.
-    share_groups: Vec<shared::ShareGroup>,
+    shared: SubscriptionTree<(ShareId, SessionId), session::Subscriber>,
+    /// The shared subscriptions with members here.
+    shares: shared::ShareGroups,
     /// Reused list of shared-subscription members matching a message.
-    shared_scratch: Vec<(u32, SessionId, session::Subscriber)>,
+    shared_scratch: Vec<(ShareId, SessionId, session::Subscriber)>,
     retained: RetainedStore<SharedMessage>,
     /// Fleet: catch-up reads of sessions' consumers in flight.
     catch_ups: BTreeMap<SessionId, catch_up::CatchUp>,
@@ -290,9 +288,7 @@ impl Broker {
             session_uids: 0,
             subscriptions: SubscriptionTree::new(),
             shared: SubscriptionTree::new(),
-            shares: BTreeMap::new(),
-            share_queues: BTreeMap::new(),
-            share_groups: Vec::new(),
+            shares: shared::ShareGroups::default(),
             shared_scratch: Vec::new(),
             retained: RetainedStore::new(),
             catch_ups: BTreeMap::new(),

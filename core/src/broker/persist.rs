@@ -25,7 +25,7 @@ use crate::js::{
     EXPECTED_LAST_SUBJECT_SEQUENCE,
 };
 use crate::time::{Instant, WallClock};
-use crate::topic::{subject, TopicName};
+use crate::topic::{subject, Subscription, TopicName};
 
 /// What a write contributes to the packet waiting for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -498,31 +498,23 @@ impl Broker {
         session.owner = rec.jetmq.owner.clone().map(|o| Box::new(o.into()));
         self.session_quota.add(session.owner.as_deref());
         let id = self.sessions.insert(session);
+        // Indexing makes the groups of shared subscriptions (see `shared.rs`).
         let mut subs: Vec<(ByteString, SubscriptionEntry)> = Vec::new();
         if rec.jetmq.subs.is_empty() {
             // A record written by the NATS server: filters are NATS subjects.
             for (subj, qos) in &rec.subs {
                 let text: ByteString = subject::subject_to_filter(subj).into_owned().into();
-                if let (Some((filter, share)), Some(qos)) =
-                    (self.parse_subscription(&text), QoS::from_u8(*qos))
+                if let (Ok(sub), Some(qos)) = (Subscription::new(text.clone()), QoS::from_u8(*qos))
                 {
                     let options = SubscriptionOptions::new(qos);
-                    subs.push((
-                        text,
-                        SubscriptionEntry {
-                            filter,
-                            options,
-                            id: None,
-                            share,
-                        },
-                    ));
+                    subs.push((text, self.index_subscription(id, sub, options, None)));
                 }
             }
         } else {
             for (text, sr) in &rec.jetmq.subs {
                 let text: ByteString = text.clone().into();
-                if let (Some((filter, share)), Some(qos)) =
-                    (self.parse_subscription(&text), QoS::from_u8(sr.qos))
+                if let (Ok(sub), Some(qos)) =
+                    (Subscription::new(text.clone()), QoS::from_u8(sr.qos))
                 {
                     let options = SubscriptionOptions {
                         qos,
@@ -530,22 +522,10 @@ impl Broker {
                         retain_as_published: sr.rap,
                         retain_handling: RetainHandling::SendAtSubscribe,
                     };
-                    let id = sr.sid.and_then(std::num::NonZeroU32::new);
-                    subs.push((
-                        text,
-                        SubscriptionEntry {
-                            filter,
-                            options,
-                            id,
-                            share,
-                        },
-                    ));
+                    let sid = sr.sid.and_then(std::num::NonZeroU32::new);
+                    subs.push((text, self.index_subscription(id, sub, options, sid)));
                 }
             }
-        }
-        for (_, entry) in &subs {
-            self.bridge_subscribed(entry);
-            self.index_subscription(id, entry);
         }
         // Later connects here order after the one the record holds, whatever this node's
         // clock says.

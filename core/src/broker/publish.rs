@@ -10,6 +10,7 @@ use super::io::{Action, CloseReason, ConnId, Outbox};
 use super::message::{Message, SharedMessage};
 use super::persist::Write;
 use super::session::{Delivery, Inflight, InflightState, SessionId, SubscriptionIds};
+use super::shared::ShareId;
 use super::topic_alias::AliasUse;
 use super::Broker;
 use crate::codec::{
@@ -44,7 +45,7 @@ pub(crate) struct Target {
     /// Identifiers of the matching subscriptions that have one.
     pub(crate) subscription_ids: SubscriptionIds,
     /// The shared subscription that chose this session, if any.
-    pub(crate) share: Option<u32>,
+    pub(crate) share: Option<ShareId>,
 }
 
 /// Which subscriptions a routed message goes to.
@@ -56,7 +57,7 @@ pub(crate) enum RouteScope {
     /// NATS queue groups (see `shared_fleet.rs`).
     Plain,
     /// One member of the shared subscription with this number (a queue group's delivery).
-    Share(u32),
+    Share(ShareId),
 }
 
 /// A message being delivered to its targets, possibly over several calls.

@@ -9,6 +9,7 @@ use bytestring::ByteString;
 
 use super::io::ConnId;
 use super::message::{SharedMessage, Will};
+use super::shared::ShareId;
 use crate::codec::{PacketId, ProtocolVersion, QoS, SubscriptionOptions};
 use crate::time::WallClock;
 use crate::topic::TopicFilter;
@@ -48,7 +49,7 @@ pub(crate) struct SubscriptionEntry {
     pub(crate) options: SubscriptionOptions,
     pub(crate) id: Option<NonZeroU32>,
     /// For `$share/{group}/{filter}`: the shared subscription's number in the broker.
-    pub(crate) share: Option<u32>,
+    pub(crate) share: Option<ShareId>,
 }
 
 /// A session's subscriptions by topic filter text, in byte order: a sorted vector, since most
@@ -136,7 +137,7 @@ pub(crate) struct Delivery {
     /// Identifiers of the matching subscriptions (MQTT 5.0).
     pub(crate) subscription_ids: SubscriptionIds,
     /// The shared subscription it came through, if any: it may go to another member.
-    pub(crate) share: Option<u32>,
+    pub(crate) share: Option<ShareId>,
     /// The consumer that releases the stored message once this delivery is done, when that
     /// is not the receiving session's own (a message handed over from a shared member).
     pub(crate) release: Option<Box<ByteString>>,

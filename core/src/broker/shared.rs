@@ -2,6 +2,9 @@
 //! clients): each message goes to one member of each group, in turn, and the unacknowledged
 //! messages of a member that leaves go to another member.
 
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+
 use bytestring::ByteString;
 use slab::Slab;
 
@@ -11,10 +14,19 @@ use super::session::{Delivery, InflightState, Session, SessionId, Subscriber};
 use super::Broker;
 use crate::codec::QoS;
 use crate::js::records;
-use crate::topic::{TopicFilter, TopicName};
+use crate::topic::{SharedFilter, TopicFilter, TopicName};
+
+/// The start of every shared subscription's NATS queue group name.
+pub(super) const QUEUE_PREFIX: &str = "jetmq-share-";
+
+/// A shared subscription's number, handed out once: a group freed with its last member and
+/// made again gets a new one, so a delivery that still names the old group (a message in
+/// flight to a member that left) never reaches the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ShareId(NonZeroU64);
 
 /// A member of a shared subscription matching a message: (share number, session, options).
-type Member = (u32, SessionId, Subscriber);
+type Member = (ShareId, SessionId, Subscriber);
 
 /// The member a message goes to, trying members in turn from `start`: the first one online,
 /// else (when `offline` allows) the first persistent one, never `exclude`.
@@ -45,54 +57,119 @@ fn choose(
 /// the NATS queue group that spreads its messages over the nodes with members.
 #[derive(Debug)]
 pub(super) struct ShareGroup {
+    /// The subscription text, `$share/{group}/{filter}`.
+    text: ByteString,
     /// Messages handed out so far (the next member in turn).
-    pub(super) cursor: u64,
-    /// The queue group's name, the same on every node: `jetmq-share-` and a hash of
+    cursor: u64,
+    /// The queue group's name, the same on every node: [`QUEUE_PREFIX`] and a hash of
     /// `group/filter`.
     pub(super) queue: ByteString,
     /// The filter.
     pub(super) filter: TopicFilter,
-    /// Subscriptions of sessions held here (online or not) that are members.
-    pub(super) members: u32,
+    /// Indexed subscriptions of sessions held here (online or not) that are members.
+    members: usize,
 }
 
 impl ShareGroup {
-    fn new(group: &str, filter: TopicFilter) -> Self {
+    fn new(shared: &SharedFilter) -> Self {
+        let filter = shared.filter();
         let queue = format!(
-            "jetmq-share-{}",
-            records::hash(&format!("{group}/{}", filter.as_str()), 16)
+            "{QUEUE_PREFIX}{}",
+            records::hash(&format!("{}/{}", shared.group(), filter.as_str()), 16)
         );
         Self {
+            text: ByteString::from(shared.as_str()),
             cursor: 0,
             queue: queue.into(),
-            filter,
+            filter: filter.clone(),
             members: 0,
         }
     }
 }
 
-impl Broker {
-    /// The number of the shared subscription `$share/{group}/{filter}`, made on first use.
-    pub(super) fn share_id(&mut self, group: &str, filter: &TopicFilter) -> u32 {
-        let key = (ByteString::from(group), ByteString::from(filter.as_str()));
-        if let Some(id) = self.shares.get(&key) {
-            return *id;
-        }
-        let id = u32::try_from(self.share_groups.len()).unwrap_or(u32::MAX);
-        let group = ShareGroup::new(group, filter.clone());
-        self.share_queues.insert(group.queue.clone(), id);
-        self.share_groups.push(group);
-        self.shares.insert(key, id);
-        id
+/// The shared subscriptions that have members here, by number, by subscription text and by
+/// NATS queue group name. A group is made when its first member joins and freed when its last
+/// leaves, so groups nobody belongs to (a refused or undone SUBSCRIBE) cost nothing; numbers
+/// are never handed out twice.
+#[derive(Debug, Default)]
+pub(super) struct ShareGroups {
+    groups: BTreeMap<ShareId, ShareGroup>,
+    by_text: BTreeMap<ByteString, ShareId>,
+    by_queue: BTreeMap<ByteString, ShareId>,
+    /// Numbers handed out so far.
+    issued: u64,
+}
+
+impl ShareGroups {
+    /// How many groups have members.
+    pub(super) fn len(&self) -> usize {
+        self.groups.len()
     }
 
+    /// The group of `$share/{group}/{filter}` (`text`), if it has members.
+    pub(super) fn id(&self, text: &str) -> Option<ShareId> {
+        self.by_text.get(text).copied()
+    }
+
+    /// The group whose NATS queue group is `queue`, if it has members.
+    pub(super) fn by_queue(&self, queue: &str) -> Option<ShareId> {
+        self.by_queue.get(queue).copied()
+    }
+
+    /// The group numbered `share`, unless it was freed.
+    pub(super) fn get(&self, share: ShareId) -> Option<&ShareGroup> {
+        self.groups.get(&share)
+    }
+
+    /// The cursor of group `share` before this turn (advancing it), unless it was freed.
+    pub(super) fn take_turn(&mut self, share: ShareId) -> Option<u64> {
+        let group = self.groups.get_mut(&share)?;
+        let cursor = group.cursor;
+        group.cursor += 1;
+        Some(cursor)
+    }
+
+    /// A member joins `shared`: the group's number (a new group for its first member) and
+    /// whether it is the first.
+    pub(super) fn join(&mut self, shared: &SharedFilter) -> (ShareId, bool) {
+        if let Some(share) = self.id(shared.as_str()) {
+            if let Some(group) = self.groups.get_mut(&share) {
+                group.members += 1;
+                return (share, false);
+            }
+        }
+        self.issued += 1;
+        let share = ShareId(NonZeroU64::MIN.saturating_add(self.issued - 1));
+        let mut group = ShareGroup::new(shared);
+        group.members = 1;
+        self.by_text.insert(group.text.clone(), share);
+        self.by_queue.insert(group.queue.clone(), share);
+        self.groups.insert(share, group);
+        (share, true)
+    }
+
+    /// A member leaves group `share`; the last one frees it and gets it back.
+    pub(super) fn leave(&mut self, share: ShareId) -> Option<ShareGroup> {
+        let group = self.groups.get_mut(&share)?;
+        group.members = group.members.saturating_sub(1);
+        if group.members > 0 {
+            return None;
+        }
+        let group = self.groups.remove(&share)?;
+        self.by_text.remove(&group.text);
+        self.by_queue.remove(&group.queue);
+        Some(group)
+    }
+}
+
+impl Broker {
     /// Adds one member of each shared subscription matching `topic` (or of `only` that one),
     /// chosen in turn (round robin in member order, deterministic), preferring members that
     /// are online.
     pub(super) fn add_shared_targets(
         &mut self,
         topic: &TopicName,
-        only: Option<u32>,
+        only: Option<ShareId>,
         targets: &mut Vec<Target>,
     ) {
         let mut candidates = std::mem::take(&mut self.shared_scratch);
@@ -107,15 +184,10 @@ impl Broker {
             let Some(&(share, _, _)) = group.first() else {
                 continue;
             };
-            let Some(cursor) = self
-                .share_groups
-                .get_mut(share as usize)
-                .map(|g| &mut g.cursor)
-            else {
+            let Some(cursor) = self.shares.take_turn(share) else {
                 continue;
             };
-            let start = usize::try_from(*cursor % group.len() as u64).unwrap_or(0);
-            *cursor += 1;
+            let start = usize::try_from(cursor % group.len() as u64).unwrap_or(0);
             if let Some((_, session, sub)) = choose(group, start, &self.sessions, None, true) {
                 if let Some(s) = self.sessions.get_mut(session) {
                     // Marks it as a target of this routing pass.
@@ -138,7 +210,7 @@ impl Broker {
     /// `from` goes to next: one online, or (when `offline`) a persistent one.
     fn next_member(
         &self,
-        share: u32,
+        share: ShareId,
         topic: &TopicName,
         from: SessionId,
         offline: bool,
@@ -150,7 +222,7 @@ impl Broker {
             }
         });
         group.sort_by_key(|m| m.1);
-        let cursor = self.share_groups.get(share as usize)?.cursor;
+        let cursor = self.shares.get(share)?.cursor;
         let start = usize::try_from(cursor % group.len().max(1) as u64).unwrap_or(0);
         choose(&group, start, &self.sessions, Some(from), offline)
     }
@@ -160,7 +232,8 @@ impl Broker {
     /// with it): those never sent, and QoS 1 ones sent but not acknowledged. QoS 2 ones
     /// already sent stay with it ([MQTT-4.8.2-4], [MQTT-4.8.2-5]). While the session lives on,
     /// a message moves only to a member that is online; when it ends, also to an offline
-    /// persistent one, and is dropped when there is none.
+    /// persistent one, and is dropped when there is none (as when its group was freed: the
+    /// session unsubscribed, and was the last member).
     pub(super) fn hand_over_shared(&mut self, session: SessionId, ending: bool, out: &mut Outbox) {
         let Some(s) = self.sessions.get(session) else {
             return;
@@ -217,15 +290,13 @@ impl Broker {
             let Some((share, (_, to, sub))) = next else {
                 // The session ends and no member is left here: in a fleet, another node's
                 // member takes it over; else the message ends with it.
-                if let Some(share) = d.share {
-                    self.hand_over_to_another_node(share, &d.msg, 0, out);
+                if let Some(group) = d.share.and_then(|share| self.shares.get(share)) {
+                    self.hand_over_to_another_node(&group.queue, &d.msg, 0, out);
                 }
                 self.ack_stored(session, &d, out);
                 continue;
             };
-            if let Some(group) = self.share_groups.get_mut(share as usize) {
-                group.cursor += 1;
-            }
+            let _ = self.shares.take_turn(share);
             d.qos = d.msg.qos.min(sub.options.qos);
             d.retain = sub.options.retain_as_published && d.msg.retain;
             d.dup = false;
@@ -240,5 +311,56 @@ impl Broker {
             self.deliver(to, d, out);
         }
         self.fill_window(session, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::Subscription;
+
+    fn shared(text: &str) -> SharedFilter {
+        match Subscription::new(text.to_owned()) {
+            Ok(Subscription::Shared(shared)) => shared,
+            other => panic!("not a shared subscription: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_group_lives_from_its_first_member_to_its_last() {
+        let mut groups = ShareGroups::default();
+        let g = shared("$share/g/a/+");
+        let (id, first) = groups.join(&g);
+        assert!(first);
+        let queue = groups.get(id).map(|group| group.queue.clone()).unwrap();
+        assert!(queue.starts_with(QUEUE_PREFIX));
+        assert_eq!(groups.id("$share/g/a/+"), Some(id));
+        assert_eq!(groups.by_queue(&queue), Some(id));
+        assert_eq!(groups.join(&g), (id, false));
+        assert_eq!(groups.len(), 1);
+        assert!(groups.leave(id).is_none(), "one member is left");
+        let freed = groups.leave(id).expect("the last member frees it");
+        assert_eq!(freed.filter.as_str(), "a/+");
+        assert_eq!(groups.len(), 0);
+        assert_eq!(groups.id("$share/g/a/+"), None);
+        assert_eq!(groups.by_queue(&queue), None);
+        assert!(groups.get(id).is_none());
+        assert!(groups.leave(id).is_none(), "a freed group is gone");
+    }
+
+    #[test]
+    fn numbers_are_never_handed_out_twice() {
+        let mut groups = ShareGroups::default();
+        let g = shared("$share/g/a");
+        let (first, _) = groups.join(&g);
+        groups.leave(first);
+        let (again, made) = groups.join(&g);
+        assert!(made);
+        assert_ne!(first, again, "the group made again is a new one");
+        assert_eq!(groups.take_turn(first), None);
+        let (other, _) = groups.join(&shared("$share/h/a"));
+        assert!(other != first && other != again);
+        assert_eq!(groups.take_turn(again), Some(0));
+        assert_eq!(groups.take_turn(again), Some(1));
     }
 }

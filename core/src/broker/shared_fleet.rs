@@ -25,10 +25,11 @@ use super::io::{Action, Outbox};
 use super::message::Message;
 use super::publish::RouteScope;
 use super::session::SessionId;
+use super::shared::{ShareGroup, ShareId, QUEUE_PREFIX};
 use super::Broker;
 use crate::codec::QoS;
 use crate::js::Header;
-use crate::topic::{subject, TopicName};
+use crate::topic::{subject, TopicFilter, TopicName};
 
 /// Where a node tells the others it took a stored message for a shared subscription.
 pub(super) const TAKEN_PREFIX: &str = "$JETMQ.taken.";
@@ -52,36 +53,29 @@ fn taken_notices(queue: &str) -> ByteString {
 }
 
 impl Broker {
-    /// A session held here became a member of shared subscription `share`; the first one
-    /// joins the subscription's queue group on NATS and listens to its taken notices.
-    pub(super) fn share_member_added(&mut self, share: u32) {
-        self.count_share_member(share, true);
+    /// The first member of shared subscription `share` held here joined: in a fleet, the
+    /// node joins the subscription's queue group on NATS and listens to its taken notices.
+    pub(super) fn share_group_joined(&mut self, share: ShareId) {
+        if let Some(group) = self.shares.get(share) {
+            let (queue, filter) = (group.queue.clone(), group.filter.clone());
+            self.queue_group_changed(&queue, &filter, true);
+        }
     }
 
-    /// A member of `share` held here is gone; the last one leaves the queue group.
-    pub(super) fn share_member_removed(&mut self, share: u32) {
-        self.count_share_member(share, false);
+    /// The last member of `group` held here left (the group is freed): in a fleet, the node
+    /// leaves its queue group.
+    pub(super) fn share_group_left(&mut self, group: &ShareGroup) {
+        self.queue_group_changed(&group.queue, &group.filter, false);
     }
 
-    fn count_share_member(&mut self, share: u32, added: bool) {
-        let Some(group) = self.share_groups.get_mut(share as usize) else {
-            return;
-        };
-        let edge = if added {
-            group.members += 1;
-            group.members == 1
-        } else if group.members > 0 {
-            group.members -= 1;
-            group.members == 0
-        } else {
-            false
-        };
-        if !edge {
+    /// Joins (`added`) or leaves the NATS queue group `queue` of a shared subscription to
+    /// `filter`, when this node is part of a fleet.
+    fn queue_group_changed(&mut self, queue: &ByteString, filter: &TopicFilter, added: bool) {
+        if !(self.config.nats_bridge && self.config.fleet) {
             return;
         }
-        let queue = group.queue.clone();
-        let subjects = subject::filter_subjects(&group.filter).map(ByteString::from);
-        for subject in subjects.chain([handovers(&queue)]) {
+        let subjects = subject::filter_subjects(filter).map(ByteString::from);
+        for subject in subjects.chain([handovers(queue)]) {
             let queue = queue.clone();
             self.nats_changes.push(if added {
                 Action::NatsQueueSubscribe { subject, queue }
@@ -89,7 +83,7 @@ impl Broker {
                 Action::NatsQueueUnsubscribe { subject, queue }
             });
         }
-        let subject = taken_notices(&queue);
+        let subject = taken_notices(queue);
         self.nats_changes.push(if added {
             Action::NatsSubscribe { subject }
         } else {
@@ -111,10 +105,13 @@ impl Broker {
             self.stats.unknown_inputs += 1;
             return;
         }
-        let Some(&share) = self.share_queues.get(queue) else {
+        // A group freed with its last member here (NATS may still hand the node a message
+        // for it) has no number any more: it is treated as having no member here.
+        let share = self.shares.by_queue(queue);
+        if share.is_none() && !queue.starts_with(QUEUE_PREFIX) {
             self.stats.unknown_inputs += 1;
             return;
-        };
+        }
         let handed_over = subject
             .strip_prefix(HANDOVER_PREFIX)
             .and_then(|rest| rest.strip_prefix(queue))
@@ -125,7 +122,7 @@ impl Broker {
             let Some(msg) = self.message_from_nats(subject, headers, payload) else {
                 return;
             };
-            if !self.share_members(share, &msg.topic).is_empty() {
+            if let Some(share) = share.filter(|s| !self.share_members(*s, &msg.topic).is_empty()) {
                 self.route_to(msg, RouteScope::Share(share), None);
                 return;
             }
@@ -134,7 +131,7 @@ impl Broker {
             let hops = header(headers, HOPS_HEADER).and_then(|h| h.parse::<u8>().ok());
             match hops.unwrap_or(0) {
                 hops @ 0..MAX_HOPS => {
-                    self.hand_over_to_another_node(share, &msg, hops + 1, out);
+                    self.hand_over_to_another_node(queue, &msg, hops + 1, out);
                 }
                 _ => self.stats.share_messages_missed += 1,
             }
@@ -147,12 +144,12 @@ impl Broker {
         let Some(msg) = self.message_from_nats(subject, headers, payload) else {
             return;
         };
-        if self.share_members(share, &msg.topic).is_empty() {
+        let Some(share) = share.filter(|s| !self.share_members(*s, &msg.topic).is_empty()) else {
             // The last member left while NATS still counted this node in: a stored message
             // stays with the other members' consumers (it is not announced as taken).
             self.stats.share_messages_missed += 1;
             return;
-        }
+        };
         if let Some(seq) = msg.seq {
             out.push(Action::NatsPublish {
                 subject: format!("{TAKEN_PREFIX}{queue}.{subject}").into(),
@@ -166,13 +163,13 @@ impl Broker {
         self.route_to(msg, RouteScope::Share(share), None);
     }
 
-    /// Fleet: hands a message of shared subscription `share` whose member here ended, with
-    /// no other member here, to a node with a member (NATS picks one through the queue group;
-    /// with none anywhere the message is dropped, as on a single node). `hops`: how often it
-    /// was passed on already.
+    /// Fleet: hands a message of the shared subscription with queue group `queue` whose
+    /// member here ended, with no other member here, to a node with a member (NATS picks one
+    /// through the queue group; with none anywhere the message is dropped, as on a single
+    /// node). `hops`: how often it was passed on already.
     pub(super) fn hand_over_to_another_node(
         &self,
-        share: u32,
+        queue: &str,
         msg: &Message,
         hops: u8,
         out: &mut Outbox,
@@ -180,9 +177,6 @@ impl Broker {
         if !(self.config.nats_bridge && self.config.fleet) {
             return;
         }
-        let Some(group) = self.share_groups.get(share as usize) else {
-            return;
-        };
         let subject = subject::topic_to_subject(&msg.topic);
         let mut headers = self.live_copy_headers(msg);
         if hops > 0 {
@@ -192,7 +186,7 @@ impl Broker {
             });
         }
         out.push(Action::NatsPublish {
-            subject: format!("{HANDOVER_PREFIX}{}.{subject}", group.queue).into(),
+            subject: format!("{HANDOVER_PREFIX}{queue}.{subject}").into(),
             headers,
             payload: msg.payload.clone(),
         });
@@ -210,13 +204,16 @@ impl Broker {
             .strip_prefix(TAKEN_PREFIX)
             .and_then(|rest| rest.split_once('.'))
             .and_then(|(queue, subject)| {
-                let share = *self.share_queues.get(queue)?;
                 let topic = subject::subject_to_topic_name(subject).ok()?;
                 let seq = header(headers, SEQ_HEADER)?.parse::<u64>().ok()?;
-                Some((share, topic, seq))
+                Some((self.shares.by_queue(queue), topic, seq))
             });
         let Some((share, topic, seq)) = taken else {
             self.stats.unknown_inputs += 1;
+            return;
+        };
+        // A group freed here (its last member left) has no member to release it for.
+        let Some(share) = share else {
             return;
         };
         for (session, qos) in self.share_members(share, &topic) {
@@ -230,7 +227,7 @@ impl Broker {
     /// The sessions held here that are members of `share` for a message on `topic`, each
     /// with the QoS it subscribed with (a session has one subscription per shared
     /// subscription).
-    fn share_members(&self, share: u32, topic: &TopicName) -> Vec<(SessionId, QoS)> {
+    fn share_members(&self, share: ShareId, topic: &TopicName) -> Vec<(SessionId, QoS)> {
         let mut members = Vec::new();
         self.shared.for_each_match(topic, |(s, session), sub| {
             if *s == share {

@@ -11,7 +11,7 @@ use super::session::{SessionId, Subscriber, SubscriptionEntry};
 use super::Broker;
 use crate::codec::{
     AckProperties, DisconnectReason, Packet, QoS, RetainHandling, SubAck, SubAckReason, Subscribe,
-    UnsubAck, UnsubAckReason, Unsubscribe,
+    SubscriptionOptions, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use crate::topic::{Subscription, TopicFilter};
 
@@ -46,14 +46,17 @@ impl Broker {
         let max_levels = self.config.max_topic_levels;
         for (text, options) in sub.filters {
             let text = super::detach(&text);
-            let (filter, share) = match self.parse_subscription(&text) {
-                Some((filter, share)) if filter.levels().count() <= max_levels => (filter, share),
+            // Nothing is made for a shared subscription's group before every check passed: a
+            // group is made when its first member is indexed.
+            let parsed = match Subscription::new(text.clone()) {
+                Ok(parsed) if parsed.filter().levels().count() <= max_levels => parsed,
                 _ => {
                     reasons.push(SubAckReason::TopicFilterInvalid);
                     continue;
                 }
             };
-            if share.is_some() && options.no_local {
+            let (filter, shared) = (parsed.filter().clone(), parsed.is_shared());
+            if shared && options.no_local {
                 // [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
                 self.protocol_error(conn, DisconnectReason::ProtocolError, out);
                 return;
@@ -77,7 +80,7 @@ impl Broker {
             }
             let mut options = options;
             options.qos = options.qos.min(max_qos);
-            let Some(s) = self.sessions.get_mut(session) else {
+            let Some(s) = self.sessions.get(session) else {
                 return;
             };
             let most = self.config.max_subscriptions;
@@ -86,27 +89,21 @@ impl Broker {
                 reasons.push(SubAckReason::QuotaExceeded);
                 continue;
             }
-            let entry = SubscriptionEntry {
-                filter: filter.clone(),
-                options,
-                id: sub_id,
-                share,
+            let entry = self.index_subscription(session, parsed, options, sub_id);
+            let Some(s) = self.sessions.get_mut(session) else {
+                return;
             };
-            let previous = s.subscriptions.insert(text, entry.clone());
+            let previous = s.subscriptions.insert(text, entry);
             changed |= previous
                 .as_ref()
                 .is_none_or(|p| p.options != options || p.id != sub_id);
-            if previous.is_none() {
-                self.bridge_subscribed(&entry);
-            }
-            self.index_subscription(session, &entry);
             reasons.push(match options.qos {
                 QoS::AtMostOnce => SubAckReason::GrantedQos0,
                 QoS::AtLeastOnce => SubAckReason::GrantedQos1,
                 QoS::ExactlyOnce => SubAckReason::GrantedQos2,
             });
             // No retained messages on a shared subscription (MQTT 5.0 §4.8.2).
-            let send = share.is_none()
+            let send = !shared
                 && match options.retain_handling {
                     RetainHandling::SendAtSubscribe => true,
                     RetainHandling::SendIfNew => previous.is_none(),
@@ -235,49 +232,76 @@ impl Broker {
         properties
     }
 
-    /// Adds a session's subscription to the tree that routes it.
-    pub(super) fn index_subscription(&mut self, session: SessionId, entry: &SubscriptionEntry) {
-        let subscriber = Subscriber {
-            options: entry.options,
-            id: entry.id,
-        };
-        match entry.share {
-            Some(share) => {
-                self.shared
-                    .insert(&entry.filter, (share, session), subscriber);
-            }
-            None => {
-                self.subscriptions
-                    .insert(&entry.filter, session, subscriber);
-            }
-        }
-    }
-
-    /// Removes a session's subscription from the tree that routes it.
-    pub(super) fn unindex_subscription(&mut self, session: SessionId, entry: &SubscriptionEntry) {
-        self.bridge_unsubscribed(entry);
-        match entry.share {
-            Some(share) => {
-                self.shared.remove(&entry.filter, &(share, session));
-            }
-            None => {
-                self.subscriptions.remove(&entry.filter, &session);
-            }
-        }
-    }
-
-    /// Parses a SUBSCRIBE filter: the topic filter and, for a shared subscription, its number.
-    pub(super) fn parse_subscription(
+    /// Adds a session's subscription `sub` to the tree that routes it and returns the entry
+    /// the session keeps. A shared one joins its group, which its first member makes (in a
+    /// fleet, the node then joins the group's NATS queue group). The first index of a
+    /// subscription counts towards the NATS bridge's subjects; indexing it again (a SUBSCRIBE
+    /// repeating the filter) only replaces its options.
+    pub(super) fn index_subscription(
         &mut self,
-        text: &ByteString,
-    ) -> Option<(TopicFilter, Option<u32>)> {
-        match Subscription::new(text.clone()).ok()? {
-            Subscription::Plain(filter) => Some((filter, None)),
+        session: SessionId,
+        sub: Subscription,
+        options: SubscriptionOptions,
+        id: Option<NonZeroU32>,
+    ) -> SubscriptionEntry {
+        let subscriber = Subscriber { options, id };
+        let (filter, share, fresh) = match sub {
+            Subscription::Plain(filter) => {
+                let fresh = self
+                    .subscriptions
+                    .insert(&filter, session, subscriber)
+                    .is_none();
+                (filter, None, fresh)
+            }
             Subscription::Shared(shared) => {
                 let filter = shared.filter().clone();
-                let share = self.share_id(shared.group(), &filter);
-                Some((filter, Some(share)))
+                let member = self
+                    .shares
+                    .id(shared.as_str())
+                    .filter(|share| self.shared.get(&filter, &(*share, session)).is_some());
+                let (share, fresh) = match member {
+                    // Already a member: the options change, the member count does not.
+                    Some(share) => (share, false),
+                    None => {
+                        let (share, first) = self.shares.join(&shared);
+                        if first {
+                            self.share_group_joined(share);
+                        }
+                        (share, true)
+                    }
+                };
+                self.shared.insert(&filter, (share, session), subscriber);
+                (filter, Some(share), fresh)
             }
+        };
+        let entry = SubscriptionEntry {
+            filter,
+            options,
+            id,
+            share,
+        };
+        if fresh {
+            self.bridge_subscribed(&entry);
+        }
+        entry
+    }
+
+    /// Removes a session's subscription from the tree that routes it; the last member of a
+    /// shared subscription frees its group (in a fleet, the node leaves its queue group).
+    pub(super) fn unindex_subscription(&mut self, session: SessionId, entry: &SubscriptionEntry) {
+        let removed = match entry.share {
+            Some(share) => self
+                .shared
+                .remove(&entry.filter, &(share, session))
+                .is_some(),
+            None => self.subscriptions.remove(&entry.filter, &session).is_some(),
+        };
+        if !removed {
+            return;
+        }
+        self.bridge_unsubscribed(entry);
+        if let Some(group) = entry.share.and_then(|share| self.shares.leave(share)) {
+            self.share_group_left(&group);
         }
     }
 }

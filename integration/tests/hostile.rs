@@ -4,21 +4,31 @@
 //! address and per user name; a web page from another origin cannot open a WebSocket; SCRAM
 //! does not tell unknown users from known ones; a slow metrics client does not hold up
 //! another; recordings are private; accepted sockets have TCP keepalive; one address cannot
-//! take every connection.
+//! take every connection; an empty retained PUBLISH on the topic `>` or `a/*` (NATS
+//! wildcards, ordinary characters in MQTT) deletes that topic's retained message alone, in the
+//! embedded store and in JetStream, and stays so across a restart.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
+use jetmq::jetstream::JetStreamBackend;
+use jetmq::nats_config::NatsConfig;
+use jetmq::store::{EmbeddedBackend, StoreBackend};
 use jetmq_core::codec::{Auth, AuthReason, Connect, ConnectReason, Packet, ProtocolVersion};
+use jetmq_core::js::{StoreReply, StoreRequest, Stream};
+use rumqttc::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 mod common;
+use common::nats_client::Peer;
+use common::nats_server::{admin_options, free_port, NatsServer};
 use common::raw::RawClient;
-use common::Shell;
+use common::{Shell, TempDir};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -478,6 +488,259 @@ async fn connections_per_address_are_limited(shell: Shell) {
     server.shutdown().await.expect("clean stop");
 }
 
+/// The topics of the retained-delete attack: `>` and `*` are NATS's wildcards, ordinary
+/// characters in MQTT topic names.
+const WILDCARD_TOPICS: [&str; 4] = ["a/b", ">", "a/*", "*"];
+
+/// Where the broker of a retained-delete test keeps its state across restarts.
+enum StateStore {
+    /// The embedded store in a data directory.
+    Embedded(TempDir),
+    /// JetStream on a real nats-server, which jetmq uses as its least-privilege user.
+    JetStream {
+        // Declared first: the server stops before its directory is removed.
+        nats: NatsServer,
+        _dir: TempDir,
+    },
+}
+
+impl StateStore {
+    fn embedded() -> Self {
+        Self::Embedded(TempDir::new("wildcard-retained"))
+    }
+
+    fn jetstream() -> Self {
+        let dir = TempDir::new("wildcard-retained-js");
+        Self::JetStream {
+            nats: NatsServer::with_jetstream(free_port(), &dir.0),
+            _dir: dir,
+        }
+    }
+
+    /// Starts a broker on `shell` with this store (a new process's worth of broker on the
+    /// same files or the same NATS server).
+    async fn start(&self, shell: Shell) -> (common::Server, u16) {
+        let backend: Arc<dyn StoreBackend> = match self {
+            Self::Embedded(dir) => Arc::new(
+                EmbeddedBackend::open(&dir.0, jetmq_store::SyncPolicy::Always)
+                    .expect("the embedded store opens")
+                    .0,
+            ),
+            Self::JetStream { nats, .. } => {
+                let mut config = NatsConfig::from_url(&nats.url(), "test").expect("a NATS URL");
+                config.api_timeout = Duration::from_secs(10);
+                Arc::new(JetStreamBackend::connect(&config, "jetmq").expect("connect"))
+            }
+        };
+        common::serve_with(shell, "", backend).await
+    }
+
+    /// The retained messages the store holds, as (subject, payload), sorted, read around the
+    /// broker (which must be stopped): from the embedded store's files, or from nats-server
+    /// as its admin user through the JetStream API.
+    async fn retained(&self) -> Vec<(String, String)> {
+        let mut found = match self {
+            Self::Embedded(dir) => {
+                let (store, _) = jetmq_store::Store::open(jetmq_store::StoreConfig::new(&dir.0))
+                    .expect("the store opens");
+                let listed = store.execute(StoreRequest::List {
+                    stream: Stream::Retained,
+                    prefix: "".into(),
+                });
+                store.close().expect("the store closes");
+                let Ok(StoreReply::Messages(messages)) = listed else {
+                    panic!("listing the retained stream: {listed:?}");
+                };
+                messages
+                    .into_iter()
+                    .map(|m| {
+                        let payload = String::from_utf8_lossy(&m.payload).into_owned();
+                        (m.subject.to_string(), payload)
+                    })
+                    .collect()
+            }
+            Self::JetStream { nats, .. } => jetstream_retained(nats.port).await,
+        };
+        found.sort();
+        found
+    }
+}
+
+/// The messages of `$MQTT_rmsgs` on the nats-server on `port`, as (subject, payload): its
+/// state as STREAM.INFO gives it (message count, messages per subject), each subject's
+/// message by STREAM.MSG.GET, and the `>` topic's subject answered with "no message found".
+async fn jetstream_retained(port: u16) -> Vec<(String, String)> {
+    let mut admin = Peer::connect(port, admin_options(), None).await;
+    let info = admin
+        .request(
+            "$JS.API.STREAM.INFO.$MQTT_rmsgs",
+            r#"{"subjects_filter":">"}"#,
+        )
+        .await
+        .expect("the admin user reads the stream");
+    let state = &info["state"];
+    let count = state["messages"].as_u64().expect("a message count");
+    let subjects = state["subjects"].as_object().cloned().unwrap_or_default();
+    assert_eq!(
+        subjects
+            .values()
+            .filter_map(serde_json::Value::as_u64)
+            .sum::<u64>(),
+        count,
+        "every message is under one of the subjects listed: {info}"
+    );
+    assert!(
+        subjects.values().all(|n| n.as_u64() == Some(1)),
+        "one retained message per subject: {info}"
+    );
+    let mut found = Vec::new();
+    for subject in subjects.keys() {
+        let got = admin
+            .request(
+                "$JS.API.STREAM.MSG.GET.$MQTT_rmsgs",
+                &serde_json::json!({ "last_by_subj": subject }).to_string(),
+            )
+            .await
+            .expect("the admin user reads messages");
+        let data = got["message"]["data"].as_str().unwrap_or_default();
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 data");
+        found.push((
+            subject.clone(),
+            String::from_utf8_lossy(&payload).into_owned(),
+        ));
+    }
+    let gone = admin
+        .request(
+            "$JS.API.STREAM.MSG.GET.$MQTT_rmsgs",
+            r#"{"last_by_subj":"$MQTT.rmsgs./3E"}"#,
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(
+        gone["error"]["err_code"].as_u64(),
+        Some(10037),
+        "the retained message of `>` is gone: {gone}"
+    );
+    found
+}
+
+/// The retained messages a new subscriber to `#` gets, as (topic, payload), sorted: all that
+/// arrive before a marker it publishes itself once subscribed (the broker sends a
+/// subscription's retained messages with its SUBACK, before it reads the marker).
+async fn retained_seen(port: u16, id: &str) -> Vec<(String, String)> {
+    let mut reader = common::client::client(id, port, true).await;
+    reader.subscribe("#", QoS::AtLeastOnce).await;
+    reader
+        .publish("marker/end", QoS::AtLeastOnce, false, "end")
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        let p = reader.next().await;
+        if p.topic == "marker/end" && !p.retain {
+            break;
+        }
+        assert!(p.retain, "a live message before the marker: {p:?}");
+        seen.push((
+            p.topic.clone(),
+            String::from_utf8_lossy(&p.payload).into_owned(),
+        ));
+    }
+    seen.sort();
+    seen
+}
+
+/// What the retained message of each of `topics` is, (topic, payload), sorted.
+fn kept(topics: &[&str]) -> Vec<(String, String)> {
+    let mut kept: Vec<(String, String)> = topics
+        .iter()
+        .map(|t| ((*t).to_owned(), format!("kept {t}")))
+        .collect();
+    kept.sort();
+    kept
+}
+
+/// The retained records of `topics` as the store keys them, (subject, payload), sorted: the
+/// documented escape, `*` → `/2A` and `>` → `/3E`, makes each a literal subject.
+fn records(topics: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut records: Vec<(String, String)> = topics
+        .iter()
+        .map(|(subject, topic)| (format!("$MQTT.rmsgs.{subject}"), format!("kept {topic}")))
+        .collect();
+    records.sort();
+    records
+}
+
+/// Publishes, as a fresh client, an empty retained QoS 1 message on `topic` (a retained
+/// delete) and waits for its PUBACK: by then the store has carried the delete out.
+async fn delete_retained(port: u16, topic: &str) {
+    let mut c = common::client::client("deleter", port, true).await;
+    c.publish(topic, QoS::AtLeastOnce, true, "").await;
+}
+
+/// Retained messages on `a/b`, `>`, `a/*` and `*`; an empty retained PUBLISH on `>`, which as
+/// a NATS subject would purge them all, deletes `>` alone: for a new subscriber to `#`, in
+/// the store's own records, and after a restart on the same store. Then deleting `a/*` (as a
+/// subject, `a.*` matches `a.b`) spares `a/b`.
+async fn retained_deletes_of_wildcard_topics_spare_the_others(shell: Shell, store: StateStore) {
+    let (server, port) = store.start(shell).await;
+    let mut publisher = common::client::client("retainer", port, true).await;
+    for topic in WILDCARD_TOPICS {
+        publisher
+            .publish(topic, QoS::AtLeastOnce, true, &format!("kept {topic}"))
+            .await;
+    }
+    drop(publisher);
+    assert_eq!(retained_seen(port, "seen-0").await, kept(&WILDCARD_TOPICS));
+    delete_retained(port, ">").await;
+    let survivors = ["a/b", "a/*", "*"];
+    assert_eq!(
+        retained_seen(port, "seen-1").await,
+        kept(&survivors),
+        "deleting `>` deleted exactly `>`"
+    );
+    server.shutdown().await.expect("clean stop");
+    assert_eq!(
+        store.retained().await,
+        records(&[("a.b", "a/b"), ("a./2A", "a/*"), ("/2A", "*")]),
+        "the store holds the three others"
+    );
+
+    let (server, port) = store.start(shell).await;
+    assert_eq!(
+        retained_seen(port, "seen-2").await,
+        kept(&survivors),
+        "after a restart on the same store"
+    );
+    delete_retained(port, "a/*").await;
+    assert_eq!(
+        retained_seen(port, "seen-3").await,
+        kept(&["a/b", "*"]),
+        "deleting `a/*` deleted exactly `a/*`"
+    );
+    server.shutdown().await.expect("clean stop");
+    assert_eq!(
+        store.retained().await,
+        records(&[("a.b", "a/b"), ("/2A", "*")])
+    );
+    let (server, port) = store.start(shell).await;
+    assert_eq!(
+        retained_seen(port, "seen-4").await,
+        kept(&["a/b", "*"]),
+        "after another restart"
+    );
+    server.shutdown().await.expect("clean stop");
+}
+
+async fn retained_deletes_of_wildcard_topics_in_the_embedded_store(shell: Shell) {
+    retained_deletes_of_wildcard_topics_spare_the_others(shell, StateStore::embedded()).await;
+}
+
+async fn retained_deletes_of_wildcard_topics_in_jetstream(shell: Shell) {
+    retained_deletes_of_wildcard_topics_spare_the_others(shell, StateStore::jetstream()).await;
+}
+
 for_each_shell!(
     an_authentication_flood_is_refused_as_busy,
     failed_logins_are_rate_limited,
@@ -487,4 +750,6 @@ for_each_shell!(
     recordings_are_private,
     accepted_sockets_have_tcp_keepalive,
     connections_per_address_are_limited,
+    retained_deletes_of_wildcard_topics_in_the_embedded_store,
+    retained_deletes_of_wildcard_topics_in_jetstream,
 );

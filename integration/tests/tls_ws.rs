@@ -15,7 +15,7 @@ use common::{toml_path, Pki, Server, Shell};
 use jetmq::config::ServerConfig;
 use jetmq::store::MemoryBackend;
 use jetmq_core::broker::{ConnInfo, Input, ListenerKind};
-use jetmq_core::replay::{RecordedStep, MAGIC};
+use jetmq_core::replay::Recording;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,27 +49,17 @@ async fn recorded_server(shell: Shell, toml: &str, record: Option<PathBuf>) -> S
         .expect("server starts")
 }
 
-/// The `ConnInfo` of every connection the broker was told of, read from a recording (a magic
-/// and version byte, then frames of a little-endian u32 length and a postcard body; the first
-/// frame is the header).
+/// The `ConnInfo` of every connection the broker was told of, read from a recording.
 fn accepted(recording: &Path) -> Vec<ConnInfo> {
     let bytes = std::fs::read(recording).expect("the recording exists");
-    let mut rest = &bytes.strip_prefix(MAGIC).expect("a recording")[1..];
-    let mut infos = Vec::new();
-    let mut header = true;
-    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-        let len = u32::from_le_bytes(*len) as usize;
-        let (frame, after) = tail.split_at(len);
-        rest = after;
-        if std::mem::take(&mut header) {
-            continue;
-        }
-        let step: RecordedStep = postcard::from_bytes(frame).expect("a step");
-        if let Input::Accepted { info, .. } = step.input {
-            infos.push(info);
-        }
-    }
-    infos
+    let recording = Recording::read(&bytes).expect("a recording of this build");
+    recording
+        .steps()
+        .filter_map(|step| match step.expect("a step").input {
+            Input::Accepted { info, .. } => Some(info),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A `[[listeners]]` entry on 127.0.0.1:0 with the test PKI's server certificate.

@@ -274,42 +274,12 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-#[allow(clippy::print_stdout)] // the command's report is its output
 fn replay(file: &std::path::Path) -> ExitCode {
-    let bytes = match std::fs::read(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("jetmq: cannot read {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
-    };
-    match jetmq_core::replay::replay(&bytes) {
-        Ok(jetmq_core::replay::ReplayReport::Identical { steps, truncated }) => {
-            println!("all {steps} steps identical");
-            if truncated {
-                println!("(the recording ends in a cut-off step, as when the recorder was killed)");
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(jetmq_core::replay::ReplayReport::Differs {
-            step,
-            input,
-            expected,
-            actual,
-            actions,
-        }) => {
-            println!(
-                "step {step} differs: recorded digest {expected:016x}, replay gave {actual:016x}"
-            );
-            println!("input: {input}");
-            println!("actions: {actions}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("jetmq: {}: {e}", file.display());
-            ExitCode::from(2)
-        }
-    }
+    ExitCode::from(jetmq::record::replay_file(
+        file,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    ))
 }
 
 #[allow(clippy::print_stdout)] // the hash is the command's output

@@ -1,5 +1,5 @@
 //! Recording a broker's inputs for `jetmq replay`: every input with its time and a digest of
-//! the actions it caused, written as the shell feeds the broker.
+//! the actions it caused, written as the shell feeds the broker; and `jetmq replay` itself.
 
 use std::io;
 
@@ -53,7 +53,11 @@ impl Recorder {
         };
         jetmq_core::replay::encode_header(&header, &mut recorder.buf);
         recorder.write()?;
-        info!(path = %path.display(), "recording every broker input");
+        info!(
+            path = %path.display(),
+            build = %jetmq_core::replay::Build::current(),
+            "recording every broker input (replay it with this build)"
+        );
         Ok(recorder)
     }
 
@@ -93,5 +97,52 @@ pub fn handle(
     if let Err(e) = rec.write() {
         warn!(error = %e, "recording stopped: cannot write to it");
         *recorder = None;
+    }
+}
+
+/// What `jetmq replay FILE` does: replays the recording at `path` on the core, writing the
+/// report to `out` or why it cannot be replayed (a recording of another build names that
+/// build) to `err`. Returns the exit status: 0 when every step is identical, 1 when a step
+/// differs, 2 when the file cannot be read or replayed by this build.
+pub fn replay_file(path: &std::path::Path, out: &mut dyn io::Write, err: &mut dyn io::Write) -> u8 {
+    use jetmq_core::replay::ReplayReport;
+    // The report is the command's output: a closed stdout or stderr has no one to tell.
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = writeln!(err, "jetmq: cannot read {}: {e}", path.display());
+            return 2;
+        }
+    };
+    match jetmq_core::replay::replay(&bytes) {
+        Ok(ReplayReport::Identical { steps, truncated }) => {
+            let _ = writeln!(out, "all {steps} steps identical");
+            if truncated {
+                let _ = writeln!(
+                    out,
+                    "(the recording ends in a cut-off step, as when the recorder was killed)"
+                );
+            }
+            0
+        }
+        Ok(ReplayReport::Differs {
+            step,
+            input,
+            expected,
+            actual,
+            actions,
+        }) => {
+            let _ = writeln!(
+                out,
+                "step {step} differs: recorded digest {expected:016x}, replay gave {actual:016x}"
+            );
+            let _ = writeln!(out, "input: {input}");
+            let _ = writeln!(out, "actions: {actions}");
+            1
+        }
+        Err(e) => {
+            let _ = writeln!(err, "jetmq: {}: {e}", path.display());
+            2
+        }
     }
 }

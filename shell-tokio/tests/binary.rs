@@ -121,10 +121,8 @@ fn the_binary_prints_scram_credentials() {
     assert!(e.contains("auth.users[0].scram"), "{e}");
 }
 
-#[test]
-fn the_binary_replays_a_recording() {
-    // A recording of a short broker run, made by the core's replay encoder as a shell would.
-    let path = std::env::temp_dir().join(format!("jetmq-binary-replay-{}.bin", std::process::id()));
+/// A recording of a short broker run, made by the core's replay encoder as a shell would.
+fn short_recording() -> Vec<u8> {
     let config = jetmq_core::broker::BrokerConfig::default();
     let now = jetmq_core::time::Now::default();
     let mut bytes = Vec::new();
@@ -162,18 +160,73 @@ fn the_binary_replays_a_recording() {
         jetmq_core::replay::encode_step(now, &encoded, digest, &mut bytes);
         out.drain().for_each(drop);
     }
-    std::fs::write(&path, &bytes).expect("write the recording");
+    bytes
+}
+
+/// Runs `jetmq replay` on `bytes` written to a file.
+fn replay_command(tag: &str, bytes: &[u8]) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!("jetmq-binary-{tag}-{}.bin", std::process::id()));
+    std::fs::write(&path, bytes).expect("write the recording");
     let output = Command::new(env!("CARGO_BIN_EXE_jetmq"))
         .arg("replay")
         .arg(&path)
         .output()
         .expect("jetmq replay runs");
     let _ = std::fs::remove_file(&path);
+    output
+}
+
+#[test]
+fn the_binary_replays_a_recording() {
+    let output = replay_command("replay", &short_recording());
     assert!(output.status.success(), "{output:?}");
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("all 2 steps identical"),
         "{output:?}"
     );
+}
+
+/// A recording of another build (another format version, other recorded types, the old
+/// format 1) is refused with exit status 2 and a message naming the build that wrote it.
+#[test]
+fn the_binary_refuses_a_recording_of_another_build() {
+    use jetmq_core::replay::{types_fingerprint, JETMQ_VERSION, MAGIC, VERSION};
+    let recording = short_recording();
+    let frames = &recording[MAGIC.len() + 1 + 2 + JETMQ_VERSION.len() + 8..];
+    let written_by = |format: u8, jetmq: &str, types: u64| {
+        let mut out = MAGIC.to_vec();
+        out.push(format);
+        out.extend_from_slice(&u16::try_from(jetmq.len()).expect("short").to_le_bytes());
+        out.extend_from_slice(jetmq.as_bytes());
+        out.extend_from_slice(&types.to_le_bytes());
+        out.extend_from_slice(frames);
+        out
+    };
+    let mut v1 = MAGIC.to_vec();
+    v1.push(1);
+    v1.extend_from_slice(frames);
+    for (tag, bytes, says) in [
+        (
+            "format",
+            written_by(VERSION + 1, "9.9.9", types_fingerprint()),
+            format!("recorded by jetmq 9.9.9 (format {}", VERSION + 1),
+        ),
+        (
+            "types",
+            written_by(VERSION, JETMQ_VERSION, !types_fingerprint()),
+            format!("types {:016x}", !types_fingerprint()),
+        ),
+        ("v1", v1, "recorded in format 1".to_owned()),
+    ] {
+        let output = replay_command(tag, &bytes);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{tag}: {output:?}");
+        assert!(
+            stderr.contains(&says) && stderr.contains("replay it with the build that recorded it"),
+            "{tag}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{tag}: {output:?}");
+    }
 }
 
 /// SIGHUP makes the running binary read its configuration file's users again.

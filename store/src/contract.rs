@@ -721,7 +721,7 @@ fn rejected(exec: Executor<'_>, request: StoreRequest) {
 /// Invalid subjects, consumer names and filters are refused, and a refused request changes
 /// nothing.
 pub fn invalid_requests_are_rejected_and_change_nothing(exec: Executor<'_>, ns: &str) {
-    for subject in ["", "a..b", "a.", ".a", "a b"] {
+    for subject in ["", "a..b", "a.", ".a", "a b", "a.*", "a.>", ">"] {
         rejected(
             exec,
             StoreRequest::Publish {
@@ -768,6 +768,28 @@ pub fn invalid_requests_are_rejected_and_change_nothing(exec: Executor<'_>, ns: 
             stream: Stream::Retained,
             subject: "a..b".into(),
         },
+    );
+    // A wildcard token is not one subject: a purge of `<ns>.>` is refused by every backend
+    // (JetStream would read it as a filter and empty the whole namespace).
+    let kept = retained(ns, "kept");
+    publish(exec, Stream::Retained, &kept, "k");
+    rejected(
+        exec,
+        StoreRequest::Purge {
+            stream: Stream::Retained,
+            subject: retained(ns, ">"),
+        },
+    );
+    rejected(
+        exec,
+        StoreRequest::GetLast {
+            stream: Stream::Retained,
+            subject: retained(ns, "*"),
+        },
+    );
+    assert!(
+        get_last_of(exec, Stream::Retained, &kept).is_some(),
+        "the refused purge removed nothing"
     );
     rejected(
         exec,

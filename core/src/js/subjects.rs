@@ -18,11 +18,19 @@ pub fn subject_matches(filter: &str, subject: &str) -> bool {
     }
 }
 
-/// Checks a subject a message is published on: not empty, no empty token, no whitespace or
-/// control character. Tokens `*` and `>` are taken literally, since the core maps the MQTT
-/// topic levels `*` and `>` to them.
+/// Checks a subject a message is published on (or purged or read by): not empty, no empty
+/// token, no whitespace or control character, and no `*` or `>` token. JetStream reads those
+/// tokens as wildcards, so a purge of `a.>` would empty every subject under `a`; the core
+/// escapes the MQTT topic characters `*` and `>` (see `topic::subject`), and every store
+/// refuses a literal subject with a wildcard token, so that all backends agree.
 pub fn check_subject(subject: &str) -> Result<(), String> {
-    check_tokens(subject, "subject")
+    check_tokens(subject, "subject")?;
+    if subject.split('.').any(|t| t == "*" || t == ">") {
+        return Err(format!(
+            "subject {subject:?} has a wildcard token ('*' or '>') where one subject is meant"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a consumer filter subject: a valid subject whose `>` token, if any, is the last.
@@ -113,7 +121,9 @@ mod tests {
     #[test]
     fn checks() {
         assert!(check_subject("$MQTT.msgs.a").is_ok());
-        assert!(check_subject("a.*").is_ok());
+        assert!(check_subject("a.*").is_err(), "a wildcard is not one subject");
+        assert!(check_subject("a.>").is_err());
+        assert!(check_subject("a.b*c./2A").is_ok(), "only whole tokens are wildcards");
         assert!(check_subject("").is_err());
         assert!(check_subject("a..b").is_err());
         assert!(check_subject("a.").is_err());

@@ -83,7 +83,9 @@ pub fn filter_subjects(filter: &TopicFilter) -> impl Iterator<Item = String> {
 /// Converts any MQTT string to a NATS subject without validating it; borrows when nothing changes.
 ///
 /// This is the raw rule of the [module docs](self), with the NATS server's quirks: `+` and `#` are
-/// converted wherever they appear (`foo#` → the literal token `foo>`), and `*` and `>` are copied.
+/// converted wherever they appear (`foo#` → the literal token `foo>`), and `*`, `>`, spaces and
+/// control characters are escaped (`/2A`, `/3E`, ...) so that no MQTT topic becomes a NATS
+/// wildcard.
 /// The empty string gives the empty string. Callers normally use [`topic_to_subject`] or
 /// [`filter_to_subject`] on validated values.
 pub fn mqtt_to_subject(text: &str) -> Cow<'_, str> {

@@ -74,10 +74,10 @@ mod subscription_save;
 pub mod subscriptions;
 mod sys_topics;
 mod takeovers;
+mod timers;
 mod topic_alias;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use slab::Slab;
 
@@ -98,6 +98,7 @@ use retained::RetainedStore;
 use session::{Session, SessionId, SessionRef};
 use shared::ShareId;
 use subscriptions::SubscriptionTree;
+use timers::{Timer, Timers};
 
 use crate::js::{RequestId, StoredMessage};
 use crate::rng::Rng;
@@ -154,26 +155,6 @@ pub struct BrokerStats {
 /// Mixed into the seed for the node number.
 const NODE_SALT: u64 = 0x6e6f_6465_6e75_6d62; // "nodenumb"
 
-/// A timer the broker waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    /// A connection's connect timeout, keep-alive or slow-consumer limit.
-    Conn(ConnId),
-    /// A delayed will of a session (with the session's generation when it was set).
-    Will(SessionRef, u64),
-    /// A session's expiry (with the session's generation when it went offline).
-    Expiry(SessionRef, u64),
-    /// A store request's timeout.
-    Request(RequestId),
-    /// A fleet node announces its connected clients once more after NATS came back.
-    Reannounce,
-    /// The next round of `$SYS/broker/` statistics.
-    Sys,
-    /// A catch-up read of a fleet session's consumer (with the session's uid; true for the
-    /// last read).
-    CatchUp(SessionId, u64, bool),
-}
-
 /// The broker: one deterministic state machine for every connection and session.
 ///
 /// Drive it with [`Broker::handle`] and wake it at [`Broker::next_deadline`]. It performs no
@@ -225,7 +206,7 @@ pub struct Broker {
     /// NATS bridge: MQTT subscriptions per NATS subject, and the changes to hand the shell.
     nats_subjects: BTreeMap<bytestring::ByteString, u32>,
     nats_changes: Vec<Action>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timers: Timers,
     requests: BTreeMap<RequestId, RequestOwner>,
     next_request: u64,
     /// Messages being delivered, oldest first; routing never overtakes them.
@@ -298,7 +279,7 @@ impl Broker {
             retained_swept_at: None,
             nats_subjects: BTreeMap::new(),
             nats_changes,
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             requests: BTreeMap::new(),
             next_request: 0,
             fanout: VecDeque::new(),
@@ -398,7 +379,7 @@ impl Broker {
     /// earlier is harmless.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        self.timers.next_deadline()
     }
 
     /// Feeds one input at time `now` and appends the resulting actions to `out`.
@@ -451,7 +432,7 @@ impl Broker {
     }
 
     fn schedule(&mut self, at: Instant, timer: Timer) {
-        self.timers.push(Reverse((at, timer)));
+        self.timers.schedule(at, timer);
     }
 
     /// Makes sure a timer entry for `conn` exists no later than `at`.
@@ -461,17 +442,13 @@ impl Broker {
         };
         if c.timer_at.is_none_or(|t| at < t) {
             c.timer_at = Some(at);
-            self.timers.push(Reverse((at, Timer::Conn(conn))));
+            self.timers.schedule(at, Timer::Conn(conn));
         }
     }
 
     fn on_tick(&mut self, out: &mut Outbox) {
         let now = self.now.instant;
-        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Conn(conn) => self.on_conn_timer(conn, at, out),
                 Timer::Will(session, generation) => {

@@ -121,9 +121,15 @@ mod tests {
     #[test]
     fn checks() {
         assert!(check_subject("$MQTT.msgs.a").is_ok());
-        assert!(check_subject("a.*").is_err(), "a wildcard is not one subject");
+        assert!(
+            check_subject("a.*").is_err(),
+            "a wildcard is not one subject"
+        );
         assert!(check_subject("a.>").is_err());
-        assert!(check_subject("a.b*c./2A").is_ok(), "only whole tokens are wildcards");
+        assert!(
+            check_subject("a.b*c./2A").is_ok(),
+            "only whole tokens are wildcards"
+        );
         assert!(check_subject("").is_err());
         assert!(check_subject("a..b").is_err());
         assert!(check_subject("a.").is_err());

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::io::Outbox;
-use super::persist::RequestOwner;
+use super::requests::RequestOwner;
 use super::session::SessionId;
 use super::{Broker, Timer};
 use crate::js::{StoreError, StoreReply, StoreRequest, Stream};

@@ -14,7 +14,8 @@
 
 use super::io::Outbox;
 use super::lifecycle::record_stamp;
-use super::persist::{session_record_read, RequestOwner};
+use super::persist::session_record_read;
+use super::requests::RequestOwner;
 use super::session::SessionId;
 use super::Broker;
 use crate::js::{StoreError, StoreReply};

@@ -10,7 +10,8 @@ use bytestring::ByteString;
 use super::connection::{Connection, Loading, Phase, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
-use super::persist::{session_record_read, RequestOwner};
+use super::persist::session_record_read;
+use super::requests::RequestOwner;
 use super::session::{
     InflightState, PendingWill, Session, SessionId, SessionKey, SessionRef, DEFAULT_ACCOUNT,
 };

@@ -62,6 +62,7 @@ mod overflow;
 mod permissions;
 mod persist;
 mod publish;
+mod requests;
 pub mod retained;
 mod retained_quota;
 mod session;
@@ -92,15 +93,15 @@ pub use permissions::Permissions;
 pub use session::{SessionInfo, SessionKey, DEFAULT_ACCOUNT};
 
 use connection::{Connection, Pipeline};
-use persist::RequestOwner;
 use publish::{FanoutJob, Target};
+use requests::StoreRequests;
 use retained::RetainedStore;
 use session::{Session, SessionId, SessionRef};
 use shared::ShareId;
 use subscriptions::SubscriptionTree;
 use timers::{Timer, Timers};
 
-use crate::js::{RequestId, StoredMessage};
+use crate::js::StoredMessage;
 use crate::rng::Rng;
 use crate::time::{Instant, Now};
 
@@ -207,8 +208,7 @@ pub struct Broker {
     nats_subjects: BTreeMap<bytestring::ByteString, u32>,
     nats_changes: Vec<Action>,
     timers: Timers,
-    requests: BTreeMap<RequestId, RequestOwner>,
-    next_request: u64,
+    requests: StoreRequests,
     /// Messages being delivered, oldest first; routing never overtakes them.
     fanout: VecDeque<FanoutJob>,
     route_epoch: u64,
@@ -253,6 +253,7 @@ impl Broker {
         };
         let takeovers =
             takeovers::TakeoverCounter::new(config.takeover_limit, config.takeover_window);
+        let requests = StoreRequests::new(config.store_timeout);
         let mut broker = Self {
             config,
             rng: Rng::new(seed),
@@ -280,8 +281,7 @@ impl Broker {
             nats_subjects: BTreeMap::new(),
             nats_changes,
             timers: Timers::default(),
-            requests: BTreeMap::new(),
-            next_request: 0,
+            requests,
             fanout: VecDeque::new(),
             route_epoch: 0,
             spare_targets: Vec::new(),

@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::config::Overflow;
 use super::io::{Action, ConnId, Notice, Outbox};
-use super::persist::RequestOwner;
+use super::requests::RequestOwner;
 use super::session::{Delivery, SessionId};
 use super::Broker;
 use crate::codec::QoS;

@@ -9,8 +9,9 @@ use std::time::Duration;
 use bytestring::ByteString;
 
 use super::fleet_record::retries_record_write;
-use super::io::{Action, ConnId, Notice, Outbox};
+use super::io::{Action, Notice, Outbox};
 use super::message::Message;
+use super::requests::{RequestOwner, Write};
 use super::session::{
     Delivery, Inflight, InflightState, Session, SessionId, SessionKey, SubscriptionEntry,
     DEFAULT_ACCOUNT,
@@ -27,81 +28,15 @@ use crate::js::{
 use crate::time::{Instant, WallClock};
 use crate::topic::{subject, Subscription, TopicName};
 
-/// What a write contributes to the packet waiting for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Write {
-    /// The message itself in the messages stream: its reply carries the stream sequence.
-    Message,
-    /// Any other write.
-    Other,
-}
-
-/// Who waits for a store request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RequestOwner {
-    /// A pipeline entry of a connection (or of the broker itself, for `None`).
-    Pipeline {
-        conn: Option<ConnId>,
-        token: u64,
-        kind: Write,
-    },
-    /// A connection whose session is being loaded ([`Phase::Loading`](super::connection::Phase)).
-    Load { conn: ConnId },
-    /// A fleet node's offline session whose expiry is due, checked against its stored record
-    /// (the session's `uid` tells it from a later session of the same slot, its `generation`
-    /// from a later expiry of the same session).
-    Expiry {
-        session: SessionId,
-        uid: u64,
-        generation: u64,
-    },
-    /// The PUBREL record of an outbound QoS 2 flow: once it is written, the stored message
-    /// `seq` it replaces can be acknowledged (until then the message is what a restart sends
-    /// again).
-    PubRelRecord {
-        session: SessionId,
-        uid: u64,
-        pid: PacketId,
-        seq: u64,
-    },
-    /// A catch-up read of a fleet session's consumer.
-    CatchUp { session: SessionId },
-    /// A read of a message a session spilled (see `overflow.rs`): stored message `seq`
-    /// (`uid` tells the session from a later one in its slot).
-    Spill {
-        session: SessionId,
-        uid: u64,
-        seq: u64,
-    },
-    /// The read of a fleet session's stored record before this node's record is written over
-    /// it (attempt `attempt`; `uid` tells the session from a later one in its slot).
-    RecordCheck {
-        session: SessionId,
-        uid: u64,
-        attempt: u8,
-    },
-    /// The conditional write of a fleet session's record (see `fleet_record`).
-    RecordWrite {
-        session: SessionId,
-        uid: u64,
-        attempt: u8,
-    },
-    /// A write of a persistent session's subscription save (see `subscription_save`); `uid`
-    /// tells the session from a later one in its slot.
-    SubscriptionSave { session: SessionId, uid: u64 },
-    /// Nobody: a failure is reported and counted.
-    Background,
-}
-
 impl Broker {
     /// Emits a store request; its reply (or timeout) goes to `owner`.
     pub(super) fn request(&mut self, request: StoreRequest, owner: RequestOwner, out: &mut Outbox) {
-        self.next_request += 1;
-        let id = RequestId(self.next_request);
-        self.requests.insert(id, owner);
-        let at = self.now.instant.saturating_add(self.config.store_timeout);
-        self.schedule(at, Timer::Request(id));
-        out.push(Action::Store { id, request });
+        let issued = self.requests.issue(owner, self.now.instant);
+        self.schedule(issued.deadline, Timer::Request(issued.id));
+        out.push(Action::Store {
+            id: issued.id,
+            request,
+        });
     }
 
     pub(super) fn on_stored(
@@ -110,7 +45,7 @@ impl Broker {
         reply: Result<StoreReply, StoreError>,
         out: &mut Outbox,
     ) {
-        let Some(owner) = self.requests.remove(&id) else {
+        let Some(owner) = self.requests.answer(id) else {
             self.stats.unknown_inputs += 1;
             out.push(Action::Notice(Notice::UnknownRequest(id)));
             return;
@@ -199,7 +134,7 @@ impl Broker {
     }
 
     pub(super) fn on_request_timeout(&mut self, id: RequestId, out: &mut Outbox) {
-        if self.requests.contains_key(&id) {
+        if self.requests.is_waiting(id) {
             self.on_stored(id, Err(StoreError::Timeout), out);
         }
     }

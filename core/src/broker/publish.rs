@@ -8,7 +8,7 @@ use bytestring::ByteString;
 use super::connection::{Pending, Phase, Pipeline, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, Outbox};
 use super::message::{Message, SharedMessage};
-use super::persist::Write;
+use super::requests::Write;
 use super::session::{Delivery, Inflight, InflightState, SessionId, SubscriptionIds};
 use super::shared::ShareId;
 use super::topic_alias::AliasUse;
@@ -247,7 +247,7 @@ impl Broker {
         let retained_write = msg.retain.then(|| self.retained_request(&msg));
         if let Some(req) = retained_write {
             if msg.qos == QoS::AtMostOnce {
-                self.request(req, super::persist::RequestOwner::Background, out);
+                self.request(req, super::requests::RequestOwner::Background, out);
             } else {
                 writes.push((Write::Other, req));
             }
@@ -288,7 +288,7 @@ impl Broker {
         for (kind, req) in writes {
             self.request(
                 req,
-                super::persist::RequestOwner::Pipeline {
+                super::requests::RequestOwner::Pipeline {
                     conn: Some(conn),
                     token,
                     kind,
@@ -373,7 +373,7 @@ impl Broker {
             };
             entry.waiting += 1;
             entry.storing = true;
-            let owner = super::persist::RequestOwner::Pipeline {
+            let owner = super::requests::RequestOwner::Pipeline {
                 conn: Some(conn),
                 token,
                 kind: Write::Message,
@@ -405,7 +405,7 @@ impl Broker {
             return;
         };
         pipeline.entries.push_front(pending);
-        let owner = super::persist::RequestOwner::Pipeline { conn, token, kind };
+        let owner = super::requests::RequestOwner::Pipeline { conn, token, kind };
         self.request(req, owner, out);
     }
 
@@ -701,7 +701,7 @@ impl Broker {
         for (kind, req) in writes {
             self.request(
                 req,
-                super::persist::RequestOwner::Pipeline {
+                super::requests::RequestOwner::Pipeline {
                     conn: None,
                     token,
                     kind,
@@ -1258,7 +1258,7 @@ impl Broker {
                     stream: Stream::PubRel,
                     subject,
                 },
-                super::persist::RequestOwner::Background,
+                super::requests::RequestOwner::Background,
                 out,
             );
         }
@@ -1318,13 +1318,13 @@ impl Broker {
                         .as_ref()
                         .and_then(|d| d.msg.seq);
                     let owner = match seq {
-                        Some(seq) => super::persist::RequestOwner::PubRelRecord {
+                        Some(seq) => super::requests::RequestOwner::PubRelRecord {
                             session,
                             uid: s.uid,
                             pid,
                             seq,
                         },
-                        None => super::persist::RequestOwner::Background,
+                        None => super::requests::RequestOwner::Background,
                     };
                     self.request(record, owner, out);
                 }
@@ -1391,7 +1391,7 @@ impl Broker {
                         stream: Stream::Qos2In,
                         subject,
                     },
-                    super::persist::RequestOwner::Pipeline {
+                    super::requests::RequestOwner::Pipeline {
                         conn: Some(conn),
                         token,
                         kind: Write::Other,
@@ -1424,7 +1424,7 @@ impl Broker {
                     stream: Stream::Qos2In,
                     subject,
                 },
-                super::persist::RequestOwner::Background,
+                super::requests::RequestOwner::Background,
                 out,
             );
         }
@@ -1442,7 +1442,7 @@ impl Broker {
                 let consumer = ByteString::clone(consumer);
                 self.request(
                     StoreRequest::Ack { consumer, seq },
-                    super::persist::RequestOwner::Background,
+                    super::requests::RequestOwner::Background,
                     out,
                 );
             }
@@ -1462,7 +1462,7 @@ impl Broker {
         self.note_released(session, seq);
         self.request(
             StoreRequest::Ack { consumer, seq },
-            super::persist::RequestOwner::Background,
+            super::requests::RequestOwner::Background,
             out,
         );
     }

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use super::message::SharedMessage;
-use super::persist::RequestOwner;
+use super::requests::RequestOwner;
 use super::Broker;
 use crate::broker::io::Outbox;
 use crate::js::{records, StoreRequest, Stream};

@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 
 use super::io::{ConnId, Outbox};
-use super::persist::RequestOwner;
+use super::requests::RequestOwner;
 use super::session::{SessionId, SessionRef};
 use super::Broker;
 

@@ -82,3 +82,110 @@ fn message_properties_round_trip_through_their_header() {
         assert_eq!(parse_properties_header(bad), None, "{bad}");
     }
 }
+
+/// What a store hands back for a write: the message it stored.
+fn stored(request: &jetmq_core::js::StoreRequest, seq: u64) -> jetmq_core::js::StoredMessage {
+    let jetmq_core::js::StoreRequest::Publish {
+        stream,
+        subject,
+        headers,
+        payload,
+    } = request
+    else {
+        panic!("not a write: {request:?}");
+    };
+    jetmq_core::js::StoredMessage {
+        stream: *stream,
+        subject: subject.clone(),
+        seq,
+        headers: headers
+            .iter()
+            .map(|h| (bytestring::ByteString::from(h.name), h.value.clone()))
+            .collect(),
+        payload: payload.clone(),
+        pending_for: Vec::new(),
+    }
+}
+
+#[test]
+fn every_record_written_reads_back() {
+    use bytes::Bytes;
+    use jetmq_core::codec::{PublishProperties, QoS};
+    use jetmq_core::js::records::{
+        client_hash16, message_write, qos2_write, read_message, read_qos2, read_retained,
+        read_session, read_v5_fields, record_stamp, retained_write, session_write, V5Fields,
+        MESSAGES_PREFIX, PUB_HEADER,
+    };
+    use jetmq_core::js::{StoreRequest, Stream};
+
+    let properties = PublishProperties {
+        content_type: Some("text/plain".into()),
+        ..PublishProperties::EMPTY
+    };
+    let v5 = V5Fields {
+        properties: Some(&properties),
+        expires_at: Some(1_700_000_000_123),
+    };
+    let message = stored(
+        &message_write("a.b", QoS::ExactlyOnce, Bytes::from_static(b"hi"), v5),
+        7,
+    );
+    assert_eq!(message.subject, format!("{MESSAGES_PREFIX}a.b"));
+    assert_eq!(read_message(&message), Some(("a.b", QoS::ExactlyOnce)));
+    let (props, expires) = read_v5_fields(&message.headers);
+    assert_eq!(props.as_deref(), Some(&properties));
+    assert_eq!(expires, Some(1_700_000_000_123));
+    assert_eq!(
+        read_retained(&message),
+        None,
+        "a message is no retained message"
+    );
+
+    let topic = bytestring::ByteString::from("a/b");
+    let retained = retained_write(
+        &topic,
+        "a.b",
+        QoS::AtLeastOnce,
+        Bytes::from_static(b"x"),
+        V5Fields::default(),
+    );
+    assert_eq!(
+        read_retained(&stored(&retained, 8)),
+        Some(("a.b", QoS::AtLeastOnce))
+    );
+    let delete = retained_write(&topic, "a.b", QoS::AtLeastOnce, Bytes::new(), v5);
+    assert!(
+        matches!(
+            delete,
+            StoreRequest::Purge {
+                stream: Stream::Retained,
+                ..
+            }
+        ),
+        "an empty retained message deletes: {delete:?}"
+    );
+
+    let qos2 = stored(&qos2_write("c", 42, true), 9);
+    assert_eq!(read_qos2(&qos2), Some((client_hash16("c").as_str(), 42)));
+    assert_eq!(
+        qos2.headers,
+        [(PUB_HEADER.into(), "25".into())],
+        "the NATS server's QoS 2 header: 2 and the flags"
+    );
+
+    let mut record = SessionRecord {
+        id: "c".into(),
+        ..SessionRecord::default()
+    };
+    record.jetmq.stamp = 11;
+    let written = stored(&session_write(&record, Some(3)), 10);
+    assert_eq!(read_session(&written), Some(record.clone()));
+    assert_eq!(record_stamp(&written), 11);
+    let mut elsewhere = written.clone();
+    elsewhere.subject = jetmq_core::js::records::session_subject("other");
+    assert_eq!(
+        read_session(&elsewhere),
+        None,
+        "filed under another client id"
+    );
+}

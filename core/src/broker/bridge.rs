@@ -40,8 +40,6 @@ pub(super) const CONNECT_NOTICES: &str = "$JETMQ.conn.>";
 const RETAINED_PREFIX: &str = "$JETMQ.retained.";
 /// The subscription to every node's retained messages.
 pub(super) const RETAINED_NOTICES: &str = "$JETMQ.retained.>";
-/// The QoS of an MQTT-originated message (the NATS server's Appendix B).
-const PUB_HEADER: &str = "Nmqtt-Pub";
 /// The stream sequence of a stored message (jetmq nodes).
 pub(super) const SEQ_HEADER: &str = "Jetmq-Seq";
 /// Present on a message published with RETAIN (jetmq nodes).
@@ -131,8 +129,8 @@ impl Broker {
     /// what the other nodes need (stream sequence, RETAIN, MQTT 5.0 properties).
     pub(super) fn live_copy_headers(&self, msg: &Message) -> Vec<Header> {
         let mut headers = vec![Header {
-            name: PUB_HEADER,
-            value: (msg.qos as u8).to_string().into(),
+            name: records::PUB_HEADER,
+            value: records::published_qos_value(msg.qos),
         }];
         if self.config.fleet {
             if let Some(seq) = msg.seq {
@@ -147,7 +145,7 @@ impl Broker {
                     value: ByteString::from_static("1"),
                 });
             }
-            self.add_v5_headers(msg, &mut headers);
+            self.v5_fields(msg).push_headers(&mut headers);
         }
         headers
     }
@@ -436,7 +434,7 @@ pub(super) fn header<'a>(headers: &'a [(ByteString, ByteString)], name: &str) ->
 
 /// The QoS an MQTT client published a message with (`Nmqtt-Pub`).
 fn published_qos(headers: &[(ByteString, ByteString)]) -> Option<QoS> {
-    header(headers, PUB_HEADER)
+    header(headers, records::PUB_HEADER)
         .and_then(|v| v.parse::<u8>().ok())
         .and_then(QoS::from_u8)
 }

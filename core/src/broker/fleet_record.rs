@@ -13,12 +13,10 @@
 //! most.
 
 use super::io::Outbox;
-use super::lifecycle::record_stamp;
-use super::persist::session_record_read;
 use super::requests::RequestOwner;
 use super::session::SessionId;
 use super::Broker;
-use crate::js::{StoreError, StoreReply};
+use crate::js::{records, StoreError, StoreReply};
 
 /// How many times the record is written before the node gives up (each retry means another
 /// write came between a read and the write).
@@ -46,7 +44,7 @@ impl Broker {
         let Some(s) = self.sessions.get(session) else {
             return;
         };
-        let request = session_record_read(&s.key.client_id);
+        let request = records::session_read(&s.key.client_id);
         let owner = RequestOwner::RecordCheck {
             session,
             uid: s.uid,
@@ -72,7 +70,9 @@ impl Broker {
         let Ok(StoreReply::Message(stored)) = reply else {
             return;
         };
-        let (seq, stamp) = stored.as_ref().map_or((0, 0), |m| (m.seq, record_stamp(m)));
+        let (seq, stamp) = stored
+            .as_ref()
+            .map_or((0, 0), |m| (m.seq, records::record_stamp(m)));
         if stamp > s.connect_stamp {
             if s.conn.is_none() {
                 self.remove_session(session, out);

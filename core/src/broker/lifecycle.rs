@@ -10,7 +10,6 @@ use bytestring::ByteString;
 use super::connection::{Connection, Loading, Phase, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
-use super::persist::session_record_read;
 use super::requests::RequestOwner;
 use super::session::{
     InflightState, PendingWill, Session, SessionId, SessionKey, SessionRef, DEFAULT_ACCOUNT,
@@ -487,32 +486,16 @@ impl Broker {
         };
         let clean_start = connect.clean_start;
         let requests = [
-            session_record_read(&key.client_id),
+            records::session_read(&key.client_id),
             StoreRequest::Pending {
                 consumer: records::consumer_name(&key.client_id),
                 limit: self.config.max_queued_messages,
             },
             // Inbound QoS 2 messages acknowledged with PUBREC (through any node) and not yet
             // released: a resent PUBLISH is then known as a duplicate, its PUBREL as known.
-            StoreRequest::List {
-                stream: Stream::Qos2In,
-                prefix: format!(
-                    "{}{}.",
-                    records::QOS2_PREFIX,
-                    records::client_hash16(&key.client_id)
-                )
-                .into(),
-            },
+            records::qos2_list(&key.client_id),
             // Outbound QoS 2 flows waiting for PUBCOMP: their PUBREL is sent again.
-            StoreRequest::List {
-                stream: Stream::PubRel,
-                prefix: format!(
-                    "{}{}.",
-                    records::PUBREL_PREFIX,
-                    records::client_hash16(&key.client_id)
-                )
-                .into(),
-            },
+            records::pubrel_list(&key.client_id),
         ];
         // A clean start has no use for the consumer's messages (the consumer is deleted).
         let requests: Vec<StoreRequest> = requests
@@ -595,7 +578,7 @@ impl Broker {
         // The record this connect's record is written over (0: there was none).
         let read_seq = record.as_ref().map_or(0, |r| r.seq);
         if let Some(record) = &record {
-            let stored = record_stamp(record);
+            let stored = records::record_stamp(record);
             self.connect_clock = self.connect_clock.max(stored);
             if stored >= stamp {
                 // The record's connect is stamped later than this one (another node's clock
@@ -639,17 +622,17 @@ impl Broker {
         }
         // The session's QoS 2 state, by packet identifier.
         let hash16 = records::client_hash16(&key.client_id);
-        let qos2_ids = |stream: Stream, prefix: &str| -> Vec<u16> {
+        let qos2_ids = |stream: Stream| -> Vec<u16> {
             pending
                 .iter()
                 .filter(|m| m.stream == stream)
-                .filter_map(|m| records::split_hash_and_packet_id(&m.subject, prefix))
+                .filter_map(records::read_qos2)
                 .filter(|(hash, _)| *hash == hash16)
                 .map(|(_, pid)| pid)
                 .collect()
         };
-        let inbound = qos2_ids(Stream::Qos2In, records::QOS2_PREFIX);
-        let outbound = qos2_ids(Stream::PubRel, records::PUBREL_PREFIX);
+        let inbound = qos2_ids(Stream::Qos2In);
+        let outbound = qos2_ids(Stream::PubRel);
         if let Some(id) = self.session_id(&key) {
             if let Some(s) = self.sessions.get_mut(id) {
                 s.inbound_qos2.extend(inbound);
@@ -677,15 +660,9 @@ impl Broker {
         out: &mut Outbox,
     ) {
         let hash16 = records::client_hash16(&key.client_id);
-        let ours = |m: &crate::js::StoredMessage, prefix: &str| {
-            records::split_hash_and_packet_id(&m.subject, prefix)
-                .is_some_and(|(hash, _)| hash == hash16)
-        };
-        let qos2 = loaded.iter().filter(|m| match m.stream {
-            Stream::Qos2In => ours(m, records::QOS2_PREFIX),
-            Stream::PubRel => ours(m, records::PUBREL_PREFIX),
-            _ => false,
-        });
+        let qos2 = loaded
+            .iter()
+            .filter(|m| records::read_qos2(m).is_some_and(|(hash, _)| hash == hash16));
         let mut ends: Vec<StoreRequest> = record
             .into_iter()
             .chain(qos2)
@@ -695,9 +672,7 @@ impl Broker {
             })
             .collect();
         if record.is_some() {
-            ends.push(StoreRequest::DeleteConsumer {
-                name: records::consumer_name(&key.client_id),
-            });
+            ends.push(records::consumer_delete(&key.client_id));
         }
         for request in ends {
             self.request(request, RequestOwner::Background, out);
@@ -1175,7 +1150,7 @@ impl Broker {
         if self.config.fleet && s.persistent {
             // Another node may have connected the client since (a connect notice missed while
             // NATS was away): the stored record says.
-            let request = session_record_read(&s.key.client_id);
+            let request = records::session_read(&s.key.client_id);
             let owner = RequestOwner::Expiry {
                 session,
                 uid: s.uid,
@@ -1206,7 +1181,9 @@ impl Broker {
             return;
         }
         match reply {
-            Ok(StoreReply::Message(Some(record))) if record_stamp(&record) > s.connect_stamp => {
+            Ok(StoreReply::Message(Some(record)))
+                if records::record_stamp(&record) > s.connect_stamp =>
+            {
                 self.remove_session(session, out);
             }
             Ok(_) => self.expire_session(session, out),
@@ -1343,12 +1320,6 @@ const WAITING_INBUF: usize = 64 * 1024;
 /// How long a CONNECT refused by flapping protection is held before its CONNACK, so that a
 /// client reconnecting at once does not spin.
 const TAKEOVER_HOLD: Duration = Duration::from_secs(1);
-
-/// The connect stamp a stored session record holds (0 when it has none, as in records the NATS
-/// server's MQTT support wrote).
-pub(super) fn record_stamp(record: &crate::js::StoredMessage) -> u64 {
-    records::SessionRecord::from_json(&record.payload).map_or(0, |r| r.jetmq.stamp)
-}
 
 /// Whether a session with this Session Expiry Interval outlives its connection, and for how
 /// long (`None`: forever).

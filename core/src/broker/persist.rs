@@ -21,10 +21,7 @@ use crate::codec::{
     PacketId, ProtocolVersion, PublishProperties, QoS, RetainHandling, SubscriptionOptions,
 };
 use crate::js::records::{self, SessionRecord, SubscriptionRecord};
-use crate::js::{
-    Header, RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream,
-    EXPECTED_LAST_SUBJECT_SEQUENCE,
-};
+use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
 use crate::time::{Instant, WallClock};
 use crate::topic::{subject, Subscription, TopicName};
 
@@ -181,21 +178,8 @@ impl Broker {
         session: SessionId,
         expected: Option<u64>,
     ) -> Option<StoreRequest> {
-        let s = self.sessions.get(session)?;
         let record = self.session_record(session)?;
-        let headers = expected
-            .map(|seq| Header {
-                name: EXPECTED_LAST_SUBJECT_SEQUENCE,
-                value: seq.to_string().into(),
-            })
-            .into_iter()
-            .collect();
-        Some(StoreRequest::Publish {
-            stream: Stream::Sessions,
-            subject: records::session_subject(&s.key.client_id),
-            headers,
-            payload: record.to_json().into(),
-        })
+        Some(records::session_write(&record, expected))
     }
 
     /// The write that gives a session's consumer its QoS ≥ 1 filter subjects.
@@ -205,13 +189,8 @@ impl Broker {
             .subscriptions
             .values()
             .filter(|e| e.options.qos != QoS::AtMostOnce)
-            .flat_map(|e| subject::filter_subjects(&e.filter))
-            .map(|subj| records::prefixed_subject(records::MESSAGES_PREFIX, &subj))
-            .collect();
-        Some(StoreRequest::UpsertConsumer {
-            name: s.consumer(),
-            filters,
-        })
+            .flat_map(|e| subject::filter_subjects(&e.filter));
+        Some(records::consumer_upsert(&s.key.client_id, filters))
     }
 
     /// The writes that make a persistent session's current state durable: its record and its
@@ -251,11 +230,8 @@ impl Broker {
             // Its stored QoS 2 state goes too: from now on it lives in memory only.
             let qos2 = qos2_purges(s);
             [
-                StoreRequest::Purge {
-                    stream: Stream::Sessions,
-                    subject: records::session_subject(&s.key.client_id),
-                },
-                StoreRequest::DeleteConsumer { name: s.consumer() },
+                records::session_purge(&s.key.client_id),
+                records::consumer_delete(&s.key.client_id),
             ]
             .into_iter()
             .chain(qos2)
@@ -286,11 +262,8 @@ impl Broker {
     /// Removes a discarded session's record, consumer and QoS 2 state from the store.
     pub(super) fn forget_session(&mut self, s: &Session, out: &mut Outbox) {
         let mut writes = vec![
-            StoreRequest::Purge {
-                stream: Stream::Sessions,
-                subject: records::session_subject(&s.key.client_id),
-            },
-            StoreRequest::DeleteConsumer { name: s.consumer() },
+            records::session_purge(&s.key.client_id),
+            records::consumer_delete(&s.key.client_id),
         ];
         writes.extend(qos2_purges(s));
         for req in writes {
@@ -408,12 +381,9 @@ impl Broker {
         by_consumer: &mut BTreeMap<ByteString, SessionId>,
         by_hash16: &mut BTreeMap<String, SessionId>,
     ) -> bool {
-        let Some(rec) = SessionRecord::from_json(&record.payload) else {
+        let Some(rec) = records::read_session(record) else {
             return false;
         };
-        if records::session_subject(&rec.id) != record.subject {
-            return false;
-        }
         let account = rec.jetmq.account.clone().map_or_else(
             || ByteString::from_static(DEFAULT_ACCOUNT),
             ByteString::from,
@@ -487,10 +457,8 @@ impl Broker {
         &self,
         headers: &[(ByteString, ByteString)],
     ) -> Option<(Option<Box<PublishProperties>>, Option<Instant>)> {
-        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-        let properties =
-            header(records::PROPERTIES_HEADER).and_then(|v| records::parse_properties_header(v));
-        let expires_at = match header(records::EXPIRES_HEADER).and_then(|v| v.parse::<u64>().ok()) {
+        let (properties, expires_at) = records::read_v5_fields(headers);
+        let expires_at = match expires_at {
             Some(at) => {
                 let left = at.saturating_sub(self.now.wall.as_unix_millis());
                 if left == 0 {
@@ -504,30 +472,19 @@ impl Broker {
     }
 
     fn restore_retained(&mut self, record: &StoredMessage, out: &mut Outbox) -> bool {
-        let Some(subj) = record.subject.strip_prefix(records::RETAINED_PREFIX) else {
+        let Some((subj, qos)) = records::read_retained(record) else {
             return false;
         };
         let Ok(topic) = subject::subject_to_topic_name(subj) else {
             return false;
         };
-        let flags = record
-            .headers
-            .iter()
-            .find(|(name, _)| name == "Nmqtt-RFlags")
-            .and_then(|(_, v)| records::parse_retained_flags(v));
-        let (Some(qos), false) = (flags.and_then(QoS::from_u8), record.payload.is_empty()) else {
-            return false;
-        };
         let Some((properties, expires_at)) = self.v5_fields_from_headers(&record.headers) else {
             // It expired while the broker was down: it is gone.
-            self.request(
-                StoreRequest::Purge {
-                    stream: Stream::Retained,
-                    subject: record.subject.clone(),
-                },
-                RequestOwner::Background,
-                out,
-            );
+            let purge = StoreRequest::Purge {
+                stream: Stream::Retained,
+                subject: record.subject.clone(),
+            };
+            self.request(purge, RequestOwner::Background, out);
             return true;
         };
         self.keep_retained(topic, record.payload.clone(), qos, properties, expires_at);
@@ -567,19 +524,10 @@ impl Broker {
         dup: bool,
         out: &mut Outbox,
     ) -> bool {
-        let Some(subj) = record.subject.strip_prefix(records::MESSAGES_PREFIX) else {
+        let Some((subj, qos)) = records::read_message(record) else {
             return false;
         };
         let Ok(topic) = subject::subject_to_topic_name(subj) else {
-            return false;
-        };
-        let qos = record
-            .headers
-            .iter()
-            .find(|(name, _)| name == "Nmqtt-Pub")
-            .and_then(|(_, v)| v.as_bytes().first().copied())
-            .and_then(|b| QoS::from_u8(b.wrapping_sub(b'0')));
-        let Some(qos) = qos.filter(|q| *q != QoS::AtMostOnce) else {
             return false;
         };
         let Some((properties, expires_at)) = self.v5_fields_from_headers(&record.headers) else {
@@ -649,12 +597,8 @@ impl Broker {
         record: &StoredMessage,
         by_hash16: &BTreeMap<String, SessionId>,
     ) -> bool {
-        let prefix = match record.stream {
-            Stream::Qos2In => records::QOS2_PREFIX,
-            _ => records::PUBREL_PREFIX,
-        };
-        let Some((session, pid)) = records::split_hash_and_packet_id(&record.subject, prefix)
-            .and_then(|(hash, pid)| Some((*by_hash16.get(hash)?, pid)))
+        let Some((session, pid)) =
+            records::read_qos2(record).and_then(|(hash, pid)| Some((*by_hash16.get(hash)?, pid)))
         else {
             return false;
         };
@@ -673,26 +617,16 @@ impl Broker {
 /// The purges of a session's stored QoS 2 state: inbound identifiers awaiting PUBREL and
 /// outbound flows awaiting PUBCOMP.
 fn qos2_purges(s: &Session) -> Vec<StoreRequest> {
-    let inbound = s.inbound_qos2.iter().map(|pid| StoreRequest::Purge {
-        stream: Stream::Qos2In,
-        subject: records::qos2_subject(&s.key.client_id, *pid),
-    });
+    let client_id = &s.key.client_id;
+    let inbound = s
+        .inbound_qos2
+        .iter()
+        .map(|pid| records::qos2_purge(client_id, *pid));
     let outbound = s
         .outbound
         .inflight
         .iter()
         .filter(|e| e.state == InflightState::PubComp)
-        .map(|e| StoreRequest::Purge {
-            stream: Stream::PubRel,
-            subject: records::pubrel_subject(&s.key.client_id, e.pid.get()),
-        });
+        .map(|e| records::pubrel_purge(client_id, e.pid.get()));
     inbound.chain(outbound).collect()
-}
-
-/// The read of `client_id`'s stored session record.
-pub(super) fn session_record_read(client_id: &str) -> StoreRequest {
-    StoreRequest::GetLast {
-        stream: Stream::Sessions,
-        subject: records::session_subject(client_id),
-    }
 }

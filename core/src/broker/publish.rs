@@ -18,7 +18,7 @@ use crate::codec::{
     PubRec, PubRelReason, Publish, PublishProperties, PublishQos, PublishRef, QoS,
 };
 use crate::js::records;
-use crate::js::{StoreRequest, Stream};
+use crate::js::StoreRequest;
 use crate::topic::{subject, TopicName};
 
 /// The flags a PUBLISH goes out with, and whether a slow consumer drops it (QoS 0).
@@ -230,18 +230,11 @@ impl Broker {
         if qos2_new {
             if let (Some(s), Some(pid)) = (self.sessions.get_mut(session), p.qos.packet_id()) {
                 s.inbound_qos2.insert(pid.get());
-                let flags = 0b0100 | u8::from(msg.retain);
                 // Only a persistent session's QoS 2 state must outlive the broker: a clean
                 // session ends with it anyway, so its PUBREC needs no store write.
-                qos2_record = s.persistent.then(|| StoreRequest::Publish {
-                    stream: Stream::Qos2In,
-                    subject: records::qos2_subject(&s.key.client_id, pid.get()),
-                    headers: vec![crate::js::Header {
-                        name: "Nmqtt-Pub",
-                        value: format!("2{flags:x}").into(),
-                    }],
-                    payload: bytes::Bytes::new(),
-                });
+                qos2_record = s
+                    .persistent
+                    .then(|| records::qos2_write(&s.key.client_id, pid.get(), msg.retain));
             }
         }
         let retained_write = msg.retain.then(|| self.retained_request(&msg));
@@ -425,70 +418,39 @@ impl Broker {
         }
     }
 
+    /// The record of a QoS 1/2 message in the messages stream.
     fn message_request(&self, msg: &Message) -> StoreRequest {
         let subj = subject::topic_to_subject(&msg.topic);
-        let mut headers = vec![crate::js::Header {
-            name: "Nmqtt-Pub",
-            value: records::published_qos_value(msg.qos),
-        }];
-        self.add_v5_headers(msg, &mut headers);
-        StoreRequest::Publish {
-            stream: Stream::Messages,
-            subject: records::prefixed_subject(records::MESSAGES_PREFIX, &subj),
-            headers,
-            payload: msg.payload.clone(),
-        }
+        records::message_write(&subj, msg.qos, msg.payload.clone(), self.v5_fields(msg))
     }
 
-    /// Adds the headers that keep what MQTT 5.0 adds to a stored message: its properties and
-    /// when it expires, on the wall clock, so both survive a restart.
-    pub(super) fn add_v5_headers(&self, msg: &Message, headers: &mut Vec<crate::js::Header>) {
-        if let Some(props) = msg.properties.as_deref() {
-            headers.push(records::properties_header(props));
-        }
-        if let Some(at) = msg.expires_at {
+    /// What MQTT 5.0 adds to a stored message: its properties, and when it expires on the
+    /// wall clock, so both survive a restart.
+    pub(super) fn v5_fields<'m>(&self, msg: &'m Message) -> records::V5Fields<'m> {
+        let expires_at = msg.expires_at.map(|at| {
             let left = at.saturating_duration_since(self.now.instant);
-            let wall = self
-                .now
+            self.now
                 .wall
                 .as_unix_millis()
-                .saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
-            headers.push(crate::js::Header {
-                name: records::EXPIRES_HEADER,
-                value: wall.to_string().into(),
-            });
+                .saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+        });
+        records::V5Fields {
+            properties: msg.properties.as_deref(),
+            expires_at,
         }
     }
 
+    /// The write (or, for an empty payload, the purge) of a retained message's record.
     fn retained_request(&self, msg: &Message) -> StoreRequest {
         let subj = subject::topic_to_subject(&msg.topic);
-        let subject = records::prefixed_subject(records::RETAINED_PREFIX, &subj);
-        if msg.payload.is_empty() {
-            // [MQTT-3.3.1-10]: an empty retained message deletes the topic's retained message.
-            return StoreRequest::Purge {
-                stream: Stream::Retained,
-                subject,
-            };
-        }
-        let mut request = StoreRequest::Publish {
-            stream: Stream::Retained,
-            subject,
-            headers: vec![
-                crate::js::Header {
-                    name: "Nmqtt-RTopic",
-                    value: msg.topic.as_byte_string().clone(),
-                },
-                crate::js::Header {
-                    name: "Nmqtt-RFlags",
-                    value: records::retained_flags(msg.qos as u8),
-                },
-            ],
-            payload: msg.payload.clone(),
-        };
-        if let StoreRequest::Publish { headers, .. } = &mut request {
-            self.add_v5_headers(msg, headers);
-        }
-        request
+        let topic = msg.topic.as_byte_string();
+        records::retained_write(
+            topic,
+            &subj,
+            msg.qos,
+            msg.payload.clone(),
+            self.v5_fields(msg),
+        )
     }
 
     /// Completes the pipeline entries of `conn` (or the broker's own, for `None`) whose
@@ -1252,15 +1214,8 @@ impl Broker {
         }
         let entry = s.outbound.inflight.remove(i);
         if state == InflightState::PubComp && s.persistent {
-            let subject = records::pubrel_subject(&s.key.client_id, pid.get());
-            self.request(
-                StoreRequest::Purge {
-                    stream: Stream::PubRel,
-                    subject,
-                },
-                super::requests::RequestOwner::Background,
-                out,
-            );
+            let purge = records::pubrel_purge(&s.key.client_id, pid.get());
+            self.request(purge, super::requests::RequestOwner::Background, out);
         }
         if let Some(d) = entry.and_then(|e| e.delivery) {
             self.ack_stored(session, &d, out);
@@ -1307,12 +1262,7 @@ impl Broker {
                     // keeps the delivery: if the record cannot be written, a restart sends
                     // the message again (the client answers a duplicate with PUBREC) instead
                     // of sending nothing.
-                    let record = StoreRequest::Publish {
-                        stream: Stream::PubRel,
-                        subject: records::pubrel_subject(&s.key.client_id, pid.get()),
-                        headers: Vec::new(),
-                        payload: bytes::Bytes::new(),
-                    };
+                    let record = records::pubrel_write(&s.key.client_id, pid.get());
                     let seq = s.outbound.inflight[i]
                         .delivery
                         .as_ref()
@@ -1382,15 +1332,12 @@ impl Broker {
         if s.inbound_qos2.remove(&pid.get()) {
             c.receive_in_flight = c.receive_in_flight.saturating_sub(1);
             if s.persistent {
-                let subject = records::qos2_subject(&s.key.client_id, pid.get());
+                let purge = records::qos2_purge(&s.key.client_id, pid.get());
                 // PUBCOMP waits until the identifier is forgotten durably, so a restart cannot
                 // mistake the client's next message with this identifier for a duplicate.
                 let token = c.pipeline.push(Work::Reply(Reply::PubComp(pid)), 1);
                 self.request(
-                    StoreRequest::Purge {
-                        stream: Stream::Qos2In,
-                        subject,
-                    },
+                    purge,
                     super::requests::RequestOwner::Pipeline {
                         conn: Some(conn),
                         token,
@@ -1418,15 +1365,8 @@ impl Broker {
             return;
         };
         if s.inbound_qos2.remove(&pid) && s.persistent {
-            let subject = records::qos2_subject(&s.key.client_id, pid);
-            self.request(
-                StoreRequest::Purge {
-                    stream: Stream::Qos2In,
-                    subject,
-                },
-                super::requests::RequestOwner::Background,
-                out,
-            );
+            let purge = records::qos2_purge(&s.key.client_id, pid);
+            self.request(purge, super::requests::RequestOwner::Background, out);
         }
     }
 

@@ -17,7 +17,7 @@ use super::message::SharedMessage;
 use super::requests::RequestOwner;
 use super::Broker;
 use crate::broker::io::Outbox;
-use crate::js::{records, StoreRequest, Stream};
+use crate::js::records;
 use crate::topic::{subject, TopicName};
 
 /// The shortest time between two sweeps of expired retained messages, which walk them all.
@@ -109,11 +109,7 @@ impl Broker {
         });
         for topic in expired {
             self.unretain(&topic);
-            let subj = subject::topic_to_subject(&topic);
-            let request = StoreRequest::Purge {
-                stream: Stream::Retained,
-                subject: records::prefixed_subject(records::RETAINED_PREFIX, &subj),
-            };
+            let request = records::retained_purge(&subject::topic_to_subject(&topic));
             self.request(request, RequestOwner::Background, out);
         }
     }

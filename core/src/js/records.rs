@@ -27,8 +27,8 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
-use super::{Header, Stream};
-use crate::codec::{Decoder, Direction, Packet, ProtocolVersion, Publish, PublishProperties};
+use super::{Header, StoreRequest, StoredMessage, Stream, EXPECTED_LAST_SUBJECT_SEQUENCE};
+use crate::codec::{Decoder, Direction, Packet, ProtocolVersion, Publish, PublishProperties, QoS};
 use sha2::{Digest, Sha256};
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -67,7 +67,7 @@ pub fn session_subject(client_id: &str) -> ByteString {
 /// The durable consumer of a persistent session.
 #[must_use]
 pub fn consumer_name(client_id: &str) -> ByteString {
-    format!("jetmq_{}", client_hash16(client_id)).into()
+    format!("{CONSUMER_PREFIX}{}", client_hash16(client_id)).into()
 }
 
 /// `prefix` followed by `subject`, in one allocation of the exact size (a store subject is
@@ -80,15 +80,26 @@ pub fn prefixed_subject(prefix: &str, subject: &str) -> ByteString {
     ByteString::from(text)
 }
 
-/// The `Nmqtt-Pub` header value of a QoS 1/2 message published with `qos` (no allocation).
+/// The [`PUB_HEADER`] value of a message published with `qos` (no allocation).
 #[must_use]
-pub fn published_qos_value(qos: crate::codec::QoS) -> ByteString {
+pub fn published_qos_value(qos: QoS) -> ByteString {
     ByteString::from_static(match qos {
-        crate::codec::QoS::AtMostOnce => "0",
-        crate::codec::QoS::AtLeastOnce => "1",
-        crate::codec::QoS::ExactlyOnce => "2",
+        QoS::AtMostOnce => "0",
+        QoS::AtLeastOnce => "1",
+        QoS::ExactlyOnce => "2",
     })
 }
+
+/// The header of a QoS 1/2 message's record and of an MQTT message's copy on NATS: the QoS it
+/// was published with (the NATS server's Appendix B); on an inbound QoS 2 record, `2` and the
+/// PUBLISH flags in hex.
+pub const PUB_HEADER: &str = "Nmqtt-Pub";
+/// The header of a retained message's record holding its MQTT topic.
+pub const RETAINED_TOPIC_HEADER: &str = "Nmqtt-RTopic";
+/// The header of a retained message's record holding its PUBLISH flags ([`retained_flags`]).
+pub const RETAINED_FLAGS_HEADER: &str = "Nmqtt-RFlags";
+/// The start of the name of every session's durable consumer ([`consumer_name`]).
+pub const CONSUMER_PREFIX: &str = "jetmq_";
 
 /// The subject prefix of session records.
 pub const SESSIONS_PREFIX: &str = Stream::Sessions.prefix();
@@ -119,6 +130,282 @@ pub fn split_hash_and_packet_id<'a>(subject: &'a str, prefix: &str) -> Option<(&
     let rest = subject.strip_prefix(prefix)?;
     let (hash, pi) = rest.split_once('.')?;
     Some((hash, pi.parse().ok()?))
+}
+
+/// What MQTT 5.0 adds to a message's record: its properties and when its Message Expiry
+/// Interval runs out, in milliseconds since the Unix epoch (so both survive a restart).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct V5Fields<'a> {
+    /// The message's properties, if it has any.
+    pub properties: Option<&'a PublishProperties>,
+    /// When it expires, if it does.
+    pub expires_at: Option<u64>,
+}
+
+impl V5Fields<'_> {
+    /// Appends the headers that hold these fields ([`PROPERTIES_HEADER`], [`EXPIRES_HEADER`]).
+    pub fn push_headers(self, headers: &mut Vec<Header>) {
+        if let Some(props) = self.properties {
+            headers.push(properties_header(props));
+        }
+        if let Some(at) = self.expires_at {
+            headers.push(Header {
+                name: EXPIRES_HEADER,
+                value: at.to_string().into(),
+            });
+        }
+    }
+}
+
+/// The record of a QoS 1/2 message published with `qos` on the NATS subject `subject` (the
+/// topic's), in the messages stream.
+#[must_use]
+pub fn message_write(subject: &str, qos: QoS, payload: Bytes, v5: V5Fields<'_>) -> StoreRequest {
+    let mut headers = vec![Header {
+        name: PUB_HEADER,
+        value: published_qos_value(qos),
+    }];
+    v5.push_headers(&mut headers);
+    StoreRequest::Publish {
+        stream: Stream::Messages,
+        subject: prefixed_subject(MESSAGES_PREFIX, subject),
+        headers,
+        payload,
+    }
+}
+
+/// The record of the message retained on `topic` (NATS subject `subject`): written, or, for
+/// an empty payload, purged ([MQTT-3.3.1-10]: an empty retained message deletes the topic's).
+#[must_use]
+pub fn retained_write(
+    topic: &ByteString,
+    subject: &str,
+    qos: QoS,
+    payload: Bytes,
+    v5: V5Fields<'_>,
+) -> StoreRequest {
+    if payload.is_empty() {
+        return retained_purge(subject);
+    }
+    let mut headers = vec![
+        Header {
+            name: RETAINED_TOPIC_HEADER,
+            value: topic.clone(),
+        },
+        Header {
+            name: RETAINED_FLAGS_HEADER,
+            value: retained_flags(qos as u8),
+        },
+    ];
+    v5.push_headers(&mut headers);
+    StoreRequest::Publish {
+        stream: Stream::Retained,
+        subject: prefixed_subject(RETAINED_PREFIX, subject),
+        headers,
+        payload,
+    }
+}
+
+/// The purge of the message retained on the NATS subject `subject`.
+#[must_use]
+pub fn retained_purge(subject: &str) -> StoreRequest {
+    StoreRequest::Purge {
+        stream: Stream::Retained,
+        subject: prefixed_subject(RETAINED_PREFIX, subject),
+    }
+}
+
+/// The inbound QoS 2 record of `client_id`'s packet `packet_id` (PUBREC sent, PUBREL not yet
+/// received), for a PUBLISH with the RETAIN flag `retain`.
+#[must_use]
+pub fn qos2_write(client_id: &str, packet_id: u16, retain: bool) -> StoreRequest {
+    let flags = 0b0100 | u8::from(retain);
+    StoreRequest::Publish {
+        stream: Stream::Qos2In,
+        subject: qos2_subject(client_id, packet_id),
+        headers: vec![Header {
+            name: PUB_HEADER,
+            value: format!("2{flags:x}").into(),
+        }],
+        payload: Bytes::new(),
+    }
+}
+
+/// The purge of `client_id`'s inbound QoS 2 record of `packet_id` (released).
+#[must_use]
+pub fn qos2_purge(client_id: &str, packet_id: u16) -> StoreRequest {
+    StoreRequest::Purge {
+        stream: Stream::Qos2In,
+        subject: qos2_subject(client_id, packet_id),
+    }
+}
+
+/// The read of every inbound QoS 2 record of `client_id`.
+#[must_use]
+pub fn qos2_list(client_id: &str) -> StoreRequest {
+    StoreRequest::List {
+        stream: Stream::Qos2In,
+        prefix: format!("{QOS2_PREFIX}{}.", client_hash16(client_id)).into(),
+    }
+}
+
+/// The outbound PUBREL record of `client_id`'s packet `packet_id` (PUBREL sent, PUBCOMP not
+/// yet received): its subject alone says it all.
+#[must_use]
+pub fn pubrel_write(client_id: &str, packet_id: u16) -> StoreRequest {
+    StoreRequest::Publish {
+        stream: Stream::PubRel,
+        subject: pubrel_subject(client_id, packet_id),
+        headers: Vec::new(),
+        payload: Bytes::new(),
+    }
+}
+
+/// The purge of `client_id`'s PUBREL record of `packet_id` (PUBCOMP received).
+#[must_use]
+pub fn pubrel_purge(client_id: &str, packet_id: u16) -> StoreRequest {
+    StoreRequest::Purge {
+        stream: Stream::PubRel,
+        subject: pubrel_subject(client_id, packet_id),
+    }
+}
+
+/// The read of every PUBREL record of `client_id`.
+#[must_use]
+pub fn pubrel_list(client_id: &str) -> StoreRequest {
+    StoreRequest::List {
+        stream: Stream::PubRel,
+        prefix: format!("{PUBREL_PREFIX}{}.", client_hash16(client_id)).into(),
+    }
+}
+
+/// The write that makes `client_id`'s consumer take the QoS 1/2 messages stored on these
+/// NATS filter subjects (the session's QoS 1/2 subscriptions').
+#[must_use]
+pub fn consumer_upsert<S: AsRef<str>>(
+    client_id: &str,
+    filters: impl IntoIterator<Item = S>,
+) -> StoreRequest {
+    StoreRequest::UpsertConsumer {
+        name: consumer_name(client_id),
+        filters: filters
+            .into_iter()
+            .map(|f| prefixed_subject(MESSAGES_PREFIX, f.as_ref()))
+            .collect(),
+    }
+}
+
+/// The deletion of `client_id`'s consumer (and what it holds for the session).
+#[must_use]
+pub fn consumer_delete(client_id: &str) -> StoreRequest {
+    StoreRequest::DeleteConsumer {
+        name: consumer_name(client_id),
+    }
+}
+
+/// The write of a session record; with `expected_last`, only if the subject's last record is
+/// still that stream sequence (0: none), see [`EXPECTED_LAST_SUBJECT_SEQUENCE`].
+#[must_use]
+pub fn session_write(record: &SessionRecord, expected_last: Option<u64>) -> StoreRequest {
+    let headers = expected_last
+        .map(|seq| Header {
+            name: EXPECTED_LAST_SUBJECT_SEQUENCE,
+            value: seq.to_string().into(),
+        })
+        .into_iter()
+        .collect();
+    StoreRequest::Publish {
+        stream: Stream::Sessions,
+        subject: session_subject(&record.id),
+        headers,
+        payload: record.to_json().into(),
+    }
+}
+
+/// The read of `client_id`'s session record.
+#[must_use]
+pub fn session_read(client_id: &str) -> StoreRequest {
+    StoreRequest::GetLast {
+        stream: Stream::Sessions,
+        subject: session_subject(client_id),
+    }
+}
+
+/// The purge of `client_id`'s session record.
+#[must_use]
+pub fn session_purge(client_id: &str) -> StoreRequest {
+    StoreRequest::Purge {
+        stream: Stream::Sessions,
+        subject: session_subject(client_id),
+    }
+}
+
+/// The value of the first header named exactly `name`.
+fn header<'a>(headers: &'a [(ByteString, ByteString)], name: &str) -> Option<&'a ByteString> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+/// A QoS 1/2 message's record read back: its NATS subject (the topic's) and the QoS it was
+/// published with; `None` when it is no such record.
+#[must_use]
+pub fn read_message(record: &StoredMessage) -> Option<(&str, QoS)> {
+    let subject = record.subject.strip_prefix(MESSAGES_PREFIX)?;
+    let qos = header(&record.headers, PUB_HEADER)
+        .and_then(|v| v.as_bytes().first().copied())
+        .and_then(|b| QoS::from_u8(b.wrapping_sub(b'0')))
+        .filter(|q| *q != QoS::AtMostOnce)?;
+    Some((subject, qos))
+}
+
+/// A retained message's record read back: its NATS subject (the topic's) and its QoS; `None`
+/// when it is no such record (or holds no message).
+#[must_use]
+pub fn read_retained(record: &StoredMessage) -> Option<(&str, QoS)> {
+    let subject = record.subject.strip_prefix(RETAINED_PREFIX)?;
+    let qos = header(&record.headers, RETAINED_FLAGS_HEADER)
+        .and_then(|v| parse_retained_flags(v))
+        .and_then(QoS::from_u8)?;
+    (!record.payload.is_empty()).then_some((subject, qos))
+}
+
+/// What MQTT 5.0 adds to a message, read back from its headers (a record's, or a fleet
+/// node's live copy's): its properties, and when it expires in milliseconds since the Unix
+/// epoch.
+#[must_use]
+pub fn read_v5_fields(
+    headers: &[(ByteString, ByteString)],
+) -> (Option<Box<PublishProperties>>, Option<u64>) {
+    let properties = header(headers, PROPERTIES_HEADER).and_then(|v| parse_properties_header(v));
+    let expires_at = header(headers, EXPIRES_HEADER).and_then(|v| v.parse::<u64>().ok());
+    (properties, expires_at)
+}
+
+/// A QoS 2 record read back (inbound on [`Stream::Qos2In`], PUBREL on [`Stream::PubRel`]): the
+/// 16-character hash of its client identifier and its packet identifier; `None` when it is
+/// no such record.
+#[must_use]
+pub fn read_qos2(record: &StoredMessage) -> Option<(&str, u16)> {
+    let prefix = match record.stream {
+        Stream::Qos2In => QOS2_PREFIX,
+        Stream::PubRel => PUBREL_PREFIX,
+        Stream::Sessions | Stream::Messages | Stream::Retained => return None,
+    };
+    split_hash_and_packet_id(&record.subject, prefix)
+}
+
+/// A session record read back, if it is one and is filed under its own client identifier's
+/// subject.
+#[must_use]
+pub fn read_session(record: &StoredMessage) -> Option<SessionRecord> {
+    let rec = SessionRecord::from_json(&record.payload)?;
+    (session_subject(&rec.id) == record.subject).then_some(rec)
+}
+
+/// The connect stamp a stored session record holds (0 when it has none, as in records the
+/// NATS server's MQTT support wrote, or when it is no record).
+#[must_use]
+pub fn record_stamp(record: &StoredMessage) -> u64 {
+    SessionRecord::from_json(&record.payload).map_or(0, |r| r.jetmq.stamp)
 }
 
 /// The options of one subscription in a session record (MQTT 5.0 fields default to 3.1.1

@@ -241,7 +241,7 @@ fn trace_recorded_types() -> Result<String, String> {
 
     use crate::broker::{AuthDecision, ListenerKind, Overflow};
     use crate::codec::{ConnectReason, QoS};
-    use crate::js::{StoreError, StoreReply, Stream};
+    use crate::js::{Rejection, StoreError, StoreReply, Stream};
 
     // Non-zero integers (connection and packet ids, topic aliases, receive maximum) refuse 0,
     // the tracer's default value: serde-reflection's documented way is another default.
@@ -268,6 +268,7 @@ fn trace_recorded_types() -> Result<String, String> {
         Result<StoreReply, StoreError>,
         StoreReply,
         StoreError,
+        Rejection,
         Stream,
         Overflow,
         QoS,

@@ -23,9 +23,10 @@ use crate::js::{records, StoreError, StoreReply};
 const RECORD_ATTEMPTS: u8 = 3;
 
 /// Whether write attempt `attempt`, answered `reply`, is read and written again: it was
-/// refused (another write came first) and attempts are left. Such a refusal is no failure.
+/// refused because another write came first (a wrong last sequence; any other refusal is a
+/// failure) and attempts are left. Such a refusal is no failure.
 pub(super) fn retries_record_write(attempt: u8, reply: &Result<StoreReply, StoreError>) -> bool {
-    matches!(reply, Err(StoreError::Rejected(_))) && attempt < RECORD_ATTEMPTS
+    matches!(reply, Err(e) if e.is_wrong_last_sequence()) && attempt < RECORD_ATTEMPTS
 }
 
 impl Broker {

@@ -55,10 +55,12 @@ impl MemoryStore {
     /// # Errors
     ///
     /// [`StoreError::Rejected`] for a request with an invalid subject, filter or consumer name
-    /// (nothing changes); the signature matches the durable stores.
+    /// ([`Rejection::Invalid`](super::Rejection::Invalid)) and for a conditional write that
+    /// expected another last message ([`Rejection::WrongLastSequence`](super::Rejection::WrongLastSequence)):
+    /// nothing changes. The signature matches the durable stores.
     pub fn execute(&mut self, request: &StoreRequest) -> Result<StoreReply, StoreError> {
         self.executed += 1;
-        validate(request).map_err(|e| StoreError::Rejected(e.into()))?;
+        validate(request).map_err(StoreError::invalid)?;
         match request {
             StoreRequest::Publish {
                 stream,
@@ -72,9 +74,7 @@ impl MemoryStore {
                 {
                     let last = self.last_of(*stream, subject).map_or(0, |m| m.seq);
                     if expected.value.parse::<u64>() != Ok(last) {
-                        return Err(StoreError::Rejected(
-                            format!("wrong last sequence: {last}").into(),
-                        ));
+                        return Err(StoreError::wrong_last_sequence());
                     }
                 }
                 self.next_seq += 1;
@@ -261,5 +261,40 @@ impl MemoryStore {
         .into_iter()
         .flat_map(|stream| self.stream_messages(stream))
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::js::Header;
+
+    #[test]
+    fn a_conditional_write_that_lost_is_no_invalid_request() {
+        let mut store = MemoryStore::default();
+        let write = |store: &mut MemoryStore, expected: u64| {
+            store.execute(&StoreRequest::Publish {
+                stream: Stream::Sessions,
+                subject: "$MQTT.sess.x".into(),
+                headers: vec![Header {
+                    name: EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    value: expected.to_string().into(),
+                }],
+                payload: Bytes::from_static(b"{}"),
+            })
+        };
+        let Ok(StoreReply::Stored { seq }) = write(&mut store, 0) else {
+            panic!("a first record expecting none");
+        };
+        assert_eq!(write(&mut store, 0), Err(StoreError::wrong_last_sequence()));
+        assert!(write(&mut store, seq).is_ok());
+        let invalid = store.execute(&StoreRequest::Purge {
+            stream: Stream::Sessions,
+            subject: "a..b".into(),
+        });
+        assert!(
+            matches!(&invalid, Err(e) if !e.is_wrong_last_sequence()),
+            "{invalid:?}"
+        );
     }
 }

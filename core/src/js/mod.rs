@@ -70,7 +70,7 @@ impl Stream {
 }
 
 /// The header that makes a [`StoreRequest::Publish`] on a one-per-subject stream conditional,
-/// as JetStream has it: the write is refused ([`StoreError::Rejected`]) unless the subject's
+/// as JetStream has it: the write is refused ([`Rejection::WrongLastSequence`]) unless the subject's
 /// current message has this stream sequence (`0`: the subject has none). Fleet nodes write
 /// records with it; JetStream and the [`memory::MemoryStore`] (the fleet tests' shared store)
 /// check it, the embedded store (never shared by two brokers) keeps it as a plain header.
@@ -204,10 +204,77 @@ pub enum StoreReply {
 pub enum StoreError {
     /// No answer in time.
     Timeout,
-    /// The store cannot take writes now (disk full, NATS down, ...).
+    /// The store cannot take writes now (disk full, NATS down, ...); the same request may
+    /// succeed later.
     Unavailable(ByteString),
-    /// The store refused this request.
-    Rejected(ByteString),
+    /// The store refused this request, for the [`Rejection`]'s reason; sent again as it is,
+    /// it is refused again.
+    Rejected(Rejection),
+}
+
+/// Why a store refused a request ([`StoreError::Rejected`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// The request is invalid (a subject, filter or consumer name the store refuses, an
+    /// unknown consumer, a reply the store cannot read back), in the store's words.
+    Invalid(ByteString),
+    /// A conditional write ([`EXPECTED_LAST_SUBJECT_SEQUENCE`]) found another message last on
+    /// its subject than the one it expected: another write came first.
+    WrongLastSequence,
+}
+
+impl StoreError {
+    /// The store refused the request as invalid, for the reason `why`.
+    #[must_use]
+    pub fn invalid(why: impl Into<ByteString>) -> Self {
+        Self::Rejected(Rejection::Invalid(why.into()))
+    }
+
+    /// A conditional write's refusal: the subject's last message is not the one expected.
+    #[must_use]
+    pub const fn wrong_last_sequence() -> Self {
+        Self::Rejected(Rejection::WrongLastSequence)
+    }
+
+    /// Whether a conditional write was refused because another write came first.
+    #[must_use]
+    pub fn is_wrong_last_sequence(&self) -> bool {
+        matches!(self, Self::Rejected(Rejection::WrongLastSequence))
+    }
+}
+
+/// A refusal given in words alone is an invalid request ([`Rejection::Invalid`]): the backends
+/// build their refusals with `StoreError::Rejected(why.into())`.
+impl From<String> for Rejection {
+    fn from(why: String) -> Self {
+        Self::Invalid(why.into())
+    }
+}
+
+/// Words alone: an invalid request, as for `String`.
+impl From<&str> for Rejection {
+    fn from(why: &str) -> Self {
+        Self::Invalid(why.into())
+    }
+}
+
+/// Words alone: an invalid request, as for `String`.
+impl From<ByteString> for Rejection {
+    fn from(why: ByteString) -> Self {
+        Self::Invalid(why)
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Invalid(why) => f.write_str(why),
+            Self::WrongLastSequence => f.write_str(
+                "the subject's last message is not the one the write expected (another write \
+                 came first)",
+            ),
+        }
+    }
 }
 
 impl fmt::Display for StoreError {

@@ -183,6 +183,12 @@ impl ApiError {
     pub const SEQUENCE_NOT_FOUND: u32 = 10043;
     /// JetStream's "consumer not found".
     pub const CONSUMER_NOT_FOUND: u32 = 10014;
+    /// JetStream's "wrong last sequence: {seq}" (a conditional publish whose expected last
+    /// subject sequence did not match).
+    pub const WRONG_LAST_SEQUENCE: u32 = 10071;
+    /// JetStream's "wrong last sequence" without the sequence (the same refusal, from a
+    /// clustered stream's in-flight check).
+    pub const WRONG_LAST_SEQUENCE_CONSTANT: u32 = 10164;
 
     /// Whether it says there is no such message (a get past the last one, a delete of
     /// what is gone). A missing stream is not that: it is an error.
@@ -198,6 +204,16 @@ impl ApiError {
     #[must_use]
     pub fn is_missing_consumer(&self) -> bool {
         self.err_code == Self::CONSUMER_NOT_FOUND
+    }
+
+    /// Whether it refuses a conditional publish because the subject's last message is not the
+    /// one expected (another write came first).
+    #[must_use]
+    pub fn is_wrong_last_sequence(&self) -> bool {
+        matches!(
+            self.err_code,
+            Self::WRONG_LAST_SEQUENCE | Self::WRONG_LAST_SEQUENCE_CONSTANT
+        )
     }
 }
 

@@ -309,8 +309,7 @@ impl JetStream {
     /// Starts a request; its result comes out of [`take_finished`](Self::take_finished).
     pub fn submit(&mut self, id: RequestId, request: StoreRequest, nats: &mut NatsClient) {
         if let Err(why) = validate(&request) {
-            self.finished
-                .push((id, Err(StoreError::Rejected(why.into()))));
+            self.finished.push((id, Err(StoreError::invalid(why))));
             return;
         }
         match &self.setup {
@@ -656,9 +655,7 @@ impl JetStream {
                 let Some(m) = stored_from_raw(listing.stream, raw) else {
                     self.finished.push((
                         id,
-                        Err(StoreError::Rejected(
-                            "JetStream sent an unreadable message".into(),
-                        )),
+                        Err(StoreError::invalid("JetStream sent an unreadable message")),
                     ));
                     return;
                 };
@@ -980,21 +977,23 @@ fn parse_reply(msg: &Message) -> Result<Reply, StoreError> {
             StoreError::Unavailable(format!("JetStream answered with status {status}").into())
         });
     }
-    serde_json::from_slice(&msg.payload).map_err(|e| {
-        StoreError::Rejected(format!("JetStream sent a reply jetmq cannot read: {e}").into())
-    })
+    serde_json::from_slice(&msg.payload)
+        .map_err(|e| StoreError::invalid(format!("JetStream sent a reply jetmq cannot read: {e}")))
 }
 
-/// A failed API reply as a store error: unavailable for 5xx, refused otherwise.
+/// A failed API reply as a store error: unavailable for 5xx, a lost conditional write for a
+/// wrong last sequence, refused as invalid otherwise.
 fn api_failure(error: Option<ApiError>) -> StoreError {
     match error {
         Some(e) if e.code >= 500 => StoreError::Unavailable(
             format!("JetStream: {} (error {})", e.description, e.err_code).into(),
         ),
-        Some(e) => StoreError::Rejected(
-            format!("JetStream: {} (error {})", e.description, e.err_code).into(),
-        ),
-        None => StoreError::Rejected("JetStream sent an unexpected reply".into()),
+        Some(e) if e.is_wrong_last_sequence() => StoreError::wrong_last_sequence(),
+        Some(e) => StoreError::invalid(format!(
+            "JetStream: {} (error {})",
+            e.description, e.err_code
+        )),
+        None => StoreError::invalid("JetStream sent an unexpected reply"),
     }
 }
 
@@ -1030,7 +1029,7 @@ fn reply_result(msg: &Message, expect: Expect) -> Result<StoreReply, StoreError>
             },
         ) => stored_from_raw(stream, raw)
             .map(|m| StoreReply::Message(Some(m)))
-            .ok_or_else(|| StoreError::Rejected("JetStream sent an unreadable message".into())),
+            .ok_or_else(|| StoreError::invalid("JetStream sent an unreadable message")),
         (Expect::Message(_), Reply { error: Some(e), .. }) if e.is_missing_message() => {
             Ok(StoreReply::Message(None))
         }
@@ -1156,6 +1155,25 @@ fn join(a: &str, b: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_conditional_write_is_told_apart_from_other_refusals() {
+        let error = |code: u16, err_code: u32| {
+            api_failure(Some(ApiError {
+                code,
+                err_code,
+                description: "d".into(),
+            }))
+        };
+        assert_eq!(error(400, 10071), StoreError::wrong_last_sequence());
+        assert_eq!(error(400, 10164), StoreError::wrong_last_sequence());
+        assert!(matches!(
+            error(400, ApiError::STREAM_NOT_FOUND),
+            StoreError::Rejected(crate::js::Rejection::Invalid(_))
+        ));
+        assert!(matches!(error(503, 10071), StoreError::Unavailable(_)));
+        assert!(!api_failure(None).is_wrong_last_sequence());
+    }
 
     #[test]
     fn filters_made_disjoint() {

@@ -15,9 +15,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use jetmq::config::ServerConfig;
-use jetmq::store::MemoryBackend;
 use jetmq_mio::{MioServer, Tokens};
+use jetmq_shell::config::ServerConfig;
+use jetmq_shell::store::MemoryBackend;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 

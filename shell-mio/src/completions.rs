@@ -2,9 +2,9 @@
 //! arrives from NATS — comes back as broker inputs through one [`InputQueue`], whose wake is the
 //! loop's `mio::Waker`. This module starts the authentication pool.
 
-use jetmq::auth_pool::AuthPool;
-use jetmq::config::ServerConfig;
-use jetmq::inputs::InputQueue;
+use jetmq_shell::auth_pool::AuthPool;
+use jetmq_shell::config::ServerConfig;
+use jetmq_shell::inputs::InputQueue;
 
 /// Starts the pool that decides on authentication requests (Argon2 is slow on purpose, so
 /// it must not run on the loop), bounded by the configuration's `[auth]` limits; its decisions

@@ -48,7 +48,7 @@ pub(crate) struct Connection {
     /// It has bytes to write at the end of this turn (on the server's dirty list).
     pub(crate) dirty: bool,
     /// Its count among its source address's connections, given back when it is dropped.
-    _address: jetmq::sockets::AddressSlot,
+    _address: jetmq_shell::sockets::AddressSlot,
 }
 
 impl Connection {
@@ -56,7 +56,7 @@ impl Connection {
         transport: Transport,
         info: ConnInfo,
         handshake_deadline: Instant,
-        address: jetmq::sockets::AddressSlot,
+        address: jetmq_shell::sockets::AddressSlot,
     ) -> Self {
         Self {
             _address: address,

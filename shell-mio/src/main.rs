@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use jetmq::config::{CommandLine, ServerConfig};
+use jetmq_shell::config::{CommandLine, ServerConfig};
 
 /// jetmq on a mio event loop: an MQTT 3.1.1 and 5.0 broker with a deterministic core.
 #[derive(Debug, Parser)]
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = match jetmq::store::open(&config) {
+    let store = match jetmq_shell::store::open(&config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("jetmq-mio: {e}");

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use jetmq::config::ServerConfig;
-use jetmq::store::StoreBackend;
+use jetmq_shell::config::ServerConfig;
+use jetmq_shell::store::StoreBackend;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::server::{MioServer, Tokens};

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use jetmq::config::{ServerConfig, Transport as ListenerTransport};
-use jetmq::record::{self, Recorder};
-use jetmq::store::{StoreBackend, StoreReplies};
-use jetmq::ws_upgrade::Upgrade;
 use jetmq_core::broker::{Action, Broker, ConnId, ConnInfo, Input, Outbox};
 use jetmq_core::time::Now;
+use jetmq_shell::config::{ServerConfig, Transport as ListenerTransport};
+use jetmq_shell::record::{self, Recorder};
+use jetmq_shell::store::{StoreBackend, StoreReplies};
+use jetmq_shell::ws_upgrade::Upgrade;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token, Waker};
@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::completions;
 use crate::connection::{Connection, ReadOutcome};
 use crate::transport::{self, Handshake, Transport};
-use jetmq::inputs::InputQueue;
+use jetmq_shell::inputs::InputQueue;
 
 /// The tokens jetmq may use on the application's `Poll`: `count` of them from `first`, one
 /// per listener, then one per connection, so `count` bounds the connections too.
@@ -86,8 +86,8 @@ struct Listener {
 /// use jetmq_mio::{MioServer, Tokens};
 /// let mut poll = mio::Poll::new()?;
 /// let mut events = mio::Events::with_capacity(1024);
-/// let config = jetmq::config::ServerConfig::default();
-/// let store = Arc::new(jetmq::store::MemoryBackend::default());
+/// let config = jetmq_shell::config::ServerConfig::default();
+/// let store = Arc::new(jetmq_shell::store::MemoryBackend::default());
 /// let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0))?);
 /// let tokens = Tokens { first: 1000, count: 100_000 };
 /// let mut jetmq = MioServer::new(config, store, poll.registry(), tokens, waker)?;
@@ -118,9 +118,9 @@ pub struct MioServer {
     replies: StoreReplies,
     /// Inputs finished off the loop's thread.
     completions: InputQueue,
-    auth: jetmq::auth_pool::AuthPool,
+    auth: jetmq_shell::auth_pool::AuthPool,
     /// Connections per source address (`[limits] max_connections_per_address`).
-    per_address: jetmq::sockets::PerAddress,
+    per_address: jetmq_shell::sockets::PerAddress,
     /// TCP keepalive idle time on accepted sockets.
     keepalive: Option<Duration>,
     pending_store: usize,
@@ -140,10 +140,10 @@ pub struct MioServer {
     /// Connections whose read budget ran out with bytes possibly left: read on the next turn.
     more_to_read: Vec<usize>,
     /// The NATS bridge's connection (its own threads), if configured.
-    nats: Option<jetmq::nats_link::NatsLink>,
+    nats: Option<jetmq_shell::nats_link::NatsLink>,
     /// Where the metrics endpoint's requests wait, and the endpoint, if configured.
-    desk: Arc<jetmq::metrics::MetricsDesk>,
-    metrics: Option<jetmq::metrics::MetricsServer>,
+    desk: Arc<jetmq_shell::metrics::MetricsDesk>,
+    metrics: Option<jetmq_shell::metrics::MetricsServer>,
 }
 
 impl MioServer {
@@ -206,22 +206,23 @@ impl MioServer {
                 mode: Mode::new(transport, *origins),
             });
         }
-        let desk = jetmq::metrics::MetricsDesk::new();
+        let desk = jetmq_shell::metrics::MetricsDesk::new();
         let wake = Arc::clone(&waker);
         desk.set_wake(move || {
             let _ = wake.wake();
         });
-        let metrics = jetmq::metrics::MetricsServer::for_config(&config, &desk)?;
+        let metrics = jetmq_shell::metrics::MetricsServer::for_config(&config, &desk)?;
         let started = Instant::now();
-        let now = jetmq::clock::now_since(started);
+        let now = jetmq_shell::clock::now_since(started);
         let completions = InputQueue::new(Arc::new(move || {
             let _ = waker.wake();
         }));
         let replies = StoreReplies::new(&*store, completions.clone());
         let c = completions.clone();
-        let nats = jetmq::nats_link::NatsLink::for_config(&config, "jetmq-mio", move |input| {
-            c.push(input)
-        })?;
+        let nats =
+            jetmq_shell::nats_link::NatsLink::for_config(&config, "jetmq-mio", move |input| {
+                c.push(input)
+            })?;
         let auth = completions::auth_pool(&config, completions.clone())?;
         let recorder = match &config.record {
             Some(path) => Some(Recorder::create(path, config.seed, &config.broker, now)?),
@@ -246,7 +247,7 @@ impl MioServer {
             replies,
             completions,
             auth,
-            per_address: jetmq::sockets::PerAddress::new(config.max_connections_per_address),
+            per_address: jetmq_shell::sockets::PerAddress::new(config.max_connections_per_address),
             keepalive: config.tcp_keepalive,
             pending_store: 0,
             inputs: VecDeque::new(),
@@ -426,7 +427,7 @@ impl MioServer {
     }
 
     fn now(&self) -> Now {
-        jetmq::clock::now_since(self.started)
+        jetmq_shell::clock::now_since(self.started)
     }
 
     fn collect_completions(&mut self) {
@@ -526,7 +527,7 @@ impl MioServer {
                 self.pending_store += 1;
                 self.store.submit(id, request, self.replies.completion());
             }
-            Action::Notice(notice) => jetmq::notice::log(notice, self.log_pii),
+            Action::Notice(notice) => jetmq_shell::notice::log(notice, self.log_pii),
             Action::NatsPublish { .. }
             | Action::NatsSubscribe { .. }
             | Action::NatsQueueSubscribe { .. }
@@ -564,7 +565,7 @@ impl MioServer {
             };
             let _ = socket.set_nodelay(true);
             if let Some(idle) = self.keepalive {
-                if let Err(e) = jetmq::sockets::set_keepalive(&socket, idle) {
+                if let Err(e) = jetmq_shell::sockets::set_keepalive(&socket, idle) {
                     debug!(%peer, error = %e, "cannot turn TCP keepalive on");
                 }
             }
@@ -578,7 +579,7 @@ impl MioServer {
         socket: TcpStream,
         peer: SocketAddr,
         mode: Mode,
-        address: jetmq::sockets::AddressSlot,
+        address: jetmq_shell::sockets::AddressSlot,
     ) {
         let info = ConnInfo {
             // Boxed (no spare capacity): a `String` with spare room becomes a `Bytes` with a
@@ -649,7 +650,7 @@ impl MioServer {
         c.info.tls_identity = c
             .transport
             .tls()
-            .and_then(jetmq::tls::client_identity)
+            .and_then(jetmq_shell::tls::client_identity)
             .map(Into::into);
         self.by_id.insert(id, key);
         let info = c.info.clone();

@@ -20,7 +20,7 @@ pub(crate) type Tls = StreamOwned<ServerConnection, TcpStream>;
 type WsHandshake<S> = MidHandshake<ServerHandshake<S, UpgradeCheck>>;
 
 /// The upgrade check for one listener's path, as tungstenite's callback.
-pub(crate) struct UpgradeCheck(Arc<jetmq::ws_upgrade::Upgrade>);
+pub(crate) struct UpgradeCheck(Arc<jetmq_shell::ws_upgrade::Upgrade>);
 
 impl tungstenite::handshake::server::Callback for UpgradeCheck {
     fn on_request(
@@ -28,7 +28,7 @@ impl tungstenite::handshake::server::Callback for UpgradeCheck {
         request: &Request,
         response: Response,
     ) -> Result<Response, tungstenite::handshake::server::ErrorResponse> {
-        jetmq::ws_upgrade::check(&self.0, request, response)
+        jetmq_shell::ws_upgrade::check(&self.0, request, response)
     }
 }
 
@@ -37,7 +37,7 @@ pub(crate) enum Transport {
     /// Handshaking TLS; then WebSocket too when `ws_path` is set.
     TlsHandshake {
         tls: Box<Tls>,
-        ws_path: Option<Arc<jetmq::ws_upgrade::Upgrade>>,
+        ws_path: Option<Arc<jetmq_shell::ws_upgrade::Upgrade>>,
     },
     /// Handshaking WebSocket over plain TCP.
     WsHandshake(Box<WsHandshake<TcpStream>>),
@@ -88,7 +88,7 @@ impl Transport {
     /// Starts a WebSocket handshake on `stream` for `path`.
     fn start_ws<S: Read + Write>(
         stream: S,
-        path: Arc<jetmq::ws_upgrade::Upgrade>,
+        path: Arc<jetmq_shell::ws_upgrade::Upgrade>,
         max_message: usize,
     ) -> Result<Result<WebSocket<S>, WsHandshake<S>>, String> {
         let config = WebSocketConfig::default()
@@ -104,7 +104,7 @@ impl Transport {
     /// A new connection on a WebSocket listener.
     pub(crate) fn websocket(
         socket: TcpStream,
-        path: Arc<jetmq::ws_upgrade::Upgrade>,
+        path: Arc<jetmq_shell::ws_upgrade::Upgrade>,
         max_message: usize,
     ) -> (Self, Handshake) {
         match Self::start_ws(socket, path, max_message) {
@@ -291,7 +291,7 @@ impl Transport {
 pub(crate) fn tls(
     socket: TcpStream,
     config: Arc<rustls::ServerConfig>,
-    ws_path: Option<Arc<jetmq::ws_upgrade::Upgrade>>,
+    ws_path: Option<Arc<jetmq_shell::ws_upgrade::Upgrade>>,
 ) -> io::Result<Transport> {
     let conn = ServerConnection::new(config).map_err(io::Error::other)?;
     Ok(Transport::TlsHandshake {

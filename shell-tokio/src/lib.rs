@@ -1,7 +1,4 @@
-//! The jetmq server: [`jetmq_core::broker::Broker`] driven by tokio (feature `server`, on by
-//! default), and what every shell shares: configuration, authentication, store backends, TLS
-//! settings, recording and administration (the crate without its default features, as
-//! jetmq-mio uses it).
+//! The jetmq server: [`jetmq_core::broker::Broker`] driven by tokio.
 //!
 //! Listeners serve MQTT over TCP, TLS (rustls), WebSocket and secure WebSocket
 //! (tokio-tungstenite); TLS and WebSocket handshakes run in their own tasks, then every kind of
@@ -14,29 +11,17 @@
 //! `Input::Flushed`, which the broker uses to find slow consumers. Store requests run off the
 //! broker task and come back as `Input::Stored`. The broker's single timer follows
 //! `next_deadline()`.
+//!
+//! What every shell shares (configuration, authentication, store backends, the NATS link,
+//! TLS settings, recording, administration, metrics) is the `jetmq-shell` crate, re-exported
+//! here under the same module names.
 
-pub mod admin;
-pub mod auth;
-pub mod auth_pool;
-pub mod clock;
-pub mod config;
-pub mod inputs;
-pub mod jetstream;
-pub mod metrics;
-pub mod nats_config;
-pub mod nats_link;
-mod nats_tls;
-pub mod notice;
-pub mod record;
-pub mod scram;
-#[cfg(feature = "server")]
+pub use jetmq_shell::{
+    admin, auth, auth_pool, clock, config, inputs, jetstream, metrics, nats_config, nats_link,
+    notice, record, scram, sockets, store, tls, ws_upgrade,
+};
+
 pub mod server;
-pub mod sockets;
-pub mod store;
-pub mod tls;
-pub mod ws_upgrade;
 
-#[cfg(feature = "server")]
 mod connection;
-#[cfg(feature = "server")]
 mod ws;

@@ -34,7 +34,7 @@ pub(crate) fn logged_port(log: &str) -> Option<u16> {
 
 /// A configuration file's user `alice` with `password`.
 pub(crate) fn alice(password: &str) -> String {
-    let hash = jetmq::auth::hash_password(password.as_bytes()).expect("hash");
+    let hash = jetmq_shell::auth::hash_password(password.as_bytes()).expect("hash");
     format!("[[auth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\n")
 }
 

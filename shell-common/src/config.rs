@@ -701,8 +701,9 @@ impl ServerConfig {
     /// Checks the whole set of listeners: there is at least one, and no two of them (in
     /// `listen` and `listeners`) use the same address.
     ///
-    /// [`apply_toml`](Self::apply_toml) and [`server::start`](crate::server::start) call this;
-    /// call it again after changing the listeners by hand (as the command line does).
+    /// [`apply_toml`](Self::apply_toml) and both shells' start-up (`jetmq::server::start`,
+    /// `jetmq_mio::MioServer::new`) call this; call it again after changing the listeners by
+    /// hand (as the command line does).
     ///
     /// # Errors
     ///

@@ -17,7 +17,25 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use jetmq_core::js::{Header, StoreRequest, Stream};
 
-use crate::engine::{stream_key, STREAMS};
+/// Every stream, in the order of [`Stream`]'s `Ord` (and of their table keys).
+pub(crate) const STREAMS: [Stream; 5] = [
+    Stream::Sessions,
+    Stream::Messages,
+    Stream::Qos2In,
+    Stream::PubRel,
+    Stream::Retained,
+];
+
+/// The table key of a stream.
+pub(crate) fn stream_key(stream: Stream) -> u8 {
+    match stream {
+        Stream::Sessions => 0,
+        Stream::Messages => 1,
+        Stream::Qos2In => 2,
+        Stream::PubRel => 3,
+        Stream::Retained => 4,
+    }
+}
 
 const FORMAT: u8 = 1;
 const NO_ACK_WAIT: u64 = u64::MAX;

@@ -31,7 +31,7 @@ use jetmq_core::js::{Header, StoreReply, StoredMessage, Stream};
 use jetmq_core::time::Instant;
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use crate::codec::{self, ConsumerRecord};
+use crate::codec::{self, stream_key, ConsumerRecord, STREAMS};
 use crate::consumer::{Consumer, Consumers};
 use crate::subject;
 
@@ -55,26 +55,6 @@ pub(crate) const FORMAT_KEY: &str = "format";
 pub(crate) const FORMAT: u64 = 2;
 /// The `meta` key of the last sequence handed out.
 pub(crate) const LAST_SEQ_KEY: &str = "last_seq";
-
-/// Every stream, in the order of [`Stream`]'s `Ord` (and of their table keys).
-pub(crate) const STREAMS: [Stream; 5] = [
-    Stream::Sessions,
-    Stream::Messages,
-    Stream::Qos2In,
-    Stream::PubRel,
-    Stream::Retained,
-];
-
-/// The table key of a stream.
-pub(crate) fn stream_key(stream: Stream) -> u8 {
-    match stream {
-        Stream::Sessions => 0,
-        Stream::Messages => 1,
-        Stream::Qos2In => 2,
-        Stream::PubRel => 3,
-        Stream::Retained => 4,
-    }
-}
 
 /// The largest record redb takes is 3 GiB; refuse well before.
 const MAX_RECORD: usize = 1 << 30;

@@ -13,9 +13,10 @@ use jetmq_core::js::Stream;
 use redb::{Builder, Database, DatabaseError, Durability};
 
 use crate::backend::DiskBackend;
+use crate::codec::STREAMS;
 use crate::codec::{self, LoggedOp};
 use crate::config::{StoreConfig, SyncPolicy};
-use crate::engine::{self, Fail, State, Tables, FORMAT, FORMAT_KEY, LAST_SEQ_KEY, STREAMS};
+use crate::engine::{self, Fail, State, Tables, FORMAT, FORMAT_KEY, LAST_SEQ_KEY};
 use crate::error::OpenError;
 use crate::wal::{self, LOG_BATCH_KEY};
 

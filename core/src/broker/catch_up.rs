@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::io::Outbox;
 use super::requests::RequestOwner;
-use super::session::SessionId;
+use super::sessions::SessionId;
 use super::{Broker, Timer};
 use crate::js::{StoreError, StoreReply, StoreRequest, Stream};
 
@@ -30,8 +30,6 @@ const CATCH_UP_AFTER: [Duration; 2] = [Duration::from_secs(1), Duration::from_se
 /// A session catching up after its load or subscription change.
 #[derive(Debug)]
 pub(super) struct CatchUp {
-    /// The session's `uid`, telling it from a later session in the same slot.
-    uid: u64,
     /// The stored messages it had from its load.
     loaded: BTreeSet<u64>,
     /// Whether a read of its consumer is out.
@@ -49,11 +47,10 @@ impl Broker {
         if !(self.config.fleet && self.config.nats_bridge) {
             return;
         }
-        let Some(s) = self.sessions.get(session).filter(|s| s.persistent) else {
+        if self.persistent_session(session).is_none() {
             return;
-        };
-        let uid = s.uid;
-        match self.catch_ups.get_mut(&session).filter(|c| c.uid == uid) {
+        }
+        match self.catch_ups.get_mut(&session) {
             Some(c) => {
                 c.loaded.extend(loaded);
                 c.last = false;
@@ -62,7 +59,6 @@ impl Broker {
                 self.catch_ups.insert(
                     session,
                     CatchUp {
-                        uid,
                         loaded,
                         reading: false,
                         last: false,
@@ -74,21 +70,15 @@ impl Broker {
         for (i, after) in CATCH_UP_AFTER.into_iter().enumerate() {
             let at = self.now.instant.saturating_add(after);
             let last = i + 1 == CATCH_UP_AFTER.len();
-            self.schedule(at, Timer::CatchUp(session, uid, last));
+            self.schedule(at, Timer::CatchUp(session, last));
         }
     }
 
     /// A catch-up read is due: the session's consumer is read unless a read is still out, or
     /// the session is offline (a read hands the consumer's messages to this node until they
     /// are acknowledged, so a session that may resume elsewhere is left to its next load).
-    pub(super) fn on_catch_up_timer(
-        &mut self,
-        session: SessionId,
-        uid: u64,
-        last: bool,
-        out: &mut Outbox,
-    ) {
-        let Some(s) = self.persistent_session(session, uid) else {
+    pub(super) fn on_catch_up_timer(&mut self, session: SessionId, last: bool, out: &mut Outbox) {
+        let Some(s) = self.persistent_session(session) else {
             return;
         };
         if s.conn.is_none() {
@@ -105,15 +95,11 @@ impl Broker {
         let consumer = s.consumer();
         // A later schedule's timers find the catch-up an earlier one's last read ended.
         let c = self.catch_ups.entry(session).or_insert_with(|| CatchUp {
-            uid,
             loaded: BTreeSet::new(),
             reading: false,
             last: false,
             released: Vec::new(),
         });
-        if c.uid != uid {
-            return;
-        }
         c.last |= last;
         if c.reading {
             return;
@@ -139,7 +125,7 @@ impl Broker {
         let (Some(c), Some(s)) = (self.catch_ups.get(&session), self.sessions.get(session)) else {
             return false;
         };
-        c.uid == s.uid && (c.loaded.contains(&seq) || s.outbound.holds(seq))
+        c.loaded.contains(&seq) || s.outbound.holds(seq)
     }
 
     /// The answer to a catch-up read: the messages the session has not had are queued for it.
@@ -162,11 +148,10 @@ impl Broker {
                 .collect(),
             _ => Vec::new(),
         };
-        let uid = c.uid;
         if c.last {
             self.catch_ups.remove(&session);
         }
-        let Some(s) = self.sessions.get(session).filter(|s| s.uid == uid) else {
+        let Some(s) = self.sessions.get(session) else {
             self.catch_ups.remove(&session);
             return;
         };

@@ -9,7 +9,8 @@ use bytestring::ByteString;
 
 use super::io::ConnInfo;
 use super::message::{Message, Will};
-use super::session::{SessionId, SessionKey};
+use super::session::SessionKey;
+use super::sessions::SessionId;
 use super::topic_alias::{InboundAliases, OutboundAliases};
 use crate::codec::{
     Connect, ConnectReason, Decoder, Direction, Packet, PacketId, ProtocolVersion, QoS,

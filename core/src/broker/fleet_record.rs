@@ -14,7 +14,7 @@
 
 use super::io::Outbox;
 use super::requests::RequestOwner;
-use super::session::SessionId;
+use super::sessions::SessionId;
 use super::Broker;
 use crate::js::{records, StoreError, StoreReply};
 
@@ -46,11 +46,7 @@ impl Broker {
             return;
         };
         let request = records::session_read(&s.key.client_id);
-        let owner = RequestOwner::RecordCheck {
-            session,
-            uid: s.uid,
-            attempt,
-        };
+        let owner = RequestOwner::RecordCheck { session, attempt };
         self.request(request, owner, out);
     }
 
@@ -60,11 +56,11 @@ impl Broker {
     pub(super) fn on_record_checked(
         &mut self,
         session: SessionId,
-        (uid, attempt): (u64, u8),
+        attempt: u8,
         reply: Result<StoreReply, StoreError>,
         out: &mut Outbox,
     ) {
-        let Some(s) = self.persistent_session(session, uid) else {
+        let Some(s) = self.persistent_session(session) else {
             return;
         };
         // A failed read was reported; the record stays as it was.
@@ -92,17 +88,10 @@ impl Broker {
         attempt: u8,
         out: &mut Outbox,
     ) {
-        let Some(uid) = self.sessions.get(session).map(|s| s.uid) else {
-            return;
-        };
         let Some(request) = self.record_request(session, Some(seq)) else {
             return;
         };
-        let owner = RequestOwner::RecordWrite {
-            session,
-            uid,
-            attempt,
-        };
+        let owner = RequestOwner::RecordWrite { session, attempt };
         self.request(request, owner, out);
     }
 
@@ -111,12 +100,12 @@ impl Broker {
     pub(super) fn on_record_written(
         &mut self,
         session: SessionId,
-        (uid, attempt): (u64, u8),
+        attempt: u8,
         reply: &Result<StoreReply, StoreError>,
         out: &mut Outbox,
     ) {
         let again = retries_record_write(attempt, reply);
-        if again && self.sessions.get(session).is_some_and(|s| s.uid == uid) {
+        if again && self.sessions.get(session).is_some() {
             self.check_record(session, attempt + 1, out);
         }
     }

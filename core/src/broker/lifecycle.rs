@@ -11,9 +11,8 @@ use super::connection::{Connection, Loading, Phase, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
 use super::requests::RequestOwner;
-use super::session::{
-    InflightState, PendingWill, Session, SessionId, SessionKey, SessionRef, DEFAULT_ACCOUNT,
-};
+use super::session::{InflightState, PendingWill, Session, SessionKey, DEFAULT_ACCOUNT};
+use super::sessions::SessionId;
 use super::topic_alias::OutboundAliases;
 use super::{Broker, Timer};
 use crate::codec::{
@@ -385,11 +384,7 @@ impl Broker {
             return;
         }
         let new_here = self.session_id(&key).is_none();
-        if new_here
-            && !self
-                .session_quota
-                .admits(&self.config, self.sessions.len(), owner.as_ref())
-        {
+        if new_here && !self.sessions.admits(&self.config, owner.as_ref()) {
             // No room for another session (resuming or replacing one still works).
             self.stats.sessions_refused += 1;
             let version = connect.protocol;
@@ -455,9 +450,7 @@ impl Broker {
     /// Whether a persistent session of another client identifier has the record subject
     /// `key`'s session would have.
     fn shares_a_record(&self, key: &SessionKey) -> bool {
-        self.by_key
-            .sharing_record(key, &self.sessions)
-            .any(|id| self.sessions.get(id).is_some_and(|s| s.persistent))
+        self.sessions.sharing_record(key).any(|s| s.persistent)
     }
 
     /// Reads a session to resume (or, for a clean start, to end) from the store: its record,
@@ -704,6 +697,7 @@ impl Broker {
         let (persistent, expiry) = session_expiry(granted);
 
         let mut session_present = false;
+        let owner = self.owner_of(&connect);
         let session = match self.session_id(&key) {
             Some(existing) => {
                 // A session that ends with its connection cannot be resumed.
@@ -721,7 +715,7 @@ impl Broker {
                 }
                 if !resume {
                     self.discard_session(existing, out);
-                    self.new_session(key, version)
+                    self.sessions.insert(key, version, owner)
                 } else {
                     if let Some(s) = self.sessions.get_mut(existing) {
                         // [MQTT-3.1.3-9]: a new connection in time cancels a delayed will.
@@ -732,16 +726,11 @@ impl Broker {
                     existing
                 }
             }
-            None => self.new_session(key, version),
+            None => self.sessions.insert(key, version, owner),
         };
-        let owner = self.owner_of(&connect);
         let Some(s) = self.sessions.get_mut(session) else {
             return;
         };
-        if !session_present {
-            self.session_quota.add(owner.as_ref());
-            s.owner = owner.map(Box::new);
-        }
         s.conn = Some(conn);
         s.connect_stamp = stamp;
         s.disconnected_at = None;
@@ -853,13 +842,6 @@ impl Broker {
             self.schedule_conn(conn, at);
         }
         self.resume_session(session, out);
-    }
-
-    fn new_session(&mut self, key: SessionKey, version: ProtocolVersion) -> SessionId {
-        self.session_uids += 1;
-        self.by_key.insert(&key, self.sessions.vacant_key());
-        self.sessions
-            .insert(Box::new(Session::new(key, version, self.session_uids)))
     }
 
     fn on_disconnect(
@@ -980,11 +962,7 @@ impl Broker {
                         will: *will,
                         generation,
                     }));
-                    let r = SessionRef {
-                        slot: session,
-                        uid: s.uid,
-                    };
-                    self.schedule(at, Timer::Will(r, generation));
+                    self.schedule(at, Timer::Will(session, generation));
                 }
                 Ending::Shutdown => {}
                 _ => self.publish_will(will.message, out),
@@ -995,10 +973,8 @@ impl Broker {
             Ending::Normal => {
                 self.hand_over_shared(session, false, out);
                 if let (Some(expiry), Some(s)) = (expiry, self.sessions.get(session)) {
-                    let (generation, uid) = (s.generation, s.uid);
                     let at = self.now.instant.saturating_add(expiry);
-                    let r = SessionRef { slot: session, uid };
-                    self.schedule(at, Timer::Expiry(r, generation));
+                    self.schedule(at, Timer::Expiry(session, s.generation));
                 }
                 // The record learns when the session went offline (so its expiry also runs
                 // while the broker is down) and any expiry the DISCONNECT changed.
@@ -1153,7 +1129,6 @@ impl Broker {
             let request = records::session_read(&s.key.client_id);
             let owner = RequestOwner::Expiry {
                 session,
-                uid: s.uid,
                 generation,
             };
             self.request(request, owner, out);
@@ -1170,14 +1145,14 @@ impl Broker {
     pub(super) fn on_expiry_checked(
         &mut self,
         session: SessionId,
-        (uid, generation): (u64, u64),
+        generation: u64,
         reply: Result<StoreReply, StoreError>,
         out: &mut Outbox,
     ) {
         let Some(s) = self.sessions.get(session) else {
             return;
         };
-        if s.uid != uid || s.generation != generation || s.conn.is_some() {
+        if s.generation != generation || s.conn.is_some() {
             return;
         }
         match reply {
@@ -1189,11 +1164,7 @@ impl Broker {
             Ok(_) => self.expire_session(session, out),
             Err(_) => {
                 let at = self.now.instant.saturating_add(self.config.store_timeout);
-                let r = SessionRef {
-                    slot: session,
-                    uid: s.uid,
-                };
-                self.schedule(at, Timer::Expiry(r, s.generation));
+                self.schedule(at, Timer::Expiry(session, s.generation));
             }
         }
     }
@@ -1229,11 +1200,9 @@ impl Broker {
     ) -> Option<Session> {
         self.hand_over_shared(session, true, out);
         self.release_held(session);
-        let s = self.sessions.try_remove(session)?;
-        self.session_quota.remove(s.owner.as_deref());
+        let s = self.sessions.remove(session)?;
         self.queued_total = self.queued_total.saturating_sub(s.outbound.queued_bytes);
         self.release_held_for_total();
-        self.by_key.remove(&s.key, session);
         self.catch_ups.remove(&session);
         for entry in s.subscriptions.values() {
             self.unindex_subscription(session, entry);

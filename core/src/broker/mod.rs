@@ -68,6 +68,7 @@ mod retained_quota;
 mod session;
 mod session_index;
 mod session_quota;
+mod sessions;
 mod shared;
 mod shared_fleet;
 mod subscribe;
@@ -79,8 +80,6 @@ mod timers;
 mod topic_alias;
 
 use std::collections::{BTreeMap, VecDeque};
-
-use slab::Slab;
 
 pub use config::{BrokerConfig, Overflow, Redirect};
 pub use io::{
@@ -96,7 +95,8 @@ use connection::{Connection, Pipeline};
 use publish::{FanoutJob, Target};
 use requests::StoreRequests;
 use retained::RetainedStore;
-use session::{Session, SessionId, SessionRef};
+use session::Session;
+use sessions::{SessionId, Sessions};
 use shared::ShareId;
 use subscriptions::SubscriptionTree;
 use timers::{Timer, Timers};
@@ -177,13 +177,7 @@ pub struct Broker {
     /// Boxed: a B-tree node holds eleven entries inline, and half-full nodes of 550-byte
     /// connections would waste more than the pointer costs.
     conns: BTreeMap<ConnId, Box<Connection>>,
-    /// Boxed, so the slab's spare capacity costs a pointer per slot, not a session.
-    sessions: Slab<Box<Session>>,
-    by_key: session_index::SessionIndex,
-    /// Sessions per user, for `max_sessions_per_user`.
-    session_quota: session_quota::SessionQuota,
-    /// The last session number handed out.
-    session_uids: u64,
+    sessions: Sessions,
     subscriptions: SubscriptionTree<SessionId, session::Subscriber>,
     /// Shared subscriptions, keyed by (shared subscription number, member session).
     shared: SubscriptionTree<(ShareId, SessionId), session::Subscriber>,
@@ -196,7 +190,7 @@ pub struct Broker {
     catch_ups: BTreeMap<SessionId, catch_up::CatchUp>,
     /// Persistent sessions' subscription saves in flight, with the acknowledgements waiting
     /// for them or for the next (see `subscription_save`).
-    subscription_saves: BTreeMap<SessionRef, subscription_save::SubscriptionSave>,
+    subscription_saves: BTreeMap<SessionId, subscription_save::SubscriptionSave>,
     /// Bytes kept for `retained` (topic, properties, payload), for its quota (`$SYS/broker/`
     /// statistics aside).
     retained_bytes: usize,
@@ -264,10 +258,7 @@ impl Broker {
             takeovers,
             now,
             conns: BTreeMap::new(),
-            sessions: Slab::new(),
-            by_key: session_index::SessionIndex::default(),
-            session_quota: session_quota::SessionQuota::default(),
-            session_uids: 0,
+            sessions: Sessions::default(),
             subscriptions: SubscriptionTree::new(),
             shared: SubscriptionTree::new(),
             shares: shared::ShareGroups::default(),
@@ -331,30 +322,14 @@ impl Broker {
         self.retained.len()
     }
 
-    /// How a timer names `session`.
-    fn session_ref(&self, session: SessionId) -> Option<SessionRef> {
-        let uid = self.sessions.get(session)?.uid;
-        Some(SessionRef { slot: session, uid })
-    }
-
-    /// The session a timer named, if it still exists (and is not a later one in its slot).
-    fn resolve(&self, r: SessionRef) -> Option<SessionId> {
-        let s = self.sessions.get(r.slot)?;
-        (s.uid == r.uid).then_some(r.slot)
-    }
-
     /// The session that holds `key`, if one does.
     fn session_id(&self, key: &SessionKey) -> Option<SessionId> {
-        self.by_key.get(key, &self.sessions)
+        self.sessions.find(key)
     }
 
     /// Every session, online and offline, as an administrator sees it, in key order.
     pub fn sessions(&self) -> impl Iterator<Item = SessionInfo> + '_ {
-        let mut sessions: Vec<&Session> = self
-            .by_key
-            .ids()
-            .filter_map(|id| self.sessions.get(id).map(|s| &**s))
-            .collect();
+        let mut sessions: Vec<&Session> = self.sessions.by_key().collect();
         sessions.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         sessions.into_iter().map(Session::info)
     }
@@ -451,22 +426,14 @@ impl Broker {
         while let Some((at, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Conn(conn) => self.on_conn_timer(conn, at, out),
-                Timer::Will(session, generation) => {
-                    if let Some(session) = self.resolve(session) {
-                        self.on_will_timer(session, generation, out);
-                    }
-                }
+                Timer::Will(session, generation) => self.on_will_timer(session, generation, out),
                 Timer::Expiry(session, generation) => {
-                    if let Some(session) = self.resolve(session) {
-                        self.on_expiry_timer(session, generation, out);
-                    }
+                    self.on_expiry_timer(session, generation, out);
                 }
                 Timer::Request(id) => self.on_request_timeout(id, out),
                 Timer::Reannounce => self.announce_connected(out),
                 Timer::Sys => self.on_sys_timer(),
-                Timer::CatchUp(session, uid, last) => {
-                    self.on_catch_up_timer(session, uid, last, out);
-                }
+                Timer::CatchUp(session, last) => self.on_catch_up_timer(session, last, out),
             }
         }
     }

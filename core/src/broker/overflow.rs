@@ -40,7 +40,8 @@ use std::collections::{BTreeMap, VecDeque};
 use super::config::Overflow;
 use super::io::{Action, ConnId, Notice, Outbox};
 use super::requests::RequestOwner;
-use super::session::{Delivery, SessionId};
+use super::session::Delivery;
+use super::sessions::SessionId;
 use super::Broker;
 use crate::codec::QoS;
 use crate::js::{StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
@@ -426,7 +427,6 @@ impl Broker {
             return;
         };
         let queued = s.outbound.queue.len();
-        let uid = s.uid;
         let online = s.conn.is_some();
         let Some(o) = s.outbound.overload.as_deref_mut() else {
             return;
@@ -449,7 +449,7 @@ impl Broker {
                 stream: Stream::Messages,
                 seq,
             };
-            self.request(request, RequestOwner::Spill { session, uid, seq }, out);
+            self.request(request, RequestOwner::Spill { session, seq }, out);
         }
     }
 
@@ -459,11 +459,11 @@ impl Broker {
     pub(super) fn on_spill_read(
         &mut self,
         session: SessionId,
-        (uid, seq): (u64, u64),
+        seq: u64,
         reply: Result<StoreReply, StoreError>,
         out: &mut Outbox,
     ) {
-        let Some(s) = self.sessions.get_mut(session).filter(|s| s.uid == uid) else {
+        let Some(s) = self.sessions.get_mut(session) else {
             return;
         };
         let consumer = s.consumer();

@@ -13,9 +13,9 @@ use super::io::{Action, Notice, Outbox};
 use super::message::Message;
 use super::requests::{RequestOwner, Write};
 use super::session::{
-    Delivery, Inflight, InflightState, Session, SessionId, SessionKey, SubscriptionEntry,
-    DEFAULT_ACCOUNT,
+    Delivery, Inflight, InflightState, Session, SessionKey, SubscriptionEntry, DEFAULT_ACCOUNT,
 };
+use super::sessions::SessionId;
 use super::{Broker, Timer};
 use crate::codec::{
     PacketId, ProtocolVersion, PublishProperties, QoS, RetainHandling, SubscriptionOptions,
@@ -63,20 +63,14 @@ impl Broker {
             }
             RequestOwner::Expiry {
                 session,
-                uid,
                 generation,
             } => {
-                self.on_expiry_checked(session, (uid, generation), reply, out);
+                self.on_expiry_checked(session, generation, reply, out);
                 return;
             }
-            RequestOwner::PubRelRecord {
-                session,
-                uid,
-                pid,
-                seq,
-            } => {
+            RequestOwner::PubRelRecord { session, pid, seq } => {
                 if reply.is_ok() {
-                    self.on_pubrel_recorded(session, uid, pid, seq, out);
+                    self.on_pubrel_recorded(session, pid, seq, out);
                 }
                 return;
             }
@@ -84,28 +78,20 @@ impl Broker {
                 self.on_caught_up(session, reply, out);
                 return;
             }
-            RequestOwner::Spill { session, uid, seq } => {
-                self.on_spill_read(session, (uid, seq), reply, out);
+            RequestOwner::Spill { session, seq } => {
+                self.on_spill_read(session, seq, reply, out);
                 return;
             }
-            RequestOwner::RecordCheck {
-                session,
-                uid,
-                attempt,
-            } => {
-                self.on_record_checked(session, (uid, attempt), reply, out);
+            RequestOwner::RecordCheck { session, attempt } => {
+                self.on_record_checked(session, attempt, reply, out);
                 return;
             }
-            RequestOwner::RecordWrite {
-                session,
-                uid,
-                attempt,
-            } => {
-                self.on_record_written(session, (uid, attempt), &reply, out);
+            RequestOwner::RecordWrite { session, attempt } => {
+                self.on_record_written(session, attempt, &reply, out);
                 return;
             }
-            RequestOwner::SubscriptionSave { session, uid } => {
-                self.on_subscriptions_saved(session, uid, reply.is_ok(), out);
+            RequestOwner::SubscriptionSave { session } => {
+                self.on_subscriptions_saved(session, reply.is_ok(), out);
                 return;
             }
             RequestOwner::Background => return,
@@ -242,12 +228,9 @@ impl Broker {
         }
     }
 
-    /// The persistent session in slot `session`, if it is still the one numbered `uid`.
-    pub(super) fn persistent_session(&self, session: SessionId, uid: u64) -> Option<&Session> {
-        self.sessions
-            .get(session)
-            .map(|s| &**s)
-            .filter(|s| s.uid == uid && s.persistent)
+    /// The session `session`, if it still exists and is persistent.
+    pub(super) fn persistent_session(&self, session: SessionId) -> Option<&Session> {
+        self.sessions.get(session).filter(|s| s.persistent)
     }
 
     /// Rewrites a persistent session's record alone (its consumer is unchanged), in the
@@ -345,8 +328,8 @@ impl Broker {
                 self.discard_session(id, out);
             } else {
                 let at = self.now.instant.saturating_add(left);
-                if let Some(r) = self.session_ref(id) {
-                    self.schedule(at, Timer::Expiry(r, generation));
+                if self.sessions.get(id).is_some() {
+                    self.schedule(at, Timer::Expiry(id, generation));
                 }
             }
         }
@@ -397,12 +380,8 @@ impl Broker {
         } else {
             ProtocolVersion::V311
         };
-        self.session_uids += 1;
-        self.by_key.insert(&key, self.sessions.vacant_key());
-        let mut session = Box::new(Session::new(key, version, self.session_uids));
-        session.owner = rec.jetmq.owner.clone().map(|o| Box::new(o.into()));
-        self.session_quota.add(session.owner.as_deref());
-        let id = self.sessions.insert(session);
+        let owner = rec.jetmq.owner.clone().map(ByteString::from);
+        let id = self.sessions.insert(key, version, owner);
         // Indexing makes the groups of shared subscriptions (see `shared.rs`).
         let mut subs: Vec<(ByteString, SubscriptionEntry)> = Vec::new();
         if rec.jetmq.subs.is_empty() {

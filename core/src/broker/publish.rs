@@ -9,7 +9,8 @@ use super::connection::{Pending, Phase, Pipeline, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, Outbox};
 use super::message::{Message, SharedMessage};
 use super::requests::Write;
-use super::session::{Delivery, Inflight, InflightState, SessionId, SubscriptionIds};
+use super::session::{Delivery, Inflight, InflightState, SubscriptionIds};
+use super::sessions::SessionId;
 use super::shared::ShareId;
 use super::topic_alias::AliasUse;
 use super::Broker;
@@ -1268,12 +1269,9 @@ impl Broker {
                         .as_ref()
                         .and_then(|d| d.msg.seq);
                     let owner = match seq {
-                        Some(seq) => super::requests::RequestOwner::PubRelRecord {
-                            session,
-                            uid: s.uid,
-                            pid,
-                            seq,
-                        },
+                        Some(seq) => {
+                            super::requests::RequestOwner::PubRelRecord { session, pid, seq }
+                        }
                         None => super::requests::RequestOwner::Background,
                     };
                     self.request(record, owner, out);
@@ -1296,12 +1294,11 @@ impl Broker {
     pub(super) fn on_pubrel_recorded(
         &mut self,
         session: SessionId,
-        uid: u64,
         pid: PacketId,
         seq: u64,
         out: &mut Outbox,
     ) {
-        let Some(s) = self.sessions.get_mut(session).filter(|s| s.uid == uid) else {
+        let Some(s) = self.sessions.get_mut(session) else {
             return;
         };
         let Some(entry) = s.outbound.inflight.iter_mut().find(|e| {

@@ -3,12 +3,14 @@
 //!
 //! A request is numbered once ([`RequestId`]s are never reused) and forgotten when its reply
 //! or its timeout comes, whichever is first: a reply after the timeout is an unknown request.
+//! An owner names its session by [`SessionId`], so a reply for a session that ended never
+//! reaches a later session of the same slot.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::io::ConnId;
-use super::session::SessionId;
+use super::sessions::SessionId;
 use crate::codec::PacketId;
 use crate::js::RequestId;
 use crate::time::Instant;
@@ -34,47 +36,27 @@ pub(crate) enum RequestOwner {
     /// A connection whose session is being loaded ([`Phase::Loading`](super::connection::Phase)).
     Load { conn: ConnId },
     /// A fleet node's offline session whose expiry is due, checked against its stored record
-    /// (the session's `uid` tells it from a later session of the same slot, its `generation`
-    /// from a later expiry of the same session).
-    Expiry {
-        session: SessionId,
-        uid: u64,
-        generation: u64,
-    },
+    /// (its `generation` tells the expiry from a later one of the same session).
+    Expiry { session: SessionId, generation: u64 },
     /// The PUBREL record of an outbound QoS 2 flow: once it is written, the stored message
     /// `seq` it replaces can be acknowledged (until then the message is what a restart sends
     /// again).
     PubRelRecord {
         session: SessionId,
-        uid: u64,
         pid: PacketId,
         seq: u64,
     },
     /// A catch-up read of a fleet session's consumer.
     CatchUp { session: SessionId },
-    /// A read of a message a session spilled (see `overflow.rs`): stored message `seq`
-    /// (`uid` tells the session from a later one in its slot).
-    Spill {
-        session: SessionId,
-        uid: u64,
-        seq: u64,
-    },
+    /// A read of a message a session spilled (see `overflow.rs`): stored message `seq`.
+    Spill { session: SessionId, seq: u64 },
     /// The read of a fleet session's stored record before this node's record is written over
-    /// it (attempt `attempt`; `uid` tells the session from a later one in its slot).
-    RecordCheck {
-        session: SessionId,
-        uid: u64,
-        attempt: u8,
-    },
+    /// it (attempt `attempt`).
+    RecordCheck { session: SessionId, attempt: u8 },
     /// The conditional write of a fleet session's record (see `fleet_record`).
-    RecordWrite {
-        session: SessionId,
-        uid: u64,
-        attempt: u8,
-    },
-    /// A write of a persistent session's subscription save (see `subscription_save`); `uid`
-    /// tells the session from a later one in its slot.
-    SubscriptionSave { session: SessionId, uid: u64 },
+    RecordWrite { session: SessionId, attempt: u8 },
+    /// A write of a persistent session's subscription save (see `subscription_save`).
+    SubscriptionSave { session: SessionId },
     /// Nobody: a failure is reported and counted.
     Background,
 }

@@ -14,20 +14,6 @@ use crate::codec::{PacketId, ProtocolVersion, QoS, SubscriptionOptions};
 use crate::time::WallClock;
 use crate::topic::TopicFilter;
 
-/// Index of a session in the broker's session table. A slot is reused once its session
-/// ends: what outlives a call (a timer, a store request) names a [`SessionRef`] instead.
-pub(crate) type SessionId = usize;
-
-/// A session as a timer remembers it: its slot and its uid (never reused), so that a later
-/// session in the same slot is never taken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct SessionRef {
-    /// Where it is in the session table.
-    pub(crate) slot: SessionId,
-    /// Which incarnation of that slot it is.
-    pub(crate) uid: u64,
-}
-
 /// What identifies a session: the account (tenant) and the client identifier.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,

@@ -4,7 +4,10 @@ use std::collections::BTreeSet;
 
 use slab::Slab;
 
-use super::session::{Session, SessionId, SessionKey};
+use super::session::{Session, SessionKey};
+
+/// A session's slot in the session table (the index holds only live sessions' slots).
+type SessionId = usize;
 
 /// Which session holds a key, as `(hash of the key, session)` pairs in a B-tree set: 16 bytes
 /// per session, where a map keyed by the key itself kept a second copy of it (a 72-byte entry,

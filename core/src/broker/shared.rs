@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 
 use bytestring::ByteString;
-use slab::Slab;
 
 use super::io::Outbox;
 use super::publish::Target;
-use super::session::{Delivery, InflightState, Session, SessionId, Subscriber};
+use super::session::{Delivery, InflightState, Subscriber};
+use super::sessions::{SessionId, Sessions};
 use super::Broker;
 use crate::codec::QoS;
 use crate::js::records;
@@ -33,7 +33,7 @@ type Member = (ShareId, SessionId, Subscriber);
 fn choose(
     group: &[Member],
     start: usize,
-    sessions: &Slab<Box<Session>>,
+    sessions: &Sessions,
     exclude: Option<SessionId>,
     offline: bool,
 ) -> Option<Member> {

@@ -24,7 +24,7 @@ use super::bridge::{header, RESERVED, SEQ_HEADER};
 use super::io::{Action, Outbox};
 use super::message::Message;
 use super::publish::RouteScope;
-use super::session::SessionId;
+use super::sessions::SessionId;
 use super::shared::{ShareGroup, ShareId, QUEUE_PREFIX};
 use super::Broker;
 use crate::codec::QoS;

@@ -7,7 +7,8 @@ use super::connection::Work;
 use super::io::{Action, ConnId, Outbox};
 use std::num::NonZeroU32;
 
-use super::session::{SessionId, Subscriber, SubscriptionEntry};
+use super::session::{Subscriber, SubscriptionEntry};
+use super::sessions::SessionId;
 use super::Broker;
 use crate::codec::{
     AckProperties, DisconnectReason, Packet, QoS, RetainHandling, SubAck, SubAckReason, Subscribe,

@@ -8,7 +8,7 @@
 //! flight: changes made meanwhile wait together for one next save of the then-current state,
 //! issued when the one in flight completes. A client pipelining changes costs about one save
 //! per store round trip, and every acknowledgement still follows a save that includes it.
-//! The broker keeps a session's saves by [`SessionRef`] only while one is in flight or
+//! The broker keeps a session's saves by [`SessionId`] only while one is in flight or
 //! waiting (idle sessions cost nothing); an entry whose session ended goes with its last
 //! answer (or timeout), never touching a later session of the same slot.
 //!
@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 
 use super::io::{ConnId, Outbox};
 use super::requests::RequestOwner;
-use super::session::{SessionId, SessionRef};
+use super::sessions::SessionId;
 use super::Broker;
 
 /// An acknowledgement waiting for a save: its connection and the token of its pipeline entry
@@ -115,7 +115,7 @@ impl Broker {
         ack: WaitingAck,
         out: &mut Outbox,
     ) {
-        let Some(uid) = self.sessions.get(session).map(|s| s.uid) else {
+        if self.sessions.get(session).is_none() {
             // Nothing to save, so nothing to rely on.
             let saved = Saved {
                 acks: vec![ack],
@@ -123,17 +123,21 @@ impl Broker {
             };
             self.release_subscription_acks(saved, out);
             return;
-        };
-        let r = SessionRef { slot: session, uid };
-        if self.subscription_saves.entry(r).or_default().changed(ack) {
-            self.issue_subscription_save(r, out);
+        }
+        if self
+            .subscription_saves
+            .entry(session)
+            .or_default()
+            .changed(ack)
+        {
+            self.issue_subscription_save(session, out);
         }
     }
 
     /// Issues the save of a session's current subscriptions: its record and its consumer's
     /// filter subjects.
-    fn issue_subscription_save(&mut self, r: SessionRef, out: &mut Outbox) {
-        if self.resolve(r).is_none() {
+    fn issue_subscription_save(&mut self, r: SessionId, out: &mut Outbox) {
+        if self.sessions.get(r).is_none() {
             // Its session is gone (callers check): never save a later session of its slot.
             if let Some(mut save) = self.subscription_saves.remove(&r) {
                 self.release_subscription_acks(save.abandon(true), out);
@@ -141,8 +145,8 @@ impl Broker {
             return;
         }
         // The consumer takes its new filters now: a fleet session catches up from here.
-        self.schedule_catch_up(r.slot, BTreeSet::new());
-        let writes = self.session_writes(r.slot);
+        self.schedule_catch_up(r, BTreeSet::new());
+        let writes = self.session_writes(r);
         let Some(save) = self.subscription_saves.get_mut(&r) else {
             return;
         };
@@ -151,32 +155,24 @@ impl Broker {
             self.release_subscription_acks(saved, out);
             return;
         }
-        let owner = RequestOwner::SubscriptionSave {
-            session: r.slot,
-            uid: r.uid,
-        };
+        let owner = RequestOwner::SubscriptionSave { session: r };
         for req in writes {
             self.request(req, owner, out);
         }
     }
 
-    /// A write of the subscription save of session `uid` in slot `session` was answered (a
-    /// timeout too); once the save is complete its acknowledgements go (failed if a write
-    /// failed) and the next save is issued if changes wait for it.
+    /// A write of the subscription save of `session` was answered (a timeout too); once the
+    /// save is complete its acknowledgements go (failed if a write failed) and the next save
+    /// is issued if changes wait for it.
     pub(super) fn on_subscriptions_saved(
         &mut self,
         session: SessionId,
-        uid: u64,
         ok: bool,
         out: &mut Outbox,
     ) {
-        let r = SessionRef { slot: session, uid };
+        let r = session;
         // `None`: the session ended (a later one may have its slot, with saves of its own).
-        let persistent = self
-            .sessions
-            .get(session)
-            .filter(|s| s.uid == uid)
-            .map(|s| s.persistent);
+        let persistent = self.sessions.get(session).map(|s| s.persistent);
         let Some(save) = self.subscription_saves.get_mut(&r) else {
             return;
         };

@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::io::ConnId;
-use super::session::{SessionId, SessionRef};
+use super::sessions::SessionId;
 use crate::js::RequestId;
 use crate::time::Instant;
 
@@ -22,18 +22,17 @@ pub(crate) enum Timer {
     /// A connection's connect timeout, keep-alive or slow-consumer limit.
     Conn(ConnId),
     /// A delayed will of a session (with the session's generation when it was set).
-    Will(SessionRef, u64),
+    Will(SessionId, u64),
     /// A session's expiry (with the session's generation when it went offline).
-    Expiry(SessionRef, u64),
+    Expiry(SessionId, u64),
     /// A store request's timeout.
     Request(RequestId),
     /// A fleet node announces its connected clients once more after NATS came back.
     Reannounce,
     /// The next round of `$SYS/broker/` statistics.
     Sys,
-    /// A catch-up read of a fleet session's consumer (with the session's uid; true for the
-    /// last read).
-    CatchUp(SessionId, u64, bool),
+    /// A catch-up read of a fleet session's consumer (true for the last read).
+    CatchUp(SessionId, bool),
 }
 
 /// The timers set and not yet fired, earliest first.

@@ -13,7 +13,6 @@
 //! secure WebSocket (tungstenite, non-blocking), configured with the same file as `jetmq`.
 //! Everything protocol-related happens in `jetmq-core`; this crate only moves bytes.
 
-mod completions;
 mod connection;
 mod runner;
 mod server;

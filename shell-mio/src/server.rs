@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use jetmq_core::broker::{Action, Broker, ConnId, ConnInfo, Input, Outbox};
-use jetmq_core::time::Now;
+use jetmq_core::broker::{ConnId, ConnInfo, Input};
 use jetmq_shell::config::{ServerConfig, Transport as ListenerTransport};
-use jetmq_shell::record::{self, Recorder};
-use jetmq_shell::store::{StoreBackend, StoreReplies};
+use jetmq_shell::driver::{ConnAction, Driver};
+use jetmq_shell::store::StoreBackend;
 use jetmq_shell::ws_upgrade::Upgrade;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
@@ -20,10 +19,8 @@ use mio::{Interest, Registry, Token, Waker};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
-use crate::completions;
 use crate::connection::{Connection, ReadOutcome};
 use crate::transport::{self, Handshake, Transport};
-use jetmq_shell::inputs::InputQueue;
 
 /// The tokens jetmq may use on the application's `Poll`: `count` of them from `first`, one
 /// per listener, then one per connection, so `count` bounds the connections too.
@@ -103,35 +100,28 @@ struct Listener {
 /// # }
 /// ```
 pub struct MioServer {
-    broker: Broker,
-    out: Outbox,
-    recorder: Option<Recorder>,
-    started: Instant,
+    /// The broker, its recording and its workers (store, authentication, NATS, metrics).
+    driver: Driver,
+    /// Listeners and connections.
+    net: Net,
+    stopped: bool,
+}
+
+/// The sockets: listeners, connections, and the inputs they made that wait for the driver.
+struct Net {
     tokens: Tokens,
     listeners: Vec<Listener>,
     local_addrs: Vec<SocketAddr>,
     conns: Slab<Connection>,
     by_id: HashMap<ConnId, usize>,
     next_conn: u64,
-    store: Arc<dyn StoreBackend>,
-    /// Where store requests' results go (into `completions`).
-    replies: StoreReplies,
-    /// Inputs finished off the loop's thread.
-    completions: InputQueue,
-    auth: jetmq_shell::auth_pool::AuthPool,
     /// Connections per source address (`[limits] max_connections_per_address`).
     per_address: jetmq_shell::sockets::PerAddress,
     /// TCP keepalive idle time on accepted sockets.
     keepalive: Option<Duration>,
-    pending_store: usize,
     inputs: VecDeque<Input>,
-    wants_continue: bool,
-    stopping: Option<Instant>,
-    stopped: bool,
-    log_pii: bool,
     max_ws_message: usize,
     handshake_timeout: Duration,
-    shutdown_timeout: Duration,
     max_connections: usize,
     read_buf: BytesMut,
     /// Connections with bytes to write once the waiting inputs are handled, so a turn's
@@ -139,11 +129,6 @@ pub struct MioServer {
     dirty: Vec<usize>,
     /// Connections whose read budget ran out with bytes possibly left: read on the next turn.
     more_to_read: Vec<usize>,
-    /// The NATS bridge's connection (its own threads), if configured.
-    nats: Option<jetmq_shell::nats_link::NatsLink>,
-    /// Where the metrics endpoint's requests wait, and the endpoint, if configured.
-    desk: Arc<jetmq_shell::metrics::MetricsDesk>,
-    metrics: Option<jetmq_shell::metrics::MetricsServer>,
 }
 
 impl MioServer {
@@ -154,7 +139,8 @@ impl MioServer {
     /// # Errors
     ///
     /// The configuration's listeners do not fit together, `tokens` has too few tokens, binding
-    /// a listener failed, the recording cannot be created, or the store cannot be read.
+    /// a listener failed, or the driver could not start ([`Driver::start`]: the store cannot
+    /// be read, NATS refused the credentials, the recording cannot be created, ...).
     pub fn new(
         config: ServerConfig,
         store: Arc<dyn StoreBackend>,
@@ -206,109 +192,70 @@ impl MioServer {
                 mode: Mode::new(transport, *origins),
             });
         }
-        let desk = jetmq_shell::metrics::MetricsDesk::new();
-        let wake = Arc::clone(&waker);
-        desk.set_wake(move || {
-            let _ = wake.wake();
-        });
-        let metrics = jetmq_shell::metrics::MetricsServer::for_config(&config, &desk)?;
-        let started = Instant::now();
-        let now = jetmq_shell::clock::now_since(started);
-        let completions = InputQueue::new(Arc::new(move || {
-            let _ = waker.wake();
-        }));
-        let replies = StoreReplies::new(&*store, completions.clone());
-        let c = completions.clone();
-        let nats =
-            jetmq_shell::nats_link::NatsLink::for_config(&config, "jetmq-mio", move |input| {
-                c.push(input)
-            })?;
-        let auth = completions::auth_pool(&config, completions.clone())?;
-        let recorder = match &config.record {
-            Some(path) => Some(Recorder::create(path, config.seed, &config.broker, now)?),
-            None => None,
-        };
-        let restored = store
-            .restore()
-            .map_err(|e| io::Error::other(format!("cannot read the store: {e}")))?;
-        let count = restored.len();
-        let mut server = Self {
-            broker: Broker::new(config.broker.clone(), config.seed, now),
-            out: Outbox::new(),
-            recorder,
-            started,
-            tokens,
-            listeners,
-            local_addrs,
-            conns: Slab::new(),
-            by_id: HashMap::new(),
-            next_conn: 1,
+        let driver = Driver::start(
+            &config,
             store,
-            replies,
-            completions,
-            auth,
-            per_address: jetmq_shell::sockets::PerAddress::new(config.max_connections_per_address),
-            keepalive: config.tcp_keepalive,
-            pending_store: 0,
-            inputs: VecDeque::new(),
-            wants_continue: false,
-            stopping: None,
+            "jetmq-mio",
+            Arc::new(move || {
+                let _ = waker.wake();
+            }),
+        )?;
+        Ok(Self {
+            driver,
+            net: Net {
+                tokens,
+                listeners,
+                local_addrs,
+                conns: Slab::new(),
+                by_id: HashMap::new(),
+                next_conn: 1,
+                per_address: jetmq_shell::sockets::PerAddress::new(
+                    config.max_connections_per_address,
+                ),
+                keepalive: config.tcp_keepalive,
+                inputs: VecDeque::new(),
+                max_ws_message: usize::try_from(config.broker.max_packet_size)
+                    .unwrap_or(usize::MAX),
+                handshake_timeout: config.broker.connect_timeout,
+                max_connections: config.max_connections,
+                read_buf: BytesMut::new(),
+                dirty: Vec::new(),
+                more_to_read: Vec::new(),
+            },
             stopped: false,
-            log_pii: config.log_pii,
-            max_ws_message: usize::try_from(config.broker.max_packet_size).unwrap_or(usize::MAX),
-            handshake_timeout: config.broker.connect_timeout,
-            shutdown_timeout: config.shutdown_timeout,
-            max_connections: config.max_connections,
-            read_buf: BytesMut::new(),
-            dirty: Vec::new(),
-            more_to_read: Vec::new(),
-            nats,
-            desk,
-            metrics,
-        };
-        server
-            .inputs
-            .extend(restored.into_iter().map(Input::Restored));
-        server.inputs.push_back(Input::RestoreComplete);
-        server.process(registry);
-        info!(
-            records = count,
-            sessions = server.broker.session_count(),
-            retained = server.broker.retained_count(),
-            "store restored"
-        );
-        Ok(server)
+        })
     }
 
     /// The addresses the listeners are bound to (with the ports the system chose for port 0):
     /// those of `listen` first, then those of `listeners`, each in configuration order.
     #[must_use]
     pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs
+        &self.net.local_addrs
     }
 
     /// Where the Prometheus metrics are served (`[metrics] listen`), if configured.
     #[must_use]
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().map(|m| m.local_addr)
+        self.driver.metrics_addr()
     }
 
     /// Open MQTT connections (handshakes done), for health checks and metrics.
     #[must_use]
     pub fn connection_count(&self) -> usize {
-        self.broker.connection_count()
+        self.driver.broker().connection_count()
     }
 
     /// Sessions, online and offline, for health checks and metrics.
     #[must_use]
     pub fn session_count(&self) -> usize {
-        self.broker.session_count()
+        self.driver.broker().session_count()
     }
 
     /// Whether `token` is one of jetmq's.
     #[must_use]
     pub fn owns(&self, token: Token) -> bool {
-        token.0 >= self.tokens.first && token.0 - self.tokens.first < self.tokens.count
+        let tokens = self.net.tokens;
+        token.0 >= tokens.first && token.0 - tokens.first < tokens.count
     }
 
     /// How long the application may wait in `poll` before jetmq needs
@@ -316,40 +263,38 @@ impl MioServer {
     /// or the end of a graceful stop; zero when work is waiting.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {
-        if self.wants_continue
-            || !self.inputs.is_empty()
-            || !self.more_to_read.is_empty()
+        if self.driver.wants_continue()
+            || !self.net.inputs.is_empty()
+            || !self.net.more_to_read.is_empty()
             || self.stopped
         {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let mut at: Option<Instant> = self
-            .broker
-            .next_deadline()
-            .map(|d| self.started + Duration::from_nanos(d.as_nanos()));
+        let mut at: Option<Instant> = self.driver.next_deadline();
         let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        for (_, c) in &self.conns {
+        for (_, c) in &self.net.conns {
             if c.transport.handshaking() {
                 earliest(c.handshake_deadline);
             }
         }
-        if let Some(since) = self.stopping {
-            earliest(since + self.shutdown_timeout);
+        if let Some(end) = self.driver.stop_deadline() {
+            earliest(end);
         }
         at.map(|t| t.saturating_duration_since(now))
     }
 
     /// Handles an event for one of jetmq's tokens.
     pub fn handle_event(&mut self, registry: &Registry, event: &Event) {
-        let Some(offset) = event.token().0.checked_sub(self.tokens.first) else {
+        let Some(offset) = event.token().0.checked_sub(self.net.tokens.first) else {
             return;
         };
-        if offset < self.listeners.len() {
-            self.accept(registry, offset);
+        if offset < self.net.listeners.len() {
+            self.net.accept(registry, offset);
         } else {
-            let key = offset - self.listeners.len();
-            self.conn_event(registry, key, event.is_readable(), event.is_writable());
+            let key = offset - self.net.listeners.len();
+            self.net
+                .conn_event(registry, key, event.is_readable(), event.is_writable());
         }
         self.process(registry);
     }
@@ -357,17 +302,14 @@ impl MioServer {
     /// Runs what is due after a poll: finished store and authentication work, the broker's
     /// timers, handshake timeouts, a large fan-out's next part and the end of a stop.
     pub fn after_poll(&mut self, registry: &Registry) {
-        self.desk.answer(&self.broker);
-        self.collect_completions();
+        self.driver.answer_metrics();
+        self.net.inputs.extend(self.driver.take_completions());
         let now = Instant::now();
-        if self
-            .broker
-            .next_deadline()
-            .is_some_and(|d| self.started + Duration::from_nanos(d.as_nanos()) <= now)
-        {
-            self.inputs.push_back(Input::Tick);
+        if self.driver.next_deadline().is_some_and(|at| at <= now) {
+            self.net.inputs.push_back(Input::Tick);
         }
         let expired: Vec<usize> = self
+            .net
             .conns
             .iter()
             .filter(|(_, c)| c.transport.handshaking() && c.handshake_deadline <= now)
@@ -375,48 +317,35 @@ impl MioServer {
             .collect();
         for key in expired {
             debug!("handshake timed out; connection closed");
-            self.drop_conn(registry, key);
+            self.net.drop_conn(registry, key);
         }
-        if std::mem::take(&mut self.wants_continue) {
-            self.inputs.push_back(Input::Continue);
+        if self.driver.wants_continue() {
+            self.net.inputs.push_back(Input::Continue);
         }
-        for key in std::mem::take(&mut self.more_to_read) {
-            self.read(registry, key);
+        for key in std::mem::take(&mut self.net.more_to_read) {
+            self.net.read(registry, key);
         }
         self.process(registry);
-        if let Some(since) = self.stopping {
-            let done = self.conns.is_empty() && self.pending_store == 0;
-            if done || since.elapsed() > self.shutdown_timeout {
-                if !done {
-                    warn!(
-                        connections = self.conns.len(),
-                        store_requests = self.pending_store,
-                        "shutdown timed out"
-                    );
-                }
-                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-                for key in keys {
-                    self.drop_conn(registry, key);
-                }
-                if let Some(link) = &self.nats {
-                    link.stop();
-                }
-                self.stopped = true;
+        if !self.stopped && self.driver.stop_finished(self.net.conns.len()) {
+            let keys: Vec<usize> = self.net.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.net.drop_conn(registry, key);
             }
+            self.driver.stop_nats();
+            self.stopped = true;
         }
     }
 
     /// Starts a graceful stop: no more connections, v5 clients get DISCONNECT 0x8B, pending
     /// store writes finish. [`is_stopped`](Self::is_stopped) tells when it is over.
     pub fn shutdown(&mut self, registry: &Registry) {
-        if self.stopping.is_some() {
+        if self.driver.stopping() {
             return;
         }
-        for l in &mut self.listeners {
+        for l in &mut self.net.listeners {
             let _ = registry.deregister(&mut l.socket);
         }
-        self.stopping = Some(Instant::now());
-        self.inputs.push_back(Input::Shutdown);
+        self.net.inputs.push_back(Input::Shutdown);
         self.process(registry);
     }
 
@@ -426,56 +355,30 @@ impl MioServer {
         self.stopped
     }
 
-    fn now(&self) -> Now {
-        jetmq_shell::clock::now_since(self.started)
-    }
-
-    fn collect_completions(&mut self) {
-        for input in self.completions.take() {
-            if matches!(input, Input::Stored { .. }) {
-                self.pending_store = self.pending_store.saturating_sub(1);
-            }
-            self.inputs.push_back(input);
-        }
-    }
-
     /// Feeds the waiting inputs to the broker and carries out its actions.
     fn process(&mut self, registry: &Registry) {
-        let mut actions = Vec::new();
         loop {
-            while let Some(input) = self.inputs.pop_front() {
-                if let Input::Closed { conn } = &input {
-                    // A check still queued for it is not worth running.
-                    self.auth.cancel(*conn);
-                }
-                let now = self.now();
-                record::handle(
-                    &mut self.broker,
-                    &mut self.recorder,
-                    now,
-                    input,
-                    &mut self.out,
-                );
-                self.wants_continue |= self.out.wants_continue;
-                actions.extend(self.out.drain());
-                for action in actions.drain(..) {
-                    self.execute(registry, action);
-                }
+            while let Some(input) = self.net.inputs.pop_front() {
+                let net = &mut self.net;
+                self.driver
+                    .handle(input, &mut |action| net.execute(registry, action));
             }
             // Writing reports flushed bytes, which are inputs again.
-            let dirty = std::mem::take(&mut self.dirty);
+            let dirty = std::mem::take(&mut self.net.dirty);
             if dirty.is_empty() {
                 return;
             }
             for key in dirty {
-                if let Some(c) = self.conns.get_mut(key) {
+                if let Some(c) = self.net.conns.get_mut(key) {
                     c.dirty = false;
                 }
-                self.write(registry, key);
+                self.net.write(registry, key);
             }
         }
     }
+}
 
+impl Net {
     /// Puts a connection on the list written at the end of the turn.
     fn mark_dirty(&mut self, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
@@ -486,9 +389,10 @@ impl MioServer {
         }
     }
 
-    fn execute(&mut self, registry: &Registry, action: Action) {
+    /// Carries out what the broker asks of a connection.
+    fn execute(&mut self, registry: &Registry, action: ConnAction) {
         match action {
-            Action::Send { conn, bytes } => {
+            ConnAction::Send { conn, bytes } => {
                 if let Some(&key) = self.by_id.get(&conn) {
                     if let Some(c) = self.conns.get_mut(key) {
                         c.push(bytes);
@@ -496,8 +400,7 @@ impl MioServer {
                     self.mark_dirty(key);
                 }
             }
-            Action::Close { conn, reason } => {
-                debug!(conn = conn.get(), ?reason, "closing connection");
+            ConnAction::Close { conn, reason: _ } => {
                 if let Some(&key) = self.by_id.get(&conn) {
                     if let Some(c) = self.conns.get_mut(key) {
                         c.closing = true;
@@ -505,12 +408,12 @@ impl MioServer {
                     self.mark_dirty(key);
                 }
             }
-            Action::PauseRead { conn } => {
+            ConnAction::PauseRead { conn } => {
                 if let Some(c) = self.by_id.get(&conn).and_then(|&k| self.conns.get_mut(k)) {
                     c.paused = true;
                 }
             }
-            Action::ResumeRead { conn } => {
+            ConnAction::ResumeRead { conn } => {
                 if let Some(&key) = self.by_id.get(&conn) {
                     let readable = self.conns.get_mut(key).is_some_and(|c| {
                         c.paused = false;
@@ -520,21 +423,6 @@ impl MioServer {
                         // Edge-triggered: the bytes that arrived while paused raise no event.
                         self.read(registry, key);
                     }
-                }
-            }
-            Action::Authenticate(request) => self.auth.submit(request),
-            Action::Store { id, request } => {
-                self.pending_store += 1;
-                self.store.submit(id, request, self.replies.completion());
-            }
-            Action::Notice(notice) => jetmq_shell::notice::log(notice, self.log_pii),
-            Action::NatsPublish { .. }
-            | Action::NatsSubscribe { .. }
-            | Action::NatsQueueSubscribe { .. }
-            | Action::NatsQueueUnsubscribe { .. }
-            | Action::NatsUnsubscribe { .. } => {
-                if let Some(link) = &self.nats {
-                    link.execute(&action);
                 }
             }
         }
@@ -745,25 +633,14 @@ impl MioServer {
         let Some(mut c) = self.conns.try_remove(key) else {
             return;
         };
+        // (Its authentication, if queued, the driver cancelled when the broker closed it or
+        // heard that the peer did.)
         if let Some(id) = c.id {
             self.by_id.remove(&id);
-            self.auth.cancel(id);
         }
         if let Some(s) = c.transport.socket() {
             let _ = registry.deregister(s);
         }
         c.transport.close();
-    }
-}
-
-impl Drop for MioServer {
-    fn drop(&mut self) {
-        // The NATS connection's threads would otherwise go on reconnecting.
-        if let Some(link) = &self.nats {
-            link.stop();
-        }
-        if let Some(m) = self.metrics.as_mut() {
-            m.stop();
-        }
     }
 }

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jetmq_core::broker::{Action, Broker, ConnId, ConnInfo, Input, ListenerKind, Outbox};
-use jetmq_core::time::{Instant, Now};
+use jetmq_core::broker::{ConnId, ConnInfo, Input, ListenerKind};
+use jetmq_shell::driver::{ConnAction, Driver};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -19,21 +19,20 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ServerConfig, Transport};
 use crate::connection::{ConnHandle, Connection, Mailbox, OpenSlot};
-use crate::inputs::InputQueue;
-use crate::record::handle;
-use crate::store::{StoreBackend, StoreReplies};
+use crate::store::StoreBackend;
 use crate::ws_upgrade::Upgrade;
 
 /// Inputs waiting for the broker task from connections; when full, their reading waits.
 const INPUT_QUEUE: usize = 1024;
 
-/// Messages for the broker task that must never wait: registrations, store completions and
-/// flushed-bytes reports.
+/// Messages for the broker task that must never wait: registrations, accepted connections,
+/// flushed-bytes reports, and the driver's wake-ups.
 #[derive(Debug)]
 enum Control {
     Register(ConnId, ConnHandle),
     Input(Input),
-    /// Inputs are waiting in the broker task's [`InputQueue`] (store results).
+    /// Inputs are waiting in the driver's completions (store results, authentication
+    /// decisions, NATS messages), or a metrics request waits for an answer.
     Queued,
 }
 
@@ -65,12 +64,13 @@ impl ServerHandle {
     }
 }
 
-/// Binds the listeners, restores the store and starts serving.
+/// Binds the listeners, starts the driver (which restores the store) and starts serving.
 ///
 /// # Errors
 ///
 /// The listeners are not valid together ([`ServerConfig::check`]), binding a listener failed
-/// or restoring the store failed.
+/// or the driver could not start ([`Driver::start`]: restoring the store failed, NATS refused
+/// the credentials, ...).
 pub async fn start(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Result<ServerHandle> {
     config
         .check()
@@ -107,27 +107,29 @@ pub async fn start(config: ServerConfig, store: Arc<dyn StoreBackend>) -> io::Re
             max_ws_message,
         });
     }
-    let desk = crate::metrics::MetricsDesk::new();
-    let metrics = crate::metrics::MetricsServer::for_config(&config, &desk)?;
-    let metrics_addr = metrics.as_ref().map(|m| m.local_addr);
-    let restored = store
-        .restore()
-        .map_err(|e| io::Error::other(format!("cannot read the store: {e}")))?;
-    // The bridge's NATS connection starts here, so that credentials NATS refuses stop the
-    // start-up.
+    // The driver connects to NATS here, so that credentials NATS refuses stop the start-up.
     let (control_tx, control_rx) = mpsc::unbounded_channel::<Control>();
-    let control = control_tx.clone();
-    let nats = crate::nats_link::NatsLink::for_config(&config, "jetmq", move |input| {
-        let _ = control.send(Control::Input(input));
-    })?;
+    let wake = control_tx.clone();
+    let driver = Driver::start(
+        &config,
+        store,
+        "jetmq",
+        Arc::new(move || {
+            let _ = wake.send(Control::Queued);
+        }),
+    )?;
+    let metrics_addr = driver.metrics_addr();
+    let admission = Admission {
+        max_connections: config.max_connections,
+        per_address: crate::sockets::PerAddress::new(config.max_connections_per_address),
+        keepalive: config.tcp_keepalive,
+    };
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(
-        config,
-        store,
+        driver,
         listeners,
-        restored,
-        (desk, metrics),
-        (control_tx, control_rx, nats),
+        admission,
+        (control_tx, control_rx),
         shutdown_rx,
     ));
     for (addr, what) in &described {
@@ -157,141 +159,38 @@ pub async fn run(
     handle.shutdown().await
 }
 
-/// The broker's clock: a monotonic instant from the server's start and the wall clock.
-struct Clock {
-    start: tokio::time::Instant,
-}
-
-impl Clock {
-    fn now(&self) -> Now {
-        crate::clock::now_since(self.start.into_std())
-    }
-
-    fn deadline(&self, at: Instant) -> tokio::time::Instant {
-        self.start + Duration::from_nanos(at.as_nanos())
-    }
-}
-
 async fn serve(
-    config: ServerConfig,
-    store: Arc<dyn StoreBackend>,
+    mut driver: Driver,
     listeners: Vec<Listener>,
-    restored: Vec<jetmq_core::js::StoredMessage>,
-    (desk, mut metrics): (
-        Arc<crate::metrics::MetricsDesk>,
-        Option<crate::metrics::MetricsServer>,
-    ),
-    (control_tx, mut control_rx, nats): (
+    admission: Admission,
+    (control_tx, mut control_rx): (
         mpsc::UnboundedSender<Control>,
         mpsc::UnboundedReceiver<Control>,
-        Option<crate::nats_link::NatsLink>,
     ),
     mut shutdown: oneshot::Receiver<()>,
 ) -> io::Result<()> {
-    let clock = Clock {
-        start: tokio::time::Instant::now(),
-    };
-    let start_time = clock.now();
-    let mut broker = Broker::new(config.broker.clone(), config.seed, start_time);
-    let mut recorder = match &config.record {
-        Some(path) => Some(crate::record::Recorder::create(
-            path,
-            config.seed,
-            &config.broker,
-            start_time,
-        )?),
-        None => None,
-    };
     let (input_tx, mut input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
-    let mut out = Outbox::new();
-    let count = restored.len();
-    for record in restored {
-        handle(
-            &mut broker,
-            &mut recorder,
-            clock.now(),
-            Input::Restored(record),
-            &mut out,
-        );
-    }
-    handle(
-        &mut broker,
-        &mut recorder,
-        clock.now(),
-        Input::RestoreComplete,
-        &mut out,
-    );
-    info!(
-        records = count,
-        sessions = broker.session_count(),
-        retained = broker.retained_count(),
-        "store restored"
-    );
-    let wake = control_tx.clone();
-    let queued = InputQueue::new(Arc::new(move || {
-        let _ = wake.send(Control::Queued);
-    }));
-    let replies = StoreReplies::new(&*store, queued.clone());
-    let effects = Effects {
-        nats: nats.clone(),
-        store: Arc::clone(&store),
-        replies,
-        auth: crate::auth_pool::AuthPool::start(config.auth_source(), config.auth_limits, {
-            let control = control_tx.clone();
-            move |input| {
-                let _ = control.send(Control::Input(input));
-            }
-        })?,
-        log_pii: config.log_pii,
-    };
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
-    let mut pending_store = 0usize;
-    // What the restore asked for: store writes, NATS subscriptions.
-    for action in out.drain() {
-        effects.carry_out(action, &mut conns, &mut pending_store);
-    }
-
     let wiring = Wiring {
-        inputs: input_tx.clone(),
-        control: control_tx.clone(),
+        inputs: input_tx,
+        control: control_tx,
         next_conn: Arc::new(AtomicU64::new(1)),
         open: Arc::new(AtomicU64::new(0)),
-    };
-    let admission = Admission {
-        max_connections: config.max_connections,
-        per_address: crate::sockets::PerAddress::new(config.max_connections_per_address),
-        keepalive: config.tcp_keepalive,
     };
     let accept_tasks: Vec<JoinHandle<()>> = listeners
         .into_iter()
         .map(|listener| tokio::spawn(accept_loop(listener, wiring.clone(), admission.clone())))
         .collect();
     drop(wiring);
-    drop(input_tx);
 
-    let mut stopping: Option<tokio::time::Instant> = None;
-    // Inputs taken from `queued`, handled before anything else is awaited.
+    // Inputs taken from the driver's completions, handled before anything else is awaited.
     let mut ready: VecDeque<Input> = VecDeque::new();
-    let wake = control_tx.clone();
-    desk.set_wake(move || {
-        let _ = wake.send(Control::Queued);
-    });
     loop {
-        desk.answer(&broker);
-        if let Some(since) = stopping {
-            let done = conns.is_empty() && pending_store == 0;
-            if done || since.elapsed() > config.shutdown_timeout {
-                if !done {
-                    warn!(
-                        connections = conns.len(),
-                        store_requests = pending_store,
-                        "shutdown timed out"
-                    );
-                }
-                break;
-            }
+        driver.answer_metrics();
+        if driver.stop_finished(conns.len()) {
+            break;
         }
-        let deadline = broker.next_deadline().map(|d| clock.deadline(d));
+        let deadline = driver.next_deadline().map(tokio::time::Instant::from_std);
         let input = if let Some(input) = ready.pop_front() {
             input
         } else {
@@ -304,95 +203,41 @@ async fn serve(
                 }
                 Some(Control::Input(input)) => input,
                 Some(Control::Queued) => {
-                    ready.extend(queued.take());
+                    ready.extend(driver.take_completions());
                     continue;
                 }
                 None => break,
             },
-            _ = &mut shutdown, if stopping.is_none() => {
+            _ = &mut shutdown, if !driver.stopping() => {
                 for task in &accept_tasks {
                     task.abort();
                 }
-                stopping = Some(tokio::time::Instant::now());
                 Input::Shutdown
             }
-            received = input_rx.recv(), if stopping.is_none() => match received {
+            received = input_rx.recv(), if !driver.stopping() => match received {
                 Some(input) => input,
                 None => continue,
             },
             () = sleep_until(deadline) => Input::Tick,
             }
         };
-        match &input {
-            Input::Stored { .. } => pending_store = pending_store.saturating_sub(1),
-            Input::Closed { conn } => {
-                // A check still queued for it is not worth running.
-                effects.auth.cancel(*conn);
-                // The peer is gone: the broker will not ask to close it, so stop its writer.
-                if let Some(c) = conns.remove(conn) {
-                    c.mailbox.close();
-                }
+        if let Input::Closed { conn } = &input {
+            // The peer is gone: the broker will not ask to close it, so stop its writer.
+            if let Some(c) = conns.remove(conn) {
+                c.mailbox.close();
             }
-            _ => {}
         }
-        handle(&mut broker, &mut recorder, clock.now(), input, &mut out);
-        loop {
-            let again = out.wants_continue;
-            for action in out.drain() {
-                effects.carry_out(action, &mut conns, &mut pending_store);
-            }
-            if !again {
-                break;
-            }
+        let mut carry_out = |action| execute(action, &mut conns);
+        driver.handle(input, &mut carry_out);
+        while driver.wants_continue() {
             // A large fan-out goes on in the next call; let the connections run meanwhile.
             tokio::task::yield_now().await;
-            handle(
-                &mut broker,
-                &mut recorder,
-                clock.now(),
-                Input::Continue,
-                &mut out,
-            );
+            driver.handle(Input::Continue, &mut carry_out);
         }
     }
-    if let Some(link) = &nats {
-        link.stop();
-    }
-    if let Some(m) = metrics.as_mut() {
-        m.stop();
-    }
+    // Dropping the driver stops the NATS connection and the metrics endpoint.
+    drop(driver);
     Ok(())
-}
-
-/// What carrying out the broker's actions needs besides the connections.
-struct Effects {
-    nats: Option<crate::nats_link::NatsLink>,
-    store: Arc<dyn StoreBackend>,
-    replies: StoreReplies,
-    auth: crate::auth_pool::AuthPool,
-    log_pii: bool,
-}
-
-impl Effects {
-    /// Carries out one action: the NATS bridge's on the NATS connection, the rest here.
-    fn carry_out(
-        &self,
-        action: Action,
-        conns: &mut HashMap<ConnId, ConnHandle>,
-        pending_store: &mut usize,
-    ) {
-        match (&action, &self.nats) {
-            (
-                Action::NatsPublish { .. }
-                | Action::NatsSubscribe { .. }
-                | Action::NatsQueueSubscribe { .. }
-                | Action::NatsQueueUnsubscribe { .. }
-                | Action::NatsUnsubscribe { .. },
-                Some(link),
-            ) => link.execute(&action),
-            _ => execute(action, conns, self, pending_store),
-        }
-    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -402,50 +247,29 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn execute(
-    action: Action,
-    conns: &mut HashMap<ConnId, ConnHandle>,
-    effects: &Effects,
-    pending_store: &mut usize,
-) {
+/// Carries out what the broker asks of a connection.
+fn execute(action: ConnAction, conns: &mut HashMap<ConnId, ConnHandle>) {
     match action {
-        Action::Send { conn, bytes } => {
+        ConnAction::Send { conn, bytes } => {
             if let Some(c) = conns.get(&conn) {
                 c.mailbox.send(bytes);
             }
         }
-        Action::Close { conn, reason } => {
-            debug!(conn = conn.get(), ?reason, "closing connection");
-            effects.auth.cancel(conn);
+        ConnAction::Close { conn, reason: _ } => {
             if let Some(c) = conns.remove(&conn) {
                 c.mailbox.close();
             }
         }
-        Action::PauseRead { conn } => {
+        ConnAction::PauseRead { conn } => {
             if let Some(c) = conns.get(&conn) {
                 c.mailbox.set_paused(true);
             }
         }
-        Action::ResumeRead { conn } => {
+        ConnAction::ResumeRead { conn } => {
             if let Some(c) = conns.get(&conn) {
                 c.mailbox.set_paused(false);
             }
         }
-        // Password hashing is slow on purpose: decided on the bounded authentication pool.
-        Action::Authenticate(request) => effects.auth.submit(request),
-        Action::Store { id, request } => {
-            *pending_store += 1;
-            effects
-                .store
-                .submit(id, request, effects.replies.completion());
-        }
-        Action::Notice(notice) => crate::notice::log(notice, effects.log_pii),
-        // Only with a NATS connection (dispatch hands them to it).
-        Action::NatsPublish { .. }
-        | Action::NatsSubscribe { .. }
-        | Action::NatsQueueSubscribe { .. }
-        | Action::NatsQueueUnsubscribe { .. }
-        | Action::NatsUnsubscribe { .. } => {}
     }
 }
 

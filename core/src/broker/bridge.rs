@@ -333,7 +333,7 @@ impl Broker {
             return;
         };
         if payload.is_empty() {
-            self.unretain(&topic);
+            self.retained.remove(&topic);
             return;
         }
         let qos = published_qos(headers).unwrap_or(QoS::AtMostOnce);

@@ -62,7 +62,7 @@ impl Broker {
                 .sum(),
             share_groups: self.shares.len(),
             retained: self.retained.len(),
-            retained_bytes: self.retained_bytes(),
+            retained_bytes: self.retained.bytes(),
             stats: self.stats,
         }
     }

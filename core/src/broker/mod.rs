@@ -94,7 +94,6 @@ pub use session::{SessionInfo, SessionKey, DEFAULT_ACCOUNT};
 use connection::{Connection, Pipeline};
 use publish::{FanoutJob, Target};
 use requests::StoreRequests;
-use retained::RetainedStore;
 use session::Session;
 use sessions::{SessionId, Sessions};
 use shared::ShareId;
@@ -185,19 +184,12 @@ pub struct Broker {
     shares: shared::ShareGroups,
     /// Reused list of shared-subscription members matching a message.
     shared_scratch: Vec<(ShareId, SessionId, session::Subscriber)>,
-    retained: RetainedStore<SharedMessage>,
+    retained: retained_quota::Retained,
     /// Fleet: catch-up reads of sessions' consumers in flight.
     catch_ups: BTreeMap<SessionId, catch_up::CatchUp>,
     /// Persistent sessions' subscription saves in flight, with the acknowledgements waiting
     /// for them or for the next (see `subscription_save`).
     subscription_saves: BTreeMap<SessionId, subscription_save::SubscriptionSave>,
-    /// Bytes kept for `retained` (topic, properties, payload), for its quota (`$SYS/broker/`
-    /// statistics aside).
-    retained_bytes: usize,
-    /// How many of `retained` are the broker's own `$SYS/broker/` statistics.
-    retained_sys: usize,
-    /// When expired retained messages were last swept out to make room.
-    retained_swept_at: Option<Instant>,
     /// NATS bridge: MQTT subscriptions per NATS subject, and the changes to hand the shell.
     nats_subjects: BTreeMap<bytestring::ByteString, u32>,
     nats_changes: Vec<Action>,
@@ -248,6 +240,7 @@ impl Broker {
         let takeovers =
             takeovers::TakeoverCounter::new(config.takeover_limit, config.takeover_window);
         let requests = StoreRequests::new(config.store_timeout);
+        let retained = retained_quota::Retained::new(&config);
         let mut broker = Self {
             config,
             rng: Rng::new(seed),
@@ -263,12 +256,9 @@ impl Broker {
             shared: SubscriptionTree::new(),
             shares: shared::ShareGroups::default(),
             shared_scratch: Vec::new(),
-            retained: RetainedStore::new(),
+            retained,
             catch_ups: BTreeMap::new(),
             subscription_saves: BTreeMap::new(),
-            retained_bytes: 0,
-            retained_sys: 0,
-            retained_swept_at: None,
             nats_subjects: BTreeMap::new(),
             nats_changes,
             timers: Timers::default(),

@@ -490,7 +490,7 @@ impl Broker {
             seq: None,
             expires_at,
         };
-        self.retain(&topic, Arc::new(msg));
+        self.retained.insert(&topic, Arc::new(msg));
     }
 
     /// Queues a stored message for the sessions whose consumers handed it out (and do not

@@ -718,7 +718,7 @@ impl Broker {
         // have been overtaken since (it comes on another connection), was.
         if msg.retain && !matches!(scope, RouteScope::Share(_)) {
             if msg.payload.is_empty() {
-                self.unretain(&msg.topic);
+                self.retained.remove(&msg.topic);
             } else {
                 let mut stored = msg.clone();
                 stored.publisher = None;
@@ -727,7 +727,7 @@ impl Broker {
                 if let Ok(topic) = TopicName::new(super::detach(msg.topic.as_str())) {
                     stored.topic = topic;
                 }
-                self.retain(&msg.topic, Arc::new(stored));
+                self.retained.insert(&msg.topic, Arc::new(stored));
             }
         }
         // Reuse the allocation of a finished message nobody holds any more.

@@ -23,16 +23,11 @@ pub(super) struct SysValues {
 }
 
 impl Broker {
-    /// Whether `topic` belongs to the broker's own statistics (while they are on).
     /// Whether `topic` is the broker's own and no client may publish there: everything under
     /// `$SYS/` (statistics on or off: a client's message there would pass for the broker's).
     pub(super) fn is_reserved_for_the_broker(topic: &TopicName) -> bool {
         let t = topic.as_str();
         t == "$SYS" || t.starts_with("$SYS/")
-    }
-
-    pub(super) fn is_sys_topic(&self, topic: &TopicName) -> bool {
-        self.config.sys_interval.is_some() && topic.as_str().starts_with(SYS_BROKER)
     }
 
     /// Sets the first round's timer (at start, when statistics are on).

@@ -350,3 +350,123 @@ impl Workers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use jetmq_core::broker::{ConnInfo, ListenerKind};
+
+    use super::*;
+    use crate::store::MemoryBackend;
+
+    /// A driver on the memory store, and how often it woke its (absent) loop.
+    fn driver() -> (Driver, Arc<AtomicUsize>) {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&woken);
+        let wake: Wake = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let store = Arc::new(MemoryBackend::default());
+        let driver = Driver::start(&ServerConfig::default(), store, "test", wake).expect("starts");
+        (driver, woken)
+    }
+
+    /// An MQTT 3.1.1 CONNECT from client `r`, with a clean or a persistent session.
+    fn connect(clean: bool) -> Bytes {
+        let flags = if clean { 0x02 } else { 0x00 };
+        Bytes::from(vec![
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60, 0, 1, b'r',
+        ])
+    }
+
+    /// Feeds `input`, then what the workers finish, until `until` holds for what the shell
+    /// was asked (at most 10 s); returns the connection actions in order.
+    fn run(
+        driver: &mut Driver,
+        input: Input,
+        until: impl Fn(&[ConnAction]) -> bool,
+    ) -> Vec<ConnAction> {
+        let mut asked = Vec::new();
+        driver.handle(input, &mut |a| asked.push(a));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !until(&asked) {
+            assert!(Instant::now() < deadline, "never came: {asked:?}");
+            for input in driver.take_completions() {
+                driver.handle(input, &mut |a| asked.push(a));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        asked
+    }
+
+    fn accepted(conn: ConnId) -> Input {
+        Input::Accepted {
+            conn,
+            info: ConnInfo {
+                peer: "127.0.0.1:50000".into(),
+                listener: ListenerKind::Tcp,
+                tls_identity: None,
+            },
+        }
+    }
+
+    fn connack(asked: &[ConnAction]) -> bool {
+        asked
+            .iter()
+            .any(|a| matches!(a, ConnAction::Send { bytes, .. } if bytes.first() == Some(&0x20)))
+    }
+
+    #[test]
+    fn a_connect_is_answered_through_the_shells_callback() {
+        let (mut driver, _) = driver();
+        let conn = ConnId::new(1).expect("non-zero");
+        let asked = run(&mut driver, accepted(conn), |_| true);
+        assert!(asked.is_empty(), "{asked:?}");
+        let asked = run(
+            &mut driver,
+            Input::Received {
+                conn,
+                data: connect(true).into(),
+            },
+            connack,
+        );
+        assert!(
+            asked
+                .iter()
+                .all(|a| matches!(a, ConnAction::Send { conn: c, .. } if *c == conn)),
+            "{asked:?}"
+        );
+        assert_eq!(driver.broker().connection_count(), 1);
+    }
+
+    #[test]
+    fn a_stop_waits_for_the_store_requests() {
+        let (mut driver, woken) = driver();
+        let conn = ConnId::new(1).expect("non-zero");
+        run(&mut driver, accepted(conn), |_| true);
+        // A persistent session is saved before its CONNACK: the store's answer woke the loop
+        // and came back through the completions.
+        let data = connect(false).into();
+        run(&mut driver, Input::Received { conn, data }, connack);
+        assert!(woken.load(Ordering::SeqCst) > 0);
+        assert!(!driver.stopping());
+        assert!(!driver.stop_finished(0));
+        assert_eq!(driver.stop_deadline(), None);
+        let asked = run(&mut driver, Input::Shutdown, |_| true);
+        assert!(driver.stopping());
+        assert!(driver.stop_deadline().is_some());
+        assert!(!driver.stop_finished(1), "a connection is open: {asked:?}");
+        // The shutdown saved the session: its writes wait for their answers.
+        assert!(!driver.stop_finished(0), "no store request waits");
+        // What the shutdown wrote is answered through the completions; once every answer is
+        // handled, the stop is over (well before it would time out).
+        while !driver.stop_finished(0) {
+            for input in driver.take_completions() {
+                driver.handle(input, &mut |_| {});
+            }
+        }
+        let timeout = driver.stop_deadline().expect("stopping");
+        assert!(Instant::now() < timeout, "the stop timed out instead");
+    }
+}

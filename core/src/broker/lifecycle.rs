@@ -32,7 +32,7 @@ impl Broker {
         let now = self.now.instant;
         let deadline = now.saturating_add(self.config.connect_timeout);
         let c = Connection::new(info, now, deadline, self.config.max_packet_size);
-        self.conns.insert(conn, Box::new(c));
+        self.conns.insert(conn, c);
         self.schedule_conn(conn, deadline);
     }
 
@@ -55,10 +55,9 @@ impl Broker {
             c.phase,
             Phase::Authenticating(_) | Phase::Loading(_) | Phase::Held { .. }
         );
-        if waiting && c.inbuf.len() >= WAITING_INBUF && !c.read_paused {
+        if waiting && c.inbuf.len() >= WAITING_INBUF {
             // What a client sends behind a CONNECT that waits is kept, up to a point.
-            c.read_paused = true;
-            out.push(Action::PauseRead { conn });
+            self.conns.pause(conn, out);
         }
         self.process_inbuf(conn, out);
     }
@@ -68,12 +67,7 @@ impl Broker {
     /// [MQTT-3.1.4].
     pub(super) fn resume_after_connect(&mut self, conn: ConnId, out: &mut Outbox) {
         let limit = self.config.max_pending_per_connection / 2;
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if c.read_paused && c.may_read(limit) {
-                c.read_paused = false;
-                out.push(Action::ResumeRead { conn });
-            }
-        }
+        self.conns.unpause(conn, limit, out);
         self.process_inbuf(conn, out);
     }
 
@@ -1270,7 +1264,7 @@ impl Broker {
     }
 
     pub(super) fn on_shutdown(&mut self, out: &mut Outbox) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let conns: Vec<ConnId> = self.conns.ids().collect();
         for conn in conns {
             self.send_disconnect(conn, DisconnectReason::ServerShuttingDown);
             // Sessions stay as they are for the next start; wills are not published.

@@ -53,6 +53,7 @@ pub mod bridge_policy;
 mod catch_up;
 mod config;
 mod connection;
+mod connections;
 mod fleet_record;
 mod io;
 mod lifecycle;
@@ -91,7 +92,7 @@ pub use metrics::Metrics;
 pub use permissions::Permissions;
 pub use session::{SessionInfo, SessionKey, DEFAULT_ACCOUNT};
 
-use connection::{Connection, Pipeline};
+use connections::Connections;
 use publish::{FanoutJob, Target};
 use requests::StoreRequests;
 use session::Session;
@@ -103,9 +104,6 @@ use timers::{Timer, Timers};
 use crate::js::StoredMessage;
 use crate::rng::Rng;
 use crate::time::{Instant, Now};
-
-/// The largest output buffer sized from the previous flush.
-const OUT_HINT_MAX: usize = 64 * 1024;
 
 /// Counters for metrics; they only ever grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -173,9 +171,7 @@ pub struct Broker {
     loading: BTreeMap<SessionKey, ConnId>,
     /// Recent takeovers per client identifier (flapping protection).
     takeovers: takeovers::TakeoverCounter,
-    /// Boxed: a B-tree node holds eleven entries inline, and half-full nodes of 550-byte
-    /// connections would waste more than the pointer costs.
-    conns: BTreeMap<ConnId, Box<Connection>>,
+    conns: Connections,
     sessions: Sessions,
     subscriptions: SubscriptionTree<SessionId, session::Subscriber>,
     /// Shared subscriptions, keyed by (shared subscription number, member session).
@@ -206,14 +202,6 @@ pub struct Broker {
     budget: usize,
     /// Bytes queued for all sessions together (see `overflow.rs`).
     queued_total: usize,
-    /// Publishers not read until all queues together are under `max_total_queued_bytes`.
-    held_for_total: Vec<ConnId>,
-    /// Publishers let go during this call, read again at its end.
-    resume_soon: Vec<ConnId>,
-    /// Publishes the broker makes itself (wills), waiting for store writes.
-    system: Pipeline,
-    /// Connections with bytes to send at the end of this call.
-    dirty: Vec<crate::broker::ConnId>,
     /// Records read at start-up, applied together on `RestoreComplete`.
     restoring: Option<Vec<StoredMessage>>,
     stats: BrokerStats,
@@ -241,6 +229,7 @@ impl Broker {
             takeovers::TakeoverCounter::new(config.takeover_limit, config.takeover_window);
         let requests = StoreRequests::new(config.store_timeout);
         let retained = retained_quota::Retained::new(&config);
+        let conns = Connections::new(config.max_unsent_bytes);
         let mut broker = Self {
             config,
             rng: Rng::new(seed),
@@ -250,7 +239,7 @@ impl Broker {
             loading: BTreeMap::new(),
             takeovers,
             now,
-            conns: BTreeMap::new(),
+            conns,
             sessions: Sessions::default(),
             subscriptions: SubscriptionTree::new(),
             shared: SubscriptionTree::new(),
@@ -269,10 +258,6 @@ impl Broker {
             spare_messages: Vec::new(),
             budget: 0,
             queued_total: 0,
-            held_for_total: Vec::new(),
-            resume_soon: Vec::new(),
-            system: Pipeline::default(),
-            dirty: Vec::new(),
             restoring: None,
             stats: BrokerStats::default(),
             sys: sys_topics::SysValues::default(),
@@ -402,11 +387,7 @@ impl Broker {
 
     /// Makes sure a timer entry for `conn` exists no later than `at`.
     fn schedule_conn(&mut self, conn: ConnId, at: Instant) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if c.timer_at.is_none_or(|t| at < t) {
-            c.timer_at = Some(at);
+        if self.conns.arm_timer(conn, at) {
             self.timers.schedule(at, Timer::Conn(conn));
         }
     }
@@ -430,70 +411,39 @@ impl Broker {
 
     /// Appends `bytes`-producing work for `conn` to the flush list.
     fn mark_dirty(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(conn);
-            }
-        }
+        self.conns.mark_dirty(conn);
     }
 
     /// Sends what each connection accumulated during this call, one action per connection.
     fn flush(&mut self, out: &mut Outbox) {
-        let dirty = std::mem::take(&mut self.dirty);
+        let dirty = self.conns.take_flush_list();
         for conn in &dirty {
             self.flush_conn(*conn, out);
         }
-        self.dirty = dirty;
-        self.dirty.clear();
+        self.conns.restore_flush_list(dirty);
     }
 
+    /// Sends what `conn` accumulated now; a connection that just became a slow consumer has
+    /// `slow_consumer_timeout` to catch up.
     fn flush_conn(&mut self, conn: ConnId, out: &mut Outbox) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.dirty = false;
-        if c.out.is_empty() {
-            return;
-        }
-        // Split off, not taken: once the shell has written the bytes, the next encode reclaims
-        // the same allocation, so steady-state delivery does not allocate.
-        let bytes = c.out.split().freeze();
-        c.out_hint = u32::try_from(bytes.len().min(OUT_HINT_MAX)).unwrap_or(u32::MAX);
-        c.unsent += bytes.len();
-        let slow = c.unsent > self.config.max_unsent_bytes && c.slow_since.is_none();
-        if slow {
-            c.slow_since = Some(self.now.instant);
-        }
-        out.push(Action::Send { conn, bytes });
-        if slow {
-            let at = self
-                .now
-                .instant
-                .saturating_add(self.config.slow_consumer_timeout);
+        let now = self.now.instant;
+        if self.conns.flush_one(conn, now, out) {
+            let at = now.saturating_add(self.config.slow_consumer_timeout);
             self.schedule_conn(conn, at);
         }
     }
 
     /// Whether `conn` has more unsent bytes than a healthy connection may have.
     fn is_slow(&self, conn: ConnId) -> bool {
-        self.conns
-            .get(&conn)
-            .is_some_and(|c| c.unsent + c.out.len() > self.config.max_unsent_bytes)
+        self.conns.is_slow(conn)
     }
 
     fn on_flushed(&mut self, conn: ConnId, bytes: usize, out: &mut Outbox) {
-        let max = self.config.max_unsent_bytes;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(caught_up) = self.conns.flushed(conn, bytes) else {
             self.unknown_conn(conn, out);
             return;
         };
-        c.unsent = c.unsent.saturating_sub(bytes);
-        let session = c.session();
-        let caught_up = c.unsent <= max;
-        if caught_up {
-            c.slow_since = None;
-        }
+        let session = self.conns.get(&conn).and_then(|c| c.session());
         if let Some(session) = session.filter(|_| bytes > 0) {
             self.note_progress(session);
         }

@@ -298,23 +298,14 @@ impl Broker {
                 o.held.push(publisher);
                 true
             }
-        } else if self.held_for_total.contains(&publisher) {
-            false
         } else {
-            self.held_for_total.push(publisher);
-            true
+            self.conns.hold_for_total(publisher)
         };
         if !newly {
             return;
         }
         self.stats.publishers_held += 1;
-        if let Some(c) = self.conns.get_mut(&publisher) {
-            c.held_by += 1;
-            if !c.read_paused {
-                c.read_paused = true;
-                out.push(Action::PauseRead { conn: publisher });
-            }
-        }
+        self.conns.hold(publisher, out);
         // The subscriber has `slow_consumer_timeout` to make progress from now on.
         let subscriber = self.sessions.get(session).and_then(|s| s.conn);
         if let (true, Some(conn)) = (session_full, subscriber) {
@@ -378,7 +369,7 @@ impl Broker {
             }
         }
         for publisher in held {
-            self.unhold(publisher);
+            self.conns.unhold(publisher);
         }
     }
 
@@ -386,36 +377,18 @@ impl Broker {
     /// quarters of it.
     pub(super) fn release_held_for_total(&mut self) {
         let max = self.config.max_total_queued_bytes;
-        if self.held_for_total.is_empty() || self.queued_total > max / 4 * 3 {
+        if !self.conns.any_held_for_total() || self.queued_total > max / 4 * 3 {
             return;
         }
-        for publisher in std::mem::take(&mut self.held_for_total) {
-            self.unhold(publisher);
-        }
-    }
-
-    fn unhold(&mut self, publisher: ConnId) {
-        if let Some(c) = self.conns.get_mut(&publisher) {
-            c.held_by = c.held_by.saturating_sub(1);
-            if c.held_by == 0 {
-                self.resume_soon.push(publisher);
-            }
-        }
+        self.conns.release_held_for_total();
     }
 
     /// At the end of a call: reads again from the publishers let go during it, unless another
     /// reason to pause them stands.
     pub(super) fn resume_released(&mut self, out: &mut Outbox) {
-        while let Some(conn) = self.resume_soon.pop() {
-            let limit = self.config.max_pending_per_connection / 2;
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            if c.read_paused && c.may_read(limit) {
-                c.read_paused = false;
-                out.push(Action::ResumeRead { conn });
-                self.process_inbuf(conn, out);
-            }
+        let limit = self.config.max_pending_per_connection / 2;
+        while let Some(conn) = self.conns.next_to_resume(limit, out) {
+            self.process_inbuf(conn, out);
         }
     }
 

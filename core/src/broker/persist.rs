@@ -96,13 +96,9 @@ impl Broker {
             }
             RequestOwner::Background => return,
         };
-        let pipeline = match conn {
-            Some(c) => match self.conns.get_mut(&c) {
-                Some(c) => &mut c.pipeline,
-                // The connection is gone; its pending packets went with it.
-                None => return,
-            },
-            None => &mut self.system,
+        // A connection that is gone took its pending packets with it.
+        let Some(pipeline) = self.conns.pipeline_mut(conn) else {
+            return;
         };
         let Some(entry) = pipeline.get_mut(token) else {
             return;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytestring::ByteString;
 
 use super::connection::{Pending, Phase, Pipeline, Reply, Work};
+use super::connections::Connections;
 use super::io::{Action, CloseReason, ConnId, Outbox};
 use super::message::{Message, SharedMessage};
 use super::requests::Write;
@@ -291,12 +292,7 @@ impl Broker {
             );
         }
         if pending >= self.config.max_pending_per_connection {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                if !c.read_paused {
-                    c.read_paused = true;
-                    out.push(Action::PauseRead { conn });
-                }
-            }
+            self.conns.pause(conn, out);
         }
         self.drain_pipeline(Some(conn), out);
     }
@@ -378,10 +374,7 @@ impl Broker {
 
     /// The pipeline of `conn`, or the broker's own for `None`.
     fn pipeline_mut(&mut self, conn: Option<ConnId>) -> Option<&mut Pipeline> {
-        match conn {
-            Some(id) => self.conns.get_mut(&id).map(|c| &mut c.pipeline),
-            None => Some(&mut self.system),
-        }
+        self.conns.pipeline_mut(conn)
     }
 
     /// Puts a ready entry back at the front of its pipeline, waiting for one more write.
@@ -482,15 +475,7 @@ impl Broker {
             return;
         };
         let limit = self.config.max_pending_per_connection / 2;
-        let resume = self.conns.get_mut(&id).is_some_and(|c| {
-            let resume = c.read_paused && c.may_read(limit);
-            if resume {
-                c.read_paused = false;
-            }
-            resume
-        });
-        if resume {
-            out.push(Action::ResumeRead { conn: id });
+        if self.conns.unpause(id, limit, out) {
             self.process_inbuf(id, out);
         }
     }
@@ -653,7 +638,10 @@ impl Broker {
         if msg.qos != QoS::AtMostOnce && self.needs_store(&msg.topic) {
             writes.push((Write::Message, self.message_request(&msg)));
         }
-        let token = self.system.push(
+        let Some(system) = self.conns.pipeline_mut(None) else {
+            return;
+        };
+        let token = system.push(
             Work::Publish {
                 msg,
                 route: true,
@@ -1050,10 +1038,11 @@ impl Broker {
             }
             None => None,
         };
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let max_unsent = self.conns.max_unsent();
+        let Some((c, flush)) = self.conns.get_mut_with_flush(conn) else {
             return false;
         };
-        if flags.drop_if_slow && c.unsent + c.out.len() > self.config.max_unsent_bytes {
+        if flags.drop_if_slow && Connections::over_limit(c, max_unsent) {
             // The same test as `is_slow`, on the connection already at hand.
             self.stats.dropped_slow_consumer += 1;
             return false;
@@ -1111,10 +1100,7 @@ impl Broker {
         }
         publish.encode(c.version, &mut c.out);
         // `mark_dirty`, on the connection already at hand (one lookup per delivery, not two).
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(conn);
-        }
+        flush.mark(conn, c);
         true
     }
 

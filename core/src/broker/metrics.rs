@@ -60,7 +60,7 @@ impl Broker {
                 .iter()
                 .map(|(_, s)| s.subscriptions.values().count())
                 .sum(),
-            share_groups: self.shares.len(),
+            share_groups: self.routes.shares().len(),
             retained: self.retained.len(),
             retained_bytes: self.retained.bytes(),
             stats: self.stats,

@@ -66,6 +66,7 @@ mod publish;
 mod requests;
 pub mod retained;
 mod retained_quota;
+mod router;
 mod session;
 mod session_index;
 mod session_quota;
@@ -80,7 +81,7 @@ mod takeovers;
 mod timers;
 mod topic_alias;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 pub use config::{BrokerConfig, Overflow, Redirect};
 pub use io::{
@@ -93,12 +94,10 @@ pub use permissions::Permissions;
 pub use session::{SessionInfo, SessionKey, DEFAULT_ACCOUNT};
 
 use connections::Connections;
-use publish::{FanoutJob, Target};
 use requests::StoreRequests;
+use router::Router;
 use session::Session;
 use sessions::{SessionId, Sessions};
-use shared::ShareId;
-use subscriptions::SubscriptionTree;
 use timers::{Timer, Timers};
 
 use crate::js::StoredMessage;
@@ -173,13 +172,7 @@ pub struct Broker {
     takeovers: takeovers::TakeoverCounter,
     conns: Connections,
     sessions: Sessions,
-    subscriptions: SubscriptionTree<SessionId, session::Subscriber>,
-    /// Shared subscriptions, keyed by (shared subscription number, member session).
-    shared: SubscriptionTree<(ShareId, SessionId), session::Subscriber>,
-    /// The shared subscriptions with members here.
-    shares: shared::ShareGroups,
-    /// Reused list of shared-subscription members matching a message.
-    shared_scratch: Vec<(ShareId, SessionId, session::Subscriber)>,
+    routes: Router,
     retained: retained_quota::Retained,
     /// Fleet: catch-up reads of sessions' consumers in flight.
     catch_ups: BTreeMap<SessionId, catch_up::CatchUp>,
@@ -191,15 +184,6 @@ pub struct Broker {
     nats_changes: Vec<Action>,
     timers: Timers,
     requests: StoreRequests,
-    /// Messages being delivered, oldest first; routing never overtakes them.
-    fanout: VecDeque<FanoutJob>,
-    route_epoch: u64,
-    /// Reused target lists of finished fan-outs.
-    spare_targets: Vec<Vec<Target>>,
-    /// Finished messages nobody holds, reused for the next ones.
-    spare_messages: Vec<SharedMessage>,
-    /// Deliveries left in this call's budget.
-    budget: usize,
     /// Bytes queued for all sessions together (see `overflow.rs`).
     queued_total: usize,
     /// Records read at start-up, applied together on `RestoreComplete`.
@@ -241,10 +225,7 @@ impl Broker {
             now,
             conns,
             sessions: Sessions::default(),
-            subscriptions: SubscriptionTree::new(),
-            shared: SubscriptionTree::new(),
-            shares: shared::ShareGroups::default(),
-            shared_scratch: Vec::new(),
+            routes: Router::default(),
             retained,
             catch_ups: BTreeMap::new(),
             subscription_saves: BTreeMap::new(),
@@ -252,11 +233,6 @@ impl Broker {
             nats_changes,
             timers: Timers::default(),
             requests,
-            fanout: VecDeque::new(),
-            route_epoch: 0,
-            spare_targets: Vec::new(),
-            spare_messages: Vec::new(),
-            budget: 0,
             queued_total: 0,
             restoring: None,
             stats: BrokerStats::default(),
@@ -343,7 +319,7 @@ impl Broker {
             // A clock that went back is treated as standing still.
             self.now.wall = now.wall;
         }
-        self.budget = self.config.fanout_budget.max(1);
+        self.routes.set_budget(self.config.fanout_budget.max(1));
         match input {
             Input::Accepted { conn, info } => self.on_accepted(conn, info, out),
             Input::Received { conn, data } => self.on_received(conn, data, out),

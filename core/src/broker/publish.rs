@@ -8,11 +8,11 @@ use bytestring::ByteString;
 use super::connection::{Pending, Phase, Pipeline, Reply, Work};
 use super::connections::Connections;
 use super::io::{Action, CloseReason, ConnId, Outbox};
-use super::message::{Message, SharedMessage};
+use super::message::Message;
 use super::requests::Write;
+use super::router::RouteScope;
 use super::session::{Delivery, Inflight, InflightState, SubscriptionIds};
 use super::sessions::SessionId;
-use super::shared::ShareId;
 use super::topic_alias::AliasUse;
 use super::Broker;
 use crate::codec::{
@@ -34,47 +34,6 @@ struct SendFlags {
 /// Payloads at least this large are sent from their shared buffer instead of being copied
 /// into each subscriber's output buffer.
 const SHARED_PAYLOAD_MIN: usize = 4096;
-
-/// How many finished messages are kept for reuse, so steady-state routing does not allocate.
-const SPARE_MESSAGES: usize = 64;
-
-/// One session a message goes to, with the combined options of its matching subscriptions.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub(crate) session: SessionId,
-    pub(crate) qos: QoS,
-    pub(crate) retain_as_published: bool,
-    /// Identifiers of the matching subscriptions that have one.
-    pub(crate) subscription_ids: SubscriptionIds,
-    /// The shared subscription that chose this session, if any.
-    pub(crate) share: Option<ShareId>,
-}
-
-/// Which subscriptions a routed message goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RouteScope {
-    /// Every matching subscription: a broker on its own.
-    All,
-    /// Plain subscriptions only: in a fleet, shared subscriptions get their messages from
-    /// NATS queue groups (see `shared_fleet.rs`).
-    Plain,
-    /// One member of the shared subscription with this number (a queue group's delivery).
-    Share(ShareId),
-}
-
-/// A message being delivered to its targets, possibly over several calls.
-#[derive(Debug)]
-pub(crate) struct FanoutJob {
-    pub(crate) msg: SharedMessage,
-    /// Which subscriptions it goes to.
-    pub(crate) scope: RouteScope,
-    /// Computed when the job reaches the front of the queue.
-    pub(crate) targets: Option<Vec<Target>>,
-    pub(crate) next: usize,
-    /// The connection it was published on, held back if a session it goes to is at its
-    /// limit (see `overflow.rs`).
-    pub(crate) from: Option<ConnId>,
-}
 
 impl Broker {
     pub(super) fn on_publish(
@@ -316,18 +275,7 @@ impl Broker {
             // A persistent session on another node may want it.
             return true;
         }
-        let mut needed = false;
-        self.subscriptions.for_each_match(topic, |sid, sub| {
-            if !needed && sub.options.qos != QoS::AtMostOnce {
-                needed = self.sessions.get(*sid).is_some_and(|s| s.persistent);
-            }
-        });
-        self.shared.for_each_match(topic, |(_, sid), sub| {
-            if !needed && sub.options.qos != QoS::AtMostOnce {
-                needed = self.sessions.get(*sid).is_some_and(|s| s.persistent);
-            }
-        });
-        needed
+        self.routes.persistent_interest(topic, &self.sessions)
     }
 
     /// Stores the QoS ≥ 1 messages `conn` published earlier that still wait in its pipeline
@@ -718,43 +666,25 @@ impl Broker {
                 self.retained.insert(&msg.topic, Arc::new(stored));
             }
         }
-        // Reuse the allocation of a finished message nobody holds any more.
-        let msg = match self.spare_messages.pop() {
-            Some(mut shared) => match Arc::get_mut(&mut shared) {
-                Some(slot) => {
-                    *slot = msg;
-                    shared
-                }
-                None => Arc::new(msg),
-            },
-            None => Arc::new(msg),
-        };
-        self.fanout.push_back(FanoutJob {
-            msg,
-            scope,
-            targets: None,
-            next: 0,
-            from,
-        });
+        self.routes.push(msg, scope, from);
     }
 
     /// Delivers queued messages until they are done or the call's budget is spent.
     pub(super) fn run_fanout(&mut self, out: &mut Outbox) {
-        while let Some(mut job) = self.fanout.pop_front() {
+        while let Some(mut job) = self.routes.next_job() {
             let mut targets = match job.targets.take() {
                 Some(t) => t,
                 None => {
-                    let targets = self.targets_for(&job.msg, job.scope);
+                    let targets = self.routes.targets(&job.msg, job.scope, &mut self.sessions);
                     self.release_untargeted(&job.msg, job.scope, out);
                     targets
                 }
             };
-            while job.next < targets.len() && self.budget > 0 {
+            while job.next < targets.len() && self.routes.spend() {
                 let Some(t) = targets.get_mut(job.next) else {
                     break;
                 };
                 job.next += 1;
-                self.budget -= 1;
                 let qos = job.msg.qos.min(t.qos);
                 let retain = t.retain_as_published && job.msg.retain;
                 if qos == QoS::AtMostOnce {
@@ -790,96 +720,23 @@ impl Broker {
             }
             if job.next < targets.len() {
                 job.targets = Some(targets);
-                self.fanout.push_front(job);
+                self.routes.requeue(job);
                 out.wants_continue = true;
                 return;
             }
-            let mut targets = targets;
-            targets.clear();
-            self.spare_targets.push(targets);
-            if Arc::strong_count(&job.msg) == 1 && self.spare_messages.len() < SPARE_MESSAGES {
-                self.spare_messages.push(job.msg);
-            }
+            self.routes.finish(job.msg, targets);
         }
-    }
-
-    /// The sessions `msg` goes to: one entry per session, with the highest granted QoS of
-    /// its matching subscriptions.
-    fn targets_for(&mut self, msg: &Message, scope: RouteScope) -> Vec<Target> {
-        let mut targets = self.spare_targets.pop().unwrap_or_default();
-        self.route_epoch += 1;
-        let epoch = self.route_epoch;
-        if let RouteScope::Share(share) = scope {
-            self.add_shared_targets(&msg.topic, Some(share), &mut targets);
-            return targets;
-        }
-        let sessions = &mut self.sessions;
-        self.subscriptions.for_each_match(&msg.topic, |sid, sub| {
-            let opts = &sub.options;
-            let Some(s) = sessions.get_mut(*sid) else {
-                return;
-            };
-            if opts.no_local && msg.publisher == Some(s.uid) {
-                return;
-            }
-            if s.route_epoch == epoch {
-                if let Some(t) = targets.get_mut(s.route_slot) {
-                    t.qos = t.qos.max(opts.qos);
-                    t.retain_as_published |= opts.retain_as_published;
-                    t.subscription_ids.extend(sub.id);
-                }
-            } else {
-                s.route_epoch = epoch;
-                s.route_slot = targets.len();
-                targets.push(Target {
-                    session: *sid,
-                    qos: opts.qos,
-                    retain_as_published: opts.retain_as_published,
-                    subscription_ids: sub.id.into_iter().collect(),
-                    share: None,
-                });
-            }
-        });
-        if scope == RouteScope::All {
-            self.add_shared_targets(&msg.topic, None, &mut targets);
-        }
-        targets
     }
 
     /// A stored message stays in the store for every persistent session with a matching
-    /// QoS 1/2 subscription; the ones [`targets_for`](Self::targets_for) just passed over
-    /// (No Local, the other members of a shared subscription) release it at once, or the
-    /// store would keep it for them and deliver it after a restart.
+    /// QoS 1/2 subscription; the ones the routing pass just passed over (No Local, the other
+    /// members of a shared subscription) release it at once, or the store would keep it for
+    /// them and deliver it after a restart.
     fn release_untargeted(&mut self, msg: &Message, scope: RouteScope, out: &mut Outbox) {
         let Some(seq) = msg.seq else {
             return;
         };
-        let epoch = self.route_epoch;
-        let sessions = &self.sessions;
-        let mut release = std::collections::BTreeSet::new();
-        let mut consider = |sid: SessionId, qos: QoS| {
-            if qos != QoS::AtMostOnce {
-                if let Some(s) = sessions.get(sid) {
-                    if s.persistent && s.route_epoch != epoch {
-                        release.insert(sid);
-                    }
-                }
-            }
-        };
-        if !matches!(scope, RouteScope::Share(_)) {
-            self.subscriptions
-                .for_each_match(&msg.topic, |sid, sub| consider(*sid, sub.options.qos));
-        }
-        // Plain: a fleet's shared subscriptions are released by the node NATS hands the
-        // message to, and by the others when they hear it took it (`shared_fleet.rs`).
-        if scope != RouteScope::Plain {
-            self.shared.for_each_match(&msg.topic, |(share, sid), sub| {
-                if scope == RouteScope::All || scope == RouteScope::Share(*share) {
-                    consider(*sid, sub.options.qos);
-                }
-            });
-        }
-        for sid in release {
+        for sid in self.routes.passed_over(msg, scope, &self.sessions) {
             self.release_stored(sid, seq, out);
         }
     }

@@ -8,13 +8,12 @@ use std::num::NonZeroU64;
 use bytestring::ByteString;
 
 use super::io::Outbox;
-use super::publish::Target;
-use super::session::{Delivery, InflightState, Subscriber};
-use super::sessions::{SessionId, Sessions};
+use super::session::{Delivery, InflightState};
+use super::sessions::SessionId;
 use super::Broker;
 use crate::codec::QoS;
 use crate::js::records;
-use crate::topic::{SharedFilter, TopicFilter, TopicName};
+use crate::topic::{SharedFilter, TopicFilter};
 
 /// The start of every shared subscription's NATS queue group name.
 pub(super) const QUEUE_PREFIX: &str = "jetmq-share-";
@@ -24,34 +23,6 @@ pub(super) const QUEUE_PREFIX: &str = "jetmq-share-";
 /// flight to a member that left) never reaches the new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct ShareId(NonZeroU64);
-
-/// A member of a shared subscription matching a message: (share number, session, options).
-type Member = (ShareId, SessionId, Subscriber);
-
-/// The member a message goes to, trying members in turn from `start`: the first one online,
-/// else (when `offline` allows) the first persistent one, never `exclude`.
-fn choose(
-    group: &[Member],
-    start: usize,
-    sessions: &Sessions,
-    exclude: Option<SessionId>,
-    offline: bool,
-) -> Option<Member> {
-    let len = group.len();
-    let in_turn = || {
-        (0..len)
-            .filter_map(move |k| group.get((start + k) % len))
-            .filter(move |m| Some(m.1) != exclude)
-    };
-    in_turn()
-        .find(|m| sessions.get(m.1).is_some_and(|s| s.conn.is_some()))
-        .or_else(|| {
-            offline
-                .then(|| in_turn().find(|m| sessions.get(m.1).is_some_and(|s| s.persistent)))
-                .flatten()
-        })
-        .copied()
-}
 
 /// One shared subscription (a group and a filter): its round-robin cursor and, for a fleet,
 /// the NATS queue group that spreads its messages over the nodes with members.
@@ -68,6 +39,13 @@ pub(super) struct ShareGroup {
     pub(super) filter: TopicFilter,
     /// Indexed subscriptions of sessions held here (online or not) that are members.
     members: usize,
+}
+
+impl ShareGroup {
+    /// Messages handed out so far: the next member in turn.
+    pub(super) fn cursor(&self) -> u64 {
+        self.cursor
+    }
 }
 
 impl ShareGroup {
@@ -163,70 +141,6 @@ impl ShareGroups {
 }
 
 impl Broker {
-    /// Adds one member of each shared subscription matching `topic` (or of `only` that one),
-    /// chosen in turn (round robin in member order, deterministic), preferring members that
-    /// are online.
-    pub(super) fn add_shared_targets(
-        &mut self,
-        topic: &TopicName,
-        only: Option<ShareId>,
-        targets: &mut Vec<Target>,
-    ) {
-        let mut candidates = std::mem::take(&mut self.shared_scratch);
-        self.shared.for_each_match(topic, |(share, sid), sub| {
-            if only.is_none_or(|only| only == *share) {
-                candidates.push((*share, *sid, *sub));
-            }
-        });
-        candidates.sort_by_key(|(share, sid, _)| (*share, *sid));
-        let epoch = self.route_epoch;
-        for group in candidates.chunk_by(|a, b| a.0 == b.0) {
-            let Some(&(share, _, _)) = group.first() else {
-                continue;
-            };
-            let Some(cursor) = self.shares.take_turn(share) else {
-                continue;
-            };
-            let start = usize::try_from(cursor % group.len() as u64).unwrap_or(0);
-            if let Some((_, session, sub)) = choose(group, start, &self.sessions, None, true) {
-                if let Some(s) = self.sessions.get_mut(session) {
-                    // Marks it as a target of this routing pass.
-                    s.route_epoch = epoch;
-                }
-                targets.push(Target {
-                    session,
-                    qos: sub.options.qos,
-                    retain_as_published: sub.options.retain_as_published,
-                    subscription_ids: sub.id.into_iter().collect(),
-                    share: Some(share),
-                });
-            }
-        }
-        candidates.clear();
-        self.shared_scratch = candidates;
-    }
-
-    /// The member of shared subscription `share` that a message on `topic` handed over by
-    /// `from` goes to next: one online, or (when `offline`) a persistent one.
-    fn next_member(
-        &self,
-        share: ShareId,
-        topic: &TopicName,
-        from: SessionId,
-        offline: bool,
-    ) -> Option<Member> {
-        let mut group = Vec::new();
-        self.shared.for_each_match(topic, |(s, sid), sub| {
-            if *s == share {
-                group.push((*s, *sid, *sub));
-            }
-        });
-        group.sort_by_key(|m| m.1);
-        let cursor = self.shares.get(share)?.cursor;
-        let start = usize::try_from(cursor % group.len().max(1) as u64).unwrap_or(0);
-        choose(&group, start, &self.sessions, Some(from), offline)
-    }
-
     /// Hands the shared-subscription messages of `session` that its client has not
     /// acknowledged to other members, when its connection ended (`ending`: and the session
     /// with it): those never sent, and QoS 1 ones sent but not acknowledged. QoS 2 ones
@@ -242,7 +156,8 @@ impl Broker {
             d.share.is_some_and(|share| {
                 ending
                     || self
-                        .next_member(share, &d.msg.topic, session, false)
+                        .routes
+                        .next_member(share, &d.msg.topic, session, false, &self.sessions)
                         .is_some()
             })
         };
@@ -285,18 +200,21 @@ impl Broker {
         }
         for mut d in moving {
             let next = d.share.and_then(|share| {
-                Some((share, self.next_member(share, &d.msg.topic, session, true)?))
+                let next =
+                    self.routes
+                        .next_member(share, &d.msg.topic, session, true, &self.sessions);
+                Some((share, next?))
             });
             let Some((share, (_, to, sub))) = next else {
                 // The session ends and no member is left here: in a fleet, another node's
                 // member takes it over; else the message ends with it.
-                if let Some(group) = d.share.and_then(|share| self.shares.get(share)) {
+                if let Some(group) = d.share.and_then(|share| self.routes.shares().get(share)) {
                     self.hand_over_to_another_node(&group.queue, &d.msg, 0, out);
                 }
                 self.ack_stored(session, &d, out);
                 continue;
             };
-            let _ = self.shares.take_turn(share);
+            let _ = self.routes.take_turn(share);
             d.qos = d.msg.qos.min(sub.options.qos);
             d.retain = sub.options.retain_as_published && d.msg.retain;
             d.dup = false;

@@ -23,7 +23,7 @@ use bytestring::ByteString;
 use super::bridge::{header, RESERVED, SEQ_HEADER};
 use super::io::{Action, Outbox};
 use super::message::Message;
-use super::publish::RouteScope;
+use super::router::RouteScope;
 use super::sessions::SessionId;
 use super::shared::{ShareGroup, ShareId, QUEUE_PREFIX};
 use super::Broker;
@@ -56,7 +56,7 @@ impl Broker {
     /// The first member of shared subscription `share` held here joined: in a fleet, the
     /// node joins the subscription's queue group on NATS and listens to its taken notices.
     pub(super) fn share_group_joined(&mut self, share: ShareId) {
-        if let Some(group) = self.shares.get(share) {
+        if let Some(group) = self.routes.shares().get(share) {
             let (queue, filter) = (group.queue.clone(), group.filter.clone());
             self.queue_group_changed(&queue, &filter, true);
         }
@@ -107,7 +107,7 @@ impl Broker {
         }
         // A group freed with its last member here (NATS may still hand the node a message
         // for it) has no number any more: it is treated as having no member here.
-        let share = self.shares.by_queue(queue);
+        let share = self.routes.shares().by_queue(queue);
         if share.is_none() && !queue.starts_with(QUEUE_PREFIX) {
             self.stats.unknown_inputs += 1;
             return;
@@ -206,7 +206,7 @@ impl Broker {
             .and_then(|(queue, subject)| {
                 let topic = subject::subject_to_topic_name(subject).ok()?;
                 let seq = header(headers, SEQ_HEADER)?.parse::<u64>().ok()?;
-                Some((self.shares.by_queue(queue), topic, seq))
+                Some((self.routes.shares().by_queue(queue), topic, seq))
             });
         let Some((share, topic, seq)) = taken else {
             self.stats.unknown_inputs += 1;
@@ -225,15 +225,8 @@ impl Broker {
     }
 
     /// The sessions held here that are members of `share` for a message on `topic`, each
-    /// with the QoS it subscribed with (a session has one subscription per shared
-    /// subscription).
+    /// with the QoS it subscribed with.
     fn share_members(&self, share: ShareId, topic: &TopicName) -> Vec<(SessionId, QoS)> {
-        let mut members = Vec::new();
-        self.shared.for_each_match(topic, |(s, session), sub| {
-            if *s == share {
-                members.push((*session, sub.options.qos));
-            }
-        });
-        members
+        self.routes.share_members(share, topic)
     }
 }

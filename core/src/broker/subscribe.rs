@@ -7,7 +7,7 @@ use super::connection::Work;
 use super::io::{Action, ConnId, Outbox};
 use std::num::NonZeroU32;
 
-use super::session::{Subscriber, SubscriptionEntry};
+use super::session::SubscriptionEntry;
 use super::sessions::SessionId;
 use super::Broker;
 use crate::codec::{
@@ -245,63 +245,24 @@ impl Broker {
         options: SubscriptionOptions,
         id: Option<NonZeroU32>,
     ) -> SubscriptionEntry {
-        let subscriber = Subscriber { options, id };
-        let (filter, share, fresh) = match sub {
-            Subscription::Plain(filter) => {
-                let fresh = self
-                    .subscriptions
-                    .insert(&filter, session, subscriber)
-                    .is_none();
-                (filter, None, fresh)
-            }
-            Subscription::Shared(shared) => {
-                let filter = shared.filter().clone();
-                let member = self
-                    .shares
-                    .id(shared.as_str())
-                    .filter(|share| self.shared.get(&filter, &(*share, session)).is_some());
-                let (share, fresh) = match member {
-                    // Already a member: the options change, the member count does not.
-                    Some(share) => (share, false),
-                    None => {
-                        let (share, first) = self.shares.join(&shared);
-                        if first {
-                            self.share_group_joined(share);
-                        }
-                        (share, true)
-                    }
-                };
-                self.shared.insert(&filter, (share, session), subscriber);
-                (filter, Some(share), fresh)
-            }
-        };
-        let entry = SubscriptionEntry {
-            filter,
-            options,
-            id,
-            share,
-        };
-        if fresh {
-            self.bridge_subscribed(&entry);
+        let indexed = self.routes.index(session, sub, options, id);
+        if let Some(share) = indexed.made_group {
+            self.share_group_joined(share);
         }
-        entry
+        if indexed.fresh {
+            self.bridge_subscribed(&indexed.entry);
+        }
+        indexed.entry
     }
 
     /// Removes a session's subscription from the tree that routes it; the last member of a
     /// shared subscription frees its group (in a fleet, the node leaves its queue group).
     pub(super) fn unindex_subscription(&mut self, session: SessionId, entry: &SubscriptionEntry) {
-        let removed = match entry.share {
-            Some(share) => self
-                .shared
-                .remove(&entry.filter, &(share, session))
-                .is_some(),
-            None => self.subscriptions.remove(&entry.filter, &session).is_some(),
-        };
-        if !removed {
+        let Some(freed) = self.routes.unindex(session, entry) else {
             return;
-        }
+        };
         self.bridge_unsubscribed(entry);
-        if let Some(group) = entry.share.and_then(|share| self.shares.leave(share)) {
+        if let Some(group) = freed {
             self.share_group_left(&group);
         }
     }

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::message::Message;
-use super::publish::RouteScope;
+use super::router::RouteScope;
 use super::{Broker, Timer};
 use crate::codec::QoS;
 use crate::topic::TopicName;

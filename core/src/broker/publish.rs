@@ -31,11 +31,26 @@ struct SendFlags {
     drop_if_slow: bool,
 }
 
+/// The store writes a publish waits for before it is routed and acknowledged.
+#[derive(Debug)]
+struct PublishWrites {
+    /// Issued at once.
+    writes: Vec<(Write, StoreRequest)>,
+    /// Issued once those succeeded (the QoS 2 record).
+    then: Option<StoreRequest>,
+    /// Whether one of `writes` stores the message itself.
+    storing: bool,
+}
+
 /// Payloads at least this large are sent from their shared buffer instead of being copied
 /// into each subscriber's output buffer.
 const SHARED_PAYLOAD_MIN: usize = 4096;
 
 impl Broker {
+    /// A PUBLISH from a connected client: validated (topic and alias, QoS, payload format,
+    /// properties, permissions, retained quota), planned (its acknowledgement and the store
+    /// writes it needs), then queued in the connection's pipeline, which routes and
+    /// acknowledges it once those writes are done, in arrival order.
     pub(super) fn on_publish(
         &mut self,
         conn: ConnId,
@@ -43,6 +58,45 @@ impl Broker {
         mut p: Publish,
         out: &mut Outbox,
     ) {
+        let Some(topic) = self.publish_topic(conn, &mut p, out) else {
+            return;
+        };
+        let level = p.qos.level();
+        if level > self.config.max_qos {
+            self.protocol_error(conn, DisconnectReason::QosNotSupported, out);
+            return;
+        }
+        if self.refuses_publish(conn, &p, &topic, out) {
+            return;
+        }
+        let mut msg = Message {
+            topic,
+            payload: p.payload,
+            qos: level,
+            retain: p.retain,
+            properties: p.properties,
+            publisher: self.sessions.get(session).map(|s| s.uid),
+            seq: None,
+            expires_at: None,
+        };
+        msg.expires_at = Self::expiry_deadline(self.now.instant, &msg);
+        let Some((reply, qos2_new)) = self.publish_reply(conn, session, p.qos, out) else {
+            return;
+        };
+        let qos2_pid = p.qos.packet_id().filter(|_| qos2_new);
+        let writes = self.publish_writes(conn, session, &msg, qos2_pid, out);
+        self.queue_publish(conn, msg, reply, writes, out);
+    }
+
+    /// The topic of a PUBLISH: its topic name, or the one its topic alias stands for (the
+    /// alias is taken out of its properties, and set when it comes with a topic). `None`
+    /// when the client broke a rule (its connection is closed).
+    fn publish_topic(
+        &mut self,
+        conn: ConnId,
+        p: &mut Publish,
+        out: &mut Outbox,
+    ) -> Option<TopicName> {
         let alias = p
             .properties
             .as_mut()
@@ -57,24 +111,22 @@ impl Broker {
                 let c = self.conns.get(&conn)?;
                 c.extensions.as_ref()?.inbound_aliases.get(a)
             });
-            match known {
-                Some(t) => t,
-                None => {
-                    let reason = if alias.is_some() {
-                        DisconnectReason::ProtocolError
-                    } else {
-                        DisconnectReason::TopicNameInvalid
-                    };
-                    self.protocol_error(conn, reason, out);
-                    return;
-                }
-            }
+            let Some(topic) = known else {
+                let reason = if alias.is_some() {
+                    DisconnectReason::ProtocolError
+                } else {
+                    DisconnectReason::TopicNameInvalid
+                };
+                self.protocol_error(conn, reason, out);
+                return None;
+            };
+            topic
         } else {
-            match TopicName::new(p.topic) {
+            match TopicName::new(std::mem::take(&mut p.topic)) {
                 Ok(t) if t.levels().count() <= self.config.max_topic_levels => t,
                 _ => {
                     self.protocol_error(conn, DisconnectReason::TopicNameInvalid, out);
-                    return;
+                    return None;
                 }
             }
         };
@@ -82,17 +134,26 @@ impl Broker {
             // [MQTT-3.2.2-17]: aliases above the advertised maximum are invalid.
             if a.get() > self.config.topic_alias_maximum {
                 self.protocol_error(conn, DisconnectReason::TopicAliasInvalid, out);
-                return;
+                return None;
             }
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.extensions().inbound_aliases.set(a, topic.clone());
             }
         }
-        let level = p.qos.level();
-        if level > self.config.max_qos {
-            self.protocol_error(conn, DisconnectReason::QosNotSupported, out);
-            return;
-        }
+        Some(topic)
+    }
+
+    /// Whether a valid PUBLISH on `topic` is refused (answered with a failure code, or dropped
+    /// at QoS 0): a payload that is not the UTF-8 its indicator says, too many user
+    /// properties, a topic that is not the client's to publish on, or no room for another
+    /// retained message.
+    fn refuses_publish(
+        &mut self,
+        conn: ConnId,
+        p: &Publish,
+        topic: &TopicName,
+        out: &mut Outbox,
+    ) -> bool {
         let utf8 = p
             .properties
             .as_ref()
@@ -103,7 +164,7 @@ impl Broker {
             if !self.refuse_publish(conn, p.qos, PubAckReason::PayloadFormatInvalid, out) {
                 self.protocol_error(conn, DisconnectReason::PayloadFormatInvalid, out);
             }
-            return;
+            return true;
         }
         let user_properties = p
             .properties
@@ -113,53 +174,53 @@ impl Broker {
             // More user properties than one message may carry: 0x97; a QoS 0 one is dropped.
             self.stats.oversized_properties += 1;
             self.refuse_publish(conn, p.qos, PubAckReason::QuotaExceeded, out);
-            return;
+            return true;
         }
-        let closed_subject = !self.bridge_carries(&topic);
+        let closed_subject = !self.bridge_carries(topic);
         if closed_subject {
             out.push(Action::Notice(super::io::Notice::BridgeRefused {
                 conn,
                 topic: super::detach(topic.as_str()),
             }));
         }
-        let reserved = Self::is_reserved_for_the_broker(&topic) || closed_subject;
-        let now = self.now.instant;
+        let reserved = Self::is_reserved_for_the_broker(topic) || closed_subject;
         let Some(c) = self.conns.get(&conn) else {
-            return;
+            return true;
         };
-        if reserved || c.grants().is_some_and(|g| !g.may_publish(&topic)) {
+        if reserved || c.grants().is_some_and(|g| !g.may_publish(topic)) {
             // Not the client's to publish (the broker's own `$SYS/`, a subject of NATS or
             // jetmq in NATS mode, or outside its permissions): 0x87; a QoS 0 publish is
             // dropped.
             self.refuse_publish(conn, p.qos, PubAckReason::NotAuthorized, out);
-            return;
+            return true;
         }
         let kept = (!p.payload.is_empty()).then(|| {
             p.payload.len()
                 + topic.as_str().len()
                 + p.properties.as_ref().map_or(0, |props| props.wire_len())
         });
-        if p.retain && !self.retained_quota_allows(&topic, kept, out) {
+        if p.retain && !self.retained_quota_allows(topic, kept, out) {
             // No room for another retained message: 0x97, and the message goes nowhere (it
             // must be retained or not taken at all [MQTT-3.3.1-5]); a QoS 0 one is dropped.
             self.refuse_publish(conn, p.qos, PubAckReason::QuotaExceeded, out);
-            return;
+            return true;
         }
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let mut msg = Message {
-            topic,
-            payload: p.payload,
-            qos: level,
-            retain: p.retain,
-            properties: p.properties,
-            publisher: self.sessions.get(session).map(|s| s.uid),
-            seq: None,
-            expires_at: None,
-        };
-        msg.expires_at = Self::expiry_deadline(now, &msg);
-        let (reply, qos2_new) = match p.qos {
+        false
+    }
+
+    /// The acknowledgement a taken PUBLISH with `qos` gets, and whether it starts an inbound
+    /// QoS 2 flow; `None` when nothing more is to be done (a QoS 2 repeat before PUBREL is
+    /// acknowledged again [MQTT-4.3.3]; more unacknowledged publishes than Receive Maximum
+    /// close the connection [MQTT-3.3.4-7]).
+    fn publish_reply(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        qos: PublishQos,
+        out: &mut Outbox,
+    ) -> Option<(Reply, bool)> {
+        self.conns.get(&conn)?;
+        let (reply, qos2_new) = match qos {
             PublishQos::AtMostOnce => (Reply::None, false),
             PublishQos::AtLeastOnce(pid) => (Reply::PubAck(pid), false),
             PublishQos::ExactlyOnce(pid) => {
@@ -168,38 +229,49 @@ impl Broker {
                     .get(session)
                     .is_some_and(|s| s.inbound_qos2.contains(&pid.get()));
                 if duplicate {
-                    // [MQTT-4.3.3]: a repeat before PUBREL is acknowledged, not delivered again.
-                    c.pipeline.push(Work::Reply(Reply::PubRec(pid)), 0);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.pipeline.push(Work::Reply(Reply::PubRec(pid)), 0);
+                    }
                     self.drain_pipeline(Some(conn), out);
-                    return;
+                    return None;
                 }
                 (Reply::PubRec(pid), true)
             }
         };
         if reply != Reply::None {
+            let c = self.conns.get_mut(&conn)?;
             if c.receive_in_flight >= self.config.receive_maximum && c.version.is_v5() {
-                // [MQTT-3.3.4-7]: more unacknowledged publishes than Receive Maximum.
                 self.protocol_error(conn, DisconnectReason::ReceiveMaximumExceeded, out);
-                return;
+                return None;
             }
             c.receive_in_flight = c.receive_in_flight.saturating_add(1);
         }
+        Some((reply, qos2_new))
+    }
 
-        // The store writes this message needs before it is routed and acknowledged.
+    /// The store writes `msg` needs before it is routed and acknowledged: its retained
+    /// record (a QoS 0 one is written in the background instead), the message itself when a
+    /// persistent session wants it, and, for a new inbound QoS 2 flow `qos2_pid` of a
+    /// persistent session, the QoS 2 record, last.
+    fn publish_writes(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        msg: &Message,
+        qos2_pid: Option<PacketId>,
+        out: &mut Outbox,
+    ) -> PublishWrites {
         let mut writes = Vec::new();
-        let mut qos2_record = None;
-        if qos2_new {
-            if let (Some(s), Some(pid)) = (self.sessions.get_mut(session), p.qos.packet_id()) {
-                s.inbound_qos2.insert(pid.get());
-                // Only a persistent session's QoS 2 state must outlive the broker: a clean
-                // session ends with it anyway, so its PUBREC needs no store write.
-                qos2_record = s
-                    .persistent
-                    .then(|| records::qos2_write(&s.key.client_id, pid.get(), msg.retain));
-            }
-        }
-        let retained_write = msg.retain.then(|| self.retained_request(&msg));
-        if let Some(req) = retained_write {
+        let qos2_record = qos2_pid.and_then(|pid| {
+            let s = self.sessions.get_mut(session)?;
+            s.inbound_qos2.insert(pid.get());
+            // Only a persistent session's QoS 2 state must outlive the broker: a clean
+            // session ends with it anyway, so its PUBREC needs no store write.
+            s.persistent
+                .then(|| records::qos2_write(&s.key.client_id, pid.get(), msg.retain))
+        });
+        if msg.retain {
+            let req = self.retained_request(msg);
             if msg.qos == QoS::AtMostOnce {
                 self.request(req, super::requests::RequestOwner::Background, out);
             } else {
@@ -211,7 +283,7 @@ impl Broker {
             // Earlier messages of this connection still waiting unstored go to the store
             // first, so that it keeps them in the order they were sent.
             self.store_earlier_publishes(conn, out);
-            writes.push((Write::Message, self.message_request(&msg)));
+            writes.push((Write::Message, self.message_request(msg)));
         }
         // The QoS 2 record goes last: once it exists, a resend counts as a duplicate, so the
         // message must already be stored.
@@ -223,6 +295,28 @@ impl Broker {
             }
             None => None,
         };
+        PublishWrites {
+            writes,
+            then,
+            storing,
+        }
+    }
+
+    /// Queues a taken publish in its connection's pipeline behind `writes` (issued now), and
+    /// stops reading the connection when too many wait.
+    fn queue_publish(
+        &mut self,
+        conn: ConnId,
+        msg: Message,
+        reply: Reply,
+        planned: PublishWrites,
+        out: &mut Outbox,
+    ) {
+        let PublishWrites {
+            writes,
+            then,
+            storing,
+        } = planned;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -240,15 +334,12 @@ impl Broker {
         }
         let pending = c.pipeline.entries.len();
         for (kind, req) in writes {
-            self.request(
-                req,
-                super::requests::RequestOwner::Pipeline {
-                    conn: Some(conn),
-                    token,
-                    kind,
-                },
-                out,
-            );
+            let owner = super::requests::RequestOwner::Pipeline {
+                conn: Some(conn),
+                token,
+                kind,
+            };
+            self.request(req, owner, out);
         }
         if pending >= self.config.max_pending_per_connection {
             self.conns.pause(conn, out);
@@ -867,6 +958,22 @@ impl Broker {
         self.write_message(conn, &d.msg, flags, &d.subscription_ids, qos, out)
     }
 
+    /// The Message Expiry Interval `msg` goes out with: what is left of it [MQTT-3.3.2-6];
+    /// `None` (counted) when it ran out before it was sent and it is no resend: it is dropped
+    /// [MQTT-3.3.2-5].
+    fn expiry_left(&mut self, msg: &Message, dup: bool) -> Option<Option<u32>> {
+        let Some(at) = msg.expires_at else {
+            return Some(None);
+        };
+        let left = at.saturating_duration_since(self.now.instant);
+        if left.is_zero() && !dup {
+            self.stats.dropped_expired += 1;
+            return None;
+        }
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(Some(u32::try_from(secs).unwrap_or(u32::MAX).max(1)))
+    }
+
     /// Encodes one PUBLISH of `msg` for `conn` (see [`write_publish`](Self::write_publish)),
     /// from borrowed parts, so a QoS 0 fan-out builds no [`Delivery`].
     fn write_message(
@@ -878,22 +985,8 @@ impl Broker {
         qos: PublishQos,
         out: &mut Outbox,
     ) -> bool {
-        // [MQTT-3.3.2-5]: a message whose lifetime ran out before it was sent is dropped;
-        // [MQTT-3.3.2-6]: otherwise it carries what is left of it.
-        let expiry = match msg.expires_at {
-            Some(at) => {
-                let left = at.saturating_duration_since(self.now.instant);
-                if left.is_zero() && !flags.dup {
-                    self.stats.dropped_expired += 1;
-                    return false;
-                }
-                Some(
-                    u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0))
-                        .unwrap_or(u32::MAX)
-                        .max(1),
-                )
-            }
-            None => None,
+        let Some(expiry) = self.expiry_left(msg, flags.dup) else {
+            return false;
         };
         let max_unsent = self.conns.max_unsent();
         let Some((c, flush)) = self.conns.get_mut_with_flush(conn) else {
@@ -908,11 +1001,7 @@ impl Broker {
             .extensions
             .as_ref()
             .map_or(AliasUse::None, |e| e.outbound_aliases.lookup(&msg.topic));
-        let (topic, topic_alias) = match alias {
-            AliasUse::None => (msg.topic.as_str(), None),
-            AliasUse::Known(a) => ("", Some(a)),
-            AliasUse::New(a) => (msg.topic.as_str(), Some(a)),
-        };
+        let (topic, topic_alias) = alias.topic_and_alias(msg.topic.as_str());
         let delivery = (expiry.is_some() || topic_alias.is_some() || !subscription_ids.is_empty())
             .then(|| DeliveryProperties {
                 subscription_ids,

@@ -42,6 +42,17 @@ pub(crate) enum AliasUse {
     New(NonZeroU16),
 }
 
+impl AliasUse {
+    /// The topic a PUBLISH of `topic` carries (empty for a known alias) and its Topic Alias.
+    pub(crate) fn topic_and_alias(self, topic: &str) -> (&str, Option<NonZeroU16>) {
+        match self {
+            Self::None => (topic, None),
+            Self::Known(a) => ("", Some(a)),
+            Self::New(a) => (topic, Some(a)),
+        }
+    }
+}
+
 /// The aliases the broker assigns on one connection, within the client's Topic Alias Maximum.
 ///
 /// Topics get aliases in the order they are first sent; once all are taken, the alias bound

@@ -14,6 +14,10 @@ use jetmq_core::broker::{BrokerConfig, ListenerKind};
 use jetmq_core::codec::QoS;
 use serde::Deserialize;
 
+pub use crate::command_line::CommandLine;
+pub(crate) use crate::config_error::invalid;
+pub use crate::config_error::ConfigError;
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -482,37 +486,6 @@ fn permissions(
     let subscribe = check(subscribe)?;
     Ok((publish.is_some() || subscribe.is_some())
         .then_some(jetmq_core::broker::Permissions { publish, subscribe }))
-}
-
-/// A configuration value that cannot be used, with what is allowed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The key, as written in the file or on the command line.
-    pub key: String,
-    /// The value that was given.
-    pub value: String,
-    /// What is allowed instead.
-    pub allowed: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "invalid configuration: {} = {:?}; allowed: {}",
-            self.key, self.value, self.allowed
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-pub(crate) fn invalid(key: &str, value: impl ToString, allowed: &str) -> ConfigError {
-    ConfigError {
-        key: key.to_string(),
-        value: value.to_string(),
-        allowed: allowed.to_string(),
-    }
 }
 
 /// Applies the `[auth]` bounds on password and SCRAM checks.
@@ -1050,66 +1023,6 @@ impl ServerConfig {
             b.max_unsent_bytes = v;
         }
         self.check()
-    }
-}
-
-/// The options every shell's binary takes for serving (flattened into its clap parser).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct CommandLine {
-    /// Address to serve MQTT over TCP on; repeat for several. Default 127.0.0.1:1883.
-    #[arg(long = "listen", value_name = "ADDR")]
-    pub listen: Vec<String>,
-    /// Directory for the embedded store. Default ./jetmq-data.
-    #[arg(long, value_name = "DIR", global = true)]
-    pub data_dir: Option<PathBuf>,
-    /// TOML configuration file; command-line options override it.
-    #[arg(long, value_name = "FILE", global = true)]
-    pub config: Option<PathBuf>,
-    /// Log level: error, warn, info, debug or trace (or a tracing filter).
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    pub log_level: String,
-    /// Log client identifiers and topics, which are personal data and redacted by default.
-    #[arg(long)]
-    pub log_pii: bool,
-    /// Record every broker input to FILE, so `jetmq replay FILE` can re-run it exactly.
-    #[arg(long, value_name = "FILE")]
-    pub record: Option<PathBuf>,
-    /// Bridge MQTT topics and NATS subjects through this NATS server (nats://host:port,
-    /// nats://user:password@host:port, nats://token@host:port, or tls://host:port for TLS)
-    /// and keep sessions, retained and queued messages in its JetStream.
-    #[arg(long, value_name = "URL", global = true)]
-    pub nats: Option<String>,
-    /// Authenticate to NATS with this .creds file (the user JWT and nkey seed nsc writes).
-    #[arg(long, value_name = "FILE", global = true)]
-    pub nats_creds: Option<PathBuf>,
-    /// Authenticate to NATS with the user nkey seed (SU...) in this file.
-    #[arg(long, value_name = "FILE", global = true)]
-    pub nats_nkey: Option<PathBuf>,
-    /// CA certificates (PEM) that signed the NATS server's certificate (asks for TLS).
-    #[arg(long, value_name = "FILE", global = true)]
-    pub nats_tls_ca: Option<PathBuf>,
-    /// A TLS client certificate chain (PEM) to present to NATS, with --nats-tls-key.
-    #[arg(long, value_name = "FILE", global = true)]
-    pub nats_tls_cert: Option<PathBuf>,
-    /// The private key (PEM) of --nats-tls-cert.
-    #[arg(long, value_name = "FILE", global = true)]
-    pub nats_tls_key: Option<PathBuf>,
-}
-
-impl CommandLine {
-    /// Sends logs to standard error at `log_level` (`info` if it is not a valid filter), in
-    /// colour only on a terminal; standard output is left to commands' results.
-    pub fn init_logging(&self) {
-        use std::io::IsTerminal as _;
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            // Colours for a terminal only: a log file or a pipe gets plain text.
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_new(&self.log_level)
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .init();
     }
 }
 

@@ -15,8 +15,11 @@
 pub mod admin;
 pub mod auth;
 pub mod auth_pool;
+pub mod backends;
 pub mod clock;
+pub mod command_line;
 pub mod config;
+pub mod config_error;
 pub mod driver;
 pub mod inputs;
 pub mod jetstream;

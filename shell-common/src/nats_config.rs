@@ -12,7 +12,7 @@ use jetmq_core::js::jetstream::JetStreamConfig;
 use jetmq_core::nats::{ConnectOptions, NonceSigner};
 use serde::Deserialize;
 
-use crate::config::{invalid, ConfigError};
+use crate::config_error::{invalid, ConfigError};
 
 /// The NATS server and how jetmq uses it. Its `Debug` leaves the password and token out.
 #[derive(Clone, PartialEq, Eq)]
@@ -658,7 +658,7 @@ impl NatsConfig {
 /// what the option wants.
 pub(crate) fn apply_command_line(
     nats: &mut Option<NatsConfig>,
-    cli: &crate::config::CommandLine,
+    cli: &crate::command_line::CommandLine,
 ) -> Result<(), ConfigError> {
     let keys = [
         ("--nats-creds", &cli.nats_creds, KeySource::CredsFile),
@@ -1062,7 +1062,7 @@ mod tests {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
-            serve: crate::config::CommandLine,
+            serve: crate::command_line::CommandLine,
         }
         let cli = Cli::try_parse_from([
             "jetmq",

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = match jetmq_shell::store::open(&config) {
+    let store = match jetmq_shell::backends::open(&config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("jetmq-mio: {e}");

@@ -17,9 +17,16 @@
 //! here under the same module names.
 
 pub use jetmq_shell::{
-    admin, auth, auth_pool, clock, config, inputs, jetstream, metrics, nats_config, nats_link,
-    notice, record, scram, sockets, store, tls, ws_upgrade,
+    admin, auth, auth_pool, backends, clock, config, inputs, jetstream, metrics, nats_config,
+    nats_link, notice, record, scram, sockets, tls, ws_upgrade,
 };
+
+/// The store backends ([`jetmq_shell::store`]) and the choice of one for a configuration
+/// ([`jetmq_shell::backends::open`]), under one name.
+pub mod store {
+    pub use jetmq_shell::backends::open;
+    pub use jetmq_shell::store::*;
+}
 
 pub mod server;
 

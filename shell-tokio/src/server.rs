@@ -190,7 +190,13 @@ async fn serve(
         if driver.stop_finished(conns.len()) {
             break;
         }
-        let deadline = driver.next_deadline().map(tokio::time::Instant::from_std);
+        // While stopping, the loop also wakes when the shutdown timeout is due, so a
+        // connection that never closes cannot hold the stop past it.
+        let deadline = [driver.next_deadline(), driver.stop_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
         let input = if let Some(input) = ready.pop_front() {
             input
         } else {

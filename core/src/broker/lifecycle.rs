@@ -14,7 +14,7 @@ use super::requests::RequestOwner;
 use super::session::{InflightState, PendingWill, Session, SessionKey, DEFAULT_ACCOUNT};
 use super::sessions::SessionId;
 use super::topic_alias::OutboundAliases;
-use super::{Broker, Timer};
+use super::{Broker, BrokerConfig, Timer};
 use crate::codec::{
     ConnAck, Connect, ConnectReason, DecodeError, Disconnect, DisconnectReason, Packet,
     ProtocolVersion, PublishProperties, QoS,
@@ -515,30 +515,14 @@ impl Broker {
         reply: Result<StoreReply, StoreError>,
         out: &mut Outbox,
     ) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let Phase::Loading(loading) = &mut c.phase else {
-            return;
-        };
-        loading.waiting = loading.waiting.saturating_sub(1);
-        match reply {
-            Ok(StoreReply::Message(m)) => loading.record = m,
-            Ok(StoreReply::Messages(m)) => loading.pending.extend(m),
-            Ok(_) => {}
-            Err(_) => loading.failed = true,
-        }
-        if loading.waiting > 0 {
-            return;
-        }
-        let Phase::Loading(loading) = std::mem::replace(&mut c.phase, Phase::Closing) else {
+        let Some(loading) = self.load_answered(conn, reply) else {
             return;
         };
         let Loading {
             connect,
             key,
             assigned,
-            mut stamp,
+            stamp,
             record,
             pending,
             failed,
@@ -550,12 +534,8 @@ impl Broker {
         // A clean start needs nothing from the store: while it cannot be read (NATS away),
         // clients still connect (QoS 0 keeps flowing), and a stored session is left as it is.
         if failed && !connect.clean_start {
-            self.refuse(
-                conn,
-                connect.protocol,
-                ConnectReason::ServerUnavailable,
-                out,
-            );
+            let reason = ConnectReason::ServerUnavailable;
+            self.refuse(conn, connect.protocol, reason, out);
             return;
         }
         if let Some(reason) = self.foreign_record(record.as_ref(), &key, &connect) {
@@ -564,47 +544,104 @@ impl Broker {
         }
         // The record this connect's record is written over (0: there was none).
         let read_seq = record.as_ref().map_or(0, |r| r.seq);
-        if let Some(record) = &record {
-            let stored = records::record_stamp(record);
-            self.connect_clock = self.connect_clock.max(stored);
-            if stored >= stamp {
-                // The record's connect is stamped later than this one (another node's clock
-                // runs ahead): this connect takes a later stamp and is announced again, so
-                // the record it writes, and its notice, order after the stored one.
-                stamp = self.connect_stamp();
-                self.announce_connect(&key, stamp, out);
-            }
-            // A copy here that a later connect elsewhere left behind gives way to the record.
-            if let Some(id) = self.session_id(&key) {
-                let copy = self.sessions.get(id).map(|s| s.connect_stamp);
-                if copy.is_some_and(|copy| stored > copy) {
-                    self.remove_session(id, out);
-                }
-            }
-        }
+        let stamp = match &record {
+            Some(record) => self.order_after_record(&key, record, stamp, out),
+            None => stamp,
+        };
         if connect.clean_start {
             // A copy of the session here ends in `bind`; what the store holds ends now.
             self.end_stored_session(&key, record.as_ref(), &pending, out);
-            self.bind(conn, connect, key, assigned, (stamp, Some(read_seq)), out);
-            self.resume_after_connect(conn, out);
-            return;
+        } else {
+            self.take_loaded_session(&key, record, &pending, out);
         }
+        self.bind(conn, connect, key, assigned, (stamp, Some(read_seq)), out);
+        self.resume_after_connect(conn, out);
+    }
+
+    /// Counts a store reply for the session `conn` is loading; once the last one came, the
+    /// load is over and handed back (the connection leaves [`Phase::Loading`]).
+    fn load_answered(
+        &mut self,
+        conn: ConnId,
+        reply: Result<StoreReply, StoreError>,
+    ) -> Option<Box<Loading>> {
+        let c = self.conns.get_mut(&conn)?;
+        let Phase::Loading(loading) = &mut c.phase else {
+            return None;
+        };
+        loading.waiting = loading.waiting.saturating_sub(1);
+        match reply {
+            Ok(StoreReply::Message(m)) => loading.record = m,
+            Ok(StoreReply::Messages(m)) => loading.pending.extend(m),
+            Ok(_) => {}
+            Err(_) => loading.failed = true,
+        }
+        if loading.waiting > 0 {
+            return None;
+        }
+        match std::mem::replace(&mut c.phase, Phase::Closing) {
+            Phase::Loading(loading) => Some(loading),
+            _ => None,
+        }
+    }
+
+    /// The stamp a connect of `key` stamped `stamp` goes by once the stored `record` was read:
+    /// a later one, announced again, when the record's connect is stamped later (another
+    /// node's clock runs ahead), so the record it writes and its notice order after the
+    /// stored one. A copy of the session here that a later connect elsewhere left behind
+    /// gives way to the record.
+    fn order_after_record(
+        &mut self,
+        key: &SessionKey,
+        record: &crate::js::StoredMessage,
+        mut stamp: u64,
+        out: &mut Outbox,
+    ) -> u64 {
+        let stored = records::record_stamp(record);
+        self.connect_clock = self.connect_clock.max(stored);
+        if stored >= stamp {
+            stamp = self.connect_stamp();
+            self.announce_connect(key, stamp, out);
+        }
+        if let Some(id) = self.session_id(key) {
+            let copy = self.sessions.get(id).map(|s| s.connect_stamp);
+            if copy.is_some_and(|copy| stored > copy) {
+                self.remove_session(id, out);
+            }
+        }
+        stamp
+    }
+
+    /// Takes what a load read for a resumed session of `key`: its record when the session is
+    /// not held here, the messages its consumer handed out, its QoS 2 state in both
+    /// directions; its catch-up starts.
+    fn take_loaded_session(
+        &mut self,
+        key: &SessionKey,
+        record: Option<crate::js::StoredMessage>,
+        pending: &[crate::js::StoredMessage],
+        out: &mut Outbox,
+    ) {
         let mut by_consumer = BTreeMap::new();
         let mut by_hash16 = BTreeMap::new();
-        if let Some(record) = record.filter(|_| self.session_id(&key).is_none()) {
+        if let Some(record) = record.filter(|_| self.session_id(key).is_none()) {
             if !self.restore_session(&record, &mut by_consumer, &mut by_hash16) {
                 out.push(Action::Notice(Notice::BadRecord {
                     subject: record.subject.clone(),
                 }));
             }
         }
-        if let Some((id, s)) = self
-            .session_id(&key)
-            .and_then(|id| Some((id, self.sessions.get(id)?)))
-        {
+        let Some(id) = self.session_id(key) else {
+            for message in pending.iter().filter(|m| m.stream == Stream::Messages) {
+                self.restore_message(message, &by_consumer, true, out);
+            }
+            return;
+        };
+        if let Some(s) = self.sessions.get(id) {
             by_consumer.insert(s.consumer(), id);
         }
-        for message in pending.iter().filter(|m| m.stream == Stream::Messages) {
+        let messages = pending.iter().filter(|m| m.stream == Stream::Messages);
+        for message in messages.clone() {
             self.restore_message(message, &by_consumer, true, out);
         }
         // The session's QoS 2 state, by packet identifier.
@@ -618,22 +655,12 @@ impl Broker {
                 .map(|(_, pid)| pid)
                 .collect()
         };
-        let inbound = qos2_ids(Stream::Qos2In);
-        let outbound = qos2_ids(Stream::PubRel);
-        if let Some(id) = self.session_id(&key) {
-            if let Some(s) = self.sessions.get_mut(id) {
-                s.inbound_qos2.extend(inbound);
-            }
-            self.restore_pubrels(id, outbound);
-            let loaded = pending
-                .iter()
-                .filter(|m| m.stream == Stream::Messages)
-                .map(|m| m.seq)
-                .collect();
-            self.schedule_catch_up(id, loaded);
+        let (inbound, outbound) = (qos2_ids(Stream::Qos2In), qos2_ids(Stream::PubRel));
+        if let Some(s) = self.sessions.get_mut(id) {
+            s.inbound_qos2.extend(inbound);
         }
-        self.bind(conn, connect, key, assigned, (stamp, Some(read_seq)), out);
-        self.resume_after_connect(conn, out);
+        self.restore_pubrels(id, outbound);
+        self.schedule_catch_up(id, messages.map(|m| m.seq).collect());
     }
 
     /// A clean start through a fleet node ends the stored session it read: the record and QoS 2
@@ -672,170 +699,179 @@ impl Broker {
     fn bind(
         &mut self,
         conn: ConnId,
-        connect: Box<Connect>,
+        mut connect: Box<Connect>,
         key: SessionKey,
         assigned: bool,
         (stamp, read_seq): (u64, Option<u64>),
         out: &mut Outbox,
     ) {
-        let version = connect.protocol;
-        let max_expiry = self.config.max_session_expiry;
-        let (asked, granted) = if version.is_v5() {
-            let asked = connect.properties.session_expiry_interval.unwrap_or(0);
-            (asked, asked.min(max_expiry))
-        } else if connect.clean_start {
-            (0, 0)
-        } else {
-            (max_expiry, max_expiry)
-        };
-        let (persistent, expiry) = session_expiry(granted);
-
-        let mut session_present = false;
+        let (asked, granted) = self.granted_expiry(&connect);
         let owner = self.owner_of(&connect);
-        let session = match self.session_id(&key) {
-            Some(existing) => {
-                // A session that ends with its connection cannot be resumed.
-                let resume = !connect.clean_start
-                    && self.sessions.get(existing).is_some_and(|s| s.persistent);
-                if let Some(old) = self.sessions.get(existing).and_then(|s| s.conn) {
-                    self.count_takeover(&key, out);
-                    self.close_inner(
-                        old,
-                        CloseReason::SessionTakenOver,
-                        true,
-                        Ending::TakenOver { resumed: resume },
-                        out,
-                    );
-                }
-                if !resume {
-                    self.discard_session(existing, out);
-                    self.sessions.insert(key, version, owner)
-                } else {
-                    if let Some(s) = self.sessions.get_mut(existing) {
-                        // [MQTT-3.1.3-9]: a new connection in time cancels a delayed will.
-                        s.pending_will = None;
-                        s.generation += 1;
-                    }
-                    session_present = true;
-                    existing
-                }
-            }
-            None => self.sessions.insert(key, version, owner),
-        };
+        let (session, session_present) = self.session_for(key, &connect, owner, out);
         let Some(s) = self.sessions.get_mut(session) else {
             return;
         };
         s.conn = Some(conn);
         s.connect_stamp = stamp;
         s.disconnected_at = None;
-        s.version = version;
+        s.version = connect.protocol;
         let was_persistent = s.persistent;
-        s.persistent = persistent;
-        s.expiry = expiry;
+        (s.persistent, s.expiry) = session_expiry(granted);
+        let persistent = s.persistent;
         if session_present {
             self.drop_unpermitted_subscriptions(conn, session);
         }
         if persistent || was_persistent {
             self.save_session(session, read_seq, out);
         }
-
+        let publisher = self.sessions.get(session).map(|s| s.uid);
+        // The will topic was validated in `on_connect`.
+        let will = connect.will.take().and_then(|w| will_of(&w, publisher));
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.phase = Phase::Connected { session };
-        // The will topic was validated in `on_connect`.
-        c.will = connect.will.and_then(|w| {
-            let topic = TopicName::new(super::detach(&w.topic)).ok()?;
-            // The will's properties travel with it like a PUBLISH's [MQTT-3.1.3-10].
-            let wp = &w.properties;
-            let properties = PublishProperties {
-                payload_format_indicator: wp.payload_format_indicator,
-                message_expiry_interval: wp.message_expiry_interval,
-                content_type: wp.content_type.clone(),
-                response_topic: wp.response_topic.clone(),
-                correlation_data: wp.correlation_data.clone(),
-                user_properties: wp.user_properties.clone(),
-                ..PublishProperties::EMPTY
-            };
-            let properties = (properties != PublishProperties::EMPTY).then(|| Box::new(properties));
-            Some(Box::new(Will {
-                message: Message {
-                    topic,
-                    payload: bytes::Bytes::copy_from_slice(&w.payload),
-                    qos: w.qos,
-                    retain: w.retain,
-                    properties,
-                    publisher: self.sessions.get(session).map(|s| s.uid),
-                    seq: None,
-                    expires_at: None,
-                },
-                delay: Duration::from_secs(u64::from(
-                    w.properties.will_delay_interval.unwrap_or(0),
-                )),
-            }))
-        });
-        if let Some(rm) = connect.properties.receive_maximum {
-            c.send_window = rm.get();
-        }
-        c.problem_info = connect.properties.request_problem_information != Some(false);
-        if let Some(mps) = connect.properties.maximum_packet_size {
-            c.max_send_size = mps.get();
-        }
-        if let Some(max) = connect.properties.topic_alias_maximum {
-            let max = max.min(self.config.outbound_topic_aliases);
-            if max > 0 {
-                c.extensions().outbound_aliases = OutboundAliases::new(max);
-            }
-        }
-        let mut keep_alive = connect.keep_alive;
-        let mut server_keep_alive = None;
-        let max = self.config.max_keep_alive;
-        let min = self.config.min_keep_alive;
-        if max != 0 && (keep_alive == 0 || keep_alive > max) && version.is_v5() {
-            keep_alive = max;
-            server_keep_alive = Some(max);
-        } else if min != 0 && keep_alive != 0 && keep_alive < min && version.is_v5() {
-            keep_alive = min;
-            server_keep_alive = Some(min);
-        }
-        // No keep-alive (0) still ends a connection silent for longer than `max_idle`.
-        c.keep_alive = match keep_alive {
-            0 => self.config.max_idle,
-            secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
+        c.will = will;
+        let server_keep_alive = self.apply_connect_properties(conn, &connect);
+        let expiry_told = (granted != asked).then_some(granted);
+        let ack = self.connack(
+            conn,
+            session,
+            &connect,
+            assigned,
+            session_present,
+            (server_keep_alive, expiry_told),
+        );
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
         };
-
-        let mut ack = ConnAck::new(ConnectReason::Success, session_present);
-        if version.is_v5() {
-            let p = &mut ack.properties;
-            if assigned {
-                p.assigned_client_identifier =
-                    self.sessions.get(session).map(|s| s.key.client_id.clone());
-            }
-            p.receive_maximum = std::num::NonZeroU16::new(self.config.receive_maximum);
-            p.maximum_packet_size = std::num::NonZeroU32::new(self.config.max_packet_size);
-            if self.config.max_qos < QoS::ExactlyOnce {
-                p.maximum_qos = Some(self.config.max_qos);
-            }
-            p.topic_alias_maximum =
-                (self.config.topic_alias_maximum > 0).then_some(self.config.topic_alias_maximum);
-            p.server_keep_alive = server_keep_alive;
-            if let Some(method) = &connect.properties.authentication_method {
-                // [MQTT-4.12.0-5]: the successful CONNACK repeats the Authentication Method.
-                p.authentication_method = Some(method.clone());
-                let extensions = c.extensions();
-                p.authentication_data = extensions.auth_reply.take();
-                extensions.auth_method = Some(method.clone());
-            }
-            // The client learns when the broker keeps its session for less than it asked.
-            p.session_expiry_interval = (granted != asked).then_some(granted);
-        }
-        Packet::ConnAck(Box::new(ack)).encode(version, &mut c.out);
+        Packet::ConnAck(Box::new(ack)).encode(connect.protocol, &mut c.out);
         let deadline = c.keep_alive.map(|ka| c.last_activity.saturating_add(ka));
         self.mark_dirty(conn);
         if let Some(at) = deadline {
             self.schedule_conn(conn, at);
         }
         self.resume_session(session, out);
+    }
+
+    /// The Session Expiry Interval a CONNECT asked for (3.1.1: none, or the longest for a
+    /// persistent session) and the one it is granted, capped by `max_session_expiry`.
+    fn granted_expiry(&self, connect: &Connect) -> (u32, u32) {
+        let max_expiry = self.config.max_session_expiry;
+        if connect.protocol.is_v5() {
+            let asked = connect.properties.session_expiry_interval.unwrap_or(0);
+            (asked, asked.min(max_expiry))
+        } else if connect.clean_start {
+            (0, 0)
+        } else {
+            (max_expiry, max_expiry)
+        }
+    }
+
+    /// The session a CONNECT of `key` binds to, and whether it is resumed (session present):
+    /// a persistent session is resumed unless the CONNECT starts clean; any other is ended
+    /// and a new one (of `owner`) made. A connection bound to it is taken over.
+    fn session_for(
+        &mut self,
+        key: SessionKey,
+        connect: &Connect,
+        owner: Option<ByteString>,
+        out: &mut Outbox,
+    ) -> (SessionId, bool) {
+        let version = connect.protocol;
+        let Some(existing) = self.session_id(&key) else {
+            return (self.sessions.insert(key, version, owner), false);
+        };
+        // A session that ends with its connection cannot be resumed.
+        let resume =
+            !connect.clean_start && self.sessions.get(existing).is_some_and(|s| s.persistent);
+        if let Some(old) = self.sessions.get(existing).and_then(|s| s.conn) {
+            self.count_takeover(&key, out);
+            let ending = Ending::TakenOver { resumed: resume };
+            self.close_inner(old, CloseReason::SessionTakenOver, true, ending, out);
+        }
+        if !resume {
+            self.discard_session(existing, out);
+            return (self.sessions.insert(key, version, owner), false);
+        }
+        if let Some(s) = self.sessions.get_mut(existing) {
+            // [MQTT-3.1.3-9]: a new connection in time cancels a delayed will.
+            s.pending_will = None;
+            s.generation += 1;
+        }
+        (existing, true)
+    }
+
+    /// Takes what a CONNECT says about the connection itself (Receive Maximum, Request
+    /// Problem Information, Maximum Packet Size, Topic Alias Maximum, keep-alive); returns
+    /// the Server Keep Alive to tell the client, when the broker chose another keep-alive.
+    fn apply_connect_properties(&mut self, conn: ConnId, connect: &Connect) -> Option<u16> {
+        let c = self.conns.get_mut(&conn)?;
+        let props = &connect.properties;
+        if let Some(rm) = props.receive_maximum {
+            c.send_window = rm.get();
+        }
+        c.problem_info = props.request_problem_information != Some(false);
+        if let Some(mps) = props.maximum_packet_size {
+            c.max_send_size = mps.get();
+        }
+        if let Some(max) = props.topic_alias_maximum {
+            let max = max.min(self.config.outbound_topic_aliases);
+            if max > 0 {
+                c.extensions().outbound_aliases = OutboundAliases::new(max);
+            }
+        }
+        let (keep_alive, server_keep_alive) =
+            negotiate_keep_alive(&self.config, connect.protocol, connect.keep_alive);
+        // No keep-alive (0) still ends a connection silent for longer than `max_idle`.
+        c.keep_alive = match keep_alive {
+            0 => self.config.max_idle,
+            secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
+        };
+        server_keep_alive
+    }
+
+    /// The successful CONNACK of `conn`, bound to `session`; `told` is the Server Keep Alive
+    /// and the Session Expiry Interval to tell the client, if any (MQTT 5.0).
+    fn connack(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        connect: &Connect,
+        assigned: bool,
+        session_present: bool,
+        (server_keep_alive, session_expiry): (Option<u16>, Option<u32>),
+    ) -> ConnAck {
+        let mut ack = ConnAck::new(ConnectReason::Success, session_present);
+        if !connect.protocol.is_v5() {
+            return ack;
+        }
+        let p = &mut ack.properties;
+        if assigned {
+            p.assigned_client_identifier =
+                self.sessions.get(session).map(|s| s.key.client_id.clone());
+        }
+        p.receive_maximum = std::num::NonZeroU16::new(self.config.receive_maximum);
+        p.maximum_packet_size = std::num::NonZeroU32::new(self.config.max_packet_size);
+        if self.config.max_qos < QoS::ExactlyOnce {
+            p.maximum_qos = Some(self.config.max_qos);
+        }
+        p.topic_alias_maximum =
+            (self.config.topic_alias_maximum > 0).then_some(self.config.topic_alias_maximum);
+        p.server_keep_alive = server_keep_alive;
+        if let (Some(method), Some(c)) = (
+            &connect.properties.authentication_method,
+            self.conns.get_mut(&conn),
+        ) {
+            // [MQTT-4.12.0-5]: the successful CONNACK repeats the Authentication Method.
+            p.authentication_method = Some(method.clone());
+            let extensions = c.extensions();
+            p.authentication_data = extensions.auth_reply.take();
+            extensions.auth_method = Some(method.clone());
+        }
+        // The client learns when the broker keeps its session for less than it asked.
+        p.session_expiry_interval = session_expiry;
+        ack
     }
 
     fn on_disconnect(
@@ -1283,6 +1319,55 @@ const WAITING_INBUF: usize = 64 * 1024;
 /// How long a CONNECT refused by flapping protection is held before its CONNACK, so that a
 /// client reconnecting at once does not spin.
 const TAKEOVER_HOLD: Duration = Duration::from_secs(1);
+
+/// The will a CONNECT's Last Will becomes, published by the session numbered `publisher`;
+/// `None` if its topic is invalid (`on_connect` refused those).
+fn will_of(w: &crate::codec::LastWill, publisher: Option<u64>) -> Option<Box<Will>> {
+    let topic = TopicName::new(super::detach(&w.topic)).ok()?;
+    // The will's properties travel with it like a PUBLISH's [MQTT-3.1.3-10].
+    let wp = &w.properties;
+    let properties = PublishProperties {
+        payload_format_indicator: wp.payload_format_indicator,
+        message_expiry_interval: wp.message_expiry_interval,
+        content_type: wp.content_type.clone(),
+        response_topic: wp.response_topic.clone(),
+        correlation_data: wp.correlation_data.clone(),
+        user_properties: wp.user_properties.clone(),
+        ..PublishProperties::EMPTY
+    };
+    let properties = (properties != PublishProperties::EMPTY).then(|| Box::new(properties));
+    Some(Box::new(Will {
+        message: Message {
+            topic,
+            payload: bytes::Bytes::copy_from_slice(&w.payload),
+            qos: w.qos,
+            retain: w.retain,
+            properties,
+            publisher,
+            seq: None,
+            expires_at: None,
+        },
+        delay: Duration::from_secs(u64::from(wp.will_delay_interval.unwrap_or(0))),
+    }))
+}
+
+/// The keep-alive a connection of `version` that asked for `asked` seconds gets (within
+/// `max_keep_alive` and `min_keep_alive`, which only a 5.0 client can be told), and the Server
+/// Keep Alive to tell it when that differs.
+fn negotiate_keep_alive(
+    config: &BrokerConfig,
+    version: ProtocolVersion,
+    asked: u16,
+) -> (u16, Option<u16>) {
+    let (max, min) = (config.max_keep_alive, config.min_keep_alive);
+    if max != 0 && (asked == 0 || asked > max) && version.is_v5() {
+        (max, Some(max))
+    } else if min != 0 && asked != 0 && asked < min && version.is_v5() {
+        (min, Some(min))
+    } else {
+        (asked, None)
+    }
+}
 
 /// Whether a session with this Session Expiry Interval outlives its connection, and for how
 /// long (`None`: forever).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use super::connection::{Connection, Loading, Phase, Reply, Work};
+use super::connection::{Connection, Loading, Phase, Pipeline, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, ConnInfo, Notice, Outbox};
 use super::message::{Message, Will};
 use super::requests::RequestOwner;
@@ -238,6 +238,8 @@ impl Broker {
         self.close(conn, CloseReason::ConnectRefused(reason), false, out);
     }
 
+    /// A CONNECT: refused (or redirected) when the broker will not take it, given a client
+    /// identifier, then handed to the shell to authenticate or accepted.
     fn on_connect(&mut self, conn: ConnId, connect: Box<Connect>, out: &mut Outbox) {
         let version = connect.protocol;
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -247,93 +249,102 @@ impl Broker {
             self.refuse(conn, version, ConnectReason::ServerUnavailable, out);
             return;
         }
-        if let Some(redirect) = &self.config.redirect {
-            // [MQTT-4.11]: redirection at connect time uses the CONNACK.
-            let reason = if redirect.permanent {
-                ConnectReason::ServerMoved
-            } else {
-                ConnectReason::UseAnotherServer
-            };
-            let mut ack = ConnAck::new(reason, false);
-            if version.is_v5() {
-                ack.properties.server_reference = Some(redirect.server_reference.clone());
-            }
-            if let Some(c) = self.conns.get_mut(&conn) {
-                Packet::ConnAck(Box::new(ack)).encode(version, &mut c.out);
-                self.mark_dirty(conn);
-            }
-            self.close(conn, CloseReason::ConnectRefused(reason), false, out);
+        if self.config.redirect.is_some() {
+            self.redirect(conn, version, out);
             return;
         }
-        if version == ProtocolVersion::V31 && !self.config.accept_mqtt31 {
-            self.refuse(
-                conn,
-                version,
-                ConnectReason::UnsupportedProtocolVersion,
-                out,
-            );
+        if let Some(reason) = self.connect_refusal(&connect) {
+            self.refuse(conn, version, reason, out);
             return;
+        }
+        let (client_id, assigned) = match self.client_id_for(&connect) {
+            Ok(id) => id,
+            Err(reason) => {
+                self.refuse(conn, version, reason, out);
+                return;
+            }
+        };
+        if self.config.authenticate {
+            self.start_authentication(conn, connect, client_id, assigned, out);
+            return;
+        }
+        let account = ByteString::from_static(DEFAULT_ACCOUNT);
+        self.accept(conn, connect, client_id, assigned, account, out);
+    }
+
+    /// Sends the CONNACK that sends the client to another server [MQTT-4.11], and closes.
+    fn redirect(&mut self, conn: ConnId, version: ProtocolVersion, out: &mut Outbox) {
+        let Some(redirect) = &self.config.redirect else {
+            return;
+        };
+        let reason = if redirect.permanent {
+            ConnectReason::ServerMoved
+        } else {
+            ConnectReason::UseAnotherServer
+        };
+        let mut ack = ConnAck::new(reason, false);
+        if version.is_v5() {
+            ack.properties.server_reference = Some(redirect.server_reference.clone());
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            Packet::ConnAck(Box::new(ack)).encode(version, &mut c.out);
+            self.mark_dirty(conn);
+        }
+        self.close(conn, CloseReason::ConnectRefused(reason), false, out);
+    }
+
+    /// Why a CONNECT is refused before its client identifier is looked at, if it is: MQTT 3.1
+    /// when not accepted, enhanced authentication without a shell that decides on it, or a
+    /// will the broker would not publish (QoS, topic, user properties, payload format).
+    fn connect_refusal(&mut self, connect: &Connect) -> Option<ConnectReason> {
+        if connect.protocol == ProtocolVersion::V31 && !self.config.accept_mqtt31 {
+            return Some(ConnectReason::UnsupportedProtocolVersion);
         }
         if connect.properties.authentication_method.is_some() && !self.config.authenticate {
             // Enhanced authentication needs a shell that decides on it.
-            self.refuse(conn, version, ConnectReason::BadAuthenticationMethod, out);
-            return;
+            return Some(ConnectReason::BadAuthenticationMethod);
         }
-        if let Some(will) = &connect.will {
-            if will.qos > self.config.max_qos {
-                self.refuse(conn, version, ConnectReason::QosNotSupported, out);
-                return;
-            }
-            let levels_ok = TopicName::new(will.topic.clone())
-                .is_ok_and(|t| t.levels().count() <= self.config.max_topic_levels);
-            if !levels_ok {
-                self.refuse(conn, version, ConnectReason::TopicNameInvalid, out);
-                return;
-            }
-            if !self
-                .config
-                .user_properties_fit(&will.properties.user_properties)
-            {
-                self.stats.oversized_properties += 1;
-                self.refuse(conn, version, ConnectReason::QuotaExceeded, out);
-                return;
-            }
-            let utf8 =
-                will.properties.payload_format_indicator == Some(crate::codec::PayloadFormat::Utf8);
-            if utf8 && std::str::from_utf8(&will.payload).is_err() {
-                // The will payload is not the UTF-8 its indicator says: CONNACK 0x99 (§3.1.3.2).
-                self.refuse(conn, version, ConnectReason::PayloadFormatInvalid, out);
-                return;
-            }
+        let will = connect.will.as_ref()?;
+        if will.qos > self.config.max_qos {
+            return Some(ConnectReason::QosNotSupported);
         }
-        let mut client_id = self.client_id_of(&connect);
+        let levels_ok = TopicName::new(will.topic.clone())
+            .is_ok_and(|t| t.levels().count() <= self.config.max_topic_levels);
+        if !levels_ok {
+            return Some(ConnectReason::TopicNameInvalid);
+        }
+        if !self
+            .config
+            .user_properties_fit(&will.properties.user_properties)
+        {
+            self.stats.oversized_properties += 1;
+            return Some(ConnectReason::QuotaExceeded);
+        }
+        let utf8 =
+            will.properties.payload_format_indicator == Some(crate::codec::PayloadFormat::Utf8);
+        // A will payload that is not the UTF-8 its indicator says: CONNACK 0x99 (§3.1.3.2).
+        (utf8 && std::str::from_utf8(&will.payload).is_err())
+            .then_some(ConnectReason::PayloadFormatInvalid)
+    }
+
+    /// The client identifier a CONNECT's session goes by and whether the broker assigned it
+    /// (a 5.0 client then learns it); an empty one is made up from the seeded generator.
+    fn client_id_for(&mut self, connect: &Connect) -> Result<(ByteString, bool), ConnectReason> {
+        let mut client_id = self.client_id_of(connect);
         // A v5 client that sent none learns the identifier it got (Assigned Client Identifier).
         let mut assigned = !client_id.is_empty() && connect.client_id.is_empty();
         if client_id.is_empty() {
-            if !version.is_v5() && !connect.clean_start {
+            if !connect.protocol.is_v5() && !connect.clean_start {
                 // [MQTT-3.1.3-8]: an empty id needs a clean session in 3.1.1.
-                self.refuse(conn, version, ConnectReason::ClientIdentifierNotValid, out);
-                return;
+                return Err(ConnectReason::ClientIdentifierNotValid);
             }
             client_id = format!("jetmq-{:016x}", self.rng.next_u64()).into();
             assigned = true;
         }
         if client_id.len() > self.config.max_client_id_len {
-            self.refuse(conn, version, ConnectReason::ClientIdentifierNotValid, out);
-            return;
+            return Err(ConnectReason::ClientIdentifierNotValid);
         }
-        if self.config.authenticate {
-            self.start_authentication(conn, connect, client_id, assigned, out);
-            return;
-        }
-        self.accept(
-            conn,
-            connect,
-            client_id,
-            assigned,
-            ByteString::from_static(DEFAULT_ACCOUNT),
-            out,
-        );
+        Ok((client_id, assigned))
     }
 
     /// The client identifier a CONNECT's session goes by: its user name with
@@ -949,10 +960,16 @@ impl Broker {
         let Some(session) = c.session() else {
             return;
         };
-        // QoS 2 publishes still waiting for their writes were never accepted: forget their
-        // identifiers, or the client's resend would be taken for a duplicate.
-        let unaccepted: Vec<u16> = c
-            .pipeline
+        self.forget_unaccepted(session, &c.pipeline, out);
+        let will = if publish_will { c.will } else { None };
+        self.unbind(session, will, ending, out);
+    }
+
+    /// QoS 2 publishes of `session` still waiting in `pipeline` for their writes were never
+    /// accepted: their identifiers are forgotten, or the client's resend would be taken for a
+    /// duplicate.
+    fn forget_unaccepted(&mut self, session: SessionId, pipeline: &Pipeline, out: &mut Outbox) {
+        let unaccepted: Vec<u16> = pipeline
             .entries
             .iter()
             .filter_map(|p| match p.work {
@@ -966,34 +983,35 @@ impl Broker {
         for pid in unaccepted {
             self.forget_inbound_qos2(session, pid, out);
         }
-        let will = if publish_will { c.will } else { None };
+    }
+
+    /// `session`'s connection ended (`ending`), leaving `will` to publish: the session goes
+    /// offline, its will is published or waits for its delay, and the session ends, starts
+    /// expiring, or is left to the connection that took it over.
+    fn unbind(
+        &mut self,
+        session: SessionId,
+        will: Option<Box<Will>>,
+        ending: Ending,
+        out: &mut Outbox,
+    ) {
         let Some(s) = self.sessions.get_mut(session) else {
             return;
         };
         s.conn = None;
         s.disconnected_at = Some(self.now.wall);
-        let persistent = s.persistent;
-        let expiry = s.expiry;
+        let (persistent, expiry) = (s.persistent, s.expiry);
         // Offline, it would never drain: whom it held back goes on.
         self.release_held(session);
-        let Some(s) = self.sessions.get_mut(session) else {
+        if self.sessions.get(session).is_none() {
             return;
-        };
+        }
         if let Some(will) = will {
             let delayed = persistent && !will.delay.is_zero();
             match ending {
                 // [MQTT-3.1.3-9]: the new connection arrived within the delay.
                 Ending::TakenOver { resumed: true } if delayed => {}
-                Ending::Normal if delayed => {
-                    s.generation += 1;
-                    let generation = s.generation;
-                    let at = self.now.instant.saturating_add(will.delay);
-                    s.pending_will = Some(Box::new(PendingWill {
-                        will: *will,
-                        generation,
-                    }));
-                    self.schedule(at, Timer::Will(session, generation));
-                }
+                Ending::Normal if delayed => self.delay_will(session, *will),
                 Ending::Shutdown => {}
                 _ => self.publish_will(will.message, out),
             }
@@ -1021,6 +1039,19 @@ impl Broker {
         }
     }
 
+    /// Keeps `session`'s will until its Will Delay Interval has passed (a new connection in
+    /// time cancels it).
+    fn delay_will(&mut self, session: SessionId, will: Will) {
+        let at = self.now.instant.saturating_add(will.delay);
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        s.generation += 1;
+        let generation = s.generation;
+        s.pending_will = Some(Box::new(PendingWill { will, generation }));
+        self.schedule(at, Timer::Will(session, generation));
+    }
+
     /// A fleet node gives back what `session`'s consumer handed it and the client did not
     /// acknowledge: the session may resume on another node, which is then handed it at once
     /// rather than after the consumer's ack wait. (What the session holds here stays; should
@@ -1038,14 +1069,14 @@ impl Broker {
         self.request(request, RequestOwner::Background, out);
     }
 
+    /// A connection's timer: an idle connection gives back room it kept, and the first of
+    /// its deadlines that passed ends it; otherwise the timer is set for the next one.
     pub(super) fn on_conn_timer(
         &mut self,
         conn: ConnId,
         at: crate::time::Instant,
         out: &mut Outbox,
     ) {
-        let now = self.now.instant;
-        let slow_timeout = self.config.slow_consumer_timeout;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -1059,27 +1090,34 @@ impl Broker {
         if c.out.is_empty() {
             c.out = BytesMut::new();
         }
+        match self.conn_deadline(conn) {
+            Err(timeout) => self.time_out(conn, timeout, out),
+            Ok(Some(at)) => self.schedule_conn(conn, at),
+            Ok(None) => {}
+        }
+    }
+
+    /// The next deadline of `conn` (connect, keep-alive, slow consumer), or the first one that
+    /// passed.
+    fn conn_deadline(&self, conn: ConnId) -> Result<Option<crate::time::Instant>, ConnTimeout> {
+        let now = self.now.instant;
+        let slow_timeout = self.config.slow_consumer_timeout;
+        let Some(c) = self.conns.get(&conn) else {
+            return Ok(None);
+        };
         let mut next = None::<crate::time::Instant>;
-        let mut earliest = |t: crate::time::Instant| {
-            next = Some(next.map_or(t, |n| n.min(t)));
+        let mut check = |deadline: crate::time::Instant, timeout: ConnTimeout| {
+            if now >= deadline {
+                return Err(timeout);
+            }
+            next = Some(next.map_or(deadline, |n| n.min(deadline)));
+            Ok(())
         };
         match c.phase {
-            Phase::AwaitingConnect { deadline } => {
-                if now >= deadline {
-                    self.close(conn, CloseReason::ConnectTimeout, false, out);
-                    return;
-                }
-                earliest(deadline);
-            }
+            Phase::AwaitingConnect { deadline } => check(deadline, ConnTimeout::Connect)?,
             Phase::Connected { session } => {
                 if let Some(ka) = c.keep_alive {
-                    let deadline = c.last_activity.saturating_add(ka);
-                    if now >= deadline {
-                        self.send_disconnect(conn, DisconnectReason::KeepAliveTimeout);
-                        self.close(conn, CloseReason::KeepAliveTimeout, true, out);
-                        return;
-                    }
-                    earliest(deadline);
+                    check(c.last_activity.saturating_add(ka), ConnTimeout::KeepAlive)?;
                 }
                 // A subscriber holding publishers back must keep acknowledging.
                 let stall = self
@@ -1088,12 +1126,7 @@ impl Broker {
                     .and_then(|s| s.outbound.overload.as_deref())
                     .and_then(|o| o.stall_deadline(slow_timeout));
                 if let Some(deadline) = stall {
-                    if now >= deadline {
-                        self.send_disconnect(conn, DisconnectReason::QuotaExceeded);
-                        self.close(conn, CloseReason::SlowConsumer, true, out);
-                        return;
-                    }
-                    earliest(deadline);
+                    check(deadline, ConnTimeout::SlowConsumer)?;
                 }
             }
             Phase::Authenticating(_)
@@ -1101,28 +1134,38 @@ impl Broker {
             | Phase::AuthExchange(_)
             | Phase::Held { .. } => {
                 if let Some((deadline, reason)) = c.phase.connect_wait() {
-                    if now >= deadline {
-                        let version = c.version;
-                        self.refuse(conn, version, reason, out);
-                        return;
-                    }
-                    earliest(deadline);
+                    check(deadline, ConnTimeout::ConnectWait(reason))?;
                 }
             }
             Phase::Closing => {}
         }
         if let Some(since) = c.slow_since {
-            let deadline = since.saturating_add(slow_timeout);
-            if now >= deadline {
-                // Its unsent bytes stayed over max_unsent_bytes for too long.
+            // Its unsent bytes stayed over max_unsent_bytes for too long.
+            check(
+                since.saturating_add(slow_timeout),
+                ConnTimeout::SlowConsumer,
+            )?;
+        }
+        Ok(next)
+    }
+
+    /// Ends `conn`, one of whose deadlines passed.
+    fn time_out(&mut self, conn: ConnId, timeout: ConnTimeout, out: &mut Outbox) {
+        match timeout {
+            ConnTimeout::Connect => self.close(conn, CloseReason::ConnectTimeout, false, out),
+            ConnTimeout::KeepAlive => {
+                self.send_disconnect(conn, DisconnectReason::KeepAliveTimeout);
+                self.close(conn, CloseReason::KeepAliveTimeout, true, out);
+            }
+            ConnTimeout::SlowConsumer => {
                 self.send_disconnect(conn, DisconnectReason::QuotaExceeded);
                 self.close(conn, CloseReason::SlowConsumer, true, out);
-                return;
             }
-            earliest(deadline);
-        }
-        if let Some(at) = next {
-            self.schedule_conn(conn, at);
+            ConnTimeout::ConnectWait(reason) => {
+                if let Some(version) = self.conns.get(&conn).map(|c| c.version) {
+                    self.refuse(conn, version, reason, out);
+                }
+            }
         }
     }
 
@@ -1377,6 +1420,21 @@ fn session_expiry(secs: u32) -> (bool, Option<Duration>) {
         u32::MAX => (true, None),
         secs => (true, Some(Duration::from_secs(u64::from(secs)))),
     }
+}
+
+/// Which deadline of a connection passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnTimeout {
+    /// No CONNECT in time.
+    Connect,
+    /// Nothing from the client for 1.5 times its keep-alive.
+    KeepAlive,
+    /// A slow consumer: unsent bytes over the limit, or holding publishers back without
+    /// progress, for `slow_consumer_timeout`.
+    SlowConsumer,
+    /// A CONNECT that waited (authentication, its session, flapping protection) too long:
+    /// refused with this reason.
+    ConnectWait(ConnectReason),
 }
 
 /// How a connection ends, which decides what becomes of its session and will.

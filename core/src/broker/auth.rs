@@ -57,6 +57,9 @@ impl Broker {
         out.push(Action::Authenticate(Box::new(request)));
     }
 
+    /// The shell's decision on a CONNECT (or on a step of a re-authentication): the CONNECT
+    /// is accepted (with its account, the method's final data and its permissions),
+    /// continues an enhanced-authentication exchange, or is refused.
     pub(super) fn on_authenticated(
         &mut self,
         conn: ConnId,
@@ -83,54 +86,85 @@ impl Broker {
         else {
             return;
         };
-        let Authentication {
-            connect,
-            deadline,
-            client_id,
-            assigned,
-            ..
-        } = *authentication;
-        let version = connect.protocol;
-        let (account, reply, permissions) = match decision {
+        let deadline = authentication.deadline;
+        let version = authentication.connect.protocol;
+        c.phase = Phase::AwaitingConnect { deadline };
+        match decision {
             AuthDecision::Allow {
                 account,
                 permissions,
-            } => (account, None, permissions),
+            } => self.authenticated(conn, *authentication, (account, None, permissions), out),
             AuthDecision::AllowWith {
                 account,
                 data,
                 permissions,
-            } => (account, data, permissions),
+            } => self.authenticated(conn, *authentication, (account, data, permissions), out),
             AuthDecision::Continue { data, state } => {
-                let Some(method) = connect.properties.authentication_method.clone() else {
-                    // Nothing to continue without an enhanced method.
-                    c.phase = Phase::AwaitingConnect { deadline };
-                    self.refuse(conn, version, ConnectReason::NotAuthorized, out);
-                    return;
-                };
-                c.phase = Phase::AuthExchange(Box::new(Authentication {
-                    deadline,
-                    connect,
-                    client_id,
-                    assigned,
-                    state,
-                }));
-                self.send_auth(conn, AuthReason::ContinueAuthentication, method, Some(data));
-                self.resume_after_connect(conn, out);
-                return;
+                self.continue_authentication(conn, *authentication, data, state, out);
             }
             AuthDecision::Deny(reason) => {
-                c.phase = Phase::AwaitingConnect { deadline };
                 let reason = if reason == ConnectReason::Success {
                     ConnectReason::NotAuthorized
                 } else {
                     reason
                 };
                 self.refuse(conn, version, reason, out);
-                return;
             }
+        }
+    }
+
+    /// The shell continues an enhanced authentication: the client gets an AUTH (0x18) with
+    /// the method's `data` and owes the next step; the shell's `state` waits with it.
+    fn continue_authentication(
+        &mut self,
+        conn: ConnId,
+        authentication: Authentication,
+        data: Bytes,
+        state: Bytes,
+        out: &mut Outbox,
+    ) {
+        let version = authentication.connect.protocol;
+        let method = authentication
+            .connect
+            .properties
+            .authentication_method
+            .clone();
+        let (Some(method), Some(c)) = (method, self.conns.get_mut(&conn)) else {
+            // Nothing to continue without an enhanced method.
+            self.refuse(conn, version, ConnectReason::NotAuthorized, out);
+            return;
         };
-        c.phase = Phase::AwaitingConnect { deadline };
+        c.phase = Phase::AuthExchange(Box::new(Authentication {
+            state,
+            ..authentication
+        }));
+        self.send_auth(conn, AuthReason::ContinueAuthentication, method, Some(data));
+        self.resume_after_connect(conn, out);
+    }
+
+    /// The shell accepted a CONNECT into `account`, with the method's final data `reply` and
+    /// the client's `permissions`: a will the permissions do not allow is refused, anything
+    /// else accepted.
+    fn authenticated(
+        &mut self,
+        conn: ConnId,
+        authentication: Authentication,
+        (account, reply, permissions): (
+            Option<ByteString>,
+            Option<Bytes>,
+            Option<Box<crate::broker::Permissions>>,
+        ),
+        out: &mut Outbox,
+    ) {
+        let Authentication {
+            connect,
+            client_id,
+            assigned,
+            ..
+        } = authentication;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         if reply.is_some() {
             c.extensions().auth_reply = reply;
         }
@@ -141,7 +175,7 @@ impl Broker {
             });
             if will_denied {
                 // Its will could never be published: refused now, with the reason.
-                self.refuse(conn, version, ConnectReason::NotAuthorized, out);
+                self.refuse(conn, connect.protocol, ConnectReason::NotAuthorized, out);
                 return;
             }
             c.extensions().grants = Some(grants);

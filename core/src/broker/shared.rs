@@ -149,9 +149,24 @@ impl Broker {
     /// persistent one, and is dropped when there is none (as when its group was freed: the
     /// session unsubscribed, and was the last member).
     pub(super) fn hand_over_shared(&mut self, session: SessionId, ending: bool, out: &mut Outbox) {
-        let Some(s) = self.sessions.get(session) else {
+        let Some((moving, persistent, consumer)) = self.take_movable(session, ending) else {
             return;
         };
+        for d in moving {
+            self.hand_over(session, d, (persistent, &consumer), out);
+        }
+        self.fill_window(session, out);
+    }
+
+    /// Takes the shared-subscription messages `session` hands over out of its window and
+    /// queue (see [`hand_over_shared`](Self::hand_over_shared)), with whether the session is
+    /// persistent and its consumer; `None` when there are none.
+    fn take_movable(
+        &mut self,
+        session: SessionId,
+        ending: bool,
+    ) -> Option<(Vec<Delivery>, bool, ByteString)> {
+        let s = self.sessions.get(session)?;
         let movable = |d: &Delivery| {
             d.share.is_some_and(|share| {
                 ending
@@ -169,12 +184,10 @@ impl Broker {
             .collect();
         let queued: Vec<bool> = s.outbound.queue.iter().map(movable).collect();
         if !inflight.contains(&true) && !queued.contains(&true) {
-            return;
+            return None;
         }
         let (persistent, consumer) = (s.persistent, s.consumer());
-        let Some(s) = self.sessions.get_mut(session) else {
-            return;
-        };
+        let s = self.sessions.get_mut(session)?;
         let mut moving = Vec::new();
         let mut flags = inflight.into_iter();
         s.outbound.inflight.retain_mut(|e| {
@@ -198,37 +211,47 @@ impl Broker {
         for d in kept {
             let _ = s.outbound.push_queued(d, usize::MAX, usize::MAX);
         }
-        for mut d in moving {
-            let next = d.share.and_then(|share| {
-                let next =
-                    self.routes
-                        .next_member(share, &d.msg.topic, session, true, &self.sessions);
-                Some((share, next?))
-            });
-            let Some((share, (_, to, sub))) = next else {
-                // The session ends and no member is left here: in a fleet, another node's
-                // member takes it over; else the message ends with it.
-                if let Some(group) = d.share.and_then(|share| self.routes.shares().get(share)) {
-                    self.hand_over_to_another_node(&group.queue, &d.msg, 0, out);
-                }
-                self.ack_stored(session, &d, out);
-                continue;
-            };
-            let _ = self.routes.take_turn(share);
-            d.qos = d.msg.qos.min(sub.options.qos);
-            d.retain = sub.options.retain_as_published && d.msg.retain;
-            d.dup = false;
-            d.subscription_ids = sub.id.into_iter().collect();
-            if d.qos == QoS::AtMostOnce {
-                // Granted QoS 0 by the new member: nothing more for the store to keep.
-                self.ack_stored(session, &d, out);
-            } else if persistent && d.msg.seq.is_some() && d.release.is_none() {
-                // The store keeps it for this session's consumer until the new member is done.
-                d.release = Some(Box::new(consumer.clone()));
+        Some((moving, persistent, consumer))
+    }
+
+    /// Hands `d`, a shared-subscription message of `session` (persistent or not, with its
+    /// consumer), to the group's next member; with none here it goes to another node of a
+    /// fleet, or ends.
+    fn hand_over(
+        &mut self,
+        session: SessionId,
+        mut d: Delivery,
+        (persistent, consumer): (bool, &ByteString),
+        out: &mut Outbox,
+    ) {
+        let next = d.share.and_then(|share| {
+            let next = self
+                .routes
+                .next_member(share, &d.msg.topic, session, true, &self.sessions);
+            Some((share, next?))
+        });
+        let Some((share, (_, to, sub))) = next else {
+            // The session ends and no member is left here: in a fleet, another node's
+            // member takes it over; else the message ends with it.
+            if let Some(group) = d.share.and_then(|share| self.routes.shares().get(share)) {
+                self.hand_over_to_another_node(&group.queue, &d.msg, 0, out);
             }
-            self.deliver(to, d, out);
+            self.ack_stored(session, &d, out);
+            return;
+        };
+        let _ = self.routes.take_turn(share);
+        d.qos = d.msg.qos.min(sub.options.qos);
+        d.retain = sub.options.retain_as_published && d.msg.retain;
+        d.dup = false;
+        d.subscription_ids = sub.id.into_iter().collect();
+        if d.qos == QoS::AtMostOnce {
+            // Granted QoS 0 by the new member: nothing more for the store to keep.
+            self.ack_stored(session, &d, out);
+        } else if persistent && d.msg.seq.is_some() && d.release.is_none() {
+            // The store keeps it for this session's consumer until the new member is done.
+            d.release = Some(Box::new(consumer.clone()));
         }
-        self.fill_window(session, out);
+        self.deliver(to, d, out);
     }
 }
 

@@ -16,6 +16,14 @@ use crate::codec::{
 };
 use crate::topic::{Subscription, TopicFilter};
 
+/// A filter of a SUBSCRIBE applied: its granted QoS, whether the session's subscriptions
+/// changed, and the retained messages to send for it (filter, granted QoS, identifier).
+type Applied = (
+    SubAckReason,
+    bool,
+    Option<(TopicFilter, QoS, Option<NonZeroU32>)>,
+);
+
 impl Broker {
     /// Whether a subscription to `filter` may be made: without the NATS bridge always; with
     /// it, a `$SYS/` filter (the broker's statistics, never bridged) or one some open subject
@@ -32,6 +40,8 @@ impl Broker {
         crate::topic::subject::filter_subjects(filter).any(|s| rules.allows_pattern(&s))
     }
 
+    /// A SUBSCRIBE: each filter checked and applied (or refused with its reason), then the
+    /// SUBACK, once a persistent session's change is saved, and the retained messages.
     pub(super) fn on_subscribe(
         &mut self,
         conn: ConnId,
@@ -40,93 +50,113 @@ impl Broker {
         out: &mut Outbox,
     ) {
         let sub_id = sub.properties.subscription_identifier;
-        let max_qos = self.config.max_qos.min(self.config.max_subscription_qos);
         let mut reasons = Vec::with_capacity(sub.filters.len());
         let mut retained: Vec<(TopicFilter, QoS, Option<NonZeroU32>)> = Vec::new();
         let mut changed = false;
-        let max_levels = self.config.max_topic_levels;
         for (text, options) in sub.filters {
-            let text = super::detach(&text);
-            // Nothing is made for a shared subscription's group before every check passed: a
-            // group is made when its first member is indexed.
-            let parsed = match Subscription::new(text.clone()) {
-                Ok(parsed) if parsed.filter().levels().count() <= max_levels => parsed,
-                _ => {
-                    reasons.push(SubAckReason::TopicFilterInvalid);
-                    continue;
+            let Some(applied) = self.subscribe_one(conn, session, &text, options, sub_id, out)
+            else {
+                return;
+            };
+            match applied {
+                Ok((reason, change, send)) => {
+                    reasons.push(reason);
+                    changed |= change;
+                    retained.extend(send);
                 }
-            };
-            let (filter, shared) = (parsed.filter().clone(), parsed.is_shared());
-            if shared && options.no_local {
-                // [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
-                self.protocol_error(conn, DisconnectReason::ProtocolError, out);
-                return;
-            }
-            let closed_subject = !self.bridge_may_subscribe(&filter);
-            if closed_subject {
-                out.push(Action::Notice(super::io::Notice::BridgeRefused {
-                    conn,
-                    topic: text.clone(),
-                }));
-            }
-            let denied = closed_subject
-                || self
-                    .conns
-                    .get(&conn)
-                    .and_then(|c| c.grants())
-                    .is_some_and(|g| !g.may_subscribe(&filter));
-            if denied {
-                reasons.push(SubAckReason::NotAuthorized);
-                continue;
-            }
-            let mut options = options;
-            options.qos = options.qos.min(max_qos);
-            let Some(s) = self.sessions.get(session) else {
-                return;
-            };
-            let most = self.config.max_subscriptions;
-            if most != 0 && s.subscriptions.len() >= most && !s.subscriptions.contains(&text) {
-                // A new filter beyond the session's quota (replacing one is fine).
-                reasons.push(SubAckReason::QuotaExceeded);
-                continue;
-            }
-            let entry = self.index_subscription(session, parsed, options, sub_id);
-            let Some(s) = self.sessions.get_mut(session) else {
-                return;
-            };
-            let previous = s.subscriptions.insert(text, entry);
-            changed |= previous
-                .as_ref()
-                .is_none_or(|p| p.options != options || p.id != sub_id);
-            reasons.push(match options.qos {
-                QoS::AtMostOnce => SubAckReason::GrantedQos0,
-                QoS::AtLeastOnce => SubAckReason::GrantedQos1,
-                QoS::ExactlyOnce => SubAckReason::GrantedQos2,
-            });
-            // No retained messages on a shared subscription (MQTT 5.0 §4.8.2).
-            let send = !shared
-                && match options.retain_handling {
-                    RetainHandling::SendAtSubscribe => true,
-                    RetainHandling::SendIfNew => previous.is_none(),
-                    RetainHandling::DoNotSend => false,
-                };
-            if send {
-                retained.push((filter, options.qos, sub_id));
+                Err(reason) => reasons.push(reason),
             }
         }
-        let properties = self.explain(
-            conn,
-            reasons
-                .iter()
-                .find(|r| r.is_error())
-                .map(|r| r.description()),
-        );
+        let problem = reasons
+            .iter()
+            .find(|r| r.is_error())
+            .map(|r| r.description());
         let ack = Packet::SubAck(SubAck {
             packet_id: sub.packet_id,
-            properties,
+            properties: self.explain(conn, problem),
             reasons,
         });
         self.acknowledge_subscription_change(conn, session, changed, ack, retained, out);
+    }
+
+    /// One filter of a SUBSCRIBE: refused with a reason (`Err`), or applied: its granted QoS,
+    /// whether the session's subscriptions changed, and the retained messages to send for it.
+    /// `None` when the SUBSCRIBE ends here (a protocol error closed the connection).
+    fn subscribe_one(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        text: &str,
+        mut options: SubscriptionOptions,
+        sub_id: Option<NonZeroU32>,
+        out: &mut Outbox,
+    ) -> Option<Result<Applied, SubAckReason>> {
+        let text = super::detach(text);
+        // Nothing is made for a shared subscription's group before every check passed: a
+        // group is made when its first member is indexed.
+        let parsed = match Subscription::new(text.clone()) {
+            Ok(parsed) if parsed.filter().levels().count() <= self.config.max_topic_levels => {
+                parsed
+            }
+            _ => return Some(Err(SubAckReason::TopicFilterInvalid)),
+        };
+        let (filter, shared) = (parsed.filter().clone(), parsed.is_shared());
+        if shared && options.no_local {
+            // [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
+            self.protocol_error(conn, DisconnectReason::ProtocolError, out);
+            return None;
+        }
+        let closed_subject = !self.bridge_may_subscribe(&filter);
+        if closed_subject {
+            out.push(Action::Notice(super::io::Notice::BridgeRefused {
+                conn,
+                topic: text.clone(),
+            }));
+        }
+        let denied = closed_subject
+            || self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.grants())
+                .is_some_and(|g| !g.may_subscribe(&filter));
+        if denied {
+            return Some(Err(SubAckReason::NotAuthorized));
+        }
+        options.qos = options
+            .qos
+            .min(self.config.max_qos.min(self.config.max_subscription_qos));
+        let s = self.sessions.get(session)?;
+        let most = self.config.max_subscriptions;
+        if most != 0 && s.subscriptions.len() >= most && !s.subscriptions.contains(&text) {
+            // A new filter beyond the session's quota (replacing one is fine).
+            return Some(Err(SubAckReason::QuotaExceeded));
+        }
+        let entry = self.index_subscription(session, parsed, options, sub_id);
+        let previous = self
+            .sessions
+            .get_mut(session)?
+            .subscriptions
+            .insert(text, entry);
+        let changed = previous
+            .as_ref()
+            .is_none_or(|p| p.options != options || p.id != sub_id);
+        let reason = match options.qos {
+            QoS::AtMostOnce => SubAckReason::GrantedQos0,
+            QoS::AtLeastOnce => SubAckReason::GrantedQos1,
+            QoS::ExactlyOnce => SubAckReason::GrantedQos2,
+        };
+        // No retained messages on a shared subscription (MQTT 5.0 §4.8.2).
+        let send = !shared
+            && match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => previous.is_none(),
+                RetainHandling::DoNotSend => false,
+            };
+        Some(Ok((
+            reason,
+            changed,
+            send.then_some((filter, options.qos, sub_id)),
+        )))
     }
 
     pub(super) fn on_unsubscribe(

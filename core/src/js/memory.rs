@@ -67,55 +67,9 @@ impl MemoryStore {
                 subject,
                 headers,
                 payload,
-            } => {
-                if let Some(expected) = headers
-                    .iter()
-                    .find(|h| h.name == EXPECTED_LAST_SUBJECT_SEQUENCE)
-                {
-                    let last = self.last_of(*stream, subject).map_or(0, |m| m.seq);
-                    if expected.value.parse::<u64>() != Ok(last) {
-                        return Err(StoreError::wrong_last_sequence());
-                    }
-                }
-                self.next_seq += 1;
-                let msg = MemoryMessage {
-                    seq: self.next_seq,
-                    subject: subject.clone(),
-                    headers: headers
-                        .iter()
-                        .map(|h| (ByteString::from(h.name), h.value.clone()))
-                        .collect(),
-                    payload: payload.clone(),
-                };
-                if stream.one_per_subject() {
-                    self.kv.insert((*stream, subject.clone()), msg);
-                } else {
-                    let mut interested = false;
-                    for name in self.filters.matching(subject) {
-                        if let Some((_, pending)) = self.consumers.get_mut(&name) {
-                            pending.insert(self.next_seq);
-                            interested = true;
-                        }
-                    }
-                    // Interest retention: a message nobody is interested in is not kept.
-                    if interested {
-                        self.log.insert(self.next_seq, msg);
-                    }
-                }
-                Ok(StoreReply::Stored { seq: self.next_seq })
-            }
+            } => self.publish(*stream, subject, headers, payload),
             StoreRequest::Purge { stream, subject } => {
-                if stream.one_per_subject() {
-                    self.kv.remove(&(*stream, subject.clone()));
-                } else {
-                    let gone: Vec<u64> = self
-                        .log
-                        .values()
-                        .filter(|m| m.subject == *subject)
-                        .map(|m| m.seq)
-                        .collect();
-                    self.forget(&gone);
-                }
+                self.purge(*stream, subject);
                 Ok(StoreReply::Done)
             }
             StoreRequest::UpsertConsumer { name, filters } => {
@@ -143,14 +97,7 @@ impl MemoryStore {
                     .map(|m| self.stored(*stream, m)),
             )),
             StoreRequest::Get { stream, seq } => {
-                let found = if stream.one_per_subject() {
-                    self.kv
-                        .iter()
-                        .find(|((s, _), m)| s == stream && m.seq == *seq)
-                        .map(|(_, m)| m)
-                } else {
-                    self.log.get(seq)
-                };
+                let found = self.by_seq(*stream, *seq);
                 Ok(StoreReply::Message(found.map(|m| self.stored(*stream, m))))
             }
             StoreRequest::Delete { stream, seq } => {
@@ -182,6 +129,79 @@ impl MemoryStore {
                         .collect(),
                 ))
             }
+        }
+    }
+
+    /// Appends a message to `stream` (in place of the subject's message on one-per-subject
+    /// streams), if the subject's last message is the one a conditional write expects.
+    fn publish(
+        &mut self,
+        stream: Stream,
+        subject: &ByteString,
+        headers: &[super::Header],
+        payload: &Bytes,
+    ) -> Result<StoreReply, StoreError> {
+        if let Some(expected) = headers
+            .iter()
+            .find(|h| h.name == EXPECTED_LAST_SUBJECT_SEQUENCE)
+        {
+            let last = self.last_of(stream, subject).map_or(0, |m| m.seq);
+            if expected.value.parse::<u64>() != Ok(last) {
+                return Err(StoreError::wrong_last_sequence());
+            }
+        }
+        self.next_seq += 1;
+        let msg = MemoryMessage {
+            seq: self.next_seq,
+            subject: subject.clone(),
+            headers: headers
+                .iter()
+                .map(|h| (ByteString::from(h.name), h.value.clone()))
+                .collect(),
+            payload: payload.clone(),
+        };
+        if stream.one_per_subject() {
+            self.kv.insert((stream, subject.clone()), msg);
+        } else {
+            let mut interested = false;
+            for name in self.filters.matching(subject) {
+                if let Some((_, pending)) = self.consumers.get_mut(&name) {
+                    pending.insert(self.next_seq);
+                    interested = true;
+                }
+            }
+            // Interest retention: a message nobody is interested in is not kept.
+            if interested {
+                self.log.insert(self.next_seq, msg);
+            }
+        }
+        Ok(StoreReply::Stored { seq: self.next_seq })
+    }
+
+    /// Removes every message of `subject` in `stream`.
+    fn purge(&mut self, stream: Stream, subject: &ByteString) {
+        if stream.one_per_subject() {
+            self.kv.remove(&(stream, subject.clone()));
+        } else {
+            let gone: Vec<u64> = self
+                .log
+                .values()
+                .filter(|m| m.subject == *subject)
+                .map(|m| m.seq)
+                .collect();
+            self.forget(&gone);
+        }
+    }
+
+    /// The message of `stream` with sequence `seq`.
+    fn by_seq(&self, stream: Stream, seq: u64) -> Option<&MemoryMessage> {
+        if stream.one_per_subject() {
+            self.kv
+                .iter()
+                .find(|((s, _), m)| *s == stream && m.seq == seq)
+                .map(|(_, m)| m)
+        } else {
+            self.log.get(&seq)
         }
     }
 

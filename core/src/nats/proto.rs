@@ -122,29 +122,8 @@ impl Decoder {
     ///
     /// The bytes break the protocol; the connection must be dropped.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ServerOp>, ProtocolError> {
-        if let Some(p) = &self.pending {
-            if buf.len() < p.total_len + 2 {
-                return Ok(None);
-            }
-            let p = self.pending.take().ok_or(ProtocolError::MissingCrlf)?;
-            let mut body = buf.split_to(p.total_len + 2).freeze();
-            if &body[p.total_len..] != b"\r\n" {
-                return Err(ProtocolError::MissingCrlf);
-            }
-            body.truncate(p.total_len);
-            let headers = if p.header_len > 0 {
-                let block = body.split_to(p.header_len);
-                Some(Headers::decode(&block).ok_or(ProtocolError::BadHeaders)?)
-            } else {
-                None
-            };
-            return Ok(Some(ServerOp::Msg(Message {
-                subject: p.subject,
-                sid: p.sid,
-                reply: p.reply,
-                headers,
-                payload: body,
-            })));
+        if self.pending.is_some() {
+            return self.decode_body(buf);
         }
         let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
             if buf.len() > MAX_CONTROL_LINE {
@@ -175,47 +154,88 @@ impl Decoder {
                 .map_err(|e| ProtocolError::BadInfo(e.to_string())),
             b"MSG" | b"HMSG" => {
                 let with_headers = op.eq_ignore_ascii_case(b"HMSG");
-                let parts: Vec<&[u8]> = args
-                    .split(|b| *b == b' ' || *b == b'\t')
-                    .filter(|p| !p.is_empty())
-                    .collect();
-                let sizes = if with_headers { 2 } else { 1 };
-                let (subject, sid, reply, rest) = match parts.len().checked_sub(sizes) {
-                    Some(2) => (parts[0], parts[1], None, &parts[2..]),
-                    Some(3) => (parts[0], parts[1], Some(parts[2]), &parts[3..]),
-                    _ => return Err(bad()),
-                };
-                let num = |b: &[u8]| -> Option<usize> { std::str::from_utf8(b).ok()?.parse().ok() };
-                let (header_len, total_len) = if with_headers {
-                    (num(rest[0]).ok_or_else(bad)?, num(rest[1]).ok_or_else(bad)?)
-                } else {
-                    (0, num(rest[0]).ok_or_else(bad)?)
-                };
-                if header_len > total_len {
-                    return Err(bad());
-                }
-                if total_len > self.max_payload {
-                    return Err(ProtocolError::PayloadTooLarge(total_len));
-                }
-                let sid = num(sid)
-                    .and_then(|s| u64::try_from(s).ok())
-                    .ok_or_else(bad)?;
-                self.pending = Some(PendingMsg {
-                    subject: text(subject).ok_or_else(bad)?,
-                    sid,
-                    reply: match reply {
-                        Some(r) => Some(text(r).ok_or_else(bad)?),
-                        None => None,
-                    },
-                    header_len,
-                    total_len,
-                });
+                self.pending = Some(self.msg_line(args, with_headers).ok_or_else(bad)??);
                 self.decode(buf)
             }
             _ => Err(ProtocolError::UnknownOp(
                 String::from_utf8_lossy(op).into_owned(),
             )),
         }
+    }
+}
+
+impl Decoder {
+    /// The body of the message whose control line was read, once it is all in `buf`.
+    fn decode_body(&mut self, buf: &mut BytesMut) -> Result<Option<ServerOp>, ProtocolError> {
+        let Some(p) = &self.pending else {
+            return Ok(None);
+        };
+        if buf.len() < p.total_len + 2 {
+            return Ok(None);
+        }
+        let p = self.pending.take().ok_or(ProtocolError::MissingCrlf)?;
+        let mut body = buf.split_to(p.total_len + 2).freeze();
+        if &body[p.total_len..] != b"\r\n" {
+            return Err(ProtocolError::MissingCrlf);
+        }
+        body.truncate(p.total_len);
+        let headers = if p.header_len > 0 {
+            let block = body.split_to(p.header_len);
+            Some(Headers::decode(&block).ok_or(ProtocolError::BadHeaders)?)
+        } else {
+            None
+        };
+        Ok(Some(ServerOp::Msg(Message {
+            subject: p.subject,
+            sid: p.sid,
+            reply: p.reply,
+            headers,
+            payload: body,
+        })))
+    }
+
+    /// The arguments of a `MSG` (or, `with_headers`, `HMSG`) control line: `None` when they
+    /// are malformed, an error when the payload is over the limit.
+    fn msg_line(
+        &self,
+        args: &[u8],
+        with_headers: bool,
+    ) -> Option<Result<PendingMsg, ProtocolError>> {
+        let parts: Vec<&[u8]> = args
+            .split(|b| *b == b' ' || *b == b'\t')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let sizes = if with_headers { 2 } else { 1 };
+        let (subject, sid, reply, rest) = match parts.len().checked_sub(sizes) {
+            Some(2) => (parts[0], parts[1], None, &parts[2..]),
+            Some(3) => (parts[0], parts[1], Some(parts[2]), &parts[3..]),
+            _ => return None,
+        };
+        let num = |b: &[u8]| -> Option<usize> { std::str::from_utf8(b).ok()?.parse().ok() };
+        let (header_len, total_len) = if with_headers {
+            (num(rest[0])?, num(rest[1])?)
+        } else {
+            (0, num(rest[0])?)
+        };
+        if header_len > total_len {
+            return None;
+        }
+        if total_len > self.max_payload {
+            return Some(Err(ProtocolError::PayloadTooLarge(total_len)));
+        }
+        let sid = num(sid).and_then(|s| u64::try_from(s).ok())?;
+        let subject = text(subject)?;
+        let reply = match reply {
+            Some(r) => Some(text(r)?),
+            None => None,
+        };
+        Some(Ok(PendingMsg {
+            subject,
+            sid,
+            reply,
+            header_len,
+            total_len,
+        }))
     }
 }
 

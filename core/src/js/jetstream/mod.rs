@@ -518,22 +518,7 @@ impl JetStream {
                 subject,
                 headers,
                 payload,
-            } => {
-                let mut entries: Vec<(ByteString, ByteString)> =
-                    vec![("Nats-Expected-Stream".into(), stream.name().into())];
-                entries.extend(headers.into_iter().map(|h| (h.name.into(), h.value)));
-                let headers = Headers::new(entries);
-                self.send(
-                    nats,
-                    &subject,
-                    Some(&headers),
-                    &payload,
-                    Op::Request {
-                        id,
-                        expect: Expect::Stored,
-                    },
-                );
-            }
+            } => self.publish(nats, id, stream, &subject, headers, &payload),
             StoreRequest::Purge { stream, subject } => {
                 if stream == Stream::Messages {
                     for handed in self.handed.values_mut() {
@@ -582,22 +567,7 @@ impl JetStream {
                 self.list_from(nats, listing, 1);
             }
             StoreRequest::UpsertConsumer { name, filters } => {
-                let filters = disjoint_filters(filters.iter().map(ToString::to_string).collect());
-                if filters.is_empty() {
-                    self.delete_consumer(nats, id, &name);
-                    return;
-                }
-                let rest = format!("CONSUMER.CREATE.{}.{name}", Stream::Messages.name());
-                let body = CreateConsumer {
-                    stream_name: Stream::Messages.name(),
-                    config: ConsumerConfig::new(
-                        &name,
-                        filters,
-                        self.config.ack_wait,
-                        self.config.max_ack_pending,
-                    ),
-                };
-                self.api_request(nats, &rest, &body, id, Expect::Done);
+                self.upsert_consumer(nats, id, &name, &filters);
             }
             StoreRequest::DeleteConsumer { name } => self.delete_consumer(nats, id, &name),
             StoreRequest::Ack { consumer, seq } => {
@@ -615,18 +585,78 @@ impl JetStream {
                 }
             }
             StoreRequest::Pending { consumer, limit } => {
-                if let Some((_, waiting)) = self.pulling.get_mut(&consumer) {
-                    waiting.push_back((id, StoreRequest::Pending { consumer, limit }));
-                    return;
-                }
-                let held = self.handed.get(&consumer).map_or(0, BTreeMap::len);
-                if held >= limit {
-                    self.answer_pending(id, &consumer, limit);
-                } else {
-                    let want = (limit - held).min(self.config.max_ack_pending.saturating_sub(held));
-                    self.pull(nats, id, consumer, want, AfterPull::Pending { limit });
-                }
+                self.pending(nats, id, consumer, limit);
             }
+        }
+    }
+
+    /// Publishes a message to its stream (JetStream checks the stream it lands in).
+    fn publish(
+        &mut self,
+        nats: &mut NatsClient,
+        id: RequestId,
+        stream: Stream,
+        subject: &str,
+        headers: Vec<super::Header>,
+        payload: &[u8],
+    ) {
+        let mut entries: Vec<(ByteString, ByteString)> =
+            vec![("Nats-Expected-Stream".into(), stream.name().into())];
+        entries.extend(headers.into_iter().map(|h| (h.name.into(), h.value)));
+        let headers = Headers::new(entries);
+        let op = Op::Request {
+            id,
+            expect: Expect::Stored,
+        };
+        self.send(nats, subject, Some(&headers), payload, op);
+    }
+
+    /// Creates or updates the durable consumer `name` with `filters` (made disjoint, as
+    /// JetStream requires); with none left the consumer is deleted.
+    fn upsert_consumer(
+        &mut self,
+        nats: &mut NatsClient,
+        id: RequestId,
+        name: &ByteString,
+        filters: &[ByteString],
+    ) {
+        let filters = disjoint_filters(filters.iter().map(ToString::to_string).collect());
+        if filters.is_empty() {
+            self.delete_consumer(nats, id, name);
+            return;
+        }
+        let rest = format!("CONSUMER.CREATE.{}.{name}", Stream::Messages.name());
+        let body = CreateConsumer {
+            stream_name: Stream::Messages.name(),
+            config: ConsumerConfig::new(
+                name,
+                filters,
+                self.config.ack_wait,
+                self.config.max_ack_pending,
+            ),
+        };
+        self.api_request(nats, &rest, &body, id, Expect::Done);
+    }
+
+    /// Hands out up to `limit` of `consumer`'s messages: what it holds, pulled up to the
+    /// limit (after a pull of the consumer already out).
+    fn pending(
+        &mut self,
+        nats: &mut NatsClient,
+        id: RequestId,
+        consumer: ByteString,
+        limit: usize,
+    ) {
+        if let Some((_, waiting)) = self.pulling.get_mut(&consumer) {
+            waiting.push_back((id, StoreRequest::Pending { consumer, limit }));
+            return;
+        }
+        let held = self.handed.get(&consumer).map_or(0, BTreeMap::len);
+        if held >= limit {
+            self.answer_pending(id, &consumer, limit);
+        } else {
+            let want = (limit - held).min(self.config.max_ack_pending.saturating_sub(held));
+            self.pull(nats, id, consumer, want, AfterPull::Pending { limit });
         }
     }
 

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::connection::{Authentication, Phase, Reauth};
+use super::io::DEFAULT_ACCOUNT;
 use super::io::{Action, AuthDecision, AuthRequest, AuthStage, CloseReason, ConnId, Outbox};
-use super::session::DEFAULT_ACCOUNT;
 use super::Broker;
 use crate::codec::{Auth, AuthReason, Connect, ConnectReason, DisconnectReason, Packet};
 use crate::topic::TopicName;

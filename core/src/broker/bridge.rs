@@ -22,32 +22,20 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::connection::{Loading, Phase};
+use super::io::SessionKey;
 use super::io::{Action, ConnId, Outbox};
 use super::message::Message;
-use super::session::{SessionKey, SubscriptionEntry};
+use super::session::SubscriptionEntry;
 use super::Broker;
 use crate::codec::{ConnectReason, QoS};
 use crate::js::{records, Header};
 use crate::topic::subject;
 
-/// The subjects jetmq nodes keep to themselves.
-pub(super) const RESERVED: &str = "$JETMQ.";
-/// Where connect notices go, one subject per client identifier hash.
-const CONNECT_NOTICE_PREFIX: &str = "$JETMQ.conn.";
-/// The subscription to every connect notice.
-pub(super) const CONNECT_NOTICES: &str = "$JETMQ.conn.>";
-/// Where retained messages go to every node, whether or not it has subscribers for them.
-const RETAINED_PREFIX: &str = "$JETMQ.retained.";
-/// The subscription to every node's retained messages.
-pub(super) const RETAINED_NOTICES: &str = "$JETMQ.retained.>";
-/// The stream sequence of a stored message (jetmq nodes).
-pub(super) const SEQ_HEADER: &str = "Jetmq-Seq";
-/// Present on a message published with RETAIN (jetmq nodes).
-const RETAIN_HEADER: &str = "Jetmq-Retain";
-/// Present on a connect notice that ends the session everywhere (an administrator's delete).
-const DISCARD_HEADER: &str = "Jetmq-Discard";
-/// A connect notice's order: the connect's stamp and the node's number, in decimal.
-const CONNECT_HEADER: &str = "Jetmq-Connect";
+use super::fleet_wire::{
+    connect_order, header, CONNECT_HEADER, CONNECT_NOTICE_PREFIX, DISCARD_HEADER, RESERVED,
+    RETAINED_PREFIX, RETAIN_HEADER, SEQ_HEADER, TAKEN_PREFIX,
+};
+
 /// How long after NATS came back a fleet node announces its clients a second time.
 const REANNOUNCE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Logical steps per wall-clock millisecond in a connect stamp.
@@ -264,7 +252,7 @@ impl Broker {
                     let order = header(headers, CONNECT_HEADER).and_then(connect_order);
                     self.on_connect_notice(&payload, discard, order, out);
                 }
-                (None, true) if subject.starts_with(super::shared_fleet::TAKEN_PREFIX) => {
+                (None, true) if subject.starts_with(TAKEN_PREFIX) => {
                     self.on_taken_notice(subject, headers, out);
                 }
                 _ => self.stats.unknown_inputs += 1,
@@ -416,20 +404,6 @@ fn bridged_subjects(filter: &crate::topic::TopicFilter) -> impl Iterator<Item = 
     subject::filter_subjects(filter)
         .filter(|s| !super::bridge_policy::is_system_pattern(s))
         .map(ByteString::from)
-}
-
-/// A `Jetmq-Connect` value: the connect's stamp and its node's number.
-fn connect_order(value: &str) -> Option<(u64, u64)> {
-    let (stamp, node) = value.split_once(' ')?;
-    Some((stamp.parse().ok()?, node.parse().ok()?))
-}
-
-/// The first value of header `name` (names compared without case, as NATS servers do).
-pub(super) fn header<'a>(headers: &'a [(ByteString, ByteString)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_ref())
 }
 
 /// The QoS an MQTT client published a message with (`Nmqtt-Pub`).

@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::io::ConnInfo;
+use super::io::SessionKey;
 use super::message::{Message, Will};
-use super::session::SessionKey;
 use super::sessions::SessionId;
 use super::topic_alias::{InboundAliases, OutboundAliases};
 use crate::codec::{

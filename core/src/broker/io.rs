@@ -7,9 +7,22 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
-use super::session::SessionKey;
 use crate::codec::{ConnectReason, DisconnectReason, ProtocolVersion};
 use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage};
+
+/// What identifies a session: the account (tenant) and the client identifier.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct SessionKey {
+    /// The account; the default account is `$G`, as on the NATS server.
+    pub account: ByteString,
+    /// The client identifier.
+    pub client_id: ByteString,
+}
+
+/// The name of the default account.
+pub const DEFAULT_ACCOUNT: &str = "$G";
 
 /// A connection, numbered by the shell. Numbers are never reused within a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

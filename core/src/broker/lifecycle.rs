@@ -9,9 +9,10 @@ use bytestring::ByteString;
 
 use super::connection::{Connection, Loading, Phase, Pipeline, Reply, Work};
 use super::io::{Action, CloseReason, ConnId, ConnInfo, Notice, Outbox};
+use super::io::{SessionKey, DEFAULT_ACCOUNT};
 use super::message::{Message, Will};
 use super::requests::RequestOwner;
-use super::session::{InflightState, PendingWill, Session, SessionKey, DEFAULT_ACCOUNT};
+use super::session::{InflightState, PendingWill, Session};
 use super::sessions::SessionId;
 use super::topic_alias::OutboundAliases;
 use super::{Broker, BrokerConfig, Timer};

@@ -55,11 +55,13 @@ mod config;
 mod connection;
 mod connections;
 mod fleet_record;
+mod fleet_wire;
 mod io;
 mod lifecycle;
 mod message;
 mod metrics;
 mod overflow;
+mod overload;
 mod permissions;
 mod persist;
 mod publish;
@@ -71,6 +73,7 @@ mod session;
 mod session_index;
 mod session_quota;
 mod sessions;
+mod share_groups;
 mod shared;
 mod shared_fleet;
 mod subscribe;
@@ -86,12 +89,12 @@ use std::collections::BTreeMap;
 pub use config::{BrokerConfig, Overflow, Redirect};
 pub use io::{
     Action, AuthDecision, AuthRequest, AuthStage, CloseReason, ConnId, ConnInfo, Input,
-    ListenerKind, Notice, Outbox,
+    ListenerKind, Notice, Outbox, SessionKey, DEFAULT_ACCOUNT,
 };
 pub use message::{Message, SharedMessage, Will};
 pub use metrics::Metrics;
 pub use permissions::Permissions;
-pub use session::{SessionInfo, SessionKey, DEFAULT_ACCOUNT};
+pub use session::SessionInfo;
 
 use connections::Connections;
 use requests::StoreRequests;
@@ -200,7 +203,7 @@ impl Broker {
     #[must_use]
     pub fn new(config: BrokerConfig, seed: u64, now: Now) -> Self {
         let nats_changes = if config.nats_bridge && config.fleet {
-            [bridge::CONNECT_NOTICES, bridge::RETAINED_NOTICES]
+            [fleet_wire::CONNECT_NOTICES, fleet_wire::RETAINED_NOTICES]
                 .into_iter()
                 .map(|subject| Action::NatsSubscribe {
                     subject: subject.into(),

@@ -35,73 +35,15 @@
 //! QoS 0 messages are never held for: beyond the limit (or for a session that spilled, whose
 //! order they would break) they are dropped, counted, in either mode.
 
-use std::collections::{BTreeMap, VecDeque};
-
 use super::config::Overflow;
 use super::io::{Action, ConnId, Notice, Outbox};
+use super::overload::Overload;
 use super::requests::RequestOwner;
 use super::session::Delivery;
 use super::sessions::SessionId;
 use super::Broker;
 use crate::codec::QoS;
-use crate::js::{StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
-use crate::time::Instant;
-
-/// The most spilled messages read back at once: a read is one store request per message, and
-/// the store serves them in turn with everyone's writes, so a large read would hold up the
-/// publishers' acknowledgements behind it.
-const SPILL_READ_BATCH: usize = 256;
-
-/// A session that could not keep up: what it spilled and whom it holds back. Boxed in the
-/// session's outbound state only while the session is overloaded.
-#[derive(Debug)]
-pub(crate) struct Overload {
-    /// Publishers not read until this session's queue drains to half.
-    held: Vec<ConnId>,
-    /// The stored messages left in the store for the session, by sequence, in the order they
-    /// were routed to it.
-    spilled: VecDeque<u64>,
-    /// The read of the first spilled messages that is out.
-    reading: Option<SpillRead>,
-    /// When the session last acknowledged a message or its connection wrote bytes.
-    last_progress: Instant,
-}
-
-/// A read of the first `asked` spilled messages of a session, one request each.
-#[derive(Debug)]
-struct SpillRead {
-    asked: usize,
-    /// Replies still to come.
-    waiting: usize,
-    /// What came back by sequence: the message, or `None` when the store has it no more.
-    got: BTreeMap<u64, Option<StoredMessage>>,
-}
-
-impl Overload {
-    fn new(now: Instant) -> Self {
-        Self {
-            held: Vec::new(),
-            spilled: VecDeque::new(),
-            reading: None,
-            last_progress: now,
-        }
-    }
-
-    /// Whether this session's stored messages are being kept in its consumer only.
-    pub(crate) fn spilled(&self) -> bool {
-        !self.spilled.is_empty()
-    }
-
-    /// Whether nothing is left to remember.
-    fn is_idle(&self) -> bool {
-        self.spilled.is_empty() && self.reading.is_none() && self.held.is_empty()
-    }
-
-    /// When a subscriber holding publishers back counts as a slow consumer, if it holds any.
-    pub(crate) fn stall_deadline(&self, timeout: std::time::Duration) -> Option<Instant> {
-        (!self.held.is_empty()).then(|| self.last_progress.saturating_add(timeout))
-    }
-}
+use crate::js::{StoreError, StoreReply, StoreRequest, Stream};
 
 /// What became of a QoS 1/2 message for a session at its limit.
 enum Outcome {
@@ -275,7 +217,7 @@ impl Broker {
         let Some(o) = self.overload_mut(session) else {
             return;
         };
-        o.spilled.push_back(seq);
+        o.spill(seq);
         self.read_spill_if_room(session, out);
     }
 
@@ -292,12 +234,7 @@ impl Broker {
             let Some(o) = self.overload_mut(session) else {
                 return;
             };
-            if o.held.contains(&publisher) {
-                false
-            } else {
-                o.held.push(publisher);
-                true
-            }
+            o.hold(publisher)
         } else {
             self.conns.hold_for_total(publisher)
         };
@@ -325,7 +262,7 @@ impl Broker {
             .get_mut(session)
             .and_then(|s| s.outbound.overload.as_deref_mut())
         {
-            o.last_progress = now;
+            o.progress(now);
         }
     }
 
@@ -362,7 +299,7 @@ impl Broker {
         else {
             return;
         };
-        let held = std::mem::take(&mut o.held);
+        let held = o.take_held();
         if o.is_idle() {
             if let Some(s) = self.sessions.get_mut(session) {
                 s.outbound.overload = None;
@@ -404,19 +341,12 @@ impl Broker {
         let Some(o) = s.outbound.overload.as_deref_mut() else {
             return;
         };
-        if !online || queued > max / 2 || o.reading.is_some() || o.spilled.is_empty() {
+        if !online || queued > max / 2 {
             return;
         }
-        let asked = max
-            .saturating_sub(queued)
-            .clamp(1, o.spilled.len())
-            .min(SPILL_READ_BATCH);
-        o.reading = Some(SpillRead {
-            asked,
-            waiting: asked,
-            got: BTreeMap::new(),
-        });
-        let seqs: Vec<u64> = o.spilled.iter().take(asked).copied().collect();
+        let Some(seqs) = o.start_read(max.saturating_sub(queued)) else {
+            return;
+        };
         for seq in seqs {
             let request = StoreRequest::Get {
                 stream: Stream::Messages,
@@ -443,33 +373,13 @@ impl Broker {
         let Some(o) = s.outbound.overload.as_deref_mut() else {
             return;
         };
-        let Some(read) = o.reading.as_mut() else {
+        let got = match reply {
+            Ok(StoreReply::Message(m)) => Some(m),
+            _ => None,
+        };
+        let Some(ready) = o.read_answered(seq, got) else {
             return;
         };
-        read.waiting = read.waiting.saturating_sub(1);
-        if let Ok(StoreReply::Message(m)) = reply {
-            read.got.insert(seq, m);
-        }
-        if read.waiting > 0 {
-            return;
-        }
-        let Some(mut read) = o.reading.take() else {
-            return;
-        };
-        let mut ready = Vec::new();
-        for _ in 0..read.asked {
-            let Some(front) = o.spilled.front().copied() else {
-                break;
-            };
-            match read.got.remove(&front) {
-                Some(found) => {
-                    o.spilled.pop_front();
-                    ready.extend(found);
-                }
-                // Its read failed: it and what follows wait for the next read.
-                None => break,
-            }
-        }
         let by_consumer = std::iter::once((consumer.clone(), session)).collect();
         for mut record in ready {
             record.pending_for = vec![consumer.clone()];

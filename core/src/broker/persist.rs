@@ -10,11 +10,10 @@ use bytestring::ByteString;
 
 use super::fleet_record::retries_record_write;
 use super::io::{Action, Notice, Outbox};
+use super::io::{SessionKey, DEFAULT_ACCOUNT};
 use super::message::Message;
 use super::requests::{RequestOwner, Write};
-use super::session::{
-    Delivery, Inflight, InflightState, Session, SessionKey, SubscriptionEntry, DEFAULT_ACCOUNT,
-};
+use super::session::{Delivery, Inflight, InflightState, Session, SubscriptionEntry};
 use super::sessions::SessionId;
 use super::{Broker, Timer};
 use crate::codec::{

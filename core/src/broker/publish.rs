@@ -841,7 +841,7 @@ impl Broker {
             .outbound
             .overload
             .as_deref()
-            .is_some_and(super::overflow::Overload::spilled);
+            .is_some_and(super::overload::Overload::spilled);
         (s.outbound.queue.is_empty() && !spilled)
             .then_some(s.conn)
             .flatten()
@@ -883,7 +883,7 @@ impl Broker {
             .outbound
             .overload
             .as_deref()
-            .is_some_and(super::overflow::Overload::spilled);
+            .is_some_and(super::overload::Overload::spilled);
         if d.qos == QoS::AtMostOnce {
             if self.is_slow(conn) || spilled {
                 // Spilled messages come first: a QoS 0 one would overtake them.

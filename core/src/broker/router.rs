@@ -12,7 +12,7 @@ use super::io::ConnId;
 use super::message::{Message, SharedMessage};
 use super::session::{Subscriber, SubscriptionEntry, SubscriptionIds};
 use super::sessions::{SessionId, Sessions};
-use super::shared::{ShareGroup, ShareGroups, ShareId};
+use super::share_groups::{ShareGroup, ShareGroups, ShareId};
 use super::subscriptions::SubscriptionTree;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::topic::{Subscription, TopicName};
@@ -435,7 +435,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::session::SessionKey;
+    use crate::broker::io::SessionKey;
     use crate::codec::ProtocolVersion;
 
     fn subscribe(router: &mut Router, session: SessionId, filter: &str, qos: QoS) -> Indexed {

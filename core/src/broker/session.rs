@@ -7,26 +7,12 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 
-use super::io::ConnId;
+use super::io::{ConnId, SessionKey};
 use super::message::{SharedMessage, Will};
-use super::shared::ShareId;
+use super::share_groups::ShareId;
 use crate::codec::{PacketId, ProtocolVersion, QoS, SubscriptionOptions};
 use crate::time::WallClock;
 use crate::topic::TopicFilter;
-
-/// What identifies a session: the account (tenant) and the client identifier.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub struct SessionKey {
-    /// The account; the default account is `$G`, as on the NATS server.
-    pub account: ByteString,
-    /// The client identifier.
-    pub client_id: ByteString,
-}
-
-/// The name of the default account.
-pub const DEFAULT_ACCOUNT: &str = "$G";
 
 /// One subscription of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +145,7 @@ pub(crate) struct Outbound {
     pub(crate) queued_bytes: usize,
     /// What the session spilled and whom it holds back while it cannot keep up; `None`
     /// while it keeps up (see `overflow.rs`).
-    pub(crate) overload: Option<Box<super::overflow::Overload>>,
+    pub(crate) overload: Option<Box<super::overload::Overload>>,
     /// The last packet identifier handed out.
     last_pid: u16,
 }

@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 
 use slab::Slab;
 
-use super::session::{Session, SessionKey};
+use super::io::SessionKey;
+use super::session::Session;
 
 /// A session's slot in the session table (the index holds only live sessions' slots).
 type SessionId = usize;

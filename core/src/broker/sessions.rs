@@ -11,7 +11,8 @@ use bytestring::ByteString;
 use slab::Slab;
 
 use super::config::BrokerConfig;
-use super::session::{Session, SessionKey};
+use super::io::SessionKey;
+use super::session::Session;
 use super::session_index::SessionIndex;
 use super::session_quota::SessionQuota;
 use crate::codec::ProtocolVersion;

@@ -20,25 +20,17 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::bridge::{header, RESERVED, SEQ_HEADER};
+use super::fleet_wire::{header, HANDOVER_PREFIX, HOPS_HEADER, RESERVED, SEQ_HEADER, TAKEN_PREFIX};
 use super::io::{Action, Outbox};
 use super::message::Message;
 use super::router::RouteScope;
 use super::sessions::SessionId;
-use super::shared::{ShareGroup, ShareId, QUEUE_PREFIX};
+use super::share_groups::{ShareGroup, ShareId, QUEUE_PREFIX};
 use super::Broker;
 use crate::codec::QoS;
 use crate::js::Header;
 use crate::topic::{subject, TopicFilter, TopicName};
 
-/// Where a node tells the others it took a stored message for a shared subscription.
-pub(super) const TAKEN_PREFIX: &str = "$JETMQ.taken.";
-/// Where a node hands the unfinished messages of a member whose session ended, with no other
-/// member of its own left, to a node that has one (the queue group's own subscription).
-const HANDOVER_PREFIX: &str = "$JETMQ.handover.";
-
-/// How often a handed-over message was passed on by nodes that had no member any more.
-const HOPS_HEADER: &str = "Jetmq-Hops";
 /// Passes after which a handed-over message is dropped.
 const MAX_HOPS: u8 = 3;
 

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use super::session::SessionKey;
+use super::io::SessionKey;
 use crate::time::Instant;
 
 /// Takeovers per client identifier, each counted in a window that starts at its first one.

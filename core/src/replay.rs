@@ -239,7 +239,7 @@ pub fn types_fingerprint() -> u64 {
 fn trace_recorded_types() -> Result<String, String> {
     use serde_reflection::{Error, Samples, Tracer, TracerConfig};
 
-    use crate::broker::{AuthDecision, ListenerKind, Overflow};
+    use crate::broker::{AuthDecision, Cluster, ListenerKind, Overflow};
     use crate::codec::{ConnectReason, QoS};
     use crate::js::{Rejection, StoreError, StoreReply, Stream};
 
@@ -271,6 +271,7 @@ fn trace_recorded_types() -> Result<String, String> {
         Rejection,
         Stream,
         Overflow,
+        Cluster,
         QoS,
         RecordHeader,
         RecordedStep,

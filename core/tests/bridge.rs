@@ -12,7 +12,7 @@ const V3: ProtocolVersion = ProtocolVersion::V311;
 
 fn bridged() -> Harness {
     Harness::new(BrokerConfig {
-        nats_bridge: true,
+        cluster: jetmq_core::broker::Cluster::Bridge,
         ..BrokerConfig::default()
     })
 }
@@ -306,7 +306,7 @@ mod policy {
             deny: vec!["app.secret.>".into()],
         };
         let mut h = Harness::new(BrokerConfig {
-            nats_bridge: true,
+            cluster: jetmq_core::broker::Cluster::Bridge,
             bridge: BridgePolicy {
                 publish: rules.clone(),
                 subscribe: SubjectRules {

@@ -47,8 +47,7 @@ impl Fleet {
     /// Nodes whose brokers are seeded with `a` and `b` (which decides their node numbers).
     fn with_seeds((a, b): (u64, u64)) -> Self {
         let config = BrokerConfig {
-            nats_bridge: true,
-            fleet: true,
+            cluster: jetmq_core::broker::Cluster::Fleet,
             // Random runs take one client over many times; flapping protection has its own
             // tests (core/tests/flapping.rs).
             takeover_limit: 0,

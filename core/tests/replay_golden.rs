@@ -690,8 +690,7 @@ impl Fleet {
 
 fn fleet() -> Vec<u8> {
     let config = BrokerConfig {
-        nats_bridge: true,
-        fleet: true,
+        cluster: jetmq_core::broker::Cluster::Fleet,
         ..BrokerConfig::default()
     };
     let mut f = Fleet {

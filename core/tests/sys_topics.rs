@@ -80,7 +80,7 @@ fn statistics_are_published_every_interval_to_sys_subscribers_only() {
 #[test]
 fn statistics_are_neither_stored_nor_bridged() {
     let mut h = broker(BrokerConfig {
-        nats_bridge: true,
+        cluster: jetmq_core::broker::Cluster::Bridge,
         ..BrokerConfig::default()
     });
     let (sys, _) = h.connect_ok(connect(V5, "sys", false));

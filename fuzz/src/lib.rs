@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use jetmq_core::broker::{
-    Action, AuthDecision, Broker, BrokerConfig, ConnId, ConnInfo, Input, ListenerKind, Outbox,
+    Action, AuthDecision, Broker, BrokerConfig, Cluster, ConnId, ConnInfo, Input, ListenerKind,
+    Outbox,
 };
 use jetmq_core::codec::{ConnectReason, Decoder, Direction, Packet, ProtocolVersion};
 use jetmq_core::js::{RequestId, StoreError, StoreReply};
@@ -71,8 +72,11 @@ pub fn check_reencode(packet: &Packet, version: ProtocolVersion) {
 pub fn broker_sequence(data: &[u8]) {
     let config = BrokerConfig {
         authenticate: data.first().is_some_and(|b| b & 1 == 1),
-        nats_bridge: data.first().is_some_and(|b| b & 2 == 2),
-        fleet: data.first().is_some_and(|b| b & 6 == 6),
+        cluster: match data.first().map_or(0, |b| b & 6) {
+            6 => Cluster::Fleet,
+            2 => Cluster::Bridge,
+            _ => Cluster::Standalone,
+        },
         sys_interval: data
             .first()
             .is_some_and(|b| b & 8 == 8)

@@ -679,9 +679,9 @@ fn a_nats_url_turns_the_bridge_and_jetstream_on() {
         (n.replicas, n.ack_wait, n.max_ack_pending),
         (1, Duration::from_secs(30), 1024)
     );
-    assert!(c.broker.nats_bridge);
+    assert!(c.broker.cluster.bridges());
     assert!(
-        !apply("").expect("valid").broker.nats_bridge,
+        !apply("").expect("valid").broker.cluster.bridges(),
         "off by default"
     );
     let e = apply("[nats]\nurl = \"http://x\"\n").expect_err("not a NATS URL");

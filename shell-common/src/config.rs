@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jetmq_core::broker::{BrokerConfig, ListenerKind};
+use jetmq_core::broker::{BrokerConfig, Cluster, ListenerKind};
 use jetmq_core::codec::QoS;
 use serde::Deserialize;
 
@@ -890,8 +890,11 @@ impl ServerConfig {
         if let Some(nats) = file.nats {
             self.broker.bridge = nats.bridge_policy()?;
             if let Some(nats) = nats.into_config()? {
-                self.broker.nats_bridge = true;
-                self.broker.fleet = nats.jetstream;
+                self.broker.cluster = if nats.jetstream {
+                    Cluster::Fleet
+                } else {
+                    Cluster::Bridge
+                };
                 self.nats = Some(nats);
             }
         }
@@ -1085,8 +1088,11 @@ impl ServerConfig {
             }
             None => self.nats = Some(crate::nats_config::NatsConfig::from_url(url, key)?),
         }
-        self.broker.nats_bridge = true;
-        self.broker.fleet = self.nats.as_ref().is_some_and(|n| n.jetstream);
+        self.broker.cluster = if self.nats.as_ref().is_some_and(|n| n.jetstream) {
+            Cluster::Fleet
+        } else {
+            Cluster::Bridge
+        };
         Ok(())
     }
 

@@ -158,7 +158,7 @@ impl MetricsServer {
     ) -> io::Result<Option<Self>> {
         config
             .metrics
-            .map(|addr| Self::start(addr, Arc::clone(desk), config.broker.fleet))
+            .map(|addr| Self::start(addr, Arc::clone(desk), config.broker.cluster.is_fleet()))
             .transpose()
     }
 

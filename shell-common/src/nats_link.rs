@@ -507,7 +507,7 @@ impl NatsLink {
         let Some(nats) = &config.nats else {
             return Ok(None);
         };
-        let link = Self::start(nats, name, config.broker.fleet, deliver)?;
+        let link = Self::start(nats, name, config.broker.cluster.is_fleet(), deliver)?;
         if let Settled::Refused(why) = link.link.wait_settled(nats.api_timeout) {
             link.stop();
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));

@@ -46,7 +46,9 @@ impl Broker {
     /// In a fleet, a shared subscription's members count towards its queue group instead
     /// (see `shared_fleet.rs`).
     pub(super) fn bridge_subscribed(&mut self, entry: &SubscriptionEntry) {
-        if !self.config.nats_bridge || (entry.share.is_some() && self.config.fleet) {
+        if !self.config.cluster.bridges()
+            || (entry.share.is_some() && self.config.cluster.is_fleet())
+        {
             return;
         }
         let filter = &entry.filter;
@@ -61,7 +63,9 @@ impl Broker {
 
     /// Uncounts a removed MQTT subscription's subjects; a subject's last one unsubscribes.
     pub(super) fn bridge_unsubscribed(&mut self, entry: &SubscriptionEntry) {
-        if !self.config.nats_bridge || (entry.share.is_some() && self.config.fleet) {
+        if !self.config.cluster.bridges()
+            || (entry.share.is_some() && self.config.cluster.is_fleet())
+        {
             return;
         }
         let filter = &entry.filter;
@@ -89,7 +93,7 @@ impl Broker {
 
     /// Publishes an MQTT client's message (or a will) on NATS too.
     pub(super) fn bridge_publish(&mut self, msg: &Message, out: &mut Outbox) {
-        if !self.config.nats_bridge {
+        if !self.config.cluster.bridges() {
             return;
         }
         let subject = subject::topic_to_subject(&msg.topic);
@@ -98,7 +102,7 @@ impl Broker {
             return;
         }
         let headers = self.live_copy_headers(msg);
-        if self.config.fleet && msg.retain {
+        if self.config.cluster.is_fleet() && msg.retain {
             // Every node keeps the retained messages, subscribed to the topic or not.
             out.push(Action::NatsPublish {
                 subject: format!("{RETAINED_PREFIX}{subject}").into(),
@@ -120,7 +124,7 @@ impl Broker {
             name: records::PUB_HEADER,
             value: records::published_qos_value(msg.qos),
         }];
-        if self.config.fleet {
+        if self.config.cluster.is_fleet() {
             if let Some(seq) = msg.seq {
                 headers.push(Header {
                     name: SEQ_HEADER,
@@ -155,7 +159,7 @@ impl Broker {
     /// Tells the other nodes of a fleet that `key`'s client connected here, with the stamp of
     /// that connect.
     pub(super) fn announce_connect(&mut self, key: &SessionKey, stamp: u64, out: &mut Outbox) {
-        if !self.config.fleet {
+        if !self.config.cluster.is_fleet() {
             return;
         }
         let order = Header {
@@ -170,7 +174,7 @@ impl Broker {
     /// after [`REANNOUNCE_AFTER`] (a NATS server that has just restarted takes clients before
     /// its cluster routes, and with them the other nodes' subscriptions, are up).
     pub(super) fn on_nats_connected(&mut self, out: &mut Outbox) {
-        if !(self.config.nats_bridge && self.config.fleet) {
+        if !(self.config.cluster.is_fleet()) {
             return;
         }
         self.announce_connected(out);
@@ -216,7 +220,7 @@ impl Broker {
     }
 
     fn connect_notice(&mut self, key: &SessionKey, headers: Vec<Header>, out: &mut Outbox) {
-        if !(self.config.nats_bridge && self.config.fleet) {
+        if !(self.config.cluster.is_fleet()) {
             return;
         }
         out.push(Action::NatsPublish {
@@ -240,12 +244,15 @@ impl Broker {
         payload: Bytes,
         out: &mut Outbox,
     ) {
-        if !self.config.nats_bridge {
+        if !self.config.cluster.bridges() {
             self.stats.unknown_inputs += 1;
             return;
         }
         if subject.starts_with(RESERVED) {
-            match (subject.strip_prefix(RETAINED_PREFIX), self.config.fleet) {
+            match (
+                subject.strip_prefix(RETAINED_PREFIX),
+                self.config.cluster.is_fleet(),
+            ) {
                 (Some(subject), true) => self.on_retained_notice(subject, headers, payload),
                 (None, true) if subject.starts_with(CONNECT_NOTICE_PREFIX) => {
                     let discard = header(headers, DISCARD_HEADER).is_some();
@@ -296,7 +303,7 @@ impl Broker {
         // QoS 1/2 delivery is acknowledged to the store.
         let seq = header(headers, SEQ_HEADER).and_then(|v| v.parse::<u64>().ok());
         let qos = published_qos(headers);
-        if self.config.fleet {
+        if self.config.cluster.is_fleet() {
             if let (Some(seq), Some(qos)) = (seq, qos) {
                 msg.qos = qos;
                 msg.seq = Some(seq);

@@ -44,7 +44,7 @@ impl Broker {
     /// Starts (or restarts) `session`'s catch-up, fleet nodes and persistent sessions only;
     /// `loaded` are the stored messages it just had from its consumer.
     pub(super) fn schedule_catch_up(&mut self, session: SessionId, loaded: BTreeSet<u64>) {
-        if !(self.config.fleet && self.config.nats_bridge) {
+        if !(self.config.cluster.is_fleet()) {
             return;
         }
         if self.persistent_session(session).is_none() {

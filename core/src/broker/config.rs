@@ -80,20 +80,14 @@ pub struct BrokerConfig {
     /// persistent sessions, so abandoned sessions do not pile up. `u32::MAX` means never.
     /// Default 7 days.
     pub max_session_expiry: u32,
-    /// Bridge MQTT and NATS subjects ([`Action::NatsPublish`](super::Action::NatsPublish) and
-    /// friends): the shell has a NATS connection. Default false.
-    pub nats_bridge: bool,
+    /// Whether the broker is on its own, bridges MQTT and NATS subjects, or is a node of a
+    /// fleet (see [`Cluster`]). Default [`Cluster::Standalone`].
+    pub cluster: Cluster,
     /// Which NATS subjects the bridge carries (see
     /// [`bridge_policy`](super::bridge_policy)); system subjects never. Default: every
     /// application subject.
     #[serde(default)]
     pub bridge: super::bridge_policy::BridgePolicy,
-    /// Other jetmq nodes share the store (JetStream) and the NATS subjects: every QoS 1/2
-    /// message is stored (a persistent session elsewhere may want it), a persistent session
-    /// is loaded from the store when its client connects, and each CONNECT is announced on
-    /// NATS so the node that had the client closes its connection there. Needs
-    /// `nats_bridge`. Default false.
-    pub fleet: bool,
     /// Server redirection (MQTT 5.0 §4.11): when set, every CONNECT is refused with 0x9C
     /// (Use another server) or 0x9D (Server moved) and the Server Reference; 3.1.1 clients
     /// get return code 3 (server unavailable). Default: none.
@@ -190,8 +184,7 @@ impl Default for BrokerConfig {
             outbound_topic_aliases: 16,
             max_session_expiry: 7 * 24 * 3600,
             redirect: None,
-            nats_bridge: false,
-            fleet: false,
+            cluster: Cluster::Standalone,
             bridge: super::bridge_policy::BridgePolicy::default(),
             takeover_limit: 10,
             takeover_window: Duration::from_secs(10),
@@ -232,6 +225,37 @@ pub struct Redirect {
     /// Whether the move is permanent (0x9D Server moved) rather than temporary (0x9C Use
     /// another server).
     pub permanent: bool,
+}
+
+/// Where the broker stands among NATS and other jetmq nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cluster {
+    /// On its own: no NATS connection.
+    #[default]
+    Standalone,
+    /// MQTT and NATS subjects are bridged ([`Action::NatsPublish`](super::Action::NatsPublish)
+    /// and friends): the shell has a NATS connection.
+    Bridge,
+    /// A node of a fleet, bridged as [`Cluster::Bridge`]: other jetmq nodes share the store
+    /// (JetStream) and the NATS subjects, so every QoS 1/2 message is stored (a persistent
+    /// session elsewhere may want it), a persistent session is loaded from the store when its
+    /// client connects, each CONNECT is announced on NATS so the node that had the client
+    /// closes its connection there, and shared subscriptions are NATS queue groups.
+    Fleet,
+}
+
+impl Cluster {
+    /// Whether MQTT and NATS subjects are bridged (a bridge or a fleet node).
+    #[must_use]
+    pub const fn bridges(self) -> bool {
+        !matches!(self, Self::Standalone)
+    }
+
+    /// Whether this broker is a node of a fleet.
+    #[must_use]
+    pub const fn is_fleet(self) -> bool {
+        matches!(self, Self::Fleet)
+    }
 }
 
 /// What a session whose queue is full (`max_queued_messages`, `max_queued_bytes`) does with a

@@ -33,7 +33,7 @@ impl Broker {
     /// Writes `session`'s record now that its client left: on a fleet node only over the
     /// record it reads first, plainly otherwise (no other broker writes it).
     pub(super) fn save_offline_record(&mut self, session: SessionId, out: &mut Outbox) {
-        if self.config.fleet {
+        if self.config.cluster.is_fleet() {
             self.check_record(session, 1, out);
         } else {
             self.save_session_record(session, out);

@@ -410,7 +410,7 @@ impl Broker {
             .session_id(&key)
             .and_then(|s| self.sessions.get(s))
             .is_some_and(|s| s.conn.is_some());
-        if self.config.fleet && !connected_here {
+        if self.config.cluster.is_fleet() && !connected_here {
             // A clean start reads what it ends: the session may be stored by another node.
             self.load_session(conn, connect, key, assigned, stamp, out);
         } else {
@@ -1058,7 +1058,7 @@ impl Broker {
     /// rather than after the consumer's ack wait. (What the session holds here stays; should
     /// it resume here, its acknowledgements read the consumer again.)
     fn release_consumer(&mut self, session: SessionId, out: &mut Outbox) {
-        if !(self.config.fleet && self.config.nats_bridge) {
+        if !(self.config.cluster.is_fleet()) {
             return;
         }
         let Some(s) = self.sessions.get(session).filter(|s| s.persistent) else {
@@ -1197,7 +1197,7 @@ impl Broker {
         if s.conn.is_some() || s.generation != generation {
             return;
         }
-        if self.config.fleet && s.persistent {
+        if self.config.cluster.is_fleet() && s.persistent {
             // Another node may have connected the client since (a connect notice missed while
             // NATS was away): the stored record says.
             let request = records::session_read(&s.key.client_id);

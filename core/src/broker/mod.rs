@@ -86,7 +86,7 @@ mod topic_alias;
 
 use std::collections::BTreeMap;
 
-pub use config::{BrokerConfig, Overflow, Redirect};
+pub use config::{BrokerConfig, Cluster, Overflow, Redirect};
 pub use io::{
     Action, AuthDecision, AuthRequest, AuthStage, CloseReason, ConnId, ConnInfo, Input,
     ListenerKind, Notice, Outbox, SessionKey, DEFAULT_ACCOUNT,
@@ -202,7 +202,7 @@ impl Broker {
     /// A broker with `config`, whose identifiers and choices all derive from `seed`.
     #[must_use]
     pub fn new(config: BrokerConfig, seed: u64, now: Now) -> Self {
-        let nats_changes = if config.nats_bridge && config.fleet {
+        let nats_changes = if config.cluster.is_fleet() {
             [fleet_wire::CONNECT_NOTICES, fleet_wire::RETAINED_NOTICES]
                 .into_iter()
                 .map(|subject| Action::NatsSubscribe {

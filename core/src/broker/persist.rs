@@ -199,7 +199,7 @@ impl Broker {
         let Some(s) = self.sessions.get(session) else {
             return;
         };
-        let writes = if s.persistent && self.config.fleet {
+        let writes = if s.persistent && self.config.cluster.is_fleet() {
             match read_seq {
                 Some(seq) => self.write_record_over(session, seq, 1, out),
                 None => self.check_record(session, 1, out),
@@ -335,7 +335,7 @@ impl Broker {
     /// learns it now, or every later restart would grant its whole expiry again. (In a fleet
     /// such a session may be connected through another node: left as it is.)
     fn note_crash_time_as_disconnect(&mut self, out: &mut Outbox) {
-        if self.config.fleet {
+        if self.config.cluster.is_fleet() {
             return;
         }
         let wall = self.now.wall;

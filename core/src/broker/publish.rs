@@ -350,7 +350,7 @@ impl Broker {
     /// Whether a publish on `topic` may be taken: without the NATS bridge always, with it
     /// only on a subject the bridge carries (see `bridge_policy`).
     fn bridge_carries(&self, topic: &TopicName) -> bool {
-        !self.config.nats_bridge
+        !self.config.cluster.bridges()
             || self
                 .config
                 .bridge
@@ -362,7 +362,7 @@ impl Broker {
     /// `topic` (in a fleet: might, on any node), so the message must be stored before it is
     /// acknowledged.
     fn needs_store(&self, topic: &TopicName) -> bool {
-        if self.config.fleet {
+        if self.config.cluster.is_fleet() {
             // A persistent session on another node may want it.
             return true;
         }
@@ -729,7 +729,7 @@ impl Broker {
     /// subscriptions aside: their messages come through NATS queue groups).
     /// `from` is the connection it was published on, if any.
     pub(super) fn route(&mut self, msg: Message, from: Option<ConnId>) {
-        let scope = if self.config.nats_bridge && self.config.fleet {
+        let scope = if self.config.cluster.is_fleet() {
             RouteScope::Plain
         } else {
             RouteScope::All

@@ -63,7 +63,7 @@ impl Broker {
     /// Joins (`added`) or leaves the NATS queue group `queue` of a shared subscription to
     /// `filter`, when this node is part of a fleet.
     fn queue_group_changed(&mut self, queue: &ByteString, filter: &TopicFilter, added: bool) {
-        if !(self.config.nats_bridge && self.config.fleet) {
+        if !(self.config.cluster.is_fleet()) {
             return;
         }
         let subjects = subject::filter_subjects(filter).map(ByteString::from);
@@ -93,7 +93,7 @@ impl Broker {
         payload: Bytes,
         out: &mut Outbox,
     ) {
-        if !(self.config.nats_bridge && self.config.fleet) {
+        if !(self.config.cluster.is_fleet()) {
             self.stats.unknown_inputs += 1;
             return;
         }
@@ -166,7 +166,7 @@ impl Broker {
         hops: u8,
         out: &mut Outbox,
     ) {
-        if !(self.config.nats_bridge && self.config.fleet) {
+        if !(self.config.cluster.is_fleet()) {
             return;
         }
         let subject = subject::topic_to_subject(&msg.topic);

@@ -29,7 +29,7 @@ impl Broker {
     /// it, a `$SYS/` filter (the broker's statistics, never bridged) or one some open subject
     /// of the bridge matches (see `bridge_policy`).
     fn bridge_may_subscribe(&self, filter: &TopicFilter) -> bool {
-        if !self.config.nats_bridge {
+        if !self.config.cluster.bridges() {
             return true;
         }
         let f = filter.as_str();

@@ -113,7 +113,7 @@ impl Broker {
             ),
             ("store/failures", s.store_failures.to_string()),
         ];
-        if self.config.fleet {
+        if self.config.cluster.is_fleet() {
             values.push((
                 "fleet/late connect notices",
                 s.late_connect_notices.to_string(),

@@ -18,6 +18,9 @@ pub struct CommandLine {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Log format: text (for people) or json (one JSON object per line, for log pipelines).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Log client identifiers and topics, which are personal data and redacted by default.
     #[arg(long)]
     pub log_pii: bool,
@@ -46,19 +49,45 @@ pub struct CommandLine {
     pub nats_tls_key: Option<PathBuf>,
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people: time, level, target, message and fields.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message` and the event's
+    /// fields at the top level, `span`/`spans` when inside spans), for log pipelines.
+    Json,
+}
+
+impl LogFormat {
+    /// The name the command line takes (`text`, `json`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
 impl CommandLine {
-    /// Sends logs to standard error at `log_level` (`info` if it is not a valid filter), in
-    /// colour only on a terminal; standard output is left to commands' results.
+    /// Sends logs to standard error at `log_level` (`info` if it is not a valid filter) in
+    /// `log_format`; text is in colour only on a terminal. Standard output is left to
+    /// commands' results.
     pub fn init_logging(&self) {
         use std::io::IsTerminal as _;
-        tracing_subscriber::fmt()
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let logs = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
+            .with_env_filter(filter);
+        match self.log_format {
             // Colours for a terminal only: a log file or a pipe gets plain text.
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_new(&self.log_level)
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .init();
+            LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+            // The message and the event's fields at the top level of each object, where log
+            // pipelines look for them; never colour codes inside the JSON strings.
+            LogFormat::Json => logs.json().flatten_event(true).with_ansi(false).init(),
+        }
     }
 }

@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 use jetmq_shell::config::{CommandLine, ServerConfig};
+use jetmq_shell::operator::OperatorCommand;
 
 /// jetmq on a mio event loop: an MQTT 3.1.1 and 5.0 broker with a deterministic core.
 #[derive(Debug, Parser)]
@@ -11,10 +12,21 @@ use jetmq_shell::config::{CommandLine, ServerConfig};
 struct Cli {
     #[command(flatten)]
     serve: CommandLine,
+    /// Without a command: serve.
+    #[command(subcommand)]
+    command: Option<OperatorCommand>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        return ExitCode::from(command.run(
+            Cli::command(),
+            &cli.serve,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ));
+    }
     cli.serve.init_logging();
     let mut config = match ServerConfig::load(&cli.serve) {
         Ok(c) => c,

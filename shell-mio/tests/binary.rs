@@ -150,3 +150,21 @@ fn sighup_reloads_the_users() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[path = "../../shell-tokio/tests/support/operator.rs"]
+mod operator;
+
+#[test]
+fn check_config_prints_the_effective_configuration_or_the_error() {
+    operator::check_config_exits_0_or_1(env!("CARGO_BIN_EXE_jetmq-mio").as_ref());
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    operator::logs_json_lines(env!("CARGO_BIN_EXE_jetmq-mio").as_ref());
+}
+
+#[test]
+fn completions_and_the_man_page() {
+    operator::prints_completions_and_man_page(env!("CARGO_BIN_EXE_jetmq-mio").as_ref());
+}

@@ -17,8 +17,8 @@
 //! here under the same module names.
 
 pub use jetmq_shell::{
-    admin, auth, auth_pool, backends, clock, config, inputs, jetstream, metrics, nats_config,
-    nats_link, notice, record, scram, sockets, tls, ws_upgrade,
+    admin, auth, auth_pool, backends, clock, config, effective, inputs, jetstream, metrics,
+    nats_config, nats_link, notice, operator, record, scram, sockets, tls, ws_upgrade,
 };
 
 /// The store backends ([`jetmq_shell::store`]) and the choice of one for a configuration

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 use jetmq::config::{CommandLine, ServerConfig};
+use jetmq::operator::OperatorCommand;
 use jetmq::store::EmbeddedBackend;
 
 /// jetmq: an MQTT 3.1.1 and 5.0 broker with a deterministic core.
@@ -40,6 +41,8 @@ enum Command {
         #[command(subcommand)]
         action: SessionsCommand,
     },
+    #[command(flatten)]
+    Operator(OperatorCommand),
 }
 
 /// What `jetmq sessions` does.
@@ -63,6 +66,14 @@ fn main() -> ExitCode {
         Some(Command::Replay { file }) => return replay(file),
         Some(Command::HashPassword { scram }) => return hash_password(*scram),
         Some(Command::Sessions { action }) => return sessions(&cli, action),
+        Some(Command::Operator(command)) => {
+            return ExitCode::from(command.run(
+                Cli::command(),
+                &cli.serve,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr(),
+            ))
+        }
         None => {}
     }
     cli.serve.init_logging();

@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod codec;
+mod fleet;
 pub mod js;
 pub mod nats;
 pub mod replay;

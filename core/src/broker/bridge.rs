@@ -28,18 +28,15 @@ use super::message::Message;
 use super::session::SubscriptionEntry;
 use super::Broker;
 use crate::codec::{ConnectReason, QoS};
+use crate::fleet::wire::{
+    header, ConnectNotice, NoticeKey, CONNECT_NOTICE_PREFIX, RESERVED, RETAINED_PREFIX,
+    RETAIN_HEADER, SEQ_HEADER, TAKEN_PREFIX,
+};
 use crate::js::{records, Header};
 use crate::topic::subject;
 
-use super::fleet_wire::{
-    connect_order, header, CONNECT_HEADER, CONNECT_NOTICE_PREFIX, DISCARD_HEADER, RESERVED,
-    RETAINED_PREFIX, RETAIN_HEADER, SEQ_HEADER, TAKEN_PREFIX,
-};
-
 /// How long after NATS came back a fleet node announces its clients a second time.
 const REANNOUNCE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
-/// Logical steps per wall-clock millisecond in a connect stamp.
-const STAMPS_PER_MILLI: u64 = 1 << 12;
 
 impl Broker {
     /// Counts a new MQTT subscription's subjects; a subject's first one subscribes on NATS.
@@ -147,13 +144,7 @@ impl Broker {
     /// of one client through different nodes are ordered as they happened; between equal
     /// stamps the higher node number is the later.
     pub(super) fn connect_stamp(&mut self) -> u64 {
-        let wall = self
-            .now
-            .wall
-            .as_unix_millis()
-            .saturating_mul(STAMPS_PER_MILLI);
-        self.connect_clock = self.connect_clock.saturating_add(1).max(wall);
-        self.connect_clock
+        self.clock.stamp(self.now.wall)
     }
 
     /// Tells the other nodes of a fleet that `key`'s client connected here, with the stamp of
@@ -162,11 +153,11 @@ impl Broker {
         if !self.config.cluster.is_fleet() {
             return;
         }
-        let order = Header {
-            name: CONNECT_HEADER,
-            value: format!("{stamp} {}", self.node).into(),
+        let notice = ConnectNotice::Connected {
+            key: notice_key(key),
+            order: Some(self.clock.order(stamp)),
         };
-        self.connect_notice(key, vec![order], out);
+        self.connect_notice(&notice, out);
     }
 
     /// The NATS connection is up: every client connected here (or whose session is being
@@ -212,25 +203,22 @@ impl Broker {
     /// Tells the other nodes of a fleet that `key`'s session was discarded (by an
     /// administrator): they disconnect its client and end the session too.
     pub(super) fn announce_discard(&mut self, key: &SessionKey, out: &mut Outbox) {
-        let discard = Header {
-            name: DISCARD_HEADER,
-            value: ByteString::from_static("1"),
+        let notice = ConnectNotice::Discarded {
+            key: notice_key(key),
         };
-        self.connect_notice(key, vec![discard], out);
+        self.connect_notice(&notice, out);
     }
 
-    fn connect_notice(&mut self, key: &SessionKey, headers: Vec<Header>, out: &mut Outbox) {
+    /// Publishes a connect notice to the other nodes of a fleet.
+    fn connect_notice(&mut self, notice: &ConnectNotice, out: &mut Outbox) {
         if !(self.config.cluster.is_fleet()) {
             return;
         }
+        let (subject, headers, payload) = notice.write();
         out.push(Action::NatsPublish {
-            subject: format!(
-                "{CONNECT_NOTICE_PREFIX}{}",
-                records::client_hash(&key.client_id)
-            )
-            .into(),
+            subject,
             headers,
-            payload: format!("{}\n{}", key.account, key.client_id).into(),
+            payload,
         });
     }
 
@@ -255,9 +243,10 @@ impl Broker {
             ) {
                 (Some(subject), true) => self.on_retained_notice(subject, headers, payload),
                 (None, true) if subject.starts_with(CONNECT_NOTICE_PREFIX) => {
-                    let discard = header(headers, DISCARD_HEADER).is_some();
-                    let order = header(headers, CONNECT_HEADER).and_then(connect_order);
-                    self.on_connect_notice(&payload, discard, order, out);
+                    match ConnectNotice::read(headers, &payload) {
+                        Some(notice) => self.on_connect_notice(notice, out),
+                        None => self.stats.unknown_inputs += 1,
+                    }
                 }
                 (None, true) if subject.starts_with(TAKEN_PREFIX) => {
                     self.on_taken_notice(subject, headers, out);
@@ -348,30 +337,16 @@ impl Broker {
     /// A notice without an order (an older jetmq) counts as the newest.
     /// With `discard`, an administrator deleted the session: it ends here as
     /// [`Input::DiscardSession`](super::Input::DiscardSession) ends it.
-    fn on_connect_notice(
-        &mut self,
-        payload: &[u8],
-        discard: bool,
-        order: Option<(u64, u64)>,
-        out: &mut Outbox,
-    ) {
-        let Some((account, client_id)) = std::str::from_utf8(payload)
-            .ok()
-            .and_then(|p| p.split_once('\n'))
-        else {
-            self.stats.unknown_inputs += 1;
-            return;
+    fn on_connect_notice(&mut self, notice: ConnectNotice, out: &mut Outbox) {
+        let (key, order) = match notice {
+            ConnectNotice::Discarded { key } => {
+                self.discard_here(&session_key(key), out);
+                return;
+            }
+            ConnectNotice::Connected { key, order } => (session_key(key), order),
         };
-        let key = SessionKey {
-            account: account.into(),
-            client_id: client_id.into(),
-        };
-        if discard {
-            self.discard_here(&key, out);
-            return;
-        }
         if let Some((stamp, _)) = order {
-            self.connect_clock = self.connect_clock.max(stamp);
+            self.clock.observe(stamp);
         }
         let loading = self.loading.get(&key).copied();
         let session = self.session_id(&key);
@@ -384,7 +359,7 @@ impl Broker {
                 .map(|s| s.connect_stamp),
         };
         if let (Some(here), Some(theirs)) = (here, order) {
-            if (here, self.node) > theirs {
+            if self.clock.later_here(here, theirs) {
                 // The other node may have missed this node's notice: it hears it again and
                 // closes its older connection.
                 self.stats.late_connect_notices += 1;
@@ -402,6 +377,22 @@ impl Broker {
         if let Some(session) = session {
             self.drop_taken_over(session, out);
         }
+    }
+}
+
+/// How a connect notice names the session of `key`.
+fn notice_key(key: &SessionKey) -> NoticeKey {
+    NoticeKey {
+        account: key.account.clone(),
+        client_id: key.client_id.clone(),
+    }
+}
+
+/// The session a connect notice names.
+fn session_key(key: NoticeKey) -> SessionKey {
+    SessionKey {
+        account: key.account,
+        client_id: key.client_id,
     }
 }
 

@@ -610,7 +610,7 @@ impl Broker {
         out: &mut Outbox,
     ) -> u64 {
         let stored = records::record_stamp(record);
-        self.connect_clock = self.connect_clock.max(stored);
+        self.clock.observe(stored);
         if stored >= stamp {
             stamp = self.connect_stamp();
             self.announce_connect(key, stamp, out);

@@ -55,7 +55,6 @@ mod config;
 mod connection;
 mod connections;
 mod fleet_record;
-mod fleet_wire;
 mod io;
 mod lifecycle;
 mod message;
@@ -103,6 +102,8 @@ use session::Session;
 use sessions::{SessionId, Sessions};
 use timers::{Timer, Timers};
 
+use crate::fleet::clock::ConnectClock;
+use crate::fleet::wire;
 use crate::js::StoredMessage;
 use crate::rng::Rng;
 use crate::time::{Instant, Now};
@@ -152,9 +153,6 @@ pub struct BrokerStats {
     pub sessions_refused: u64,
 }
 
-/// Mixed into the seed for the node number.
-const NODE_SALT: u64 = 0x6e6f_6465_6e75_6d62; // "nodenumb"
-
 /// The broker: one deterministic state machine for every connection and session.
 ///
 /// Drive it with [`Broker::handle`] and wake it at [`Broker::next_deadline`]. It performs no
@@ -164,10 +162,8 @@ pub struct Broker {
     config: BrokerConfig,
     rng: Rng,
     now: Now,
-    /// This node's number in a fleet (from the seed), which orders connects of equal stamps.
-    node: u64,
-    /// The latest connect stamp accepted here or heard of ([`Broker::connect_stamp`]).
-    connect_clock: u64,
+    /// The stamps that order connects across a fleet ([`Broker::connect_stamp`]).
+    clock: ConnectClock,
     /// Connections whose session is being read from the store (fleet), by session key, so
     /// that a newer connect through another node refuses them.
     loading: BTreeMap<SessionKey, ConnId>,
@@ -203,7 +199,7 @@ impl Broker {
     #[must_use]
     pub fn new(config: BrokerConfig, seed: u64, now: Now) -> Self {
         let nats_changes = if config.cluster.is_fleet() {
-            [fleet_wire::CONNECT_NOTICES, fleet_wire::RETAINED_NOTICES]
+            [wire::CONNECT_NOTICES, wire::RETAINED_NOTICES]
                 .into_iter()
                 .map(|subject| Action::NatsSubscribe {
                     subject: subject.into(),
@@ -220,9 +216,7 @@ impl Broker {
         let mut broker = Self {
             config,
             rng: Rng::new(seed),
-            // Its own generator, so that the main one's sequence does not depend on the fleet.
-            node: Rng::new(seed ^ NODE_SALT).next_u64(),
-            connect_clock: 0,
+            clock: ConnectClock::from_seed(seed),
             loading: BTreeMap::new(),
             takeovers,
             now,

@@ -408,7 +408,7 @@ impl Broker {
         }
         // Later connects here order after the one the record holds, whatever this node's
         // clock says.
-        self.connect_clock = self.connect_clock.max(rec.jetmq.stamp);
+        self.clock.observe(rec.jetmq.stamp);
         let Some(s) = self.sessions.get_mut(id) else {
             return false;
         };

@@ -20,7 +20,6 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::fleet_wire::{header, HANDOVER_PREFIX, HOPS_HEADER, RESERVED, SEQ_HEADER, TAKEN_PREFIX};
 use super::io::{Action, Outbox};
 use super::message::Message;
 use super::router::RouteScope;
@@ -28,6 +27,9 @@ use super::sessions::SessionId;
 use super::share_groups::{ShareGroup, ShareId, QUEUE_PREFIX};
 use super::Broker;
 use crate::codec::QoS;
+use crate::fleet::wire::{
+    header, HANDOVER_PREFIX, HOPS_HEADER, RESERVED, SEQ_HEADER, TAKEN_PREFIX,
+};
 use crate::js::Header;
 use crate::topic::{subject, TopicFilter, TopicName};
 

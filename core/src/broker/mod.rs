@@ -18,6 +18,32 @@
 //! assert!(matches!(&sent[..], [Action::Send { bytes, .. }] if bytes[..] == [0x20, 2, 0, 0]));
 //! ```
 //!
+//! # Parts
+//!
+//! `Broker` keeps [`Broker::handle`] and the flows (connect, publish, subscribe,
+//! authentication, statistics); each flow validates its input, plans what to do, then applies
+//! it through parts that own their data and rules and are tested on their own:
+//!
+//! ```text
+//!                       Input ──► Broker::handle ──► flows ──► Outbox (Actions)
+//!                                         │
+//!   ┌─────────────┬──────────────┬────────┴──────┬──────────────┬──────────────┐
+//!   Connections   Sessions       Router          Retained       StoreRequests  Timers
+//!   (pipelines,   (generational  (subscription   (retained      (requests in   (deadlines,
+//!   flushing,     SessionId,     trees, shared   messages and   flight, their  next wake-up)
+//!   slow          key index,     groups, fan-out their quota)   owners and
+//!   consumers,    per-user       and its budget)                timeouts)
+//!   held          quota)
+//!   publishers)
+//!                     Cluster: Standalone | Bridge | Fleet (fleet::ConnectClock, fleet::wire)
+//! ```
+//!
+//! `connections.rs`, `sessions.rs`, `router.rs`, `retained_quota.rs`, `requests.rs` and
+//! `timers.rs` hold the parts; smaller owners sit beside them (`SubscriptionTree`,
+//! `RetainedStore`, `ShareGroups`, `SessionQuota`, `SubscriptionSave`, `Overload`,
+//! `TakeoverCounter`, `TopicAliases`). Store records are encoded and decoded in
+//! [`crate::js::records`] only.
+//!
 //! # Choices the spec leaves open
 //!
 //! - **Overlapping subscriptions** of one session deliver a message once, at the highest QoS
@@ -26,9 +52,12 @@
 //!   unless `accept_mqtt31` is off (then CONNACK return code 1).
 //! - **Empty client identifiers** get `jetmq-` and 16 hex digits from the seeded generator
 //!   (3.1.1 only with clean session; 5.0 returns it as Assigned Client Identifier).
-//! - **Queue overflow**: a message for a session whose queue is at `max_queued_messages` or
-//!   `max_queued_bytes` is dropped for that session, counted in [`BrokerStats`] and reported
-//!   as [`Notice::QueueOverflow`]; it is never dropped silently.
+//! - **Queue overflow** ([`Overflow`]): by default nothing acknowledged is lost. A persistent
+//!   session whose queue is at `max_queued_messages` or `max_queued_bytes` leaves further
+//!   stored messages in its consumer and reads them back as it drains; for any other message
+//!   the publishers sending to it are held back (not read) until it catches up. With
+//!   [`Overflow::Drop`] the message is dropped for that session, counted in [`BrokerStats`]
+//!   and reported as [`Notice::QueueOverflow`].
 //! - **QoS 0 messages** are not queued for offline sessions.
 //! - **Delivery order**: messages are routed in the order their publishes complete, and a
 //!   publish completes after the store writes it needs; each connection's publishes complete

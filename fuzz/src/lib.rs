@@ -184,7 +184,10 @@ pub fn broker_sequence(data: &[u8]) {
                 let pick = rest.first().copied().unwrap_or(0);
                 rest = rest.get(1..).unwrap_or_default();
                 let filter = ["g/a", "g/#", "g/a/+", "h/a"][usize::from(pick & 0x03)];
-                let queue = format!("jetmq-share-{}", jetmq_core::js::records::hash(filter, 16));
+                let queue = format!(
+                    "jetmq-share-{}",
+                    jetmq_core::js::records::hash::<16>(filter)
+                );
                 let subject = if pick & 0x40 == 0 {
                     ["a", "a.b", "$JETMQ.conn.x", "a.b/20c"][usize::from((pick >> 2) & 0x03)]
                         .to_owned()

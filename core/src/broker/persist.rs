@@ -278,7 +278,7 @@ impl Broker {
         };
         records.sort_by_key(|r| (r.stream, r.seq));
         let mut by_consumer: BTreeMap<ByteString, SessionId> = BTreeMap::new();
-        let mut by_hash16: BTreeMap<String, SessionId> = BTreeMap::new();
+        let mut by_hash16: BTreeMap<records::Hash<16>, SessionId> = BTreeMap::new();
         for record in records {
             let ok = match record.stream {
                 Stream::Sessions => self.restore_session(&record, &mut by_consumer, &mut by_hash16),
@@ -357,7 +357,7 @@ impl Broker {
         &mut self,
         record: &StoredMessage,
         by_consumer: &mut BTreeMap<ByteString, SessionId>,
-        by_hash16: &mut BTreeMap<String, SessionId>,
+        by_hash16: &mut BTreeMap<records::Hash<16>, SessionId>,
     ) -> bool {
         let Some(rec) = records::read_session(record) else {
             return false;
@@ -569,11 +569,12 @@ impl Broker {
     fn restore_qos2(
         &mut self,
         record: &StoredMessage,
-        by_hash16: &BTreeMap<String, SessionId>,
+        by_hash16: &BTreeMap<records::Hash<16>, SessionId>,
     ) -> bool {
-        let Some((session, pid)) =
-            records::read_qos2(record).and_then(|(hash, pid)| Some((*by_hash16.get(hash)?, pid)))
-        else {
+        let Some((session, pid)) = records::read_qos2(record).and_then(|(hash, pid)| {
+            let hash = records::Hash::<16>::try_from(hash).ok()?;
+            Some((*by_hash16.get(&hash)?, pid))
+        }) else {
             return false;
         };
         if record.stream == Stream::Qos2In {

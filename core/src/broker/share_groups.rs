@@ -47,7 +47,7 @@ impl ShareGroup {
         let filter = shared.filter();
         let queue = format!(
             "{QUEUE_PREFIX}{}",
-            records::hash(&format!("{}/{}", shared.group(), filter.as_str()), 16)
+            records::hash::<16>(&format!("{}/{}", shared.group(), filter.as_str()))
         );
         Self {
             text: ByteString::from(shared.as_str()),

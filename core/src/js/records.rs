@@ -33,29 +33,33 @@ use sha2::{Digest, Sha256};
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// The NATS server's 8-character identifier hash (facts §4.1): SHA-256, then each of the first
-/// `len` digest bytes modulo 62 into a base-62 alphabet.
+/// A client-identifier hash: `N` base-62 characters, kept inline (no allocation).
+pub type Hash<const N: usize> = heapless::String<N>;
+
+/// The NATS server's identifier hash (facts §4.1): SHA-256, then each of the first `N` (at
+/// most 32) digest bytes modulo 62 into a base-62 alphabet.
 #[must_use]
-pub fn hash(input: &str, len: usize) -> String {
+pub fn hash<const N: usize>(input: &str) -> Hash<N> {
     let digest = Sha256::digest(input.as_bytes());
-    digest
-        .iter()
-        .take(len.min(32))
-        .map(|b| char::from(ALPHABET[usize::from(*b) % 62]))
-        .collect()
+    let mut out = Hash::new();
+    for b in digest.iter().take(N.min(32)) {
+        // Cannot fail: at most N characters are pushed into room for N.
+        let _ = out.push(char::from(ALPHABET[usize::from(*b) % 62]));
+    }
+    out
 }
 
 /// The 8-character client-id hash the NATS server uses in session subjects.
 #[must_use]
-pub fn client_hash(client_id: &str) -> String {
-    hash(client_id, 8)
+pub fn client_hash(client_id: &str) -> Hash<8> {
+    hash(client_id)
 }
 
 /// A 16-character client-id hash for names that must not collide in practice (consumers,
 /// QoS 2 and PUBREL subjects).
 #[must_use]
-pub fn client_hash16(client_id: &str) -> String {
-    hash(client_id, 16)
+pub fn client_hash16(client_id: &str) -> Hash<16> {
+    hash(client_id)
 }
 
 /// The subject of a session record.

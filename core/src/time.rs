@@ -1,5 +1,5 @@
 //! Time as data. The core never reads a clock: every input comes with a [`Now`] from the
-//! shell, made of a monotonic [`Instant`] (for timers) and a [`WallClock`] reading (for
+//! shell, made of a monotonic [`Timestamp`] (for timers) and a [`WallClock`] reading (for
 //! records that outlive the process). Both are plain integers, so a recorded run replays
 //! exactly.
 
@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
-pub struct Instant(u64);
+pub struct Timestamp(u64);
 
-impl Instant {
+impl Timestamp {
     /// The instant `nanos` nanoseconds after the clock's origin.
     #[must_use]
     pub const fn from_nanos(nanos: u64) -> Self {
@@ -66,7 +66,7 @@ impl WallClock {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Now {
     /// The monotonic clock, for timers and deadlines.
-    pub instant: Instant,
+    pub instant: Timestamp,
     /// The wall clock, for persisted timestamps.
     pub wall: WallClock,
 }
@@ -74,7 +74,7 @@ pub struct Now {
 impl Now {
     /// A reading of both clocks.
     #[must_use]
-    pub const fn new(instant: Instant, wall: WallClock) -> Self {
+    pub const fn new(instant: Timestamp, wall: WallClock) -> Self {
         Self { instant, wall }
     }
 

@@ -271,7 +271,7 @@ proptest! {
         }
         if time_out {
             // Nothing more comes: everything in flight times out.
-            js.tick(jetmq_core::time::Instant::from_nanos(u64::MAX / 2), &mut nats);
+            js.tick(jetmq_core::time::Timestamp::from_nanos(u64::MAX / 2), &mut nats);
             record(&mut js);
         }
         js.connection_lost();

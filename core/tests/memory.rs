@@ -13,7 +13,7 @@ use jetmq_core::broker::{Broker, BrokerConfig, ConnId, ConnInfo, Input, Listener
 use jetmq_core::codec::{
     Connect, Packet, PacketId, ProtocolVersion, QoS, Subscribe, SubscriptionOptions,
 };
-use jetmq_core::time::{Instant, Now, WallClock};
+use jetmq_core::time::{Now, Timestamp, WallClock};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -44,7 +44,7 @@ fn encode(packet: &Packet) -> BytesMut {
 
 fn idle_subscribed_connection_bytes() -> usize {
     let now = Now::new(
-        Instant::from_nanos(1_000_000_000),
+        Timestamp::from_nanos(1_000_000_000),
         WallClock::from_unix_millis(1_700_000_000_000),
     );
     let mut broker = Broker::new(BrokerConfig::default(), 1, now);

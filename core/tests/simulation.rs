@@ -25,7 +25,7 @@ use jetmq_core::codec::{
 };
 use jetmq_core::js::StoreError;
 use jetmq_core::rng::Rng;
-use jetmq_core::time::Instant;
+use jetmq_core::time::Timestamp;
 use jetmq_core::topic::{TopicFilter, TopicName};
 
 const TOPICS: [&str; 4] = ["a", "a/b", "b", "a/b/c"];
@@ -77,7 +77,7 @@ enum Reading {
     /// A few bytes now and then.
     Slow,
     /// Nothing until then, and it acknowledges nothing meanwhile.
-    Stalled(Instant),
+    Stalled(Timestamp),
 }
 
 /// What a client's latest CONNECT asked for.
@@ -97,7 +97,7 @@ struct ModelSession {
     expiry: u32,
     /// The connection it is bound to; `None` once that ended, at `left_at`.
     conn: Option<ConnId>,
-    left_at: Instant,
+    left_at: Timestamp,
 }
 
 /// What the model expects of a CONNACK's Session Present.
@@ -110,7 +110,7 @@ enum Expect {
 
 impl ModelSession {
     /// Whether a CONNECT with Clean Start 0 arriving at `now` finds this session.
-    fn expect(&self, now: Instant) -> Expect {
+    fn expect(&self, now: Timestamp) -> Expect {
         if self.conn.is_some() {
             // A takeover closes the connection a session of expiry 0 ends with: whether the
             // new connection still finds it, the spec does not settle.
@@ -137,7 +137,7 @@ impl ModelSession {
 }
 
 /// Milliseconds of virtual time since the simulation started, for messages.
-fn ms(t: Instant) -> u64 {
+fn ms(t: Timestamp) -> u64 {
     (t.as_nanos() / 1_000_000).saturating_sub(1000)
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jetmq_core::time::{Instant, Now, WallClock};
+use jetmq_core::time::{Now, Timestamp, WallClock};
 
 /// Both clocks now: nanoseconds since `start` and milliseconds since the Unix epoch.
 pub fn now_since(start: std::time::Instant) -> Now {
@@ -12,7 +12,7 @@ pub fn now_since(start: std::time::Instant) -> Now {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     Now::new(
-        Instant::from_nanos(nanos),
+        Timestamp::from_nanos(nanos),
         WallClock::from_unix_millis(wall),
     )
 }

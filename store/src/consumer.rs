@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use bytestring::ByteString;
-use jetmq_core::time::Instant;
+use jetmq_core::time::Timestamp;
 
 use crate::codec::ConsumerRecord;
 use jetmq_core::js::filter_index::FilterIndex;
@@ -19,12 +19,12 @@ pub(crate) struct Consumer {
     /// What is on disk.
     pub(crate) record: ConsumerRecord,
     /// Pending sequences handed out by `fetch`, with when.
-    pub(crate) delivered: BTreeMap<u64, Instant>,
+    pub(crate) delivered: BTreeMap<u64, Timestamp>,
 }
 
 impl Consumer {
     /// Whether a handed-out message may be handed out again at `now`.
-    fn expired(&self, at: Instant, now: Instant) -> bool {
+    fn expired(&self, at: Timestamp, now: Timestamp) -> bool {
         self.record
             .ack_wait
             .is_some_and(|wait| now.saturating_duration_since(at) >= wait)
@@ -32,7 +32,7 @@ impl Consumer {
 
     /// How many more messages `fetch` may hand out at `now` without exceeding
     /// `max_ack_pending` unexpired deliveries.
-    pub(crate) fn budget(&self, max_ack_pending: usize, now: Instant) -> usize {
+    pub(crate) fn budget(&self, max_ack_pending: usize, now: Timestamp) -> usize {
         let outstanding = self
             .delivered
             .values()
@@ -43,7 +43,7 @@ impl Consumer {
 
     /// Whether the pending message `seq` is due at `now`: never handed out, or handed out longer
     /// than the ack wait ago.
-    pub(crate) fn due(&self, seq: u64, now: Instant) -> bool {
+    pub(crate) fn due(&self, seq: u64, now: Timestamp) -> bool {
         self.delivered
             .get(&seq)
             .is_none_or(|at| self.expired(*at, now))
@@ -109,8 +109,8 @@ mod tests {
 
     use super::*;
 
-    fn at(ms: u64) -> Instant {
-        Instant::from_nanos(ms * 1_000_000)
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_nanos(ms * 1_000_000)
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytestring::ByteString;
 use jetmq_core::js::{Header, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
-use jetmq_core::time::Instant;
+use jetmq_core::time::Timestamp;
 
 /// Carries out one request, as a backend does.
 pub type Executor<'a> = &'a dyn Fn(StoreRequest) -> Result<StoreReply, StoreError>;
@@ -820,7 +820,7 @@ pub trait TimedRedelivery {
         &self,
         consumer: &str,
         max_ack_pending: usize,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 }
 
@@ -833,7 +833,7 @@ impl TimedRedelivery for crate::Store {
         &self,
         consumer: &str,
         max_ack_pending: usize,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         Self::fetch(self, consumer, max_ack_pending, now)
     }
@@ -847,9 +847,9 @@ pub fn ack_wait_redelivery(exec: Executor<'_>, timed: &dyn TimedRedelivery, ns: 
     let all: Vec<u64> = (0..5)
         .map(|i| publish(exec, Stream::Messages, &msgs(ns, &format!("s{i}")), "m"))
         .collect();
-    let t0 = Instant::from_nanos(1_000_000_000);
+    let t0 = Timestamp::from_nanos(1_000_000_000);
     let at = |secs: u64| t0.saturating_add(Duration::from_secs(secs));
-    let fetch = |max: usize, now: Instant| {
+    let fetch = |max: usize, now: Timestamp| {
         seqs(
             &timed
                 .fetch(&c, max, now)

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 
 use bytestring::ByteString;
 use jetmq_core::js::{Header, StoreReply, StoredMessage, Stream};
-use jetmq_core::time::Instant;
+use jetmq_core::time::Timestamp;
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::codec::{self, stream_key, ConsumerRecord, STREAMS};
@@ -455,7 +455,7 @@ impl State {
         t: &Tables<'_>,
         name: &str,
         max_ack_pending: usize,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<Vec<StoredMessage>, Fail> {
         let Some(consumer) = self.consumers.get_mut(name) else {
             return Err(reject(format!("no consumer named {name:?}")));

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant as Clock};
 
 use bytestring::ByteString;
 use jetmq_core::js::{StoreError, StoreReply, StoreRequest};
-use jetmq_core::time::Instant;
+use jetmq_core::time::Timestamp;
 use redb::{Database, Durability, WriteTransaction};
 
 use crate::codec;
@@ -52,7 +52,7 @@ pub(crate) enum Op {
     Fetch {
         consumer: ByteString,
         max_ack_pending: usize,
-        now: Instant,
+        now: Timestamp,
     },
     /// Sets a consumer's ack wait.
     SetAckWait {

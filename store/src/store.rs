@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage};
-use jetmq_core::time::Instant;
+use jetmq_core::time::Timestamp;
 
 use crate::config::StoreConfig;
 use crate::error::OpenError;
@@ -181,7 +181,7 @@ impl Store {
         &self,
         consumer: &str,
         max_ack_pending: usize,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         messages(self.call(
             Op::Fetch {

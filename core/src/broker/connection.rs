@@ -16,14 +16,14 @@ use crate::codec::{
     Connect, ConnectReason, Decoder, Direction, Packet, PacketId, ProtocolVersion, QoS,
 };
 use crate::js::{StoreRequest, StoredMessage};
-use crate::time::Instant;
+use crate::time::Timestamp;
 use crate::topic::TopicFilter;
 
 /// Where a connection is in its lifecycle.
 #[derive(Debug)]
 pub(crate) enum Phase {
     /// Accepted; the first packet must be CONNECT before `deadline`.
-    AwaitingConnect { deadline: Instant },
+    AwaitingConnect { deadline: Timestamp },
     /// CONNECT received; waiting for the shell's authentication decision until the connect
     /// deadline.
     Authenticating(Box<Authentication>),
@@ -35,7 +35,7 @@ pub(crate) enum Phase {
     Loading(Box<Loading>),
     /// A CONNECT of a client identifier taken over too often lately: held until `deadline`,
     /// then refused with 0x9F Connection rate exceeded (see `takeovers`).
-    Held { deadline: Instant },
+    Held { deadline: Timestamp },
     /// CONNACK sent; bound to a session.
     Connected { session: SessionId },
     /// Close requested; further input is ignored.
@@ -46,7 +46,7 @@ impl Phase {
     /// For a CONNECT waiting on the shell (authentication), the store (loading), the client
     /// (an enhanced-authentication exchange) or flapping protection (held): when the wait
     /// ends, and the CONNACK refusal then.
-    pub(crate) fn connect_wait(&self) -> Option<(Instant, ConnectReason)> {
+    pub(crate) fn connect_wait(&self) -> Option<(Timestamp, ConnectReason)> {
         match self {
             Self::Authenticating(a) => Some((a.deadline, ConnectReason::ServerUnavailable)),
             Self::Loading(l) => Some((l.deadline, ConnectReason::ServerUnavailable)),
@@ -61,7 +61,7 @@ impl Phase {
 /// so the phase of every other connection stays small.
 #[derive(Debug)]
 pub(crate) struct Authentication {
-    pub(crate) deadline: Instant,
+    pub(crate) deadline: Timestamp,
     pub(crate) connect: Box<Connect>,
     pub(crate) client_id: ByteString,
     pub(crate) assigned: bool,
@@ -72,7 +72,7 @@ pub(crate) struct Authentication {
 /// A session being read from the store for a CONNECT ([`Phase::Loading`]).
 #[derive(Debug)]
 pub(crate) struct Loading {
-    pub(crate) deadline: Instant,
+    pub(crate) deadline: Timestamp,
     pub(crate) connect: Box<Connect>,
     pub(crate) key: SessionKey,
     pub(crate) assigned: bool,
@@ -217,13 +217,13 @@ pub(crate) struct Connection {
     /// 1.5 times the keep-alive, or `None` when keep-alive is off.
     pub(crate) keep_alive: Option<Duration>,
     /// When the last bytes arrived.
-    pub(crate) last_activity: Instant,
+    pub(crate) last_activity: Timestamp,
     /// Bytes sent but not yet reported written by the shell.
     pub(crate) unsent: usize,
     /// Since when `unsent` has been over the limit.
-    pub(crate) slow_since: Option<Instant>,
+    pub(crate) slow_since: Option<Timestamp>,
     /// The earliest timer entry queued for this connection.
-    pub(crate) timer_at: Option<Instant>,
+    pub(crate) timer_at: Option<Timestamp>,
     /// The client's Receive Maximum: most QoS 1/2 messages in flight to it.
     pub(crate) send_window: u16,
     /// The client's Maximum Packet Size.
@@ -296,7 +296,12 @@ impl Connection {
         self.extensions.as_ref()?.reauth.as_ref()
     }
 
-    pub(crate) fn new(info: ConnInfo, now: Instant, deadline: Instant, max_packet: u32) -> Self {
+    pub(crate) fn new(
+        info: ConnInfo,
+        now: Timestamp,
+        deadline: Timestamp,
+        max_packet: u32,
+    ) -> Self {
         Self {
             info,
             phase: Phase::AwaitingConnect { deadline },

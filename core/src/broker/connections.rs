@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use super::connection::{Connection, Pipeline};
 use super::io::{Action, ConnId, Outbox};
-use crate::time::Instant;
+use crate::time::Timestamp;
 
 /// The largest output buffer sized from the previous flush.
 const OUT_HINT_MAX: usize = 64 * 1024;
@@ -135,7 +135,7 @@ impl Connections {
 
     /// Sends what `conn` accumulated as one action at `now`; true when its unsent bytes just
     /// went over the limit (it became a slow consumer).
-    pub(crate) fn flush_one(&mut self, conn: ConnId, now: Instant, out: &mut Outbox) -> bool {
+    pub(crate) fn flush_one(&mut self, conn: ConnId, now: Timestamp, out: &mut Outbox) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
@@ -188,7 +188,7 @@ impl Connections {
 
     /// Whether a timer entry for `conn` must be set at `at`: it is open and has none as early
     /// (the entry is then noted as set).
-    pub(crate) fn arm_timer(&mut self, conn: ConnId, at: Instant) -> bool {
+    pub(crate) fn arm_timer(&mut self, conn: ConnId, at: Timestamp) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
@@ -291,7 +291,7 @@ mod tests {
             listener: ListenerKind::Test,
             tls_identity: None,
         };
-        let now = Instant::from_nanos(0);
+        let now = Timestamp::from_nanos(0);
         conns.insert(conn(n), Connection::new(info, now, now, 1024));
     }
 
@@ -309,7 +309,7 @@ mod tests {
         let list = conns.take_flush_list();
         assert_eq!(list, [conn(2), conn(1)]);
         let mut out = Outbox::new();
-        let now = Instant::from_nanos(7);
+        let now = Timestamp::from_nanos(7);
         assert!(
             conns.flush_one(conn(2), now, &mut out),
             "6 bytes over 4: slow"
@@ -348,7 +348,7 @@ mod tests {
     fn a_connection_timer_is_armed_only_when_earlier() {
         let mut conns = Connections::new(1024);
         open(&mut conns, 1);
-        let at = |n| Instant::from_nanos(n);
+        let at = |n| Timestamp::from_nanos(n);
         assert!(conns.arm_timer(conn(1), at(10)));
         assert!(!conns.arm_timer(conn(1), at(20)));
         assert!(conns.arm_timer(conn(1), at(5)));

@@ -1075,7 +1075,7 @@ impl Broker {
     pub(super) fn on_conn_timer(
         &mut self,
         conn: ConnId,
-        at: crate::time::Instant,
+        at: crate::time::Timestamp,
         out: &mut Outbox,
     ) {
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -1100,14 +1100,14 @@ impl Broker {
 
     /// The next deadline of `conn` (connect, keep-alive, slow consumer), or the first one that
     /// passed.
-    fn conn_deadline(&self, conn: ConnId) -> Result<Option<crate::time::Instant>, ConnTimeout> {
+    fn conn_deadline(&self, conn: ConnId) -> Result<Option<crate::time::Timestamp>, ConnTimeout> {
         let now = self.now.instant;
         let slow_timeout = self.config.slow_consumer_timeout;
         let Some(c) = self.conns.get(&conn) else {
             return Ok(None);
         };
-        let mut next = None::<crate::time::Instant>;
-        let mut check = |deadline: crate::time::Instant, timeout: ConnTimeout| {
+        let mut next = None::<crate::time::Timestamp>;
+        let mut check = |deadline: crate::time::Timestamp, timeout: ConnTimeout| {
             if now >= deadline {
                 return Err(timeout);
             }

@@ -27,7 +27,7 @@ pub struct Message {
     /// Its sequence in the messages stream, when it was stored for persistent sessions.
     pub seq: Option<u64>,
     /// When its Message Expiry Interval runs out (MQTT 5.0), on the broker's clock.
-    pub expires_at: Option<crate::time::Instant>,
+    pub expires_at: Option<crate::time::Timestamp>,
 }
 
 impl Message {

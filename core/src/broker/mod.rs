@@ -135,7 +135,7 @@ use crate::fleet::clock::ConnectClock;
 use crate::fleet::wire;
 use crate::js::StoredMessage;
 use crate::rng::Rng;
-use crate::time::{Instant, Now};
+use crate::time::{Now, Timestamp};
 
 /// Counters for metrics; they only ever grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -220,7 +220,7 @@ pub struct Broker {
     /// The `$SYS/broker/` values last published.
     sys: sys_topics::SysValues,
     /// When the broker was made (for its uptime).
-    started: Instant,
+    started: Timestamp,
 }
 
 impl Broker {
@@ -330,7 +330,7 @@ impl Broker {
     /// When the broker next wants an [`Input::Tick`]; `None` when no timer is set. Calling
     /// earlier is harmless.
     #[must_use]
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self) -> Option<Timestamp> {
         self.timers.next_deadline()
     }
 
@@ -383,12 +383,12 @@ impl Broker {
         out.push(Action::Notice(Notice::UnknownConnection(conn)));
     }
 
-    fn schedule(&mut self, at: Instant, timer: Timer) {
+    fn schedule(&mut self, at: Timestamp, timer: Timer) {
         self.timers.schedule(at, timer);
     }
 
     /// Makes sure a timer entry for `conn` exists no later than `at`.
-    fn schedule_conn(&mut self, conn: ConnId, at: Instant) {
+    fn schedule_conn(&mut self, conn: ConnId, at: Timestamp) {
         if self.conns.arm_timer(conn, at) {
             self.timers.schedule(at, Timer::Conn(conn));
         }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::io::ConnId;
 use crate::js::StoredMessage;
-use crate::time::Instant;
+use crate::time::Timestamp;
 
 /// The most spilled messages read back at once: a read is one store request per message, and
 /// the store serves them in turn with everyone's writes, so a large read would hold up the
@@ -25,7 +25,7 @@ pub(crate) struct Overload {
     /// The read of the first spilled messages that is out.
     reading: Option<SpillRead>,
     /// When the session last acknowledged a message or its connection wrote bytes.
-    last_progress: Instant,
+    last_progress: Timestamp,
 }
 
 /// A read of the first `asked` spilled messages of a session, one request each.
@@ -40,7 +40,7 @@ struct SpillRead {
 
 impl Overload {
     /// Nothing spilled or held yet; progress counts from `now`.
-    pub(crate) fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Timestamp) -> Self {
         Self {
             held: Vec::new(),
             spilled: VecDeque::new(),
@@ -60,7 +60,7 @@ impl Overload {
     }
 
     /// When a subscriber holding publishers back counts as a slow consumer, if it holds any.
-    pub(crate) fn stall_deadline(&self, timeout: std::time::Duration) -> Option<Instant> {
+    pub(crate) fn stall_deadline(&self, timeout: std::time::Duration) -> Option<Timestamp> {
         (!self.held.is_empty()).then(|| self.last_progress.saturating_add(timeout))
     }
 
@@ -85,7 +85,7 @@ impl Overload {
     }
 
     /// The session made progress at `now`.
-    pub(crate) fn progress(&mut self, now: Instant) {
+    pub(crate) fn progress(&mut self, now: Timestamp) {
         self.last_progress = now;
     }
 
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn spilled_messages_come_back_in_order_up_to_the_first_failed_read() {
-        let mut o = Overload::new(Instant::from_nanos(0));
+        let mut o = Overload::new(Timestamp::from_nanos(0));
         for seq in [5, 3, 9] {
             o.spill(seq);
         }
@@ -184,16 +184,16 @@ mod tests {
 
     #[test]
     fn a_publisher_is_held_once_and_stalls_count_from_the_last_progress() {
-        let mut o = Overload::new(Instant::from_nanos(0));
+        let mut o = Overload::new(Timestamp::from_nanos(0));
         let publisher = ConnId::new(4).expect("non-zero");
         let timeout = std::time::Duration::from_secs(1);
         assert_eq!(o.stall_deadline(timeout), None, "holds nobody");
         assert!(o.hold(publisher));
         assert!(!o.hold(publisher));
-        o.progress(Instant::from_nanos(7));
+        o.progress(Timestamp::from_nanos(7));
         assert_eq!(
             o.stall_deadline(timeout),
-            Some(Instant::from_nanos(7).saturating_add(timeout))
+            Some(Timestamp::from_nanos(7).saturating_add(timeout))
         );
         assert_eq!(o.take_held(), [publisher]);
         assert!(o.is_idle());

@@ -21,7 +21,7 @@ use crate::codec::{
 };
 use crate::js::records::{self, SessionRecord, SubscriptionRecord};
 use crate::js::{RequestId, StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
-use crate::time::{Instant, WallClock};
+use crate::time::{Timestamp, WallClock};
 use crate::topic::{subject, Subscription, TopicName};
 
 impl Broker {
@@ -430,7 +430,7 @@ impl Broker {
     pub(super) fn v5_fields_from_headers(
         &self,
         headers: &[(ByteString, ByteString)],
-    ) -> Option<(Option<Box<PublishProperties>>, Option<Instant>)> {
+    ) -> Option<(Option<Box<PublishProperties>>, Option<Timestamp>)> {
         let (properties, expires_at) = records::read_v5_fields(headers);
         let expires_at = match expires_at {
             Some(at) => {
@@ -473,7 +473,7 @@ impl Broker {
         payload: bytes::Bytes,
         qos: QoS,
         properties: Option<Box<PublishProperties>>,
-        expires_at: Option<Instant>,
+        expires_at: Option<Timestamp>,
     ) {
         let msg = Message {
             topic: topic.clone(),

@@ -656,7 +656,10 @@ impl Broker {
     }
 
     /// When a message's Message Expiry Interval, counted from now, runs out.
-    fn expiry_deadline(now: crate::time::Instant, msg: &Message) -> Option<crate::time::Instant> {
+    fn expiry_deadline(
+        now: crate::time::Timestamp,
+        msg: &Message,
+    ) -> Option<crate::time::Timestamp> {
         let secs = msg.properties.as_ref()?.message_expiry_interval?;
         Some(now.saturating_add(std::time::Duration::from_secs(u64::from(secs))))
     }

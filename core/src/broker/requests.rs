@@ -13,7 +13,7 @@ use super::io::ConnId;
 use super::sessions::SessionId;
 use crate::codec::PacketId;
 use crate::js::RequestId;
-use crate::time::Instant;
+use crate::time::Timestamp;
 
 /// What a write contributes to the packet waiting for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub(crate) struct Issued {
     /// The number its reply carries.
     pub(crate) id: RequestId,
     /// When it counts as failed if no reply came.
-    pub(crate) deadline: Instant,
+    pub(crate) deadline: Timestamp,
 }
 
 /// The store requests waiting for their replies, by number, with their owners.
@@ -91,7 +91,7 @@ impl StoreRequests {
     }
 
     /// Issues a request for `owner` at `now`: the next number, and its deadline.
-    pub(crate) fn issue(&mut self, owner: RequestOwner, now: Instant) -> Issued {
+    pub(crate) fn issue(&mut self, owner: RequestOwner, now: Timestamp) -> Issued {
         self.issued += 1;
         let id = RequestId(self.issued);
         self.owners.insert(id, owner);
@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn a_request_is_answered_once_and_numbers_are_never_reused() {
         let mut requests = StoreRequests::new(Duration::from_secs(10));
-        let now = Instant::from_nanos(5);
+        let now = Timestamp::from_nanos(5);
         let first = requests.issue(RequestOwner::Background, now);
         let load = RequestOwner::Load {
             conn: ConnId::new(3).expect("non-zero"),

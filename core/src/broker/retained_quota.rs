@@ -22,7 +22,7 @@ use super::sys_topics::SYS_BROKER;
 use super::Broker;
 use crate::broker::io::Outbox;
 use crate::js::records;
-use crate::time::Instant;
+use crate::time::Timestamp;
 use crate::topic::{subject, TopicFilter, TopicName};
 
 /// The shortest time between two sweeps of expired retained messages, which walk them all.
@@ -38,7 +38,7 @@ pub(crate) struct Retained {
     /// How many of `store` are the broker's own `$SYS/broker/` statistics (not counted).
     sys: usize,
     /// When expired retained messages were last swept out to make room.
-    swept_at: Option<Instant>,
+    swept_at: Option<Timestamp>,
     /// Whether the broker publishes `$SYS/broker/` statistics (`sys_interval`).
     sys_on: bool,
     /// `max_retained_messages` (0: no limit).
@@ -124,7 +124,7 @@ impl Retained {
     /// Whether a client may retain a message that keeps `len` bytes on `topic`: replacing or
     /// adding only within the quota. A refusal first sweeps out the expired retained messages
     /// (at most once a second, from `now`) and asks again.
-    pub(crate) fn admit(&mut self, topic: &TopicName, len: usize, now: Instant) -> Admission {
+    pub(crate) fn admit(&mut self, topic: &TopicName, len: usize, now: Timestamp) -> Admission {
         let mut expired = Vec::new();
         if self.within_quota(topic, len) {
             return Admission {
@@ -154,7 +154,7 @@ impl Retained {
 
     /// Drops the retained messages whose Message Expiry Interval has run out at `now` (they
     /// are never delivered again), and returns their topics.
-    fn sweep_expired(&mut self, now: Instant) -> Vec<TopicName> {
+    fn sweep_expired(&mut self, now: Timestamp) -> Vec<TopicName> {
         let mut expired = Vec::new();
         self.store.for_each(|topic, msg| {
             if msg.expires_at.is_some_and(|at| at <= now) {
@@ -202,7 +202,11 @@ mod tests {
     use crate::broker::Message;
     use crate::codec::QoS;
 
-    fn message(topic: &str, payload: &'static [u8], expires_at: Option<Instant>) -> SharedMessage {
+    fn message(
+        topic: &str,
+        payload: &'static [u8],
+        expires_at: Option<Timestamp>,
+    ) -> SharedMessage {
         Arc::new(Message {
             topic: TopicName::new(topic.to_owned()).expect("a topic"),
             payload: bytes::Bytes::from_static(payload),
@@ -219,8 +223,8 @@ mod tests {
         TopicName::new(t.to_owned()).expect("a topic")
     }
 
-    fn at(secs: u64) -> Instant {
-        Instant::from_nanos(secs * 1_000_000_000)
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_nanos(secs * 1_000_000_000)
     }
 
     #[test]
@@ -254,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_refusal_sweeps_expired_messages_out_at_most_once_a_second() {
-        let ms = |ms: u64| Instant::from_nanos(ms * 1_000_000);
+        let ms = |ms: u64| Timestamp::from_nanos(ms * 1_000_000);
         let config = BrokerConfig {
             max_retained_bytes: 4,
             ..BrokerConfig::default()

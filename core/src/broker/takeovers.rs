@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::io::SessionKey;
-use crate::time::Instant;
+use crate::time::Timestamp;
 
 /// Takeovers per client identifier, each counted in a window that starts at its first one.
 #[derive(Debug)]
@@ -23,9 +23,9 @@ pub(super) struct TakeoverCounter {
     /// How long a window lasts.
     window: Duration,
     /// Window start and takeovers in it, by session key.
-    counts: BTreeMap<SessionKey, (Instant, u32)>,
+    counts: BTreeMap<SessionKey, (Timestamp, u32)>,
     /// Window starts in order, to forget ended windows without a scan.
-    starts: VecDeque<(Instant, SessionKey)>,
+    starts: VecDeque<(Timestamp, SessionKey)>,
 }
 
 impl TakeoverCounter {
@@ -41,7 +41,7 @@ impl TakeoverCounter {
 
     /// Counts a takeover of `key` at `now`; true when this one reaches the limit (the moment
     /// to tell the operator).
-    pub(super) fn record(&mut self, key: &SessionKey, now: Instant) -> bool {
+    pub(super) fn record(&mut self, key: &SessionKey, now: Timestamp) -> bool {
         if self.limit == 0 {
             return false;
         }
@@ -60,7 +60,7 @@ impl TakeoverCounter {
     }
 
     /// Whether `key` has reached the limit in its current window.
-    pub(super) fn exceeded(&mut self, key: &SessionKey, now: Instant) -> bool {
+    pub(super) fn exceeded(&mut self, key: &SessionKey, now: Timestamp) -> bool {
         if self.limit == 0 {
             return false;
         }
@@ -71,7 +71,7 @@ impl TakeoverCounter {
     }
 
     /// Drops the windows that ended by `now`.
-    fn forget_ended(&mut self, now: Instant) {
+    fn forget_ended(&mut self, now: Timestamp) {
         while let Some((start, _)) = self.starts.front() {
             if start.saturating_add(self.window) > now {
                 break;
@@ -102,8 +102,8 @@ mod tests {
         }
     }
 
-    fn at(ms: u64) -> Instant {
-        Instant::from_nanos(ms * 1_000_000)
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_nanos(ms * 1_000_000)
     }
 
     #[test]

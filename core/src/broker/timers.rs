@@ -11,7 +11,7 @@ use std::collections::BinaryHeap;
 use super::io::ConnId;
 use super::sessions::SessionId;
 use crate::js::RequestId;
-use crate::time::Instant;
+use crate::time::Timestamp;
 
 /// A timer the broker waits for.
 ///
@@ -38,23 +38,23 @@ pub(crate) enum Timer {
 /// The timers set and not yet fired, earliest first.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, Timer)>>,
+    heap: BinaryHeap<Reverse<(Timestamp, Timer)>>,
 }
 
 impl Timers {
     /// Sets `timer` to fire at `at`.
-    pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) {
+    pub(crate) fn schedule(&mut self, at: Timestamp, timer: Timer) {
         self.heap.push(Reverse((at, timer)));
     }
 
     /// When the earliest timer fires; `None` when none is set.
     #[must_use]
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Timestamp> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Takes the earliest timer if it is due at `now`, with the instant it was set for.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Timer)> {
+    pub(crate) fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, Timer)> {
         let Reverse((at, _)) = self.heap.peek()?;
         if *at > now {
             return None;
@@ -69,8 +69,8 @@ mod tests {
 
     use super::*;
 
-    fn at(secs: u64) -> Instant {
-        Instant::from_nanos(0).saturating_add(Duration::from_secs(secs))
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_nanos(0).saturating_add(Duration::from_secs(secs))
     }
 
     #[test]

@@ -17,7 +17,7 @@ use jetmq_core::codec::{
 };
 use jetmq_core::js::memory::MemoryStore;
 use jetmq_core::js::{RequestId, StoreError, StoreReply, StoreRequest};
-use jetmq_core::time::{Instant, Now, WallClock};
+use jetmq_core::time::{Now, Timestamp, WallClock};
 
 /// What one virtual client has seen.
 #[derive(Debug)]
@@ -123,7 +123,7 @@ impl Harness {
 
     pub fn with_seed(config: BrokerConfig, seed: u64) -> Self {
         let now = Now::new(
-            Instant::from_nanos(1_000_000_000),
+            Timestamp::from_nanos(1_000_000_000),
             WallClock::from_unix_millis(1_700_000_000_000),
         );
         Self {

@@ -38,7 +38,7 @@ use super::subjects::validate;
 use super::{StoreError, StoreReply, StoreRequest, StoredMessage, Stream};
 use crate::js::RequestId;
 use crate::nats::{Headers, Message, NatsClient};
-use crate::time::Instant;
+use crate::time::Timestamp;
 
 /// Every stream jetmq keeps state in.
 const STREAMS: [Stream; 5] = [
@@ -204,9 +204,9 @@ pub struct JetStream {
     /// Requests made before the streams were ready.
     waiting: VecDeque<(RequestId, StoreRequest)>,
     /// Requests in flight and when they were sent.
-    ops: BTreeMap<u64, (Op, Instant)>,
+    ops: BTreeMap<u64, (Op, Timestamp)>,
     /// The time of the last [`tick`](Self::tick).
-    now: Instant,
+    now: Timestamp,
     next_token: u64,
     /// Per consumer: what it handed out here and was not acknowledged, by sequence.
     handed: BTreeMap<ByteString, BTreeMap<u64, Handed>>,
@@ -235,7 +235,7 @@ impl JetStream {
             setup: Setup::Ensuring(0),
             waiting: VecDeque::new(),
             ops: BTreeMap::new(),
-            now: Instant::from_nanos(0),
+            now: Timestamp::from_nanos(0),
             next_token: 0,
             handed: BTreeMap::new(),
             pulling: BTreeMap::new(),
@@ -398,7 +398,7 @@ impl JetStream {
     /// The time passes: requests unanswered for the API timeout fail with
     /// [`StoreError::Timeout`]; a set-up that went unanswered (a cluster still electing its
     /// leader) fails the requests waiting for it, and the next request starts it again.
-    pub fn tick(&mut self, now: Instant, nats: &mut NatsClient) {
+    pub fn tick(&mut self, now: Timestamp, nats: &mut NatsClient) {
         self.now = now;
         let expired: Vec<u64> = self
             .ops

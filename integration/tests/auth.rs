@@ -63,8 +63,17 @@ fn bad_auth_config_is_refused() {
         .apply_toml("[[auth.users]]\nusername = \"bob\"\npassword_hash = \"plaintext\"\n")
         .expect_err("not a hash")
         .to_string();
+    assert!(e.contains("auth.users[0].password_hash"), "{e}");
     assert!(
-        e.contains("auth.users[0].password_hash") && e.contains("plaintext"),
+        !e.contains("plaintext"),
+        "a value that may be a password is never repeated: {e}"
+    );
+    let e = ServerConfig::default()
+        .apply_toml("[[auth.users]]\nusername = \"bob\"\nscram = \"hunter2\"\n")
+        .expect_err("not a SCRAM credential")
+        .to_string();
+    assert!(
+        e.contains("auth.users[0].scram") && !e.contains("hunter2"),
         "{e}"
     );
     let hash = jetmq::auth::hash_password(b"x").expect("hash");

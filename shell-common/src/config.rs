@@ -828,9 +828,11 @@ impl ServerConfig {
             }
             if let Some(hash) = user.password_hash {
                 if let Err(why) = crate::auth::check_hash(&hash) {
+                    // The value is never repeated: it may be a password typed in the wrong
+                    // place.
                     return Err(invalid(
                         &key("password_hash"),
-                        &hash,
+                        format!("*** ({} characters)", hash.chars().count()),
                         &format!(
                             "an Argon2 PHC hash as printed by `jetmq hash-password`; this one is {why}"
                         ),
@@ -842,7 +844,7 @@ impl ServerConfig {
                 let credential = crate::scram::ScramCredential::parse(&text).map_err(|why| {
                     invalid(
                         &key("scram"),
-                        &text,
+                        format!("*** ({} characters)", text.chars().count()),
                         &format!("the output of `jetmq hash-password --scram`: {why}"),
                     )
                 })?;

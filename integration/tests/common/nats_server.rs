@@ -33,6 +33,7 @@ pub(crate) const TEST_APP_SUBJECTS: &[&str] = &[
     "admin",
     "alerts",
     "auth",
+    "chaos",
     "compat",
     "elsewhere",
     "jobs",
@@ -333,6 +334,11 @@ impl NatsServer {
     /// `nats://jetmq:<password>@127.0.0.1:<port>`: jetmq's URL, as its restricted user.
     pub(crate) fn url(&self) -> String {
         jetmq_url(self.port)
+    }
+
+    /// The server's process id (the chaos tests pause it with SIGSTOP).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Where the server logs.

@@ -53,6 +53,7 @@ fn bounds_on_what_a_client_may_keep_are_read_with_their_defaults() {
     assert_eq!(c.broker.max_sessions, 1_000_000);
     assert_eq!(c.broker.max_sessions_per_user, 0);
     assert_eq!(c.broker.max_idle, Some(Duration::from_secs(7200)));
+    assert_eq!(c.broker.max_topic_levels, 128);
     assert!(!c.broker.client_id_from_username);
     let c = apply(
         r#"
@@ -62,6 +63,7 @@ max_user_property_bytes = 100
 max_sessions = 10
 max_sessions_per_user = 2
 max_idle_secs = 0
+max_topic_levels = 8
 
 [auth]
 client_id_from = "username"
@@ -73,6 +75,7 @@ client_id_from = "username"
     assert_eq!(c.broker.max_sessions, 10);
     assert_eq!(c.broker.max_sessions_per_user, 2);
     assert_eq!(c.broker.max_idle, None, "0: no limit");
+    assert_eq!(c.broker.max_topic_levels, 8);
     assert!(c.broker.client_id_from_username);
 }
 

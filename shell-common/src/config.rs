@@ -301,6 +301,7 @@ struct LimitsFile {
     max_user_property_bytes: Option<usize>,
     max_sessions: Option<usize>,
     max_sessions_per_user: Option<usize>,
+    max_topic_levels: Option<usize>,
     max_idle_secs: Option<u64>,
 }
 
@@ -350,6 +351,12 @@ impl LimitsFile {
         }
         if let Some(v) = self.max_sessions_per_user {
             b.max_sessions_per_user = v;
+        }
+        if let Some(v) = self.max_topic_levels {
+            if !(1..=65_535).contains(&v) {
+                return Err(invalid("limits.max_topic_levels", v, "1 to 65535 levels"));
+            }
+            b.max_topic_levels = v;
         }
         match self.max_idle_secs {
             None => {}

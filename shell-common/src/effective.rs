@@ -174,6 +174,7 @@ fn limits(out: &mut Toml, config: &ServerConfig) {
     out.key("max_user_property_bytes", b.max_user_property_bytes);
     out.key("max_sessions", b.max_sessions);
     out.key("max_sessions_per_user", b.max_sessions_per_user);
+    out.key("max_topic_levels", b.max_topic_levels);
     out.key("max_idle_secs", b.max_idle.map_or(0, secs));
     out.key(
         "max_connections_per_address",
@@ -522,6 +523,7 @@ mod tests {
             "max_user_property_bytes = 16384",
             "max_sessions = 1000000",
             "max_sessions_per_user = 0",
+            "max_topic_levels = 128",
             "max_idle_secs = 7200",
             "max_connections_per_address = 0",
             "tcp_keepalive_secs = 60",

@@ -20,19 +20,6 @@ fn h() -> Harness {
     Harness::new(BrokerConfig::default())
 }
 
-/// A new broker on `h`'s store (taken from it), restored from what it holds, as after a
-/// crash of `h`'s broker.
-fn restarted(h: &mut Harness) -> Harness {
-    let records = h.store.records();
-    let mut h2 = Harness::new(BrokerConfig::default());
-    h2.store = std::mem::take(&mut h.store);
-    for r in records {
-        h2.input(Input::Restored(r));
-    }
-    h2.input(Input::RestoreComplete);
-    h2
-}
-
 fn q1(n: u16) -> PublishQos {
     PublishQos::AtLeastOnce(pid(n))
 }
@@ -742,7 +729,7 @@ fn an_outbound_qos2_flow_survives_a_restart_as_its_pubrel() {
     h.send(s, &Packet::PubRec(Ack::new(id)));
     assert!(matches!(h.next_packet(s), Some(Packet::PubRel(a)) if a.packet_id == id));
     // The broker stops before the PUBCOMP arrives.
-    let mut h2 = restarted(&mut h);
+    let mut h2 = h.restarted();
     let (s2, present) = h2.connect_ok(connect(V3, "s", false));
     assert!(present);
     let again = h2.packets(s2);
@@ -798,7 +785,7 @@ fn a_failed_pubrel_record_keeps_the_message_until_pubcomp() {
     h.auto_store = true;
 
     // A restart before PUBCOMP: the message comes again.
-    let mut h2 = restarted(&mut h);
+    let mut h2 = h.restarted();
     let (s2, present) = h2.connect_ok(connect(V3, "s", false));
     assert!(present);
     let again = h2.packets(s2);
@@ -1518,7 +1505,7 @@ fn messages_stored_for_a_new_subscription_keep_their_publishers_order_across_a_r
         .iter()
         .any(|pk| matches!(pk, Packet::SubAck(_))));
     // The broker stops before the subscriber acknowledged anything.
-    let mut h2 = restarted(&mut h);
+    let mut h2 = h.restarted();
     let (s2, present) = h2.connect_ok(connect(V3, "s", false));
     assert!(present);
     let got: Vec<String> = h2.publishes(s2).into_iter().map(|m| m.1).collect();
@@ -1538,7 +1525,7 @@ fn a_retained_delete_on_a_topic_with_nats_wildcard_characters_deletes_that_topic
     h.send(p, &publish(">", "", q1(10), true));
     h.send(p, &publish("*", "", q1(11), true));
     assert_eq!(h.broker.retained_count(), 2);
-    let mut h2 = restarted(&mut h);
+    let mut h2 = h.restarted();
     assert_eq!(h2.broker.retained_count(), 2, "the store kept a/b and a/*");
     let (s, _) = h2.connect_ok(connect(V3, "s", true));
     h2.subscribe_ok(s, 1, "#", QoS::AtLeastOnce);

@@ -24,19 +24,6 @@ fn h() -> Harness {
     Harness::new(BrokerConfig::default())
 }
 
-/// A new broker on `h`'s store (taken from it), restored from what it holds, as after a
-/// crash of `h`'s broker.
-fn restarted(h: &mut Harness) -> Harness {
-    let records = h.store.records();
-    let mut h2 = Harness::new(BrokerConfig::default());
-    h2.store = std::mem::take(&mut h.store);
-    for r in records {
-        h2.input(Input::Restored(r));
-    }
-    h2.input(Input::RestoreComplete);
-    h2
-}
-
 /// The filters a session record write holds, if `request` is one.
 fn record_filters(request: &StoreRequest) -> Option<BTreeSet<String>> {
     match request {
@@ -165,7 +152,7 @@ fn pipelined_subscribes_cost_a_bounded_number_of_record_writes() {
         usize::from(N),
         "the last record holds every filter"
     );
-    let h2 = restarted(&mut h);
+    let h2 = h.restarted();
     let info: Vec<_> = h2.broker.sessions().collect();
     assert_eq!(info.len(), 1);
     assert_eq!(info[0].subscriptions.len(), usize::from(N));
@@ -298,7 +285,7 @@ fn a_connection_closed_during_a_save_leaves_the_next_save_to_finish() {
         &publish("b", "kept", PublishQos::AtLeastOnce(pid(1)), false),
     );
     assert_eq!(h.packets(p), [Packet::PubAck(Ack::new(pid(1)))]);
-    let mut h2 = restarted(&mut h);
+    let mut h2 = h.restarted();
     let (s2, present) = h2.connect_ok(connect(V3, "s", false));
     assert!(present);
     let got: Vec<String> = h2.publishes(s2).into_iter().map(|m| m.1).collect();

@@ -271,6 +271,19 @@ impl Harness {
         }
     }
 
+    /// A new broker (default configuration) on this harness's store, taken from it and
+    /// restored from what it holds, as after a crash of this broker.
+    pub fn restarted(&mut self) -> Harness {
+        let records = self.store.records();
+        let mut next = Harness::new(BrokerConfig::default());
+        next.store = std::mem::take(&mut self.store);
+        for r in records {
+            next.input(Input::Restored(r));
+        }
+        next.input(Input::RestoreComplete);
+        next
+    }
+
     /// Opens a connection and returns its id (no CONNECT yet).
     pub fn open(&mut self, version: ProtocolVersion) -> ConnId {
         self.next_conn += 1;

@@ -289,14 +289,33 @@ fn trace_recorded_types() -> Result<String, String> {
 /// Appends the magic bytes, the version, the preamble naming this build and the header frame
 /// to `out`.
 pub fn encode_header(header: &RecordHeader, out: &mut Vec<u8>) {
+    push_preamble(&Build::current(), out);
+    push_frame(&postcard::to_allocvec(header).unwrap_or_default(), out);
+}
+
+/// The frames of `recording` under the preamble `build` writes: what that build would have
+/// recorded (for tests of refusals, and for tools that know two builds record alike).
+///
+/// # Errors
+///
+/// `recording` is not a recording this build can read the preamble of.
+pub fn relabel(recording: &[u8], build: &Build) -> Result<Vec<u8>, ReplayError> {
+    let (_, frames) = preamble(recording)?;
+    let mut out = Vec::with_capacity(recording.len());
+    push_preamble(build, &mut out);
+    out.extend_from_slice(frames);
+    Ok(out)
+}
+
+/// Appends the magic bytes, the format version and the preamble naming `build`.
+fn push_preamble(build: &Build, out: &mut Vec<u8>) {
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    let jetmq = JETMQ_VERSION.as_bytes();
+    out.push(build.format);
+    let jetmq = build.jetmq.as_bytes();
     let len = u16::try_from(jetmq.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&jetmq[..usize::from(len)]);
-    out.extend_from_slice(&types_fingerprint().to_le_bytes());
-    push_frame(&postcard::to_allocvec(header).unwrap_or_default(), out);
+    out.extend_from_slice(&build.types.to_le_bytes());
 }
 
 /// Serializes an input, before it is handed to the broker (which consumes it).

@@ -94,14 +94,12 @@ fn damaged_recordings_are_refused_or_cut() {
 /// The recording with its preamble replaced: written as by a build of jetmq `jetmq`, format
 /// `format`, recorded types `types`.
 fn as_written_by(recording: &[u8], format: u8, jetmq: &str, types: u64) -> Vec<u8> {
-    let frames = &recording[MAGIC.len() + 1 + 2 + JETMQ_VERSION.len() + 8..];
-    let mut out = MAGIC.to_vec();
-    out.push(format);
-    out.extend_from_slice(&u16::try_from(jetmq.len()).expect("short").to_le_bytes());
-    out.extend_from_slice(jetmq.as_bytes());
-    out.extend_from_slice(&types.to_le_bytes());
-    out.extend_from_slice(frames);
-    out
+    let build = Build {
+        jetmq: jetmq.to_owned(),
+        format,
+        types,
+    };
+    jetmq_core::replay::relabel(recording, &build).expect("a recording")
 }
 
 #[test]

@@ -194,13 +194,12 @@ fn the_binary_refuses_a_recording_of_another_build() {
     let recording = short_recording();
     let frames = &recording[MAGIC.len() + 1 + 2 + JETMQ_VERSION.len() + 8..];
     let written_by = |format: u8, jetmq: &str, types: u64| {
-        let mut out = MAGIC.to_vec();
-        out.push(format);
-        out.extend_from_slice(&u16::try_from(jetmq.len()).expect("short").to_le_bytes());
-        out.extend_from_slice(jetmq.as_bytes());
-        out.extend_from_slice(&types.to_le_bytes());
-        out.extend_from_slice(frames);
-        out
+        let build = jetmq_core::replay::Build {
+            jetmq: jetmq.to_owned(),
+            format,
+            types,
+        };
+        jetmq_core::replay::relabel(&recording, &build).expect("a recording")
     };
     let mut v1 = MAGIC.to_vec();
     v1.push(1);

@@ -43,6 +43,8 @@ const ACK_WAIT_SECS: u64 = 10;
 const DRAIN: Duration = Duration::from_secs(24);
 /// The longest drain of a long run.
 const LONG_DRAIN: Duration = Duration::from_secs(60);
+/// How much longer than the drain a client may take to connect, or a publish to be resolved.
+const LIVENESS: Duration = Duration::from_secs(15);
 
 impl Settings {
     pub(crate) fn from_env() -> Self {
@@ -324,16 +326,24 @@ pub(crate) async fn fleet(settings: Settings) {
     // reads a session's consumer when it loads the session.
     let drain_start = Instant::now();
     let mut rejoined: Option<usize> = None;
+    let drain = if settings.long { LONG_DRAIN } else { DRAIN };
     let (disconnected, in_flight, pending) = loop {
         sleep(Duration::from_millis(500)).await;
         let a = checker::analyze(&history.snapshot(), &profiles, None);
-        let done = a.disconnected == 0 && a.in_flight == 0 && a.pending == 0;
-        if (done && drain_start.elapsed() > Duration::from_secs(2))
-            || drain_start.elapsed() > if settings.long { LONG_DRAIN } else { DRAIN }
+        let live = a.disconnected == 0 && a.in_flight == 0;
+        let waited = drain_start.elapsed();
+        // Past the drain's time what is owed is lost; every client must be connected and every
+        // publish resolved all the same (a connect under way at that moment gets its time).
+        if (live && a.pending == 0 && waited > Duration::from_secs(2))
+            || (live && waited > drain)
+            || waited > drain + LIVENESS
         {
             break (a.disconnected, a.in_flight, a.pending);
         }
-        if rejoined.is_none() && drain_start.elapsed() > Duration::from_secs(ACK_WAIT_SECS + 3) {
+        if rejoined.is_none()
+            && a.pending > 0
+            && drain_start.elapsed() > Duration::from_secs(ACK_WAIT_SECS + 3)
+        {
             history.log(HARNESS, Op::Phase { name: "rejoin" });
             rejoined = Some(a.pending);
             rejoin_tx.send_modify(|n| *n += 1);

@@ -22,12 +22,14 @@
 //! and do not fail the run; any other violation does. `JETMQ_CHAOS_STRICT=1` fails on the holes
 //! this harness found too (delete an entry there once its hole is fixed, so it fails again).
 //!
-//! By default (`cargo test`) a short run: a chaos phase of 40 s injecting each kind of fault
-//! once, in an order and on targets drawn from a seed taken from the clock (about 50-80 s in
-//! all). By hand: `JETMQ_CHAOS_SECS=1800` for a long run (faults drawn at random, sometimes two
-//! at once), `JETMQ_CHAOS_SEED=<n>` to run a seed's fault schedule and client scripts again
-//! (the interleaving of a real cluster is not replayed: a seed names the schedule, not the
-//! run), `JETMQ_CHAOS_HISTORY=<file>` to keep the whole history. Every run prints its seed and
+//! A short run: a chaos phase of 40 s injecting each kind of fault once, in an order and on
+//! targets drawn from a seed taken from the clock (about 50-80 s in all). `chaos_fleet` is
+//! `#[ignore]`d for now, so it runs by hand:
+//! `cargo test -p jetmq-integration --test chaos -- --ignored --nocapture`. Further:
+//! `JETMQ_CHAOS_SECS=1800` for a long run (faults drawn at random, sometimes two at once),
+//! `JETMQ_CHAOS_SEED=<n>` to run a seed's fault schedule and client scripts again (the
+//! interleaving of a real cluster is not replayed: a seed names the schedule, not the run),
+//! `JETMQ_CHAOS_HISTORY=<file>` to keep the whole history. Every run prints its seed and
 //! schedule first and a summary last (operations, faults, losses, duplicates, resume and
 //! latency percentiles by fault kind, the holes seen) with `--nocapture`; a failing run
 //! prints them in its panic message, with the nodes' last log lines.

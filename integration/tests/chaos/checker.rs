@@ -141,6 +141,13 @@ pub(crate) const FOUND_HOLES: &[(&str, &str)] = &[
          and topic (MQTT 4.6 ordering)",
     ),
     (
+        "order-of-publishes-resent",
+        "QoS 1/2 publishes unacknowledged when their publisher's connection ends are sent again, \
+         in order, on its next connection; a later one the broker had stored from the first \
+         connection is delivered before an earlier one it had not (the core says they may be \
+         reordered on resend; MQTT 4.6 wants the order they were received in)",
+    ),
+    (
         "qos2-resent-after-completion",
         "a QoS 2 message whose delivery the client completed (PUBREL received, PUBCOMP sent) \
          is sent again when the session resumes after a fault: its completion was not kept",
@@ -1119,29 +1126,33 @@ pub(crate) fn analyze(events: &[Event], profiles: &[Profile], cutoff: Option<Mic
             order_violations += 1;
             // Sent again (DUP) or late by a second or more: it came by a catch-up path (a read
             // of the session's consumer, a resume, a redelivery), not live.
-            let hole = (r.dup || r.t > acked + 1_000_000).then_some("order-on-catch-up");
-            if order_violations <= 200 {
-                v.push(Violation {
-                    check: "order",
-                    hole,
-                    detail: format!(
-                        "{} got m{id} ({} QoS {} by {}, sent {:.3}s, acked {:.3}s) at {:.3}s, \
-                         after a later message of that publisher and topic ({})",
-                        profiles[r.client].id,
-                        m.topic,
-                        m.qos as u8,
-                        profiles[m.publisher].id,
-                        secs(m.first_sent),
-                        secs(acked),
-                        secs(r.t),
-                        if after_ack {
-                            "one sent after this one was acknowledged"
-                        } else {
-                            "sent after it on the same connection"
-                        }
-                    ),
-                });
-            }
+            let hole = if same_conn && !after_ack && m.resent {
+                // Both were unacknowledged when their publisher's connection ended: sent
+                // again in order, the later one had been stored from the first connection.
+                Some("order-of-publishes-resent")
+            } else {
+                (r.dup || r.t > acked + 1_000_000).then_some("order-on-catch-up")
+            };
+            v.push(Violation {
+                check: "order",
+                hole,
+                detail: format!(
+                    "{} got m{id} ({} QoS {} by {}, sent {:.3}s, acked {:.3}s) at {:.3}s, \
+                     after a later message of that publisher and topic ({})",
+                    profiles[r.client].id,
+                    m.topic,
+                    m.qos as u8,
+                    profiles[m.publisher].id,
+                    secs(m.first_sent),
+                    secs(acked),
+                    secs(r.t),
+                    if after_ack {
+                        "one sent after this one was acknowledged"
+                    } else {
+                        "sent after it on the same connection"
+                    }
+                ),
+            });
         }
         st.0 = st.0.max(m.first_sent);
         let e = st.2.entry(m.first_conn).or_default();

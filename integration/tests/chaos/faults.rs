@@ -200,14 +200,19 @@ pub(crate) struct Targets {
 }
 
 /// Injects `faults` from `start` on, each healed after its hold; returns when every fault is
-/// healed and every node it restarted serves again.
+/// healed and every node it restarted serves again. A fault waits for the one before it of
+/// its class to be healed (a node restarting takes longer than its hold when JetStream is slow
+/// to answer): one jetmq node down at a time, one nats-server, one node's link.
 pub(crate) async fn inject(faults: Vec<Fault>, start: Instant, targets: Targets) {
+    let classes: Arc<[Mutex<()>; 3]> = Arc::new(Default::default());
     let tasks: Vec<_> = faults
         .into_iter()
         .map(|f| {
             let targets = targets.clone();
+            let classes = Arc::clone(&classes);
             tokio::spawn(async move {
                 sleep_until(start + f.at).await;
+                let _turn = classes[usize::from(f.kind.class())].lock().await;
                 one(&f, &targets).await;
             })
         })
